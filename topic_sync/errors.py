@@ -1,0 +1,78 @@
+"""Errors a user can see, each with the exit code the CLI turns it into.
+
+The core raises these; only the CLI prints them. Exit codes are part of the
+interface (cron and monitoring read them), so they live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    LOCKED = 3
+    WITHHELD = 4
+    REFUSED = 5
+    CREDENTIALS = 6
+    DEADLINE = 7
+
+
+class TopicSyncError(Exception):
+    """Base class: a message for people and the exit code for machines."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(TopicSyncError):
+    """Input (file, option, configuration) is wrong; nothing was changed."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class InputFileError(BadInput):
+    """A problem at a known place in an input file."""
+
+    def __init__(self, path: str | Path, reason: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {reason}")
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+
+
+class Locked(TopicSyncError):
+    """Another run holds the lock for this topic prefix."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class PublishWithheld(TopicSyncError):
+    """The day's message was deliberately not sent (unsafe or unconfirmed)."""
+
+    exit_code = ExitCode.WITHHELD
+
+
+class Refused(TopicSyncError):
+    """A safety guard (churn, empty audience) refused the run before any change."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class CredentialsError(TopicSyncError):
+    """FCM rejected our credentials: no token is at fault, so the run stops."""
+
+    exit_code = ExitCode.CREDENTIALS
+
+
+class DeadlineReached(TopicSyncError):
+    """The run's deadline passed with work left; reconcile or a rerun continues it."""
+
+    exit_code = ExitCode.DEADLINE
