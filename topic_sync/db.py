@@ -1,0 +1,112 @@
+"""Connecting to PostgreSQL: a given URL, or an embedded server for demos.
+
+The embedded server (the `pgserver` wheel ships real PostgreSQL binaries) keeps
+the two README commands free of setup; production passes DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, text
+
+from topic_sync.errors import Locked, TopicSyncError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class SchemaError(TopicSyncError):
+    """The database is not at the schema this release expects."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept plain libpq URLs and use psycopg 3 for them."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in data_dir and return its URL."""
+    import pgserver
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(data_dir)
+    return server.get_uri()
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    return create_engine(
+        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to run against a database whose schema is missing or out of date."""
+    with engine.connect() as conn:
+        exists = conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        current = conn.scalar(text("SELECT version_num FROM alembic_version")) if exists else None
+    if current != head_revision():
+        raise SchemaError(
+            f"database schema is at {current or 'nothing'}, this release needs "
+            f"{head_revision()}: run 'topic-sync db upgrade' first"
+        )
+
+
+def lock_key(name: str) -> int:
+    """A stable 63-bit advisory-lock key for a name."""
+    return zlib.crc32(f"topic-sync:{name}".encode()) | (0x7A5 << 32)
+
+
+@contextlib.contextmanager
+def advisory_lock(engine: Engine, name: str, *, what: str) -> Iterator[Connection]:
+    """Hold a session-level advisory lock for the duration, or raise Locked at once.
+
+    A lock file would survive a crashed host; a PostgreSQL session lock dies
+    with its connection, and works across hosts sharing the database.
+    """
+    conn = engine.connect()
+    try:
+        got = conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)})
+        conn.commit()
+        if not got:
+            raise Locked(f"another {what} holds the lock for {name!r}; not starting a second one")
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(name)})
+                conn.commit()
+    finally:
+        conn.close()
+
+
+Notify = Callable[[str], None]

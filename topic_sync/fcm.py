@@ -1,0 +1,139 @@
+"""The FCM client topic-sync uses: subscribe, unsubscribe and publish.
+
+Two transports sit behind one interface, both over firebase-admin:
+`v1` (the per-token FCM topic subscription API, the default) and `legacy-iid`
+(the Instance ID batch API, until its 2027-09-29 turndown). Whatever goes
+wrong, a subscribe or unsubscribe call answers with one raw reason per token,
+so the sync engine has a single path for per-token and whole-request failures.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import firebase_admin
+from firebase_admin import exceptions as fb_exceptions
+from firebase_admin import messaging
+
+from topic_sync.errors import CredentialsError, TopicSyncError
+
+MAX_TOKENS_PER_CALL = 1000  # one SDK call, one legacy batch: FCM's limit
+TRANSPORTS = ("v1", "legacy-iid")
+
+CREDENTIALS_HELP = (
+    "FCM rejected topic-sync's credentials ({reason}). Check that "
+    "GOOGLE_APPLICATION_CREDENTIALS points at a service account key of this Firebase "
+    "project (or that application default credentials are set up), that the project id "
+    "is right, and that the account has the Firebase Cloud Messaging Admin role."
+)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Per-token raw reasons (None = success), in the order the tokens were given."""
+
+    reasons: tuple[str | None, ...]
+    retry_after: float | None = None
+    whole_request: bool = False
+
+
+class FcmClient(Protocol):
+    transport: str
+
+    def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult: ...
+
+    def unsubscribe(self, tokens: Sequence[str], topic: str) -> BatchResult: ...
+
+    def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str: ...
+
+
+class PublishError(TopicSyncError):
+    """FCM refused or failed the publish. `definitely_not_sent` when FCM said so."""
+
+    def __init__(self, message: str, *, definitely_not_sent: bool) -> None:
+        super().__init__(message)
+        self.definitely_not_sent = definitely_not_sent
+
+
+def _retry_after(error: fb_exceptions.FirebaseError) -> float | None:
+    response = error.http_response
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _whole_request_reason(error: fb_exceptions.FirebaseError) -> str:
+    """The error code of a failed batch, in the vocabulary of per-token reasons."""
+    return str(error.code or "UNKNOWN_ERROR").upper()
+
+
+def _check_batch(tokens: Sequence[str]) -> list[str]:
+    tokens = list(tokens)
+    if not 0 < len(tokens) <= MAX_TOKENS_PER_CALL:
+        raise ValueError(f"a batch holds 1 to {MAX_TOKENS_PER_CALL} tokens, not {len(tokens)}")
+    return tokens
+
+
+def _reasons(response: messaging.TopicManagementResponse, size: int) -> BatchResult:
+    reasons: list[str | None] = [None] * size
+    for error in response.errors:
+        reasons[error.index] = str(error.reason)
+    return BatchResult(tuple(reasons))
+
+
+class SdkClient:
+    """Both transports, through the firebase-admin app given."""
+
+    def __init__(self, app: firebase_admin.App, transport: str = "v1") -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r}; choose from {TRANSPORTS}")
+        self.app = app
+        self.transport = transport
+
+    def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
+        return self._manage(tokens, topic, subscribe=True)
+
+    def unsubscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
+        return self._manage(tokens, topic, subscribe=False)
+
+    def _manage(self, tokens: Sequence[str], topic: str, *, subscribe: bool) -> BatchResult:
+        batch = _check_batch(tokens)
+        if self.transport == "v1":
+            call = messaging.subscribe_to_topic if subscribe else messaging.unsubscribe_from_topic
+            # v1 never raises for HTTP errors: every failure arrives per token.
+            return _reasons(call(batch, topic, app=self.app), len(batch))
+        call = (
+            messaging.subscribe_to_topic_legacy
+            if subscribe
+            else messaging.unsubscribe_from_topic_legacy
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                response = call(batch, topic, app=self.app)
+        except fb_exceptions.FirebaseError as error:
+            reason = _whole_request_reason(error)
+            return BatchResult(
+                (reason,) * len(batch), retry_after=_retry_after(error), whole_request=True
+            )
+        return _reasons(response, len(batch))
+
+    def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str:
+        try:
+            return messaging.send(message, dry_run=validate_only, app=self.app)
+        except fb_exceptions.FirebaseError as error:
+            code = _whole_request_reason(error)
+            if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                raise CredentialsError(CREDENTIALS_HELP.format(reason=code)) from error
+            status = error.http_response.status_code if error.http_response is not None else None
+            raise PublishError(
+                f"FCM refused the message: {code}: {error}",
+                definitely_not_sent=status is not None and 400 <= status < 500,
+            ) from error

@@ -1,0 +1,172 @@
+"""The database schema. Alembic migrations create it; a test keeps them in agreement.
+
+Subscription rows are the job's memory of what FCM holds. A row is either
+confirmed (`subscribed`, `unsubscribed`) or pending (`pending_subscribe`,
+`pending_unsubscribe`): pending means an FCM call is still owed, and a pending
+removal means FCM may still hold the token, so publishing must wait.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SUBSCRIPTION_STATUSES = ("pending_subscribe", "subscribed", "pending_unsubscribe", "unsubscribed")
+PUBLISH_STATES = ("none", "intent", "sent")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Token(Base):
+    """One FCM registration token. Tokens can be 4096 characters, too long for a
+    btree key, so uniqueness and joins use `token_key`, the token's MD5 as a UUID."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    token: Mapped[str] = mapped_column(Text, nullable=False)
+    token_key: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), Computed("md5(token)::uuid", persisted=True), nullable=False
+    )
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    invalid_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    forgotten_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (UniqueConstraint("token_key"),)
+
+
+class Run(Base):
+    """One daily run per (prefix, date): its plan, counts and publish record."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    run_date: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    transport: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="planned")
+    audience_path: Mapped[str | None] = mapped_column(Text)
+    audience_lines: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    audience_size: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    duplicates: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    skipped_invalid: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    to_add: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    to_remove: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    removed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    failed: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    wait_seconds: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    publish_state: Mapped[str] = mapped_column(Text, nullable=False, server_default="none")
+    message_id: Mapped[str | None] = mapped_column(Text)
+    publish_intent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("prefix", "run_date"),
+        CheckConstraint(
+            "publish_state IN ('none', 'intent', 'sent')", name="publish_state_known"
+        ),
+    )
+
+
+class Subscription(Base):
+    """What FCM holds (or is owed) for one token on one topic."""
+
+    __tablename__ = "subscriptions"
+
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)
+    token_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_code: Mapped[str | None] = mapped_column(Text)
+    last_reason: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    updated_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending_subscribe', 'subscribed', 'pending_unsubscribe', 'unsubscribed')",
+            name="status_known",
+        ),
+        Index(
+            "ix_subscriptions_pending",
+            "topic",
+            "status",
+            "token_id",
+            postgresql_where=text("status LIKE 'pending%'"),
+        ),
+        Index("ix_subscriptions_token_id", "token_id"),
+    )
+
+
+class TokenFailure(Base):
+    """A token's failed FCM calls within one run, for `report`."""
+
+    __tablename__ = "token_failures"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="CASCADE")
+    )
+    token_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False
+    )
+    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    op: Mapped[str] = mapped_column(Text, nullable=False)
+    code: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    first_seen: Mapped[dt.datetime] = _now()
+    last_seen: Mapped[dt.datetime] = _now()
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "token_id", "topic", "op"),
+        CheckConstraint("op IN ('subscribe', 'unsubscribe')", name="op_known"),
+        Index("ix_token_failures_token_id", "token_id"),
+    )

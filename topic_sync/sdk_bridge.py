@@ -1,0 +1,114 @@
+"""Everything topic-sync relies on inside firebase-admin, in one small place.
+
+firebase-admin hard-codes Google's hosts. To rehearse against the local
+emulator we keep the SDK's own request code (methods, paths, query strings,
+bodies, error parsing) and only swap the transport adapter under its HTTP
+session: the adapter rewrites `https://fcm.googleapis.com` and
+`https://iid.googleapis.com` to `http://FCM_EMULATOR_HOST`. The same adapter
+also sets the HTTP-level retry policy in production, so both paths behave alike.
+`tests/test_sdk_bridge.py` fails loudly if an SDK upgrade moves any of this.
+"""
+
+from __future__ import annotations
+
+import firebase_admin
+import google.auth.credentials
+import requests.adapters
+from firebase_admin import credentials, messaging
+from urllib3.util import retry as urllib3_retry
+
+FCM_HOST = "https://fcm.googleapis.com"
+IID_HOST = "https://iid.googleapis.com"
+SDK_POOL_SIZE = 100  # firebase-admin fans a v1 call out over up to 100 threads
+
+
+class _EmulatorAuth(google.auth.credentials.Credentials):
+    """A fixed bearer token: the emulator accepts any, and no key is needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "owner"
+
+    def refresh(self, request) -> None:  # noqa: ARG002 - nothing to refresh
+        return None
+
+
+class EmulatorCredential(credentials.Base):
+    def get_credential(self) -> google.auth.credentials.Credentials:
+        return _EmulatorAuth()
+
+
+class RedirectingAdapter(requests.adapters.HTTPAdapter):
+    """Sends the SDK's requests to another base URL, unchanged otherwise."""
+
+    def __init__(self, target: str | None, retries: urllib3_retry.Retry) -> None:
+        super().__init__(
+            pool_connections=SDK_POOL_SIZE, pool_maxsize=SDK_POOL_SIZE, max_retries=retries
+        )
+        self.target = target
+
+    def send(self, request, *args, **kwargs):
+        if self.target:
+            for host in (FCM_HOST, IID_HOST):
+                if request.url.startswith(host):
+                    request.url = self.target + request.url[len(host) :]
+                    break
+        return super().send(request, *args, **kwargs)
+
+
+def http_retries(*, status_retries: int) -> urllib3_retry.Retry:
+    """The SDK's own HTTP retry layer, limited to what topic-sync does not do itself.
+
+    Connection resets are retried once here; 5xx answers are left to topic-sync's
+    policy (status_retries=0) so the two layers do not multiply.
+    """
+    return urllib3_retry.Retry(
+        total=None,
+        connect=1,
+        read=1,
+        status=status_retries,
+        status_forcelist=[500, 503] if status_retries else [],
+        raise_on_status=False,
+        backoff_factor=0.5,
+        allowed_methods=None,
+    )
+
+
+def messaging_service(app: firebase_admin.App):
+    """The SDK's per-app messaging service (private API; see the module docstring)."""
+    return messaging._get_messaging_service(app)
+
+
+def install_adapter(app: firebase_admin.App, emulator_host: str | None, *, status_retries: int = 0):
+    """Mount our adapter for both FCM hosts on the app's messaging HTTP session."""
+    service = messaging_service(app)
+    session = service._client.session
+    adapter = RedirectingAdapter(
+        f"http://{emulator_host}" if emulator_host else None,
+        http_retries(status_retries=status_retries),
+    )
+    for host in (FCM_HOST, IID_HOST):
+        session.mount(host, adapter)
+    return adapter
+
+
+def initialize_app(
+    *,
+    name: str,
+    project_id: str | None,
+    emulator_host: str | None,
+    credentials_file: str | None = None,
+    status_retries: int = 0,
+) -> firebase_admin.App:
+    """A firebase-admin app wired for topic-sync (emulator or real FCM)."""
+    options = {"projectId": project_id} if project_id else {}
+    if emulator_host:
+        cred: credentials.Base = EmulatorCredential()
+        options.setdefault("projectId", "demo-topic-sync")
+    elif credentials_file:
+        cred = credentials.Certificate(credentials_file)
+    else:
+        cred = credentials.ApplicationDefault()
+    app = firebase_admin.initialize_app(cred, options, name=name)
+    install_adapter(app, emulator_host, status_retries=status_retries)
+    return app
