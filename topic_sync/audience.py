@@ -32,7 +32,6 @@ TOKEN_RE = re.compile(f"[{_TOKEN_CHARS}]{{1,{MAX_TOKEN_LENGTH}}}")
 
 # The same pattern over raw bytes: the hot loop then skips decoding until a line looks wrong.
 _TOKEN_RE_BYTES = re.compile(TOKEN_RE.pattern.encode("ascii"))
-_WHITESPACE_RE = re.compile(r"\s")
 _DISALLOWED_RE = re.compile(f"[^{_TOKEN_CHARS}]")
 
 NO_TOKENS = "no tokens: an empty audience would unsubscribe everyone"
@@ -56,14 +55,13 @@ def validate_token(token: str) -> str | None:
         return None
     if not token:
         return "empty token"
-    space = _WHITESPACE_RE.search(token)
-    if space:
-        edge = space.start() == 0 or token[-1].isspace()
+    bad = _DISALLOWED_RE.search(token)  # the first offending character is the one to name
+    if bad is None:
+        return f"token is {len(token)} characters; at most {MAX_TOKEN_LENGTH}"
+    if bad.group().isspace():
+        edge = bad.start() == 0 or token[-1].isspace()
         return "whitespace around token" if edge else "whitespace inside token"
-    bad = _DISALLOWED_RE.search(token)
-    if bad:
-        return f"character {bad.group()!r} not allowed in a token (allowed: {_ALLOWED_FOR_PEOPLE})"
-    return f"token is {len(token)} characters; at most {MAX_TOKEN_LENGTH}"
+    return f"character {bad.group()!r} not allowed in a token (allowed: {_ALLOWED_FOR_PEOPLE})"
 
 
 def iter_audience(path: str | os.PathLike[str]) -> Iterator[str]:

@@ -362,7 +362,6 @@ def add_progress(
     attempts: int = 0,
     retries: int = 0,
     wait_seconds: float = 0.0,
-    failed: dict[str, int] | None = None,
 ) -> None:
     """Add a batch's counts to its run, in the batch's own transaction."""
     conn.execute(
@@ -370,17 +369,7 @@ def add_progress(
             """
             UPDATE runs SET added = added + :added, removed = removed + :removed,
                 attempts = attempts + :attempts, retries = retries + :retries,
-                wait_seconds = wait_seconds + :wait,
-                failed = (
-                    SELECT coalesce(jsonb_object_agg(k, v), '{}')
-                    FROM (
-                        SELECT k, sum(v)::int AS v FROM (
-                            SELECT key AS k, value::int AS v FROM jsonb_each_text(runs.failed)
-                            UNION ALL
-                            SELECT key, value::int FROM jsonb_each_text(CAST(:failed AS jsonb))
-                        ) both_sides GROUP BY k
-                    ) summed
-                )
+                wait_seconds = wait_seconds + :wait
             WHERE id = :id
             """
         ),
@@ -391,9 +380,27 @@ def add_progress(
             "attempts": attempts,
             "retries": retries,
             "wait": wait_seconds,
-            "failed": _json(failed or {}),
         },
     )
+
+
+def settle_failures(conn: Connection, run_id: int) -> dict[str, int]:
+    """Store and return the run's still-unresolved failures per error code."""
+    failed = conn.scalar(
+        text(
+            """
+            UPDATE runs SET failed = coalesce((
+                SELECT jsonb_object_agg(code, n) FROM (
+                    SELECT code, count(*) AS n FROM token_failures
+                    WHERE run_id = :id AND resolved_at IS NULL GROUP BY code) per_code
+            ), '{}')
+            WHERE id = :id
+            RETURNING failed
+            """
+        ),
+        {"id": run_id},
+    )
+    return dict(failed or {})
 
 
 def finish_run(conn: Connection, run_id: int, status: str, note: str | None = None) -> None:
@@ -453,9 +460,3 @@ def release_publish(conn: Connection, run_id: int, note: str) -> None:
         ),
         {"id": run_id, "note": note},
     )
-
-
-def _json(value: dict) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)

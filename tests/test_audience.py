@@ -1,0 +1,427 @@
+"""Audience files: what is accepted, and that every refusal names the file and the line.
+
+A wrong audience changes who receives a message, so the refusals matter as much as the happy
+paths: each bad case checks the exact physical line number a person would open.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from topic_sync import audience
+from topic_sync.audience import (
+    MAX_TOKEN_LENGTH,
+    NO_TOKENS,
+    TOKEN_RE,
+    audience_format,
+    iter_audience,
+    validate_token,
+)
+from topic_sync.errors import BadInput, ExitCode, InputFileError
+
+# Shaped like real FCM registration tokens and installation IDs.
+T1 = "dGhpcyBpcyBub3QgYSByZWFs:APA91bH-k9_xTqz0aVb.example1"
+T2 = "cFid_0123456789abcdef-XY"
+T3 = "eXAMPLE:APA91bG" + "x" * 140
+
+
+def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def read(path: Path) -> list[str]:
+    return list(iter_audience(path))
+
+
+def refusal(path: Path) -> InputFileError:
+    with pytest.raises(InputFileError) as info:
+        read(path)
+    return info.value
+
+
+def assert_refused(path: Path, line: int | None, reason_part: str) -> InputFileError:
+    err = refusal(path)
+    assert err.path == str(path)
+    assert err.line == line
+    assert reason_part in err.reason
+    where = f"{path}:{line}" if line is not None else str(path)
+    assert err.message.startswith(f"{where}: ")
+    return err
+
+
+# --- validate_token ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [T1, T2, T3, "a", "A.b-c_d:e", "x" * MAX_TOKEN_LENGTH])
+def test_validate_token_accepts_plausible_tokens(token: str) -> None:
+    assert validate_token(token) is None
+    assert TOKEN_RE.fullmatch(token)
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", "empty token"),
+        ("abc def", "whitespace inside token"),
+        ("abc\tdef", "whitespace inside token"),
+        (" abc", "whitespace around token"),
+        ("abc#def", "character '#' not allowed in a token (allowed: A-Z a-z 0-9 _ : . -)"),
+        ("abc,def", "character ',' not allowed"),
+        ("# a b", "character '#' not allowed"),
+        ("ab c#", "whitespace inside token"),
+        ("tok\u00e9n", "character 'é' not allowed"),
+        ("tok\u200ben", "character '\\u200b' not allowed"),
+        ("x" * 5000, "token is 5000 characters; at most 4096"),
+        ("x" * (MAX_TOKEN_LENGTH + 1), "token is 4097 characters; at most 4096"),
+    ],
+)
+def test_validate_token_names_the_broken_rule(token: str, reason: str) -> None:
+    got = validate_token(token)
+    assert got is not None
+    assert reason in got
+
+
+# --- plain files: happy paths -----------------------------------------------------------
+
+
+def test_plain_file_yields_trimmed_tokens_in_order(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"\n  {T1}  \n\t{T2}\n\n   \n{T3}\t\n")
+    assert read(path) == [T1, T2, T3]
+    assert audience_format(path) == "lines"
+
+
+def test_plain_file_with_crlf_and_no_final_newline(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\r\n\r\n{T2}\r\n{T3}")
+    assert read(path) == [T1, T2, T3]
+
+
+def test_duplicates_are_preserved(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n{T2}\n{T1}\n{T1}\n")
+    assert read(path) == [T1, T2, T1, T1]
+
+
+def test_path_may_be_a_string(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n")
+    assert list(iter_audience(str(path))) == [T1]
+
+
+def test_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", b"\xef\xbb\xbf" + f"{T1}\n{T2}\n".encode())
+    assert read(path) == [T1, T2]
+
+
+def test_non_ascii_whitespace_around_a_token_is_trimmed(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n\u00a0{T2}\u3000\n")
+    assert read(path) == [T1, T2]
+
+
+def test_token_of_exactly_max_length_is_accepted(tmp_path: Path) -> None:
+    token = "a" * MAX_TOKEN_LENGTH
+    path = write(tmp_path, "audience.txt", f"{T1}\n{token}\n")
+    assert read(path) == [T1, token]
+
+
+# --- plain files: refusals --------------------------------------------------------------
+
+
+def test_token_one_over_max_length_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n\n{'a' * (MAX_TOKEN_LENGTH + 1)}\n")
+    assert_refused(path, 3, "token is 4097 characters; at most 4096")
+
+
+def test_disallowed_character_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n{T2}\n\n# a comment\n{T3}\n")
+    assert_refused(path, 4, "character '#' not allowed in a token (allowed: A-Z a-z 0-9 _ : . -)")
+
+
+def test_disallowed_character_on_the_first_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"\n\n{T1}!\n")
+    assert_refused(path, 3, "character '!' not allowed")
+
+
+def test_whitespace_inside_a_token_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\r\n{T2} {T3}\r\n")
+    assert_refused(path, 2, "whitespace inside token")
+
+
+def test_long_token_reports_its_length(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n{'b' * 5000}\n")
+    assert_refused(path, 2, "token is 5000 characters; at most 4096")
+
+
+def test_non_utf8_bytes_are_refused_with_their_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n{T2}\n".encode() + b"abc\xff\xfedef\n")
+    err = assert_refused(path, 3, "not valid UTF-8")
+    assert "0xff" in err.reason
+    assert "column 4" in err.reason
+
+
+def test_valid_utf8_that_is_not_a_token_is_refused_as_a_character(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\ntok\u00e9n\n")
+    assert_refused(path, 2, "character 'é' not allowed")
+
+
+def test_nul_byte_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n".encode() + b"ab\x00cd\n")
+    assert_refused(path, 2, "NUL byte")
+
+
+def test_utf16_file_is_refused_on_line_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n{T2}\n".encode("utf-16"))
+    assert_refused(path, 1, "NUL byte")
+
+
+def test_endless_line_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n".encode() + b"a" * (3 << 20))
+    assert_refused(path, 2, "line is longer than")
+
+
+# --- CSV: happy paths -------------------------------------------------------------------
+
+
+def test_csv_reads_only_the_token_column(tmp_path: Path) -> None:
+    data = f"user_id,token,score\n1,{T1},0.9\n2,{T2},0.5\n"
+    path = write(tmp_path, "audience.csv", data)
+    assert read(path) == [T1, T2]
+    assert audience_format(path) == "csv"
+
+
+def test_csv_header_is_matched_case_insensitively_after_trimming(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"score, Token ,user\n0.9,{T1},1\n")
+    assert read(path) == [T1]
+
+
+def test_csv_token_column_may_come_last(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"a,b,TOKEN\nx,y,{T1}\nx,y,{T2}\n")
+    assert read(path) == [T1, T2]
+
+
+def test_csv_quoted_fields_crlf_blank_lines_and_whitespace(tmp_path: Path) -> None:
+    data = (
+        "\r\n"
+        '"user","token","note"\r\n'
+        f'7,"{T1}","says ""hi"", twice"\r\n'
+        "\r\n"
+        "   \r\n"
+        f'8, "  {T2} ","multi\r\nline note"\r\n'
+        f"9,  {T3}  ,plain\r\n"
+    )
+    path = write(tmp_path, "audience.csv", data)
+    assert read(path) == [T1, T2, T3]
+
+
+def test_csv_is_detected_without_the_csv_suffix(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"user,token\n1,{T1}\n2,{T2}\n")
+    assert audience_format(path) == "csv"
+    assert read(path) == [T1, T2]
+
+
+def test_plain_file_starting_with_token_is_a_one_column_csv(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience", f"token\n{T1}\n\n{T2}\n")
+    assert audience_format(path) == "csv"
+    assert read(path) == [T1, T2]
+
+
+def test_csv_duplicates_are_preserved(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"token,n\n{T1},1\n{T1},2\n")
+    assert read(path) == [T1, T1]
+
+
+# --- CSV: refusals ----------------------------------------------------------------------
+
+
+def test_csv_suffix_without_token_column_is_refused_on_line_1(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"user,registration\n1,{T1}\n")
+    err = assert_refused(path, 1, "no 'token' column")
+    assert "'registration'" in err.reason
+
+
+def test_csv_suffix_with_a_bare_token_first_line_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.CSV", f"{T1}\n{T2}\n")
+    assert_refused(path, 1, "no 'token' column")
+
+
+def test_csv_with_two_token_columns_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"token,Token\n{T1},{T2}\n")
+    assert_refused(path, 1, "more than one 'token' column")
+
+
+def test_csv_empty_token_cell_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"user,token\n1,{T1}\n2,  \n")
+    assert_refused(path, 3, "empty token")
+
+
+def test_csv_empty_quoted_token_cell_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f'user,token\r\n1,{T1}\r\n2,""\r\n')
+    assert_refused(path, 3, "empty token")
+
+
+def test_csv_row_with_fewer_columns_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"user,token,score\n1,{T1},1\n\n2,{T2}\n")
+    assert_refused(path, 4, "row has 2 columns; the header has 3")
+
+
+def test_csv_row_with_more_columns_is_refused(tmp_path: Path) -> None:
+    # An unquoted comma in an earlier cell would shift the token column.
+    path = write(tmp_path, "audience.csv", f"name,token\nAnn,{T1}\nSmith, Bob,{T2}\n")
+    assert_refused(path, 3, "row has 3 columns; the header has 2")
+
+
+def test_csv_bad_token_names_the_first_line_of_a_multiline_row(tmp_path: Path) -> None:
+    data = f'note,token\n"one\ntwo",{T1}\n"three\nfour",bad#token\n'
+    path = write(tmp_path, "audience.csv", data)
+    assert_refused(path, 4, "character '#' not allowed")
+
+
+def test_csv_token_with_whitespace_inside_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f'token\n{T1}\n"{T2} {T3}"\n')
+    assert_refused(path, 3, "whitespace inside token")
+
+
+def test_csv_too_long_token_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"token,x\n{'a' * 4097},1\n")
+    assert_refused(path, 2, "token is 4097 characters; at most 4096")
+
+
+def test_csv_unterminated_quote_names_the_row_start(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f'token,note\n{T1},ok\n{T2},"open\nmore\n')
+    assert_refused(path, 3, "malformed CSV")
+
+
+def test_csv_non_utf8_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"token,name\n{T1},a\n".encode() + b"x,caf\xe9\n")
+    assert_refused(path, 3, "not valid UTF-8")
+
+
+def test_csv_nul_byte_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"token\n{T1}\n".encode() + b"\x00\n")
+    assert_refused(path, 3, "NUL byte")
+
+
+# --- no tokens at all ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("audience.txt", ""),
+        ("audience.txt", "\n  \n\t\r\n"),
+        ("audience.csv", ""),
+        ("audience.csv", "user,token,score\n"),
+        ("audience.csv", "user,token,score\r\n\r\n  \r\n"),
+        ("audience.txt", "token\n"),
+    ],
+)
+def test_file_without_tokens_is_refused(tmp_path: Path, name: str, data: str) -> None:
+    path = write(tmp_path, name, data)
+    err = assert_refused(path, None, NO_TOKENS)
+    assert err.reason == "no tokens: an empty audience would unsubscribe everyone"
+
+
+# --- the file itself ------------------------------------------------------------------------
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    assert_refused(tmp_path / "nope.txt", None, "no such file")
+    with pytest.raises(InputFileError):
+        audience_format(tmp_path / "nope.txt")
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    assert_refused(tmp_path, None, "is a directory")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read anything"
+)
+def test_unreadable_file_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n")
+    path.chmod(0)
+    try:
+        assert_refused(path, None, "permission denied")
+    finally:
+        path.chmod(0o600)
+
+
+def test_permission_error_is_reported_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chmod test above is skipped as root; this one checks the message either way.
+    def denied(*args: object, **kwargs: object) -> BinaryIO:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(audience, "open", denied, raising=False)
+    assert_refused(tmp_path / "audience.txt", None, "permission denied")
+
+
+def test_read_error_mid_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class FailingFile(io.BytesIO):
+        def readline(self, size: int | None = -1) -> bytes:
+            if self.tell() > 0:
+                raise OSError(errno.EIO, "Input/output error")
+            return super().readline(size)
+
+    monkeypatch.setattr(
+        audience, "open", lambda *a, **k: FailingFile(f"{T1}\n{T2}\n".encode()), raising=False
+    )
+    tokens = iter_audience(tmp_path / "audience.txt")
+    assert next(tokens) == T1
+    with pytest.raises(InputFileError) as info:
+        next(tokens)
+    assert "read error: Input/output error" in info.value.reason
+
+
+def test_refusal_is_bad_input_for_the_cli(tmp_path: Path) -> None:
+    err = refusal(write(tmp_path, "audience.txt", ""))
+    assert isinstance(err, BadInput)
+    assert err.exit_code == ExitCode.BAD_INPUT
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+def test_iter_audience_is_lazy(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\n{T2}\nnot a token\n{T3}\n")
+    tokens = iter_audience(path)
+    assert next(tokens) == T1
+    assert next(tokens) == T2
+    with pytest.raises(InputFileError) as info:
+        next(tokens)
+    assert info.value.line == 3
+
+
+def test_iter_audience_is_lazy_for_csv(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.csv", f"token\n{T1}\n{T2}\nbad token\n")
+    tokens = iter_audience(path)
+    assert [next(tokens), next(tokens)] == [T1, T2]
+    with pytest.raises(InputFileError) as info:
+        next(tokens)
+    assert info.value.line == 4
+
+
+def test_nothing_is_read_before_iteration(tmp_path: Path) -> None:
+    # The caller decides when the stream starts (inside its transaction).
+    tokens = iter_audience(tmp_path / "written-later.txt")
+    write(tmp_path, "written-later.txt", f"{T1}\n")
+    assert list(tokens) == [T1]
+
+
+def test_large_file_streams(tmp_path: Path) -> None:
+    path = tmp_path / "audience.txt"
+    with path.open("w") as f:
+        for i in range(200_000):
+            f.write(f"{T2}{i}\n")
+    count, last = 0, ""
+    for token in iter_audience(path):
+        count += 1
+        last = token
+    assert count == 200_000
+    assert last == f"{T2}199999"

@@ -1,0 +1,321 @@
+"""The `topic-sync` command line: a thin layer over the library.
+
+Each command turns options into plain values, builds the dependencies (database
+engine, FCM client) and calls one library function. User-facing errors are
+turned into a message and an exit code in exactly one place, `_errors_to_exit`.
+Every option can also be set as an environment variable TOPIC_SYNC_<OPTION>.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from topic_sync import __version__
+from topic_sync.errors import BadInput, TopicSyncError
+
+_app_names = itertools.count()
+
+
+def _env(name: str) -> str:
+    return "TOPIC_SYNC_" + name.upper().replace("-", "_")
+
+
+def option(*decls: str, **kwargs: Any) -> Callable:
+    """A click option that can also come from TOPIC_SYNC_<OPTION>."""
+    long = next(d for d in decls if d.startswith("--"))
+    envvar = kwargs.pop("envvar", None)
+    envs = [_env(long[2:])] + ([envvar] if envvar else [])
+    return click.option(*decls, envvar=envs, show_envvar=True, **kwargs)
+
+
+def say(message: str) -> None:
+    """Output for people goes to stderr; stdout is kept for --json."""
+    click.echo(message, err=True)
+
+
+def _errors_to_exit(func: Callable) -> Callable:
+    """The one place where a TopicSyncError becomes output and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        try:
+            return func(*args, **kwargs)
+        except TopicSyncError as error:
+            code = error.exit_code
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "status": "error",
+                            "exit_code": int(code),
+                            "kind": code.name.lower(),
+                            "error": error.message,
+                        }
+                    )
+                )
+            say(f"topic-sync: {error.message}")
+            sys.exit(int(code))
+
+    return wrapper
+
+
+def _parse_date(value: str) -> dt.date:
+    today = dt.date.today()
+    if value == "today":
+        return today
+    if value == "yesterday":
+        return today - dt.timedelta(days=1)
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"--date {value!r}: expected YYYY-MM-DD, 'today' or 'yesterday'") from None
+
+
+def database_url(explicit: str | None) -> str:
+    """The URL to use; without one, start the embedded PostgreSQL and say so."""
+    if explicit:
+        return explicit
+    from topic_sync.db import embedded_url
+    from topic_sync.settings import default_data_dir
+
+    data_dir = default_data_dir() / "pgdata"
+    say(f"DATABASE_URL is not set: using the embedded PostgreSQL in {data_dir}")
+    return embedded_url(data_dir)
+
+
+def open_engine(explicit_url: str | None, *, check: bool = True):
+    from topic_sync.db import check_schema, make_engine
+
+    engine = make_engine(database_url(explicit_url))
+    if check:
+        check_schema(engine)
+    return engine
+
+
+def fcm_client(transport: str, emulator_host: str | None, project: str | None):
+    from topic_sync.fcm import SdkClient
+    from topic_sync.sdk_bridge import initialize_app
+
+    try:
+        app = initialize_app(
+            name=f"topic-sync-{next(_app_names)}-{uuid.uuid4().hex[:6]}",
+            project_id=project,
+            emulator_host=emulator_host,
+        )
+    except (ValueError, OSError) as error:
+        from topic_sync.errors import CredentialsError
+
+        raise CredentialsError(f"cannot set up Firebase credentials: {error}") from error
+    return SdkClient(app, transport)
+
+
+database_option = option(
+    "--database-url",
+    envvar="DATABASE_URL",
+    default=None,
+    help="PostgreSQL URL. Unset: an embedded PostgreSQL in the per-user data directory.",
+)
+json_option = option(
+    "--json", "as_json", is_flag=True, help="Print a one-line JSON summary on stdout."
+)
+
+
+def fcm_options(func: Callable) -> Callable:
+    func = option(
+        "--project",
+        envvar="GOOGLE_CLOUD_PROJECT",
+        default=None,
+        help="Firebase project id (default: from the credentials).",
+    )(func)
+    func = option(
+        "--emulator-host",
+        envvar="FCM_EMULATOR_HOST",
+        default=None,
+        help="host:port of a local FCM emulator; no credentials needed.",
+    )(func)
+    func = option(
+        "--transport",
+        type=click.Choice(["v1", "legacy-iid"]),
+        default="v1",
+        show_default=True,
+        help="v1: FCM topic subscription API. legacy-iid: Instance ID batch API "
+        "(until 2027-09-29).",
+    )(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="topic-sync")
+def cli() -> None:
+    """Keep an FCM topic's subscribers equal to each day's audience, then publish once."""
+
+
+@cli.group()
+def db() -> None:
+    """Manage topic-sync's PostgreSQL schema."""
+
+
+@db.command("upgrade")
+@database_option
+@_errors_to_exit
+def db_upgrade(database_url: str | None) -> None:
+    """Create or migrate the schema to the latest version (alembic upgrade head)."""
+    from topic_sync.db import head_revision, upgrade
+
+    upgrade(globals()["database_url"](database_url))
+    say(f"database schema is at {head_revision()}")
+
+
+@cli.command()
+@option("--date", "day", required=True, help="The day to run: YYYY-MM-DD, today or yesterday.")
+@option("--audience", type=click.Path(path_type=Path), required=True, help="Audience file.")
+@option("--message", type=click.Path(path_type=Path), required=True, help="Message JSON file.")
+@option("--topic-prefix", required=True, help="Topic pool prefix: topics are PREFIX-<slot>.")
+@option("--pool-size", type=int, default=7, show_default=True, help="Topics in the pool.")
+@option("--live", is_flag=True, help="Change FCM and publish. Without it: a dry run.")
+@option(
+    "--max-churn",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Refuse to remove more than this share of the topic's members.",
+)
+@option("--allow-large-churn", is_flag=True, help="Skip the churn and empty-audience guard.")
+@option("--republish", is_flag=True, help="Resend a publish that was started but never confirmed.")
+@option(
+    "--propagation-delay",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to let new subscriptions propagate before publishing.",
+)
+@option("--retry-min-wait", type=click.FloatRange(0), default=None, help="First retry wait, s.")
+@option("--retry-max-wait", type=click.FloatRange(0), default=None, help="Longest retry wait, s.")
+@option("--max-retries", type=click.IntRange(0), default=None, help="Retries per token.")
+@fcm_options
+@database_option
+@json_option
+@_errors_to_exit
+def run(
+    day: str,
+    audience: Path,
+    message: Path,
+    topic_prefix: str,
+    pool_size: int,
+    live: bool,
+    max_churn: float,
+    allow_large_churn: bool,
+    republish: bool,
+    propagation_delay: float,
+    retry_min_wait: float | None,
+    retry_max_wait: float | None,
+    max_retries: int | None,
+    transport: str,
+    emulator_host: str | None,
+    project: str | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Sync the day's topic to the audience and publish the day's message once.
+
+    Dry run unless --live: prints the plan and validates the message with FCM.
+    """
+    from topic_sync.retry import RetryPolicy
+    from topic_sync.sync import Deps, RunOptions, run_day
+    from topic_sync.topics import validate_pool
+
+    validate_pool(topic_prefix, pool_size)
+    policy = RetryPolicy()
+    try:
+        policy = RetryPolicy(
+            min_wait=policy.min_wait if retry_min_wait is None else retry_min_wait,
+            max_wait=policy.max_wait if retry_max_wait is None else retry_max_wait,
+            max_retries=policy.max_retries if max_retries is None else max_retries,
+        )
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    opts = RunOptions(
+        day=_parse_date(day),
+        prefix=topic_prefix,
+        pool_size=pool_size,
+        audience_path=audience,
+        message_path=message,
+        live=live,
+        max_churn=max_churn,
+        allow_large_churn=allow_large_churn,
+        republish=republish,
+        propagation_delay=propagation_delay,
+        retry=policy,
+    )
+    engine = open_engine(database_url)
+    deps = Deps(
+        engine=engine,
+        client=fcm_client(transport, emulator_host, project),
+        sleep=time.sleep,
+        now=lambda: dt.datetime.now(dt.UTC),
+        log=say,
+    )
+    try:
+        result = run_day(opts, deps)
+    finally:
+        engine.dispose()
+    summary = result.summary()
+    say(_describe(summary))
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+    sys.exit(int(result.exit_code))
+
+
+def _describe(summary: dict) -> str:
+    s = summary
+    lines = [f"{s['date']} {s['prefix']} -> {s['topic']}: {s['status']}"]
+    if s["audience"] is not None:
+        lines.append(
+            f"  audience {s['audience']} tokens ({s['duplicates']} duplicates merged, "
+            f"{s['skipped_invalid']} known-invalid skipped)"
+        )
+        lines.append(f"  plan: {s['to_remove']} to remove, {s['to_add']} to add")
+    if s["status"] != "dry-run":
+        lines.append(f"  done: {s['removed']} removed, {s['added']} added")
+    if s["failed"]:
+        failed = ", ".join(f"{code} {n}" for code, n in sorted(s["failed"].items()))
+        lines.append(f"  failed tokens: {failed}")
+    if s["message_id"]:
+        lines.append(f"  message: {s['message_id']}")
+    if s["note"]:
+        lines.append(f"  {s['note']}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@option("--port", type=int, default=9099, show_default=True, help="Port to listen on.")
+def emulator(host: str, port: int) -> None:
+    """Run the local FCM emulator in the foreground (for rehearsals and tests)."""
+    from topic_sync.emulator import serve
+
+    def ready(emu) -> None:
+        say(f"FCM emulator listening on {emu.host_port}")
+        say(f"  export FCM_EMULATOR_HOST={emu.host_port}")
+
+    serve(host, port, ready=ready)
+
+
+def main() -> None:
+    cli(prog_name="topic-sync")
+
+
+if __name__ == "__main__":
+    main()
