@@ -1,0 +1,628 @@
+"""Tests for the local FCM emulator, over real HTTP and through the real firebase-admin SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from topic_sync.emulator import REASON_WIRE, FcmEmulator, Publish
+
+REASONS = [
+    "INVALID_ARGUMENT", "NOT_FOUND", "UNREGISTERED", "SENDER_ID_MISMATCH", "INTERNAL",
+    "UNAVAILABLE", "DEADLINE_EXCEEDED", "TOO_MANY_TOPICS", "RESOURCE_EXHAUSTED",
+    "QUOTA_EXCEEDED", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNKNOWN_ERROR",
+    "SOMETHING_NEW", "ABORTED",
+]
+PROJECT = "demo-project"
+AUTH = {"Authorization": "Bearer fake-token"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FcmEmulator]:
+    with FcmEmulator(port=0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(server: FcmEmulator) -> FcmEmulator:
+    server.reset()
+    return server
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        session.headers.update(AUTH)
+        yield session
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def subs_url(emu: FcmEmulator, token: str, topic: str | None = None) -> str:
+    url = f"{emu.base_url}/v1/projects/{PROJECT}/registrations/{_q(token)}/topicSubscriptions"
+    return url if topic is None else f"{url}/{_q(topic)}"
+
+
+def subscribe(http: requests.Session, emu: FcmEmulator, token: str,
+              topic: str) -> requests.Response:
+    return http.post(subs_url(emu, token), params={"topic_name": topic}, json={})
+
+
+def unsubscribe(http: requests.Session, emu: FcmEmulator, token: str, topic: str,
+                allow_missing: bool = True) -> requests.Response:
+    params = {"allow_missing": "true"} if allow_missing else {}
+    return http.delete(subs_url(emu, token, topic), params=params)
+
+
+def batch(http: requests.Session, emu: FcmEmulator, op: str, topic: str,
+          tokens: list[str]) -> requests.Response:
+    body = {"to": f"/topics/{topic}", "registration_tokens": tokens}
+    return http.post(f"{emu.base_url}/iid/v1:{op}", json=body,
+                     headers={"access_token_auth": "true"})
+
+
+def send(http: requests.Session, emu: FcmEmulator, message: dict[str, Any],
+         validate_only: bool = False) -> requests.Response:
+    body: dict[str, Any] = {"message": message}
+    if validate_only:
+        body["validate_only"] = True
+    return http.post(f"{emu.base_url}/v1/projects/{PROJECT}/messages:send", json=body)
+
+
+def sdk_reason(resp: requests.Response) -> str:
+    """The per-token reason firebase-admin derives from a v1 error response."""
+    from firebase_admin.messaging import _MessagingService
+
+    try:
+        body = resp.json() or {}
+    except ValueError:
+        body = {}
+    return _MessagingService._get_topic_error_code(body, resp.status_code)
+
+
+# --------------------------------------------------------------------------- v1 API
+
+
+def test_subscribe_then_409_and_state(http, emu):
+    resp = subscribe(http, emu, "tok-1", "jobreco-0")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["name"] == (
+        f"projects/{PROJECT}/registrations/tok-1/topicSubscriptions/jobreco-0")
+    assert body["topicName"] == "jobreco-0"
+    assert body["createTime"].endswith("Z") and "T" in body["createTime"]
+
+    again = subscribe(http, emu, "tok-1", "jobreco-0")
+    assert again.status_code == 409
+    assert again.json()["error"]["status"] == "ALREADY_EXISTS"
+    assert emu.members("jobreco-0") == {"tok-1"}
+    assert emu.topics_of("tok-1") == {"jobreco-0"}
+
+
+def test_subscribe_accepts_camel_case_topic_name(http, emu):
+    resp = http.post(subs_url(emu, "tok-1"), params={"topicName": "t"}, json={})
+    assert resp.status_code == 200
+    assert emu.members("t") == {"tok-1"}
+
+
+def test_subscribe_rejects_missing_or_bad_topic(http, emu):
+    assert http.post(subs_url(emu, "tok-1"), json={}).status_code == 400
+    assert subscribe(http, emu, "tok-1", "bad topic!").status_code == 400
+    assert subscribe(http, emu, "tok-1", "x" * 901).status_code == 400
+    assert subscribe(http, emu, "tok-1", "a-Z_0.9~%").status_code == 200
+
+
+def test_token_with_colon_and_url_encoding(http, emu):
+    token = "fAbC:APA91b-x_y.z"
+    assert subscribe(http, emu, token, "t").status_code == 200
+    assert emu.members("t") == {token}
+    got = http.get(subs_url(emu, token, "t"))
+    assert got.status_code == 200
+    assert got.json()["name"].endswith(f"/registrations/{token}/topicSubscriptions/t")
+
+
+def test_get_subscription(http, emu):
+    assert http.get(subs_url(emu, "tok-1", "t")).status_code == 404
+    subscribe(http, emu, "tok-1", "t")
+    got = http.get(subs_url(emu, "tok-1", "t"))
+    assert got.status_code == 200
+    assert got.json()["topicName"] == "t"
+
+
+def test_delete_with_and_without_allow_missing(http, emu):
+    missing = unsubscribe(http, emu, "tok-1", "t", allow_missing=False)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["status"] == "NOT_FOUND"
+    ok = unsubscribe(http, emu, "tok-1", "t", allow_missing=True)
+    assert ok.status_code == 200 and ok.json() == {}
+
+    subscribe(http, emu, "tok-1", "t")
+    resp = unsubscribe(http, emu, "tok-1", "t", allow_missing=False)
+    assert resp.status_code == 200
+    assert emu.members("t") == set()
+    assert emu.topics_of("tok-1") == set()
+
+
+def test_list_paging(http, emu):
+    topics = [f"topic-{i}" for i in range(5)]
+    for topic in topics:
+        assert subscribe(http, emu, "tok-1", topic).status_code == 200
+
+    seen: list[str] = []
+    page_token = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"pageSize": 2}
+        if page_token:
+            params["pageToken"] = page_token
+        body = http.get(subs_url(emu, "tok-1"), params=params).json()
+        pages += 1
+        seen += [s["topicName"] for s in body["topicSubscriptions"]]
+        for sub in body["topicSubscriptions"]:
+            assert sub["name"].endswith(f"/tok-1/topicSubscriptions/{sub['topicName']}")
+            assert sub["createTime"]
+        page_token = body.get("nextPageToken")
+        if not page_token:
+            break
+    assert pages == 3
+    assert seen == topics
+
+
+def test_list_empty_and_bad_params(http, emu):
+    resp = http.get(subs_url(emu, "tok-1"))
+    assert resp.status_code == 200 and resp.json() == {}
+    assert http.get(subs_url(emu, "tok-1"), params={"pageSize": "x"}).status_code == 400
+    assert http.get(subs_url(emu, "tok-1"), params={"pageSize": -1}).status_code == 400
+    assert http.get(subs_url(emu, "tok-1"), params={"pageToken": "!!"}).status_code == 400
+
+
+def test_list_page_size_default_and_cap(http, emu):
+    for i in range(2000):
+        emu.subscribe_direct("tok-1", f"t{i:04d}")
+    default = http.get(subs_url(emu, "tok-1")).json()
+    assert len(default["topicSubscriptions"]) == 1000
+    assert "nextPageToken" in default
+    capped = http.get(subs_url(emu, "tok-1"), params={"pageSize": 5000}).json()
+    assert len(capped["topicSubscriptions"]) == 2000
+    assert "nextPageToken" not in capped
+
+
+def test_topic_limit_v1(http, emu):
+    for i in range(2000):
+        emu.subscribe_direct("tok-1", f"t{i}")
+    resp = subscribe(http, emu, "tok-1", "one-too-many")
+    assert sdk_reason(resp) == "TOO_MANY_TOPICS"
+    assert "one-too-many" not in emu.topics_of("tok-1")
+    # Re-subscribing to a topic it already has is still "already exists", not over the limit.
+    assert subscribe(http, emu, "tok-1", "t0").status_code == 409
+
+
+def test_invalid_and_unregistered_tokens_v1(http, emu):
+    bad = subscribe(http, emu, "bad token!", "t")
+    assert bad.status_code == 400 and sdk_reason(bad) == "INVALID_ARGUMENT"
+    assert sdk_reason(subscribe(http, emu, "x" * 4097, "t")) == "INVALID_ARGUMENT"
+
+    subscribe(http, emu, "tok-dead", "t")
+    emu.unregister("tok-dead")
+    assert emu.members("t") == set()
+    for resp in (subscribe(http, emu, "tok-dead", "t"), unsubscribe(http, emu, "tok-dead", "t"),
+                 http.get(subs_url(emu, "tok-dead"))):
+        assert resp.status_code == 404 and sdk_reason(resp) == "NOT_FOUND"
+
+
+def test_unknown_path_is_404(http, emu):
+    assert http.get(f"{emu.base_url}/v2/nothing").status_code == 404
+    assert emu.stats[("unknown", 404)] == 1
+
+
+# --------------------------------------------------------------------------- legacy API
+
+
+def test_legacy_batch_add_and_remove(http, emu):
+    emu.unregister("tok-dead")
+    resp = batch(http, emu, "batchAdd", "t", ["tok-1", "bad token!", "tok-dead", "tok-2"])
+    assert resp.status_code == 200
+    assert resp.json() == {"results": [
+        {}, {"error": "INVALID_ARGUMENT"}, {"error": "NOT_FOUND"}, {}]}
+    assert emu.members("t") == {"tok-1", "tok-2"}
+
+    again = batch(http, emu, "batchAdd", "t", ["tok-1"])
+    assert again.json() == {"results": [{}]}  # re-subscribing succeeds
+
+    removed = batch(http, emu, "batchRemove", "t", ["tok-1", "tok-never"])
+    assert removed.json() == {"results": [{}, {}]}  # removing a non-member succeeds
+    assert emu.members("t") == {"tok-2"}
+
+
+def test_legacy_limits_and_validation(http, emu):
+    tokens = [f"tok-{i}" for i in range(1001)]
+    over = batch(http, emu, "batchAdd", "t", tokens)
+    assert over.status_code == 400 and over.json() == {"error": "INVALID_ARGUMENT"}
+    assert emu.members("t") == set()
+    assert batch(http, emu, "batchAdd", "t", tokens[:1000]).status_code == 200
+    assert len(emu.members("t")) == 1000
+
+    url = f"{emu.base_url}/iid/v1:batchAdd"
+    for body in ({}, {"to": "/topics/t"}, {"registration_tokens": ["a"]},
+                 {"to": "/topics/bad topic", "registration_tokens": ["a"]},
+                 {"to": "/topics/t", "registration_tokens": []},
+                 {"to": "/topics/t", "registration_tokens": [1]}):
+        resp = http.post(url, json=body)
+        assert resp.status_code == 400 and resp.json() == {"error": "INVALID_ARGUMENT"}
+    assert http.post(url, data=b"not json").status_code == 400
+
+
+def test_topic_limit_legacy(http, emu):
+    for i in range(2000):
+        emu.subscribe_direct("tok-full", f"t{i}")
+    resp = batch(http, emu, "batchAdd", "extra", ["tok-full", "tok-ok"])
+    assert resp.json() == {"results": [{"error": "TOO_MANY_TOPICS"}, {}]}
+    assert batch(http, emu, "batchRemove", "t0", ["tok-full"]).json() == {"results": [{}]}
+
+
+# --------------------------------------------------------------------------- send
+
+
+def test_send_records_recipients_at_that_instant(http, emu):
+    subscribe(http, emu, "tok-1", "daily")
+    subscribe(http, emu, "tok-2", "daily")
+    first = send(http, emu, {"topic": "daily", "data": {"k": "v"}})
+    assert first.status_code == 200
+    unsubscribe(http, emu, "tok-2", "daily")
+    second = send(http, emu, {"topic": "daily"})
+
+    p1, p2 = emu.publishes
+    assert isinstance(p1, Publish)
+    assert first.json()["name"] == f"projects/{PROJECT}/messages/{p1.message_id}"
+    assert p1.message_id != p2.message_id
+    assert second.json()["name"].endswith(p2.message_id)
+    assert p1.topic == "daily" and p1.message == {"topic": "daily", "data": {"k": "v"}}
+    assert p1.recipients == frozenset({"tok-1", "tok-2"})
+    assert p2.recipients == frozenset({"tok-1"})
+    assert p1.at <= p2.at
+
+
+def test_validate_only_records_no_publish(http, emu):
+    subscribe(http, emu, "tok-1", "daily")
+    resp = send(http, emu, {"topic": "daily"}, validate_only=True)
+    assert resp.status_code == 200 and resp.json()["name"].startswith(f"projects/{PROJECT}/")
+    assert emu.publishes == []
+    assert [v.topic for v in emu.validations] == ["daily"]
+
+
+def test_send_validation(http, emu):
+    for message in ({}, {"topic": "a", "token": "b"}, {"topic": "a", "condition": "'a' in topics"},
+                    {"topic": "bad topic"}, {"topic": "a", "data": {"x": "y" * 5000}}):
+        resp = send(http, emu, message)
+        assert resp.status_code == 400
+        assert resp.json()["error"]["status"] == "INVALID_ARGUMENT"
+    url = f"{emu.base_url}/v1/projects/{PROJECT}/messages:send"
+    assert http.post(url, data=b"{").status_code == 400
+    assert emu.publishes == [] and emu.validations == []
+
+
+def test_send_to_token_and_condition(http, emu):
+    emu.subscribe_direct("tok-1", "a")
+    emu.subscribe_direct("tok-2", "a")
+    emu.subscribe_direct("tok-2", "b")
+    emu.subscribe_direct("tok-3", "c")
+    assert send(http, emu, {"token": "tok-1"}).status_code == 200
+    assert send(http, emu, {"condition": "'a' in topics && !('b' in topics)"}).status_code == 200
+    assert send(http, emu, {"condition": "'b' in topics || 'c' in topics"}).status_code == 200
+    assert send(http, emu, {"condition": "'a' in topics &&"}).status_code == 400
+    emu.unregister("tok-9")
+    dead = send(http, emu, {"token": "tok-9"})
+    assert dead.status_code == 404 and sdk_reason(dead) == "UNREGISTERED"
+    assert [p.recipients for p in emu.publishes] == [
+        frozenset({"tok-1"}), frozenset({"tok-1"}), frozenset({"tok-2", "tok-3"})]
+    assert [p.topic for p in emu.publishes] == [None, None, None]
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_reason_round_trips_v1(http, emu, reason):
+    emu.inject_token_error("tok-1", reason)
+    sub = subscribe(http, emu, "tok-1", "t")
+    unsub = unsubscribe(http, emu, "tok-1", "t")
+    assert sdk_reason(sub) == reason
+    assert sdk_reason(unsub) == reason
+    assert sub.status_code == REASON_WIRE.get(reason, (400,))[0]
+    assert emu.topics_of("tok-1") == set()
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_reason_round_trips_legacy(http, emu, reason):
+    emu.inject_token_error("tok-1", reason)
+    for op in ("batchAdd", "batchRemove"):
+        resp = batch(http, emu, op, "t", ["tok-0", "tok-1", "tok-2"])
+        assert resp.status_code == 200
+        assert resp.json() == {"results": [{}, {"error": reason}, {}]}
+
+
+def test_times_n_faults_clear_after_n(http, emu):
+    emu.inject_token_error("tok-1", "UNAVAILABLE", times=2)
+    assert sdk_reason(subscribe(http, emu, "tok-1", "t")) == "UNAVAILABLE"
+    assert batch(http, emu, "batchAdd", "t", ["tok-1"]).json() == {
+        "results": [{"error": "UNAVAILABLE"}]}
+    assert subscribe(http, emu, "tok-1", "t").status_code == 200
+    assert unsubscribe(http, emu, "tok-1", "t").status_code == 200
+
+
+def test_fault_limited_to_one_op(http, emu):
+    emu.inject_token_error("tok-1", "INTERNAL", op="unsubscribe")
+    assert subscribe(http, emu, "tok-1", "t").status_code == 200
+    assert sdk_reason(unsubscribe(http, emu, "tok-1", "t")) == "INTERNAL"
+    assert emu.members("t") == {"tok-1"}
+    emu.clear_faults()
+    assert unsubscribe(http, emu, "tok-1", "t").status_code == 200
+
+
+def test_fault_arguments_are_checked(emu):
+    with pytest.raises(ValueError):
+        emu.inject_token_error("tok-1", "")
+    with pytest.raises(ValueError):
+        emu.inject_token_error("tok-1", "INTERNAL", op="publish")
+    with pytest.raises(ValueError):
+        emu.inject_token_error("tok-1", "INTERNAL", times=0)
+    with pytest.raises(ValueError):
+        emu.inject_request_errors(418)
+
+
+@pytest.mark.parametrize("status,google_status", [
+    (429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL"), (503, "UNAVAILABLE")])
+def test_request_errors_with_retry_after(http, emu, status, google_status):
+    emu.inject_request_errors(status, count=3, retry_after=7)
+    v1 = subscribe(http, emu, "tok-1", "t")
+    legacy = batch(http, emu, "batchAdd", "t", ["tok-1"])
+    sent = send(http, emu, {"topic": "t"})
+    for resp in (v1, legacy, sent):
+        assert resp.status_code == status
+        assert resp.headers["Retry-After"] == "7"
+    assert v1.json()["error"]["status"] == google_status
+    assert sent.json()["error"]["status"] == google_status
+    assert legacy.json() == {"error": google_status}  # the SDK reads IID errors as strings
+    assert emu.members("t") == set() and emu.publishes == []
+    # Control endpoints are never faulted, and the count is used up.
+    assert http.get(f"{emu.base_url}/emulator/state").status_code == 200
+    assert subscribe(http, emu, "tok-1", "t").status_code == 200
+    assert "Retry-After" not in subscribe(http, emu, "tok-2", "t").headers
+
+
+def test_request_error_rate_is_seeded(http, emu):
+    def run() -> list[int]:
+        emu.reset()
+        emu.inject_request_errors(503, rate=0.3, seed=42)
+        return [subscribe(http, emu, f"tok-{i}", "t").status_code for i in range(60)]
+
+    first, second = run(), run()
+    assert first == second
+    assert 5 <= first.count(503) <= 35
+    assert set(first) == {200, 503}
+
+
+def test_quota_rejects_beyond_rate(http, emu):
+    emu.set_quota(5)
+    start = time.monotonic()
+    codes = [subscribe(http, emu, f"tok-{i}", "t").status_code for i in range(40)]
+    elapsed = time.monotonic() - start
+    ok = codes.count(200)
+    assert set(codes) <= {200, 429}
+    assert 5 <= ok <= 5 + elapsed * 5 + 1
+    rejected = next(
+        r for r in (subscribe(http, emu, "tok-x", "t") for _ in range(20)) if r.status_code == 429)
+    assert sdk_reason(rejected) == "RESOURCE_EXHAUSTED"
+
+    emu.set_quota(None)
+    assert subscribe(http, emu, "tok-y", "t").status_code == 200
+
+
+def test_quota_charges_legacy_batches_per_token(http, emu):
+    emu.set_quota(10)
+    assert batch(http, emu, "batchAdd", "t", [f"a{i}" for i in range(10)]).status_code == 200
+    over = batch(http, emu, "batchAdd", "t", [f"b{i}" for i in range(10)])
+    assert over.status_code == 429 and over.json() == {"error": "RESOURCE_EXHAUSTED"}
+    assert len(emu.members("t")) == 10
+
+
+def test_latency(http, emu):
+    emu.set_latency(0.05)
+    start = time.monotonic()
+    subscribe(http, emu, "tok-1", "t")
+    assert time.monotonic() - start >= 0.05
+    emu.clear_faults()
+
+
+def test_stats_and_direct_changes(http, emu):
+    subscribe(http, emu, "tok-1", "t")
+    subscribe(http, emu, "tok-1", "t")
+    batch(http, emu, "batchRemove", "t", ["tok-1"])
+    assert emu.stats[("subscribe", 200)] == 1
+    assert emu.stats[("subscribe", 409)] == 1
+    assert emu.stats[("batchRemove", 200)] == 1
+    emu.subscribe_direct("tok-2", "t")
+    assert emu.members("t") == {"tok-2"}
+    emu.unsubscribe_direct("tok-2", "t")
+    assert emu.members("t") == set()
+
+
+# --------------------------------------------------------------------------- control API
+
+
+def test_control_api_round_trip(http, emu):
+    base = f"{emu.base_url}/emulator"
+    faults = {
+        "token_errors": [{"token": "tok-1", "reason": "SENDER_ID_MISMATCH", "op": "subscribe",
+                          "times": 1}],
+        "request_errors": {"status": 503, "count": 1, "retry_after": 0, "seed": 1},
+        "quota": 1000,
+        "latency": 0,
+        "unregister": ["tok-dead"],
+    }
+    assert http.post(f"{base}/faults", json=faults).status_code == 200
+    assert subscribe(http, emu, "tok-2", "t").status_code == 503
+    assert sdk_reason(subscribe(http, emu, "tok-1", "t")) == "SENDER_ID_MISMATCH"
+    assert subscribe(http, emu, "tok-1", "t").status_code == 200
+    assert subscribe(http, emu, "tok-2", "t").status_code == 200
+    assert sdk_reason(subscribe(http, emu, "tok-dead", "t")) == "NOT_FOUND"
+    assert http.post(f"{base}/direct", json={"subscribe": [{"token": "tok-0", "topic": "t"}]}
+                     ).status_code == 200
+    send(http, emu, {"topic": "t"})
+    send(http, emu, {"topic": "t"}, validate_only=True)
+
+    assert http.get(f"{base}/topics/t").json() == ["tok-0", "tok-1", "tok-2"]
+    assert http.get(f"{base}/topics/none").json() == []
+    state = http.get(f"{base}/state").json()
+    assert state["topics"] == {"t": ["tok-0", "tok-1", "tok-2"]}
+    assert state["validations"] == 1
+    (pub,) = state["publishes"]
+    assert pub["topic"] == "t" and pub["recipients"] == ["tok-0", "tok-1", "tok-2"]
+    assert pub["message"] == {"topic": "t"} and pub["message_id"] and pub["at"] > 0
+    assert state["stats"]["subscribe"] == {"200": 2, "403": 1, "404": 1, "503": 1}
+    assert state["stats"]["send"] == {"200": 2}
+
+    http.post(f"{base}/faults", json={"request_errors": {"status": 429}})
+    assert subscribe(http, emu, "tok-3", "t").status_code == 429
+    assert http.post(f"{base}/clear-faults").status_code == 200
+    assert subscribe(http, emu, "tok-3", "t").status_code == 200
+    assert http.post(f"{base}/reset").status_code == 200
+    assert http.get(f"{base}/state").json() == {
+        "topics": {}, "publishes": [], "validations": 0, "unregistered": [], "stats": {}}
+
+    bad = http.post(f"{base}/faults", json={"token_errors": [{"token": "x", "reason": ""}]})
+    assert bad.status_code == 400
+    assert http.post(f"{base}/faults", data=b"{").status_code == 400
+    assert http.get(f"{base}/nothing").status_code == 404
+
+
+# --------------------------------------------------------------------------- real SDK
+
+
+@pytest.fixture
+def sdk_app(server: FcmEmulator, emu: FcmEmulator, monkeypatch) -> Iterator[Any]:
+    """A firebase-admin app whose FCM and IID URLs point at the emulator."""
+    import firebase_admin
+    from firebase_admin import credentials, messaging
+    from google.auth.credentials import AnonymousCredentials
+
+    class _Anonymous(credentials.Base):
+        def get_credential(self):
+            return AnonymousCredentials()
+
+    app = firebase_admin.initialize_app(
+        _Anonymous(), options={"projectId": PROJECT}, name=f"emu-{time.monotonic_ns()}")
+    service = messaging._get_messaging_service(app)
+    monkeypatch.setattr(service, "_fcm_url",
+                        f"{emu.base_url}/v1/projects/{PROJECT}/messages:send")
+    monkeypatch.setattr(service, "_fcm_topic_url",
+                        f"{emu.base_url}/v1/projects/{PROJECT}/registrations")
+    monkeypatch.setattr(messaging._MessagingService, "IID_URL", emu.base_url)
+    yield app
+    firebase_admin.delete_app(app)
+
+
+@pytest.mark.filterwarnings("ignore:.*_legacy is deprecated:DeprecationWarning")
+def test_real_sdk_v1_and_legacy(sdk_app, emu):
+    from firebase_admin import messaging
+
+    tokens = [f"tok-{i}" for i in range(150)] + ["bad token!", "tok-dead", "tok-fail"]
+    emu.unregister("tok-dead")
+    emu.inject_token_error("tok-fail", "QUOTA_EXCEEDED", op="subscribe")
+    emu.inject_token_error("tok-7", "INTERNAL", times=1)  # absorbed by the SDK's own retry
+    emu.subscribe_direct("tok-0", "daily")  # 409 counts as success
+
+    resp = messaging.subscribe_to_topic(tokens, "/topics/daily", app=sdk_app)
+    assert resp.success_count == 150
+    assert {(tokens[e.index], e.reason) for e in resp.errors} == {
+        ("bad token!", "INVALID_ARGUMENT"), ("tok-dead", "NOT_FOUND"),
+        ("tok-fail", "QUOTA_EXCEEDED")}
+    assert emu.members("daily") == set(tokens[:150])
+
+    name = messaging.send(messaging.Message(topic="daily", data={"k": "v"}), app=sdk_app)
+    assert name.endswith(emu.publishes[0].message_id)
+    assert emu.publishes[0].recipients == frozenset(tokens[:150])
+    messaging.send(messaging.Message(topic="daily"), dry_run=True, app=sdk_app)
+    assert len(emu.publishes) == 1 and len(emu.validations) == 1
+
+    emu.inject_token_error("tok-1", "UNKNOWN_ERROR", op="unsubscribe")
+    out = messaging.unsubscribe_from_topic(tokens[:10], "daily", app=sdk_app)
+    assert [(e.index, e.reason) for e in out.errors] == [(1, "UNKNOWN_ERROR")]
+    assert emu.members("daily") == set(tokens[10:150]) | {"tok-1"}
+
+    legacy = messaging.unsubscribe_from_topic_legacy(tokens[10:150], "daily", app=sdk_app)
+    assert legacy.success_count == 140
+    emu.inject_token_error("tok-2", "TOO_MANY_TOPICS")
+    added = messaging.subscribe_to_topic_legacy(["tok-1", "tok-2"], "daily", app=sdk_app)
+    assert [(e.index, e.reason) for e in added.errors] == [(1, "TOO_MANY_TOPICS")]
+    assert emu.members("daily") == {"tok-1"}
+
+
+@pytest.mark.filterwarnings("ignore:.*_legacy is deprecated:DeprecationWarning")
+def test_real_sdk_request_errors(sdk_app, emu):
+    from firebase_admin import exceptions, messaging
+
+    emu.inject_request_errors(503, count=1, retry_after=0)  # the SDK retries 503 itself
+    assert messaging.subscribe_to_topic(["tok-1"], "t", app=sdk_app).success_count == 1
+    emu.inject_request_errors(429, count=1)
+    resp = messaging.subscribe_to_topic(["tok-2"], "t", app=sdk_app)
+    assert [e.reason for e in resp.errors] == ["RESOURCE_EXHAUSTED"]
+    emu.inject_request_errors(429, count=1)
+    with pytest.raises(exceptions.ResourceExhaustedError):
+        messaging.subscribe_to_topic_legacy(["tok-2"], "t", app=sdk_app)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_start_stop_and_addresses():
+    emu = FcmEmulator()
+    emu.start()
+    try:
+        assert emu.port > 0
+        assert emu.host_port == f"127.0.0.1:{emu.port}"
+        assert emu.base_url == f"http://127.0.0.1:{emu.port}"
+        with requests.Session() as session:
+            assert session.get(f"{emu.base_url}/emulator/health").json() == {"ok": True}
+    finally:
+        emu.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{emu.base_url}/emulator/health", timeout=2)
+
+
+def test_serve_runs_until_sigterm():
+    code = (
+        "from topic_sync.emulator import serve\n"
+        "serve(port=0, ready=lambda e: print(e.port, flush=True))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        resp = requests.post(f"http://127.0.0.1:{port}/iid/v1:batchAdd",
+                             json={"to": "/topics/t", "registration_tokens": ["a"]}, timeout=5)
+        assert resp.json() == {"results": [{}]}
+        state = requests.get(f"http://127.0.0.1:{port}/emulator/state", timeout=5).json()
+        assert json.dumps(state["topics"]) == '{"t": ["a"]}'
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
