@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from topic_sync.errors import Locked, TopicSyncError
 
@@ -33,11 +34,11 @@ def sqlalchemy_url(url: str) -> str:
 
 def embedded_url(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in data_dir and return its URL."""
-    import pgserver
-
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # platformdirs' notes about XDG_RUNTIME_DIR
+        import pgserver
+
         server = pgserver.get_server(data_dir)
     return server.get_uri()
 
@@ -46,6 +47,19 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     return create_engine(
         sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
     )
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create database `name` on the server of server_url; return its URL."""
+    from sqlalchemy import make_url
+
+    url = make_url(sqlalchemy_url(server_url))
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
 def alembic_config(url: str):

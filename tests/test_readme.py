@@ -1,0 +1,54 @@
+"""README facts that must stay equal to the code they describe."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from topic_sync.cli import cli
+from topic_sync.error_table import markdown_table
+from topic_sync.errors import ExitCode
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        full = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{full} ")
+        else:
+            found.append((full, command))
+    return found
+
+
+def test_error_table_in_readme_matches_code() -> None:
+    block = re.search(r"<!-- error-table:start -->\n(.*?)\n<!-- error-table:end -->", README, re.S)
+    assert block, "README lacks the error-table markers"
+    assert block.group(1).strip() == markdown_table()
+
+
+def test_every_command_has_help_and_is_in_readme() -> None:
+    commands = _commands(cli)
+    assert {"run", "db upgrade", "emulator", "demo"} <= {name for name, _ in commands}
+    for name, command in commands:
+        assert command.help and command.help.strip(), f"{name} has no help text"
+        assert f"`topic-sync {name}`" in README, f"README does not mention topic-sync {name}"
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, f"{name} {param.opts[0]} has no help text"
+
+
+def test_every_exit_code_is_documented() -> None:
+    for code in ExitCode:
+        assert re.search(rf"^\| {int(code)} \| ", README, re.M), f"exit code {code} undocumented"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    section = README.split("## Run the tests", 1)[1]
+    command = re.search(r"```sh\n(.*?)\n```", section, re.S).group(1).strip()
+    assert command in (ROOT / ".ci" / "run").read_text()
