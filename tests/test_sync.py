@@ -1,0 +1,319 @@
+"""The sync engine against real PostgreSQL and the emulator, through the real SDK."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import write_audience
+from topic_sync.error_table import Outcome, classify
+from topic_sync.errors import CredentialsError, InputFileError, PublishWithheld, Refused
+from topic_sync.retry import RetryPolicy
+from topic_sync.sync import RunOptions, run_day
+from topic_sync.topics import topic_for
+
+DAY = dt.date(2026, 11, 22)
+PREFIX = "jobreco"
+POOL = 2
+
+
+def toks(start: int, stop: int) -> list[str]:
+    return [f"tok:{i:05d}" for i in range(start, stop)]
+
+
+def opts(tmp_path: Path, message_file: Path, tokens, day: dt.date = DAY, **kw) -> RunOptions:
+    audience = write_audience(tmp_path / f"audience-{day}-{len(tokens)}.txt", tokens)
+    base = dict(
+        day=day,
+        prefix=PREFIX,
+        pool_size=POOL,
+        audience_path=audience,
+        message_path=message_file,
+        live=True,
+        propagation_delay=0,
+        retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=2),
+    )
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def last_recipients(emulator, topic: str) -> frozenset[str]:
+    sent = [p for p in emulator.publishes if p.topic == topic]
+    assert sent, f"nothing published to {topic}"
+    return sent[-1].recipients
+
+
+def snapshot(engine) -> dict:
+    with engine.connect() as conn:
+        return {
+            table: conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2")).all()
+            for table in ("tokens", "subscriptions", "runs", "token_failures")
+        }
+
+
+def test_three_days_with_churn_reach_exactly_each_audience(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    day1 = toks(0, 2500)
+    day2 = toks(500, 3000)  # 20% leave, 500 join
+    day3 = toks(1000, 3200)  # reuses day 1's topic (pool of 2)
+    for offset, audience in enumerate((day1, day2, day3)):
+        day = DAY + dt.timedelta(days=offset)
+        result = run_day(opts(tmp_path, message_file, audience, day, allow_large_churn=True), deps)
+        topic = topic_for(PREFIX, POOL, day)
+        assert result.status == "published"
+        assert last_recipients(emulator, topic) == frozenset(audience)
+        assert emulator.members(topic) == set(audience)
+    assert topic_for(PREFIX, POOL, DAY) == topic_for(PREFIX, POOL, DAY + dt.timedelta(days=2))
+    assert result.plan.to_remove == 1000 and result.plan.to_add == 700
+    assert (result.counts.removed, result.counts.added) == (1000, 700)
+    assert len(emulator.publishes) == 3
+
+
+def test_rerun_of_a_published_day_publishes_nothing(tmp_path, message_file, deps, emulator):
+    first = run_day(opts(tmp_path, message_file, toks(0, 50)), deps)
+    again = run_day(opts(tmp_path, message_file, toks(0, 50)), deps)
+    assert again.status == "already-published"
+    assert again.message_id == first.message_id
+    assert len(emulator.publishes) == 1
+
+
+SUBSCRIBE_REASONS = [
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "UNREGISTERED",
+    "SENDER_ID_MISMATCH",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "TOO_MANY_TOPICS",
+    "RESOURCE_EXHAUSTED",
+    "QUOTA_EXCEEDED",
+    "UNKNOWN_ERROR",
+    "SOMETHING_NEW",
+]
+
+
+def token_row(engine, token: str, topic: str):
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT s.status, s.last_code, t.invalid_reason, s.attempts "
+                "FROM tokens t LEFT JOIN subscriptions s ON s.token_id = t.id AND s.topic = :topic "
+                "WHERE t.token = :token"
+            ),
+            {"token": token, "topic": topic},
+        ).one()
+
+
+@pytest.mark.parametrize("reason", SUBSCRIBE_REASONS)
+def test_subscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason) -> None:
+    audience = toks(0, 5)
+    bad = audience[2]
+    emulator.inject_token_error(bad, reason, op="subscribe")
+    result = run_day(opts(tmp_path, message_file, audience), deps)
+    topic = topic_for(PREFIX, POOL, DAY)
+    rule = classify(reason)
+    status, code, invalid, attempts = token_row(deps.engine, bad, topic)
+    assert code == rule.code
+    assert result.status == "published"
+    assert last_recipients(emulator, topic) == frozenset(audience) - {bad}
+    if rule.subscribe is Outcome.PERMANENT:
+        assert status == "unsubscribed" and attempts == 1
+        assert invalid == (rule.code if rule.marks_invalid else None)
+    else:
+        assert rule.subscribe is Outcome.RETRY
+        assert status == "pending_subscribe"
+        assert attempts == 1 + 2  # first try + max_retries
+        assert result.owed_subscriptions == 1
+    assert result.failed == {rule.code: 1}
+
+
+@pytest.mark.parametrize("reason", SUBSCRIBE_REASONS)
+def test_unsubscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 6)), deps)
+    leaving = toks(0, 6)[5]
+    emulator.inject_token_error(leaving, reason, op="unsubscribe")
+    later = DAY + dt.timedelta(days=POOL)  # same topic again
+    topic = topic_for(PREFIX, POOL, later)
+    rule = classify(reason)
+    options = opts(tmp_path, message_file, toks(0, 5), later)
+    if rule.unsubscribe is Outcome.SUCCESS:
+        run_day(options, deps)
+        status, code, invalid, _ = token_row(deps.engine, leaving, topic)
+        assert status == "unsubscribed" and code == rule.code
+        assert invalid == (rule.code if rule.marks_invalid else None)
+        assert len(emulator.publishes) == 2
+    else:
+        with pytest.raises(PublishWithheld, match=leaving):
+            run_day(options, deps)
+        status, code, _, attempts = token_row(deps.engine, leaving, topic)
+        assert status == "pending_unsubscribe" and code == rule.code and attempts == 3
+        assert len(emulator.publishes) == 1  # nothing went to a topic still holding it
+        emulator.clear_faults()
+        result = run_day(options, deps)
+        assert result.status == "published"
+        assert last_recipients(emulator, topic) == frozenset(toks(0, 5))
+
+
+@pytest.mark.parametrize("reason", ["UNAUTHENTICATED", "PERMISSION_DENIED"])
+def test_credential_errors_stop_the_run(tmp_path, message_file, deps, emulator, reason) -> None:
+    for token in toks(0, 20):
+        emulator.inject_token_error(token, reason)
+    with pytest.raises(CredentialsError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    with deps.engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM token_failures")) == 0
+        pending = conn.scalar(
+            text("SELECT count(*) FROM subscriptions WHERE status = 'pending_subscribe'")
+        )
+    assert pending == 20
+    assert emulator.publishes == []
+
+
+def test_retryable_failures_are_retried_then_succeed(
+    tmp_path, message_file, deps, emulator, recorder
+):
+    flaky = toks(0, 10)[3]
+    emulator.inject_token_error(flaky, "QUOTA_EXCEEDED", op="subscribe", times=2)
+    options = opts(
+        tmp_path,
+        message_file,
+        toks(0, 10),
+        retry=RetryPolicy(min_wait=0.5, max_wait=8, max_retries=4, jitter=False),
+    )
+    result = run_day(options, deps)
+    assert last_recipients(emulator, topic_for(PREFIX, POOL, DAY)) == frozenset(toks(0, 10))
+    assert result.failed == {}
+    assert recorder.sleeps == [0.5, 1.0]  # two backoff waits, exponential
+    assert result.counts.retries == 2
+
+
+def test_permanent_failures_are_not_retried(
+    tmp_path, message_file, deps, emulator, recorder
+) -> None:
+    dead = toks(0, 10)[4]
+    emulator.unregister(dead)
+    run_day(opts(tmp_path, message_file, toks(0, 10)), deps)
+    assert recorder.sleeps == []
+    # The next day's diff leaves the dead token out entirely.
+    result = run_day(opts(tmp_path, message_file, toks(0, 10), DAY + dt.timedelta(days=1)), deps)
+    assert result.plan.skipped_invalid == 1
+    assert dead not in last_recipients(emulator, topic_for(PREFIX, POOL, result.day))
+
+
+def test_dry_run_changes_nothing(tmp_path, message_file, deps, emulator) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 30)), deps)
+    before, members = snapshot(deps.engine), emulator.members(topic_for(PREFIX, POOL, DAY))
+    later = DAY + dt.timedelta(days=POOL)
+    result = run_day(opts(tmp_path, message_file, toks(10, 35), later, live=False), deps)
+    assert result.status == "dry-run"
+    assert (result.plan.to_remove, result.plan.to_add) == (10, 5)
+    assert snapshot(deps.engine) == before
+    assert emulator.members(topic_for(PREFIX, POOL, later)) == members
+    assert len(emulator.publishes) == 1 and len(emulator.validations) == 2
+
+
+def test_bad_audience_line_changes_nothing(tmp_path, message_file, deps, emulator) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 30)), deps)
+    before = snapshot(deps.engine)
+    bad = toks(0, 30) + ["has space"] + toks(30, 40)
+    with pytest.raises(InputFileError, match=r":31: whitespace inside token"):
+        run_day(opts(tmp_path, message_file, bad, DAY + dt.timedelta(days=POOL)), deps)
+    assert snapshot(deps.engine) == before
+    assert len(emulator.publishes) == 1
+
+
+def test_churn_guard_refuses_then_allows(tmp_path, message_file, deps, emulator) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 100)), deps)
+    before = snapshot(deps.engine)
+    later = DAY + dt.timedelta(days=POOL)
+    with pytest.raises(Refused, match="90 of 100"):
+        run_day(opts(tmp_path, message_file, toks(0, 10), later), deps)
+    assert snapshot(deps.engine) == before
+    result = run_day(opts(tmp_path, message_file, toks(0, 10), later, allow_large_churn=True), deps)
+    assert last_recipients(emulator, result.topic) == frozenset(toks(0, 10))
+
+
+class CrashAfter:
+    """A client that dies right after FCM answered a given call, like a killed process."""
+
+    def __init__(self, inner, method: str) -> None:
+        self.inner, self.method, self.transport = inner, method, inner.transport
+        self.armed = True
+
+    def __getattr__(self, name):
+        call = getattr(self.inner, name)
+
+        def wrapped(*args, **kwargs):
+            result = call(*args, **kwargs)
+            if name == self.method and self.armed and not kwargs.get("validate_only"):
+                self.armed = False
+                raise SystemExit("killed")
+            return result
+
+        return wrapped
+
+
+@pytest.mark.parametrize("method", ["subscribe", "unsubscribe"])
+def test_kill_after_fcm_answered_loses_nothing(
+    tmp_path, message_file, deps, emulator, method
+) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 40)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    crashing = dataclasses.replace(deps, client=CrashAfter(deps.client, method))
+    options = opts(tmp_path, message_file, toks(10, 50), later, batch_size=7)
+    with pytest.raises(SystemExit):
+        run_day(options, crashing)
+    result = run_day(options, deps)
+    assert result.status == "published"
+    assert last_recipients(emulator, result.topic) == frozenset(toks(10, 50))
+
+
+def test_kill_between_send_and_record_never_sends_twice(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    crashing = dataclasses.replace(deps, client=CrashAfter(deps.client, "publish"))
+    options = opts(tmp_path, message_file, toks(0, 10))
+    with pytest.raises(SystemExit):
+        run_day(options, crashing)
+    assert len(emulator.publishes) == 1
+    with pytest.raises(PublishWithheld, match="--republish"):
+        run_day(options, deps)
+    assert len(emulator.publishes) == 1
+    result = run_day(dataclasses.replace(options, republish=True), deps)
+    assert result.status == "published" and len(emulator.publishes) == 2
+
+
+def test_removals_run_before_additions(tmp_path, message_file, deps, emulator) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    order: list[str] = []
+    inner = deps.client
+
+    class Spy:
+        transport = inner.transport
+
+        def subscribe(self, tokens, topic):
+            order.append("subscribe")
+            return inner.subscribe(tokens, topic)
+
+        def unsubscribe(self, tokens, topic):
+            order.append("unsubscribe")
+            return inner.unsubscribe(tokens, topic)
+
+        def publish(self, message, validate_only=False):
+            order.append("validate" if validate_only else "publish")
+            return inner.publish(message, validate_only=validate_only)
+
+    run_day(
+        opts(tmp_path, message_file, toks(5, 25), later, batch_size=2),
+        dataclasses.replace(deps, client=Spy()),
+    )
+    assert order[0] == "validate" and order[-1] == "publish"
+    body = order[1:-1]
+    assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
