@@ -235,7 +235,7 @@ def record_outcomes(
         text(
             f"""
             UPDATE subscriptions s
-            SET status = o.status, attempts = s.attempts + 1, last_attempt_at = now(),
+            SET status = o.status, attempts = s.attempts + 1, last_attempt_at = clock_timestamp(),
                 last_code = o.code, last_reason = o.reason,
                 run_id = coalesce(:run_id, s.run_id), updated_at = now()
             FROM {outcome_rows}

@@ -1,0 +1,130 @@
+"""The set-based SQL: the diff, batch claims and outcome records."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from topic_sync import store
+
+TOPIC = "t-0"
+
+
+def plan(engine, tokens, run_id=None) -> store.Plan:
+    with engine.begin() as conn:
+        lines = store.load_audience(conn, iter(tokens))
+        return store.plan_topic(conn, TOPIC, run_id, lines)
+
+
+def statuses(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT t.token, s.status FROM subscriptions s JOIN tokens t ON t.id = s.token_id "
+                "WHERE s.topic = :topic"
+            ),
+            {"topic": TOPIC},
+        ).all()
+    return dict(rows)
+
+
+def set_status(engine, token: str, status: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE subscriptions SET status = :status FROM tokens t "
+                "WHERE t.id = subscriptions.token_id AND t.token = :token"
+            ),
+            {"status": status, "token": token},
+        )
+
+
+def test_plan_counts_duplicates_and_queues_additions(engine) -> None:
+    result = plan(engine, ["a", "b", "a", "c", "b"])
+    assert (result.audience_lines, result.audience_size, result.duplicates) == (5, 3, 2)
+    assert (result.to_add, result.to_remove, result.members_before) == (3, 0, 0)
+    assert statuses(engine) == {t: "pending_subscribe" for t in "abc"}
+
+
+def test_diff_covers_every_state(engine) -> None:
+    plan(engine, ["keep", "leave", "owed_in", "owed_out", "leaving_back"])
+    set_status(engine, "keep", "subscribed")
+    set_status(engine, "leave", "subscribed")
+    set_status(engine, "owed_in", "pending_subscribe")
+    set_status(engine, "owed_out", "pending_subscribe")
+    set_status(engine, "leaving_back", "pending_unsubscribe")
+    result = plan(engine, ["keep", "owed_in", "leaving_back", "new"])
+    assert statuses(engine) == {
+        "keep": "subscribed",  # nothing to do
+        "leave": "pending_unsubscribe",  # member, not in audience
+        "owed_in": "pending_subscribe",  # still owed
+        "owed_out": "pending_unsubscribe",  # may have reached FCM: remove it
+        "leaving_back": "pending_subscribe",  # back in the audience
+        "new": "pending_subscribe",
+    }
+    assert result.members_before == 4 and result.newly_removed == 2
+    assert (result.to_add, result.to_remove) == (3, 2)
+
+
+def test_invalid_tokens_are_skipped_and_removed(engine) -> None:
+    plan(engine, ["good", "dead"])
+    set_status(engine, "good", "subscribed")
+    set_status(engine, "dead", "subscribed")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE tokens SET invalid_at = now() WHERE token = 'dead'"))
+    result = plan(engine, ["good", "dead"])
+    assert result.skipped_invalid == 1
+    assert statuses(engine) == {"good": "subscribed", "dead": "pending_unsubscribe"}
+
+
+def test_long_tokens_are_stored_and_matched(engine) -> None:
+    long_token = "x" * 4096
+    plan(engine, [long_token])
+    again = plan(engine, [long_token])
+    assert again.audience_size == 1 and again.to_add == 1
+
+
+def test_claims_skip_rows_another_worker_holds(engine) -> None:
+    plan(engine, [f"k{i}" for i in range(5)])
+    with engine.connect() as first, engine.connect() as second:
+        since = store.db_now(first)
+        mine = store.claim_batch(first, TOPIC, "pending_subscribe", since, 3)
+        theirs = store.claim_batch(second, TOPIC, "pending_subscribe", since, 3)
+        assert len(mine) == 3 and len(theirs) == 2
+        assert not {t for _, t in mine} & {t for _, t in theirs}
+        first.rollback()
+        second.rollback()
+
+
+def test_outcomes_record_failures_and_resolve_them(engine) -> None:
+    plan(engine, ["a", "b"])
+    with engine.begin() as conn:
+        since = store.db_now(conn)
+        (a_id, _), (b_id, _) = store.claim_batch(conn, TOPIC, "pending_subscribe", since, 10)
+        store.record_outcomes(
+            conn,
+            TOPIC,
+            "subscribe",
+            None,
+            [
+                store.TokenOutcome(a_id, "subscribed", None, None, False, False),
+                store.TokenOutcome(
+                    b_id, "pending_subscribe", "internal-error", "INTERNAL", True, False
+                ),
+            ],
+        )
+    with engine.begin() as conn:
+        # Attempted since `since`: not claimable again in the same round.
+        assert store.claim_batch(conn, TOPIC, "pending_subscribe", since, 10) == []
+        store.record_outcomes(
+            conn,
+            TOPIC,
+            "subscribe",
+            None,
+            [store.TokenOutcome(b_id, "subscribed", None, None, False, False)],
+        )
+    with engine.connect() as conn:
+        failure = conn.execute(
+            text("SELECT code, attempts, resolved_at IS NOT NULL FROM token_failures")
+        ).one()
+    assert failure == ("internal-error", 1, True)
+    assert statuses(engine) == {"a": "subscribed", "b": "subscribed"}
