@@ -12,7 +12,9 @@ import datetime as dt
 import functools
 import itertools
 import json
+import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -104,7 +106,47 @@ def open_engine(explicit_url: str | None, *, check: bool = True):
     return engine
 
 
-def fcm_client(transport: str, emulator_host: str | None, project: str | None):
+def _parse_duration(value: str, option_name: str) -> float:
+    """'3h', '90m', '1h30m', '45s' or plain seconds."""
+    match = re.fullmatch(
+        r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", value
+    )
+    if not value.strip() or not match or not any(match.groups()):
+        raise BadInput(f"{option_name} {value!r}: expected a duration such as 3h, 90m, 45s")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+class ProgressLine:
+    """Progress for people: a live line on a terminal, a log line now and then in cron."""
+
+    def __init__(self, *, tty: bool, every: float = 10.0, clock=time.monotonic) -> None:
+        self.tty, self.every, self.clock = tty, every, clock
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, p) -> None:
+        now = self.clock()
+        finished = p.done >= p.total
+        with self._lock:
+            if not finished and now - self._last < (0.2 if self.tty else self.every):
+                return
+            self._last = now
+            elapsed = max(now - p.started, 1e-6)
+            rate = p.done / elapsed
+            eta = (p.total - p.done) / rate if rate > 0 and not finished else 0.0
+            pct = 100.0 * p.done / p.total if p.total else 100.0
+            line = (
+                f"{p.op}: {p.done}/{p.total} ({pct:.0f}%) {rate:.0f} tokens/s "
+                f"ETA {eta:.0f}s, {p.failed} failed"
+            )
+            if self.tty:
+                click.echo("\r" + line.ljust(78) + ("\n" if finished else ""), err=True, nl=False)
+            else:
+                say(line)
+
+
+def fcm_client(transport: str, emulator_host: str | None, project: str | None, pacer=None):
     from topic_sync.fcm import SdkClient
     from topic_sync.sdk_bridge import initialize_app
 
@@ -113,6 +155,7 @@ def fcm_client(transport: str, emulator_host: str | None, project: str | None):
             name=f"topic-sync-{next(_app_names)}-{uuid.uuid4().hex[:6]}",
             project_id=project,
             emulator_host=emulator_host,
+            pacer=pacer,
         )
     except (ValueError, OSError) as error:
         from topic_sync.errors import CredentialsError
@@ -204,6 +247,26 @@ def db_upgrade(database_url: str | None) -> None:
 @option("--retry-min-wait", type=click.FloatRange(0), default=None, help="First retry wait, s.")
 @option("--retry-max-wait", type=click.FloatRange(0), default=None, help="Longest retry wait, s.")
 @option("--max-retries", type=click.IntRange(0), default=None, help="Retries per token.")
+@option(
+    "--deadline",
+    default="3h",
+    show_default=True,
+    help="Stop retrying and do not publish after this long (e.g. 3h, 90m); rerun continues.",
+)
+@option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="FCM batches in flight at once, each in its own transaction.",
+)
+@option(
+    "--rate-limit",
+    type=click.FloatRange(0, min_open=True),
+    default=3000.0,
+    show_default=True,
+    help="FCM topic requests per second (one per token on v1), shared by all workers.",
+)
 @fcm_options
 @database_option
 @json_option
@@ -222,6 +285,9 @@ def run(
     retry_min_wait: float | None,
     retry_max_wait: float | None,
     max_retries: int | None,
+    deadline: str,
+    concurrency: int,
+    rate_limit: float,
     transport: str,
     emulator_host: str | None,
     project: str | None,
@@ -232,6 +298,7 @@ def run(
 
     Dry run unless --live: prints the plan and validates the message with FCM.
     """
+    from topic_sync.ratelimit import Pacer
     from topic_sync.retry import RetryPolicy
     from topic_sync.sync import Deps, RunOptions, run_day
     from topic_sync.topics import validate_pool
@@ -258,14 +325,19 @@ def run(
         republish=republish,
         propagation_delay=propagation_delay,
         retry=policy,
+        concurrency=concurrency,
+        deadline=_parse_duration(deadline, "--deadline"),
     )
     engine = open_engine(database_url)
+    pacer = Pacer(rate_limit)
     deps = Deps(
         engine=engine,
-        client=fcm_client(transport, emulator_host, project),
+        client=fcm_client(transport, emulator_host, project, pacer),
         sleep=time.sleep,
         now=lambda: dt.datetime.now(dt.UTC),
         log=say,
+        pacer=pacer,
+        progress=ProgressLine(tty=sys.stderr.isatty()),
     )
     try:
         result = run_day(opts, deps)

@@ -100,27 +100,73 @@ def lock_key(name: str) -> int:
     return zlib.crc32(f"topic-sync:{name}".encode()) | (0x7A5 << 32)
 
 
-@contextlib.contextmanager
-def advisory_lock(engine: Engine, name: str, *, what: str) -> Iterator[Connection]:
-    """Hold a session-level advisory lock for the duration, or raise Locked at once.
+class AdvisoryLock:
+    """A session-level advisory lock held on its own connection.
 
-    A lock file would survive a crashed host; a PostgreSQL session lock dies
-    with its connection, and works across hosts sharing the database.
+    A lock file would survive a crashed host; a PostgreSQL session lock dies with
+    its connection, and works across hosts sharing the database. Because it dies
+    with its connection, `verify` checks it is still held before anything
+    irreversible (a publish) and takes it again if the connection was lost.
     """
-    conn = engine.connect()
-    try:
-        got = conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)})
-        conn.commit()
-        if not got:
-            raise Locked(f"another {what} holds the lock for {name!r}; not starting a second one")
+
+    def __init__(self, engine: Engine, name: str, *, what: str) -> None:
+        self.engine, self.name, self.what = engine, name, what
+        self.key = lock_key(name)
+        self.conn: Connection | None = None
+
+    def acquire(self) -> None:
+        conn = self.engine.connect()
         try:
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(name)})
-                conn.commit()
+            got = conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key})
+            conn.commit()
+        except Exception:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise Locked(
+                f"another {self.what} holds the lock for {self.name!r}; not starting a second one"
+            )
+        self.conn = conn
+
+    def verify(self) -> None:
+        try:
+            assert self.conn is not None
+            self.conn.execute(text("SELECT 1"))
+            self.conn.commit()
+        except Exception:
+            self.release()
+            self.acquire()
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        with contextlib.suppress(Exception):
+            self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            self.conn.commit()
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.conn = None
+
+
+@contextlib.contextmanager
+def advisory_lock(engine: Engine, name: str, *, what: str) -> Iterator[AdvisoryLock]:
+    """Hold the named lock for the duration, or raise Locked at once."""
+    lock = AdvisoryLock(engine, name, what=what)
+    lock.acquire()
+    try:
+        yield lock
     finally:
-        conn.close()
+        lock.release()
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """A lost database connection: the transaction rolled back, so redoing it is safe."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+    )
 
 
 Notify = Callable[[str], None]

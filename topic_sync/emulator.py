@@ -186,8 +186,9 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _google_error(code: int, status: str, message: str | None = None,
-                  fcm_code: str | None = None) -> bytes:
+def _google_error(
+    code: int, status: str, message: str | None = None, fcm_code: str | None = None
+) -> bytes:
     err: dict[str, Any] = {
         "code": code,
         "message": message or _MESSAGES.get(status, status),
@@ -236,7 +237,7 @@ def _valid_topic(topic: Any) -> bool:
 
 def _strip_topic_prefix(topic: Any) -> Any:
     if isinstance(topic, str) and topic.startswith("/topics/"):
-        return topic[len("/topics/"):]
+        return topic[len("/topics/") :]
     return topic
 
 
@@ -245,8 +246,7 @@ _COND_TOKEN = re.compile(
 )
 
 
-def _eval_condition(text: str, members: Callable[[str], set[str]],
-                    universe: set[str]) -> set[str]:
+def _eval_condition(text: str, members: Callable[[str], set[str]], universe: set[str]) -> set[str]:
     """Recipients of an FCM condition such as ``'a' in topics && !('b' in topics)``."""
     tokens: list[tuple[str, str]] = []
     pos, text = 0, text.strip()
@@ -342,8 +342,11 @@ class FcmEmulator:
         server.emulator = self
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"fcm-emulator-{self.port}", daemon=True)
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"fcm-emulator-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -385,8 +388,9 @@ class FcmEmulator:
 
     # ----------------------------------------------------------------- faults
 
-    def inject_token_error(self, token: str, reason: str, op: str = "both",
-                           times: int | None = None) -> None:
+    def inject_token_error(
+        self, token: str, reason: str, op: str = "both", times: int | None = None
+    ) -> None:
         """Make ``op`` on ``token`` fail with raw reason ``reason``.
 
         ``times=None`` fails until cleared; ``times=N`` fails the next N attempts (the SDK's
@@ -401,9 +405,15 @@ class FcmEmulator:
         with self._lock:
             self._token_faults.setdefault(token, []).insert(0, _TokenFault(reason, op, times))
 
-    def inject_request_errors(self, status: int, *, count: int | None = None,
-                              rate: float | None = None, retry_after: float | None = None,
-                              seed: int = 0) -> None:
+    def inject_request_errors(
+        self,
+        status: int,
+        *,
+        count: int | None = None,
+        rate: float | None = None,
+        retry_after: float | None = None,
+        seed: int = 0,
+    ) -> None:
         """Fail whole FCM requests with ``status``.
 
         ``rate`` picks a fraction of requests with a seeded RNG (deterministic for a given
@@ -420,16 +430,16 @@ class FcmEmulator:
             raise ValueError("retry_after must not be negative")
         after = None if retry_after is None else math.ceil(retry_after)
         with self._lock:
-            self._request_faults = _RequestFaults(status, count, rate, after,
-                                                  random.Random(seed))
+            self._request_faults = _RequestFaults(status, count, rate, after, random.Random(seed))
 
     def set_quota(self, requests_per_second: float | None) -> None:
         """Rate-limit topic management (v1 request = 1, legacy batch = its token count)."""
         if requests_per_second is not None and requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive or None")
         with self._lock:
-            self._bucket = None if requests_per_second is None else _Bucket(
-                float(requests_per_second))
+            self._bucket = (
+                None if requests_per_second is None else _Bucket(float(requests_per_second))
+            )
 
     def set_latency(self, seconds: float) -> None:
         """Sleep this long in every FCM request (outside the lock, so requests overlap)."""
@@ -571,11 +581,13 @@ class FcmEmulator:
         return _Reply(rf.status, body, _JSON, headers)
 
     def _subscription_json(self, project: str, token: str, topic: str, created: str) -> bytes:
-        return _dumps({
-            "name": f"projects/{project}/registrations/{token}/topicSubscriptions/{topic}",
-            "topicName": topic,
-            "createTime": created,
-        })
+        return _dumps(
+            {
+                "name": f"projects/{project}/registrations/{token}/topicSubscriptions/{topic}",
+                "topicName": topic,
+                "createTime": created,
+            }
+        )
 
     # ----------------------------------------------------------------- request handling
 
@@ -593,8 +605,9 @@ class FcmEmulator:
             self._stats[(kind, reply.status)] += 1
         return reply
 
-    def _dispatch(self, kind: str, args: tuple[str, ...], params: dict[str, list[str]],
-                  body: bytes) -> _Reply:
+    def _dispatch(
+        self, kind: str, args: tuple[str, ...], params: dict[str, list[str]], body: bytes
+    ) -> _Reply:
         if kind == "unknown":
             return _error_reply(404, "NOT_FOUND", "Unknown FCM endpoint.")
         fault = self._take_request_fault(kind in _LEGACY_KINDS)
@@ -607,9 +620,11 @@ class FcmEmulator:
                 topics = params.get("topic_name") or params.get("topicName")
                 return self._v1_subscribe(args[0], args[1], topics[-1] if topics else None)
             if kind == "unsubscribe":
-                return self._v1_unsubscribe(args[1], args[2],
-                                            _bool_param(params.get("allow_missing")
-                                                        or params.get("allowMissing")))
+                return self._v1_unsubscribe(
+                    args[1],
+                    args[2],
+                    _bool_param(params.get("allow_missing") or params.get("allowMissing")),
+                )
             if kind == "get":
                 return self._v1_get(args[0], args[1], args[2])
             return self._v1_list(args[0], args[1], params)
@@ -697,9 +712,12 @@ class FcmEmulator:
             return bad
         topic = _strip_topic_prefix(data.get("to"))
         tokens = data.get("registration_tokens")
-        if (not _valid_topic(topic) or not isinstance(tokens, list)
-                or not 1 <= len(tokens) <= MAX_BATCH_TOKENS
-                or not all(isinstance(t, str) and t for t in tokens)):
+        if (
+            not _valid_topic(topic)
+            or not isinstance(tokens, list)
+            or not 1 <= len(tokens) <= MAX_BATCH_TOKENS
+            or not all(isinstance(t, str) and t for t in tokens)
+        ):
             return bad
         if self._bucket is not None and not self._bucket.take(len(tokens)):
             return _Reply(429, b'{"error":"RESOURCE_EXHAUSTED"}')
@@ -730,8 +748,9 @@ class FcmEmulator:
             return _error_reply(400, "INVALID_ARGUMENT", "A message is required.")
         targets = [k for k in ("topic", "token", "condition") if message.get(k)]
         if len(targets) != 1:
-            return _error_reply(400, "INVALID_ARGUMENT",
-                                "Exactly one of topic, token or condition is required.")
+            return _error_reply(
+                400, "INVALID_ARGUMENT", "Exactly one of topic, token or condition is required."
+            )
         if len(_dumps(message)) > MAX_MESSAGE_BYTES:
             return _error_reply(400, "INVALID_ARGUMENT", "Message is too big.")
         topic: str | None = None
@@ -749,14 +768,19 @@ class FcmEmulator:
             recipients = frozenset((token,))
         else:
             try:
-                recipients = frozenset(_eval_condition(
-                    str(message["condition"]), lambda t: self._members.get(t, set()),
-                    set(self._subs)))
+                recipients = frozenset(
+                    _eval_condition(
+                        str(message["condition"]),
+                        lambda t: self._members.get(t, set()),
+                        set(self._subs),
+                    )
+                )
             except ValueError as exc:
                 return _error_reply(400, "INVALID_ARGUMENT", f"Invalid condition: {exc}.")
         if data.get("validate_only") is True:
-            self._validations.append(Publish("fake_message_id", topic, message, recipients,
-                                             time.time()))
+            self._validations.append(
+                Publish("fake_message_id", topic, message, recipients, time.time())
+            )
             return _Reply(200, _dumps({"name": f"projects/{project}/messages/fake_message_id"}))
         message_id = f"0:{self._id_prefix}{next(self._ids):012d}"
         self._publishes.append(Publish(message_id, topic, message, recipients, time.time()))
@@ -771,7 +795,7 @@ class FcmEmulator:
             if method == "GET" and path == "/emulator/health":
                 return _Reply(200, b'{"ok":true}')
             if method == "GET" and path.startswith("/emulator/topics/"):
-                topic = unquote(path[len("/emulator/topics/"):])
+                topic = unquote(path[len("/emulator/topics/") :])
                 return _Reply(200, _dumps(sorted(self.members(topic))))
             if method == "POST" and path == "/emulator/reset":
                 self.reset()
@@ -794,8 +818,9 @@ class FcmEmulator:
         if not isinstance(spec, dict):
             raise ValueError("faults body must be a JSON object")
         for item in spec.get("token_errors") or ():
-            self.inject_token_error(item["token"], item["reason"], item.get("op", "both"),
-                                    item.get("times"))
+            self.inject_token_error(
+                item["token"], item["reason"], item.get("op", "both"), item.get("times")
+            )
         if "request_errors" in spec:
             rq = spec["request_errors"]
             if rq is None:
@@ -803,8 +828,12 @@ class FcmEmulator:
                     self._request_faults = None
             else:
                 self.inject_request_errors(
-                    int(rq["status"]), count=rq.get("count"), rate=rq.get("rate"),
-                    retry_after=rq.get("retry_after"), seed=int(rq.get("seed", 0)))
+                    int(rq["status"]),
+                    count=rq.get("count"),
+                    rate=rq.get("rate"),
+                    retry_after=rq.get("retry_after"),
+                    seed=int(rq.get("seed", 0)),
+                )
         if "quota" in spec:
             self.set_quota(spec["quota"])
         if "latency" in spec:
@@ -943,8 +972,11 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = _serve
 
 
-def serve(host: str = "127.0.0.1", port: int = 9099,
-          ready: Callable[[FcmEmulator], object] | threading.Event | None = None) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 9099,
+    ready: Callable[[FcmEmulator], object] | threading.Event | None = None,
+) -> None:
     """Run an emulator in the foreground until SIGTERM, SIGINT or KeyboardInterrupt.
 
     ``ready`` is called with the started emulator (or set, if it is an Event), e.g. so a

@@ -19,6 +19,7 @@ from firebase_admin import exceptions as fb_exceptions
 from firebase_admin import messaging
 
 from topic_sync.errors import CredentialsError, TopicSyncError
+from topic_sync.sdk_bridge import retry_after
 
 MAX_TOKENS_PER_CALL = 1000  # one SDK call, one legacy batch: FCM's limit
 TRANSPORTS = ("v1", "legacy-iid")
@@ -60,13 +61,7 @@ class PublishError(TopicSyncError):
 
 def _retry_after(error: fb_exceptions.FirebaseError) -> float | None:
     response = error.http_response
-    if response is None:
-        return None
-    value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after(response.headers) if response is not None else None
 
 
 def _whole_request_reason(error: fb_exceptions.FirebaseError) -> str:

@@ -90,6 +90,8 @@ class Run(Base):
     added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     removed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     failed: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    # Every attempt's outcome per token, counted: {"ok": n, "<error code>": n}.
+    outcomes: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     wait_seconds: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
@@ -103,9 +105,7 @@ class Run(Base):
 
     __table_args__ = (
         UniqueConstraint("prefix", "run_date"),
-        CheckConstraint(
-            "publish_state IN ('none', 'intent', 'sent')", name="publish_state_known"
-        ),
+        CheckConstraint("publish_state IN ('none', 'intent', 'sent')", name="publish_state_known"),
     )
 
 

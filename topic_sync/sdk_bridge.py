@@ -11,11 +11,15 @@ also sets the HTTP-level retry policy in production, so both paths behave alike.
 
 from __future__ import annotations
 
+import json
+
 import firebase_admin
 import google.auth.credentials
 import requests.adapters
 from firebase_admin import credentials, messaging
 from urllib3.util import retry as urllib3_retry
+
+from topic_sync.ratelimit import Pacer
 
 FCM_HOST = "https://fcm.googleapis.com"
 IID_HOST = "https://iid.googleapis.com"
@@ -39,13 +43,17 @@ class EmulatorCredential(credentials.Base):
 
 
 class RedirectingAdapter(requests.adapters.HTTPAdapter):
-    """Sends the SDK's requests to another base URL, unchanged otherwise."""
+    """Sends the SDK's requests to another base URL, unchanged otherwise, and paces
+    every topic-management request through the shared pacer."""
 
-    def __init__(self, target: str | None, retries: urllib3_retry.Retry) -> None:
+    def __init__(
+        self, target: str | None, retries: urllib3_retry.Retry, pacer: Pacer | None = None
+    ) -> None:
         super().__init__(
             pool_connections=SDK_POOL_SIZE, pool_maxsize=SDK_POOL_SIZE, max_retries=retries
         )
         self.target = target
+        self.pacer = pacer
 
     def send(self, request, *args, **kwargs):
         if self.target:
@@ -53,7 +61,34 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
                 if request.url.startswith(host):
                     request.url = self.target + request.url[len(host) :]
                     break
-        return super().send(request, *args, **kwargs)
+        cost = request_cost(request)
+        if self.pacer is not None and cost:
+            self.pacer.acquire(cost)
+        response = super().send(request, *args, **kwargs)
+        if self.pacer is not None:
+            self.pacer.observe(response.status_code, retry_after(response.headers))
+        return response
+
+
+def request_cost(request) -> int:
+    """How much of FCM's topic quota a request spends: one per token."""
+    url = request.url.split("?", 1)[0]
+    if url.endswith(("/iid/v1:batchAdd", "/iid/v1:batchRemove")):
+        try:
+            return max(1, len(json.loads(request.body or b"{}").get("registration_tokens", [])))
+        except (ValueError, AttributeError):
+            return 1
+    if "/topicSubscriptions" in url:
+        return 1
+    return 0  # sending messages is not topic management
+
+
+def retry_after(headers) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def http_retries(*, status_retries: int) -> urllib3_retry.Retry:
@@ -79,13 +114,20 @@ def messaging_service(app: firebase_admin.App):
     return messaging._get_messaging_service(app)
 
 
-def install_adapter(app: firebase_admin.App, emulator_host: str | None, *, status_retries: int = 0):
+def install_adapter(
+    app: firebase_admin.App,
+    emulator_host: str | None,
+    *,
+    status_retries: int = 0,
+    pacer: Pacer | None = None,
+):
     """Mount our adapter for both FCM hosts on the app's messaging HTTP session."""
     service = messaging_service(app)
     session = service._client.session
     adapter = RedirectingAdapter(
         f"http://{emulator_host}" if emulator_host else None,
         http_retries(status_retries=status_retries),
+        pacer,
     )
     for host in (FCM_HOST, IID_HOST):
         session.mount(host, adapter)
@@ -99,6 +141,7 @@ def initialize_app(
     emulator_host: str | None,
     credentials_file: str | None = None,
     status_retries: int = 0,
+    pacer: Pacer | None = None,
 ) -> firebase_admin.App:
     """A firebase-admin app wired for topic-sync (emulator or real FCM)."""
     options = {"projectId": project_id} if project_id else {}
@@ -110,5 +153,5 @@ def initialize_app(
     else:
         cred = credentials.ApplicationDefault()
     app = firebase_admin.initialize_app(cred, options, name=name)
-    install_adapter(app, emulator_host, status_retries=status_retries)
+    install_adapter(app, emulator_host, status_retries=status_retries, pacer=pacer)
     return app

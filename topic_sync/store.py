@@ -7,6 +7,7 @@ caller decides the transaction: one for the plan, one per FCM batch.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -336,8 +337,8 @@ def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
             UPDATE runs SET audience_lines = :lines, audience_size = :size,
                 duplicates = :dups, skipped_invalid = :skipped,
                 to_add = :to_add, to_remove = :to_remove,
-                added = 0, removed = 0, failed = '{}', attempts = 0, retries = 0,
-                wait_seconds = 0
+                added = 0, removed = 0, failed = '{}', outcomes = '{}', attempts = 0,
+                retries = 0, wait_seconds = 0
             WHERE id = :id
             """
         ),
@@ -362,6 +363,7 @@ def add_progress(
     attempts: int = 0,
     retries: int = 0,
     wait_seconds: float = 0.0,
+    outcomes: dict[str, int] | None = None,
 ) -> None:
     """Add a batch's counts to its run, in the batch's own transaction."""
     conn.execute(
@@ -369,7 +371,12 @@ def add_progress(
             """
             UPDATE runs SET added = added + :added, removed = removed + :removed,
                 attempts = attempts + :attempts, retries = retries + :retries,
-                wait_seconds = wait_seconds + :wait
+                wait_seconds = wait_seconds + :wait,
+                outcomes = outcomes || coalesce((
+                    SELECT jsonb_object_agg(
+                        d.key, coalesce((runs.outcomes ->> d.key)::int, 0) + d.value::int)
+                    FROM jsonb_each_text(CAST(:outcomes AS jsonb)) AS d
+                ), '{}')
             WHERE id = :id
             """
         ),
@@ -380,6 +387,7 @@ def add_progress(
             "attempts": attempts,
             "retries": retries,
             "wait": wait_seconds,
+            "outcomes": json.dumps(outcomes or {}),
         },
     )
 

@@ -16,25 +16,40 @@ Order of a live run, and why:
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tenacity
 from sqlalchemy import Engine
 
 from topic_sync import store
 from topic_sync.audience import iter_audience
-from topic_sync.db import advisory_lock
+from topic_sync.db import advisory_lock, is_disconnect
 from topic_sync.error_table import Op, Outcome, classify
-from topic_sync.errors import CredentialsError, ExitCode, PublishWithheld, Refused
+from topic_sync.errors import (
+    CredentialsError,
+    DeadlineReached,
+    ExitCode,
+    PublishWithheld,
+    Refused,
+)
 from topic_sync.fcm import CREDENTIALS_HELP, MAX_TOKENS_PER_CALL, FcmClient, PublishError
 from topic_sync.message import MessageTemplate, load_message
+from topic_sync.ratelimit import Pacer
 from topic_sync.retry import RetryPolicy
 from topic_sync.topics import topic_for
 
 CONFIRMED = {Op.SUBSCRIBE: "subscribed", Op.UNSUBSCRIBE: "unsubscribed"}
 PENDING = {Op.SUBSCRIBE: "pending_subscribe", Op.UNSUBSCRIBE: "pending_unsubscribe"}
 BLOCKING_SAMPLE = 10
+DEFAULT_CONCURRENCY = 4
+DEFAULT_DEADLINE = 3 * 3600.0
+DB_ATTEMPTS = 3  # a batch whose database connection dropped is redone (FCM is idempotent)
 
 
 @dataclass(frozen=True)
@@ -51,10 +66,25 @@ class RunOptions:
     propagation_delay: float = 5.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     batch_size: int = MAX_TOKENS_PER_CALL
+    concurrency: int = DEFAULT_CONCURRENCY
+    deadline: float = DEFAULT_DEADLINE  # seconds from the start of the run
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_TOKENS_PER_CALL:
             raise ValueError(f"batch size must be 1 to {MAX_TOKENS_PER_CALL}")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a sync phase stands, for a progress bar or a log line."""
+
+    op: Op
+    done: int
+    total: int
+    failed: int
+    started: float  # monotonic clock
 
 
 @dataclass
@@ -66,15 +96,22 @@ class Deps:
     sleep: Callable[[float], None]
     now: Callable[[], dt.datetime]
     log: Callable[[str], None] = lambda _msg: None
+    pacer: Pacer | None = None
+    monotonic: Callable[[], float] = time.monotonic
+    progress: Callable[[Progress], None] = lambda _p: None
 
 
 @dataclass
 class SyncCounts:
+    """Tallies shared by the workers of one run."""
+
     added: int = 0
     removed: int = 0
-    attempts: int = 0
-    retries: int = 0
+    attempts: int = 0  # token attempts, every try counted
+    retries: int = 0  # token attempts that were retries
     wait_seconds: float = 0.0
+    outcomes: Counter = field(default_factory=Counter)  # per attempt: "ok" or error code
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 @dataclass
@@ -112,6 +149,7 @@ class RunResult:
             "owed_subscriptions": self.owed_subscriptions,
             "attempts": self.counts.attempts,
             "retries": self.counts.retries,
+            "outcomes": dict(self.counts.outcomes),
             "wait_seconds": round(self.counts.wait_seconds, 3),
             "message_id": self.message_id,
             "note": self.note,
@@ -125,8 +163,8 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     )
     if not opts.live:
         return _dry_run(opts, deps, topic, template)
-    with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run"):
-        return _live_run(opts, deps, topic, template)
+    with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run") as lock:
+        return _live_run(opts, deps, topic, template, lock.verify)
 
 
 def _guard(opts: RunOptions, plan: store.Plan) -> None:
@@ -168,7 +206,14 @@ def _dry_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate
     return RunResult("dry-run", opts.day, opts.prefix, topic, plan=plan, note=note)
 
 
-def _live_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate) -> RunResult:
+def _live_run(
+    opts: RunOptions,
+    deps: Deps,
+    topic: str,
+    template: MessageTemplate,
+    verify_lock: Callable[[], None],
+) -> RunResult:
+    deadline_at = deps.monotonic() + opts.deadline
     with deps.engine.begin() as conn:
         existing = store.get_run(conn, opts.prefix, opts.day)
     if existing and existing.publish_state == "sent":
@@ -206,16 +251,28 @@ def _live_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplat
     )
 
     counts = SyncCounts()
-    for op in (Op.UNSUBSCRIBE, Op.SUBSCRIBE):
-        drain(deps, topic, op, run.id, opts.retry, opts.batch_size, counts)
+    work = Work(deps, topic, run.id, opts, counts, deadline_at)
+    finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove) and work.drain(Op.SUBSCRIBE, plan.to_add)
 
     with deps.engine.begin() as conn:
         owed_add, owed_remove = store.pending_counts(conn, topic)
         failed = store.settle_failures(conn, run.id)
-        if owed_remove:
+        if not finished:
+            note = (
+                f"deadline reached: {owed_remove} removals and {owed_add} additions "
+                f"on {topic} still owed"
+            )
+            store.finish_run(conn, run.id, "deadline", note)
+        elif owed_remove:
             sample = store.pending_sample(conn, topic, PENDING[Op.UNSUBSCRIBE], BLOCKING_SAMPLE)
             note = f"{owed_remove} removals from {topic} unconfirmed"
             store.finish_run(conn, run.id, "withheld", note)
+    if not finished:
+        raise DeadlineReached(
+            f"not publishing {opts.day}: the run's deadline ({opts.deadline:g}s) passed with "
+            f"{owed_remove} removals and {owed_add} additions on {topic} still owed. Rerun "
+            "this date (or run 'topic-sync reconcile') to continue where it stopped"
+        )
     if owed_remove:
         shown = ", ".join(sample) + (" …" if owed_remove > len(sample) else "")
         raise PublishWithheld(
@@ -227,6 +284,7 @@ def _live_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplat
     if opts.propagation_delay > 0:
         deps.log(f"waiting {opts.propagation_delay:g}s for subscriptions to propagate")
         deps.sleep(opts.propagation_delay)
+    verify_lock()
     message_id = publish_once(deps, run.id, template, topic, republish=opts.republish)
     result = RunResult(
         "published" if message_id else "already-published",
@@ -267,55 +325,149 @@ def publish_once(
     return message_id
 
 
-def drain(
+class Work:
+    """Drains a topic's pending rows with several workers, retrying per the policy.
+
+    Each worker claims its own batch (SKIP LOCKED), so one slow FCM call stalls one
+    worker, not the run. Retryable tokens are re-batched in rounds; between rounds
+    the retry policy's backoff (and any Retry-After) is waited in full.
+    """
+
+    def __init__(
+        self,
+        deps: Deps,
+        topic: str,
+        run_id: int | None,
+        opts: RunOptions,
+        counts: SyncCounts,
+        deadline_at: float,
+    ) -> None:
+        self.deps, self.topic, self.run_id, self.opts = deps, topic, run_id, opts
+        self.counts, self.deadline_at = counts, deadline_at
+        self._retry_after = 0.0
+        self._done = self._failed = 0
+        self._started = deps.monotonic()
+
+    def drain(self, op: Op, total: int) -> bool:
+        """Work off one operation; False if the deadline stopped it with work left."""
+        deps, policy = self.deps, self.opts.retry
+        self._done = self._failed = 0
+        self._started = deps.monotonic()
+        for retry_number in range(policy.max_retries + 1):
+            if retry_number:
+                owed = self._owed(op)
+                if not owed:
+                    return True
+                hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
+                wait = policy.wait(retry_number, max(hold, self._retry_after) or None)
+                if deps.monotonic() + wait > self.deadline_at:
+                    return False
+                deps.log(f"{op}: {owed} tokens to retry (retry {retry_number}) in {wait:.1f}s")
+                deps.sleep(wait)
+                self._retry_after = 0.0
+                with self.counts.lock:
+                    self.counts.wait_seconds += wait
+                if self.run_id is not None:
+                    with deps.engine.begin() as conn:
+                        store.add_progress(conn, self.run_id, wait_seconds=wait)
+            if not self._round(op, total, retrying=retry_number > 0):
+                return self._owed(op) == 0
+        return True
+
+    def _owed(self, op: Op) -> int:
+        with self.deps.engine.begin() as conn:
+            return store.pending_counts(conn, self.topic)[0 if op is Op.SUBSCRIBE else 1]
+
+    def _round(self, op: Op, total: int, *, retrying: bool) -> bool:
+        """One pass over every pending row; False if the deadline cut it short."""
+        with self.deps.engine.begin() as conn:
+            round_start = store.db_now(conn)
+        stop = threading.Event()
+        cut_short = threading.Event()
+
+        def worker() -> None:
+            try:
+                while not stop.is_set():
+                    if self.deps.monotonic() >= self.deadline_at:
+                        cut_short.set()
+                        return
+                    if not self._batch(op, round_start, total, retrying=retrying):
+                        return
+            except BaseException:
+                stop.set()
+                raise
+
+        with ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix="sync") as pool:
+            futures = [pool.submit(worker) for _ in range(self.opts.concurrency)]
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return not cut_short.is_set()
+
+    def _batch(self, op: Op, round_start: dt.datetime, total: int, *, retrying: bool) -> bool:
+        """One batch, redone if its database connection drops; False when none is left."""
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_disconnect),
+            stop=tenacity.stop_after_attempt(DB_ATTEMPTS),
+            wait=tenacity.wait_fixed(0.2),
+            reraise=True,
+        ):
+            with attempt:
+                tally = _one_batch(
+                    self.deps,
+                    self.topic,
+                    op,
+                    self.run_id,
+                    round_start,
+                    self.opts.batch_size,
+                    retrying=retrying,
+                )
+        if tally is None:
+            return False
+        with self.counts.lock:
+            if op is Op.SUBSCRIBE:
+                self.counts.added += tally.confirmed
+            else:
+                self.counts.removed += tally.confirmed
+            self.counts.attempts += tally.attempts
+            self.counts.retries += tally.attempts if retrying else 0
+            self.counts.outcomes.update(tally.outcomes)
+            self._retry_after = max(self._retry_after, tally.retry_after or 0.0)
+            # Progress counts tokens settled (done or failed for good) out of the plan.
+            self._done += tally.settled
+            self._failed += tally.failed - (tally.confirmed if retrying else 0)
+            event = Progress(op, self._done, total, max(self._failed, 0), self._started)
+        self.deps.progress(event)
+        return True
+
+
+@dataclass(frozen=True)
+class BatchTally:
+    attempts: int
+    confirmed: int  # now in the state the operation wanted
+    settled: int  # confirmed, or failed for good
+    failed: int  # failed this attempt (retryable or permanent)
+    outcomes: Counter  # "ok" or error code, per token
+    retry_after: float | None
+
+
+def _one_batch(
     deps: Deps,
     topic: str,
     op: Op,
     run_id: int | None,
-    policy: RetryPolicy,
-    batch_size: int,
-    counts: SyncCounts,
-) -> None:
-    """Work off a topic's pending rows for one operation, retrying per the policy."""
-    retry_after: float | None = None
-    for retry_number in range(policy.max_retries + 1):
-        if retry_number:
-            with deps.engine.begin() as conn:
-                owed = store.pending_counts(conn, topic)[0 if op is Op.SUBSCRIBE else 1]
-            if not owed:
-                return
-            wait = policy.wait(retry_number, retry_after)
-            deps.log(f"{op}: {owed} tokens to retry (retry {retry_number}) in {wait:.1f}s")
-            deps.sleep(wait)
-            counts.wait_seconds += wait
-            counts.retries += owed
-            with deps.engine.begin() as conn:
-                store.add_progress(conn, run_id, retries=owed, wait_seconds=wait)
-            retry_after = None
-        with deps.engine.begin() as conn:
-            round_start = store.db_now(conn)
-        while True:
-            done, batch_retry_after = _one_batch(deps, topic, op, run_id, round_start, batch_size)
-            if done is None:
-                break
-            if batch_retry_after is not None:
-                retry_after = max(retry_after or 0.0, batch_retry_after)
-            if op is Op.SUBSCRIBE:
-                counts.added += done
-            else:
-                counts.removed += done
-            counts.attempts += 1
-
-
-def _one_batch(
-    deps: Deps, topic: str, op: Op, run_id: int | None, round_start: dt.datetime, limit: int
-) -> tuple[int | None, float | None]:
-    """Claim, call FCM, record: one transaction. Returns (confirmed count, Retry-After)."""
+    round_start: dt.datetime,
+    limit: int,
+    *,
+    retrying: bool,
+) -> BatchTally | None:
+    """Claim, call FCM, record: one transaction that commits only after FCM answered."""
     stop_reason = None
     with deps.engine.begin() as conn:
         rows = store.claim_batch(conn, topic, PENDING[op], round_start, limit)
         if not rows:
-            return None, None
+            return None
         tokens = [token for _, token in rows]
         call = deps.client.subscribe if op is Op.SUBSCRIBE else deps.client.unsubscribe
         result = call(tokens, topic)
@@ -328,17 +480,28 @@ def _one_batch(
             outcomes.append(outcome)
         store.record_outcomes(conn, topic, op.value, run_id, outcomes)
         confirmed = sum(1 for o in outcomes if o.status == CONFIRMED[op])
+        codes = Counter(o.code or "ok" for o in outcomes)
         if run_id is not None:
             store.add_progress(
                 conn,
                 run_id,
                 added=confirmed if op is Op.SUBSCRIBE else 0,
                 removed=confirmed if op is Op.UNSUBSCRIBE else 0,
-                attempts=len(rows),
+                attempts=len(outcomes),
+                retries=len(outcomes) if retrying else 0,
+                outcomes=dict(codes),
             )
     if stop_reason is not None:
         raise CredentialsError(CREDENTIALS_HELP.format(reason=stop_reason))
-    return confirmed, result.retry_after
+    settled = sum(1 for o in outcomes if o.status != PENDING[op])
+    return BatchTally(
+        attempts=len(outcomes),
+        confirmed=confirmed,
+        settled=settled,
+        failed=sum(1 for o in outcomes if o.failed),
+        outcomes=codes,
+        retry_after=result.retry_after,
+    )
 
 
 def _map(token_id: int, reason: str | None, op: Op) -> store.TokenOutcome | None:
