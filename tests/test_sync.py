@@ -317,3 +317,186 @@ def test_removals_run_before_additions(tmp_path, message_file, deps, emulator) -
     assert order[0] == "validate" and order[-1] == "publish"
     body = order[1:-1]
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
+
+
+# --- under load: retries, pacing, deadline, lost connections ---------------------------------
+
+
+@pytest.fixture
+def paced(emulator, engine, transport, recorder):
+    """Deps whose SDK requests all pass the shared pacer, as the CLI wires them."""
+    import uuid
+
+    import firebase_admin
+
+    from topic_sync.fcm import SdkClient
+    from topic_sync.ratelimit import Pacer
+    from topic_sync.sdk_bridge import initialize_app
+    from topic_sync.sync import Deps
+
+    pacer = Pacer(4000.0)  # above the emulator quota set below: 429s will come
+    app = initialize_app(
+        name=f"paced-{uuid.uuid4().hex}",
+        project_id="demo-test",
+        emulator_host=emulator.host_port,
+        pacer=pacer,
+    )
+    yield Deps(
+        engine=engine,
+        client=SdkClient(app, transport),
+        sleep=recorder.sleep,
+        now=lambda: dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC),
+        log=recorder.log,
+        pacer=pacer,
+    )
+    firebase_admin.delete_app(app)
+
+
+def test_finishes_exactly_through_503s_quota_and_flaky_tokens(
+    tmp_path, message_file, paced, emulator
+) -> None:
+    audience = toks(0, 1500)
+    run_day(opts(tmp_path, message_file, audience), paced)
+    emulator.inject_request_errors(503, rate=0.10, seed=3)
+    emulator.set_quota(2000)  # below our pace: FCM answers 429 until we slow down
+    for token in toks(100, 120):  # leaving, and flaky
+        emulator.inject_token_error(token, "INTERNAL", times=1)
+    for token in toks(1600, 1620):  # joining, and flaky twice
+        emulator.inject_token_error(token, "UNKNOWN_ERROR", times=2)
+    later = DAY + dt.timedelta(days=POOL)
+    tomorrow = toks(300, 1800)
+    options = opts(
+        tmp_path,
+        message_file,
+        tomorrow,
+        later,
+        concurrency=4,
+        retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=10),
+    )
+    result = run_day(options, paced)
+    assert result.status == "published"
+    assert last_recipients(emulator, result.topic) == frozenset(tomorrow)
+    assert result.failed == {}
+    assert result.counts.outcomes["ok"] == 300 + 300
+    assert result.counts.outcomes["internal-error"] >= 20
+    assert result.counts.outcomes["unknown-error"] >= 40
+    assert result.counts.retries >= 40
+
+
+def test_retry_after_is_waited_in_full(tmp_path, message_file, paced, emulator, recorder) -> None:
+    import time as real_time
+
+    inner = paced.client
+    seen: list[float] = []
+
+    class FaultBeforeFirstBatch:
+        """Arms one whole-request 503 with Retry-After: 1 for the first subscribe call."""
+
+        transport = inner.transport
+
+        def subscribe(self, tokens, topic):
+            if not seen:
+                emulator.inject_request_errors(503, count=1, retry_after=1)
+            seen.append(real_time.monotonic())
+            return inner.subscribe(tokens, topic)
+
+        def unsubscribe(self, tokens, topic):
+            return inner.unsubscribe(tokens, topic)
+
+        def publish(self, message, validate_only=False):
+            return inner.publish(message, validate_only=validate_only)
+
+    audience = toks(0, 20)
+    deps = dataclasses.replace(paced, client=FaultBeforeFirstBatch())
+    result = run_day(opts(tmp_path, message_file, audience, retry=RetryPolicy(0, 0, 3)), deps)
+    assert last_recipients(emulator, result.topic) == frozenset(audience)
+    assert result.counts.retries >= 1 and len(seen) == 2
+    # Between the failed batch and its retry, the engine's backoff (asked of `sleep`) and
+    # the pacer's hold on every request (real time) add up to at least Retry-After.
+    assert max(recorder.sleeps) + paced.pacer.waited >= 1 - 0.01
+
+
+def test_deadline_stops_a_run_that_cannot_finish_and_a_rerun_completes(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    from topic_sync.errors import DeadlineReached
+
+    run_day(opts(tmp_path, message_file, toks(0, 30)), deps)
+    stuck = toks(0, 30)[0]
+    emulator.inject_token_error(stuck, "INTERNAL", op="unsubscribe")
+    later = DAY + dt.timedelta(days=POOL)
+    slow = RetryPolicy(min_wait=600, max_wait=3600, max_retries=4)
+    options = opts(tmp_path, message_file, toks(1, 31), later, retry=slow, deadline=300)
+    with pytest.raises(DeadlineReached, match="1 removals"):
+        run_day(options, deps)
+    assert len(emulator.publishes) == 1
+    with deps.engine.connect() as conn:
+        status = conn.scalar(text("SELECT status FROM runs WHERE run_date = :d"), {"d": later})
+    assert status == "deadline"
+    emulator.clear_faults()
+    result = run_day(dataclasses.replace(options, deadline=3600), deps)
+    assert result.status == "published"
+    assert last_recipients(emulator, result.topic) == frozenset(toks(1, 31))
+
+
+class KillConnections:
+    """After FCM answered the n-th call, terminate every other backend of the database,
+    as a failover or an operator would: the batch's transaction cannot commit."""
+
+    def __init__(self, inner, database_url: str, after: int) -> None:
+        self.inner, self.transport = inner, inner.transport
+        self.url, self.after, self.calls = database_url, after, 0
+        self.killed = 0
+
+    def _kill(self) -> None:
+        import psycopg
+
+        from topic_sync.db import sqlalchemy_url
+
+        dsn = sqlalchemy_url(self.url).replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            self.killed += len(
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchall()
+            )
+
+    def _call(self, method, tokens, topic):
+        result = getattr(self.inner, method)(tokens, topic)
+        self.calls += 1
+        if self.calls == self.after:
+            self._kill()
+        return result
+
+    def subscribe(self, tokens, topic):
+        return self._call("subscribe", tokens, topic)
+
+    def unsubscribe(self, tokens, topic):
+        return self._call("unsubscribe", tokens, topic)
+
+    def publish(self, message, validate_only=False):
+        return self.inner.publish(message, validate_only=validate_only)
+
+
+@pytest.mark.parametrize("after", [1, 3])
+def test_killed_database_connection_loses_nothing_and_publishes_once(
+    tmp_path, message_file, deps, emulator, database_url, after
+) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 40)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    killer = KillConnections(deps.client, database_url, after)
+    options = opts(tmp_path, message_file, toks(10, 50), later, batch_size=5, concurrency=1)
+    result = run_day(options, dataclasses.replace(deps, client=killer))
+    assert killer.killed >= 2  # the batch's connection and the run lock's
+    assert result.status == "published"
+    assert [p.topic for p in emulator.publishes].count(result.topic) == 2
+    assert last_recipients(emulator, result.topic) == frozenset(toks(10, 50))
+    with deps.engine.connect() as conn:
+        states = dict(
+            conn.execute(
+                text("SELECT status, count(*) FROM subscriptions WHERE topic = :t GROUP BY status"),
+                {"t": result.topic},
+            ).all()
+        )
+    assert states == {"subscribed": 40, "unsubscribed": 10}

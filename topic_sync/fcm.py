@@ -51,12 +51,28 @@ class FcmClient(Protocol):
     def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str: ...
 
 
-class PublishError(TopicSyncError):
-    """FCM refused or failed the publish. `definitely_not_sent` when FCM said so."""
+RETRYABLE_SEND_STATUSES = (429, 500, 503, 504)
 
-    def __init__(self, message: str, *, definitely_not_sent: bool) -> None:
+
+class PublishError(TopicSyncError):
+    """FCM refused or failed the publish.
+
+    `definitely_not_sent` when FCM answered with an error (as opposed to a lost
+    connection, after which nobody knows); `retryable` for quota and server errors.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        definitely_not_sent: bool,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.definitely_not_sent = definitely_not_sent
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 def _retry_after(error: fb_exceptions.FirebaseError) -> float | None:
@@ -130,5 +146,7 @@ class SdkClient:
             status = error.http_response.status_code if error.http_response is not None else None
             raise PublishError(
                 f"FCM refused the message: {code}: {error}",
-                definitely_not_sent=status is not None and 400 <= status < 500,
+                definitely_not_sent=status is not None,
+                retryable=status in RETRYABLE_SEND_STATUSES,
+                retry_after=_retry_after(error),
             ) from error

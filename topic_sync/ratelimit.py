@@ -38,7 +38,8 @@ class Pacer:
         self._lock = threading.Lock()
         self._next_free = clock()
         self._not_before = 0.0
-        self._last_change = clock()
+        self._last_change = clock()  # last step of the pace, either way
+        self._last_decrease = float("-inf")
         self.throttled = 0  # 429 answers seen
         self.waited = 0.0  # seconds requests spent held back
 
@@ -66,9 +67,9 @@ class Pacer:
             if status != 429:
                 return
             self.throttled += 1
-            if self.rate is not None and now - self._last_change >= DECREASE_EVERY:
+            if self.rate is not None and now - self._last_decrease >= DECREASE_EVERY:
                 self.rate = max(self.rate * DECREASE_FACTOR, 1.0)
-                self._last_change = now
+                self._last_change = self._last_decrease = now
 
     def hold_remaining(self) -> float:
         """Seconds until the latest Retry-After has passed (0 if none is pending)."""

@@ -8,6 +8,7 @@ firebase-admin-java does), and a `Retry-After` header is never cut short.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tenacity
@@ -52,3 +53,23 @@ class RetryPolicy:
         if retry_after is not None:
             seconds = max(seconds, retry_after)
         return seconds
+
+    def retrying(
+        self,
+        retryable: Callable[[BaseException], bool],
+        sleep: Callable[[float], None],
+        retry_after: Callable[[BaseException], float | None] = lambda _e: None,
+    ) -> tenacity.Retrying:
+        """A tenacity loop for one whole request (e.g. a publish) under this policy."""
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            return self.wait(state.attempt_number, retry_after(error) if error else None)
+
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(retryable),
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=wait,
+            sleep=sleep,
+            reraise=True,
+        )

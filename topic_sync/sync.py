@@ -199,7 +199,7 @@ def _dry_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate
             plan = _plan(opts, conn, topic, None)
         finally:
             conn.rollback()
-    deps.client.publish(template.to_sdk(topic), validate_only=True)
+    send_message(deps, opts.retry, template, topic, validate_only=True)
     note = "dry run: nothing changed; pass --live to apply"
     if existing and existing.publish_state == "sent":
         note = "already published; a live run would do nothing"
@@ -231,7 +231,7 @@ def _live_run(
             "(the process stopped between sending and recording). It may have gone out. "
             "Check FCM, then rerun with --republish to send it again"
         )
-    deps.client.publish(template.to_sdk(topic), validate_only=True)
+    send_message(deps, opts.retry, template, topic, validate_only=True)
 
     with deps.engine.begin() as conn:
         run = store.start_run(
@@ -285,7 +285,9 @@ def _live_run(
         deps.log(f"waiting {opts.propagation_delay:g}s for subscriptions to propagate")
         deps.sleep(opts.propagation_delay)
     verify_lock()
-    message_id = publish_once(deps, run.id, template, topic, republish=opts.republish)
+    message_id = publish_once(
+        deps, run.id, template, topic, republish=opts.republish, policy=opts.retry
+    )
     result = RunResult(
         "published" if message_id else "already-published",
         opts.day,
@@ -305,15 +307,40 @@ def _live_run(
     return result
 
 
+def send_message(
+    deps: Deps,
+    policy: RetryPolicy,
+    template: MessageTemplate,
+    topic: str,
+    *,
+    validate_only: bool = False,
+) -> str:
+    """One send (or validation), retried on FCM's quota and server errors per the policy."""
+    for attempt in policy.retrying(
+        retryable=lambda e: isinstance(e, PublishError) and e.retryable,
+        sleep=deps.sleep,
+        retry_after=lambda e: getattr(e, "retry_after", None),
+    ):
+        with attempt:
+            message_id = deps.client.publish(template.to_sdk(topic), validate_only=validate_only)
+    return message_id
+
+
 def publish_once(
-    deps: Deps, run_id: int, template: MessageTemplate, topic: str, *, republish: bool
+    deps: Deps,
+    run_id: int,
+    template: MessageTemplate,
+    topic: str,
+    *,
+    republish: bool,
+    policy: RetryPolicy,
 ) -> str | None:
     """Send the day's message unless someone already has. Returns its id, or None."""
     with deps.engine.begin() as conn:
         if not store.claim_publish(conn, run_id, republish=republish):
             return None
     try:
-        message_id = deps.client.publish(template.to_sdk(topic))
+        message_id = send_message(deps, policy, template, topic)
     except PublishError as error:
         if error.definitely_not_sent:
             with deps.engine.begin() as conn:
