@@ -1,0 +1,78 @@
+"""The CLI layer: option parsing, error output, progress display."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from topic_sync.cli import ProgressLine, _parse_duration, cli
+from topic_sync.error_table import Op
+from topic_sync.errors import BadInput
+from topic_sync.sync import Progress
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("3h", 10800), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("10", 10), ("0.5s", 0.5)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert _parse_duration(text, "--deadline") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "3d", "h", "-1h"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(BadInput, match="--deadline"):
+        _parse_duration(text, "--deadline")
+
+
+def _run(*args: str):
+    base = ["run", "--audience", "a.txt", "--message", "m.json", "--topic-prefix", "jobreco"]
+    return CliRunner().invoke(cli, [*base, *args], env={"DATABASE_URL": "postgresql://x/y"})
+
+
+def test_bad_date_is_bad_input_with_json_error() -> None:
+    result = _run("--date", "2026-13-01", "--json")
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["kind"] == "bad_input" and "--date '2026-13-01'" in payload["error"]
+    assert "expected YYYY-MM-DD" in result.stderr
+
+
+def test_bad_prefix_is_bad_input() -> None:
+    result = _run("--date", "2026-11-22", "--topic-prefix", "bad/prefix")
+    assert result.exit_code == 2
+    assert "breaks FCM's topic-name rule" in result.stderr
+
+
+def test_options_come_from_environment() -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--audience", "a.txt", "--message", "m.json", "--date", "2026-11-22"],
+        env={"TOPIC_SYNC_TOPIC_PREFIX": "bad prefix", "DATABASE_URL": "postgresql://x/y"},
+    )
+    assert result.exit_code == 2 and "'bad prefix'" in result.stderr
+
+
+def test_progress_logs_periodically_without_a_terminal(capsys) -> None:
+    now = [100.0]
+    line = ProgressLine(tty=False, every=10, clock=lambda: now[0])
+    for done in range(0, 1000, 100):
+        now[0] += 3
+        line(Progress(Op.SUBSCRIBE, done, 1000, 2, started=100.0))
+    line(Progress(Op.SUBSCRIBE, 1000, 1000, 2, started=100.0))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert 3 <= len(lines) <= 5  # every ~10 s of 30, plus the final line
+    assert lines[-1].startswith("subscribe: 1000/1000 (100%)") and "2 failed" in lines[-1]
+
+
+def test_progress_redraws_one_line_on_a_terminal(capsys) -> None:
+    now = [0.0]
+    line = ProgressLine(tty=True, clock=lambda: now[0])
+    for done in (10, 20, 30):
+        now[0] += 1
+        line(Progress(Op.UNSUBSCRIBE, done, 30, 0, started=0.0))
+    err = capsys.readouterr().err
+    assert err.count("\r") == 3 and err.endswith("\n")
+    assert "unsubscribe: 30/30 (100%) 10 tokens/s" in err
