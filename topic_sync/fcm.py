@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import firebase_admin
+import requests
 from firebase_admin import exceptions as fb_exceptions
 from firebase_admin import messaging
 
 from topic_sync.errors import CredentialsError, TopicSyncError
-from topic_sync.sdk_bridge import retry_after
+from topic_sync.sdk_bridge import list_topic_subscriptions, retry_after
 
 MAX_TOKENS_PER_CALL = 1000  # one SDK call, one legacy batch: FCM's limit
 TRANSPORTS = ("v1", "legacy-iid")
@@ -49,6 +50,25 @@ class FcmClient(Protocol):
     def unsubscribe(self, tokens: Sequence[str], topic: str) -> BatchResult: ...
 
     def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str: ...
+
+    def list_topics(self, token: str) -> set[str]: ...
+
+
+class ListError(TopicSyncError):
+    """Listing a token's topics failed; `not_found` means FCM does not know the token."""
+
+    def __init__(self, message: str, *, status: int | None, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status in RETRYABLE_SEND_STATUSES
 
 
 RETRYABLE_SEND_STATUSES = (429, 500, 503, 504)
@@ -135,6 +155,23 @@ class SdkClient:
                 (reason,) * len(batch), retry_after=_retry_after(error), whole_request=True
             )
         return _reasons(response, len(batch))
+
+    def list_topics(self, token: str) -> set[str]:
+        """Every topic FCM holds for the token (the v1 list API; both transports)."""
+        try:
+            return set(list_topic_subscriptions(self.app, token))
+        except requests.exceptions.RequestException as error:
+            response = error.response
+            status = response.status_code if response is not None else None
+            if status in (401, 403):
+                raise CredentialsError(
+                    CREDENTIALS_HELP.format(reason=f"HTTP {status} listing subscriptions")
+                ) from error
+            raise ListError(
+                f"listing the topics of a token failed: {error}",
+                status=status,
+                retry_after=retry_after(response.headers) if response is not None else None,
+            ) from error
 
     def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str:
         try:

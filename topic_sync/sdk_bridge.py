@@ -114,6 +114,37 @@ def messaging_service(app: firebase_admin.App):
     return messaging._get_messaging_service(app)
 
 
+def list_topic_subscriptions(app: firebase_admin.App, token: str, page_size: int = 2000):
+    """Yield the topic names FCM holds for one registration (v1 list API, paged).
+
+    firebase-admin 7.7 has no call for this; we use its authorized HTTP client so the
+    request carries the same credentials, headers, adapter and pacing as the others.
+    Raises requests.exceptions.RequestException (with .response) on errors.
+    """
+    from urllib.parse import quote
+
+    service = messaging_service(app)
+    url = (
+        f"{FCM_HOST}/v1/projects/{app.project_id}/registrations/"
+        f"{quote(token, safe='')}/topicSubscriptions"
+    )
+    page_token = None
+    while True:
+        params = {"pageSize": page_size}
+        if page_token:
+            params["pageToken"] = page_token
+        body = service._client.body(
+            "get", url=url, params=params, headers=dict(service._fcm_headers)
+        )
+        for item in body.get("topicSubscriptions", []):
+            name = item.get("topicName") or item.get("name", "").rsplit("/", 1)[-1]
+            if name:
+                yield name
+        page_token = body.get("nextPageToken")
+        if not page_token:
+            return
+
+
 def install_adapter(
     app: firebase_admin.App,
     emulator_host: str | None,

@@ -468,3 +468,179 @@ def release_publish(conn: Connection, run_id: int, note: str) -> None:
         ),
         {"id": run_id, "note": note},
     )
+
+
+# --- repairs ----------------------------------------------------------------------------------
+
+
+def topics_with_rows(conn: Connection) -> list[str]:
+    return list(conn.scalars(text("SELECT DISTINCT topic FROM subscriptions ORDER BY topic")))
+
+
+def stale_members(conn: Connection, topics: Sequence[str]) -> int:
+    """Rows that still count as members but whose token is invalid or forgotten."""
+    return conn.scalar(
+        text(
+            """
+            SELECT count(*) FROM subscriptions s JOIN tokens t ON t.id = s.token_id
+            WHERE s.topic = ANY(:topics) AND s.status IN ('subscribed', 'pending_subscribe')
+              AND (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL)
+            """
+        ),
+        {"topics": list(topics)},
+    )
+
+
+def queue_stale_removals(conn: Connection, topics: Sequence[str]) -> int:
+    """Queue the removal of invalid or forgotten tokens from every topic given."""
+    return conn.execute(
+        text(
+            """
+            UPDATE subscriptions s
+            SET status = 'pending_unsubscribe', attempts = 0, updated_at = now()
+            FROM tokens t
+            WHERE t.id = s.token_id AND s.topic = ANY(:topics)
+              AND s.status IN ('subscribed', 'pending_subscribe')
+              AND (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL)
+            """
+        ),
+        {"topics": list(topics)},
+    ).rowcount
+
+
+def confirmed_counts(conn: Connection, topic: str) -> tuple[int, int]:
+    """(confirmed members, confirmed removals) of a topic: what --full re-asserts."""
+    row = conn.execute(
+        text(
+            """
+            SELECT count(*) FILTER (WHERE status = 'subscribed'),
+                   count(*) FILTER (WHERE status = 'unsubscribed')
+            FROM subscriptions WHERE topic = :topic
+            """
+        ),
+        {"topic": topic},
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def queue_full_reassert(conn: Connection, topic: str) -> tuple[int, int]:
+    """Turn every confirmed row of a topic back into owed work.
+
+    Being pending, the work survives a crash: the next reconcile picks it up.
+    """
+    rows = conn.execute(
+        text(
+            """
+            UPDATE subscriptions
+            SET status = CASE status WHEN 'subscribed' THEN 'pending_subscribe'
+                                     ELSE 'pending_unsubscribe' END,
+                attempts = 0, updated_at = now()
+            WHERE topic = :topic AND status IN ('subscribed', 'unsubscribed')
+            RETURNING status
+            """
+        ),
+        {"topic": topic},
+    ).scalars()
+    statuses = list(rows)
+    return statuses.count("pending_subscribe"), statuses.count("pending_unsubscribe")
+
+
+def audit_candidates(
+    conn: Connection, topics: Sequence[str], sample: int | None
+) -> list[tuple[str, dict[str, str]]]:
+    """Tokens known on these topics, with the table's status per topic (sampled)."""
+    rows = conn.execute(
+        text(
+            """
+            WITH picked AS (
+                SELECT DISTINCT s.token_id FROM subscriptions s WHERE s.topic = ANY(:topics)
+            ), chosen AS (
+                SELECT token_id FROM picked
+                ORDER BY CASE WHEN CAST(:sample AS int) IS NULL THEN token_id::float8
+                              ELSE random() END
+                LIMIT CAST(:sample AS int)
+            )
+            SELECT t.token, coalesce(jsonb_object_agg(s.topic, s.status)
+                                     FILTER (WHERE s.topic = ANY(:topics)), '{}')
+            FROM chosen c JOIN tokens t ON t.id = c.token_id
+            LEFT JOIN subscriptions s ON s.token_id = c.token_id
+            GROUP BY t.id, t.token ORDER BY t.id
+            """
+        ),
+        {"topics": list(topics), "sample": sample},
+    ).all()
+    return [(str(token), dict(states)) for token, states in rows]
+
+
+def queue_heal(conn: Connection, token: str, topic: str, status: str) -> None:
+    """Owe FCM a call for one drifted (token, topic): subscribe or unsubscribe."""
+    conn.execute(
+        text(
+            """
+            INSERT INTO tokens (token) VALUES (:token) ON CONFLICT (token_key) DO NOTHING;
+            """
+        ),
+        {"token": token},
+    )
+    conn.execute(
+        text(
+            """
+            INSERT INTO subscriptions (topic, token_id, status)
+            SELECT :topic, t.id, :status FROM tokens t WHERE t.token_key = md5(:token)::uuid
+            ON CONFLICT (topic, token_id) DO UPDATE
+            SET status = excluded.status, attempts = 0, updated_at = now()
+            """
+        ),
+        {"token": token, "topic": topic, "status": status},
+    )
+
+
+def forget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
+    """Mark tokens gone (also ones never seen, so later audiences skip them).
+
+    Returns (tokens marked, subscription rows now owed a removal).
+    """
+    conn.execute(text("CREATE TEMP TABLE forget_in (token text NOT NULL) ON COMMIT DROP"))
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur, cur.copy("COPY forget_in (token) FROM STDIN") as copy:
+        for token in tokens:
+            copy.write_row((token,))
+    conn.execute(
+        text(
+            "INSERT INTO tokens (token) SELECT DISTINCT token FROM forget_in "
+            "ON CONFLICT (token_key) DO NOTHING"
+        )
+    )
+    marked = conn.execute(
+        text(
+            """
+            UPDATE tokens SET forgotten_at = now()
+            WHERE token_key IN (SELECT md5(token)::uuid FROM forget_in)
+              AND forgotten_at IS NULL
+            """
+        )
+    ).rowcount
+    queued = conn.execute(
+        text(
+            """
+            UPDATE subscriptions s
+            SET status = 'pending_unsubscribe', attempts = 0, updated_at = now()
+            FROM tokens t
+            WHERE t.id = s.token_id AND t.forgotten_at IS NOT NULL
+              AND t.token_key IN (SELECT md5(token)::uuid FROM forget_in)
+              AND s.status IN ('subscribed', 'pending_subscribe')
+            """
+        )
+    ).rowcount
+    return marked, queued
+
+
+def topics_owing(conn: Connection) -> list[str]:
+    return list(
+        conn.scalars(
+            text(
+                "SELECT DISTINCT topic FROM subscriptions WHERE status LIKE 'pending%' "
+                "ORDER BY topic"
+            )
+        )
+    )

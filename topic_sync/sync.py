@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import tenacity
 from sqlalchemy import Engine
@@ -74,6 +75,14 @@ class RunOptions:
             raise ValueError(f"batch size must be 1 to {MAX_TOKENS_PER_CALL}")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+
+
+class WorkSettings(Protocol):
+    """What the drainer needs of a run's (or a repair's) options."""
+
+    retry: RetryPolicy
+    batch_size: int
+    concurrency: int
 
 
 @dataclass(frozen=True)
@@ -365,7 +374,7 @@ class Work:
         deps: Deps,
         topic: str,
         run_id: int | None,
-        opts: RunOptions,
+        opts: WorkSettings,
         counts: SyncCounts,
         deadline_at: float,
     ) -> None:

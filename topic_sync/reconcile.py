@@ -1,0 +1,205 @@
+"""Repairs: finish what runs left owed, re-assert FCM from the table, audit FCM.
+
+Reconcile never publishes. It uses the same batches, transactions, retry policy,
+pacing and error table as `run` (the `Work` drainer), and the same per-prefix
+lock, so it never runs alongside a run of the same prefix. Without `live` it
+only reports what it would do (an audit still reads from FCM: reads change nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from topic_sync import store
+from topic_sync.db import advisory_lock
+from topic_sync.error_table import Op
+from topic_sync.fcm import MAX_TOKENS_PER_CALL, ListError
+from topic_sync.retry import RetryPolicy
+from topic_sync.sync import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Deps, SyncCounts, Work
+
+AUDIT_WORKERS = 32
+DRIFT_SHOWN = 1000  # drift lines kept for display; counts are always complete
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    topics: tuple[str, ...]
+    live: bool = False
+    full: bool = False
+    audit: bool = False
+    sample: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    batch_size: int = MAX_TOKENS_PER_CALL
+    concurrency: int = DEFAULT_CONCURRENCY
+    deadline: float = DEFAULT_DEADLINE
+
+
+@dataclass(frozen=True)
+class Drift:
+    token: str
+    topic: str
+    in_fcm: bool  # True: FCM holds it, the table says it should not; False: the reverse
+
+
+@dataclass
+class TopicReport:
+    topic: str
+    owed_add: int = 0
+    owed_remove: int = 0
+    stale: int = 0
+    full_add: int = 0
+    full_remove: int = 0
+    added: int = 0
+    removed: int = 0
+    left_add: int = 0
+    left_remove: int = 0
+
+
+@dataclass
+class ReconcileResult:
+    live: bool
+    topics: list[TopicReport]
+    audited: int = 0
+    unknown_tokens: int = 0  # FCM does not know them at all (dead)
+    drift_in_fcm: int = 0
+    drift_missing: int = 0
+    drift: list[Drift] = field(default_factory=list)
+    counts: SyncCounts = field(default_factory=SyncCounts)
+    finished: bool = True
+
+    def summary(self) -> dict:
+        return {
+            "live": self.live,
+            "finished": self.finished,
+            "audited": self.audited,
+            "unknown_tokens": self.unknown_tokens,
+            "drift": {
+                "in_fcm_not_in_table": self.drift_in_fcm,
+                "in_table_not_in_fcm": self.drift_missing,
+            },
+            "topics": [vars(t) for t in self.topics],
+            "attempts": self.counts.attempts,
+            "retries": self.counts.retries,
+            "outcomes": dict(self.counts.outcomes),
+        }
+
+
+def prefix_of(topic: str) -> str:
+    """Pool topics are PREFIX-<slot>."""
+    head, _, slot = topic.rpartition("-")
+    return head if head and slot.isdigit() else topic
+
+
+def reconcile(opts: ReconcileOptions, deps: Deps) -> ReconcileResult:
+    by_prefix: dict[str, list[str]] = defaultdict(list)
+    for topic in opts.topics:
+        by_prefix[prefix_of(topic)].append(topic)
+    result = ReconcileResult(live=opts.live, topics=[])
+    deadline_at = deps.monotonic() + opts.deadline
+    for prefix, topics in sorted(by_prefix.items()):
+        with advisory_lock(deps.engine, f"prefix:{prefix}", what="run or reconcile"):
+            _reconcile_prefix(opts, deps, topics, result, deadline_at)
+    return result
+
+
+def _reconcile_prefix(
+    opts: ReconcileOptions,
+    deps: Deps,
+    topics: list[str],
+    result: ReconcileResult,
+    deadline_at: float,
+) -> None:
+    reports = {topic: TopicReport(topic) for topic in topics}
+    with deps.engine.begin() as conn:
+        for topic, report in reports.items():
+            report.owed_add, report.owed_remove = store.pending_counts(conn, topic)
+            report.stale = store.stale_members(conn, [topic])
+            if opts.full:
+                report.full_add, report.full_remove = store.confirmed_counts(conn, topic)
+        if opts.live:
+            store.queue_stale_removals(conn, topics)
+            if opts.full:
+                for topic in topics:
+                    store.queue_full_reassert(conn, topic)
+    if opts.audit:
+        _audit(opts, deps, topics, result)
+    if opts.live:
+        for topic, report in reports.items():
+            work = Work(deps, topic, None, opts, result.counts, deadline_at)
+            removed_before, added_before = result.counts.removed, result.counts.added
+            done = work.drain(Op.UNSUBSCRIBE, report.owed_remove + report.stale)
+            done = done and work.drain(Op.SUBSCRIBE, report.owed_add)
+            result.finished = result.finished and done
+            report.removed = result.counts.removed - removed_before
+            report.added = result.counts.added - added_before
+    with deps.engine.begin() as conn:
+        for topic, report in reports.items():
+            report.left_add, report.left_remove = store.pending_counts(conn, topic)
+    result.topics.extend(reports.values())
+
+
+def _audit(opts: ReconcileOptions, deps: Deps, topics: list[str], result: ReconcileResult) -> None:
+    """Ask FCM what it holds for each token and compare with the table, per pool topic."""
+    with deps.engine.begin() as conn:
+        candidates = store.audit_candidates(conn, topics, opts.sample)
+    scope = set(topics)
+
+    def look(token: str) -> set[str] | None:
+        for attempt in opts.retry.retrying(
+            retryable=lambda e: isinstance(e, ListError) and e.retryable and not e.not_found,
+            sleep=deps.sleep,
+            retry_after=lambda e: getattr(e, "retry_after", None),
+        ):
+            with attempt:
+                try:
+                    return deps.client.list_topics(token) & scope
+                except ListError as error:
+                    if error.not_found:
+                        return None
+                    raise
+        return None  # pragma: no cover - Retrying re-raises
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(AUDIT_WORKERS, thread_name_prefix="audit") as pool:
+        held = pool.map(look, (token for token, _ in candidates))
+        for (token, states), fcm_topics in zip(candidates, held, strict=True):
+            result.audited += 1
+            if fcm_topics is None:
+                result.unknown_tokens += 1
+                fcm_topics = set()
+            for topic in topics:
+                status = states.get(topic)
+                if status in ("pending_subscribe", "pending_unsubscribe"):
+                    continue  # owed work: reconcile is about to settle it anyway
+                expected = status == "subscribed"
+                actual = topic in fcm_topics
+                if expected == actual:
+                    continue
+                drift = Drift(token, topic, in_fcm=actual)
+                if actual:
+                    result.drift_in_fcm += 1
+                else:
+                    result.drift_missing += 1
+                if len(result.drift) < DRIFT_SHOWN:
+                    result.drift.append(drift)
+                if opts.live:
+                    with deps.engine.begin() as conn:
+                        store.queue_heal(
+                            conn,
+                            token,
+                            topic,
+                            "pending_unsubscribe" if actual else "pending_subscribe",
+                        )
+    deps.log(f"audited {result.audited} tokens in {time.monotonic() - started:.1f}s")
+
+
+def forget(deps: Deps, tokens: Iterable[str]) -> tuple[int, int, list[str]]:
+    """Mark tokens gone; returns (marked, removals queued, topics now owing work)."""
+    with deps.engine.begin() as conn:
+        marked, queued = store.forget_tokens(conn, tokens)
+        owing = store.topics_owing(conn)
+    return marked, queued, owing
