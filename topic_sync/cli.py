@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,115 @@ def fcm_options(func: Callable) -> Callable:
     return func
 
 
+def work_options(func: Callable) -> Callable:
+    """Options shared by every command that talks to FCM in batches: retries, pacing,
+    concurrency, deadline, transport, credentials and database."""
+    for decorator in reversed(
+        [
+            option(
+                "--retry-min-wait",
+                type=click.FloatRange(0),
+                default=None,
+                help="First retry wait in seconds [default: 60, FCM's guidance].",
+            ),
+            option(
+                "--retry-max-wait",
+                type=click.FloatRange(0),
+                default=None,
+                help="Longest retry wait in seconds [default: 3600].",
+            ),
+            option(
+                "--max-retries",
+                type=click.IntRange(0),
+                default=None,
+                help="Retry rounds for retryable tokens [default: 4].",
+            ),
+            option(
+                "--deadline",
+                default="3h",
+                show_default=True,
+                help="Stop retrying after this long (e.g. 3h, 90m); a rerun continues.",
+            ),
+            option(
+                "--concurrency",
+                type=click.IntRange(1, 64),
+                default=4,
+                show_default=True,
+                help="FCM batches in flight at once, each in its own transaction.",
+            ),
+            option(
+                "--rate-limit",
+                type=click.FloatRange(0, min_open=True),
+                default=3000.0,
+                show_default=True,
+                help="FCM topic requests per second (one per token on v1), for all workers.",
+            ),
+            fcm_options,
+            database_option,
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+@dataclass(frozen=True)
+class WorkArgs:
+    """The parsed `work_options`, and the dependencies they describe."""
+
+    retry: Any
+    deadline: float
+    concurrency: int
+    rate_limit: float
+    transport: str
+    emulator_host: str | None
+    project: str | None
+    database_url: str | None
+
+    @classmethod
+    def parse(cls, work: dict[str, Any]) -> WorkArgs:
+        from topic_sync.retry import RetryPolicy
+
+        default = RetryPolicy()
+        try:
+            retry = RetryPolicy(
+                min_wait=_or(work["retry_min_wait"], default.min_wait),
+                max_wait=_or(work["retry_max_wait"], default.max_wait),
+                max_retries=_or(work["max_retries"], default.max_retries),
+            )
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+        return cls(
+            retry=retry,
+            deadline=_parse_duration(work["deadline"], "--deadline"),
+            concurrency=work["concurrency"],
+            rate_limit=work["rate_limit"],
+            transport=work["transport"],
+            emulator_host=work["emulator_host"],
+            project=work["project"],
+            database_url=work["database_url"],
+        )
+
+    def deps(self):
+        from topic_sync.ratelimit import Pacer
+        from topic_sync.sync import Deps
+
+        engine = open_engine(self.database_url)
+        pacer = Pacer(self.rate_limit)
+        return Deps(
+            engine=engine,
+            client=fcm_client(self.transport, self.emulator_host, self.project, pacer),
+            sleep=time.sleep,
+            now=lambda: dt.datetime.now(dt.UTC),
+            log=say,
+            pacer=pacer,
+            progress=ProgressLine(tty=sys.stderr.isatty()),
+        )
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="topic-sync")
 def cli() -> None:
@@ -244,31 +354,7 @@ def db_upgrade(database_url: str | None) -> None:
     show_default=True,
     help="Seconds to let new subscriptions propagate before publishing.",
 )
-@option("--retry-min-wait", type=click.FloatRange(0), default=None, help="First retry wait, s.")
-@option("--retry-max-wait", type=click.FloatRange(0), default=None, help="Longest retry wait, s.")
-@option("--max-retries", type=click.IntRange(0), default=None, help="Retries per token.")
-@option(
-    "--deadline",
-    default="3h",
-    show_default=True,
-    help="Stop retrying and do not publish after this long (e.g. 3h, 90m); rerun continues.",
-)
-@option(
-    "--concurrency",
-    type=click.IntRange(1, 64),
-    default=4,
-    show_default=True,
-    help="FCM batches in flight at once, each in its own transaction.",
-)
-@option(
-    "--rate-limit",
-    type=click.FloatRange(0, min_open=True),
-    default=3000.0,
-    show_default=True,
-    help="FCM topic requests per second (one per token on v1), shared by all workers.",
-)
-@fcm_options
-@database_option
+@work_options
 @json_option
 @_errors_to_exit
 def run(
@@ -282,37 +368,18 @@ def run(
     allow_large_churn: bool,
     republish: bool,
     propagation_delay: float,
-    retry_min_wait: float | None,
-    retry_max_wait: float | None,
-    max_retries: int | None,
-    deadline: str,
-    concurrency: int,
-    rate_limit: float,
-    transport: str,
-    emulator_host: str | None,
-    project: str | None,
-    database_url: str | None,
     as_json: bool,
+    **work: Any,
 ) -> None:
     """Sync the day's topic to the audience and publish the day's message once.
 
     Dry run unless --live: prints the plan and validates the message with FCM.
     """
-    from topic_sync.ratelimit import Pacer
-    from topic_sync.retry import RetryPolicy
-    from topic_sync.sync import Deps, RunOptions, run_day
+    from topic_sync.sync import RunOptions, run_day
     from topic_sync.topics import validate_pool
 
     validate_pool(topic_prefix, pool_size)
-    policy = RetryPolicy()
-    try:
-        policy = RetryPolicy(
-            min_wait=policy.min_wait if retry_min_wait is None else retry_min_wait,
-            max_wait=policy.max_wait if retry_max_wait is None else retry_max_wait,
-            max_retries=policy.max_retries if max_retries is None else max_retries,
-        )
-    except ValueError as error:
-        raise BadInput(str(error)) from None
+    args = WorkArgs.parse(work)
     opts = RunOptions(
         day=_parse_date(day),
         prefix=topic_prefix,
@@ -324,25 +391,15 @@ def run(
         allow_large_churn=allow_large_churn,
         republish=republish,
         propagation_delay=propagation_delay,
-        retry=policy,
-        concurrency=concurrency,
-        deadline=_parse_duration(deadline, "--deadline"),
+        retry=args.retry,
+        concurrency=args.concurrency,
+        deadline=args.deadline,
     )
-    engine = open_engine(database_url)
-    pacer = Pacer(rate_limit)
-    deps = Deps(
-        engine=engine,
-        client=fcm_client(transport, emulator_host, project, pacer),
-        sleep=time.sleep,
-        now=lambda: dt.datetime.now(dt.UTC),
-        log=say,
-        pacer=pacer,
-        progress=ProgressLine(tty=sys.stderr.isatty()),
-    )
+    deps = args.deps()
     try:
         result = run_day(opts, deps)
     finally:
-        engine.dispose()
+        deps.engine.dispose()
     summary = result.summary()
     say(_describe(summary))
     if as_json:
@@ -369,6 +426,181 @@ def _describe(summary: dict) -> str:
     if s["note"]:
         lines.append(f"  {s['note']}")
     return "\n".join(lines)
+
+
+def _scope(
+    engine, topics: tuple[str, ...], prefix: str | None, pool_size: int, day: str | None
+) -> tuple[str, ...]:
+    """The topics a repair covers: --topic, else --topic-prefix's pool (or its --date
+    topic), else every topic the database knows."""
+    from topic_sync.topics import pool_topics, topic_for
+
+    if topics:
+        return topics
+    if prefix:
+        if day:
+            return (topic_for(prefix, pool_size, _parse_date(day)),)
+        return tuple(pool_topics(prefix, pool_size))
+    if day:
+        raise BadInput("--date needs --topic-prefix")
+    from topic_sync import store
+
+    with engine.connect() as conn:
+        return tuple(store.topics_with_rows(conn))
+
+
+@cli.command()
+@option("--topic", "topics", multiple=True, help="A topic to repair (repeatable).")
+@option("--topic-prefix", default=None, help="Repair every topic of this pool.")
+@option("--pool-size", type=int, default=7, show_default=True, help="Topics in the pool.")
+@option("--date", "day", default=None, help="Only the topic of this date (with --topic-prefix).")
+@option("--live", is_flag=True, help="Change FCM. Without it: report what would be done.")
+@option("--full", is_flag=True, help="Re-assert every subscription and removal the table holds.")
+@option("--audit", is_flag=True, help="List each token's topics in FCM and compare (v1 API).")
+@option("--sample", type=click.IntRange(1), default=None, help="Audit a random sample of N tokens.")
+@work_options
+@json_option
+@_errors_to_exit
+def reconcile(
+    topics: tuple[str, ...],
+    topic_prefix: str | None,
+    pool_size: int,
+    day: str | None,
+    live: bool,
+    full: bool,
+    audit: bool,
+    sample: int | None,
+    as_json: bool,
+    **work: Any,
+) -> None:
+    """Repair what runs left pending or failed; never publishes.
+
+    Re-drives pending and retryable tokens, removes invalid and forgotten tokens from
+    the pool, and with --full or --audit checks FCM against the table. After it, a
+    withheld day is published by rerunning `topic-sync run --date D`.
+    """
+    from topic_sync.reconcile import ReconcileOptions
+    from topic_sync.reconcile import reconcile as do_reconcile
+
+    if sample and not audit:
+        raise BadInput("--sample goes with --audit")
+    if audit and work["transport"] != "v1":
+        say("note: --audit lists subscriptions through the v1 API whatever the transport")
+    args = WorkArgs.parse(work)
+    deps = args.deps()
+    try:
+        scope = _scope(deps.engine, topics, topic_prefix, pool_size, day)
+        result = do_reconcile(
+            ReconcileOptions(
+                topics=scope,
+                live=live,
+                full=full,
+                audit=audit,
+                sample=sample,
+                retry=args.retry,
+                concurrency=args.concurrency,
+                deadline=args.deadline,
+            ),
+            deps,
+        )
+    finally:
+        deps.engine.dispose()
+    say(_describe_reconcile(result))
+    if as_json:
+        click.echo(json.dumps(result.summary(), sort_keys=True))
+    if not result.finished:
+        from topic_sync.errors import DeadlineReached
+
+        raise DeadlineReached("reconcile's deadline passed with work left; run it again")
+
+
+def _describe_reconcile(result) -> str:
+    mode = "live" if result.live else "dry run (pass --live to apply)"
+    lines = [f"reconcile, {mode}:"]
+    for t in result.topics:
+        line = (
+            f"  {t.topic}: owed {t.owed_remove} removals, {t.owed_add} additions; "
+            f"{t.stale} invalid/forgotten members"
+        )
+        if t.full_add or t.full_remove:
+            line += f"; --full re-asserts {t.full_add} members, {t.full_remove} removals"
+        if result.live:
+            line += f" -> removed {t.removed}, added {t.added}; still owed "
+            line += f"{t.left_remove} removals, {t.left_add} additions"
+        lines.append(line)
+    if result.audited:
+        lines.append(
+            f"  audit: {result.audited} tokens; in FCM but not in the table: "
+            f"{result.drift_in_fcm}; in the table but not in FCM: {result.drift_missing}; "
+            f"unknown to FCM: {result.unknown_tokens}"
+        )
+        for d in result.drift:
+            where = "FCM holds, table does not" if d.in_fcm else "table holds, FCM does not"
+            lines.append(f"    {d.topic}  {d.token}  ({where})")
+    if not result.topics:
+        lines.append("  nothing to reconcile: no topics known")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("tokens", nargs=-1)
+@option(
+    "--from-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Read tokens to forget from this file (one per line, or a CSV token column).",
+)
+@option("--live", is_flag=True, help="Also remove them from FCM right away.")
+@work_options
+@json_option
+@_errors_to_exit
+def forget(
+    tokens: tuple[str, ...], from_file: Path | None, live: bool, as_json: bool, **work: Any
+) -> None:
+    """Mark tokens as gone (logout, deleted account) and queue their removal from every topic.
+
+    Later audiences skip them. The removal from FCM happens with --live, or at the next
+    `topic-sync reconcile --live`.
+    """
+    import itertools
+
+    from topic_sync.audience import iter_audience, validate_token
+    from topic_sync.reconcile import ReconcileOptions
+    from topic_sync.reconcile import forget as do_forget
+    from topic_sync.reconcile import reconcile as do_reconcile
+
+    for token in tokens:
+        reason = validate_token(token)
+        if reason:
+            raise BadInput(f"token {token!r}: {reason}")
+    if not tokens and not from_file:
+        raise BadInput("give tokens to forget, or --from-file")
+    args = WorkArgs.parse(work)
+    deps = args.deps()
+    try:
+        source = itertools.chain(tokens, iter_audience(from_file) if from_file else ())
+        marked, queued, owing = do_forget(deps, source)
+        say(f"forgot {marked} tokens; {queued} removals queued on {len(owing)} topics")
+        summary = {"forgotten": marked, "removals_queued": queued, "topics": owing}
+        if live and owing:
+            result = do_reconcile(
+                ReconcileOptions(
+                    topics=tuple(owing),
+                    live=True,
+                    retry=args.retry,
+                    concurrency=args.concurrency,
+                    deadline=args.deadline,
+                ),
+                deps,
+            )
+            say(_describe_reconcile(result))
+            summary["reconcile"] = result.summary()
+        elif owing:
+            say("run 'topic-sync reconcile --live' (or pass --live) to remove them from FCM")
+    finally:
+        deps.engine.dispose()
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
 
 
 @cli.command()

@@ -1,0 +1,177 @@
+"""Repairs against real PostgreSQL and the emulator, through the real SDK."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import text
+
+from tests.test_sync import DAY, POOL, PREFIX, last_recipients, opts, snapshot, toks
+from topic_sync.errors import Locked, PublishWithheld
+from topic_sync.reconcile import ReconcileOptions, forget, prefix_of, reconcile
+from topic_sync.retry import RetryPolicy
+from topic_sync.sync import run_day
+from topic_sync.topics import pool_topics, topic_for
+
+FAST = RetryPolicy(min_wait=0, max_wait=0, max_retries=2)
+POOL_TOPICS = tuple(pool_topics(PREFIX, POOL))
+
+
+def repair(deps, **kw):
+    return reconcile(ReconcileOptions(topics=POOL_TOPICS, retry=FAST, **kw), deps)
+
+
+def two_days(tmp_path, message_file, deps) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 30)), deps)
+    run_day(opts(tmp_path, message_file, toks(20, 50), DAY + dt.timedelta(days=1)), deps)
+
+
+def test_prefix_of() -> None:
+    assert prefix_of("jobreco-3") == "jobreco"
+    assert prefix_of("a-b-12") == "a-b"
+    assert prefix_of("solo") == "solo"
+
+
+def test_withheld_day_is_published_after_reconcile(tmp_path, message_file, deps, emulator):
+    run_day(opts(tmp_path, message_file, toks(0, 30)), deps)
+    for token in toks(0, 3):
+        emulator.inject_token_error(token, "INTERNAL", op="unsubscribe")
+    later = DAY + dt.timedelta(days=POOL)
+    options = opts(tmp_path, message_file, toks(3, 33), later)
+    with pytest.raises(PublishWithheld):
+        run_day(options, deps)
+    assert len(emulator.publishes) == 1
+
+    dry = repair(deps)
+    assert [t.owed_remove for t in dry.topics if t.topic == options_topic(later)] == [3]
+    assert len(emulator.publishes) == 1
+    emulator.clear_faults()
+    result = repair(deps, live=True)
+    topic = options_topic(later)
+    report = next(t for t in result.topics if t.topic == topic)
+    assert (report.removed, report.left_remove) == (3, 0)
+    assert len(emulator.publishes) == 1  # reconcile never publishes
+    published = run_day(options, deps)
+    assert published.status == "published"
+    assert last_recipients(emulator, topic) == frozenset(toks(3, 33))
+
+
+def options_topic(day: dt.date) -> str:
+    return topic_for(PREFIX, POOL, day)
+
+
+def tamper(emulator) -> tuple[str, set[str], set[str]]:
+    """Change FCM behind the database's back: drop two members, add two strangers."""
+    topic = options_topic(DAY)
+    dropped = set(toks(0, 2))
+    stray = set(toks(40, 42))  # known tokens (day 2), never subscribed to day 1's topic
+    for token in dropped:
+        emulator.unsubscribe_direct(token, topic)
+    for token in stray:
+        emulator.subscribe_direct(token, topic)
+    return topic, dropped, stray
+
+
+def test_full_reasserts_the_table(tmp_path, message_file, deps, emulator) -> None:
+    two_days(tmp_path, message_file, deps)
+    topic, dropped, _ = tamper(emulator)
+    result = repair(deps, full=True, live=True)
+    assert emulator.members(topic) >= set(toks(0, 30))
+    assert dropped <= emulator.members(topic)
+    report = next(t for t in result.topics if t.topic == topic)
+    assert report.full_add == 30 and report.left_add == report.left_remove == 0
+
+
+def test_full_is_resumable_after_a_kill(tmp_path, message_file, deps, emulator) -> None:
+    two_days(tmp_path, message_file, deps)
+    topic, dropped, _ = tamper(emulator)
+    calls = []
+    inner = deps.client
+
+    class DiesOnce:
+        transport = inner.transport
+
+        def subscribe(self, tokens, t):
+            calls.append(t)
+            result = inner.subscribe(tokens, t)
+            if len(calls) == 1:
+                raise SystemExit("killed")
+            return result
+
+        unsubscribe = inner.unsubscribe
+        publish = inner.publish
+        list_topics = inner.list_topics
+
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        reconcile(
+            ReconcileOptions(
+                topics=(topic,), full=True, live=True, retry=FAST, batch_size=5, concurrency=1
+            ),
+            dataclasses.replace(deps, client=DiesOnce()),
+        )
+    with deps.engine.connect() as conn:
+        owed = conn.scalar(
+            text("SELECT count(*) FROM subscriptions WHERE topic = :t AND status LIKE 'pending%'"),
+            {"t": topic},
+        )
+    assert owed > 0  # the re-assertion is recorded as owed work, not lost
+    repair(deps, live=True)  # a plain reconcile finishes it
+    assert dropped <= emulator.members(topic)
+
+
+def test_audit_reports_drift_exactly_and_changes_nothing(tmp_path, message_file, deps, emulator):
+    two_days(tmp_path, message_file, deps)
+    topic, dropped, stray = tamper(emulator)
+    before, members = snapshot(deps.engine), emulator.members(topic)
+    result = repair(deps, audit=True)
+    assert result.audited == 50
+    found = {(d.token, d.topic, d.in_fcm) for d in result.drift}
+    expected = {(t, topic, False) for t in dropped} | {(t, topic, True) for t in stray}
+    assert found == expected
+    assert (result.drift_in_fcm, result.drift_missing) == (2, 2)
+    assert snapshot(deps.engine) == before
+    assert emulator.members(topic) == members
+
+
+def test_audit_live_heals_the_drift(tmp_path, message_file, deps, emulator) -> None:
+    two_days(tmp_path, message_file, deps)
+    topic, dropped, stray = tamper(emulator)
+    repair(deps, audit=True, live=True)
+    assert emulator.members(topic) == set(toks(0, 30))
+    again = repair(deps, audit=True)
+    assert again.drift == []
+
+
+def test_audit_sample_limits_the_tokens(tmp_path, message_file, deps, emulator) -> None:
+    two_days(tmp_path, message_file, deps)
+    result = repair(deps, audit=True, sample=7)
+    assert result.audited == 7 and result.drift == []
+
+
+def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, deps, emulator):
+    two_days(tmp_path, message_file, deps)
+    gone = toks(0, 50)[25]  # in both days' audiences: subscribed to both pool topics
+    assert {options_topic(DAY), options_topic(DAY + dt.timedelta(days=1))} <= (
+        emulator.topics_of(gone)
+    )
+    marked, queued, owing = forget(deps, [gone, "never-seen-token"])
+    assert (marked, queued) == (2, 2) and sorted(owing) == sorted(POOL_TOPICS)
+    repair(deps, live=True)
+    assert emulator.topics_of(gone) == set()
+    # A later audience that still lists it does not bring it back.
+    later = DAY + dt.timedelta(days=2)
+    result = run_day(
+        opts(tmp_path, message_file, toks(20, 50), later, allow_large_churn=True), deps
+    )
+    assert gone not in last_recipients(emulator, result.topic)
+    assert result.plan.skipped_invalid == 1
+
+
+def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:
+    from topic_sync.db import advisory_lock
+
+    with advisory_lock(deps.engine, f"prefix:{PREFIX}", what="run"), pytest.raises(Locked):
+        repair(deps)
