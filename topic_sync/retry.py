@@ -8,6 +8,7 @@ firebase-admin-java does), and a `Retry-After` header is never cut short.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.min_wait) and math.isfinite(self.max_wait)):
+            raise ValueError("retry waits must be finite numbers of seconds")
         if self.min_wait < 0 or self.max_wait < self.min_wait:
             raise ValueError("retry waits must satisfy 0 <= min-wait <= max-wait")
         if self.max_retries < 0:
@@ -49,7 +52,9 @@ class RetryPolicy:
         """Seconds to wait before retry number `retry_number` (1-based)."""
         if retry_number < 1:
             return 0.0
-        seconds = min(self._strategy()(_Attempt(retry_number)), self.max_wait)
+        # The exponential part is capped at max_wait; the jitter comes on top, so that
+        # workers that all reached the cap still do not retry at the same instant.
+        seconds = self._strategy()(_Attempt(retry_number))
         if retry_after is not None:
             seconds = max(seconds, retry_after)
         return seconds

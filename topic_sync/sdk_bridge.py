@@ -12,6 +12,7 @@ also sets the HTTP-level retry policy in production, so both paths behave alike.
 from __future__ import annotations
 
 import json
+import math
 
 import firebase_admin
 import google.auth.credentials
@@ -58,7 +59,7 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
     def send(self, request, *args, **kwargs):
         if self.target:
             for host in (FCM_HOST, IID_HOST):
-                if request.url.startswith(host):
+                if request.url.startswith(host + "/"):
                     request.url = self.target + request.url[len(host) :]
                     break
         cost = request_cost(request)
@@ -83,24 +84,35 @@ def request_cost(request) -> int:
     return 0  # sending messages is not topic management
 
 
+MAX_RETRY_AFTER = 24 * 3600.0  # a daily job will not honour a longer hold
+
+
 def retry_after(headers) -> float | None:
+    """Retry-After in seconds; nonsense (negative, NaN, infinite) is ignored."""
     value = headers.get("Retry-After") if headers is not None else None
     try:
-        return float(value) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 def http_retries(*, status_retries: int) -> urllib3_retry.Retry:
     """The SDK's own HTTP retry layer, limited to what topic-sync does not do itself.
 
-    Connection resets are retried once here; 5xx answers are left to topic-sync's
-    policy (status_retries=0) so the two layers do not multiply.
+    A refused connection is retried once here (nothing was sent). A read error is
+    never retried here: the request may have reached FCM, and resending a publish
+    would send the day's message twice; topic-sync's own policy deals with it (on
+    the subscription APIs it comes back as a retryable per-token or batch error).
+    5xx answers are left to topic-sync's policy too (status_retries=0), so the two
+    layers do not multiply.
     """
     return urllib3_retry.Retry(
         total=None,
         connect=1,
-        read=1,
+        read=0,
         status=status_retries,
         status_forcelist=[500, 503] if status_retries else [],
         raise_on_status=False,

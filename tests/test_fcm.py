@@ -1,0 +1,692 @@
+"""SdkClient through the real firebase-admin SDK, against the local FCM emulator.
+
+Every test here goes over real HTTP: SdkClient -> firebase-admin -> our redirecting adapter
+-> the emulator (or, for the wire-format checks, a small recording server of our own).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import firebase_admin
+import pytest
+from firebase_admin import messaging
+
+from topic_sync.emulator import REASON_WIRE, FcmEmulator
+from topic_sync.errors import CredentialsError, ExitCode
+from topic_sync.fcm import (
+    MAX_TOKENS_PER_CALL,
+    BatchResult,
+    ListError,
+    PublishError,
+    SdkClient,
+)
+from topic_sync.sdk_bridge import initialize_app, messaging_service
+
+PROJECT = "demo-test"  # the project id the fcm_app fixture uses
+TOPIC = "jobreco-3"
+TOKENS = ["tok-a", "tok-b", "tok-c"]
+
+# Every raw reason of the per-token error table (product brief), plus one the table does not know:
+# the client must pass raw reasons through untouched; the error table interprets them.
+TABLE_REASONS = [
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "UNREGISTERED",
+    "SENDER_ID_MISMATCH",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "TOO_MANY_TOPICS",
+    "RESOURCE_EXHAUSTED",
+    "QUOTA_EXCEEDED",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "UNKNOWN_ERROR",
+]
+REASONS = [*TABLE_REASONS, "SOMETHING_NEW"]
+
+
+@pytest.fixture(scope="module")
+def _shared_emulator() -> Iterator[FcmEmulator]:
+    with FcmEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(_shared_emulator: FcmEmulator) -> FcmEmulator:
+    """One emulator for the module, reset before each test (instead of one per test: speed)."""
+    _shared_emulator.reset()
+    return _shared_emulator
+
+
+@pytest.fixture(scope="module")
+def _shared_app(_shared_emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
+    app = initialize_app(
+        name=f"test-{uuid.uuid4().hex}",
+        project_id=PROJECT,
+        emulator_host=_shared_emulator.host_port,
+    )
+    yield app
+    firebase_admin.delete_app(app)
+
+
+@pytest.fixture
+def fcm_app(_shared_app: firebase_admin.App, emulator: FcmEmulator) -> firebase_admin.App:
+    return _shared_app
+
+
+def _kind(client: SdkClient, subscribe: bool) -> str:
+    """The emulator's stats key for one subscribe/unsubscribe request on this transport."""
+    if client.transport == "v1":
+        return "subscribe" if subscribe else "unsubscribe"
+    return "batchAdd" if subscribe else "batchRemove"
+
+
+def _requests(emulator: FcmEmulator, kind: str) -> int:
+    return sum(n for (k, _), n in emulator.stats.items() if k == kind)
+
+
+def _message(topic: str = TOPIC) -> messaging.Message:
+    return messaging.Message(
+        topic=topic,
+        notification=messaging.Notification(title="Jobs for today", body="Your picks"),
+        data={"kind": "jobreco"},
+    )
+
+
+# ------------------------------------------------------------------ subscribe / unsubscribe
+
+
+def test_subscribe_then_unsubscribe_changes_membership_exactly(client, emulator):
+    emulator.subscribe_direct("bystander", TOPIC)
+    emulator.subscribe_direct("tok-a", "other-topic")
+
+    result = client.subscribe(TOKENS, TOPIC)
+
+    assert result == BatchResult((None, None, None))
+    assert emulator.members(TOPIC) == {"bystander", *TOKENS}
+    assert emulator.topics_of("tok-a") == {TOPIC, "other-topic"}
+
+    result = client.unsubscribe(["tok-a", "tok-c"], TOPIC)
+
+    assert result == BatchResult((None, None))
+    assert emulator.members(TOPIC) == {"bystander", "tok-b"}
+    assert emulator.topics_of("tok-a") == {"other-topic"}  # other topics untouched
+
+
+def test_resubscribing_a_member_succeeds(client, emulator):
+    emulator.subscribe_direct("tok-b", TOPIC)
+
+    result = client.subscribe(TOKENS, TOPIC)
+
+    assert result.reasons == (None, None, None)
+    assert not result.whole_request
+    assert emulator.members(TOPIC) == set(TOKENS)
+    if client.transport == "v1":
+        # FCM answered 409 ALREADY_EXISTS for the member, and that counts as success.
+        assert emulator.stats[("subscribe", 409)] == 1
+        assert emulator.stats[("subscribe", 200)] == 2
+
+
+def test_removing_a_non_member_succeeds(client, emulator):
+    emulator.subscribe_direct("tok-a", TOPIC)
+
+    result = client.unsubscribe(TOKENS, TOPIC)
+
+    assert result.reasons == (None, None, None)
+    assert emulator.members(TOPIC) == set()
+    if client.transport == "v1":
+        # Only allow_missing=true makes FCM answer 200 (not 404) for the two non-members.
+        assert emulator.stats[("unsubscribe", 200)] == 3
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_per_token_reason_on_subscribe(client, emulator, reason):
+    emulator.inject_token_error("tok-b", reason, op="subscribe")
+
+    result = client.subscribe(TOKENS, TOPIC)
+
+    assert result.reasons == (None, reason, None)
+    assert result.retry_after is None
+    assert not result.whole_request
+    assert emulator.members(TOPIC) == {"tok-a", "tok-c"}
+    _assert_one_request_per_token(client, emulator, reason, subscribe=True)
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_per_token_reason_on_unsubscribe(client, emulator, reason):
+    for token in TOKENS:
+        emulator.subscribe_direct(token, TOPIC)
+    emulator.inject_token_error("tok-b", reason, op="unsubscribe")
+
+    result = client.unsubscribe(TOKENS, TOPIC)
+
+    assert result.reasons == (None, reason, None)
+    assert result.retry_after is None
+    assert not result.whole_request
+    assert emulator.members(TOPIC) == {"tok-b"}
+    _assert_one_request_per_token(client, emulator, reason, subscribe=False)
+
+
+def _assert_one_request_per_token(
+    client: SdkClient, emulator: FcmEmulator, reason: str, *, subscribe: bool
+) -> None:
+    kind = _kind(client, subscribe)
+    if client.transport != "v1":
+        assert emulator.stats == {(kind, 200): 1}  # one batch carries all three tokens
+        return
+    status = REASON_WIRE.get(reason, (400,))[0]
+    assert emulator.stats[(kind, 200)] == 2
+    failed = emulator.stats[(kind, status)]
+    if status == 401:
+        # google-auth's session (not the HTTP layer topic-sync configures) refreshes the
+        # credential and tries again on a 401, a fixed number of times.
+        session = messaging_service(client.app)._client.session
+        assert failed == 1 + session._max_refresh_attempts
+    else:
+        # Exactly one request for the failing token: the SDK's HTTP layer did not retry
+        # 500/503 behind topic-sync's back (its own default would have made 5 attempts).
+        assert failed == 1
+    assert _requests(emulator, kind) == 2 + failed
+
+
+def test_injected_internal_error_is_seen_once_and_then_clears(fcm_app, emulator):
+    client = SdkClient(fcm_app, "v1")
+    emulator.inject_token_error("tok-b", "INTERNAL", times=1)
+
+    assert client.subscribe(TOKENS, TOPIC).reasons == (None, "INTERNAL", None)
+    assert emulator.stats[("subscribe", 500)] == 1
+    assert emulator.members(TOPIC) == {"tok-a", "tok-c"}
+
+    # Had the SDK retried the 500 itself, the fault would have been used up invisibly
+    # and the first call would have succeeded; now the retry is topic-sync's to make.
+    assert client.subscribe(["tok-b"], TOPIC).reasons == (None,)
+    assert emulator.members(TOPIC) == set(TOKENS)
+
+
+def test_unregistered_token_fails_subscribe_but_unsubscribe_reports_it(client, emulator):
+    emulator.unregister("tok-c")
+
+    assert client.subscribe(TOKENS, TOPIC).reasons == (None, None, "NOT_FOUND")
+    assert emulator.members(TOPIC) == {"tok-a", "tok-b"}
+    # The error table turns this into success for unsubscribe; the client reports it raw.
+    assert client.unsubscribe(TOKENS, TOPIC).reasons == (None, None, "NOT_FOUND")
+    assert emulator.members(TOPIC) == set()
+
+
+# ------------------------------------------------------------------ whole-request failures
+
+
+@pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
+def test_legacy_whole_request_503_with_retry_after(fcm_app, emulator, subscribe):
+    client = SdkClient(fcm_app, "legacy-iid")
+    emulator.subscribe_direct("tok-a", TOPIC)
+    emulator.inject_request_errors(503, retry_after=7)
+
+    call = client.subscribe if subscribe else client.unsubscribe
+    result = call(TOKENS, TOPIC)
+
+    assert result == BatchResult(("UNAVAILABLE",) * 3, retry_after=7.0, whole_request=True)
+    assert emulator.members(TOPIC) == {"tok-a"}
+    # One request: the SDK's HTTP layer did not retry the 503 (nor wait 7 s) by itself.
+    assert emulator.stats == {(_kind(client, subscribe), 503): 1}
+
+
+def test_legacy_whole_request_429(fcm_app, emulator):
+    client = SdkClient(fcm_app, "legacy-iid")
+    emulator.inject_request_errors(429, retry_after=3)
+
+    result = client.subscribe(TOKENS, TOPIC)
+
+    assert result == BatchResult(("RESOURCE_EXHAUSTED",) * 3, retry_after=3.0, whole_request=True)
+    assert emulator.members(TOPIC) == set()
+
+
+def test_legacy_whole_request_without_retry_after(fcm_app, emulator):
+    client = SdkClient(fcm_app, "legacy-iid")
+    emulator.inject_request_errors(500)
+
+    result = client.unsubscribe(TOKENS, TOPIC)
+
+    assert result == BatchResult(("INTERNAL",) * 3, retry_after=None, whole_request=True)
+    assert emulator.stats == {("batchRemove", 500): 1}
+
+
+def test_legacy_quota_rejects_whole_batch(fcm_app, emulator):
+    client = SdkClient(fcm_app, "legacy-iid")
+    emulator.set_quota(1)  # a batch of 3 costs 3: the first passes, the next is refused
+
+    assert client.subscribe(TOKENS, TOPIC).reasons == (None, None, None)
+    result = client.subscribe(["tok-d", "tok-e"], TOPIC)
+
+    assert result.reasons == ("RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED")
+    assert result.whole_request
+    assert emulator.members(TOPIC) == set(TOKENS)
+
+
+def test_v1_request_failures_arrive_per_token(fcm_app, emulator):
+    # On v1 every token is its own request, so there is no whole-request failure. The SDK
+    # drops the response headers, so a Retry-After does not reach the BatchResult (only the
+    # pacer at the HTTP layer sees it; see test_sdk_bridge).
+    client = SdkClient(fcm_app, "v1")
+    emulator.inject_request_errors(429, retry_after=5)
+
+    result = client.subscribe(TOKENS, TOPIC)
+
+    assert result == BatchResult(("RESOURCE_EXHAUSTED",) * 3)
+    assert emulator.stats == {("subscribe", 429): 3}
+
+
+# ------------------------------------------------------------------ batch size
+
+
+@pytest.mark.parametrize("size", [0, MAX_TOKENS_PER_CALL + 1])
+@pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
+def test_batch_size_out_of_range_raises_before_any_request(client, emulator, size, subscribe):
+    call = client.subscribe if subscribe else client.unsubscribe
+    with pytest.raises(ValueError, match=f"1 to {MAX_TOKENS_PER_CALL} tokens, not {size}"):
+        call([f"tok-{i}" for i in range(size)], TOPIC)
+    assert emulator.stats == {}
+
+
+def test_full_batch_of_max_tokens(client, emulator):
+    assert MAX_TOKENS_PER_CALL == 1000
+    tokens = [f"tok-{i:04d}" for i in range(MAX_TOKENS_PER_CALL)]
+    emulator.inject_token_error("tok-0999", "UNREGISTERED", op="subscribe")
+
+    result = client.subscribe(tokens, TOPIC)
+
+    assert len(result.reasons) == MAX_TOKENS_PER_CALL
+    assert result.reasons[-1] == "UNREGISTERED"  # results stay in the order given
+    assert set(result.reasons[:-1]) == {None}
+    assert emulator.members(TOPIC) == set(tokens[:-1])
+    expected_requests = MAX_TOKENS_PER_CALL if client.transport == "v1" else 1
+    assert _requests(emulator, _kind(client, True)) == expected_requests
+
+
+def test_single_token_and_any_sequence(client, emulator):
+    assert client.subscribe(("tok-a",), TOPIC) == BatchResult((None,))
+    assert emulator.members(TOPIC) == {"tok-a"}
+
+
+def test_unknown_transport_is_refused(fcm_app):
+    with pytest.raises(ValueError, match="unknown transport 'grpc'"):
+        SdkClient(fcm_app, "grpc")
+
+
+# ------------------------------------------------------------------ publish
+
+
+def test_publish_returns_message_id_and_records_members_at_that_instant(client, emulator):
+    client.subscribe(TOKENS, TOPIC)
+    client.unsubscribe(["tok-b"], TOPIC)
+    emulator.subscribe_direct("tok-x", "other-topic")
+
+    name = client.publish(_message())
+
+    [publish] = emulator.publishes
+    assert name == f"projects/{PROJECT}/messages/{publish.message_id}"
+    assert publish.topic == TOPIC
+    assert publish.recipients == {"tok-a", "tok-c"}
+    assert publish.message["notification"] == {"title": "Jobs for today", "body": "Your picks"}
+    assert emulator.validations == []
+
+    client.subscribe(["tok-b"], TOPIC)  # later changes do not rewrite history
+    assert emulator.publishes[0].recipients == {"tok-a", "tok-c"}
+
+
+def test_two_publishes_get_distinct_ids(client, emulator):
+    first = client.publish(_message())
+    second = client.publish(_message())
+    assert first != second
+    assert [p.message_id for p in emulator.publishes] == [
+        first.rsplit("/", 1)[1],
+        second.rsplit("/", 1)[1],
+    ]
+
+
+def test_validate_only_sends_nothing(client, emulator):
+    client.subscribe(TOKENS, TOPIC)
+
+    name = client.publish(_message(), validate_only=True)
+
+    assert name.startswith(f"projects/{PROJECT}/messages/")
+    assert emulator.publishes == []
+    [validation] = emulator.validations
+    assert validation.topic == TOPIC
+    assert validation.recipients == set(TOKENS)
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "UNAUTHENTICATED"), (403, "PERMISSION_DENIED")])
+def test_publish_with_rejected_credentials_raises_credentials_error(client, emulator, status, code):
+    emulator.inject_request_errors(status)
+
+    with pytest.raises(CredentialsError) as info:
+        client.publish(_message())
+
+    assert info.value.exit_code is ExitCode.CREDENTIALS
+    assert code in info.value.message
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in info.value.message
+    assert emulator.publishes == []
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "INVALID_ARGUMENT"), (404, "NOT_FOUND")])
+def test_publish_refused_with_4xx_is_not_sent_and_not_retryable(client, emulator, status, code):
+    emulator.inject_request_errors(status)
+
+    with pytest.raises(PublishError) as info:
+        client.publish(_message())
+
+    assert info.value.definitely_not_sent is True
+    assert info.value.retryable is False
+    assert code in info.value.message
+    assert emulator.publishes == []
+
+
+def test_publish_too_big_is_definitely_not_sent(client, emulator):
+    message = messaging.Message(topic=TOPIC, data={"blob": "x" * 5000})
+
+    with pytest.raises(PublishError) as info:
+        client.publish(message)
+
+    assert info.value.definitely_not_sent is True
+    assert info.value.retryable is False
+    assert emulator.stats == {("send", 400): 1}
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL"), (503, "UNAVAILABLE"), (504, "DEADLINE")],
+)
+def test_publish_quota_or_server_error_is_an_answer_and_retryable(client, emulator, status, code):
+    # FCM answered with an error, so it did not take the message: topic-sync may retry it.
+    emulator.inject_request_errors(status, retry_after=9)
+
+    with pytest.raises(PublishError) as info:
+        client.publish(_message())
+
+    assert info.value.definitely_not_sent is True
+    assert info.value.retryable is True
+    assert info.value.retry_after == 9.0
+    assert code in info.value.message
+    # One attempt only: retrying is topic-sync's decision, not a hidden SDK loop.
+    assert emulator.stats == {("send", status): 1}
+    assert emulator.publishes == []
+
+
+def test_publish_server_error_without_retry_after(client, emulator):
+    emulator.inject_request_errors(503)
+
+    with pytest.raises(PublishError) as info:
+        client.publish(_message())
+
+    assert info.value.retry_after is None
+
+
+def test_publish_when_fcm_is_unreachable_is_not_known_to_be_unsent():
+    with FcmEmulator() as gone:
+        app = initialize_app(
+            name=f"test-{uuid.uuid4().hex}", project_id=PROJECT, emulator_host=gone.host_port
+        )
+    try:
+        with pytest.raises(PublishError) as info:
+            SdkClient(app, "v1").publish(_message())
+        # No answer at all: the message is treated as possibly sent, never resent blindly.
+        assert info.value.definitely_not_sent is False
+        assert info.value.retryable is False
+    finally:
+        firebase_admin.delete_app(app)
+
+
+# ------------------------------------------------------------------ list topics (v1 list API)
+
+
+def test_list_topics_returns_what_fcm_holds(client, emulator):
+    client.subscribe(["tok-a"], TOPIC)
+    emulator.subscribe_direct("tok-a", "other-topic")
+    emulator.subscribe_direct("tok-b", "not-mine")
+
+    assert client.list_topics("tok-a") == {TOPIC, "other-topic"}
+    assert client.list_topics("tok-c") == set()
+
+
+def test_list_topics_follows_every_page(client, emulator):
+    topics = {f"t-{i:04d}" for i in range(2001)}  # one more than a page of 2000
+    for topic in topics:
+        emulator.subscribe_direct("tok-a", topic)
+
+    assert client.list_topics("tok-a") == topics
+    assert emulator.stats == {("list", 200): 2}
+
+
+def test_list_topics_of_an_unknown_token_is_not_found(client, emulator):
+    emulator.unregister("tok-a")
+
+    with pytest.raises(ListError) as info:
+        client.list_topics("tok-a")
+
+    assert info.value.status == 404
+    assert info.value.not_found is True
+    assert info.value.retryable is False
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_list_topics_server_errors_are_retryable(client, emulator, status):
+    emulator.inject_request_errors(status, retry_after=4)
+
+    with pytest.raises(ListError) as info:
+        client.list_topics("tok-a")
+
+    assert info.value.status == status
+    assert info.value.not_found is False
+    assert info.value.retryable is True
+    assert info.value.retry_after == 4.0
+    assert emulator.stats == {("list", status): 1}
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_list_topics_with_rejected_credentials_stops(client, emulator, status):
+    emulator.inject_request_errors(status)
+
+    with pytest.raises(CredentialsError, match=f"HTTP {status} listing subscriptions"):
+        client.list_topics("tok-a")
+
+
+# ------------------------------------------------------------------ wire format
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    headers: dict[str, str]
+
+    def segments(self) -> list[str]:
+        return [urllib.parse.unquote(s) for s in self.path.split("/")]
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path, _, query = self.path.partition("?")
+        self.server.recorded.append(
+            Recorded(
+                self.command,
+                path,
+                urllib.parse.parse_qs(query, keep_blank_values=True),
+                body,
+                {k.lower(): v for k, v in self.headers.items()},
+            )
+        )
+        if path.endswith("/messages:send") and self.server.drop_sends > 0:
+            # FCM took the message, then the connection broke before the answer arrived.
+            self.server.drop_sends -= 1
+            self.close_connection = True
+            return
+        if path.startswith("/iid/"):
+            count = len(json.loads(body)["registration_tokens"])
+            reply = json.dumps({"results": [{}] * count}).encode()
+        elif path.endswith("/messages:send"):
+            reply = json.dumps({"name": f"projects/{PROJECT}/messages/m-1"}).encode()
+        else:
+            reply = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST = do_DELETE = _serve
+
+
+class _RecordingServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.recorded: list[Recorded] = []
+        self.drop_sends = 0
+
+
+@pytest.fixture
+def recording_server() -> Iterator[_RecordingServer]:
+    server = _RecordingServer()
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def recording(
+    recording_server: _RecordingServer,
+) -> Iterator[tuple[firebase_admin.App, list[Recorded]]]:
+    """A firebase-admin app whose FCM traffic goes to a server that records every request."""
+    app = initialize_app(
+        name=f"test-{uuid.uuid4().hex}",
+        project_id=PROJECT,
+        emulator_host=f"127.0.0.1:{recording_server.server_address[1]}",
+    )
+    yield app, recording_server.recorded
+    firebase_admin.delete_app(app)
+
+
+FCM_TOKENS = ["fAbC:APA91b-x_y.z", "plain-token"]  # real FCM tokens contain ':'
+
+
+def test_v1_subscribe_wire_format(recording):
+    app, recorded = recording
+
+    assert SdkClient(app, "v1").subscribe(FCM_TOKENS, TOPIC).reasons == (None, None)
+
+    assert len(recorded) == 2
+    for token, req in zip(FCM_TOKENS, sorted(recorded, key=lambda r: r.segments()[5]), strict=True):
+        assert req.method == "POST"
+        # /v1/projects/{p}/registrations/{token}/topicSubscriptions?topic_name={topic}
+        assert req.path == (
+            f"/v1/projects/{PROJECT}/registrations/"
+            f"{urllib.parse.quote(token, safe='')}/topicSubscriptions"
+        )
+        assert req.segments()[5] == token
+        assert req.query == {"topic_name": [TOPIC]}
+        assert json.loads(req.body) == {}
+        assert req.headers["authorization"] == "Bearer owner"
+
+
+def test_v1_unsubscribe_wire_format(recording):
+    app, recorded = recording
+
+    assert SdkClient(app, "v1").unsubscribe(FCM_TOKENS, TOPIC).reasons == (None, None)
+
+    assert len(recorded) == 2
+    for token, req in zip(FCM_TOKENS, sorted(recorded, key=lambda r: r.segments()[5]), strict=True):
+        assert req.method == "DELETE"
+        # /v1/projects/{p}/registrations/{token}/topicSubscriptions/{topic}?allow_missing=true
+        assert req.path == (
+            f"/v1/projects/{PROJECT}/registrations/"
+            f"{urllib.parse.quote(token, safe='')}/topicSubscriptions/{TOPIC}"
+        )
+        assert req.segments()[5] == token
+        assert req.query == {"allow_missing": ["true"]}
+        assert req.body == b""
+
+
+@pytest.mark.parametrize(
+    ("subscribe", "path"), [(True, "/iid/v1:batchAdd"), (False, "/iid/v1:batchRemove")]
+)
+def test_legacy_wire_format(recording, subscribe, path):
+    app, recorded = recording
+    client = SdkClient(app, "legacy-iid")
+
+    call = client.subscribe if subscribe else client.unsubscribe
+    assert call(FCM_TOKENS, TOPIC).reasons == (None, None)
+
+    [req] = recorded
+    assert (req.method, req.path, req.query) == ("POST", path, {})
+    assert json.loads(req.body) == {"to": f"/topics/{TOPIC}", "registration_tokens": FCM_TOKENS}
+    assert req.headers["access_token_auth"] == "true"
+
+
+@pytest.mark.parametrize("validate_only", [False, True])
+def test_publish_wire_format(recording, validate_only):
+    app, recorded = recording
+
+    name = SdkClient(app).publish(_message(), validate_only=validate_only)
+
+    assert name == f"projects/{PROJECT}/messages/m-1"
+    [req] = recorded
+    assert (req.method, req.path) == ("POST", f"/v1/projects/{PROJECT}/messages:send")
+    body = json.loads(req.body)
+    assert body["message"]["topic"] == TOPIC
+    assert body.get("validate_only", False) is validate_only
+
+
+def test_publish_is_not_resent_when_the_answer_is_lost(recording, recording_server):
+    app, recorded = recording
+    recording_server.drop_sends = 1
+
+    # What topic-sync needs: the send is attempted once and reported as possibly sent, so
+    # publish_once keeps its claim and the message goes out at most once.
+    with pytest.raises(PublishError) as info:
+        SdkClient(app).publish(_message())
+
+    assert info.value.definitely_not_sent is False
+    assert len(recorded) == 1
+
+
+def test_v1_list_wire_format(recording):
+    app, recorded = recording
+    token = FCM_TOKENS[0]
+
+    assert SdkClient(app, "v1").list_topics(token) == set()
+
+    [req] = recorded
+    assert req.method == "GET"
+    # GET /v1/projects/{p}/registrations/{token}/topicSubscriptions?pageSize=2000
+    assert req.path == (
+        f"/v1/projects/{PROJECT}/registrations/"
+        f"{urllib.parse.quote(token, safe='')}/topicSubscriptions"
+    )
+    assert req.query == {"pageSize": ["2000"]}
+    assert req.headers["authorization"] == "Bearer owner"

@@ -1,0 +1,422 @@
+"""Fails loudly if a firebase-admin upgrade moves what topic-sync relies on.
+
+topic_sync.sdk_bridge reaches into the SDK's private messaging service to swap the HTTP
+adapter under its session. These tests pin every piece of that: if one breaks after an
+upgrade, the emulator path (and the production retry policy) would silently stop working.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import firebase_admin
+import google.auth.credentials
+import pytest
+import requests
+import requests.adapters
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from firebase_admin import messaging
+from urllib3.util import retry as urllib3_retry
+
+from topic_sync import sdk_bridge
+from topic_sync.fcm import SdkClient
+from topic_sync.ratelimit import Pacer
+from topic_sync.sdk_bridge import (
+    FCM_HOST,
+    IID_HOST,
+    EmulatorCredential,
+    RedirectingAdapter,
+    http_retries,
+    initialize_app,
+    install_adapter,
+    messaging_service,
+    request_cost,
+    retry_after,
+)
+
+TARGET = "http://127.0.0.1:9099"
+NO_RETRIES = urllib3_retry.Retry(0)
+
+
+def _app(**options) -> firebase_admin.App:
+    return firebase_admin.initialize_app(
+        EmulatorCredential(), {"projectId": "demo-test", **options}, name=uuid.uuid4().hex
+    )
+
+
+@pytest.fixture
+def bare_app() -> Iterator[firebase_admin.App]:
+    """A firebase-admin app with nothing of topic-sync installed yet."""
+    app = _app()
+    yield app
+    firebase_admin.delete_app(app)
+
+
+# ------------------------------------------------------------------ the SDK's private parts
+
+
+def test_sdk_still_has_a_per_app_messaging_service(bare_app):
+    assert callable(getattr(messaging, "_get_messaging_service", None))
+    service = messaging._get_messaging_service(bare_app)
+    assert isinstance(service, messaging._MessagingService)
+    # Cached per app: the adapter we mount must be on the service later calls use.
+    assert messaging._get_messaging_service(bare_app) is service
+    assert messaging_service(bare_app) is service
+
+
+def test_sdk_urls_start_with_the_hosts_we_rewrite(bare_app):
+    assert messaging._MessagingService.FCM_URL.startswith(FCM_HOST + "/")
+    assert IID_HOST in (
+        messaging._MessagingService.IID_URL,
+        messaging._MessagingService.IID_URL.rstrip("/"),
+    )
+    service = messaging_service(bare_app)
+    assert service._fcm_url.startswith(FCM_HOST + "/v1/projects/demo-test/")
+    # The v1 topic subscription API lives on the FCM host too.
+    assert service._fcm_topic_url == f"{FCM_HOST}/v1/projects/demo-test/registrations"
+
+
+def test_sdk_service_has_a_requests_session(bare_app):
+    service = messaging_service(bare_app)
+    assert isinstance(service._client.session, requests.Session)
+
+
+def test_sdk_topic_calls_go_through_that_session(bare_app, mocker):
+    # If the SDK moved topic management to another client (say its httpx one), our
+    # adapter would no longer see those requests.
+    service = messaging_service(bare_app)
+    request = mocker.patch.object(
+        service._client.session, "request", side_effect=requests.ConnectionError("x")
+    )
+    messaging.subscribe_to_topic(["tok-a"], "t", app=bare_app)
+    messaging.unsubscribe_from_topic(["tok-a"], "t", app=bare_app)
+    urls = sorted(call.args[1].split("?")[0] for call in request.call_args_list)
+    assert urls == [
+        f"{FCM_HOST}/v1/projects/demo-test/registrations/tok-a/topicSubscriptions",
+        f"{FCM_HOST}/v1/projects/demo-test/registrations/tok-a/topicSubscriptions/t",
+    ]
+
+
+# ------------------------------------------------------------------ our wiring
+
+
+def test_initialize_app_mounts_our_adapter_for_both_hosts(emulator):
+    app = initialize_app(
+        name=uuid.uuid4().hex, project_id="demo-test", emulator_host=emulator.host_port
+    )
+    try:
+        session = messaging_service(app)._client.session
+        fcm = session.get_adapter(f"{FCM_HOST}/v1/projects/demo-test/messages:send")
+        iid = session.get_adapter(f"{IID_HOST}/iid/v1:batchAdd")
+        assert isinstance(fcm, RedirectingAdapter)
+        assert iid is fcm
+        assert fcm.target == emulator.base_url
+        # It replaced the SDK's own FCM adapter, whose default retries 500/503 four times.
+        assert fcm.max_retries.status == 0
+        assert not fcm.max_retries.status_forcelist
+        # Other hosts (e.g. Google's token endpoint) are not ours to touch.
+        other = session.get_adapter("https://oauth2.googleapis.com/token")
+        assert not isinstance(other, RedirectingAdapter)
+    finally:
+        firebase_admin.delete_app(app)
+
+
+def test_initialize_app_for_the_emulator_defaults_the_project(emulator):
+    app = initialize_app(name=uuid.uuid4().hex, project_id=None, emulator_host=emulator.host_port)
+    try:
+        assert app.project_id == "demo-topic-sync"
+        assert isinstance(app.credential, EmulatorCredential)
+    finally:
+        firebase_admin.delete_app(app)
+
+
+def test_initialize_app_passes_status_retries_through(emulator):
+    app = initialize_app(
+        name=uuid.uuid4().hex,
+        project_id="demo-test",
+        emulator_host=emulator.host_port,
+        status_retries=3,
+    )
+    try:
+        adapter = messaging_service(app)._client.session.get_adapter(FCM_HOST + "/x")
+        assert adapter.max_retries.status == 3
+    finally:
+        firebase_admin.delete_app(app)
+
+
+def _service_account_file(path: Path) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "real-project",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "topic-sync@real-project.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    return path
+
+
+def test_initialize_app_for_real_fcm_does_not_redirect(tmp_path):
+    key_file = _service_account_file(tmp_path / "sa.json")
+    app = initialize_app(
+        name=uuid.uuid4().hex, project_id=None, emulator_host=None, credentials_file=str(key_file)
+    )
+    try:
+        assert app.project_id == "real-project"
+        assert not isinstance(app.credential, EmulatorCredential)
+        adapter = messaging_service(app)._client.session.get_adapter(FCM_HOST + "/v1/x")
+        assert isinstance(adapter, RedirectingAdapter)  # still ours, for the retry policy
+        assert adapter.target is None
+        assert adapter.max_retries.status == 0
+    finally:
+        firebase_admin.delete_app(app)
+
+
+def test_install_adapter_without_emulator_host(bare_app):
+    adapter = install_adapter(bare_app, None)
+    assert adapter.target is None
+    session = messaging_service(bare_app)._client.session
+    assert session.get_adapter(FCM_HOST + "/v1/x") is adapter
+    assert session.get_adapter(IID_HOST + "/iid/v1:batchRemove") is adapter
+
+
+# ------------------------------------------------------------------ the adapter itself
+
+
+def _prepared(url: str) -> requests.PreparedRequest:
+    return requests.Request("POST", url, json={}).prepare()
+
+
+@pytest.fixture
+def base_send(mocker):
+    """HTTPAdapter.send replaced: we only look at the request the adapter hands down."""
+    response = requests.Response()
+    response.status_code = 200
+    return mocker.patch.object(
+        requests.adapters.HTTPAdapter, "send", autospec=True, return_value=response
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            f"{FCM_HOST}/v1/projects/p/registrations/a%3Ab/topicSubscriptions?topic_name=t",
+            f"{TARGET}/v1/projects/p/registrations/a%3Ab/topicSubscriptions?topic_name=t",
+        ),
+        (
+            f"{FCM_HOST}/v1/projects/p/registrations/a/topicSubscriptions/t?allow_missing=true",
+            f"{TARGET}/v1/projects/p/registrations/a/topicSubscriptions/t?allow_missing=true",
+        ),
+        (f"{FCM_HOST}/v1/projects/p/messages:send", f"{TARGET}/v1/projects/p/messages:send"),
+        (f"{IID_HOST}/iid/v1:batchAdd", f"{TARGET}/iid/v1:batchAdd"),
+        (f"{IID_HOST}/iid/v1:batchRemove", f"{TARGET}/iid/v1:batchRemove"),
+    ],
+)
+def test_adapter_rewrites_only_the_base_of_fcm_urls(base_send, url, expected):
+    adapter = RedirectingAdapter(TARGET, NO_RETRIES)
+
+    response = adapter.send(_prepared(url), timeout=5)
+
+    assert response.status_code == 200
+    base_send.assert_called_once()
+    sent = base_send.call_args.args[1]
+    assert sent.url == expected
+    assert sent.method == "POST"
+    assert sent.body == b"{}"
+    assert base_send.call_args.kwargs["timeout"] == 5
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://oauth2.googleapis.com/token",
+        "https://www.googleapis.com/v1/projects/p",
+        "https://firebase.googleapis.com/v1/projects/p",
+        "http://fcm.googleapis.com/v1/projects/p/messages:send",  # not the https host
+        "https://example.com/fcm.googleapis.com/v1",
+    ],
+)
+def test_adapter_leaves_other_hosts_alone(base_send, url):
+    RedirectingAdapter(TARGET, NO_RETRIES).send(_prepared(url))
+    assert base_send.call_args.args[1].url == url
+
+
+@pytest.mark.parametrize("target", [None, ""])
+@pytest.mark.parametrize(
+    "url", [f"{FCM_HOST}/v1/projects/p/messages:send", f"{IID_HOST}/iid/v1:batchAdd"]
+)
+def test_adapter_without_emulator_host_rewrites_nothing(base_send, target, url):
+    RedirectingAdapter(target, NO_RETRIES).send(_prepared(url))
+    assert base_send.call_args.args[1].url == url
+
+
+def test_adapter_pool_fits_the_sdk_fan_out():
+    adapter = RedirectingAdapter(None, NO_RETRIES)
+    assert adapter._pool_maxsize >= sdk_bridge.SDK_POOL_SIZE >= 100
+    assert adapter.max_retries is NO_RETRIES
+
+
+# ------------------------------------------------------------------ pacing at the HTTP layer
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "cost"),
+    [
+        (f"{FCM_HOST}/v1/projects/p/registrations/a/topicSubscriptions?topic_name=t", {}, 1),
+        (f"{FCM_HOST}/v1/projects/p/registrations/a/topicSubscriptions/t?allow_missing=1", {}, 1),
+        (f"{FCM_HOST}/v1/projects/p/registrations/a/topicSubscriptions?pageSize=2000", None, 1),
+        (f"{TARGET}/v1/projects/p/registrations/a/topicSubscriptions", {}, 1),  # rewritten
+        (f"{IID_HOST}/iid/v1:batchAdd", {"to": "/topics/t", "registration_tokens": ["a"] * 7}, 7),
+        (f"{TARGET}/iid/v1:batchRemove", {"registration_tokens": ["a"] * 1000}, 1000),
+        (f"{IID_HOST}/iid/v1:batchAdd", {"registration_tokens": []}, 1),
+        (f"{FCM_HOST}/v1/projects/p/messages:send", {"message": {"topic": "t"}}, 0),
+        ("https://oauth2.googleapis.com/token", {}, 0),
+    ],
+)
+def test_request_cost_is_one_per_token(url, body, cost):
+    request = requests.Request("POST", url, json=body).prepare()
+    assert request_cost(request) == cost
+
+
+def test_request_cost_of_an_unreadable_batch_is_one():
+    request = requests.Request("POST", f"{IID_HOST}/iid/v1:batchAdd", data=b"not json").prepare()
+    assert request_cost(request) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"Retry-After": "0.5"}, 0.5),
+        ({"Retry-After": "0"}, 0.0),
+        ({}, None),
+        (None, None),
+        ({"Retry-After": "soon"}, None),
+        ({"Retry-After": ""}, None),
+    ],
+)
+def test_retry_after_header_parsing(headers, expected):
+    assert retry_after(headers) == expected
+
+
+def test_retry_after_header_is_read_case_insensitively():
+    response = requests.Response()
+    response.headers["retry-after"] = "12"
+    assert retry_after(response.headers) == 12.0
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan"])
+def test_retry_after_refuses_non_finite_values(value):
+    assert retry_after({"Retry-After": value}) is None
+
+
+def test_adapter_paces_topic_requests_and_reports_answers(base_send, mocker):
+    response = base_send.return_value
+    response.status_code = 429
+    response.headers["Retry-After"] = "3"
+    pacer = mocker.Mock(spec=Pacer)
+    adapter = RedirectingAdapter(TARGET, NO_RETRIES, pacer)
+
+    adapter.send(
+        requests.Request(
+            "POST", f"{IID_HOST}/iid/v1:batchAdd", json={"registration_tokens": ["a", "b"]}
+        ).prepare()
+    )
+
+    assert pacer.mock_calls == [mocker.call.acquire(2), mocker.call.observe(429, 3.0)]
+    assert base_send.call_args.args[1].url == f"{TARGET}/iid/v1:batchAdd"
+
+
+def test_adapter_does_not_pace_sends_but_still_observes_them(base_send, mocker):
+    pacer = mocker.Mock(spec=Pacer)
+    adapter = RedirectingAdapter(TARGET, NO_RETRIES, pacer)
+
+    adapter.send(_prepared(f"{FCM_HOST}/v1/projects/p/messages:send"))
+
+    pacer.acquire.assert_not_called()
+    pacer.observe.assert_called_once_with(200, None)
+
+
+def test_initialize_app_wires_the_pacer_under_the_sdk(emulator):
+    sleeps: list[float] = []
+    pacer = Pacer(None, sleep=sleeps.append)
+    app = initialize_app(
+        name=uuid.uuid4().hex,
+        project_id="demo-test",
+        emulator_host=emulator.host_port,
+        pacer=pacer,
+    )
+    try:
+        adapter = messaging_service(app)._client.session.get_adapter(FCM_HOST + "/v1/x")
+        assert adapter.pacer is pacer
+        emulator.inject_request_errors(429, retry_after=5)
+
+        # Each v1 token is its own request: the pacer sees every 429 and its Retry-After,
+        # which the SDK's per-token result would otherwise drop.
+        result = SdkClient(app, "v1").subscribe(["tok-a", "tok-b", "tok-c"], "t")
+
+        assert result.reasons == ("RESOURCE_EXHAUSTED",) * 3
+        assert pacer.throttled == 3
+        assert 4.0 < pacer.hold_remaining() <= 5.0
+    finally:
+        firebase_admin.delete_app(app)
+
+
+# ------------------------------------------------------------------ HTTP retry policy
+
+
+def test_http_retries_without_status_retries():
+    retry = http_retries(status_retries=0)
+    assert retry.status == 0
+    assert not retry.status_forcelist
+    for method in ("POST", "DELETE", "GET"):
+        for status in (429, 500, 502, 503, 504):
+            assert not retry.is_retry(method, status)
+            assert not retry.is_retry(method, status, has_retry_after=True)
+    assert retry.connect == 1  # a refused connection never reached FCM: safe to retry
+
+
+def test_http_retries_with_status_retries():
+    retry = http_retries(status_retries=2)
+    assert retry.status == 2
+    assert retry.is_retry("POST", 500)
+    assert retry.is_retry("DELETE", 503)
+    assert not retry.is_retry("POST", 400)
+    assert not retry.is_retry("POST", 404)
+
+
+# ------------------------------------------------------------------ emulator credential
+
+
+def test_emulator_credential_gives_a_valid_bearer_token():
+    credential = EmulatorCredential().get_credential()
+
+    assert isinstance(credential, google.auth.credentials.Credentials)
+    assert credential.valid
+    headers: dict[str, str] = {}
+    credential.apply(headers)
+    assert headers["authorization"] == "Bearer owner"
+
+    credential.refresh(None)  # nothing to refresh, and no network
+    assert credential.valid
+    assert credential.token == "owner"
+
+
+def test_emulator_credential_is_a_firebase_credential():
+    assert isinstance(EmulatorCredential(), firebase_admin.credentials.Base)

@@ -1,0 +1,154 @@
+"""The rotating topic pool: which topic a day uses, and which prefixes and sizes are refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from topic_sync.errors import BadInput, ExitCode
+from topic_sync.topics import (
+    MAX_TOPICS_PER_TOKEN,
+    pool_topics,
+    slot_for,
+    topic_for,
+    validate_pool,
+)
+
+DAY = dt.date(2026, 11, 22)
+
+
+# ------------------------------------------------------------------ which topic a day uses
+
+
+@pytest.mark.parametrize("pool_size", [1, 2, 7, 30, MAX_TOPICS_PER_TOKEN])
+@pytest.mark.parametrize(
+    "day",
+    [dt.date(1, 1, 1), dt.date(2024, 2, 29), DAY, dt.date(2027, 9, 29), dt.date(9999, 12, 31)],
+)
+def test_slot_is_ordinal_modulo_pool_size(day, pool_size):
+    assert slot_for(day, pool_size) == day.toordinal() % pool_size
+    assert topic_for("jobreco", pool_size, day) == f"jobreco-{day.toordinal() % pool_size}"
+
+
+def test_known_days_land_on_known_topics():
+    # 2026-11-22 is ordinal 739_942, a multiple of 7 (and 739_942 % 30 == 22).
+    assert DAY.toordinal() == 739_942
+    assert topic_for("jobreco", 7, DAY) == "jobreco-0"
+    assert topic_for("jobreco", 7, DAY + dt.timedelta(days=1)) == "jobreco-1"
+    assert topic_for("jobreco", 7, DAY + dt.timedelta(days=6)) == "jobreco-6"
+    assert topic_for("jobreco", 7, DAY + dt.timedelta(days=7)) == "jobreco-0"
+    assert topic_for("jobreco", 7, DAY - dt.timedelta(days=1)) == "jobreco-6"
+    assert topic_for("jobreco", 30, DAY) == "jobreco-22"
+
+
+def test_same_date_always_same_topic():
+    first = topic_for("jobreco", 7, DAY)
+    assert all(topic_for("jobreco", 7, dt.date(2026, 11, 22)) == first for _ in range(5))
+    # Only the date counts: a datetime's time of day cannot move a rerun to another topic.
+    late = dt.datetime(2026, 11, 22, 23, 59, 59)
+    assert topic_for("jobreco", 7, late.date()) == first
+
+
+@pytest.mark.parametrize("pool_size", [2, 7, 31])
+def test_consecutive_days_rotate_through_the_whole_pool(pool_size):
+    days = [DAY + dt.timedelta(days=i) for i in range(pool_size)]
+    topics = [topic_for("jobreco", pool_size, day) for day in days]
+
+    assert sorted(topics) == sorted(pool_topics("jobreco", pool_size))  # each exactly once
+    for a, b in zip(topics, topics[1:], strict=False):  # consecutive days differ
+        assert a != b
+    # After a full cycle the pool starts over.
+    assert topic_for("jobreco", pool_size, days[0] + dt.timedelta(days=pool_size)) == topics[0]
+
+
+def test_rotation_is_continuous_across_year_end_and_leap_day():
+    days = [dt.date(2027, 12, 26) + dt.timedelta(days=i) for i in range(14)]
+    slots = [slot_for(day, 7) for day in days]
+    assert all((b - a) % 7 == 1 for a, b in zip(slots, slots[1:], strict=False))
+    leap = [dt.date(2028, 2, 28), dt.date(2028, 2, 29), dt.date(2028, 3, 1)]
+    assert [(slot_for(d, 7) - slot_for(leap[0], 7)) % 7 for d in leap] == [0, 1, 2]
+
+
+def test_pool_of_one_always_uses_the_same_topic():
+    assert {topic_for("daily", 1, DAY + dt.timedelta(days=i)) for i in range(10)} == {"daily-0"}
+
+
+def test_pool_topics_lists_every_slot_in_order():
+    assert pool_topics("jobreco", 7) == [f"jobreco-{i}" for i in range(7)]
+    assert len(pool_topics("p", MAX_TOPICS_PER_TOKEN)) == MAX_TOPICS_PER_TOKEN
+
+
+def test_prefix_may_use_every_character_fcm_allows():
+    prefix = "Job_reco.v2~%41-x"
+    validate_pool(prefix, 7)
+    assert topic_for(prefix, 7, DAY) == f"{prefix}-0"
+
+
+# ------------------------------------------------------------------ refused prefixes
+
+
+def test_empty_prefix_is_refused():
+    with pytest.raises(BadInput, match="topic prefix must not be empty") as info:
+        topic_for("", 7, DAY)
+    assert info.value.exit_code is ExitCode.BAD_INPUT
+
+
+@pytest.mark.parametrize("prefix", ["/topics/jobreco", "/topics/"])
+def test_topics_path_prefix_is_refused(prefix):
+    with pytest.raises(BadInput, match="give the bare name, without '/topics/'"):
+        validate_pool(prefix, 7)
+
+
+@pytest.mark.parametrize(
+    "prefix", ["job reco", "job/reco", "jöb", "job:reco", "job\nreco", "job@reco", "job#1", "'job'"]
+)
+def test_prefix_with_characters_fcm_rejects_is_refused(prefix):
+    with pytest.raises(BadInput, match=r"breaks FCM's topic-name rule \(1 to 900 characters") as e:
+        validate_pool(prefix, 7)
+    assert repr(prefix) in e.value.message  # the offending prefix is shown
+    with pytest.raises(BadInput):
+        pool_topics(prefix, 7)
+
+
+@pytest.mark.parametrize(
+    ("pool_size", "suffix"), [(7, "-6"), (10, "-9"), (11, "-10"), (2000, "-1999")]
+)
+def test_prefix_is_refused_when_the_longest_topic_passes_900_chars(pool_size, suffix):
+    fits = "p" * (900 - len(suffix))
+    validate_pool(fits, pool_size)  # the longest name, prefix + suffix, is exactly 900
+    assert len(pool_topics(fits, pool_size)[-1]) == 900
+
+    too_long = fits + "p"
+    with pytest.raises(BadInput, match="1 to 900 characters"):
+        validate_pool(too_long, pool_size)
+    with pytest.raises(BadInput):
+        topic_for(too_long, pool_size, DAY)  # even on a day whose own slot name would fit
+
+
+# ------------------------------------------------------------------ refused pool sizes
+
+
+@pytest.mark.parametrize("pool_size", [0, -1])
+def test_pool_size_below_one_is_refused(pool_size):
+    with pytest.raises(BadInput, match=f"at least 1, not {pool_size}"):
+        topic_for("jobreco", pool_size, DAY)
+
+
+def test_pool_size_over_fcm_topic_limit_is_refused():
+    with pytest.raises(BadInput, match="pool size 2001 is over FCM's limit of 2000 topics"):
+        topic_for("jobreco", MAX_TOPICS_PER_TOKEN + 1, DAY)
+    with pytest.raises(BadInput):
+        pool_topics("jobreco", MAX_TOPICS_PER_TOKEN + 1)
+
+
+@pytest.mark.parametrize("pool_size", ["7", 7.0, None])
+def test_pool_size_must_be_a_whole_number(pool_size):
+    with pytest.raises(BadInput, match="must be a whole number"):
+        validate_pool("jobreco", pool_size)
+
+
+def test_pool_size_is_checked_before_the_prefix():
+    # Both wrong: the message is about the pool size, which makes the prefix check possible.
+    with pytest.raises(BadInput, match="pool size"):
+        validate_pool("", 0)
