@@ -12,7 +12,6 @@ import datetime as dt
 import functools
 import itertools
 import json
-import re
 import sys
 import threading
 import time
@@ -74,8 +73,9 @@ def _errors_to_exit(func: Callable) -> Callable:
     return wrapper
 
 
-def _parse_date(value: str) -> dt.date:
-    today = dt.date.today()
+def _parse_date(value: str, tz=None) -> dt.date:
+    """YYYY-MM-DD, or today/yesterday in the given time zone (local time without one)."""
+    today = dt.datetime.now(tz).date()
     if value == "today":
         return today
     if value == "yesterday":
@@ -109,13 +109,14 @@ def open_engine(explicit_url: str | None, *, check: bool = True):
 
 def _parse_duration(value: str, option_name: str) -> float:
     """'3h', '90m', '1h30m', '45s' or plain seconds."""
-    match = re.fullmatch(
-        r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", value
-    )
-    if not value.strip() or not match or not any(match.groups()):
-        raise BadInput(f"{option_name} {value!r}: expected a duration such as 3h, 90m, 45s")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    from topic_sync.config import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise BadInput(
+            f"{option_name} {value!r}: expected a duration such as 3h, 90m, 45s"
+        ) from None
 
 
 class ProgressLine:
@@ -305,6 +306,71 @@ class WorkArgs:
         )
 
 
+# Settings a configuration campaign can supply: run parameter -> campaign key.
+_CAMPAIGN_KEYS = {
+    "topic_prefix": "topic_prefix",
+    "pool_size": "pool_size",
+    "message": "message",
+}
+_SYNC_PARAMS = (
+    "max_churn",
+    "allow_large_churn",
+    "propagation_delay",
+    "retry_min_wait",
+    "retry_max_wait",
+    "max_retries",
+    "deadline",
+    "concurrency",
+    "rate_limit",
+    "transport",
+)
+
+
+def resolve_settings(ctx: click.Context, params: dict[str, Any]) -> tuple[dict, dict]:
+    """Merge the command line, TOPIC_SYNC_* variables, the config file and defaults.
+
+    Returns (effective values, source of each: flag, env, file or default). The date
+    is parsed here because 'today' means today in the campaign's time zone.
+    """
+    import os
+
+    from click.core import ParameterSource
+
+    from topic_sync.config import load_config
+
+    kinds = {ParameterSource.COMMANDLINE: "flag", ParameterSource.ENVIRONMENT: "env"}
+    sources = {name: kinds.get(ctx.get_parameter_source(name), "default") for name in params}
+    values = dict(params)
+    campaign = cfg = None
+    if params.get("config"):
+        cfg = load_config(params["config"])
+        campaign = cfg.campaign(params.get("campaign"))
+
+    def from_file(name: str, value: Any) -> None:
+        if sources[name] == "default" and value is not None:
+            values[name], sources[name] = value, "file"
+
+    tz = None
+    if campaign is not None and cfg is not None:
+        for name, key in _CAMPAIGN_KEYS.items():
+            from_file(name, getattr(campaign, key))
+        for name in _SYNC_PARAMS:
+            if name in values:
+                from_file(name, campaign.sync.get(name))
+        if "live" in values:
+            from_file("live", campaign.mode == "live")
+        if "database_url" in values and cfg.database_url:
+            from_file("database_url", cfg.resolve_database_url(os.environ))
+        if "project" in values:
+            from_file("project", cfg.project)
+        tz = campaign.zone
+    if "day" in values and values["day"] is not None:
+        values["day"] = _parse_date(values["day"], tz)
+        if campaign is not None and sources.get("audience") == "default":
+            values["audience"], sources["audience"] = campaign.audience_for(values["day"]), "file"
+    return values, sources
+
+
 def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
@@ -331,13 +397,24 @@ def db_upgrade(database_url: str | None) -> None:
     say(f"database schema is at {head_revision()}")
 
 
+config_option = option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML configuration file (campaigns, database, mode, sync settings).",
+)
+campaign_option = option(
+    "--campaign", default=None, help="Campaign of the configuration file (optional if only one)."
+)
+
+
 @cli.command()
 @option("--date", "day", required=True, help="The day to run: YYYY-MM-DD, today or yesterday.")
-@option("--audience", type=click.Path(path_type=Path), required=True, help="Audience file.")
-@option("--message", type=click.Path(path_type=Path), required=True, help="Message JSON file.")
-@option("--topic-prefix", required=True, help="Topic pool prefix: topics are PREFIX-<slot>.")
+@option("--audience", type=click.Path(path_type=Path), default=None, help="Audience file.")
+@option("--message", type=click.Path(path_type=Path), default=None, help="Message JSON file.")
+@option("--topic-prefix", default=None, help="Topic pool prefix: topics are PREFIX-<slot>.")
 @option("--pool-size", type=int, default=7, show_default=True, help="Topics in the pool.")
-@option("--live", is_flag=True, help="Change FCM and publish. Without it: a dry run.")
+@option("--live/--dry-run", default=False, help="Change FCM and publish, or only plan (default).")
 @option(
     "--max-churn",
     type=click.FloatRange(0, 1),
@@ -354,6 +431,8 @@ def db_upgrade(database_url: str | None) -> None:
     show_default=True,
     help="Seconds to let new subscriptions propagate before publishing.",
 )
+@config_option
+@campaign_option
 @work_options
 @json_option
 @_errors_to_exit
@@ -368,20 +447,34 @@ def run(
     allow_large_churn: bool,
     republish: bool,
     propagation_delay: float,
+    config: Path | None,
+    campaign: str | None,
     as_json: bool,
     **work: Any,
 ) -> None:
     """Sync the day's topic to the audience and publish the day's message once.
 
     Dry run unless --live: prints the plan and validates the message with FCM.
+    With --config, a campaign supplies whatever the command line does not.
     """
     from topic_sync.sync import RunOptions, run_day
     from topic_sync.topics import validate_pool
 
+    params = dict(click.get_current_context().params)
+    effective, _sources = resolve_settings(click.get_current_context(), params)
+    for name in ("topic_prefix", "audience", "message"):
+        if effective.get(name) is None:
+            flag = "--" + name.replace("_", "-")
+            raise BadInput(f"{flag} is required (or a --config campaign that sets it)")
+    topic_prefix, pool_size = effective["topic_prefix"], effective["pool_size"]
+    audience, message, live = effective["audience"], effective["message"], effective["live"]
+    max_churn, propagation_delay = effective["max_churn"], effective["propagation_delay"]
+    allow_large_churn = effective["allow_large_churn"]
+    work = {k: effective[k] for k in work}
     validate_pool(topic_prefix, pool_size)
     args = WorkArgs.parse(work)
     opts = RunOptions(
-        day=_parse_date(day),
+        day=effective["day"],
         prefix=topic_prefix,
         pool_size=pool_size,
         audience_path=audience,
@@ -601,6 +694,65 @@ def forget(
         deps.engine.dispose()
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration file."""
+
+
+@config_group.command(
+    "show", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+@json_option
+@_errors_to_exit
+def config_show(run_args: tuple[str, ...], as_json: bool) -> None:
+    """Print the settings a `run` would use, each with its source; secrets masked.
+
+    Takes the same options as `run` (e.g. --config F --campaign N --pool-size 9), so it
+    shows exactly what that command line would do: flag > env > file > default.
+    """
+    from topic_sync.config import mask_url
+    from topic_sync.retry import RetryPolicy
+
+    args = list(run_args)
+    dated = "--date" in args or any(a.startswith("--date=") for a in args)
+    with run.make_context(
+        "run", [*args, *([] if dated else ["--date", "today"])], resilient_parsing=True
+    ) as sub:
+        values, sources = resolve_settings(sub, dict(sub.params))
+    if not dated:
+        sources["day"] = "default"
+    policy = RetryPolicy()
+    for name, default in (
+        ("retry_min_wait", policy.min_wait),
+        ("retry_max_wait", policy.max_wait),
+        ("max_retries", policy.max_retries),
+    ):
+        if values.get(name) is None:
+            values[name] = default
+    shown = {}
+    for name in sorted(values):
+        if name in ("as_json",):
+            continue
+        value = values[name]
+        if name == "database_url":
+            value = mask_url(value) if value else None
+        if isinstance(value, Path | dt.date):
+            value = str(value)
+        shown[name] = {"value": value, "source": sources[name]}
+    if as_json:
+        click.echo(json.dumps(shown, sort_keys=True))
+        return
+    width = max(len(name) for name in shown)
+    for name, item in shown.items():
+        value = (
+            "(embedded PostgreSQL)"
+            if name == "database_url" and item["value"] is None
+            else item["value"]
+        )
+        click.echo(f"{name.ljust(width)}  {value!s:<40}  {item['source']}")
 
 
 @cli.command()
