@@ -363,6 +363,8 @@ def resolve_settings(ctx: click.Context, params: dict[str, Any]) -> tuple[dict, 
             from_file("database_url", cfg.resolve_database_url(os.environ))
         if "project" in values:
             from_file("project", cfg.project)
+        if "emulator_host" in values:
+            from_file("emulator_host", cfg.emulator_host)
         tz = campaign.zone
     if "day" in values and values["day"] is not None:
         values["day"] = _parse_date(values["day"], tz)

@@ -104,7 +104,7 @@ SYNC_KEYS = {
     "rate_limit": _number(0.001),
     "transport": _choice(*TRANSPORTS),
 }
-TOP_KEYS = {"database_url", "mode", "project", "grace", "defaults", "campaigns"}
+TOP_KEYS = {"database_url", "mode", "project", "emulator_host", "grace", "defaults", "campaigns"}
 CAMPAIGN_KEYS = {
     "topic_prefix",
     "pool_size",
@@ -146,6 +146,7 @@ class Config:
     database_url: str | None  # a URL or "env:NAME"
     mode: str
     project: str | None
+    emulator_host: str | None  # rehearse against a local FCM emulator (host:port)
     grace: str
     campaigns: Mapping[str, Campaign]
 
@@ -245,6 +246,7 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         database_url=db_url,
         mode=mode,
         project=raw.get("project"),
+        emulator_host=raw.get("emulator_host"),
         grace=str(grace),
         campaigns=campaigns,
     )
