@@ -29,10 +29,15 @@ def _url() -> str:
     return sqlalchemy_url(embedded_url(default_data_dir() / "pgdata"))
 
 
+def _ours(name, type_, parent_names) -> bool:
+    """The scheduler's job table belongs to APScheduler, which creates it itself."""
+    return not (type_ == "table" and name == "scheduler_jobs")
+
+
 def run_migrations_online() -> None:
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata)
+        context.configure(connection=connection, target_metadata=Base.metadata, include_name=_ours)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -500,3 +500,38 @@ def test_killed_database_connection_loses_nothing_and_publishes_once(
             ).all()
         )
     assert states == {"subscribed": 40, "unsubscribed": 10}
+
+
+def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    from topic_sync.errors import Interrupted
+
+    calls: list[int] = []
+    inner = deps.client
+
+    class CountingClient:
+        transport = inner.transport
+
+        def subscribe(self, tokens, topic):
+            calls.append(len(tokens))
+            return inner.subscribe(tokens, topic)
+
+        unsubscribe = inner.unsubscribe
+        publish = inner.publish
+
+    stopping = dataclasses.replace(deps, client=CountingClient(), should_stop=lambda: bool(calls))
+    options = opts(tmp_path, message_file, toks(0, 30), batch_size=10, concurrency=1)
+    with pytest.raises(Interrupted, match="rerun this date to resume"):
+        run_day(options, stopping)
+    assert calls == [10]  # the batch in flight finished and was recorded; no new one began
+    with deps.engine.connect() as conn:
+        confirmed = conn.scalar(
+            text("SELECT count(*) FROM subscriptions WHERE status = 'subscribed'")
+        )
+        status = conn.scalar(text("SELECT status FROM runs"))
+    assert (confirmed, status) == (10, "interrupted")
+    assert emulator.publishes == []
+    result = run_day(options, deps)
+    assert result.counts.added == 20
+    assert last_recipients(emulator, result.topic) == frozenset(toks(0, 30))

@@ -289,7 +289,7 @@ class WorkArgs:
             database_url=work["database_url"],
         )
 
-    def deps(self):
+    def deps(self, shutdown=None):
         from topic_sync.ratelimit import Pacer
         from topic_sync.sync import Deps
 
@@ -298,11 +298,12 @@ class WorkArgs:
         return Deps(
             engine=engine,
             client=fcm_client(self.transport, self.emulator_host, self.project, pacer),
-            sleep=time.sleep,
+            sleep=shutdown.sleep if shutdown else time.sleep,
             now=lambda: dt.datetime.now(dt.UTC),
             log=say,
             pacer=pacer,
             progress=ProgressLine(tty=sys.stderr.isatty()),
+            should_stop=shutdown.should_stop if shutdown else (lambda: False),
         )
 
 
@@ -490,9 +491,12 @@ def run(
         concurrency=args.concurrency,
         deadline=args.deadline,
     )
-    deps = args.deps()
+    from topic_sync.shutdown import PROCESS as shutdown
+
+    deps = args.deps(shutdown)
     try:
-        result = run_day(opts, deps)
+        with shutdown.on_signals(say):
+            result = run_day(opts, deps)
     finally:
         deps.engine.dispose()
     summary = result.summary()
@@ -696,6 +700,52 @@ def forget(
         deps.engine.dispose()
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
+
+
+@cli.command()
+@config_option
+@database_option
+@_errors_to_exit
+def schedule(config: Path | None, database_url: str | None) -> None:
+    """Run every campaign daily at its configured time, in the foreground.
+
+    Jobs are kept in PostgreSQL: after a restart, a run missed by less than the
+    configuration's grace period is run once; older ones are logged and skipped.
+    SIGTERM/SIGINT: the run in flight stops after its current batch; the next start
+    resumes it.
+    """
+    import os
+
+    from topic_sync import scheduler as sched
+    from topic_sync.config import load_config
+    from topic_sync.shutdown import PROCESS as shutdown
+
+    if config is None:
+        raise BadInput("schedule needs --config (or TOPIC_SYNC_CONFIG)")
+    cfg = load_config(config)
+    url = database_url or cfg.resolve_database_url(os.environ)
+    engine = open_engine(url)
+    url = engine.url.render_as_string(hide_password=False)
+    scheduler = sched.make_scheduler(url)
+    sched.watch(scheduler, say)
+    scheduler.start(paused=True)
+    try:
+        changed = sched.install_jobs(scheduler, cfg)
+        resumed = sched.resume_interrupted(scheduler, cfg, engine, dt.datetime.now(dt.UTC))
+        for name in changed:
+            say(f"campaign {name}: schedule installed")
+        for name in resumed:
+            say(f"campaign {name}: resuming today's interrupted run")
+        for line in sched.describe(scheduler):
+            say(line)
+        scheduler.resume()
+        with shutdown.on_signals(say):
+            while not shutdown.requested.wait(1.0):
+                pass
+    finally:
+        say("scheduler stopping: waiting for the run in flight to reach a safe point")
+        scheduler.shutdown(wait=True)
+        engine.dispose()
 
 
 @cli.group("config")

@@ -19,6 +19,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 5
     CREDENTIALS = 6
     DEADLINE = 7
+    INTERRUPTED = 8
 
 
 class TopicSyncError(Exception):
@@ -76,3 +77,9 @@ class DeadlineReached(TopicSyncError):
     """The run's deadline passed with work left; reconcile or a rerun continues it."""
 
     exit_code = ExitCode.DEADLINE
+
+
+class Interrupted(TopicSyncError):
+    """Asked to stop (SIGTERM/SIGINT): stopped at a safe point; a rerun resumes."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -36,6 +36,7 @@ from topic_sync.errors import (
     CredentialsError,
     DeadlineReached,
     ExitCode,
+    Interrupted,
     PublishWithheld,
     Refused,
 )
@@ -108,6 +109,8 @@ class Deps:
     pacer: Pacer | None = None
     monotonic: Callable[[], float] = time.monotonic
     progress: Callable[[Progress], None] = lambda _p: None
+    # True once a shutdown was asked for: workers stop after their current batch.
+    should_stop: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -266,16 +269,21 @@ def _live_run(
     with deps.engine.begin() as conn:
         owed_add, owed_remove = store.pending_counts(conn, topic)
         failed = store.settle_failures(conn, run.id)
+        stopped = deps.should_stop()
         if not finished:
-            note = (
-                f"deadline reached: {owed_remove} removals and {owed_add} additions "
-                f"on {topic} still owed"
-            )
-            store.finish_run(conn, run.id, "deadline", note)
+            why = "stopped on request" if stopped else "deadline reached"
+            note = f"{why}: {owed_remove} removals and {owed_add} additions on {topic} still owed"
+            store.finish_run(conn, run.id, "interrupted" if stopped else "deadline", note)
         elif owed_remove:
             sample = store.pending_sample(conn, topic, PENDING[Op.UNSUBSCRIBE], BLOCKING_SAMPLE)
             note = f"{owed_remove} removals from {topic} unconfirmed"
             store.finish_run(conn, run.id, "withheld", note)
+    if not finished and stopped:
+        raise Interrupted(
+            f"stopped on request before {opts.day} was finished: {owed_remove} removals and "
+            f"{owed_add} additions on {topic} still owed, nothing published. Everything "
+            "confirmed is recorded; rerun this date to resume"
+        )
     if not finished:
         raise DeadlineReached(
             f"not publishing {opts.day}: the run's deadline ({opts.deadline:g}s) passed with "
@@ -293,6 +301,13 @@ def _live_run(
     if opts.propagation_delay > 0:
         deps.log(f"waiting {opts.propagation_delay:g}s for subscriptions to propagate")
         deps.sleep(opts.propagation_delay)
+    if deps.should_stop():
+        with deps.engine.begin() as conn:
+            store.finish_run(conn, run.id, "interrupted", "stopped on request before publishing")
+        raise Interrupted(
+            f"stopped on request before publishing {opts.day}; the sync is complete: "
+            "rerun this date to publish"
+        )
     verify_lock()
     message_id = publish_once(
         deps, run.id, template, topic, republish=opts.republish, policy=opts.retry
@@ -390,6 +405,8 @@ class Work:
         self._done = self._failed = 0
         self._started = deps.monotonic()
         for retry_number in range(policy.max_retries + 1):
+            if deps.should_stop():
+                return self._owed(op) == 0
             if retry_number:
                 owed = self._owed(op)
                 if not owed:
@@ -400,6 +417,8 @@ class Work:
                     return False
                 deps.log(f"{op}: {owed} tokens to retry (retry {retry_number}) in {wait:.1f}s")
                 deps.sleep(wait)
+                if deps.should_stop():
+                    return False
                 self._retry_after = 0.0
                 with self.counts.lock:
                     self.counts.wait_seconds += wait
@@ -424,7 +443,7 @@ class Work:
         def worker() -> None:
             try:
                 while not stop.is_set():
-                    if self.deps.monotonic() >= self.deadline_at:
+                    if self.deps.monotonic() >= self.deadline_at or self.deps.should_stop():
                         cut_short.set()
                         return
                     if not self._batch(op, round_start, total, retrying=retrying):

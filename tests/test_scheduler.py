@@ -1,0 +1,214 @@
+"""The built-in scheduler on a driven clock: no real waiting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import apscheduler.executors.base
+import apscheduler.schedulers.base
+import pytest
+from apscheduler.executors.debug import DebugExecutor
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy import text
+
+from tests.conftest import write_audience
+from topic_sync import scheduler as sched
+from topic_sync.config import load_config
+from topic_sync.topics import topic_for
+
+TODAY = dt.datetime.now(dt.UTC).date()  # `run --date today` uses the real date
+PREFIX = "sched"
+
+
+class ManualScheduler(BaseScheduler):
+    """No thread of its own: the test calls tick() after moving the clock."""
+
+    def wakeup(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+
+    def tick(self) -> None:
+        self._process_jobs()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime.combine(TODAY, dt.time(6, 0), tzinfo=dt.UTC)
+
+    def at(self, hour: int, minute: int, second: int = 0) -> None:
+        self.now = dt.datetime.combine(TODAY, dt.time(hour, minute, second), tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+
+    class FakeDatetime(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return clock.now.astimezone(tz) if tz else clock.now.replace(tzinfo=None)
+
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", FakeDatetime)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", FakeDatetime)
+    return clock
+
+
+@pytest.fixture
+def config_file(tmp_path, database_url, emulator, message_file):
+    tokens = [f"sched:{i}" for i in range(25)]
+    write_audience(tmp_path / f"{TODAY}.txt", tokens)
+    path = tmp_path / "topic-sync.toml"
+    path.write_text(
+        f"""
+database_url = "{database_url}"
+emulator_host = "{emulator.host_port}"
+mode = "live"
+grace = "1h"
+[defaults]
+propagation_delay = 0
+retry_min_wait = 0
+retry_max_wait = 0
+[campaigns.daily]
+topic_prefix = "{PREFIX}"
+pool_size = 3
+message = "{message_file}"
+audience = "{{date}}.txt"
+run_at = "06:30"
+timezone = "UTC"
+"""
+    )
+    return path
+
+
+def scheduler_for(database_url: str, config_path, events: list[str]) -> ManualScheduler:
+    scheduler = sched.make_scheduler(database_url, executor=DebugExecutor(), cls=ManualScheduler)
+    sched.watch(scheduler, events.append)
+    scheduler.start(paused=False)
+    sched.install_jobs(scheduler, load_config(config_path))
+    return scheduler
+
+
+def publishes(emulator) -> int:
+    return sum(1 for p in emulator.publishes if p.topic == topic_for(PREFIX, 3, TODAY))
+
+
+def test_fires_at_its_trigger_once(clock, config_file, database_url, emulator) -> None:
+    events: list[str] = []
+    scheduler = scheduler_for(database_url, config_file, events)
+    scheduler.tick()
+    assert publishes(emulator) == 0
+    clock.at(6, 30, 1)
+    scheduler.tick()
+    assert publishes(emulator) == 1
+    assert any("ended with exit code 0" in e for e in events)
+    clock.at(6, 45)
+    scheduler.tick()
+    assert publishes(emulator) == 1
+    job = scheduler.get_job(sched.job_id("daily"))
+    assert job.next_run_time == dt.datetime.combine(
+        TODAY + dt.timedelta(days=1), dt.time(6, 30), tzinfo=dt.UTC
+    )
+    scheduler.shutdown()
+
+
+def test_restart_catches_up_a_missed_run_once(clock, config_file, database_url, emulator):
+    first = scheduler_for(database_url, config_file, [])
+    first.shutdown()  # down before 06:30
+    clock.at(7, 10)  # back within the one-hour grace
+    events: list[str] = []
+    second = scheduler_for(database_url, config_file, events)
+    second.tick()
+    assert publishes(emulator) == 1
+    second.tick()
+    clock.at(7, 20)
+    second.tick()
+    assert publishes(emulator) == 1
+    second.shutdown()
+
+
+def test_a_run_missed_beyond_grace_is_skipped_and_logged(
+    clock, config_file, database_url, emulator
+) -> None:
+    scheduler_for(database_url, config_file, []).shutdown()
+    clock.at(8, 0)  # 90 minutes late, grace is one hour
+    events: list[str] = []
+    scheduler = scheduler_for(database_url, config_file, events)
+    scheduler.tick()
+    assert publishes(emulator) == 0
+    assert any("missed by more than the grace period; skipped" in e for e in events)
+    scheduler.shutdown()
+
+
+def test_two_schedulers_on_one_database_publish_a_day_once(
+    clock, config_file, database_url, emulator, monkeypatch
+) -> None:
+    # Both schedulers must really fire: each job waits for the other before it runs,
+    # which only happens if both found the job due (neither had moved it to tomorrow).
+    both_fired = threading.Barrier(2, timeout=30)
+    real_runner = sched.RUNNER
+
+    def runner(path: str, campaign: str) -> int:
+        both_fired.wait()
+        return real_runner(path, campaign)
+
+    monkeypatch.setattr(sched, "RUNNER", runner)
+    events: list[str] = []
+    a = scheduler_for(database_url, config_file, events)
+    b = scheduler_for(database_url, config_file, events)
+    clock.at(6, 30, 5)
+    start = threading.Barrier(2)
+
+    def tick(scheduler: ManualScheduler) -> None:
+        start.wait()
+        scheduler.tick()
+
+    threads = [threading.Thread(target=tick, args=(s,)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert publishes(emulator) == 1
+    codes = sorted(e.rsplit(" ", 1)[-1] for e in events if "ended with exit code" in e)
+    assert codes in (["0", "0"], ["0", "3"])  # second: already published, or locked out
+    a.shutdown()
+    b.shutdown()
+
+
+def test_changed_schedule_replaces_the_job_unchanged_keeps_it(clock, config_file, database_url):
+    scheduler = scheduler_for(database_url, config_file, [])
+    config = load_config(config_file)
+    assert sched.install_jobs(scheduler, config) == []  # same schedule: kept as stored
+    config_file.write_text(config_file.read_text().replace('run_at = "06:30"', 'run_at = "07:15"'))
+    assert sched.install_jobs(scheduler, load_config(config_file)) == ["daily"]
+    assert scheduler.get_job(sched.job_id("daily")).next_run_time.time() == dt.time(7, 15)
+    scheduler.shutdown()
+
+
+def test_interrupted_run_is_resumed_on_the_next_start(
+    clock, config_file, database_url, emulator, engine
+) -> None:
+    from topic_sync.shutdown import PROCESS
+
+    events: list[str] = []
+    scheduler = scheduler_for(database_url, config_file, events)
+    clock.at(6, 30, 1)
+    PROCESS.requested.set()  # SIGTERM arrived: the run stops at its first safe point
+    try:
+        scheduler.tick()
+    finally:
+        PROCESS.requested.clear()
+    assert publishes(emulator) == 0
+    assert any("exit code 8" in e for e in events)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT status FROM runs")) == "interrupted"
+    scheduler.shutdown()
+
+    clock.at(6, 40)
+    again = scheduler_for(database_url, config_file, events)
+    assert sched.resume_interrupted(again, load_config(config_file), engine, clock.now) == ["daily"]
+    again.tick()
+    assert publishes(emulator) == 1
+    again.shutdown()

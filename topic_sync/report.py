@@ -1,0 +1,552 @@
+"""The morning-after view: which tokens failed and why, and whether each day went out.
+
+Two reads of the database, each one set-based query, and three renderings of each.
+
+Failed tokens come from `token_failures` (one row per run, token, topic and operation),
+joined to `tokens` for the token text and to `runs` (LEFT JOIN: a failure recorded by a
+repair outside a daily run has no run, so no date and no prefix). By default only
+unresolved failures are listed: a failure is resolved once a later attempt succeeded.
+
+Run summaries come from `runs`, one row per prefix and date; "latest" means the newest
+`run_date`, then the newest `started_at`. A day counts as published only when its publish
+was confirmed (`publish_state = 'sent'`).
+
+Tokens are device identifiers: every rendering shortens them (`shorten`) unless the caller
+asks for them whole (`full_tokens=True`).
+
+Formats: `table` (aligned columns for a terminal), `csv` (a header row whose names are the
+JSON keys below, then one row per item) and `json`. Renderings carry no trailing newline.
+
+JSON contract (version 1; a new key may be added within a version, nothing is renamed,
+removed or retyped without raising `version`). Timestamps are ISO 8601 UTC to the second
+with a "Z" (`2026-11-22T06:00:12Z`); dates are `YYYY-MM-DD`.
+
+Failures::
+
+    {"version": 1, "kind": "failures", "failures": [
+      {"token": str,              # shortened unless full_tokens
+       "op": "subscribe" | "unsubscribe",
+       "code": str,               # a code of the error table
+       "reason": str,             # FCM's raw reason
+       "attempts": int,
+       "first_seen": timestamp, "last_seen": timestamp,
+       "run_id": int | null,      # null: recorded by a repair outside a daily run
+       "date": date | null, "prefix": str | null,   # the run's; null without a run
+       "topic": str,
+       "resolved": bool}]}
+
+Runs::
+
+    {"version": 1, "kind": "runs", "runs": [
+      {"run_id": int, "prefix": str, "date": date, "topic": str,
+       "status": "syncing" | "withheld" | "deadline" | "publishing" | "published" | "failed",
+       "published": bool,         # the publish was confirmed by FCM
+       "why": str,                # the run's note, or a sentence derived from its status
+       "message_id": str | null,
+       "audience": int, "added": int, "removed": int,
+       "failed": {code: int},     # unresolved failures per error code
+       "retries": int, "attempts": int,
+       "wait_seconds": float,
+       "duration_seconds": float | null,   # null while the run has not finished
+       "started_at": timestamp}]}
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+from topic_sync.error_table import Op, all_codes
+from topic_sync.errors import BadInput, ExitCode
+
+JSON_VERSION = 1
+FAILURES_KIND = "failures"
+RUNS_KIND = "runs"
+FAILURE_FIELDS = (
+    "token",
+    "op",
+    "code",
+    "reason",
+    "attempts",
+    "first_seen",
+    "last_seen",
+    "run_id",
+    "date",
+    "prefix",
+    "topic",
+    "resolved",
+)
+RUN_FIELDS = (
+    "run_id",
+    "prefix",
+    "date",
+    "topic",
+    "status",
+    "published",
+    "why",
+    "message_id",
+    "audience",
+    "added",
+    "removed",
+    "failed",
+    "retries",
+    "attempts",
+    "wait_seconds",
+    "duration_seconds",
+    "started_at",
+)
+FORMATS = ("table", "csv", "json")
+OPS = tuple(op.value for op in Op)
+DEFAULT_RUN_LIMIT = 10
+
+# Why a run is where it is, when its note does not say (a published run has no note).
+_WHY_BY_STATUS = {
+    "published": "published",
+    "withheld": "withheld: removals unconfirmed",
+    "deadline": "deadline reached with work left",
+    "publishing": "publish not confirmed: in progress, or stopped between sending and recording",
+    "failed": "failed",
+    "syncing": "in progress",
+    "planned": "in progress",
+}
+
+
+@dataclass(frozen=True)
+class FailedToken:
+    token: str
+    op: str
+    code: str
+    reason: str
+    attempts: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    run_id: int | None
+    run_date: dt.date | None  # None: recorded by a repair outside a daily run
+    prefix: str | None  # None likewise
+    topic: str
+    resolved: bool
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: int
+    prefix: str
+    date: dt.date
+    topic: str
+    status: str
+    audience: int
+    added: int
+    removed: int
+    failed: dict[str, int]
+    retries: int
+    attempts: int
+    wait_seconds: float
+    duration_seconds: float | None  # None while the run has not finished
+    published: bool
+    message_id: str | None
+    why: str
+    started_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class FailureFilter:
+    """Which failures to list; every given field narrows the list.
+
+    `prefix` matches the run's prefix, and also failures recorded outside a run on one of
+    the prefix's pool topics (`PREFIX-<slot>`). `date` and `run_id` match runs only.
+    """
+
+    date: dt.date | None = None
+    run_id: int | None = None
+    code: str | None = None
+    op: str | None = None
+    prefix: str | None = None
+    include_resolved: bool = False
+    limit: int | None = None
+
+    def validate(self) -> None:
+        if self.op is not None and self.op not in OPS:
+            raise BadInput(f"unknown operation {self.op!r}; valid: {', '.join(OPS)}")
+        codes = all_codes()
+        if self.code is not None and self.code not in codes:
+            raise BadInput(f"unknown error code {self.code!r}; valid: {', '.join(codes)}")
+        if self.limit is not None and self.limit < 1:
+            raise BadInput(f"limit must be at least 1, not {self.limit}")
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+_FAILURES_SQL = """
+SELECT t.token, f.op, f.code, f.reason, f.attempts, f.first_seen, f.last_seen,
+       f.run_id, r.run_date, r.prefix, f.topic, f.resolved_at IS NOT NULL AS resolved
+FROM token_failures f
+JOIN tokens t ON t.id = f.token_id
+LEFT JOIN runs r ON r.id = f.run_id
+WHERE {where}
+ORDER BY f.last_seen DESC, f.id DESC
+LIMIT :limit
+"""
+
+# Each filter is a fixed fragment with a bound parameter; only the choice of fragments varies.
+_FILTER_SQL = {
+    "date": "r.run_date = :date",
+    "run_id": "f.run_id = :run_id",
+    "code": "f.code = :code",
+    "op": "f.op = :op",
+    "prefix": (
+        "(r.prefix = CAST(:prefix AS text) OR (f.run_id IS NULL"
+        " AND left(f.topic, char_length(CAST(:prefix AS text)) + 1) = CAST(:prefix AS text) || '-'"
+        " AND substr(f.topic, char_length(CAST(:prefix AS text)) + 2) ~ '^[0-9]+$'))"
+    ),
+}
+
+
+def failed_tokens(engine: Engine, flt: FailureFilter | None = None) -> list[FailedToken]:
+    """Failures matching the filter, newest `last_seen` first (unresolved only by default)."""
+    flt = flt or FailureFilter()
+    flt.validate()
+    where = [] if flt.include_resolved else ["f.resolved_at IS NULL"]
+    params: dict[str, object] = {"limit": flt.limit}
+    for name, fragment in _FILTER_SQL.items():
+        value = getattr(flt, name)
+        if value is not None:
+            where.append(fragment)
+            params[name] = value
+    sql = _FAILURES_SQL.format(where=" AND ".join(where) or "TRUE")
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql), params).all()
+    return [
+        FailedToken(
+            token=row.token,
+            op=row.op,
+            code=row.code,
+            reason=row.reason,
+            attempts=row.attempts,
+            first_seen=_utc(row.first_seen),
+            last_seen=_utc(row.last_seen),
+            run_id=row.run_id,
+            run_date=row.run_date,
+            prefix=row.prefix,
+            topic=row.topic,
+            resolved=row.resolved,
+        )
+        for row in rows
+    ]
+
+
+_RUN_SELECT = """
+SELECT id, prefix, run_date, topic, status, audience_size, added, removed, failed, retries,
+       attempts, wait_seconds, extract(epoch FROM finished_at - started_at) AS duration,
+       publish_state = 'sent' AS published, message_id, note, started_at
+FROM runs
+"""
+
+
+def run_summaries(
+    engine: Engine, *, prefix: str | None = None, limit: int | None = DEFAULT_RUN_LIMIT
+) -> list[RunSummary]:
+    """The most recent runs first (by date, then start time); `limit=None` for all."""
+    if limit is not None and limit < 1:
+        raise BadInput(f"limit must be at least 1, not {limit}")
+    where = "WHERE prefix = :prefix" if prefix is not None else ""
+    sql = f"{_RUN_SELECT} {where} ORDER BY run_date DESC, started_at DESC, id DESC LIMIT :limit"
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql), {"prefix": prefix, "limit": limit}).all()
+    return [_summary(row) for row in rows]
+
+
+def latest_runs(engine: Engine, prefix: str | None = None) -> list[RunSummary]:
+    """The latest run of every prefix (or of the given one), ordered by prefix."""
+    where = "WHERE prefix = :prefix" if prefix is not None else ""
+    sql = (
+        f"SELECT DISTINCT ON (prefix) * FROM ({_RUN_SELECT} {where}) runs "
+        "ORDER BY prefix, run_date DESC, started_at DESC, id DESC"
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql), {"prefix": prefix}).all()
+    return [_summary(row) for row in rows]
+
+
+def latest_by_prefix(summaries: Iterable[RunSummary]) -> dict[str, RunSummary]:
+    """The latest of the given runs per prefix, ordered by prefix; input order is irrelevant."""
+    latest: dict[str, RunSummary] = {}
+    for run in summaries:
+        seen = latest.get(run.prefix)
+        if seen is None or _recency(run) > _recency(seen):
+            latest[run.prefix] = run
+    return dict(sorted(latest.items()))
+
+
+def status_exit_code(engine: Engine, prefix: str | None = None) -> ExitCode:
+    """OK when the latest run of every prefix (or of the given one) was published;
+    WITHHELD when one was not (withheld, past its deadline, failed or still running);
+    FAILED when there is no run at all, so monitoring notices a job that never ran."""
+    latest = latest_runs(engine, prefix)
+    if not latest:
+        return ExitCode.FAILED
+    if all(run.published for run in latest):
+        return ExitCode.OK
+    return ExitCode.WITHHELD
+
+
+def _recency(run: RunSummary) -> tuple[dt.date, dt.datetime, int]:
+    return (run.date, run.started_at, run.run_id)
+
+
+def _summary(row) -> RunSummary:
+    note = (row.note or "").strip()
+    return RunSummary(
+        run_id=row.id,
+        prefix=row.prefix,
+        date=row.run_date,
+        topic=row.topic,
+        status=row.status,
+        audience=row.audience_size,
+        added=row.added,
+        removed=row.removed,
+        failed={code: int(n) for code, n in sorted((row.failed or {}).items())},
+        retries=row.retries,
+        attempts=row.attempts,
+        wait_seconds=float(row.wait_seconds),
+        duration_seconds=None if row.duration is None else round(float(row.duration), 3),
+        published=bool(row.published),
+        message_id=row.message_id,
+        why=note or _WHY_BY_STATUS.get(row.status, row.status),
+        started_at=_utc(row.started_at),
+    )
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def shorten(token: str) -> str:
+    """Enough of a token to recognise it, not enough to use it: first 8 + "…" + last 4;
+    a token of 16 characters or fewer shows only its start (never the whole token)."""
+    if len(token) > 16:
+        return f"{token[:8]}…{token[-4:]}"
+    return f"{token[: min(4, len(token) // 2)]}…"
+
+
+def render_failures(rows: Sequence[FailedToken], fmt: str, *, full_tokens: bool = False) -> str:
+    _check_format(fmt)
+
+    def token(row: FailedToken) -> str:
+        return row.token if full_tokens else shorten(row.token)
+
+    if fmt == "json":
+        items = [_failure_record(row, token(row)) for row in rows]
+        return _json({"version": JSON_VERSION, "kind": FAILURES_KIND, FAILURES_KIND: items})
+    if fmt == "csv":
+        return _csv(FAILURE_FIELDS, (_failure_record(row, token(row)) for row in rows))
+    if not rows:
+        return "no failed tokens"
+    headers = ("LAST SEEN", "DATE", "RUN", "TOPIC", "OP", "CODE", "TRIES", "RESOLVED", "TOKEN")
+    body = [
+        (
+            _minutes(row.last_seen),
+            _or_dash(row.run_date),
+            _or_dash(row.run_id),
+            row.topic,
+            row.op,
+            row.code,
+            str(row.attempts),
+            "yes" if row.resolved else "no",
+            token(row),
+            row.reason,
+        )
+        for row in rows
+    ]
+    return _table((*headers, "REASON"), body, right={"RUN", "TRIES"})
+
+
+def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
+    _check_format(fmt)
+    if fmt == "json":
+        items = [_run_record(row) for row in rows]
+        return _json({"version": JSON_VERSION, "kind": RUNS_KIND, RUNS_KIND: items})
+    if fmt == "csv":
+        records = ({**_run_record(row), "failed": _per_code(row.failed)} for row in rows)
+        return _csv(RUN_FIELDS, records)
+    if not rows:
+        return "no runs"
+    headers = (
+        "DATE",
+        "PREFIX",
+        "TOPIC",
+        "STATUS",
+        "PUBLISHED",
+        "AUDIENCE",
+        "ADDED",
+        "REMOVED",
+        "FAILED",
+        "RETRIES",
+        "WAITED",
+        "TOOK",
+        "STARTED",
+        "WHY",
+    )
+    body = [
+        (
+            row.date.isoformat(),
+            row.prefix,
+            row.topic,
+            row.status,
+            "yes" if row.published else "no",
+            str(row.audience),
+            str(row.added),
+            str(row.removed),
+            _per_code(row.failed) or "-",
+            str(row.retries),
+            _duration(row.wait_seconds),
+            _duration(row.duration_seconds),
+            _minutes(row.started_at),
+            row.why,
+        )
+        for row in rows
+    ]
+    numeric = {"AUDIENCE", "ADDED", "REMOVED", "RETRIES", "WAITED", "TOOK"}
+    return _table(headers, body, right=numeric)
+
+
+def render_status(summaries: Iterable[RunSummary]) -> str:
+    """One line per prefix for its latest run: published with its counts, or why not."""
+    latest = list(latest_by_prefix(summaries).values())
+    if not latest:
+        return "no runs"
+    body = []
+    for run in latest:
+        if run.published:
+            state = "published"
+            detail = f"added {run.added} removed {run.removed} failed {sum(run.failed.values())}"
+            if run.failed:
+                detail += f" ({_per_code(run.failed)})"
+        else:
+            state, detail = run.status.upper(), run.why
+        body.append((run.prefix, run.date.isoformat(), run.topic, state, detail))
+    return _table(None, body, right=set())
+
+
+def _failure_record(row: FailedToken, token: str) -> dict[str, object]:
+    return {
+        "token": token,
+        "op": row.op,
+        "code": row.code,
+        "reason": row.reason,
+        "attempts": row.attempts,
+        "first_seen": _timestamp(row.first_seen),
+        "last_seen": _timestamp(row.last_seen),
+        "run_id": row.run_id,
+        "date": None if row.run_date is None else row.run_date.isoformat(),
+        "prefix": row.prefix,
+        "topic": row.topic,
+        "resolved": row.resolved,
+    }
+
+
+def _run_record(row: RunSummary) -> dict[str, object]:
+    return {
+        "run_id": row.run_id,
+        "prefix": row.prefix,
+        "date": row.date.isoformat(),
+        "topic": row.topic,
+        "status": row.status,
+        "published": row.published,
+        "why": row.why,
+        "message_id": row.message_id,
+        "audience": row.audience,
+        "added": row.added,
+        "removed": row.removed,
+        "failed": dict(row.failed),
+        "retries": row.retries,
+        "attempts": row.attempts,
+        "wait_seconds": row.wait_seconds,
+        "duration_seconds": row.duration_seconds,
+        "started_at": _timestamp(row.started_at),
+    }
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+
+
+def _json(document: dict) -> str:
+    return json.dumps(document)  # ASCII only: safe on any terminal or pipe
+
+
+def _csv(fields: Sequence[str], records: Iterable[dict[str, object]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: _csv_cell(v) for k, v in record.items()})
+    return out.getvalue().rstrip("\n")
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _table(headers: Sequence[str] | None, body: Sequence[Sequence[str]], *, right: set[str]) -> str:
+    """Aligned columns; the last one is not padded (no trailing blanks)."""
+    lines = [tuple(headers)] if headers else []
+    lines += [tuple(_printable(cell) for cell in row) for row in body]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    aligned: list[Callable[[str, int], str]] = [
+        str.rjust if headers and headers[i] in right else str.ljust for i in range(len(widths))
+    ]
+    out = []
+    for line in lines:
+        cells = [aligned[i](cell, widths[i]) for i, cell in enumerate(line[:-1])]
+        out.append("  ".join([*cells, line[-1]]).rstrip())
+    return "\n".join(out)
+
+
+def _printable(value: str) -> str:
+    """FCM's reasons and run notes are shown on a terminal: escape control characters."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def _per_code(failed: dict[str, int]) -> str:
+    return ", ".join(f"{code}={n}" for code, n in sorted(failed.items()))
+
+
+def _timestamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _minutes(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _or_dash(value: object) -> str:
+    if value is None:
+        return "-"
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"

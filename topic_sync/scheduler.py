@@ -1,0 +1,165 @@
+"""`topic-sync schedule`: one cron-triggered job per campaign, in the foreground.
+
+Jobs live in the same PostgreSQL (APScheduler's SQLAlchemy job store, table
+`scheduler_jobs`), so a restarted scheduler knows what it missed: a run missed
+by less than the configuration's `grace` is run once (coalesced); an older one
+is logged and skipped, never run twice. Each job runs exactly what cron would:
+`topic-sync run --config FILE --campaign NAME --date today`. Several schedulers
+on one database may fire the same job; the run's advisory lock and its publish
+record make the day go out once all the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from topic_sync.config import Config, parse_duration
+from topic_sync.db import sqlalchemy_url
+
+JOBS_TABLE = "scheduler_jobs"
+JOB_PREFIX = "campaign:"
+log = logging.getLogger("topic_sync.scheduler")
+
+# What a job calls; replaced in tests. Returns the run's exit code.
+Runner = Callable[[str, str], int]
+
+
+def job_id(campaign: str) -> str:
+    return JOB_PREFIX + campaign
+
+
+def make_scheduler(
+    database_url: str, *, executor=None, cls: type[BaseScheduler] = BackgroundScheduler
+) -> BaseScheduler:
+    """A scheduler whose jobs persist in PostgreSQL; one job runs at a time."""
+    return cls(
+        jobstores={
+            "default": SQLAlchemyJobStore(url=sqlalchemy_url(database_url), tablename=JOBS_TABLE)
+        },
+        executors={"default": executor or ThreadPoolExecutor(1)},
+        job_defaults={"coalesce": True, "max_instances": 1},
+        timezone=dt.UTC,
+    )
+
+
+def trigger_for(config: Config, name: str) -> CronTrigger:
+    campaign = config.campaigns[name]
+    return CronTrigger(
+        hour=campaign.run_at.hour, minute=campaign.run_at.minute, timezone=campaign.zone
+    )
+
+
+def install_jobs(scheduler: BaseScheduler, config: Config) -> list[str]:
+    """Make the stored jobs match the configuration.
+
+    A job whose schedule did not change is left alone, keeping its next run time:
+    that is how a restarted scheduler sees the run it missed.
+    """
+    grace = int(parse_duration(config.grace))
+    args = [str(config.path.resolve())]
+    changed = []
+    for name in config.campaigns:
+        trigger = trigger_for(config, name)
+        existing = scheduler.get_job(job_id(name))
+        if (
+            existing is not None
+            and str(existing.trigger) == str(trigger)
+            and str(existing.trigger.timezone) == str(trigger.timezone)
+            and list(existing.args) == [*args, name]
+            and existing.misfire_grace_time == grace
+        ):
+            continue
+        scheduler.add_job(
+            "topic_sync.scheduler:run_campaign",
+            trigger,
+            args=[*args, name],
+            id=job_id(name),
+            name=f"topic-sync run --campaign {name}",
+            replace_existing=True,
+            misfire_grace_time=grace,
+        )
+        changed.append(name)
+    for job in scheduler.get_jobs():
+        if job.id.startswith(JOB_PREFIX) and job.id[len(JOB_PREFIX) :] not in config.campaigns:
+            scheduler.remove_job(job.id)
+    return changed
+
+
+def run_campaign(config_path: str, campaign: str) -> int:
+    """The job: the same command cron would run, in this process."""
+    return RUNNER(config_path, campaign)
+
+
+def run_with_cli(config_path: str, campaign: str) -> int:
+    from topic_sync.cli import cli
+
+    args = ["run", "--config", config_path, "--campaign", campaign, "--date", "today"]
+    try:
+        cli.main(args, prog_name="topic-sync", standalone_mode=False)
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
+RUNNER: Runner = run_with_cli
+
+
+def watch(scheduler: BaseScheduler, notify: Callable[[str], None]) -> None:
+    """Say what happened to each job, missed runs included."""
+
+    def listener(event: JobEvent) -> None:
+        name = (
+            event.job_id[len(JOB_PREFIX) :] if event.job_id.startswith(JOB_PREFIX) else event.job_id
+        )
+        when = event.scheduled_run_time
+        if event.code == EVENT_JOB_MISSED:
+            notify(
+                f"campaign {name}: the run due at {when} was missed by more than the grace "
+                f"period; skipped (run it by hand with 'topic-sync run --campaign {name} "
+                f"--date YYYY-MM-DD')"
+            )
+        elif event.code == EVENT_JOB_ERROR:
+            notify(f"campaign {name}: the run due at {when} failed: {event.exception!r}")
+        else:
+            notify(f"campaign {name}: the run due at {when} ended with exit code {event.retval}")
+
+    scheduler.add_listener(listener, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+
+
+def describe(scheduler: BaseScheduler) -> list[str]:
+    return [f"{job.name}: next run {job.next_run_time}" for job in scheduler.get_jobs()]
+
+
+def resume_interrupted(
+    scheduler: BaseScheduler, config: Config, engine, now: dt.datetime
+) -> list[str]:
+    """Queue, once, today's runs that a shutdown interrupted: the next start resumes them."""
+    from topic_sync import store
+
+    resumed = []
+    for name, campaign in config.campaigns.items():
+        day = campaign.today(now)
+        with engine.connect() as conn:
+            record = store.get_run(conn, campaign.topic_prefix, day)
+        if record and record.status == "interrupted" and record.publish_state != "sent":
+            scheduler.add_job(
+                "topic_sync.scheduler:run_campaign",
+                "date",
+                run_date=now,
+                args=[str(config.path.resolve()), name],
+                id=f"resume:{name}:{day}",
+                name=f"topic-sync run --campaign {name} (resumed)",
+                replace_existing=True,
+                misfire_grace_time=int(parse_duration(config.grace)),
+            )
+            resumed.append(name)
+    return resumed
