@@ -19,10 +19,21 @@ import requests
 from topic_sync.emulator import REASON_WIRE, FcmEmulator, Publish
 
 REASONS = [
-    "INVALID_ARGUMENT", "NOT_FOUND", "UNREGISTERED", "SENDER_ID_MISMATCH", "INTERNAL",
-    "UNAVAILABLE", "DEADLINE_EXCEEDED", "TOO_MANY_TOPICS", "RESOURCE_EXHAUSTED",
-    "QUOTA_EXCEEDED", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNKNOWN_ERROR",
-    "SOMETHING_NEW", "ABORTED",
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "UNREGISTERED",
+    "SENDER_ID_MISMATCH",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "TOO_MANY_TOPICS",
+    "RESOURCE_EXHAUSTED",
+    "QUOTA_EXCEEDED",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "UNKNOWN_ERROR",
+    "SOMETHING_NEW",
+    "ABORTED",
 ]
 PROJECT = "demo-project"
 AUTH = {"Authorization": "Bearer fake-token"}
@@ -56,26 +67,31 @@ def subs_url(emu: FcmEmulator, token: str, topic: str | None = None) -> str:
     return url if topic is None else f"{url}/{_q(topic)}"
 
 
-def subscribe(http: requests.Session, emu: FcmEmulator, token: str,
-              topic: str) -> requests.Response:
+def subscribe(
+    http: requests.Session, emu: FcmEmulator, token: str, topic: str
+) -> requests.Response:
     return http.post(subs_url(emu, token), params={"topic_name": topic}, json={})
 
 
-def unsubscribe(http: requests.Session, emu: FcmEmulator, token: str, topic: str,
-                allow_missing: bool = True) -> requests.Response:
+def unsubscribe(
+    http: requests.Session, emu: FcmEmulator, token: str, topic: str, allow_missing: bool = True
+) -> requests.Response:
     params = {"allow_missing": "true"} if allow_missing else {}
     return http.delete(subs_url(emu, token, topic), params=params)
 
 
-def batch(http: requests.Session, emu: FcmEmulator, op: str, topic: str,
-          tokens: list[str]) -> requests.Response:
+def batch(
+    http: requests.Session, emu: FcmEmulator, op: str, topic: str, tokens: list[str]
+) -> requests.Response:
     body = {"to": f"/topics/{topic}", "registration_tokens": tokens}
-    return http.post(f"{emu.base_url}/iid/v1:{op}", json=body,
-                     headers={"access_token_auth": "true"})
+    return http.post(
+        f"{emu.base_url}/iid/v1:{op}", json=body, headers={"access_token_auth": "true"}
+    )
 
 
-def send(http: requests.Session, emu: FcmEmulator, message: dict[str, Any],
-         validate_only: bool = False) -> requests.Response:
+def send(
+    http: requests.Session, emu: FcmEmulator, message: dict[str, Any], validate_only: bool = False
+) -> requests.Response:
     body: dict[str, Any] = {"message": message}
     if validate_only:
         body["validate_only"] = True
@@ -100,8 +116,7 @@ def test_subscribe_then_409_and_state(http, emu):
     resp = subscribe(http, emu, "tok-1", "jobreco-0")
     assert resp.status_code == 200
     body = resp.json()
-    assert body["name"] == (
-        f"projects/{PROJECT}/registrations/tok-1/topicSubscriptions/jobreco-0")
+    assert body["name"] == (f"projects/{PROJECT}/registrations/tok-1/topicSubscriptions/jobreco-0")
     assert body["topicName"] == "jobreco-0"
     assert body["createTime"].endswith("Z") and "T" in body["createTime"]
 
@@ -218,8 +233,11 @@ def test_invalid_and_unregistered_tokens_v1(http, emu):
     subscribe(http, emu, "tok-dead", "t")
     emu.unregister("tok-dead")
     assert emu.members("t") == set()
-    for resp in (subscribe(http, emu, "tok-dead", "t"), unsubscribe(http, emu, "tok-dead", "t"),
-                 http.get(subs_url(emu, "tok-dead"))):
+    for resp in (
+        subscribe(http, emu, "tok-dead", "t"),
+        unsubscribe(http, emu, "tok-dead", "t"),
+        http.get(subs_url(emu, "tok-dead")),
+    ):
         assert resp.status_code == 404 and sdk_reason(resp) == "NOT_FOUND"
 
 
@@ -235,8 +253,9 @@ def test_legacy_batch_add_and_remove(http, emu):
     emu.unregister("tok-dead")
     resp = batch(http, emu, "batchAdd", "t", ["tok-1", "bad token!", "tok-dead", "tok-2"])
     assert resp.status_code == 200
-    assert resp.json() == {"results": [
-        {}, {"error": "INVALID_ARGUMENT"}, {"error": "NOT_FOUND"}, {}]}
+    assert resp.json() == {
+        "results": [{}, {"error": "INVALID_ARGUMENT"}, {"error": "NOT_FOUND"}, {}]
+    }
     assert emu.members("t") == {"tok-1", "tok-2"}
 
     again = batch(http, emu, "batchAdd", "t", ["tok-1"])
@@ -256,10 +275,14 @@ def test_legacy_limits_and_validation(http, emu):
     assert len(emu.members("t")) == 1000
 
     url = f"{emu.base_url}/iid/v1:batchAdd"
-    for body in ({}, {"to": "/topics/t"}, {"registration_tokens": ["a"]},
-                 {"to": "/topics/bad topic", "registration_tokens": ["a"]},
-                 {"to": "/topics/t", "registration_tokens": []},
-                 {"to": "/topics/t", "registration_tokens": [1]}):
+    for body in (
+        {},
+        {"to": "/topics/t"},
+        {"registration_tokens": ["a"]},
+        {"to": "/topics/bad topic", "registration_tokens": ["a"]},
+        {"to": "/topics/t", "registration_tokens": []},
+        {"to": "/topics/t", "registration_tokens": [1]},
+    ):
         resp = http.post(url, json=body)
         assert resp.status_code == 400 and resp.json() == {"error": "INVALID_ARGUMENT"}
     assert http.post(url, data=b"not json").status_code == 400
@@ -304,8 +327,13 @@ def test_validate_only_records_no_publish(http, emu):
 
 
 def test_send_validation(http, emu):
-    for message in ({}, {"topic": "a", "token": "b"}, {"topic": "a", "condition": "'a' in topics"},
-                    {"topic": "bad topic"}, {"topic": "a", "data": {"x": "y" * 5000}}):
+    for message in (
+        {},
+        {"topic": "a", "token": "b"},
+        {"topic": "a", "condition": "'a' in topics"},
+        {"topic": "bad topic"},
+        {"topic": "a", "data": {"x": "y" * 5000}},
+    ):
         resp = send(http, emu, message)
         assert resp.status_code == 400
         assert resp.json()["error"]["status"] == "INVALID_ARGUMENT"
@@ -327,7 +355,10 @@ def test_send_to_token_and_condition(http, emu):
     dead = send(http, emu, {"token": "tok-9"})
     assert dead.status_code == 404 and sdk_reason(dead) == "UNREGISTERED"
     assert [p.recipients for p in emu.publishes] == [
-        frozenset({"tok-1"}), frozenset({"tok-1"}), frozenset({"tok-2", "tok-3"})]
+        frozenset({"tok-1"}),
+        frozenset({"tok-1"}),
+        frozenset({"tok-2", "tok-3"}),
+    ]
     assert [p.topic for p in emu.publishes] == [None, None, None]
 
 
@@ -358,7 +389,8 @@ def test_times_n_faults_clear_after_n(http, emu):
     emu.inject_token_error("tok-1", "UNAVAILABLE", times=2)
     assert sdk_reason(subscribe(http, emu, "tok-1", "t")) == "UNAVAILABLE"
     assert batch(http, emu, "batchAdd", "t", ["tok-1"]).json() == {
-        "results": [{"error": "UNAVAILABLE"}]}
+        "results": [{"error": "UNAVAILABLE"}]
+    }
     assert subscribe(http, emu, "tok-1", "t").status_code == 200
     assert unsubscribe(http, emu, "tok-1", "t").status_code == 200
 
@@ -383,8 +415,9 @@ def test_fault_arguments_are_checked(emu):
         emu.inject_request_errors(418)
 
 
-@pytest.mark.parametrize("status,google_status", [
-    (429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL"), (503, "UNAVAILABLE")])
+@pytest.mark.parametrize(
+    "status,google_status", [(429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL"), (503, "UNAVAILABLE")]
+)
 def test_request_errors_with_retry_after(http, emu, status, google_status):
     emu.inject_request_errors(status, count=3, retry_after=7)
     v1 = subscribe(http, emu, "tok-1", "t")
@@ -424,7 +457,8 @@ def test_quota_rejects_beyond_rate(http, emu):
     assert set(codes) <= {200, 429}
     assert 5 <= ok <= 5 + elapsed * 5 + 1
     rejected = next(
-        r for r in (subscribe(http, emu, "tok-x", "t") for _ in range(20)) if r.status_code == 429)
+        r for r in (subscribe(http, emu, "tok-x", "t") for _ in range(20)) if r.status_code == 429
+    )
     assert sdk_reason(rejected) == "RESOURCE_EXHAUSTED"
 
     emu.set_quota(None)
@@ -466,8 +500,9 @@ def test_stats_and_direct_changes(http, emu):
 def test_control_api_round_trip(http, emu):
     base = f"{emu.base_url}/emulator"
     faults = {
-        "token_errors": [{"token": "tok-1", "reason": "SENDER_ID_MISMATCH", "op": "subscribe",
-                          "times": 1}],
+        "token_errors": [
+            {"token": "tok-1", "reason": "SENDER_ID_MISMATCH", "op": "subscribe", "times": 1}
+        ],
         "request_errors": {"status": 503, "count": 1, "retry_after": 0, "seed": 1},
         "quota": 1000,
         "latency": 0,
@@ -479,8 +514,12 @@ def test_control_api_round_trip(http, emu):
     assert subscribe(http, emu, "tok-1", "t").status_code == 200
     assert subscribe(http, emu, "tok-2", "t").status_code == 200
     assert sdk_reason(subscribe(http, emu, "tok-dead", "t")) == "NOT_FOUND"
-    assert http.post(f"{base}/direct", json={"subscribe": [{"token": "tok-0", "topic": "t"}]}
-                     ).status_code == 200
+    assert (
+        http.post(
+            f"{base}/direct", json={"subscribe": [{"token": "tok-0", "topic": "t"}]}
+        ).status_code
+        == 200
+    )
     send(http, emu, {"topic": "t"})
     send(http, emu, {"topic": "t"}, validate_only=True)
 
@@ -501,7 +540,12 @@ def test_control_api_round_trip(http, emu):
     assert subscribe(http, emu, "tok-3", "t").status_code == 200
     assert http.post(f"{base}/reset").status_code == 200
     assert http.get(f"{base}/state").json() == {
-        "topics": {}, "publishes": [], "validations": 0, "unregistered": [], "stats": {}}
+        "topics": {},
+        "publishes": [],
+        "validations": 0,
+        "unregistered": [],
+        "stats": {},
+    }
 
     bad = http.post(f"{base}/faults", json={"token_errors": [{"token": "x", "reason": ""}]})
     assert bad.status_code == 400
@@ -524,12 +568,13 @@ def sdk_app(server: FcmEmulator, emu: FcmEmulator, monkeypatch) -> Iterator[Any]
             return AnonymousCredentials()
 
     app = firebase_admin.initialize_app(
-        _Anonymous(), options={"projectId": PROJECT}, name=f"emu-{time.monotonic_ns()}")
+        _Anonymous(), options={"projectId": PROJECT}, name=f"emu-{time.monotonic_ns()}"
+    )
     service = messaging._get_messaging_service(app)
-    monkeypatch.setattr(service, "_fcm_url",
-                        f"{emu.base_url}/v1/projects/{PROJECT}/messages:send")
-    monkeypatch.setattr(service, "_fcm_topic_url",
-                        f"{emu.base_url}/v1/projects/{PROJECT}/registrations")
+    monkeypatch.setattr(service, "_fcm_url", f"{emu.base_url}/v1/projects/{PROJECT}/messages:send")
+    monkeypatch.setattr(
+        service, "_fcm_topic_url", f"{emu.base_url}/v1/projects/{PROJECT}/registrations"
+    )
     monkeypatch.setattr(messaging._MessagingService, "IID_URL", emu.base_url)
     yield app
     firebase_admin.delete_app(app)
@@ -548,8 +593,10 @@ def test_real_sdk_v1_and_legacy(sdk_app, emu):
     resp = messaging.subscribe_to_topic(tokens, "/topics/daily", app=sdk_app)
     assert resp.success_count == 150
     assert {(tokens[e.index], e.reason) for e in resp.errors} == {
-        ("bad token!", "INVALID_ARGUMENT"), ("tok-dead", "NOT_FOUND"),
-        ("tok-fail", "QUOTA_EXCEEDED")}
+        ("bad token!", "INVALID_ARGUMENT"),
+        ("tok-dead", "NOT_FOUND"),
+        ("tok-fail", "QUOTA_EXCEEDED"),
+    }
     assert emu.members("daily") == set(tokens[:150])
 
     name = messaging.send(messaging.Message(topic="daily", data={"k": "v"}), app=sdk_app)
@@ -610,13 +657,17 @@ def test_serve_runs_until_sigterm():
     )
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        resp = requests.post(f"http://127.0.0.1:{port}/iid/v1:batchAdd",
-                             json={"to": "/topics/t", "registration_tokens": ["a"]}, timeout=5)
+        resp = requests.post(
+            f"http://127.0.0.1:{port}/iid/v1:batchAdd",
+            json={"to": "/topics/t", "registration_tokens": ["a"]},
+            timeout=5,
+        )
         assert resp.json() == {"results": [{}]}
         state = requests.get(f"http://127.0.0.1:{port}/emulator/state", timeout=5).json()
         assert json.dumps(state["topics"]) == '{"t": ["a"]}'
