@@ -535,3 +535,15 @@ def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
     result = run_day(options, deps)
     assert result.counts.added == 20
     assert last_recipients(emulator, result.topic) == frozenset(toks(0, 30))
+
+
+def test_a_stopped_run_says_why_on_its_record(tmp_path, message_file, deps, emulator) -> None:
+    for token in toks(0, 5):
+        emulator.inject_token_error(token, "UNAUTHENTICATED")
+    with pytest.raises(CredentialsError):
+        run_day(opts(tmp_path, message_file, toks(0, 5)), deps)
+    with deps.engine.connect() as conn:
+        status, note, finished = conn.execute(
+            text("SELECT status, note, finished_at IS NOT NULL FROM runs")
+        ).one()
+    assert (status, finished) == ("failed", True) and "credentials" in note

@@ -35,7 +35,7 @@ def _env(name: str) -> str:
 
 def option(*decls: str, **kwargs: Any) -> Callable:
     """A click option that can also come from TOPIC_SYNC_<OPTION>."""
-    long = next(d for d in decls if d.startswith("--"))
+    long = next(d for d in decls if d.startswith("--")).split("/", 1)[0]
     envvar = kwargs.pop("envvar", None)
     envs = [_env(long[2:])] + ([envvar] if envvar else [])
     return click.option(*decls, envvar=envs, show_envvar=True, **kwargs)
@@ -99,11 +99,17 @@ def database_url(explicit: str | None) -> str:
 
 
 def open_engine(explicit_url: str | None, *, check: bool = True):
+    from sqlalchemy.exc import OperationalError
+
     from topic_sync.db import check_schema, make_engine
 
     engine = make_engine(database_url(explicit_url))
     if check:
-        check_schema(engine)
+        try:
+            check_schema(engine)
+        except OperationalError as error:
+            engine.dispose()
+            raise TopicSyncError(f"cannot reach the database: {error.orig}") from None
     return engine
 
 

@@ -39,6 +39,7 @@ from topic_sync.errors import (
     Interrupted,
     PublishWithheld,
     Refused,
+    TopicSyncError,
 )
 from topic_sync.fcm import CREDENTIALS_HELP, MAX_TOKENS_PER_CALL, FcmClient, PublishError
 from topic_sync.message import MessageTemplate, load_message
@@ -264,7 +265,16 @@ def _live_run(
 
     counts = SyncCounts()
     work = Work(deps, topic, run.id, opts, counts, deadline_at)
-    finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove) and work.drain(Op.SUBSCRIBE, plan.to_add)
+    try:
+        finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove) and work.drain(
+            Op.SUBSCRIBE, plan.to_add
+        )
+    except TopicSyncError as error:
+        # Say on the run's record why it ended, so it does not look still in progress.
+        with deps.engine.begin() as conn:
+            store.settle_failures(conn, run.id)
+            store.finish_run(conn, run.id, "failed", error.message)
+        raise
 
     with deps.engine.begin() as conn:
         owed_add, owed_remove = store.pending_counts(conn, topic)

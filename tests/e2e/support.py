@@ -1,0 +1,206 @@
+"""End-to-end helpers: the real `topic-sync` CLI in a subprocess, against PostgreSQL and the
+in-process FCM emulator, plus snapshots of both sides to prove what a run changed (or not)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from topic_sync.emulator import FcmEmulator, Publish
+from topic_sync.topics import topic_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "demo-e2e"
+CLI_TIMEOUT = 120.0
+# Nothing in an end-to-end run may sleep: no propagation wait, no retry backoff.
+FAST = ("--propagation-delay", "0", "--retry-min-wait", "0", "--retry-max-wait", "0")
+TABLES = ("tokens", "subscriptions", "runs", "token_failures")
+DAY1 = dt.date(2026, 11, 20)
+
+
+def cli_env(database_url: str, emulator: FcmEmulator, **extra: str) -> dict[str, str]:
+    """The subprocess environment: this database, this emulator, no stray TOPIC_SYNC_*."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("TOPIC_SYNC_") and key != "GOOGLE_APPLICATION_CREDENTIALS"
+    }
+    pythonpath = [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    env.update(
+        DATABASE_URL=database_url,
+        FCM_EMULATOR_HOST=emulator.host_port,
+        GOOGLE_CLOUD_PROJECT=PROJECT,
+        PYTHONPATH=os.pathsep.join(pythonpath),
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(extra)
+    return env
+
+
+def cli_command(*args: Any) -> list[str]:
+    return [sys.executable, "-m", "topic_sync.cli", *map(str, args)]
+
+
+def run_cli(
+    *args: Any, env: dict[str, str], timeout: float = CLI_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run `topic-sync ARGS...` to completion and capture its output."""
+    return subprocess.run(
+        cli_command(*args),
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_args(
+    day: dt.date | str,
+    audience: Path,
+    message: Path,
+    *,
+    prefix: str,
+    pool_size: int,
+    transport: str = "v1",
+    live: bool = True,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """Arguments of `topic-sync run` for one day, with --json and no waiting."""
+    args = [
+        "run",
+        "--date",
+        str(day),
+        "--audience",
+        str(audience),
+        "--message",
+        str(message),
+        "--topic-prefix",
+        prefix,
+        "--pool-size",
+        str(pool_size),
+        "--transport",
+        transport,
+        "--json",
+        *FAST,
+        *extra,
+    ]
+    if live:
+        args.append("--live")
+    return args
+
+
+def summary(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The one JSON line `--json` prints on stdout."""
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"expected one JSON line on stdout, got {proc.stdout!r}"
+    return json.loads(lines[0])
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    """For assertion messages: how the process ended and what it said."""
+    return f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+
+
+def make_tokens(tag: str, numbers: Iterable[int]) -> list[str]:
+    """Plausible, distinct registration tokens (the FCM token alphabet, fixed length)."""
+    return [f"{tag}{n:05d}:APA91bE2e_{n * 7919 % 100003:06d}-tok" for n in numbers]
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def db_snapshot(engine: Engine) -> dict[str, list[tuple]]:
+    """Every row of every topic-sync table, in a stable order."""
+    with engine.connect() as conn:
+        return {
+            table: sorted(
+                (tuple(row) for row in conn.execute(text(f"SELECT * FROM {table}"))), key=repr
+            )
+            for table in TABLES
+        }
+
+
+def row_counts(snapshot: dict[str, list[tuple]]) -> dict[str, int]:
+    return {table: len(rows) for table, rows in snapshot.items()}
+
+
+def run_row(engine: Engine, prefix: str, day: dt.date) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT * FROM runs WHERE prefix = :prefix AND run_date = :day"),
+            {"prefix": prefix, "day": day},
+        ).one_or_none()
+    return dict(row._mapping) if row else None
+
+
+def publishes_to(emulator: FcmEmulator, topic: str) -> list[Publish]:
+    return [p for p in emulator.publishes if p.topic == topic]
+
+
+def subscription_calls(emulator: FcmEmulator) -> int:
+    """Topic-management requests the emulator has served, whatever their answer."""
+    kinds = ("subscribe", "unsubscribe", "batchAdd", "batchRemove")
+    return sum(n for (kind, _), n in emulator.stats.items() if kind in kinds)
+
+
+def topic(prefix: str, pool_size: int, day: dt.date) -> str:
+    return topic_for(prefix, pool_size, day)
+
+
+def latest_publish(emulator: FcmEmulator, topic: str) -> Publish:
+    sent = publishes_to(emulator, topic)
+    assert sent, f"nothing was published to {topic}"
+    return sent[-1]
+
+
+def message_name(message_id: str) -> str:
+    """The resource name firebase-admin returns (and topic-sync records) for a message id."""
+    return f"projects/{PROJECT}/messages/{message_id}"
+
+
+def subscriptions(engine: Engine, topic: str) -> dict[str, str]:
+    """token -> subscription status, for one topic, as the database records it."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT t.token, s.status FROM subscriptions s JOIN tokens t ON t.id = s.token_id "
+                "WHERE s.topic = :topic"
+            ),
+            {"topic": topic},
+        ).all()
+    return {token: status for token, status in rows}
+
+
+def token_row(engine: Engine, token: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM tokens WHERE token = :t"), {"t": token}).one()
+    return dict(row._mapping)
+
+
+def failures(engine: Engine) -> list[dict[str, Any]]:
+    """token_failures rows joined with their token, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT t.token, f.* FROM token_failures f JOIN tokens t ON t.id = f.token_id "
+                "ORDER BY f.id"
+            )
+        ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def execute(engine: Engine, sql: str, **params: Any) -> int:
+    with engine.begin() as conn:
+        return conn.execute(text(sql), params).rowcount

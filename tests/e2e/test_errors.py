@@ -1,0 +1,167 @@
+"""FCM's per-token errors end to end, on both transports: dead tokens, a removal that keeps
+failing (the publish is withheld), and credentials FCM rejects (the run stops)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tests.e2e.support import (
+    DAY1,
+    describe,
+    failures,
+    latest_publish,
+    make_tokens,
+    run_args,
+    run_cli,
+    run_row,
+    subscriptions,
+    summary,
+    token_row,
+    topic,
+    write_lines,
+)
+
+PREFIX = "errreco"
+NOT_REGISTERED = "registration-token-not-registered"
+DAY2 = DAY1 + dt.timedelta(days=1)
+
+
+def _run(env, tmp_path, message_file, transport, day, audience, *extra):
+    path = write_lines(tmp_path / f"audience-{day}.txt", audience)
+    args = run_args(
+        day, path, message_file, prefix=PREFIX, pool_size=1, transport=transport, extra=extra
+    )
+    return run_cli(*args, env=env)
+
+
+def test_dead_tokens_get_no_message_and_leave_later_diffs(
+    env, emulator, engine, tmp_path, message_file, transport
+):
+    the_topic = topic(PREFIX, 1, DAY1)
+    base = make_tokens("d", range(40))
+    dead, dies_later = base[0], base[1]
+    emulator.unregister(dead)
+
+    day1 = _run(env, tmp_path, message_file, transport, DAY1, base)
+
+    assert day1.returncode == 0, describe(day1)
+    result = summary(day1)
+    assert (result["audience"], result["to_add"], result["added"]) == (40, 40, 39)
+    assert result["failed"] == {NOT_REGISTERED: 1}
+    assert result["owed_subscriptions"] == 0
+    assert latest_publish(emulator, the_topic).recipients == set(base[1:])
+    assert token_row(engine, dead)["invalid_reason"] == NOT_REGISTERED
+    assert token_row(engine, dead)["invalid_at"] is not None
+    assert subscriptions(engine, the_topic)[dead] == "unsubscribed"
+    [failure] = failures(engine)
+    assert (failure["token"], failure["op"], failure["code"], failure["reason"]) == (
+        dead,
+        "subscribe",
+        NOT_REGISTERED,
+        "NOT_FOUND",
+    )
+    assert failure["resolved_at"] is None
+
+    # Day 2: the dead token is still in the audience; a member died overnight and leaves it.
+    emulator.unregister(dies_later)
+    new = make_tokens("d", range(40, 45))
+    audience2 = [t for t in base if t != dies_later] + new
+    stats_before = emulator.stats
+
+    day2 = _run(env, tmp_path, message_file, transport, DAY2, audience2)
+
+    assert day2.returncode == 0, describe(day2)
+    result = summary(day2)
+    assert result["audience"] == 44
+    assert result["skipped_invalid"] == 1
+    assert (result["to_add"], result["to_remove"]) == (5, 1)
+    assert (result["added"], result["removed"]) == (5, 1)
+    # Removing a token FCM no longer knows achieved the removal: no failure.
+    assert result["failed"] == {}
+    assert latest_publish(emulator, the_topic).recipients == set(audience2) - {dead}
+    assert token_row(engine, dies_later)["invalid_reason"] == NOT_REGISTERED
+    assert subscriptions(engine, the_topic)[dies_later] == "unsubscribed"
+    assert len(failures(engine)) == 1  # nothing new for report
+    if transport == "v1":  # the skipped token was not even tried
+        assert emulator.stats[("subscribe", 404)] == stats_before[("subscribe", 404)]
+    assert run_row(engine, PREFIX, DAY2)["skipped_invalid"] == 1
+
+
+def test_failing_removal_withholds_the_publish_until_it_succeeds(
+    env, emulator, engine, tmp_path, message_file, transport
+):
+    the_topic = topic(PREFIX, 1, DAY1)
+    base = make_tokens("w", range(30))
+    day1 = _run(env, tmp_path, message_file, transport, DAY1, base)
+    assert day1.returncode == 0, describe(day1)
+
+    stuck, leaving = base[3], base[4]
+    audience2 = [t for t in base if t not in (stuck, leaving)] + make_tokens("w", range(30, 32))
+    emulator.inject_token_error(stuck, "INTERNAL", op="unsubscribe")
+
+    withheld = _run(env, tmp_path, message_file, transport, DAY2, audience2, "--max-retries", "2")
+
+    assert withheld.returncode == 4, describe(withheld)
+    assert summary(withheld)["kind"] == "withheld"
+    assert stuck in withheld.stderr
+    assert leaving not in withheld.stderr
+    assert len(emulator.publishes) == 1  # day 1's only
+    assert stuck in emulator.members(the_topic)
+    assert leaving not in emulator.members(the_topic)
+    run = run_row(engine, PREFIX, DAY2)
+    assert (run["status"], run["publish_state"], run["message_id"]) == ("withheld", "none", None)
+    assert run["failed"] == {"internal-error": 1}
+    assert run["retries"] == 2
+    assert subscriptions(engine, the_topic)[stuck] == "pending_unsubscribe"
+    [failure] = failures(engine)
+    assert (failure["token"], failure["op"], failure["code"]) == (
+        stuck,
+        "unsubscribe",
+        "internal-error",
+    )
+    assert failure["attempts"] == 3  # the first try and two retries
+    assert failure["resolved_at"] is None
+
+    emulator.clear_faults()
+    rerun = _run(env, tmp_path, message_file, transport, DAY2, audience2)
+
+    assert rerun.returncode == 0, describe(rerun)
+    result = summary(rerun)
+    assert result["status"] == "published"
+    assert (result["to_remove"], result["removed"], result["to_add"]) == (1, 1, 0)
+    assert result["failed"] == {}
+    assert len(emulator.publishes) == 2
+    assert latest_publish(emulator, the_topic).recipients == set(audience2)
+    run = run_row(engine, PREFIX, DAY2)
+    assert (run["status"], run["publish_state"]) == ("published", "sent")
+    assert run["message_id"] == result["message_id"]
+    [failure] = failures(engine)
+    assert failure["resolved_at"] is not None
+
+
+def test_rejected_credentials_stop_the_run_without_blaming_tokens(
+    env, emulator, engine, tmp_path, message_file, transport
+):
+    the_topic = topic(PREFIX, 1, DAY1)
+    audience = make_tokens("a", range(20))
+    for token in audience:
+        emulator.inject_token_error(token, "UNAUTHENTICATED")
+
+    stopped = _run(env, tmp_path, message_file, transport, DAY1, audience)
+
+    assert stopped.returncode == 6, describe(stopped)
+    assert summary(stopped)["kind"] == "credentials"
+    assert "credentials" in stopped.stderr
+    assert emulator.publishes == []
+    assert emulator.members(the_topic) == set()
+    assert failures(engine) == []
+    assert all(token_row(engine, t)["invalid_at"] is None for t in audience)
+    assert set(subscriptions(engine, the_topic).values()) == {"pending_subscribe"}
+    assert run_row(engine, PREFIX, DAY1)["publish_state"] == "none"
+
+    emulator.clear_faults()
+    again = _run(env, tmp_path, message_file, transport, DAY1, audience)
+
+    assert again.returncode == 0, describe(again)
+    assert summary(again)["added"] == 20
+    assert latest_publish(emulator, the_topic).recipients == set(audience)
