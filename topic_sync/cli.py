@@ -754,6 +754,93 @@ def schedule(config: Path | None, database_url: str | None) -> None:
         engine.dispose()
 
 
+@cli.command()
+@option("--date", "day", default=None, help="Failures of the run of this date.")
+@option("--run", "run_id", type=int, default=None, help="Failures of this run id.")
+@option("--code", default=None, help="Only this error code (see the error table).")
+@option("--op", type=click.Choice(["subscribe", "unsubscribe"]), default=None, help="Only this op.")
+@option("--topic-prefix", default=None, help="Only this campaign's topic pool.")
+@option("--failed", "list_failed", is_flag=True, help="List failed tokens even with no filter.")
+@option("--runs", "list_runs", is_flag=True, help="Show the run summary (the default view).")
+@option("--all", "include_resolved", is_flag=True, help="Include failures later resolved.")
+@option("--limit", type=click.IntRange(1), default=None, help="At most this many rows.")
+@option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format; the JSON shape is versioned and stable.",
+)
+@option("--full-tokens", is_flag=True, help="Show tokens whole (they are device identifiers).")
+@database_option
+@_errors_to_exit
+def report(
+    day: str | None,
+    run_id: int | None,
+    code: str | None,
+    op: str | None,
+    topic_prefix: str | None,
+    list_failed: bool,
+    list_runs: bool,
+    include_resolved: bool,
+    limit: int | None,
+    fmt: str,
+    full_tokens: bool,
+    database_url: str | None,
+) -> None:
+    """Failed tokens and why, or (with no filter) a summary of the recent runs.
+
+    The summary shows per run: date, topic, audience, added, removed, failures per code,
+    retries, duration, and whether it published, or why not.
+    """
+    from topic_sync import report as rep
+
+    filtered = any(v is not None for v in (day, run_id, code, op)) or list_failed
+    engine = open_engine(database_url)
+    try:
+        if list_runs or not filtered:
+            rows = rep.run_summaries(engine, prefix=topic_prefix, limit=limit or 10)
+            click.echo(rep.render_runs(rows, fmt))
+            return
+        flt = rep.FailureFilter(
+            date=_parse_date(day) if day else None,
+            run_id=run_id,
+            code=code,
+            op=op,
+            prefix=topic_prefix,
+            include_resolved=include_resolved,
+            limit=limit,
+        )
+        click.echo(
+            rep.render_failures(rep.failed_tokens(engine, flt), fmt, full_tokens=full_tokens)
+        )
+    finally:
+        engine.dispose()
+
+
+@cli.command()
+@option("--topic-prefix", default=None, help="Only this campaign.")
+@database_option
+@_errors_to_exit
+def status(topic_prefix: str | None, database_url: str | None) -> None:
+    """The latest run of each campaign at a glance.
+
+    Exits 4 if the latest run of a prefix did not publish (1 if nothing ever ran), so
+    monitoring can alert on it.
+    """
+    from topic_sync import report as rep
+
+    engine = open_engine(database_url)
+    try:
+        latest = rep.latest_runs(engine, topic_prefix)
+        click.echo(rep.render_status(latest))
+        code = rep.status_exit_code(engine, topic_prefix)
+    finally:
+        engine.dispose()
+    sys.exit(int(code))
+
+
 @cli.group("config")
 def config_group() -> None:
     """Inspect the configuration file."""

@@ -1,0 +1,139 @@
+"""The morning after, through the real CLI: status, report, reconcile, forget."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+from tests.e2e.support import (
+    DAY1,
+    describe,
+    latest_publish,
+    make_tokens,
+    publishes_to,
+    run_args,
+    run_cli,
+    topic,
+    write_lines,
+)
+
+PREFIX = "fix"
+NO_WAIT = ("--retry-min-wait", "0", "--retry-max-wait", "0")
+POOL = 2
+
+
+def test_withheld_day_reported_reconciled_then_published(tmp_path, env, emulator, message_file):
+    day1 = make_tokens("a", range(40))
+    run = run_cli(
+        *run_args(
+            DAY1,
+            write_lines(tmp_path / "d1.txt", day1),
+            message_file,
+            prefix=PREFIX,
+            pool_size=POOL,
+        ),
+        env=env,
+    )
+    assert run.returncode == 0, describe(run)
+    stuck = day1[:2]
+    for token in stuck:
+        emulator.inject_token_error(token, "INTERNAL", op="unsubscribe")
+    day3 = DAY1 + dt.timedelta(days=POOL)  # the same topic again
+    audience3 = write_lines(tmp_path / "d3.txt", day1[2:] + make_tokens("b", range(5)))
+    args3 = run_args(day3, audience3, message_file, prefix=PREFIX, pool_size=POOL)
+    withheld = run_cli(*args3, env=env)
+    assert withheld.returncode == 4, describe(withheld)
+
+    status = run_cli("status", env=env)
+    assert status.returncode == 4 and "WITHHELD" in status.stdout, describe(status)
+
+    listed = run_cli(
+        "report", "--code", "internal-error", "--format", "json", "--full-tokens", env=env
+    )
+    assert listed.returncode == 0, describe(listed)
+    doc = json.loads(listed.stdout)
+    assert doc["version"] == 1 and doc["kind"] == "failures"
+    assert sorted(f["token"] for f in doc["failures"]) == sorted(stuck)
+    assert {f["op"] for f in doc["failures"]} == {"unsubscribe"}
+
+    as_csv = run_cli("report", "--date", day3.isoformat(), "--format", "csv", env=env)
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert len(rows) == 2 and all(r["code"] == "internal-error" for r in rows)
+    assert all(r["token"] not in stuck for r in rows)  # shortened: device identifiers
+
+    runs = run_cli("report", env=env)  # no filter: the run summary
+    assert runs.returncode == 0 and "withheld" in runs.stdout.lower(), describe(runs)
+
+    dry = run_cli(
+        "reconcile", "--topic-prefix", PREFIX, "--pool-size", str(POOL), *NO_WAIT, env=env
+    )
+    assert dry.returncode == 0 and "owed 2 removals" in dry.stderr, describe(dry)
+    emulator.clear_faults()
+    fixed = run_cli(
+        "reconcile",
+        "--topic-prefix",
+        PREFIX,
+        "--pool-size",
+        str(POOL),
+        "--live",
+        "--json",
+        *NO_WAIT,
+        env=env,
+    )
+    assert fixed.returncode == 0, describe(fixed)
+    assert len(publishes_to(emulator, topic(PREFIX, POOL, day3))) == 1  # reconcile never publishes
+
+    published = run_cli(*args3, env=env)
+    assert published.returncode == 0, describe(published)
+    sent = latest_publish(emulator, topic(PREFIX, POOL, day3))
+    assert sent.recipients == frozenset(day1[2:] + make_tokens("b", range(5)))
+    assert run_cli("status", env=env).returncode == 0
+
+
+def test_forget_live_removes_from_every_pool_topic(tmp_path, env, emulator, message_file):
+    tokens = make_tokens("c", range(12))
+    for offset in range(POOL):
+        day = DAY1 + dt.timedelta(days=offset)
+        done = run_cli(
+            *run_args(
+                day,
+                write_lines(tmp_path / f"{offset}.txt", tokens),
+                message_file,
+                prefix=PREFIX,
+                pool_size=POOL,
+            ),
+            env=env,
+        )
+        assert done.returncode == 0, describe(done)
+    gone = tokens[3]
+    assert len(emulator.topics_of(gone)) == POOL
+    forgot = run_cli("forget", gone, "--live", "--json", *NO_WAIT, env=env)
+    assert forgot.returncode == 0, describe(forgot)
+    assert json.loads(forgot.stdout)["forgotten"] == 1
+    assert emulator.topics_of(gone) == set()
+
+
+def test_every_report_format(tmp_path, env, emulator, message_file):
+    emulator.unregister(make_tokens("d", [0])[0])
+    tokens = make_tokens("d", range(6))
+    done = run_cli(
+        *run_args(
+            DAY1,
+            write_lines(tmp_path / "a.txt", tokens),
+            message_file,
+            prefix=PREFIX,
+            pool_size=POOL,
+        ),
+        env=env,
+    )
+    assert done.returncode == 0, describe(done)
+    for fmt in ("table", "csv", "json"):
+        failed = run_cli("report", "--failed", "--format", fmt, env=env)
+        assert failed.returncode == 0 and "registration-token-not-registered" in failed.stdout
+        assert tokens[0] not in failed.stdout
+        runs = run_cli("report", "--runs", "--format", fmt, env=env)
+        assert runs.returncode == 0 and topic(PREFIX, POOL, DAY1) in runs.stdout
+    whole = run_cli("report", "--failed", "--full-tokens", env=env)
+    assert tokens[0] in whole.stdout

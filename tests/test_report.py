@@ -1,0 +1,608 @@
+"""Reports against real PostgreSQL: failures from real runs on the emulator, plus rows
+written directly where a case is easier to set up by hand (other prefixes, repairs)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import io
+import json
+import re
+
+import pytest
+from sqlalchemy import text
+
+from tests.test_sync import DAY, POOL, PREFIX, opts
+from topic_sync.errors import BadInput, ExitCode, PublishWithheld
+from topic_sync.report import (
+    FAILURE_FIELDS,
+    RUN_FIELDS,
+    FailedToken,
+    FailureFilter,
+    RunSummary,
+    failed_tokens,
+    latest_by_prefix,
+    latest_runs,
+    render_failures,
+    render_runs,
+    render_status,
+    run_summaries,
+    shorten,
+    status_exit_code,
+)
+from topic_sync.sync import run_day
+from topic_sync.topics import topic_for
+
+LATER = DAY + dt.timedelta(days=POOL)  # the same topic as DAY
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+DATE = re.compile(r"^\d{4}-\d\d-\d\d$")
+
+
+@pytest.fixture
+def transport() -> str:
+    return "v1"  # reports read the database; one transport is enough
+
+
+def tok(i: int) -> str:
+    """Tokens long enough to be shortened as real ones are (real ones are ~160 chars)."""
+    return f"device:{i:04d}:{'x' * 24}{i:04d}"
+
+
+@dataclasses.dataclass
+class Day:
+    audience: list[str]
+    dead: str  # unregistered before day one: its subscribe fails for good
+    leaving: str  # its removal on LATER fails with INTERNAL until cleared
+    first_run: int
+    later_run: int
+    later_options: object
+
+
+def run_id(engine, prefix: str, day: dt.date) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(
+            text("SELECT id FROM runs WHERE prefix = :p AND run_date = :d"), {"p": prefix, "d": day}
+        )
+
+
+@pytest.fixture
+def withheld(tmp_path, message_file, deps, emulator) -> Day:
+    """DAY published (one dead token failed); LATER withheld by an unconfirmed removal."""
+    audience = [tok(i) for i in range(6)]
+    dead, leaving = audience[4], audience[5]
+    emulator.unregister(dead)
+    assert run_day(opts(tmp_path, message_file, audience), deps).status == "published"
+    emulator.inject_token_error(leaving, "INTERNAL", op="unsubscribe")
+    later = opts(tmp_path, message_file, audience[:4], LATER)
+    with pytest.raises(PublishWithheld):
+        run_day(later, deps)
+    return Day(
+        audience,
+        dead,
+        leaving,
+        run_id(deps.engine, PREFIX, DAY),
+        run_id(deps.engine, PREFIX, LATER),
+        later,
+    )
+
+
+# --- rows written by hand -------------------------------------------------------------------
+
+
+def add_run(engine, prefix: str, day: dt.date, status: str, **cols) -> int:
+    values = {
+        "prefix": prefix,
+        "run_date": day,
+        "topic": f"{prefix}-0",
+        "transport": "v1",
+        "status": status,
+        **cols,
+    }
+    if status == "published":
+        values.setdefault("publish_state", "sent")
+        values.setdefault("message_id", f"projects/p/messages/{prefix}-{day}")
+    if status != "syncing":
+        values.setdefault("finished_at", dt.datetime(2026, 11, 22, 7, 0, tzinfo=dt.UTC))
+    values.setdefault("started_at", dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC))
+    names = ", ".join(values)
+    binds = ", ".join(f":{name}" for name in values)
+    with engine.begin() as conn:
+        return conn.scalar(
+            text(f"INSERT INTO runs ({names}) VALUES ({binds}) RETURNING id"), values
+        )
+
+
+def add_failure(
+    engine,
+    run: int | None,
+    token: str,
+    topic: str,
+    op: str,
+    code: str,
+    reason: str,
+    *,
+    days_ago: int,
+) -> None:
+    with engine.begin() as conn:
+        token_id = conn.scalar(
+            text(
+                "INSERT INTO tokens (token) VALUES (:t) ON CONFLICT (token_key) "
+                "DO UPDATE SET token = excluded.token RETURNING id"
+            ),
+            {"t": token},
+        )
+        conn.execute(
+            text(
+                """
+                INSERT INTO token_failures
+                    (run_id, token_id, topic, op, code, reason, first_seen, last_seen)
+                VALUES (:run, :token_id, :topic, :op, :code, :reason,
+                        now() - make_interval(days => :ago + 1),
+                        now() - make_interval(days => :ago))
+                """
+            ),
+            {
+                "run": run,
+                "token_id": token_id,
+                "topic": topic,
+                "op": op,
+                "code": code,
+                "reason": reason,
+                "ago": days_ago,
+            },
+        )
+
+
+@pytest.fixture
+def more(withheld, engine) -> Day:
+    """Besides the real runs: another prefix's failure and two repairs' (no run)."""
+    other = add_run(engine, "other", DAY, "withheld", note="2 removals from other-0 unconfirmed")
+    add_failure(
+        engine,
+        other,
+        tok(100),
+        "other-0",
+        "subscribe",
+        "too-many-topics",
+        "TOO_MANY_TOPICS",
+        days_ago=1,
+    )
+    add_failure(
+        engine,
+        None,
+        tok(101),
+        f"{PREFIX}-1",
+        "subscribe",
+        "rate-limited",
+        "RESOURCE_EXHAUSTED",
+        days_ago=2,
+    )
+    add_failure(
+        engine,
+        None,
+        tok(102),
+        f"{PREFIX}-beta-0",
+        "unsubscribe",
+        "unknown-error",
+        "WEIRD",
+        days_ago=3,
+    )
+    return withheld
+
+
+def tokens(rows) -> list[str]:
+    return [row.token for row in rows]
+
+
+# --- failed tokens --------------------------------------------------------------------------
+
+
+def test_unresolved_failures_newest_first_with_their_run(withheld, engine) -> None:
+    rows = failed_tokens(engine, FailureFilter())
+    assert tokens(rows) == [withheld.leaving, withheld.dead]
+    leaving, dead = rows
+    topic = topic_for(PREFIX, POOL, DAY)
+    assert (leaving.op, leaving.code, leaving.reason) == (
+        "unsubscribe",
+        "internal-error",
+        "INTERNAL",
+    )
+    assert leaving.attempts == 3  # first try + max_retries
+    assert (leaving.run_id, leaving.run_date, leaving.prefix) == (withheld.later_run, LATER, PREFIX)
+    assert (dead.op, dead.code) == ("subscribe", "registration-token-not-registered")
+    assert dead.reason in {"NOT_FOUND", "UNREGISTERED"} and dead.attempts == 1
+    assert (dead.run_id, dead.run_date, dead.prefix) == (withheld.first_run, DAY, PREFIX)
+    for row in rows:
+        assert row.topic == topic and not row.resolved
+        assert row.first_seen <= row.last_seen and row.last_seen.utcoffset() == dt.timedelta(0)
+    assert failed_tokens(engine) == rows  # the filter is optional
+
+
+def test_each_filter_narrows(more, engine) -> None:
+    def only(**kw) -> list[str]:
+        return tokens(failed_tokens(engine, FailureFilter(**kw)))
+
+    everything = [more.leaving, more.dead, tok(100), tok(101), tok(102)]
+    assert only() == everything
+    assert only(date=DAY) == [more.dead, tok(100)]  # repairs have no date
+    assert only(date=LATER) == [more.leaving]
+    assert only(date=DAY - dt.timedelta(days=1)) == []
+    assert only(run_id=more.first_run) == [more.dead]
+    assert only(code="internal-error") == [more.leaving]
+    assert only(code="rate-limited") == [tok(101)]
+    assert only(code="credentials") == []
+    assert only(op="unsubscribe") == [more.leaving, tok(102)]
+    assert only(op="subscribe") == [more.dead, tok(100), tok(101)]
+    # A prefix covers its runs and repairs on its own pool topics, not "jobreco-beta-0".
+    assert only(prefix=PREFIX) == [more.leaving, more.dead, tok(101)]
+    assert only(prefix=f"{PREFIX}-beta") == [tok(102)]
+    assert only(prefix="other") == [tok(100)]
+    assert only(prefix="job") == []
+    assert only(prefix=PREFIX, date=DAY, op="subscribe") == [more.dead]
+    assert only(limit=2) == everything[:2]
+    runless = failed_tokens(engine, FailureFilter(code="rate-limited"))[0]
+    assert (runless.run_id, runless.run_date, runless.prefix) == (None, None, None)
+
+
+def test_resolved_failures_are_listed_only_on_request(withheld, engine, deps, emulator) -> None:
+    emulator.clear_faults()
+    assert run_day(withheld.later_options, deps).status == "published"
+    assert tokens(failed_tokens(engine)) == [withheld.dead]
+    rows = failed_tokens(engine, FailureFilter(include_resolved=True))
+    assert [(row.token, row.resolved) for row in rows] == [
+        (withheld.leaving, True),
+        (withheld.dead, False),
+    ]
+    resolved_only = FailureFilter(include_resolved=True, code="internal-error", date=LATER)
+    assert tokens(failed_tokens(engine, resolved_only)) == [withheld.leaving]
+
+
+@pytest.mark.parametrize(
+    ("flt", "message"),
+    [
+        (FailureFilter(code="not-registered"), "registration-token-not-registered, sender-id"),
+        (FailureFilter(code="INTERNAL"), "unknown error code 'INTERNAL'; valid: invalid-argument"),
+        (FailureFilter(op="remove"), "unknown operation 'remove'; valid: subscribe, unsubscribe"),
+        (FailureFilter(limit=0), "limit must be at least 1"),
+    ],
+)
+def test_bad_filter_values_are_bad_input(engine, flt, message) -> None:
+    with pytest.raises(BadInput, match=re.escape(message)):
+        failed_tokens(engine, flt)
+
+
+# --- run summaries and status ---------------------------------------------------------------
+
+
+def test_run_summaries_say_whether_each_day_went_out(withheld, engine, deps, emulator) -> None:
+    later, first = run_summaries(engine)
+    topic = topic_for(PREFIX, POOL, DAY)
+    assert (later.run_id, later.date, later.status, later.published) == (
+        withheld.later_run,
+        LATER,
+        "withheld",
+        False,
+    )
+    assert later.why == f"1 removals from {topic} unconfirmed"
+    assert later.failed == {"internal-error": 1} and later.message_id is None
+    assert (later.audience, later.removed, later.retries) == (4, 0, 2)  # the removal failed
+    assert later.duration_seconds is not None and later.duration_seconds >= 0
+    assert (first.status, first.published, first.why) == ("published", True, "published")
+    assert first.message_id and (first.audience, first.added) == (6, 5)
+    assert first.failed == {"registration-token-not-registered": 1}
+    assert first.started_at.utcoffset() == dt.timedelta(0)
+    table = render_runs([later, first], "table")
+    assert f"1 removals from {topic} unconfirmed" in table
+    assert "internal-error=1" in table and "registration-token-not-registered=1" in table
+
+    emulator.clear_faults()
+    run_day(withheld.later_options, deps)
+    now = run_summaries(engine, limit=1)[0]
+    assert (now.run_id, now.status, now.published, now.why) == (
+        withheld.later_run,
+        "published",
+        True,
+        "published",
+    )
+    assert now.failed == {} and now.removed == 1
+
+
+def test_why_is_derived_from_the_status_when_there_is_no_note(engine) -> None:
+    add_run(engine, "a", DAY, "withheld")
+    add_run(engine, "b", DAY, "syncing")
+    add_run(engine, "c", DAY, "deadline", note="deadline reached: 3 removals and 0 additions")
+    by_prefix = {run.prefix: run for run in run_summaries(engine)}
+    assert by_prefix["a"].why == "withheld: removals unconfirmed"
+    assert by_prefix["b"].why == "in progress" and by_prefix["b"].duration_seconds is None
+    assert by_prefix["c"].why == "deadline reached: 3 removals and 0 additions"
+    assert by_prefix["a"].duration_seconds == 3600.0
+    assert all("already published" not in run.why for run in by_prefix.values())
+
+
+def test_run_summaries_order_prefix_and_limit(engine) -> None:
+    early = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
+    ids = {
+        "old": add_run(engine, "jobreco", DAY, "published"),
+        "first": add_run(engine, "other", DAY + dt.timedelta(days=1), "failed", started_at=early),
+        "new": add_run(
+            engine,
+            "jobreco",
+            DAY + dt.timedelta(days=1),
+            "withheld",
+            started_at=early + dt.timedelta(hours=1),  # same date, started later
+        ),
+        "newest": add_run(engine, "other", DAY + dt.timedelta(days=2), "published"),
+    }
+    order = [run.run_id for run in run_summaries(engine)]
+    assert order == [ids["newest"], ids["new"], ids["first"], ids["old"]]
+    assert [run.run_id for run in run_summaries(engine, prefix="jobreco")] == [
+        ids["new"],
+        ids["old"],
+    ]
+    assert [run.run_id for run in run_summaries(engine, limit=1)] == [ids["newest"]]
+    assert len(run_summaries(engine, limit=None)) == 4
+    assert run_summaries(engine, prefix="nothing") == []
+    with pytest.raises(BadInput, match="limit"):
+        run_summaries(engine, limit=0)
+
+
+def test_status_exit_code_is_failed_when_nothing_ever_ran(engine) -> None:
+    assert status_exit_code(engine) is ExitCode.FAILED
+    assert status_exit_code(engine, "jobreco") is ExitCode.FAILED
+    assert latest_runs(engine) == []
+
+
+def test_status_exit_code_follows_the_latest_run(withheld, engine, deps, emulator) -> None:
+    assert status_exit_code(engine) is ExitCode.WITHHELD
+    assert status_exit_code(engine, PREFIX) is ExitCode.WITHHELD
+    assert status_exit_code(engine, "other") is ExitCode.FAILED
+    emulator.clear_faults()
+    run_day(withheld.later_options, deps)
+    assert status_exit_code(engine) is ExitCode.OK
+    assert status_exit_code(engine, PREFIX) is ExitCode.OK
+
+
+def test_status_exit_code_checks_every_prefix(engine) -> None:
+    add_run(engine, "jobreco", DAY, "withheld")
+    add_run(engine, "jobreco", DAY + dt.timedelta(days=1), "published")  # the latest counts
+    add_run(engine, "other", DAY + dt.timedelta(days=1), "published")
+    assert status_exit_code(engine) is ExitCode.OK
+    add_run(engine, "other", DAY + dt.timedelta(days=2), "deadline")
+    assert status_exit_code(engine) is ExitCode.WITHHELD
+    assert status_exit_code(engine, "jobreco") is ExitCode.OK
+    assert status_exit_code(engine, "other") is ExitCode.WITHHELD
+    assert [(run.prefix, run.status) for run in latest_runs(engine)] == [
+        ("jobreco", "published"),
+        ("other", "deadline"),
+    ]
+
+
+def summary(prefix: str, day: dt.date, hour: int = 6, **kw) -> RunSummary:
+    values = dict(
+        run_id=day.toordinal() * 100 + hour,
+        prefix=prefix,
+        date=day,
+        topic=f"{prefix}-3",
+        status="published",
+        audience=1000,
+        added=120,
+        removed=80,
+        failed={},
+        retries=0,
+        attempts=200,
+        wait_seconds=0.0,
+        duration_seconds=61.5,
+        published=True,
+        message_id="projects/p/messages/1",
+        why="published",
+        started_at=dt.datetime.combine(day, dt.time(hour), dt.UTC),
+    )
+    values.update(kw)
+    return RunSummary(**values)
+
+
+def test_latest_by_prefix_ignores_input_order() -> None:
+    runs = [
+        summary("jobreco", DAY, 6),
+        summary("alerts", DAY),
+        summary("jobreco", DAY + dt.timedelta(days=1), 5),
+        summary("jobreco", DAY, 9),
+    ]
+    for ordering in (runs, runs[::-1]):
+        latest = latest_by_prefix(ordering)
+        assert list(latest) == ["alerts", "jobreco"]
+        assert latest["jobreco"] is runs[2] and latest["alerts"] is runs[1]
+    assert latest_by_prefix([]) == {}
+
+
+def test_render_status_shows_published_counts_or_why_not() -> None:
+    runs = [
+        summary("jobreco", DAY, failed={"internal-error": 2, "invalid-argument": 1}),
+        summary(
+            "alerts",
+            DAY + dt.timedelta(days=1),
+            status="withheld",
+            published=False,
+            message_id=None,
+            why="3 removals from alerts-3 unconfirmed",
+        ),
+        summary("alerts", DAY),  # older: not shown
+    ]
+    lines = render_status(runs).splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(
+        r"alerts\s+2026-11-23\s+alerts-3\s+WITHHELD\s+3 removals from alerts-3 unconfirmed",
+        lines[0],
+    )
+    assert re.fullmatch(
+        r"jobreco\s+2026-11-22\s+jobreco-3\s+published\s+added 120 removed 80 failed 3 "
+        r"\(internal-error=2, invalid-argument=1\)",
+        lines[1],
+    )
+    assert lines[0].index("2026") == lines[1].index("2026")  # aligned
+    assert render_status([]) == "no runs"
+
+
+def test_render_status_of_real_runs(withheld, engine) -> None:
+    (line,) = render_status(run_summaries(engine)).splitlines()
+    topic = topic_for(PREFIX, POOL, DAY)
+    assert line.split()[:4] == [PREFIX, LATER.isoformat(), topic, "WITHHELD"]
+    assert line.endswith(f"1 removals from {topic} unconfirmed")
+
+
+# --- renderings -----------------------------------------------------------------------------
+
+
+def test_shorten_never_shows_a_whole_token() -> None:
+    assert shorten(tok(7)) == "device:0…0007"
+    assert shorten("a" * 17) == "aaaaaaaa…aaaa"
+    assert shorten("0123456789abcdef") == "0123…"  # 16 characters
+    assert shorten("tok:00001") == "tok:…"
+    assert shorten("abcd") == "ab…" and shorten("") == "…"
+
+
+def test_failures_json_is_the_documented_shape(more, engine) -> None:
+    rows = failed_tokens(engine, FailureFilter(include_resolved=True))
+    doc = json.loads(render_failures(rows, "json"))
+    assert list(doc) == ["version", "kind", "failures"]
+    assert (doc["version"], doc["kind"]) == (1, "failures")
+    keys = ["token", "op", "code", "reason", "attempts", "first_seen", "last_seen"]
+    keys += ["run_id", "date", "prefix", "topic", "resolved"]
+    assert list(FAILURE_FIELDS) == keys
+    assert len(doc["failures"]) == len(rows) == 5
+    for item, row in zip(doc["failures"], rows, strict=True):
+        assert list(item) == keys
+        assert item["token"] == shorten(row.token) != row.token
+        for key in ("op", "code", "reason", "topic"):
+            assert isinstance(item[key], str)
+        assert type(item["attempts"]) is int and type(item["resolved"]) is bool
+        assert TIMESTAMP.match(item["first_seen"]) and TIMESTAMP.match(item["last_seen"])
+        if row.run_id is None:
+            assert item["run_id"] is item["date"] is item["prefix"] is None
+        else:
+            assert type(item["run_id"]) is int and DATE.match(item["date"])
+            assert isinstance(item["prefix"], str)
+    first = doc["failures"][0]
+    assert first["last_seen"] == rows[0].last_seen.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (first["date"], first["code"]) == (LATER.isoformat(), "internal-error")
+    whole = json.loads(render_failures(rows, "json", full_tokens=True))
+    assert [item["token"] for item in whole["failures"]] == tokens(rows)
+    assert json.loads(render_failures([], "json")) == {
+        "version": 1,
+        "kind": "failures",
+        "failures": [],
+    }
+
+
+def test_runs_json_is_the_documented_shape(more, engine) -> None:
+    rows = run_summaries(engine)
+    doc = json.loads(render_runs(rows, "json"))
+    assert list(doc) == ["version", "kind", "runs"]
+    assert (doc["version"], doc["kind"]) == (1, "runs")
+    keys = ["run_id", "prefix", "date", "topic", "status", "published", "why", "message_id"]
+    keys += ["audience", "added", "removed", "failed", "retries", "attempts", "wait_seconds"]
+    keys += ["duration_seconds", "started_at"]
+    assert list(RUN_FIELDS) == keys
+    assert len(doc["runs"]) == 3
+    for item in doc["runs"]:
+        assert list(item) == keys
+        assert type(item["run_id"]) is int and type(item["published"]) is bool
+        for key in ("prefix", "topic", "status", "why"):
+            assert isinstance(item[key], str)
+        assert DATE.match(item["date"]) and TIMESTAMP.match(item["started_at"])
+        for key in ("audience", "added", "removed", "retries", "attempts"):
+            assert type(item[key]) is int
+        assert type(item["wait_seconds"]) is float
+        assert type(item["duration_seconds"]) is float
+        assert isinstance(item["failed"], dict)
+        assert all(type(n) is int for n in item["failed"].values())
+        assert item["message_id"] is None or isinstance(item["message_id"], str)
+    by_date = {(item["prefix"], item["date"]): item for item in doc["runs"]}
+    later = by_date[(PREFIX, LATER.isoformat())]
+    assert (later["status"], later["published"], later["message_id"]) == ("withheld", False, None)
+    assert later["failed"] == {"internal-error": 1}
+    first = by_date[(PREFIX, DAY.isoformat())]
+    assert first["published"] is True and first["message_id"]
+    syncing = dataclasses.replace(rows[0], duration_seconds=None)
+    assert json.loads(render_runs([syncing], "json"))["runs"][0]["duration_seconds"] is None
+
+
+def test_csv_parses_back_with_its_header(more, engine) -> None:
+    rows = failed_tokens(engine)
+    parsed = list(csv.DictReader(io.StringIO(render_failures(rows, "csv"))))
+    assert len(parsed) == len(rows)
+    assert list(parsed[0]) == list(FAILURE_FIELDS)
+    assert [item["token"] for item in parsed] == [shorten(row.token) for row in rows]
+    assert parsed[0]["attempts"] == "3" and parsed[0]["resolved"] == "false"
+    assert parsed[0]["date"] == LATER.isoformat() and TIMESTAMP.match(parsed[0]["last_seen"])
+    runless = next(item for item in parsed if item["code"] == "rate-limited")
+    assert runless["run_id"] == runless["date"] == runless["prefix"] == ""
+    full = csv.DictReader(io.StringIO(render_failures(rows, "csv", full_tokens=True)))
+    assert [item["token"] for item in full] == tokens(rows)
+
+    runs = list(csv.DictReader(io.StringIO(render_runs(run_summaries(engine), "csv"))))
+    assert list(runs[0]) == list(RUN_FIELDS)
+    by_key = {(item["prefix"], item["date"]): item for item in runs}
+    later = by_key[(PREFIX, LATER.isoformat())]
+    assert (later["status"], later["published"], later["failed"]) == (
+        "withheld",
+        "false",
+        "internal-error=1",
+    )
+    assert by_key[(PREFIX, DAY.isoformat())]["published"] == "true"
+    assert render_failures([], "csv") == ",".join(FAILURE_FIELDS)
+
+
+def test_table_shows_shortened_tokens_unless_asked(more, engine) -> None:
+    rows = failed_tokens(engine)
+    table = render_failures(rows, "table")
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["LAST", "SEEN", "DATE"] and len(lines) == len(rows) + 1
+    for row, line in zip(rows, lines[1:], strict=True):
+        assert row.token not in table and shorten(row.token) in line
+        assert line.startswith(row.last_seen.strftime("%Y-%m-%dT%H:%MZ"))
+        column = lines[0].index("TOPIC")
+        assert line[column:].startswith(row.topic)  # aligned under its header
+        assert line == line.rstrip()
+    whole = render_failures(rows, "table", full_tokens=True)
+    assert all(row.token in whole for row in rows)
+    assert render_failures([], "table") == "no failed tokens"
+
+
+def test_runs_table_aligns_and_formats(withheld, engine) -> None:
+    rows = run_summaries(engine)
+    lines = render_runs(rows, "table").splitlines()
+    assert lines[0].startswith("DATE") and lines[0].rstrip().endswith("WHY")
+    column = lines[0].index("STATUS")
+    assert [line[column:].split()[0] for line in lines[1:]] == ["withheld", "published"]
+    assert all(re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", line) for line in lines[1:])
+    assert render_runs([], "table") == "no runs"
+
+
+def test_table_escapes_control_characters_from_fcm() -> None:
+    when = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
+    row = FailedToken(
+        tok(1),
+        "subscribe",
+        "unknown-error",
+        "BAD\x1b[31m\nNEWS",
+        4,
+        when,
+        when,
+        None,
+        None,
+        None,
+        "jobreco-3",
+        False,
+    )
+    table = render_failures([row], "table")
+    assert "\x1b" not in table and len(table.splitlines()) == 2
+    assert table.splitlines()[1].endswith("BAD\\x1b[31m\\nNEWS")
+    assert "2026-11-22T06:00Z" in table
+
+
+@pytest.mark.parametrize("render", [render_failures, render_runs])
+def test_unknown_format_is_bad_input(render) -> None:
+    with pytest.raises(BadInput, match="valid: table, csv, json"):
+        render([], "yaml")
