@@ -52,3 +52,13 @@ def test_ci_runs_the_readme_test_command() -> None:
     section = README.split("## Run the tests", 1)[1]
     command = re.search(r"```sh\n(.*?)\n```", section, re.S).group(1).strip()
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_report_json_contract_in_readme_matches_code() -> None:
+    from topic_sync.report import FAILURE_FIELDS, RUN_FIELDS
+
+    for kind, fields in (("failures", FAILURE_FIELDS), ("runs", RUN_FIELDS)):
+        block = re.search(rf'"kind": "{kind}", "{kind}": \[\{{(.*?)\}}\]', README, re.S)
+        assert block, f"README does not document the {kind} JSON"
+        documented = re.findall(r'"(\w+)"', block.group(1))
+        assert tuple(documented) == tuple(fields)
