@@ -19,6 +19,7 @@ import pytest
 from firebase_admin import messaging
 
 from topic_sync.emulator import REASON_WIRE, FcmEmulator
+from topic_sync.error_table import all_reasons
 from topic_sync.errors import CredentialsError, ExitCode
 from topic_sync.fcm import (
     MAX_TOKENS_PER_CALL,
@@ -35,21 +36,7 @@ TOKENS = ["tok-a", "tok-b", "tok-c"]
 
 # Every raw reason of the per-token error table (product brief), plus one the table does not know:
 # the client must pass raw reasons through untouched; the error table interprets them.
-TABLE_REASONS = [
-    "INVALID_ARGUMENT",
-    "NOT_FOUND",
-    "UNREGISTERED",
-    "SENDER_ID_MISMATCH",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DEADLINE_EXCEEDED",
-    "TOO_MANY_TOPICS",
-    "RESOURCE_EXHAUSTED",
-    "QUOTA_EXCEEDED",
-    "UNAUTHENTICATED",
-    "PERMISSION_DENIED",
-    "UNKNOWN_ERROR",
-]
+TABLE_REASONS = all_reasons()
 REASONS = [*TABLE_REASONS, "SOMETHING_NEW"]
 
 

@@ -102,6 +102,11 @@ def rule_for_code(code: str) -> ErrorRule:
     return _BY_CODE[code]
 
 
+def all_reasons() -> list[str]:
+    """Every raw reason the table names, in table order."""
+    return [reason for rule in (*RULES, UNKNOWN) for reason in rule.reasons]
+
+
 def all_codes() -> list[str]:
     return [rule.code for rule in (*RULES, UNKNOWN)]
 
