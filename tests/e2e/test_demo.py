@@ -1,0 +1,16 @@
+"""README's first command: the demo runs days end to end and checks its own recipients."""
+
+from __future__ import annotations
+
+from tests.e2e.support import describe, run_cli
+
+
+def test_demo_runs_days_with_exact_recipients(tmp_path, env) -> None:
+    env = {k: v for k, v in env.items() if k != "FCM_EMULATOR_HOST"}  # it starts its own
+    done = run_cli("demo", "--days", "3", "--size", "300", "--workdir", tmp_path, env=env)
+    assert done.returncode == 0, describe(done)
+    rows = done.stdout.strip().splitlines()
+    assert rows[0].split()[:3] == ["date", "topic", "audience"]
+    assert len(rows) == 4 and all(row.endswith("yes") for row in rows[1:])
+    assert "exactly that day's valid audience" in done.stderr
+    assert (tmp_path / "message.json").exists()
