@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from topic_sync import db
 from topic_sync.emulator import FcmEmulator
-from topic_sync.fcm import SdkClient
+from topic_sync.fcm import SdkClient, make_client
 from topic_sync.sdk_bridge import initialize_app
 from topic_sync.sync import Deps
 
@@ -92,7 +92,7 @@ def emulator() -> Iterator[FcmEmulator]:
         yield emu
 
 
-@pytest.fixture(params=["v1", "legacy-iid"])
+@pytest.fixture(params=["v1", "v1-direct", "legacy-iid"])
 def transport(request) -> str:
     return request.param
 
@@ -108,7 +108,7 @@ def fcm_app(emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
 
 @pytest.fixture
 def client(fcm_app: firebase_admin.App, transport: str) -> SdkClient:
-    return SdkClient(fcm_app, transport)
+    return make_client(fcm_app, transport)
 
 
 class Recorder:

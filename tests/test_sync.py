@@ -317,7 +317,7 @@ def paced(emulator, engine, transport, recorder):
 
     import firebase_admin
 
-    from topic_sync.fcm import SdkClient
+    from topic_sync.fcm import make_client
     from topic_sync.ratelimit import Pacer
     from topic_sync.sdk_bridge import initialize_app
     from topic_sync.sync import Deps
@@ -331,7 +331,7 @@ def paced(emulator, engine, transport, recorder):
     )
     yield Deps(
         engine=engine,
-        client=SdkClient(app, transport),
+        client=make_client(app, transport),
         sleep=recorder.sleep,
         now=lambda: dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC),
         log=recorder.log,

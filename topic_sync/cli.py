@@ -155,7 +155,7 @@ class ProgressLine:
 
 
 def fcm_client(transport: str, emulator_host: str | None, project: str | None, pacer=None):
-    from topic_sync.fcm import SdkClient
+    from topic_sync.fcm import make_client
     from topic_sync.sdk_bridge import initialize_app
 
     try:
@@ -169,7 +169,7 @@ def fcm_client(transport: str, emulator_host: str | None, project: str | None, p
         from topic_sync.errors import CredentialsError
 
         raise CredentialsError(f"cannot set up Firebase credentials: {error}") from error
-    return SdkClient(app, transport)
+    return make_client(app, transport)
 
 
 database_option = option(
@@ -198,11 +198,12 @@ def fcm_options(func: Callable) -> Callable:
     )(func)
     func = option(
         "--transport",
-        type=click.Choice(["v1", "legacy-iid"]),
+        type=click.Choice(["v1", "v1-direct", "legacy-iid"]),
         default="v1",
         show_default=True,
-        help="v1: FCM topic subscription API. legacy-iid: Instance ID batch API "
-        "(until 2027-09-29).",
+        help="v1: FCM topic subscription API via firebase-admin. v1-direct: the same "
+        "requests over a lean pool (reaches FCM's quota). legacy-iid: Instance ID batch "
+        "API (until 2027-09-29).",
     )(func)
     return func
 

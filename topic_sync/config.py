@@ -34,10 +34,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from topic_sync.errors import BadInput, InputFileError
+from topic_sync.fcm import TRANSPORTS
 from topic_sync.topics import MAX_TOPICS_PER_TOKEN, pool_topics
 
 MODES = ("dry-run", "live")
-TRANSPORTS = ("v1", "legacy-iid")
 DEFAULT_GRACE = "2h"
 
 _DURATION = re.compile(

@@ -34,8 +34,8 @@ class _EmulatorAuth(google.auth.credentials.Credentials):
         super().__init__()
         self.token = "owner"
 
-    def refresh(self, request) -> None:  # noqa: ARG002 - nothing to refresh
-        return None
+    def refresh(self, request) -> None:  # noqa: ARG002 - nothing to fetch
+        self.token = "owner"
 
 
 class EmulatorCredential(credentials.Base):
@@ -155,6 +155,55 @@ def list_topic_subscriptions(app: firebase_admin.App, token: str, page_size: int
         page_token = body.get("nextPageToken")
         if not page_token:
             return
+
+
+def mounted_adapter(app: firebase_admin.App) -> RedirectingAdapter:
+    """The adapter install_adapter put on the app's session (for its target and pacer)."""
+    adapter = messaging_service(app)._client.session.get_adapter(FCM_HOST + "/")
+    if not isinstance(adapter, RedirectingAdapter):
+        raise RuntimeError("the app was not set up by topic_sync.sdk_bridge.initialize_app")
+    return adapter
+
+
+class DirectAuth:
+    """The headers the SDK sends with each FCM request, from the app's own credential.
+
+    For topic-sync's direct v1 path: same credential (refreshed when it expires),
+    same API-format and client headers as firebase-admin's own requests.
+    """
+
+    def __init__(self, app: firebase_admin.App) -> None:
+        import threading
+
+        from firebase_admin import _http_client
+
+        service = messaging_service(app)
+        self._credential = service._credential
+        self._fixed = {
+            **service._fcm_headers,
+            **_http_client.METRICS_HEADERS,
+            "Content-Type": "application/json",
+        }
+        self._lock = threading.Lock()
+
+    def expire(self) -> None:
+        """Forget the current token: FCM refused it."""
+        with self._lock:
+            self._credential.token = None
+
+    def headers(self) -> dict[str, str]:
+        from google.auth.transport.requests import Request
+
+        with self._lock:
+            if not self._credential.valid:
+                self._credential.refresh(Request())
+            token = self._credential.token
+        return {**self._fixed, "Authorization": f"Bearer {token}"}
+
+
+def topic_error_code(body: dict, status: int) -> str:
+    """The SDK's own reading of a topic-subscription error (errorCode, status, HTTP code)."""
+    return messaging._MessagingService._get_topic_error_code(body, status)
 
 
 def install_adapter(

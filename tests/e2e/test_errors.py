@@ -82,7 +82,7 @@ def test_dead_tokens_get_no_message_and_leave_later_diffs(
     assert token_row(engine, dies_later)["invalid_reason"] == NOT_REGISTERED
     assert subscriptions(engine, the_topic)[dies_later] == "unsubscribed"
     assert len(failures(engine)) == 1  # nothing new for report
-    if transport == "v1":  # the skipped token was not even tried
+    if transport.startswith("v1"):  # the skipped token was not even tried
         assert emulator.stats[("subscribe", 404)] == stats_before[("subscribe", 404)]
     assert run_row(engine, PREFIX, DAY2)["skipped_invalid"] == 1
 
