@@ -44,3 +44,14 @@ def test_sqlalchemy_url_uses_psycopg() -> None:
     assert db.sqlalchemy_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
     assert db.sqlalchemy_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
     assert db.sqlalchemy_url("postgresql+psycopg://u@h/d") == "postgresql+psycopg://u@h/d"
+
+
+def test_migrations_downgrade_and_upgrade_again(database_url, engine) -> None:
+    from alembic import command
+
+    cfg = db.alembic_config(database_url)
+    command.downgrade(cfg, "base")
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT to_regclass('runs')")) is None
+    command.upgrade(cfg, "head")
+    db.check_schema(engine)

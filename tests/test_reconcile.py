@@ -175,3 +175,22 @@ def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:
 
     with advisory_lock(deps.engine, f"prefix:{PREFIX}", what="run"), pytest.raises(Locked):
         repair(deps)
+
+
+def test_repair_failures_are_one_row_per_token(tmp_path, message_file, deps, emulator) -> None:
+    two_days(tmp_path, message_file, deps)
+    gone = toks(0, 50)[25]
+    forget(deps, [gone])
+    emulator.inject_token_error(gone, "INTERNAL", op="unsubscribe")
+    repair(deps, live=True)
+    repair(deps, live=True)
+    with deps.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT topic, attempts FROM token_failures f JOIN tokens t ON t.id = f.token_id "
+                "WHERE t.token = :t ORDER BY topic"
+            ),
+            {"t": gone},
+        ).all()
+    assert [r.topic for r in rows] == sorted(POOL_TOPICS)  # one row per topic, not per try
+    assert all(r.attempts == 6 for r in rows)  # 2 reconciles x (1 try + 2 retries)

@@ -166,7 +166,8 @@ class TokenFailure(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        UniqueConstraint("run_id", "token_id", "topic", "op"),
+        # Repairs record failures without a run: NULLs must collide too (PostgreSQL 15+).
+        UniqueConstraint("run_id", "token_id", "topic", "op", postgresql_nulls_not_distinct=True),
         CheckConstraint("op IN ('subscribe', 'unsubscribe')", name="op_known"),
         Index("ix_token_failures_token_id", "token_id"),
     )
