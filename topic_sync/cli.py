@@ -296,6 +296,10 @@ class WorkArgs:
             database_url=work["database_url"],
         )
 
+    def settings(self) -> dict[str, Any]:
+        """The sync settings a run or a repair takes (see sync.WorkSettings)."""
+        return {"retry": self.retry, "concurrency": self.concurrency, "deadline": self.deadline}
+
     def deps(self, shutdown=None):
         from topic_sync.ratelimit import Pacer
         from topic_sync.sync import Deps
@@ -494,9 +498,7 @@ def run(
         allow_large_churn=allow_large_churn,
         republish=republish,
         propagation_delay=propagation_delay,
-        retry=args.retry,
-        concurrency=args.concurrency,
-        deadline=args.deadline,
+        **args.settings(),
     )
     from topic_sync.shutdown import PROCESS as shutdown
 
@@ -603,9 +605,7 @@ def reconcile(
                 full=full,
                 audit=audit,
                 sample=sample,
-                retry=args.retry,
-                concurrency=args.concurrency,
-                deadline=args.deadline,
+                **args.settings(),
             ),
             deps,
         )
@@ -693,9 +693,7 @@ def forget(
                 ReconcileOptions(
                     topics=tuple(owing),
                     live=True,
-                    retry=args.retry,
-                    concurrency=args.concurrency,
-                    deadline=args.deadline,
+                    **args.settings(),
                 ),
                 deps,
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, text
@@ -167,6 +167,3 @@ def is_disconnect(error: BaseException) -> bool:
     return isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and bool(error.connection_invalidated)
     )
-
-
-Notify = Callable[[str], None]

@@ -202,6 +202,8 @@ class DirectV1Client(SdkClient):
     """
 
     def __init__(self, app: firebase_admin.App, workers: int = DIRECT_WORKERS) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         import urllib3
 
         from topic_sync.sdk_bridge import FCM_HOST, DirectAuth, mounted_adapter
@@ -213,11 +215,12 @@ class DirectV1Client(SdkClient):
         self._pacer = adapter.pacer
         self._auth = DirectAuth(app)
         self._http = urllib3.PoolManager(maxsize=workers, block=True, retries=False)
-        self._workers = workers
+        # One pool of senders for the client's life, shared by concurrent batches: as many
+        # threads as connections, so the in-flight cap is the same either way.
+        self._senders = ThreadPoolExecutor(workers, thread_name_prefix="fcm-direct")
         self._root = f"/v1/projects/{app.project_id}/registrations"
 
     def _manage(self, tokens: Sequence[str], topic: str, *, subscribe: bool) -> BatchResult:
-        from concurrent.futures import ThreadPoolExecutor
         from urllib.parse import quote
 
         batch = _check_batch(tokens)
@@ -238,8 +241,7 @@ class DirectV1Client(SdkClient):
                 reason = self._send(method, url, body, self._auth.headers(), subscribe=subscribe)
             return reason
 
-        with ThreadPoolExecutor(min(self._workers, len(batch))) as pool:
-            return BatchResult(tuple(pool.map(one, batch)))
+        return BatchResult(tuple(self._senders.map(one, batch)))
 
     def _send(self, method: str, url: str, body, headers, *, subscribe: bool) -> str | None:
         import json

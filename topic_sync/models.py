@@ -30,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from topic_sync.error_table import Op
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -40,6 +42,11 @@ NAMING = {
 
 SUBSCRIPTION_STATUSES = ("pending_subscribe", "subscribed", "pending_unsubscribe", "unsubscribed")
 PUBLISH_STATES = ("none", "intent", "sent")
+OPS = tuple(op.value for op in Op)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -130,7 +137,7 @@ class Subscription(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending_subscribe', 'subscribed', 'pending_unsubscribe', 'unsubscribed')",
+            _one_of("status", SUBSCRIPTION_STATUSES),
             name="status_known",
         ),
         Index(
@@ -168,6 +175,6 @@ class TokenFailure(Base):
     __table_args__ = (
         # Repairs record failures without a run: NULLs must collide too (PostgreSQL 15+).
         UniqueConstraint("run_id", "token_id", "topic", "op", postgresql_nulls_not_distinct=True),
-        CheckConstraint("op IN ('subscribe', 'unsubscribe')", name="op_known"),
+        CheckConstraint(_one_of("op", OPS), name="op_known"),
         Index("ix_token_failures_token_id", "token_id"),
     )

@@ -163,6 +163,7 @@ def _audit(opts: ReconcileOptions, deps: Deps, topics: list[str], result: Reconc
                     raise
         return None  # pragma: no cover - Retrying re-raises
 
+    heals: list[tuple[str, str, str]] = []
     started = time.monotonic()
     with ThreadPoolExecutor(AUDIT_WORKERS, thread_name_prefix="audit") as pool:
         held = pool.map(look, (token for token, _ in candidates))
@@ -186,14 +187,12 @@ def _audit(opts: ReconcileOptions, deps: Deps, topics: list[str], result: Reconc
                     result.drift_missing += 1
                 if len(result.drift) < DRIFT_SHOWN:
                     result.drift.append(drift)
-                if opts.live:
-                    with deps.engine.begin() as conn:
-                        store.queue_heal(
-                            conn,
-                            token,
-                            topic,
-                            "pending_unsubscribe" if actual else "pending_subscribe",
-                        )
+                heals.append(
+                    (token, topic, "pending_unsubscribe" if actual else "pending_subscribe")
+                )
+    if opts.live:
+        with deps.engine.begin() as conn:
+            store.queue_heals(conn, heals)
     deps.log(f"audited {result.audited} tokens in {time.monotonic() - started:.1f}s")
 
 

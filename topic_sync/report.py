@@ -62,8 +62,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from topic_sync.error_table import Op, all_codes
+from topic_sync.error_table import all_codes
 from topic_sync.errors import BadInput, ExitCode
+from topic_sync.models import OPS
 
 JSON_VERSION = 1
 FAILURES_KIND = "failures"
@@ -102,7 +103,6 @@ RUN_FIELDS = (
     "started_at",
 )
 FORMATS = ("table", "csv", "json")
-OPS = tuple(op.value for op in Op)
 DEFAULT_RUN_LIMIT = 10
 
 # Why a run is where it is, when its note does not say (a published run has no note).

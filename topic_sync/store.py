@@ -418,17 +418,6 @@ def finish_run(conn: Connection, run_id: int, status: str, note: str | None = No
     )
 
 
-def run_counts(conn: Connection, run_id: int) -> dict:
-    row = conn.execute(
-        text(
-            "SELECT added, removed, failed, attempts, retries, wait_seconds FROM runs "
-            "WHERE id = :id"
-        ),
-        {"id": run_id},
-    ).one()
-    return dict(row._mapping)
-
-
 def claim_publish(conn: Connection, run_id: int, *, republish: bool) -> bool:
     """Record the intent to publish before sending; only one caller can win it."""
     allowed = ("none", "intent") if republish else ("none",)
@@ -572,26 +561,27 @@ def audit_candidates(
     return [(str(token), dict(states)) for token, states in rows]
 
 
-def queue_heal(conn: Connection, token: str, topic: str, status: str) -> None:
-    """Owe FCM a call for one drifted (token, topic): subscribe or unsubscribe."""
-    conn.execute(
-        text(
-            """
-            INSERT INTO tokens (token) VALUES (:token) ON CONFLICT (token_key) DO NOTHING;
-            """
-        ),
-        {"token": token},
-    )
+def queue_heals(conn: Connection, heals: Sequence[tuple[str, str, str]]) -> None:
+    """Owe FCM a call for each drifted (token, topic, pending status) an audit found."""
+    if not heals:
+        return
     conn.execute(
         text(
             """
             INSERT INTO subscriptions (topic, token_id, status)
-            SELECT :topic, t.id, :status FROM tokens t WHERE t.token_key = md5(:token)::uuid
+            SELECT h.topic, t.id, h.status
+            FROM unnest(CAST(:tokens AS text[]), CAST(:topics AS text[]),
+                        CAST(:statuses AS text[])) AS h(token, topic, status)
+            JOIN tokens t ON t.token_key = md5(h.token)::uuid
             ON CONFLICT (topic, token_id) DO UPDATE
             SET status = excluded.status, attempts = 0, updated_at = now()
             """
         ),
-        {"token": token, "topic": topic, "status": status},
+        {
+            "tokens": [h[0] for h in heals],
+            "topics": [h[1] for h in heals],
+            "statuses": [h[2] for h in heals],
+        },
     )
 
 

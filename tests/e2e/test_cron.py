@@ -69,9 +69,9 @@ def wrapper_env(base: dict[str, str], **extra: str) -> dict[str, str]:
     return env
 
 
-def run_wrapper(*args: object, env: dict[str, str], cwd: Path = REPO_ROOT):
+def run_wrapper(*args: object, env: dict[str, str], cwd: Path = REPO_ROOT, wrapper: Path = WRAPPER):
     return subprocess.run(
-        [str(WRAPPER), *map(str, args)],
+        [str(wrapper), *map(str, args)],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -391,25 +391,14 @@ def test_without_the_console_script_it_runs_the_module_with_topic_sync_python(en
     empty.mkdir()
     fallback = wrapper_env(env, TOPIC_SYNC_BIN=str(empty))
 
-    def run_wrapper(*args: object, env: dict[str, str]):
-        return subprocess.run(
-            [str(wrapper), *map(str, args)],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-
-    proc = run_wrapper("--version", env=fallback)
+    proc = run_wrapper("--version", env=fallback, wrapper=wrapper)
 
     assert proc.returncode == 0, explain(proc)
     assert f"({sys.executable} -m topic_sync.cli)" in texts(proc)[0]
     assert any(t.startswith("topic-sync, version") for t in texts(proc))
 
     del fallback["TOPIC_SYNC_PYTHON"]
-    not_found = run_wrapper("--version", env=fallback)
+    not_found = run_wrapper("--version", env=fallback, wrapper=wrapper)
     assert not_found.returncode == 127, explain(not_found)
     assert "topic-sync not found" in last_line(not_found)
 
