@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from topic_sync.emulator import REASON_WIRE, FcmEmulator, Publish
+from topic_sync.sdk_bridge import has_fcm_details
 
 REASONS = [
     "INVALID_ARGUMENT",
@@ -238,12 +239,25 @@ def test_invalid_and_unregistered_tokens_v1(http, emu):
         unsubscribe(http, emu, "tok-dead", "t"),
         http.get(subs_url(emu, "tok-dead")),
     ):
-        assert resp.status_code == 404 and sdk_reason(resp) == "NOT_FOUND"
+        # FCM's own code, in its error details: evidence about this token.
+        assert resp.status_code == 404 and sdk_reason(resp) == "UNREGISTERED"
+        assert has_fcm_details(resp.json())
+    assert has_fcm_details(bad.json())
 
 
 def test_unknown_path_is_404(http, emu):
-    assert http.get(f"{emu.base_url}/v2/nothing").status_code == 404
+    resp = http.get(f"{emu.base_url}/v2/nothing")
+    assert resp.status_code == 404
+    assert not has_fcm_details(resp.json())  # a front end's 404 says nothing about a token
     assert emu.stats[("unknown", 404)] == 1
+
+
+def test_whole_request_errors_carry_no_fcm_details(http, emu):
+    emu.inject_request_errors(404, count=1)
+    resp = subscribe(http, emu, "tok-1", "t")
+    assert resp.status_code == 404 and sdk_reason(resp) == "NOT_FOUND"
+    assert not has_fcm_details(resp.json())
+    assert emu.members("t") == set()
 
 
 # --------------------------------------------------------------------------- legacy API
@@ -513,7 +527,7 @@ def test_control_api_round_trip(http, emu):
     assert sdk_reason(subscribe(http, emu, "tok-1", "t")) == "SENDER_ID_MISMATCH"
     assert subscribe(http, emu, "tok-1", "t").status_code == 200
     assert subscribe(http, emu, "tok-2", "t").status_code == 200
-    assert sdk_reason(subscribe(http, emu, "tok-dead", "t")) == "NOT_FOUND"
+    assert sdk_reason(subscribe(http, emu, "tok-dead", "t")) == "UNREGISTERED"
     assert (
         http.post(
             f"{base}/direct", json={"subscribe": [{"token": "tok-0", "topic": "t"}]}
@@ -594,7 +608,7 @@ def test_real_sdk_v1_and_legacy(sdk_app, emu):
     assert resp.success_count == 150
     assert {(tokens[e.index], e.reason) for e in resp.errors} == {
         ("bad token!", "INVALID_ARGUMENT"),
-        ("tok-dead", "NOT_FOUND"),
+        ("tok-dead", "UNREGISTERED"),
         ("tok-fail", "QUOTA_EXCEEDED"),
     }
     assert emu.members("daily") == set(tokens[:150])

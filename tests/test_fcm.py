@@ -98,13 +98,13 @@ def test_subscribe_then_unsubscribe_changes_membership_exactly(client, emulator)
 
     result = client.subscribe(TOKENS, TOPIC)
 
-    assert result == BatchResult((None, None, None))
+    assert result == BatchResult.per_token((None, None, None))
     assert emulator.members(TOPIC) == {"bystander", *TOKENS}
     assert emulator.topics_of("tok-a") == {TOPIC, "other-topic"}
 
     result = client.unsubscribe(["tok-a", "tok-c"], TOPIC)
 
-    assert result == BatchResult((None, None))
+    assert result == BatchResult.per_token((None, None))
     assert emulator.members(TOPIC) == {"bystander", "tok-b"}
     assert emulator.topics_of("tok-a") == {"other-topic"}  # other topics untouched
 
@@ -202,11 +202,15 @@ def test_injected_internal_error_is_seen_once_and_then_clears(fcm_app, emulator)
 
 def test_unregistered_token_fails_subscribe_but_unsubscribe_reports_it(client, emulator):
     emulator.unregister("tok-c")
+    # FCM's code on v1 (from its error details); the Instance ID API says NOT_FOUND.
+    dead = "NOT_FOUND" if client.transport == "legacy-iid" else "UNREGISTERED"
 
-    assert client.subscribe(TOKENS, TOPIC).reasons == (None, None, "NOT_FOUND")
+    result = client.subscribe(TOKENS, TOPIC)
+    assert result.reasons == (None, None, dead)
+    assert result.proven == (True, True, True)  # an answer about that very token
     assert emulator.members(TOPIC) == {"tok-a", "tok-b"}
     # The error table turns this into success for unsubscribe; the client reports it raw.
-    assert client.unsubscribe(TOKENS, TOPIC).reasons == (None, None, "NOT_FOUND")
+    assert client.unsubscribe(TOKENS, TOPIC).reasons == (None, None, dead)
     assert emulator.members(TOPIC) == set()
 
 
@@ -222,7 +226,8 @@ def test_legacy_whole_request_503_with_retry_after(fcm_app, emulator, subscribe)
     call = client.subscribe if subscribe else client.unsubscribe
     result = call(TOKENS, TOPIC)
 
-    assert result == BatchResult(("UNAVAILABLE",) * 3, retry_after=7.0, whole_request=True)
+    assert result == BatchResult.whole("UNAVAILABLE", 3, retry_after=7.0)
+    assert result.proven == (False, False, False)
     assert emulator.members(TOPIC) == {"tok-a"}
     # One request: the SDK's HTTP layer did not retry the 503 (nor wait 7 s) by itself.
     assert emulator.stats == {(_kind(client, subscribe), 503): 1}
@@ -234,7 +239,7 @@ def test_legacy_whole_request_429(fcm_app, emulator):
 
     result = client.subscribe(TOKENS, TOPIC)
 
-    assert result == BatchResult(("RESOURCE_EXHAUSTED",) * 3, retry_after=3.0, whole_request=True)
+    assert result == BatchResult.whole("RESOURCE_EXHAUSTED", 3, retry_after=3.0)
     assert emulator.members(TOPIC) == set()
 
 
@@ -244,7 +249,7 @@ def test_legacy_whole_request_without_retry_after(fcm_app, emulator):
 
     result = client.unsubscribe(TOKENS, TOPIC)
 
-    assert result == BatchResult(("INTERNAL",) * 3, retry_after=None, whole_request=True)
+    assert result == BatchResult.whole("INTERNAL", 3)
     assert emulator.stats == {("batchRemove", 500): 1}
 
 
@@ -269,7 +274,7 @@ def test_v1_request_failures_arrive_per_token(fcm_app, emulator):
 
     result = client.subscribe(TOKENS, TOPIC)
 
-    assert result == BatchResult(("RESOURCE_EXHAUSTED",) * 3)
+    assert result == BatchResult(("RESOURCE_EXHAUSTED",) * 3, (False,) * 3)
     assert emulator.stats == {("subscribe", 429): 3}
 
 
@@ -301,7 +306,7 @@ def test_full_batch_of_max_tokens(client, emulator):
 
 
 def test_single_token_and_any_sequence(client, emulator):
-    assert client.subscribe(("tok-a",), TOPIC) == BatchResult((None,))
+    assert client.subscribe(("tok-a",), TOPIC) == BatchResult.per_token((None,))
     assert emulator.members(TOPIC) == {"tok-a"}
 
 
@@ -391,18 +396,26 @@ def test_publish_too_big_is_definitely_not_sent(client, emulator):
 
 
 @pytest.mark.parametrize(
-    ("status", "code"),
-    [(429, "RESOURCE_EXHAUSTED"), (500, "INTERNAL"), (503, "UNAVAILABLE"), (504, "DEADLINE")],
+    ("status", "code", "refused"),
+    [
+        # FCM refused the request before serving it, so it did not take the message.
+        (429, "RESOURCE_EXHAUSTED", True),
+        (503, "UNAVAILABLE", True),
+        # A 500 or 504 may come after FCM took the message, and a proxy's 502 is not FCM's
+        # word: nothing proves it did not go out, so it must neither be released nor resent.
+        (500, "INTERNAL", False),
+        (502, "UNKNOWN", False),
+        (504, "DEADLINE_EXCEEDED", False),
+    ],
 )
-def test_publish_quota_or_server_error_is_an_answer_and_retryable(client, emulator, status, code):
-    # FCM answered with an error, so it did not take the message: topic-sync may retry it.
+def test_publish_error_is_a_refusal_only_with_proof(client, emulator, status, code, refused):
     emulator.inject_request_errors(status, retry_after=9)
 
     with pytest.raises(PublishError) as info:
         client.publish(_message())
 
-    assert info.value.definitely_not_sent is True
-    assert info.value.retryable is True
+    assert info.value.definitely_not_sent is refused
+    assert info.value.retryable is refused
     assert info.value.retry_after == 9.0
     assert code in info.value.message
     # One attempt only: retrying is topic-sync's decision, not a hidden SDK loop.

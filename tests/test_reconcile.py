@@ -91,6 +91,7 @@ def test_full_is_resumable_after_a_kill(tmp_path, message_file, deps, emulator) 
 
     class DiesOnce:
         transport = inner.transport
+        target = inner.target
 
         def subscribe(self, tokens, t):
             calls.append(t)

@@ -392,6 +392,27 @@ def test_http_retries_without_status_retries():
     assert retry.connect == 1  # a refused connection never reached FCM: safe to retry
 
 
+@pytest.mark.parametrize("status_retries", [0, 2])
+def test_http_retries_are_bounded_on_every_counter(status_retries):
+    # urllib3 retries without end a counter left at None when total is None: "other" errors
+    # (raised after the request was written) would resend a publish again and again.
+    from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+    retry = http_retries(status_retries=status_retries)
+    assert retry.total == 1 + status_retries
+    assert retry.other == 0 and retry.read == 0 and retry.redirect == 0
+    url = "/v1/projects/p/messages:send"
+    # After the request was written: a read error or any other error is never resent.
+    for error in (ProtocolError("reset"), RuntimeError("tls alert")):
+        with pytest.raises(MaxRetryError):
+            retry.increment("POST", url, error=error)
+    # A refused connection sent nothing: once more, then never again.
+    refused = NewConnectionError(None, "refused")  # type: ignore[arg-type]
+    again = retry.increment("POST", url, error=refused)
+    with pytest.raises(MaxRetryError):
+        again.increment("POST", url, error=refused)
+
+
 def test_http_retries_with_status_retries():
     retry = http_retries(status_retries=2)
     assert retry.status == 2

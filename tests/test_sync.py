@@ -232,6 +232,7 @@ class CrashAfter:
 
     def __init__(self, inner, method: str) -> None:
         self.inner, self.method, self.transport = inner, method, inner.transport
+        self.target = inner.target
         self.armed = True
 
     def __getattr__(self, name):
@@ -285,6 +286,7 @@ def test_removals_run_before_additions(tmp_path, message_file, deps, emulator) -
 
     class Spy:
         transport = inner.transport
+        target = inner.target
 
         def subscribe(self, tokens, topic):
             order.append("subscribe")
@@ -381,6 +383,7 @@ def test_retry_after_is_waited_in_full(tmp_path, message_file, paced, emulator, 
         """Arms one whole-request 503 with Retry-After: 1 for the first subscribe call."""
 
         transport = inner.transport
+        target = inner.target
 
         def subscribe(self, tokens, topic):
             if not seen:
@@ -432,7 +435,7 @@ class KillConnections:
     as a failover or an operator would: the batch's transaction cannot commit."""
 
     def __init__(self, inner, database_url: str, after: int) -> None:
-        self.inner, self.transport = inner, inner.transport
+        self.inner, self.transport, self.target = inner, inner.transport, inner.target
         self.url, self.after, self.calls = database_url, after, 0
         self.killed = 0
 
@@ -500,6 +503,7 @@ def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
 
     class CountingClient:
         transport = inner.transport
+        target = inner.target
 
         def subscribe(self, tokens, topic):
             calls.append(len(tokens))
@@ -535,3 +539,227 @@ def test_a_stopped_run_says_why_on_its_record(tmp_path, message_file, deps, emul
             text("SELECT status, note, finished_at IS NOT NULL FROM runs")
         ).one()
     assert (status, finished) == ("failed", True) and "credentials" in note
+
+
+# --- misdelivery faults: lost lock, whole-request answers, the dead-token guard -------------
+
+
+def terminate_lock_holder(engine, prefix: str) -> int:
+    """End the backend holding the run's advisory lock, as a network blip or a failover
+    would: nobody tells the run that its lock is gone."""
+    from topic_sync.db import lock_key
+
+    with engine.connect() as conn:
+        killed = conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND ((classid::bigint << 32) | objid::bigint) = :k"
+            ),
+            {"k": lock_key(f"prefix:{prefix}")},
+        ).all()
+        conn.commit()
+    return len(killed)
+
+
+def test_lost_lock_then_another_run_never_publishes_a_stale_plan(
+    tmp_path, message_file, deps, emulator, recorder
+) -> None:
+    from topic_sync.errors import Locked
+
+    later = DAY + dt.timedelta(days=POOL)  # the same pool topic
+    topic = topic_for(PREFIX, POOL, DAY)
+    mine, theirs = toks(0, 20), toks(100, 130)
+    fired: list[str] = []
+
+    def meanwhile(seconds: float) -> None:
+        # While run A waits for propagation, its lock connection dies and run B, for a later
+        # date on the same topic, syncs its own audience and publishes.
+        recorder.sleeps.append(seconds)
+        assert terminate_lock_holder(deps.engine, PREFIX) == 1
+        other = run_day(opts(tmp_path, message_file, theirs, later, allow_large_churn=True), deps)
+        fired.append(other.status)
+
+    waiting = dataclasses.replace(deps, sleep=meanwhile)
+    with pytest.raises(Locked, match="planned again"):
+        run_day(opts(tmp_path, message_file, mine, propagation_delay=20), waiting)
+
+    assert fired == ["published"]
+    [publish] = [p for p in emulator.publishes if p.topic == topic]  # B's only
+    assert publish.recipients == frozenset(theirs)
+    assert "Jobs for " + later.isoformat() in json_text(publish)
+    with deps.engine.connect() as conn:
+        status, note = conn.execute(
+            text("SELECT status, note FROM runs WHERE run_date = :d"), {"d": DAY}
+        ).one()
+    assert status == "fenced" and "planned again" in note
+    # The rerun plans again, from what the topic holds now, and publishes the right audience.
+    result = run_day(opts(tmp_path, message_file, mine, allow_large_churn=True), deps)
+    assert result.status == "published"
+    assert last_recipients(emulator, topic) == frozenset(mine)
+
+
+def json_text(publish) -> str:
+    import json
+
+    return json.dumps(publish.message)
+
+
+def test_lost_lock_mid_sync_stops_at_the_next_batch(tmp_path, message_file, deps, emulator) -> None:
+    from topic_sync.errors import Locked
+
+    later = DAY + dt.timedelta(days=POOL)
+    topic = topic_for(PREFIX, POOL, DAY)
+    mine, theirs = toks(0, 40), toks(100, 110)
+    batches: list = []
+    other: list = []
+
+    def after_each_batch(progress) -> None:
+        # Called once a batch committed. After run A's second batch, A's lock connection
+        # dies and run B, for a later date on the same topic, syncs it and publishes.
+        batches.append(progress.done)
+        if len(batches) == 2:
+            terminate_lock_holder(deps.engine, PREFIX)
+            options = opts(tmp_path, message_file, theirs, later, allow_large_churn=True)
+            other.append(run_day(options, deps))
+
+    watching = dataclasses.replace(deps, progress=after_each_batch)
+    options = opts(tmp_path, message_file, mine, batch_size=5, concurrency=1)
+    with pytest.raises(Locked, match="planned again"):
+        run_day(options, watching)
+    assert other[0].status == "published"
+    assert len(batches) == 2  # A sent no batch for its stale plan after B planned
+    [publish] = [p for p in emulator.publishes if p.topic == topic]
+    assert publish.recipients == frozenset(theirs)
+    assert emulator.members(topic) == set(theirs)
+
+
+def arm_on_first(inner, op: str, arm):
+    """A client that calls arm() just before its first `op` call (after validation)."""
+
+    class Armed:
+        transport, target = inner.transport, getattr(inner, "target", None)
+        armed = False
+
+        def _call(self, name, tokens, topic):
+            if name == op and not self.armed:
+                self.armed = True
+                arm()
+            return getattr(inner, name)(tokens, topic)
+
+        def subscribe(self, tokens, topic):
+            return self._call("subscribe", tokens, topic)
+
+        def unsubscribe(self, tokens, topic):
+            return self._call("unsubscribe", tokens, topic)
+
+        def publish(self, message, validate_only=False):
+            return inner.publish(message, validate_only=validate_only)
+
+    return Armed()
+
+
+# A whole-request 400 or 404 (legacy), or a v1 404/400 without FCM's details (a front end, an
+# API not enabled): the answer says nothing about any token.
+WHOLE_REQUEST = [400, 404]
+
+
+@pytest.mark.parametrize("status", WHOLE_REQUEST)
+def test_whole_request_error_never_confirms_a_removal(
+    tmp_path, message_file, deps, emulator, status
+) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 10)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    topic = topic_for(PREFIX, POOL, later)
+    kinds = ("unsubscribe", "batchRemove")
+    client = arm_on_first(
+        deps.client, "unsubscribe", lambda: emulator.inject_request_errors(status, kinds=kinds)
+    )
+    options = opts(tmp_path, message_file, toks(0, 6), later)
+    with pytest.raises(PublishWithheld, match="may still be subscribed"):
+        run_day(options, dataclasses.replace(deps, client=client))
+    assert emulator.members(topic) == set(toks(0, 10))  # still there...
+    assert len(emulator.publishes) == 1  # ...so nothing was sent to them
+    for leaving in toks(6, 10):
+        status_, code, invalid, _ = token_row(deps.engine, leaving, topic)
+        assert (status_, code, invalid) == ("pending_unsubscribe", "no-verdict", None)
+    emulator.clear_faults()
+    result = run_day(options, deps)
+    assert result.status == "published"
+    assert last_recipients(emulator, topic) == frozenset(toks(0, 6))
+
+
+@pytest.mark.parametrize("status", WHOLE_REQUEST)
+def test_whole_request_error_never_marks_a_token_dead(
+    tmp_path, message_file, deps, emulator, status
+) -> None:
+    kinds = ("subscribe", "batchAdd")
+    client = arm_on_first(
+        deps.client,
+        "subscribe",
+        lambda: emulator.inject_request_errors(status, count=1, kinds=kinds),
+    )
+    result = run_day(
+        opts(tmp_path, message_file, toks(0, 4)), dataclasses.replace(deps, client=client)
+    )
+    assert result.status == "published"
+    assert last_recipients(emulator, result.topic) == frozenset(toks(0, 4))  # retried, joined
+    with deps.engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM tokens WHERE invalid_at IS NOT NULL")) == 0
+    assert result.counts.outcomes["no-verdict"] >= 1
+
+
+def test_dead_token_flood_trips_the_guard(tmp_path, message_file, deps, emulator) -> None:
+    from topic_sync.errors import DeadTokenGuard
+    from topic_sync.sync import DEAD_GUARD_MIN
+
+    audience = toks(0, 400)
+    for token in audience[:250]:  # "dead": likelier a wrong project than 62% uninstalls
+        emulator.unregister(token)
+    options = opts(tmp_path, message_file, audience)
+    with pytest.raises(DeadTokenGuard, match="wrong Firebase project"):
+        run_day(options, deps)
+    assert emulator.publishes == []
+    with deps.engine.connect() as conn:
+        marked = conn.scalar(text("SELECT count(*) FROM tokens WHERE invalid_at IS NOT NULL"))
+        owed = conn.scalar(
+            text("SELECT count(*) FROM subscriptions WHERE status = 'pending_subscribe'")
+        )
+        status = conn.scalar(text("SELECT status FROM runs"))
+    assert marked <= DEAD_GUARD_MIN  # what came before the limit, never more
+    assert owed >= 250 - DEAD_GUARD_MIN  # the rest stays owed, unmarked
+    assert status == "guarded"
+    # The operator checked: the devices really are gone. --max-dead 1 believes FCM.
+    result = run_day(dataclasses.replace(options, max_dead=1.0), deps)
+    assert result.status == "published"
+    assert last_recipients(emulator, result.topic) == frozenset(audience[250:])
+
+
+def test_a_few_dead_tokens_do_not_trip_the_guard(tmp_path, message_file, deps, emulator) -> None:
+    audience = toks(0, 300)
+    for token in audience[:99]:
+        emulator.unregister(token)
+    result = run_day(opts(tmp_path, message_file, audience), deps)
+    assert result.status == "published"
+    assert result.failed == {"registration-token-not-registered": 99}
+
+
+def test_publish_answer_that_proves_nothing_keeps_the_intent(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    # FCM took the message, but the answer was a 504: resending would deliver it twice.
+    client = arm_on_first(deps.client, "subscribe", lambda: None)
+    inner_publish = client.publish
+
+    def publish(message, validate_only=False):
+        if not validate_only:
+            emulator.inject_request_errors(504, count=1, kinds=("send",), served=True)
+        return inner_publish(message, validate_only=validate_only)
+
+    client.publish = publish
+    options = opts(tmp_path, message_file, toks(0, 5))
+    with pytest.raises(PublishWithheld, match="--republish"):
+        run_day(options, dataclasses.replace(deps, client=client))
+    assert len(emulator.publishes) == 1  # it did go out, once
+    with pytest.raises(PublishWithheld, match="never confirmed"):
+        run_day(options, deps)  # the rerun does not guess
+    assert len(emulator.publishes) == 1

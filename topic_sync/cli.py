@@ -245,6 +245,14 @@ def work_options(func: Callable) -> Callable:
                 help="FCM batches in flight at once, each in its own transaction.",
             ),
             option(
+                "--max-dead",
+                type=click.FloatRange(0, 1),
+                default=0.05,
+                show_default=True,
+                help="Stop, believing no more, once more than this share of the work (at "
+                "least 100 tokens) is answered 'dead token': likelier a systemic fault.",
+            ),
+            option(
                 "--rate-limit",
                 type=click.FloatRange(0, min_open=True),
                 default=3000.0,
@@ -266,6 +274,7 @@ class WorkArgs:
     retry: Any
     deadline: float
     concurrency: int
+    max_dead: float
     rate_limit: float
     transport: str
     emulator_host: str | None
@@ -289,6 +298,7 @@ class WorkArgs:
             retry=retry,
             deadline=_parse_duration(work["deadline"], "--deadline"),
             concurrency=work["concurrency"],
+            max_dead=work["max_dead"],
             rate_limit=work["rate_limit"],
             transport=work["transport"],
             emulator_host=work["emulator_host"],
@@ -298,7 +308,12 @@ class WorkArgs:
 
     def settings(self) -> dict[str, Any]:
         """The sync settings a run or a repair takes (see sync.WorkSettings)."""
-        return {"retry": self.retry, "concurrency": self.concurrency, "deadline": self.deadline}
+        return {
+            "retry": self.retry,
+            "concurrency": self.concurrency,
+            "deadline": self.deadline,
+            "max_dead": self.max_dead,
+        }
 
     def deps(self, shutdown=None):
         from topic_sync.ratelimit import Pacer
@@ -333,6 +348,7 @@ _SYNC_PARAMS = (
     "max_retries",
     "deadline",
     "concurrency",
+    "max_dead",
     "rate_limit",
     "transport",
 )

@@ -101,6 +101,7 @@ SYNC_KEYS = {
     "max_retries": _number(0, integer=True),
     "deadline": _duration,
     "concurrency": _number(1, 64, integer=True),
+    "max_dead": _number(0, 1),
     "rate_limit": _number(0.001),
     "transport": _choice(*TRANSPORTS),
 }

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from topic_sync.errors import Locked, TopicSyncError
@@ -43,10 +44,51 @@ def embedded_url(data_dir: Path) -> str:
     return server.get_uri()
 
 
+CONNECT_TIMEOUT_SECONDS = 10
+# TCP keepalives: a peer gone without a word (a half-open connection) is noticed in about
+# a minute instead of the kernel's two hours. Ignored on Unix sockets.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10}
+KEEPALIVE_COUNT = 3
+# No statement of the job's runs for ever: the longest is a plan over a very large audience.
+STATEMENT_TIMEOUT_MS = 30 * 60 * 1000
+# A batch's transaction stays open while FCM answers (that is what makes a crash safe), and
+# a batch gives up on FCM after fcm.BATCH_BUDGET_SECONDS; a session idle in a transaction
+# longer than this is a stuck or half-gone client, and PostgreSQL ends it (rolling back).
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 15 * 60 * 1000
+SESSION_SETTINGS = {
+    "statement_timeout": STATEMENT_TIMEOUT_MS,
+    "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT_MS,
+}
+
+
+def connect_args() -> dict[str, Any]:
+    """libpq parameters for every connection topic-sync opens."""
+    return {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "application_name": "topic-sync",
+        **KEEPALIVES,
+        "keepalives_count": KEEPALIVE_COUNT,
+    }
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    return create_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    engine = create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args(),
     )
+    event.listen(engine, "connect", _session_settings)
+    return engine
+
+
+def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+    """Timeouts for the job's sessions, set with SET (a pooler in session mode passes it)."""
+    with dbapi_connection.cursor() as cur:
+        for name, value in SESSION_SETTINGS.items():
+            cur.execute(f"SET {name} = {int(value)}")
+    dbapi_connection.commit()
 
 
 def recreate_database(server_url: str, name: str) -> str:
@@ -100,24 +142,43 @@ def lock_key(name: str) -> int:
     return zlib.crc32(f"topic-sync:{name}".encode()) | (0x7A5 << 32)
 
 
+class PoolerError(TopicSyncError):
+    """The database connection does not keep its session (a pooler in transaction mode)."""
+
+
+_HOLDS_LOCK = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND pid = pg_backend_pid() AND ((classid::bigint << 32) | objid::bigint) = :k)"
+)
+
+
 class AdvisoryLock:
     """A session-level advisory lock held on its own connection.
 
     A lock file would survive a crashed host; a PostgreSQL session lock dies with
-    its connection, and works across hosts sharing the database. Because it dies
-    with its connection, `verify` checks it is still held before anything
-    irreversible (a publish) and takes it again if the connection was lost.
+    its connection, and works across hosts sharing the database. Nobody tells the
+    holder when it dies, so the lock is only the first line: what proves a topic was
+    not touched by anyone else is its fence (store.take_fence), checked by every
+    batch and the publish. `verify` checks that this session really holds the lock
+    and takes it again if it was lost.
     """
 
-    def __init__(self, engine: Engine, name: str, *, what: str) -> None:
+    def __init__(
+        self, engine: Engine, name: str, *, what: str, log: Callable[[str], None] | None = None
+    ) -> None:
         self.engine, self.name, self.what = engine, name, what
         self.key = lock_key(name)
         self.conn: Connection | None = None
+        self.log = log or (lambda _line: None)
 
     def acquire(self) -> None:
         conn = self.engine.connect()
         try:
             got = conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key})
+            conn.commit()
+            # In a new transaction: through a pooler in transaction mode this may run on
+            # another server session, where the lock is not held.
+            held = bool(got) and bool(conn.scalar(_HOLDS_LOCK, {"k": self.key}))
             conn.commit()
         except Exception:
             conn.close()
@@ -127,16 +188,35 @@ class AdvisoryLock:
             raise Locked(
                 f"another {self.what} holds the lock for {self.name!r}; not starting a second one"
             )
+        if not held:
+            conn.close()
+            raise PoolerError(
+                "the database connection did not keep its session between two transactions "
+                "(a connection pooler in transaction mode?): topic-sync needs session-level "
+                "locks. Connect directly, or through a pooler in session mode"
+            )
         self.conn = conn
 
-    def verify(self) -> None:
+    def holds(self) -> bool:
+        """Whether this session still holds the lock (False if its connection is gone)."""
         try:
             assert self.conn is not None
-            self.conn.execute(text("SELECT 1"))
+            held = bool(self.conn.scalar(_HOLDS_LOCK, {"k": self.key}))
             self.conn.commit()
+            return held
         except Exception:
-            self.release()
-            self.acquire()
+            return False
+
+    def verify(self) -> None:
+        """Hold the lock again if it was lost; Locked if somebody else has it now."""
+        if self.holds():
+            return
+        self.release()
+        self.acquire()
+        self.log(
+            f"the lock for {self.name!r} had been lost (its connection dropped) and is held "
+            "again; the topic's fence decides whether the work done so far still stands"
+        )
 
     def release(self) -> None:
         if self.conn is None:
@@ -150,9 +230,11 @@ class AdvisoryLock:
 
 
 @contextlib.contextmanager
-def advisory_lock(engine: Engine, name: str, *, what: str) -> Iterator[AdvisoryLock]:
+def advisory_lock(
+    engine: Engine, name: str, *, what: str, log: Callable[[str], None] | None = None
+) -> Iterator[AdvisoryLock]:
     """Hold the named lock for the duration, or raise Locked at once."""
-    lock = AdvisoryLock(engine, name, what=what)
+    lock = AdvisoryLock(engine, name, what=what, log=log)
     lock.acquire()
     try:
         yield lock

@@ -34,7 +34,7 @@ import socketserver
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
@@ -65,10 +65,13 @@ _TEXT = "text/plain; charset=UTF-8"
 # How a per-token reason R travels on the v1 API, chosen so that firebase-admin's
 # ``_MessagingService._get_topic_error_code(body, status)`` gives back exactly R:
 # R -> (HTTP status, Google ``error.status``, FcmError ``errorCode``).
+# An answer about a token carries FCM's error details (the FcmError ``errorCode``), as FCM
+# does: that is what lets a client tell it from a front end's bare 404 or 400. Quota and
+# server errors may come without details; they are retried either way.
 # A ``None`` Google status means a non-JSON body, from which the SDK derives UNKNOWN_ERROR.
 REASON_WIRE: dict[str, tuple[int, str | None, str | None]] = {
-    "INVALID_ARGUMENT": (400, "INVALID_ARGUMENT", None),
-    "NOT_FOUND": (404, "NOT_FOUND", None),
+    "INVALID_ARGUMENT": (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
+    "NOT_FOUND": (404, "NOT_FOUND", "NOT_FOUND"),
     "UNREGISTERED": (404, "NOT_FOUND", "UNREGISTERED"),
     "SENDER_ID_MISMATCH": (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
     "INTERNAL": (500, "INTERNAL", None),
@@ -114,6 +117,7 @@ _MESSAGES = {
 _OPS = ("subscribe", "unsubscribe", "both")
 _V1_TOKEN_KINDS = frozenset({"subscribe", "unsubscribe", "list", "get"})
 _LEGACY_KINDS = frozenset({"batchAdd", "batchRemove"})
+_KINDS = _V1_TOKEN_KINDS | _LEGACY_KINDS | {"send"}
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,18 @@ class _RequestFaults:
     rate: float | None
     retry_after: int | None
     rng: random.Random
+    kinds: frozenset[str] | None  # None: every kind of FCM request
+    served: bool  # the request is served first, then answered with the error
+
+
+@dataclass
+class _Trap:
+    """Call ``action`` at the ``nth`` request of ``kind``, before or after serving it."""
+
+    kind: str
+    remaining: int
+    action: Callable[[], object]
+    after: bool
 
 
 class _Bucket:
@@ -331,6 +347,7 @@ class FcmEmulator:
         self._request_faults: _RequestFaults | None = None
         self._bucket: _Bucket | None = None
         self._latency = 0.0
+        self._traps: list[_Trap] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -413,13 +430,21 @@ class FcmEmulator:
         rate: float | None = None,
         retry_after: float | None = None,
         seed: int = 0,
+        kinds: Iterable[str] | None = None,
+        served: bool = False,
     ) -> None:
-        """Fail whole FCM requests with ``status``.
+        """Fail whole FCM requests with ``status`` (without FCM's error details).
 
         ``rate`` picks a fraction of requests with a seeded RNG (deterministic for a given
         request order); ``count`` caps how many fail in all. With neither, every request fails
         until cleared. ``retry_after`` adds a ``Retry-After`` header (whole seconds).
+        ``kinds`` limits the fault to those requests (``send``, ``subscribe``,
+        ``batchRemove``, ...). ``served`` serves the request first and answers the error
+        after, as a front end that timed out on a request FCM carried out.
         """
+        kind_set = None if kinds is None else frozenset(kinds)
+        if kind_set is not None and not kind_set <= _KINDS:
+            raise ValueError(f"kinds must be among {sorted(_KINDS)}")
         if status not in _REQUEST_ERROR_STATUS:
             raise ValueError(f"status must be one of {sorted(_REQUEST_ERROR_STATUS)}")
         if count is not None and (not isinstance(count, int) or count < 0):
@@ -430,7 +455,22 @@ class FcmEmulator:
             raise ValueError("retry_after must not be negative")
         after = None if retry_after is None else math.ceil(retry_after)
         with self._lock:
-            self._request_faults = _RequestFaults(status, count, rate, after, random.Random(seed))
+            self._request_faults = _RequestFaults(
+                status, count, rate, after, random.Random(seed), kind_set, served
+            )
+
+    def add_trap(
+        self, kind: str, nth: int, action: Callable[[], object], *, after: bool = False
+    ) -> None:
+        """Call ``action`` (e.g. kill the client) when the ``nth`` request of ``kind`` from now
+        arrives: before serving it (it never takes effect) or after (it took effect, but its
+        answer goes to whoever is still listening). For deterministic crash tests."""
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {sorted(_KINDS)}")
+        if nth < 1:
+            raise ValueError("nth must be at least 1")
+        with self._lock:
+            self._traps.append(_Trap(kind, nth, action, after))
 
     def set_quota(self, requests_per_second: float | None) -> None:
         """Rate-limit topic management (v1 request = 1, legacy batch = its token count)."""
@@ -543,8 +583,11 @@ class FcmEmulator:
             if not tokens:
                 del self._members[topic]
 
-    def _token_problem(self, token: str, op: str) -> str | None:
-        """The reason ``op`` on ``token`` fails before state is looked at, if any."""
+    def _token_problem(self, token: str, op: str, *, legacy: bool = False) -> str | None:
+        """The reason ``op`` on ``token`` fails before state is looked at, if any.
+
+        A dead token is NOT_FOUND on the legacy API and UNREGISTERED (FCM's error code) on v1.
+        """
         faults = self._token_faults.get(token)
         if faults:
             for fault in faults:
@@ -559,12 +602,22 @@ class FcmEmulator:
         if _TOKEN_RE.fullmatch(token) is None:
             return "INVALID_ARGUMENT"
         if token in self._unregistered:
-            return "NOT_FOUND"
+            return "NOT_FOUND" if legacy else "UNREGISTERED"
         return None
 
-    def _take_request_fault(self, legacy: bool) -> _Reply | None:
+    def _take_trap(self, kind: str) -> _Trap | None:
+        for trap in self._traps:
+            if trap.kind == kind:
+                trap.remaining -= 1
+                if trap.remaining == 0:
+                    self._traps.remove(trap)
+                    return trap
+        return None
+
+    def _take_request_fault(self, kind: str) -> tuple[_Reply, bool] | None:
+        """The error reply for this request, if a fault is armed, and whether to serve first."""
         rf = self._request_faults
-        if rf is None:
+        if rf is None or (rf.kinds is not None and kind not in rf.kinds):
             return None
         if rf.count is not None and rf.count <= 0:
             self._request_faults = None
@@ -576,9 +629,10 @@ class FcmEmulator:
         headers = () if rf.retry_after is None else (("Retry-After", str(rf.retry_after)),)
         status = _REQUEST_ERROR_STATUS[rf.status]
         if status is None:
-            return _Reply(rf.status, b"Bad Gateway", _TEXT, headers)
+            return _Reply(rf.status, b"Bad Gateway", _TEXT, headers), rf.served
+        legacy = kind in _LEGACY_KINDS
         body = _dumps({"error": status}) if legacy else _google_error(rf.status, status)
-        return _Reply(rf.status, body, _JSON, headers)
+        return _Reply(rf.status, body, _JSON, headers), rf.served
 
     def _subscription_json(self, project: str, token: str, topic: str, created: str) -> bytes:
         return _dumps(
@@ -601,8 +655,17 @@ class FcmEmulator:
             time.sleep(self._latency)
         params = parse_qs(query) if query else {}
         with self._lock:
+            trap = self._take_trap(kind)
+        if trap is not None and not trap.after:
+            trap.action()
+            with self._lock:
+                self._stats[(kind, 0)] += 1  # never served
+            return _error_reply(503, "UNAVAILABLE")
+        with self._lock:
             reply = self._dispatch(kind, args, params, body)
             self._stats[(kind, reply.status)] += 1
+        if trap is not None:
+            trap.action()
         return reply
 
     def _dispatch(
@@ -610,9 +673,17 @@ class FcmEmulator:
     ) -> _Reply:
         if kind == "unknown":
             return _error_reply(404, "NOT_FOUND", "Unknown FCM endpoint.")
-        fault = self._take_request_fault(kind in _LEGACY_KINDS)
+        fault = self._take_request_fault(kind)
         if fault is not None:
-            return fault
+            reply, served = fault
+            if served:
+                self._serve(kind, args, params, body)
+            return reply
+        return self._serve(kind, args, params, body)
+
+    def _serve(
+        self, kind: str, args: tuple[str, ...], params: dict[str, list[str]], body: bytes
+    ) -> _Reply:
         if kind in _V1_TOKEN_KINDS:
             if self._bucket is not None and not self._bucket.take(1):
                 return _error_reply(429, "RESOURCE_EXHAUSTED")
@@ -662,7 +733,7 @@ class FcmEmulator:
         if _TOKEN_RE.fullmatch(token) is None:
             return _reason_reply("INVALID_ARGUMENT")
         if token in self._unregistered:
-            return _reason_reply("NOT_FOUND")
+            return _reason_reply("UNREGISTERED")
         return None
 
     def _v1_get(self, project: str, token: str, topic: str) -> _Reply:
@@ -725,7 +796,7 @@ class FcmEmulator:
         now = time.time()
         results: list[dict[str, str]] = []
         for token in tokens:
-            problem = self._token_problem(token, op)
+            problem = self._token_problem(token, op, legacy=True)
             if problem is None and add:
                 topics = self._subs.get(token)
                 if topics is None or topic not in topics:
@@ -833,6 +904,8 @@ class FcmEmulator:
                     rate=rq.get("rate"),
                     retry_after=rq.get("retry_after"),
                     seed=int(rq.get("seed", 0)),
+                    kinds=rq.get("kinds"),
+                    served=bool(rq.get("served", False)),
                 )
         if "quota" in spec:
             self.set_quota(spec["quota"])

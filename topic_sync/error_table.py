@@ -3,6 +3,12 @@
 This is the one place that decides, per raw reason and per operation, whether a
 token succeeded, failed for good, should be retried, or whether the whole run
 must stop. The README table is generated from it (and a test keeps them equal).
+
+A verdict about a token (a removal confirmed, a token found dead) needs an answer
+about that token: a per-token result in a legacy batch response, or a v1 error that
+carries FCM's error details. A whole-request error, or a v1 error without details
+(a front end, a disabled API), proves nothing about any token, so `rule_for` turns
+such an answer into NO_VERDICT: retried, and never a confirmation or a dead mark.
 """
 
 from __future__ import annotations
@@ -64,7 +70,8 @@ RULES: tuple[ErrorRule, ...] = (
         _R,
         _R,
     ),
-    ErrorRule("too-many-topics", ("TOO_MANY_TOPICS",), "token already in 2000 topics", _P, _OK),
+    # Not a success on unsubscribe: a token over the topic limit may still be a member.
+    ErrorRule("too-many-topics", ("TOO_MANY_TOPICS",), "token already in 2000 topics", _P, _R),
     ErrorRule(
         "rate-limited",
         ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
@@ -89,13 +96,36 @@ UNKNOWN = ErrorRule(
     _R,
 )
 
+NO_VERDICT = ErrorRule(
+    "no-verdict",
+    (),
+    "an answer about the request, not the token: a whole-request error, or a v1 error "
+    "without FCM's error details",
+    _R,
+    _R,
+)
+
+_VERDICTS = (Outcome.SUCCESS, Outcome.PERMANENT)
+
 _BY_REASON = {reason: rule for rule in (*RULES, UNKNOWN) for reason in rule.reasons}
-_BY_CODE = {rule.code: rule for rule in (*RULES, UNKNOWN)}
+_BY_CODE = {rule.code: rule for rule in (*RULES, UNKNOWN, NO_VERDICT)}
 
 
 def classify(reason: str) -> ErrorRule:
     """The rule for a raw reason; anything unrecognised is an unknown (retryable) error."""
     return _BY_REASON.get(reason.strip().upper(), UNKNOWN)
+
+
+def rule_for(reason: str, op: Op, *, proven: bool) -> ErrorRule:
+    """The rule for one token's answer; `proven` says the answer is about that token.
+
+    An unproven answer never settles a token: what would be a verdict (success or a
+    permanent failure) becomes NO_VERDICT. Retries and stops are kept as they are.
+    """
+    rule = classify(reason)
+    if not proven and rule.outcome(op) in _VERDICTS:
+        return NO_VERDICT
+    return rule
 
 
 def rule_for_code(code: str) -> ErrorRule:
@@ -108,7 +138,7 @@ def all_reasons() -> list[str]:
 
 
 def all_codes() -> list[str]:
-    return [rule.code for rule in (*RULES, UNKNOWN)]
+    return [rule.code for rule in (*RULES, UNKNOWN, NO_VERDICT)]
 
 
 def markdown_table() -> str:
@@ -117,10 +147,12 @@ def markdown_table() -> str:
         "| raw reason(s) | code | meaning | subscribe | unsubscribe |",
         "|---|---|---|---|---|",
     ]
-    for rule in (*RULES, UNKNOWN):
+    for rule in (*RULES, UNKNOWN, NO_VERDICT):
         reasons = ", ".join(rule.reasons)
         if rule is UNKNOWN:
             reasons = "anything else, " + reasons
+        if rule is NO_VERDICT:
+            reasons = "any of the above without per-token evidence"
         lines.append(
             f"| {reasons} | {rule.code} | {rule.meaning} | {rule.subscribe} | {rule.unsubscribe} |"
         )

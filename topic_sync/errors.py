@@ -55,6 +55,14 @@ class Locked(TopicSyncError):
     exit_code = ExitCode.LOCKED
 
 
+class Fenced(Locked):
+    """Someone else planned this topic since this run did (its lock had been lost)."""
+
+
+class TargetMismatch(BadInput):
+    """The database's state belongs to another FCM target (project or endpoint)."""
+
+
 class PublishWithheld(TopicSyncError):
     """The day's message was deliberately not sent (unsafe or unconfirmed)."""
 
@@ -65,6 +73,10 @@ class Refused(TopicSyncError):
     """A safety guard (churn, empty audience) refused the run before any change."""
 
     exit_code = ExitCode.REFUSED
+
+
+class DeadTokenGuard(Refused):
+    """Too many "dead token" answers for one run: likelier a systemic fault than uninstalls."""
 
 
 class CredentialsError(TopicSyncError):

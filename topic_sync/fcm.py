@@ -1,10 +1,12 @@
 """The FCM client topic-sync uses: subscribe, unsubscribe and publish.
 
-Two transports sit behind one interface, both over firebase-admin:
-`v1` (the per-token FCM topic subscription API, the default) and `legacy-iid`
-(the Instance ID batch API, until its 2027-09-29 turndown). Whatever goes
-wrong, a subscribe or unsubscribe call answers with one raw reason per token,
-so the sync engine has a single path for per-token and whole-request failures.
+Three transports sit behind one interface, all over firebase-admin's credentials:
+`v1` (the per-token FCM topic subscription API through the SDK, the default),
+`v1-direct` (the same requests over a lean pool) and `legacy-iid` (the Instance
+ID batch API, until its 2027-09-29 turndown). Whatever goes wrong, a subscribe
+or unsubscribe call answers with one raw reason per token and, per token, whether
+that answer is evidence about the token at all (`proven`): only proven answers
+may confirm a removal or mark a token dead (see error_table.rule_for).
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from firebase_admin import exceptions as fb_exceptions
 from firebase_admin import messaging
 
 from topic_sync.errors import CredentialsError, TopicSyncError
-from topic_sync.sdk_bridge import list_topic_subscriptions, retry_after
+from topic_sync.sdk_bridge import (
+    list_topic_subscriptions,
+    mounted_adapter,
+    registration_segment,
+    retry_after,
+)
 
 MAX_TOKENS_PER_CALL = 1000  # one SDK call, one legacy batch: FCM's limit
 TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
@@ -36,15 +43,50 @@ CREDENTIALS_HELP = (
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Per-token raw reasons (None = success), in the order the tokens were given."""
+    """Per-token raw reasons (None = success), in the order the tokens were given.
+
+    `proven[i]` is True when the answer for token i is about that token: a success, a
+    per-token result of a batch response, or a v1 error carrying FCM's error details.
+    """
 
     reasons: tuple[str | None, ...]
+    proven: tuple[bool, ...]
     retry_after: float | None = None
     whole_request: bool = False
+
+    @classmethod
+    def whole(cls, reason: str, size: int, retry_after: float | None = None) -> BatchResult:
+        """One error for the whole request: the same reason for every token, no verdict."""
+        return cls((reason,) * size, (False,) * size, retry_after, whole_request=True)
+
+    @classmethod
+    def per_token(cls, reasons: Sequence[str | None]) -> BatchResult:
+        """Answers each about its own token (a batch response's per-token results)."""
+        return cls(tuple(reasons), (True,) * len(reasons))
+
+
+PRODUCTION_ENDPOINT = "fcm.googleapis.com"
+
+
+@dataclass(frozen=True)
+class FcmTarget:
+    """Which FCM a client talks to: a project at production FCM or at an emulator."""
+
+    project_id: str
+    endpoint: str  # PRODUCTION_ENDPOINT, or "emulator HOST:PORT"
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.endpoint != PRODUCTION_ENDPOINT
+
+    def __str__(self) -> str:
+        where = self.endpoint if self.is_emulator else f"production FCM ({self.endpoint})"
+        return f"project {self.project_id!r} at {where}"
 
 
 class FcmClient(Protocol):
     transport: str
+    target: FcmTarget
 
     def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult: ...
 
@@ -56,16 +98,28 @@ class FcmClient(Protocol):
 
 
 class ListError(TopicSyncError):
-    """Listing a token's topics failed; `not_found` means FCM does not know the token."""
+    """Listing a token's topics failed.
 
-    def __init__(self, message: str, *, status: int | None, retry_after: float | None) -> None:
+    `not_found` means FCM itself said it does not know the token (a 404 with FCM's error
+    details); a bare 404 (an API not enabled, a front end) is no such evidence.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        retry_after: float | None,
+        proven: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.proven = proven
 
     @property
     def not_found(self) -> bool:
-        return self.status == 404
+        return self.status == 404 and self.proven
 
     @property
     def retryable(self) -> bool:
@@ -73,13 +127,39 @@ class ListError(TopicSyncError):
 
 
 RETRYABLE_SEND_STATUSES = (429, 500, 503, 504)
+# A publish is resent only after an answer proving the message was not taken.
+RETRYABLE_PUBLISH_STATUSES = (429, 503)
+
+
+def _publish_refused(response: requests.Response | None) -> bool:
+    """Whether an error answer to a send proves that FCM did not take the message.
+
+    Proof is an answer in Google's error format that refused the request before it was
+    served: any 4xx (invalid, unauthorised, over quota) or a 503 UNAVAILABLE. No answer
+    (a lost connection, a timeout), a body in another format (a proxy's 502), a 500
+    INTERNAL or a 504 DEADLINE_EXCEEDED leave open whether it went out.
+    """
+    if response is None:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("status"), str):
+        return False
+    status = response.status_code
+    return (400 <= status < 500 and status != 408) or (
+        status == 503 and error["status"] == "UNAVAILABLE"
+    )
 
 
 class PublishError(TopicSyncError):
     """FCM refused or failed the publish.
 
-    `definitely_not_sent` when FCM answered with an error (as opposed to a lost
-    connection, after which nobody knows); `retryable` for quota and server errors.
+    `definitely_not_sent` only when the answer proves FCM did not take the message (see
+    `_publish_refused`); otherwise nobody knows, and the intent to publish must stay.
+    `retryable` when it was not taken and trying again may work (quota, unavailable).
     """
 
     def __init__(
@@ -106,6 +186,17 @@ def _whole_request_reason(error: fb_exceptions.FirebaseError) -> str:
     return str(error.code or "UNKNOWN_ERROR").upper()
 
 
+def _answer_has_details(response: requests.Response | None) -> bool:
+    from topic_sync.sdk_bridge import has_fcm_details
+
+    if response is None:
+        return False
+    try:
+        return has_fcm_details(response.json())
+    except ValueError:
+        return False
+
+
 def _check_batch(tokens: Sequence[str]) -> list[str]:
     tokens = list(tokens)
     if not 0 < len(tokens) <= MAX_TOKENS_PER_CALL:
@@ -113,11 +204,11 @@ def _check_batch(tokens: Sequence[str]) -> list[str]:
     return tokens
 
 
-def _reasons(response: messaging.TopicManagementResponse, size: int) -> BatchResult:
+def _reasons(response: messaging.TopicManagementResponse, size: int) -> list[str | None]:
     reasons: list[str | None] = [None] * size
     for error in response.errors:
         reasons[error.index] = str(error.reason)
-    return BatchResult(tuple(reasons))
+    return reasons
 
 
 class SdkClient:
@@ -128,6 +219,11 @@ class SdkClient:
             raise ValueError(f"SdkClient speaks v1 or legacy-iid, not {transport!r}")
         self.app = app
         self.transport = transport
+        redirect = mounted_adapter(app).target
+        endpoint = (
+            f"emulator {redirect.removeprefix('http://')}" if redirect else PRODUCTION_ENDPOINT
+        )
+        self.target = FcmTarget(str(app.project_id), endpoint)
 
     def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
         return self._manage(tokens, topic, subscribe=True)
@@ -139,8 +235,17 @@ class SdkClient:
         batch = _check_batch(tokens)
         if self.transport == "v1":
             call = messaging.subscribe_to_topic if subscribe else messaging.unsubscribe_from_topic
-            # v1 never raises for HTTP errors: every failure arrives per token.
-            return _reasons(call(batch, topic, app=self.app), len(batch))
+            # v1 never raises for HTTP errors: every failure arrives per token, reduced by the
+            # SDK to a reason string. Whether that answer carried FCM's details (evidence about
+            # the token) was noted by our adapter beneath the SDK, from the raw response.
+            evidence = mounted_adapter(self.app).evidence
+            reasons = _reasons(call(batch, topic, app=self.app), len(batch))
+            method = "POST" if subscribe else "DELETE"
+            proven = [
+                reason is None or evidence.take(method, token, topic)
+                for token, reason in zip(batch, reasons, strict=True)
+            ]
+            return BatchResult(tuple(reasons), tuple(proven))
         call = (
             messaging.subscribe_to_topic_legacy
             if subscribe
@@ -151,11 +256,12 @@ class SdkClient:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 response = call(batch, topic, app=self.app)
         except fb_exceptions.FirebaseError as error:
-            reason = _whole_request_reason(error)
-            return BatchResult(
-                (reason,) * len(batch), retry_after=_retry_after(error), whole_request=True
+            # An error for the whole batch says nothing about any one token, whatever its
+            # code: a 404 or 400 here must never confirm a removal or mark a token dead.
+            return BatchResult.whole(
+                _whole_request_reason(error), len(batch), retry_after=_retry_after(error)
             )
-        return _reasons(response, len(batch))
+        return BatchResult.per_token(_reasons(response, len(batch)))
 
     def list_topics(self, token: str) -> set[str]:
         """Every topic FCM holds for the token (the v1 list API; both transports)."""
@@ -172,6 +278,7 @@ class SdkClient:
                 f"listing the topics of a token failed: {error}",
                 status=status,
                 retry_after=retry_after(response.headers) if response is not None else None,
+                proven=_answer_has_details(response),
             ) from error
 
     def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str:
@@ -181,11 +288,12 @@ class SdkClient:
             code = _whole_request_reason(error)
             if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
                 raise CredentialsError(CREDENTIALS_HELP.format(reason=code)) from error
+            refused = _publish_refused(error.http_response)
             status = error.http_response.status_code if error.http_response is not None else None
             raise PublishError(
                 f"FCM refused the message: {code}: {error}",
-                definitely_not_sent=status is not None,
-                retryable=status in RETRYABLE_SEND_STATUSES,
+                definitely_not_sent=refused,
+                retryable=refused and status in RETRYABLE_PUBLISH_STATUSES,
                 retry_after=_retry_after(error),
             ) from error
 
@@ -206,7 +314,7 @@ class DirectV1Client(SdkClient):
 
         import urllib3
 
-        from topic_sync.sdk_bridge import FCM_HOST, DirectAuth, mounted_adapter
+        from topic_sync.sdk_bridge import FCM_HOST, DirectAuth
 
         super().__init__(app, "v1")
         self.transport = "v1-direct"
@@ -227,39 +335,43 @@ class DirectV1Client(SdkClient):
         encoded_topic = quote(topic, safe="")
         headers = self._auth.headers()
 
-        def one(token: str) -> str | None:
-            path = f"{self._base}{self._root}/{quote(token, safe='')}/topicSubscriptions"
+        def one(token: str) -> tuple[str | None, bool]:
+            path = f"{self._base}{self._root}/{registration_segment(token)}/topicSubscriptions"
             if subscribe:
                 method, url, body = "POST", f"{path}?topic_name={encoded_topic}", b"{}"
             else:
                 method, url, body = "DELETE", f"{path}/{encoded_topic}?allow_missing=true", None
-            reason = self._send(method, url, body, headers, subscribe=subscribe)
-            if reason == "UNAUTHENTICATED":
+            answer = self._send(method, url, body, headers, subscribe=subscribe)
+            if answer[0] == "UNAUTHENTICATED":
                 # The token may have expired early: refresh once and try again, as
                 # google-auth's session does for the SDK's own requests.
                 self._auth.expire()
-                reason = self._send(method, url, body, self._auth.headers(), subscribe=subscribe)
-            return reason
+                answer = self._send(method, url, body, self._auth.headers(), subscribe=subscribe)
+            return answer
 
-        return BatchResult(tuple(self._senders.map(one, batch)))
+        answers = list(self._senders.map(one, batch))
+        return BatchResult(tuple(a[0] for a in answers), tuple(a[1] for a in answers))
 
-    def _send(self, method: str, url: str, body, headers, *, subscribe: bool) -> str | None:
+    def _send(
+        self, method: str, url: str, body, headers, *, subscribe: bool
+    ) -> tuple[str | None, bool]:
+        """(raw reason or None, whether the answer is about the token)."""
         import json
 
         import urllib3
 
-        from topic_sync.sdk_bridge import topic_error_code
+        from topic_sync.sdk_bridge import has_fcm_details, topic_error_code
 
         if self._pacer is not None:
             self._pacer.acquire(1)
         try:
             response = self._http.request(method, url, body=body, headers=headers)
         except urllib3.exceptions.HTTPError:
-            return "UNKNOWN_ERROR"  # as the SDK reports a request that got no answer
+            return "UNKNOWN_ERROR", False  # as the SDK reports a request that got no answer
         if self._pacer is not None:
             self._pacer.observe(response.status, retry_after(response.headers))
         if response.status < 300 or (subscribe and response.status == 409):
-            return None
+            return None, True
         try:
             parsed = json.loads(response.data or b"{}")
         except ValueError:
@@ -267,8 +379,8 @@ class DirectV1Client(SdkClient):
         parsed = parsed if isinstance(parsed, dict) else {}
         error = parsed.get("error")
         if subscribe and isinstance(error, dict) and error.get("status") == "ALREADY_EXISTS":
-            return None
-        return topic_error_code(parsed, response.status)
+            return None, True
+        return topic_error_code(parsed, response.status), has_fcm_details(parsed)
 
 
 def make_client(app: firebase_admin.App, transport: str) -> SdkClient:

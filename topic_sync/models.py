@@ -151,6 +151,40 @@ class Subscription(Base):
     )
 
 
+class TopicFence(Base):
+    """Who last planned a topic. Every plan takes the fence (a new epoch); every batch and
+    the publish check, in their own transaction, that the epoch is still theirs. A run
+    whose lock was lost and whose topic someone else planned since therefore stops instead
+    of publishing a stale plan: the row proves whether anybody else touched the topic."""
+
+    __tablename__ = "topic_fences"
+
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    owner: Mapped[str] = mapped_column(Text, nullable=False)
+    run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    taken_at: Mapped[dt.datetime] = _now()
+
+
+class FcmTarget(Base):
+    """The one FCM target (project and endpoint) this database's state describes.
+
+    Subscription rows, dead-token marks and publish records are facts about one Firebase
+    project at one endpoint; a rehearsal on the emulator must never be read as production.
+    """
+
+    __tablename__ = "fcm_target"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[str] = mapped_column(Text, nullable=False)
+    endpoint: Mapped[str] = mapped_column(Text, nullable=False)
+    bound_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
 class TokenFailure(Base):
     """A token's failed FCM calls within one run, for `report`."""
 

@@ -19,7 +19,18 @@ from topic_sync.db import advisory_lock
 from topic_sync.error_table import Op
 from topic_sync.fcm import MAX_TOKENS_PER_CALL, ListError
 from topic_sync.retry import RetryPolicy
-from topic_sync.sync import DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, Deps, SyncCounts, Work
+from topic_sync.sync import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_DEAD,
+    DeadGuard,
+    Deps,
+    SyncCounts,
+    Work,
+    check_target,
+    process_owner,
+    take_fence,
+)
 
 AUDIT_WORKERS = 32
 DRIFT_SHOWN = 1000  # drift lines kept for display; counts are always complete
@@ -36,6 +47,7 @@ class ReconcileOptions:
     batch_size: int = MAX_TOKENS_PER_CALL
     concurrency: int = DEFAULT_CONCURRENCY
     deadline: float = DEFAULT_DEADLINE
+    max_dead: float = DEFAULT_MAX_DEAD
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,7 @@ def reconcile(opts: ReconcileOptions, deps: Deps) -> ReconcileResult:
     result = ReconcileResult(live=opts.live, topics=[])
     deadline_at = deps.monotonic() + opts.deadline
     for prefix, topics in sorted(by_prefix.items()):
-        with advisory_lock(deps.engine, f"prefix:{prefix}", what="run or reconcile"):
+        with advisory_lock(deps.engine, f"prefix:{prefix}", what="run or reconcile", log=deps.log):
             _reconcile_prefix(opts, deps, topics, result, deadline_at)
     return result
 
@@ -114,7 +126,15 @@ def _reconcile_prefix(
     deadline_at: float,
 ) -> None:
     reports = {topic: TopicReport(topic) for topic in topics}
+    epochs: dict[str, int] = {}
     with deps.engine.begin() as conn:
+        check_target(conn, deps.client, bind=opts.live)
+        if opts.live:
+            # A repair changes the topics' rows: a run that lost its lock must not go on
+            # with a plan made before it, so the repair takes every topic's fence.
+            owner = process_owner("reconcile")
+            for topic in topics:
+                epochs[topic] = take_fence(conn, topic, owner, None).epoch
         for topic, report in reports.items():
             report.owed_add, report.owed_remove = store.pending_counts(conn, topic)
             report.stale = store.stale_members(conn, [topic])
@@ -128,8 +148,13 @@ def _reconcile_prefix(
     if opts.audit:
         _audit(opts, deps, topics, result)
     if opts.live:
+        owed = sum(
+            r.owed_add + r.owed_remove + r.stale + r.full_add + r.full_remove
+            for r in reports.values()
+        )
+        guard = DeadGuard.for_work(opts.max_dead, owed)
         for topic, report in reports.items():
-            work = Work(deps, topic, None, opts, result.counts, deadline_at)
+            work = Work(deps, topic, None, opts, result.counts, deadline_at, epochs[topic], guard)
             removed_before, added_before = result.counts.removed, result.counts.added
             done = work.drain(Op.UNSUBSCRIBE, report.owed_remove + report.stale)
             done = done and work.drain(Op.SUBSCRIBE, report.owed_add)
@@ -199,6 +224,7 @@ def _audit(opts: ReconcileOptions, deps: Deps, topics: list[str], result: Reconc
 def forget(deps: Deps, tokens: Iterable[str]) -> tuple[int, int, list[str]]:
     """Mark tokens gone; returns (marked, removals queued, topics now owing work)."""
     with deps.engine.begin() as conn:
+        check_target(conn, deps.client, bind=False)
         marked, queued = store.forget_tokens(conn, tokens)
         owing = store.topics_owing(conn)
     return marked, queued, owing

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import firebase_admin
 import google.auth.credentials
@@ -23,6 +25,7 @@ from urllib3.util import retry as urllib3_retry
 from topic_sync.ratelimit import Pacer
 
 FCM_HOST = "https://fcm.googleapis.com"
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 IID_HOST = "https://iid.googleapis.com"
 SDK_POOL_SIZE = 100  # firebase-admin fans a v1 call out over up to 100 threads
 
@@ -43,9 +46,69 @@ class EmulatorCredential(credentials.Base):
         return _EmulatorAuth()
 
 
+def registration_segment(token: str) -> str:
+    """A registration token as one URL path segment, as the SDK encodes it.
+
+    Every character but the unreserved ones is percent-encoded, '/' included; the token
+    alphabet (audience.TOKEN_RE) needs a letter or digit, so '.' and '..' never occur.
+    """
+    return quote(token, safe="")
+
+
+def has_fcm_details(body: object) -> bool:
+    """Whether a v1 error body carries FCM's own error details (an FcmError with a code).
+
+    FCM says what is wrong with a registration in those details; a front end (an API not
+    enabled, a route not found) answers in Google's error format without them.
+    """
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    return isinstance(details, list) and any(
+        isinstance(d, dict) and d.get("@type") == FCM_ERROR_TYPE and d.get("errorCode")
+        for d in details
+    )
+
+
+class Evidence:
+    """For each failed v1 topic-subscription request the SDK made, whether FCM's answer
+    carried its error details. The SDK folds a response into a reason string and drops
+    the rest; the adapter notes this beneath it, and the client takes it per token."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str, str], bool] = {}
+
+    def note(self, method: str, token: str, topic: str, proven: bool) -> None:
+        with self._lock:
+            self._seen[(method, token, topic)] = proven
+
+    def take(self, method: str, token: str, topic: str) -> bool:
+        """Whether the failed answer for (method, token, topic) was proven; False if unseen."""
+        with self._lock:
+            return self._seen.pop((method, token, topic), False)
+
+
+def _subscription_target(method: str, url: str) -> tuple[str, str] | None:
+    """(token, topic) of a v1 subscribe (POST) or unsubscribe (DELETE) URL, else None."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    try:
+        at = segments.index("registrations")
+    except ValueError:
+        return None
+    rest = segments[at + 1 :]
+    if method == "POST" and len(rest) == 2 and rest[1] == "topicSubscriptions":
+        topics = parse_qs(parts.query).get("topic_name")
+        return (unquote(rest[0]), topics[-1]) if topics else None
+    if method == "DELETE" and len(rest) == 3 and rest[1] == "topicSubscriptions":
+        return unquote(rest[0]), unquote(rest[2])
+    return None
+
+
 class RedirectingAdapter(requests.adapters.HTTPAdapter):
-    """Sends the SDK's requests to another base URL, unchanged otherwise, and paces
-    every topic-management request through the shared pacer."""
+    """Sends the SDK's requests to another base URL, unchanged otherwise, paces every
+    topic-management request through the shared pacer, and notes for each failed v1
+    subscription answer whether it was evidence about its token (see Evidence)."""
 
     def __init__(
         self, target: str | None, retries: urllib3_retry.Retry, pacer: Pacer | None = None
@@ -55,6 +118,7 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
         )
         self.target = target
         self.pacer = pacer
+        self.evidence = Evidence()
 
     def send(self, request, *args, **kwargs):
         if self.target:
@@ -68,7 +132,19 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
         response = super().send(request, *args, **kwargs)
         if self.pacer is not None:
             self.pacer.observe(response.status_code, retry_after(response.headers))
+        if response.status_code >= 400:
+            self._note_evidence(request, response)
         return response
+
+    def _note_evidence(self, request, response) -> None:
+        target = _subscription_target(request.method, request.url)
+        if target is None:
+            return
+        try:
+            body = json.loads(response.content or b"{}")
+        except ValueError:
+            body = None
+        self.evidence.note(request.method, target[0], target[1], has_fcm_details(body))
 
 
 def request_cost(request) -> int:
@@ -107,13 +183,19 @@ def http_retries(*, status_retries: int) -> urllib3_retry.Retry:
     would send the day's message twice; topic-sync's own policy deals with it (on
     the subscription APIs it comes back as a retryable per-token or batch error).
     5xx answers are left to topic-sync's policy too (status_retries=0), so the two
-    layers do not multiply.
+    layers do not multiply. Every counter is bounded: `other` errors (raised after the
+    request was written) and redirects are never retried, and `total` caps the rest, so
+    no request (a publish least of all) can be resent an unbounded number of times.
     """
     return urllib3_retry.Retry(
-        total=None,
+        total=1 + status_retries,
         connect=1,
         read=0,
+        redirect=False,
+        other=0,
         status=status_retries,
+        # A 429 (or 503) with Retry-After is for the pacer and topic-sync's policy to honour.
+        respect_retry_after_header=False,
         status_forcelist=[500, 503] if status_retries else [],
         raise_on_status=False,
         backoff_factor=0.5,
@@ -133,12 +215,10 @@ def list_topic_subscriptions(app: firebase_admin.App, token: str, page_size: int
     request carries the same credentials, headers, adapter and pacing as the others.
     Raises requests.exceptions.RequestException (with .response) on errors.
     """
-    from urllib.parse import quote
-
     service = messaging_service(app)
     url = (
         f"{FCM_HOST}/v1/projects/{app.project_id}/registrations/"
-        f"{quote(token, safe='')}/topicSubscriptions"
+        f"{registration_segment(token)}/topicSubscriptions"
     )
     page_token = None
     while True:

@@ -57,6 +57,10 @@ class TokenOutcome:
     failed: bool  # counts as a failure for report
     invalid: bool  # the token is dead for good
 
+    def distrusted(self, pending: str) -> TokenOutcome:
+        """The same answer, not believed (the dead-token guard): the work stays owed."""
+        return TokenOutcome(self.token_id, pending, self.code, self.reason, True, False)
+
 
 def load_audience(conn: Connection, tokens: Iterable[str]) -> int:
     """COPY the audience into a transaction-scoped temp table; returns the line count.
@@ -419,13 +423,18 @@ def finish_run(conn: Connection, run_id: int, status: str, note: str | None = No
 
 
 def claim_publish(conn: Connection, run_id: int, *, republish: bool) -> bool:
-    """Record the intent to publish before sending; only one caller can win it."""
+    """Record the intent to publish before sending; only one caller can win it.
+
+    The caller checks the topic's fence in the same transaction, so the intent is only
+    ever recorded by the run that still owns the topic.
+    """
     allowed = ("none", "intent") if republish else ("none",)
     row = conn.execute(
         text(
             """
             UPDATE runs
-            SET publish_state = 'intent', publish_intent_at = now(), status = 'publishing'
+            SET publish_state = 'intent', publish_intent_at = clock_timestamp(),
+                status = 'publishing'
             WHERE id = :id AND publish_state = ANY(:allowed)
             RETURNING id
             """
@@ -433,6 +442,17 @@ def claim_publish(conn: Connection, run_id: int, *, republish: bool) -> bool:
         {"id": run_id, "allowed": list(allowed)},
     ).one_or_none()
     return row is not None
+
+
+def refresh_publish_intent(conn: Connection, run_id: int) -> None:
+    """Stamp the intent before another send attempt: it marks a publish in flight."""
+    conn.execute(
+        text(
+            "UPDATE runs SET publish_intent_at = clock_timestamp() "
+            "WHERE id = :id AND publish_state = 'intent'"
+        ),
+        {"id": run_id},
+    )
 
 
 def confirm_publish(conn: Connection, run_id: int, message_id: str) -> None:
@@ -456,6 +476,132 @@ def release_publish(conn: Connection, run_id: int, note: str) -> None:
             "finished_at = now() WHERE id = :id AND publish_state = 'intent'"
         ),
         {"id": run_id, "note": note},
+    )
+
+
+# --- fences: who last planned a topic -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fence:
+    topic: str
+    epoch: int
+    owner: str
+    run_id: int | None
+
+
+def take_fence(conn: Connection, topic: str, owner: str, run_id: int | None) -> Fence:
+    """Become the topic's planner: a new epoch, which every batch and publish will check.
+
+    The row lock this takes waits for batches in flight on the topic (they hold the fence
+    FOR SHARE until they commit), so a plan never interleaves with another's batch.
+    """
+    row = conn.execute(
+        text(
+            """
+            INSERT INTO topic_fences (topic, epoch, owner, run_id) VALUES (:topic, 1, :owner, :run)
+            ON CONFLICT (topic) DO UPDATE
+            SET epoch = topic_fences.epoch + 1, owner = excluded.owner,
+                run_id = excluded.run_id, taken_at = now()
+            RETURNING topic, epoch, owner, run_id
+            """
+        ),
+        {"topic": topic, "owner": owner, "run": run_id},
+    ).one()
+    return Fence(*row)
+
+
+def read_fence(conn: Connection, topic: str, *, lock: bool = True) -> Fence | None:
+    """The topic's fence, held FOR SHARE until the transaction ends (planners wait)."""
+    row = conn.execute(
+        text(
+            "SELECT topic, epoch, owner, run_id FROM topic_fences WHERE topic = :topic"
+            + (" FOR SHARE" if lock else "")
+        ),
+        {"topic": topic},
+    ).one_or_none()
+    return Fence(*row) if row else None
+
+
+def publish_in_flight(
+    conn: Connection, topic: str, other_than: int | None, within_seconds: float
+) -> RunRecord | None:
+    """Another run's unconfirmed publish to this topic stamped within the window, if any.
+
+    Its send may still be on the wire: the topic must not change under it.
+    """
+    row = conn.execute(
+        text(
+            f"""
+            SELECT {_RUN_COLUMNS} FROM runs
+            WHERE topic = :topic AND publish_state = 'intent'
+              AND id IS DISTINCT FROM :other
+              AND publish_intent_at > clock_timestamp() - make_interval(secs => :window)
+            ORDER BY publish_intent_at DESC LIMIT 1
+            """
+        ),
+        {"topic": topic, "other": other_than, "window": within_seconds},
+    ).one_or_none()
+    return RunRecord(*row) if row else None
+
+
+# --- the FCM target the state belongs to ------------------------------------------------------
+
+
+def bound_target(conn: Connection, *, lock: bool = False) -> tuple[str, str] | None:
+    """(project id, endpoint) this database's state describes, or None if never bound."""
+    row = conn.execute(
+        text(
+            "SELECT project_id, endpoint FROM fcm_target WHERE id = 1"
+            + (" FOR SHARE" if lock else "")
+        )
+    ).one_or_none()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def bind_target(conn: Connection, project_id: str, endpoint: str) -> None:
+    """Bind (or re-bind) the state to a target."""
+    conn.execute(
+        text(
+            """
+            INSERT INTO fcm_target (id, project_id, endpoint) VALUES (1, :project, :endpoint)
+            ON CONFLICT (id) DO UPDATE
+            SET project_id = excluded.project_id, endpoint = excluded.endpoint, bound_at = now()
+            """
+        ),
+        {"project": project_id, "endpoint": endpoint},
+    )
+
+
+def target_state_counts(conn: Connection) -> dict[str, int]:
+    """What a reset of the FCM-side state would delete or clear, per kind."""
+    row = conn.execute(
+        text(
+            """
+            SELECT (SELECT count(*) FROM subscriptions),
+                   (SELECT count(*) FROM runs),
+                   (SELECT count(*) FROM token_failures),
+                   (SELECT count(*) FROM tokens WHERE invalid_at IS NOT NULL),
+                   (SELECT count(*) FROM topic_fences)
+            """
+        )
+    ).one()
+    names = ("subscriptions", "runs", "token_failures", "dead_marks", "topic_fences")
+    return dict(zip(names, (int(n) for n in row), strict=True))
+
+
+def reset_target_state(conn: Connection) -> None:
+    """Forget every fact about the old target; keep tokens and their forgotten marks
+    (an opt-out is the user's, whatever the target)."""
+    conn.execute(text("DELETE FROM token_failures"))
+    conn.execute(text("DELETE FROM subscriptions"))
+    conn.execute(text("DELETE FROM topic_fences"))
+    conn.execute(text("DELETE FROM runs"))
+    conn.execute(
+        text(
+            "UPDATE tokens SET invalid_at = NULL, invalid_reason = NULL "
+            "WHERE invalid_at IS NOT NULL"
+        )
     )
 
 

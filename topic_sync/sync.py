@@ -11,11 +11,21 @@ Order of a live run, and why:
    retry policy; what still fails stays recorded.
 4. Publish only when no removal from the topic is unconfirmed, and record the
    intent before sending so a crash can never lead to a second send.
+
+Two proofs guard every irreversible step. The topic's fence (store.take_fence):
+the plan takes a new epoch, and every batch and the publish check it in their own
+transaction, so a run that lost its lock and whose topic someone else planned
+since stops instead of publishing a stale plan. And only an answer about a token
+settles it (error_table.rule_for); a flood of "dead" answers trips the dead-token
+guard, which treats them as a systemic fault rather than a mass uninstall.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -31,14 +41,18 @@ from sqlalchemy import Engine
 from topic_sync import store
 from topic_sync.audience import iter_audience
 from topic_sync.db import advisory_lock, is_disconnect
-from topic_sync.error_table import Op, Outcome, classify
+from topic_sync.error_table import Op, Outcome, rule_for
 from topic_sync.errors import (
     CredentialsError,
     DeadlineReached,
+    DeadTokenGuard,
     ExitCode,
+    Fenced,
     Interrupted,
+    Locked,
     PublishWithheld,
     Refused,
+    TargetMismatch,
     TopicSyncError,
 )
 from topic_sync.fcm import CREDENTIALS_HELP, MAX_TOKENS_PER_CALL, FcmClient, PublishError
@@ -53,6 +67,11 @@ BLOCKING_SAMPLE = 10
 DEFAULT_CONCURRENCY = 4
 DEFAULT_DEADLINE = 3 * 3600.0
 DB_ATTEMPTS = 3  # a batch whose database connection dropped is redone (FCM is idempotent)
+DEFAULT_MAX_DEAD = 0.05  # share of a run's work that may be answered "dead" before the guard trips
+DEAD_GUARD_MIN = 100  # ...but never fewer than this many
+# How long an unconfirmed publish counts as possibly on the wire: well over one send's
+# HTTP timeout. While it lasts, no other run may plan the topic.
+PUBLISH_IN_FLIGHT_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -71,20 +90,76 @@ class RunOptions:
     batch_size: int = MAX_TOKENS_PER_CALL
     concurrency: int = DEFAULT_CONCURRENCY
     deadline: float = DEFAULT_DEADLINE  # seconds from the start of the run
+    max_dead: float = DEFAULT_MAX_DEAD
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_TOKENS_PER_CALL:
             raise ValueError(f"batch size must be 1 to {MAX_TOKENS_PER_CALL}")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if not 0 <= self.max_dead <= 1:
+            raise ValueError("max dead must be a share between 0 and 1")
 
 
 class WorkSettings(Protocol):
     """What the drainer needs of a run's (or a repair's) options."""
 
-    retry: RetryPolicy
-    batch_size: int
-    concurrency: int
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+
+class DeadGuard:
+    """The blast-radius guard on "dead token" verdicts, shared by a run's workers.
+
+    A real day sees a few uninstalled devices. Thousands of NOT_FOUND or INVALID_ARGUMENT
+    answers at once are likelier a wrong project, an API not enabled or credentials for
+    another project: past `limit` verdicts, none is believed any more (the tokens stay
+    owed, unmarked) and the run stops without publishing.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen = 0
+        self.distrusted = 0
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_work(cls, share: float, work: int) -> DeadGuard:
+        return cls(max(DEAD_GUARD_MIN, math.ceil(share * work)))
+
+    def admit(self, count: int) -> bool:
+        """Whether `count` more dead verdicts may be believed (all or none of them)."""
+        with self._lock:
+            if self.tripped or self.seen + count > self.limit:
+                self.tripped = True
+                self.distrusted += count
+                return False
+            self.seen += count
+            return True
+
+    def error(self, what: str) -> DeadTokenGuard:
+        return DeadTokenGuard(
+            f"stopped {what}: FCM answered 'dead token' (not registered, invalid, other "
+            f"project) for more than {self.limit} tokens, the dead-token guard's limit "
+            f"(--max-dead). That is likelier a systemic fault than uninstalls: a wrong "
+            f"Firebase project or credentials for another project, the FCM topic API not "
+            f"enabled, or a front end answering for FCM. {self.seen} verdicts were recorded "
+            f"before the limit; {self.distrusted} more were not believed and stay owed; "
+            "nothing was published. Check the project and credentials, then rerun "
+            "(--max-dead 1 accepts the answers)"
+        )
+
+
+def process_owner(what: str) -> str:
+    """Who holds a fence, for people: what it is, and which process on which host."""
+    return f"{what} (pid {os.getpid()} on {socket.gethostname()})"
 
 
 @dataclass(frozen=True)
@@ -176,8 +251,32 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     )
     if not opts.live:
         return _dry_run(opts, deps, topic, template)
-    with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run") as lock:
+    with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run", log=deps.log) as lock:
         return _live_run(opts, deps, topic, template, lock.verify)
+
+
+def check_target(conn, client: FcmClient, *, bind: bool) -> None:
+    """Refuse to mix FCM targets in one database; bind an unbound one when `bind`.
+
+    The subscription rows, dead-token marks and publish records describe one project at
+    one endpoint: read against another target, they would be wrong in both directions.
+    """
+    target = client.target
+    bound = store.bound_target(conn, lock=True)
+    if bound is None:
+        if bind:
+            store.bind_target(conn, target.project_id, target.endpoint)
+        return
+    if bound != (target.project_id, target.endpoint):
+        from topic_sync.fcm import FcmTarget
+
+        raise TargetMismatch(
+            f"this database's subscription state belongs to {FcmTarget(*bound)}, but this "
+            f"command talks to {target}. Using one for the other would publish to the wrong "
+            "members or skip work. Use the database of that target, or, if the state really "
+            "is this target's, 'topic-sync target bind'; to start over for this target, "
+            "'topic-sync target reset'"
+        )
 
 
 def _guard(opts: RunOptions, plan: store.Plan) -> None:
@@ -208,6 +307,7 @@ def _plan(opts: RunOptions, conn, topic: str, run_id: int | None) -> store.Plan:
 def _dry_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate) -> RunResult:
     with deps.engine.connect() as conn:
         try:
+            check_target(conn, deps.client, bind=False)
             existing = store.get_run(conn, opts.prefix, opts.day)
             plan = _plan(opts, conn, topic, None)
         finally:
@@ -228,6 +328,7 @@ def _live_run(
 ) -> RunResult:
     deadline_at = deps.monotonic() + opts.deadline
     with deps.engine.begin() as conn:
+        check_target(conn, deps.client, bind=False)
         existing = store.get_run(conn, opts.prefix, opts.day)
     if existing and existing.publish_state == "sent":
         return RunResult(
@@ -247,6 +348,7 @@ def _live_run(
     send_message(deps, opts.retry, template, topic, validate_only=True)
 
     with deps.engine.begin() as conn:
+        check_target(conn, deps.client, bind=True)
         run = store.start_run(
             conn,
             prefix=opts.prefix,
@@ -255,6 +357,7 @@ def _live_run(
             transport=deps.client.transport,
             audience_path=str(opts.audience_path),
         )
+        fence = take_fence(conn, topic, process_owner(f"run {opts.prefix} {opts.day}"), run.id)
         plan = _plan(opts, conn, topic, run.id)
         store.save_plan(conn, run.id, plan)
     deps.log(
@@ -264,16 +367,14 @@ def _live_run(
     )
 
     counts = SyncCounts()
-    work = Work(deps, topic, run.id, opts, counts, deadline_at)
+    guard = DeadGuard.for_work(opts.max_dead, plan.to_add + plan.to_remove)
+    work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard)
     try:
         finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove) and work.drain(
             Op.SUBSCRIBE, plan.to_add
         )
     except TopicSyncError as error:
-        # Say on the run's record why it ended, so it does not look still in progress.
-        with deps.engine.begin() as conn:
-            store.settle_failures(conn, run.id)
-            store.finish_run(conn, run.id, "failed", error.message)
+        _record_stop(deps, run.id, topic, error)
         raise
 
     with deps.engine.begin() as conn:
@@ -319,9 +420,19 @@ def _live_run(
             "rerun this date to publish"
         )
     verify_lock()
-    message_id = publish_once(
-        deps, run.id, template, topic, republish=opts.republish, policy=opts.retry
-    )
+    try:
+        message_id = publish_once(
+            deps,
+            run.id,
+            template,
+            topic,
+            republish=opts.republish,
+            policy=opts.retry,
+            epoch=fence.epoch,
+        )
+    except (Fenced, PublishWithheld) as error:
+        _record_stop(deps, run.id, topic, error)
+        raise
     result = RunResult(
         "published" if message_id else "already-published",
         opts.day,
@@ -368,22 +479,110 @@ def publish_once(
     *,
     republish: bool,
     policy: RetryPolicy,
+    epoch: int,
 ) -> str | None:
-    """Send the day's message unless someone already has. Returns its id, or None."""
+    """Send the day's message unless someone already has. Returns its id, or None.
+
+    Before every attempt, one transaction proves the topic is still this run's (the
+    fence), that no removal from it is owed, and stamps the intent: an intent is always
+    recorded before the message can leave, and another planner waits while it is fresh.
+    """
     with deps.engine.begin() as conn:
+        _check_fence(conn, topic, epoch, "this run")
+        _check_no_owed_removals(conn, topic)
         if not store.claim_publish(conn, run_id, republish=republish):
             return None
+    first = True
     try:
-        message_id = send_message(deps, policy, template, topic)
+        for attempt in policy.retrying(
+            retryable=lambda e: isinstance(e, PublishError) and e.retryable,
+            sleep=deps.sleep,
+            retry_after=lambda e: getattr(e, "retry_after", None),
+        ):
+            with attempt:
+                if not first:
+                    with deps.engine.begin() as conn:
+                        _check_fence(conn, topic, epoch, "this run")
+                        _check_no_owed_removals(conn, topic)
+                        store.refresh_publish_intent(conn, run_id)
+                first = False
+                message_id = deps.client.publish(template.to_sdk(topic))
+    except CredentialsError as error:
+        with deps.engine.begin() as conn:  # refused: it did not go out
+            store.release_publish(conn, run_id, error.message)
+        raise
     except PublishError as error:
         if error.definitely_not_sent:
             with deps.engine.begin() as conn:
                 store.release_publish(conn, run_id, error.message)
-        raise
+            raise
+        with deps.engine.begin() as conn:
+            store.finish_run(conn, run_id, "publishing", f"publish unconfirmed: {error.message}")
+        raise PublishWithheld(
+            f"the publish to {topic} got an answer that does not prove FCM did not take it "
+            f"({error.message}). It may have gone out. Check FCM (or the devices), then "
+            "rerun with --republish to send it again"
+        ) from error
     with deps.engine.begin() as conn:
         store.confirm_publish(conn, run_id, message_id)
     deps.log(f"published to {topic}: {message_id}")
     return message_id
+
+
+def take_fence(conn, topic: str, owner: str, run_id: int | None) -> store.Fence:
+    """Plan the topic: refuse while another run's publish to it may be on the wire."""
+    fence = store.take_fence(conn, topic, owner, run_id)
+    busy = store.publish_in_flight(conn, topic, run_id, PUBLISH_IN_FLIGHT_SECONDS)
+    if busy is not None:
+        raise Locked(
+            f"{topic}: the publish of {busy.prefix} {busy.run_date} (run #{busy.id}) is not "
+            "confirmed and may still be in flight; not changing the topic under it. Try again "
+            f"in {PUBLISH_IN_FLIGHT_SECONDS / 60:g} minutes"
+        )
+    return fence
+
+
+def _check_fence(conn, topic: str, epoch: int, who: str) -> None:
+    fence = store.read_fence(conn, topic)
+    if fence is None or fence.epoch != epoch:
+        owner = fence.owner if fence else "somebody"
+        raise Fenced(
+            f"{topic} was planned again by {owner} after {who} planned it (its lock had been "
+            "lost, e.g. a dropped database connection). Stopped without publishing, so as not "
+            "to act on a stale plan; rerun to plan again"
+        )
+
+
+def _check_no_owed_removals(conn, topic: str) -> None:
+    """What changed since the sync finished: a removal queued meanwhile (forget) blocks."""
+    owed = store.pending_counts(conn, topic)[1]
+    if owed:
+        raise PublishWithheld(
+            f"not publishing: {owed} removals from {topic} became owed since the sync "
+            "finished (e.g. 'topic-sync forget'); run 'topic-sync reconcile --live', then "
+            "rerun this date"
+        )
+
+
+def _record_stop(deps: Deps, run_id: int, topic: str, error: TopicSyncError) -> None:
+    """Say on the run's record why it ended, so it does not look still in progress.
+
+    A run fenced out by another process of the same run leaves the record to that one.
+    """
+    status = "failed"
+    if isinstance(error, Fenced):
+        status = "fenced"
+    elif isinstance(error, DeadTokenGuard):
+        status = "guarded"
+    elif isinstance(error, PublishWithheld):
+        status = "withheld"
+    with deps.engine.begin() as conn:
+        if isinstance(error, Fenced):
+            fence = store.read_fence(conn, topic, lock=False)
+            if fence is not None and fence.run_id == run_id:
+                return
+        store.settle_failures(conn, run_id)
+        store.finish_run(conn, run_id, status, error.message)
 
 
 class Work:
@@ -402,9 +601,12 @@ class Work:
         opts: WorkSettings,
         counts: SyncCounts,
         deadline_at: float,
+        epoch: int,
+        guard: DeadGuard,
     ) -> None:
         self.deps, self.topic, self.run_id, self.opts = deps, topic, run_id, opts
         self.counts, self.deadline_at = counts, deadline_at
+        self.epoch, self.guard = epoch, guard
         self._retry_after = 0.0
         self._done = self._failed = 0
         self._started = deps.monotonic()
@@ -487,6 +689,8 @@ class Work:
                     round_start,
                     self.opts.batch_size,
                     retrying=retrying,
+                    epoch=self.epoch,
+                    guard=self.guard,
                 )
         if tally is None:
             return False
@@ -526,10 +730,17 @@ def _one_batch(
     limit: int,
     *,
     retrying: bool,
+    epoch: int,
+    guard: DeadGuard,
 ) -> BatchTally | None:
-    """Claim, call FCM, record: one transaction that commits only after FCM answered."""
+    """Claim, call FCM, record: one transaction that commits only after FCM answered.
+
+    The transaction first checks (and holds, FOR SHARE) the topic's fence: nobody may
+    plan the topic while the batch is in flight, and a batch of a stale plan never runs.
+    """
     stop_reason = None
     with deps.engine.begin() as conn:
+        _check_fence(conn, topic, epoch, "this run" if run_id is not None else "this repair")
         rows = store.claim_batch(conn, topic, PENDING[op], round_start, limit)
         if not rows:
             return None
@@ -537,12 +748,15 @@ def _one_batch(
         call = deps.client.subscribe if op is Op.SUBSCRIBE else deps.client.unsubscribe
         result = call(tokens, topic)
         outcomes = []
-        for (token_id, _), reason in zip(rows, result.reasons, strict=True):
-            outcome = _map(token_id, reason, op)
+        for (token_id, _), reason, proven in zip(rows, result.reasons, result.proven, strict=True):
+            outcome = _map(token_id, reason, op, proven=proven)
             if outcome is None:
                 stop_reason = reason
                 continue
             outcomes.append(outcome)
+        dead = sum(1 for o in outcomes if o.invalid)
+        if dead and not guard.admit(dead):
+            outcomes = [o.distrusted(PENDING[op]) if o.invalid else o for o in outcomes]
         store.record_outcomes(conn, topic, op.value, run_id, outcomes)
         confirmed = sum(1 for o in outcomes if o.status == CONFIRMED[op])
         codes = Counter(o.code or "ok" for o in outcomes)
@@ -558,6 +772,8 @@ def _one_batch(
             )
     if stop_reason is not None:
         raise CredentialsError(CREDENTIALS_HELP.format(reason=stop_reason))
+    if guard.tripped:
+        raise guard.error("syncing " + topic)
     settled = sum(1 for o in outcomes if o.status != PENDING[op])
     return BatchTally(
         attempts=len(outcomes),
@@ -569,11 +785,11 @@ def _one_batch(
     )
 
 
-def _map(token_id: int, reason: str | None, op: Op) -> store.TokenOutcome | None:
+def _map(token_id: int, reason: str | None, op: Op, *, proven: bool) -> store.TokenOutcome | None:
     """One token's FCM answer through the error table; None means stop the run."""
     if reason is None:
         return store.TokenOutcome(token_id, CONFIRMED[op], None, None, False, False)
-    rule = classify(reason)
+    rule = rule_for(reason, op, proven=proven)
     outcome = rule.outcome(op)
     if outcome is Outcome.STOP:
         return None
