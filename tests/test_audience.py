@@ -59,7 +59,9 @@ def assert_refused(path: Path, line: int | None, reason_part: str) -> InputFileE
 # --- validate_token ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("token", [T1, T2, T3, "a", "A.b-c_d:e", "x" * MAX_TOKEN_LENGTH])
+@pytest.mark.parametrize(
+    "token", [T1, T2, T3, "a", "A.b-c_d:e", "x" * MAX_TOKEN_LENGTH, "..a", "-_:.9"]
+)
 def test_validate_token_accepts_plausible_tokens(token: str) -> None:
     assert validate_token(token) is None
     assert TOKEN_RE.fullmatch(token)
@@ -80,6 +82,10 @@ def test_validate_token_accepts_plausible_tokens(token: str) -> None:
         ("tok\u200ben", "character '\\u200b' not allowed"),
         ("x" * 5000, "token is 5000 characters; at most 4096"),
         ("x" * (MAX_TOKEN_LENGTH + 1), "token is 4097 characters; at most 4096"),
+        # A dot segment: an HTTP stack would rewrite /registrations/../ in the URL path.
+        (".", "at least one letter or digit"),
+        ("..", "at least one letter or digit"),
+        ("-_:.", "at least one letter or digit"),
     ],
 )
 def test_validate_token_names_the_broken_rule(token: str, reason: str) -> None:

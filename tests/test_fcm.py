@@ -692,3 +692,12 @@ def test_v1_list_wire_format(recording):
     )
     assert req.query == {"pageSize": ["2000"]}
     assert req.headers["authorization"] == "Bearer owner"
+
+
+@pytest.mark.parametrize("token", ["..a:b", "a.", "-_:.9", "x:APA91b-_."])
+def test_token_reaches_fcm_whole_as_one_path_segment(client, emulator, token):
+    # Dots and colons survive every transport's URL handling unchanged.
+    assert client.subscribe([token], TOPIC).reasons == (None,)
+    assert emulator.members(TOPIC) == {token}
+    assert client.unsubscribe([token], TOPIC).reasons == (None,)
+    assert emulator.members(TOPIC) == set()

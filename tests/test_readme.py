@@ -62,3 +62,23 @@ def test_report_json_contract_in_readme_matches_code() -> None:
         assert block, f"README does not document the {kind} JSON"
         documented = re.findall(r'"(\w+)"', block.group(1))
         assert tuple(documented) == tuple(fields)
+
+
+def test_every_test_the_guarantees_section_names_exists() -> None:
+    section = README.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named = 0
+    for line in section.splitlines():
+        current = None
+        for item in re.findall(r"`([^`]+)`", line):
+            path, _, name = item.partition("::")
+            if path.endswith(".py"):
+                current = ROOT / "tests" / path
+                assert current.exists(), f"README names {path}, which does not exist"
+                named += 1
+            else:
+                name = item
+            if name.startswith("test_"):
+                assert current is not None, f"README names {name} without its file"
+                assert f"def {name}(" in current.read_text(), f"{current.name} has no {name}"
+                named += 1
+    assert named >= 15

@@ -441,3 +441,15 @@ def test_emulator_credential_gives_a_valid_bearer_token():
 
 def test_emulator_credential_is_a_firebase_credential():
     assert isinstance(EmulatorCredential(), firebase_admin.credentials.Base)
+
+
+@pytest.mark.parametrize("token", ["a:b", "a.b", "..a", "-_:.9", "A" * 200, "a/b?c#d%e f"])
+def test_registration_segment_is_exactly_one_path_segment(token):
+    from urllib.parse import unquote
+
+    from topic_sync.sdk_bridge import registration_segment
+
+    segment = registration_segment(token)
+    assert "/" not in segment and "?" not in segment and "#" not in segment
+    assert segment not in (".", "..")
+    assert unquote(segment) == token

@@ -27,8 +27,10 @@ MAX_TOKEN_LENGTH = 4096
 _TOKEN_CHARS = r"A-Za-z0-9_:.\-"
 _ALLOWED_FOR_PEOPLE = "A-Z a-z 0-9 _ : . -"
 
-TOKEN_RE = re.compile(f"[{_TOKEN_CHARS}]{{1,{MAX_TOKEN_LENGTH}}}")
-"""A plausible token, for ``fullmatch`` on a trimmed string."""
+TOKEN_RE = re.compile(f"(?=[_:.\\-]*[A-Za-z0-9])[{_TOKEN_CHARS}]{{1,{MAX_TOKEN_LENGTH}}}")
+"""A plausible token, for ``fullmatch`` on a trimmed string: the FCM token alphabet, with at
+least one letter or digit (a token ``.`` or ``..`` would be a dot segment in a URL path, which
+HTTP stacks rewrite)."""
 
 # The same pattern over raw bytes: the hot loop then skips decoding until a line looks wrong.
 _TOKEN_RE_BYTES = re.compile(TOKEN_RE.pattern.encode("ascii"))
@@ -57,7 +59,9 @@ def validate_token(token: str) -> str | None:
         return "empty token"
     bad = _DISALLOWED_RE.search(token)  # the first offending character is the one to name
     if bad is None:
-        return f"token is {len(token)} characters; at most {MAX_TOKEN_LENGTH}"
+        if len(token) > MAX_TOKEN_LENGTH:
+            return f"token is {len(token)} characters; at most {MAX_TOKEN_LENGTH}"
+        return "a token needs at least one letter or digit"
     if bad.group().isspace():
         edge = bad.start() == 0 or token[-1].isspace()
         return "whitespace around token" if edge else "whitespace inside token"

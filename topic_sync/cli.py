@@ -158,6 +158,8 @@ def fcm_client(transport: str, emulator_host: str | None, project: str | None, p
     from topic_sync.fcm import make_client
     from topic_sync.sdk_bridge import initialize_app
 
+    if emulator_host:
+        say(f"FCM emulator at {emulator_host}: nothing goes to production FCM")
     try:
         app = initialize_app(
             name=f"topic-sync-{next(_app_names)}-{uuid.uuid4().hex[:6]}",
@@ -455,6 +457,11 @@ campaign_option = option(
 @option("--allow-large-churn", is_flag=True, help="Skip the churn and empty-audience guard.")
 @option("--republish", is_flag=True, help="Resend a publish that was started but never confirmed.")
 @option(
+    "--mark-published",
+    is_flag=True,
+    help="A publish that was started but never confirmed did go out: record it, send nothing.",
+)
+@option(
     "--propagation-delay",
     type=click.FloatRange(0),
     default=5.0,
@@ -476,6 +483,7 @@ def run(
     max_churn: float,
     allow_large_churn: bool,
     republish: bool,
+    mark_published: bool,
     propagation_delay: float,
     config: Path | None,
     campaign: str | None,
@@ -487,7 +495,7 @@ def run(
     Dry run unless --live: prints the plan and validates the message with FCM.
     With --config, a campaign supplies whatever the command line does not.
     """
-    from topic_sync.sync import RunOptions, run_day
+    from topic_sync.sync import run_day
     from topic_sync.topics import validate_pool
 
     params = dict(click.get_current_context().params)
@@ -503,19 +511,23 @@ def run(
     work = {k: effective[k] for k in work}
     validate_pool(topic_prefix, pool_size)
     args = WorkArgs.parse(work)
-    opts = RunOptions(
-        day=effective["day"],
-        prefix=topic_prefix,
-        pool_size=pool_size,
-        audience_path=audience,
-        message_path=message,
-        live=live,
-        max_churn=max_churn,
-        allow_large_churn=allow_large_churn,
-        republish=republish,
-        propagation_delay=propagation_delay,
-        **args.settings(),
-    )
+    try:
+        opts = _run_options(
+            day=effective["day"],
+            prefix=topic_prefix,
+            pool_size=pool_size,
+            audience_path=audience,
+            message_path=message,
+            live=live,
+            max_churn=max_churn,
+            allow_large_churn=allow_large_churn,
+            republish=republish,
+            mark_published=mark_published,
+            propagation_delay=propagation_delay,
+            **args.settings(),
+        )
+    except ValueError as error:
+        raise BadInput(str(error)) from None
     from topic_sync.shutdown import PROCESS as shutdown
 
     deps = args.deps(shutdown)
@@ -529,6 +541,12 @@ def run(
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     sys.exit(int(result.exit_code))
+
+
+def _run_options(**values: Any):
+    from topic_sync.sync import RunOptions
+
+    return RunOptions(**values)
 
 
 def _describe(summary: dict) -> str:
@@ -721,6 +739,92 @@ def forget(
         deps.engine.dispose()
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
+
+
+@cli.group("target")
+def target_group() -> None:
+    """Which FCM target (project and endpoint) the database's state belongs to."""
+
+
+@target_group.command("show")
+@database_option
+@json_option
+@_errors_to_exit
+def target_show(database_url: str | None, as_json: bool) -> None:
+    """Print the FCM target the state is bound to (bound by the first live command)."""
+    from topic_sync.target import bound_target
+
+    engine = open_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            bound = bound_target(conn)
+    finally:
+        engine.dispose()
+    click.echo(f"bound to {bound}" if bound else "not bound yet: the first live command binds it")
+    if as_json:
+        shown = {"project_id": bound.project_id, "endpoint": bound.endpoint} if bound else None
+        click.echo(json.dumps({"target": shown}))
+
+
+def _target_change(action: str, live: bool, as_json: bool, work: dict[str, Any]) -> None:
+    from topic_sync import target as tgt
+
+    engine = open_engine(work["database_url"])
+    try:
+        client = fcm_client("v1", work["emulator_host"], work["project"])
+        change = (tgt.reset if action == "reset" else tgt.rebind)(engine, client.target, live=live)
+    finally:
+        engine.dispose()
+    before = str(change.before) if change.before else "nothing (not bound)"
+    verb = "now bound" if live else "would be bound (dry run; pass --live to apply)"
+    say(f"state of this database: was bound to {before}; {verb} to {change.after}")
+    if change.reset:
+        cleared = ", ".join(f"{n} {kind}" for kind, n in change.cleared.items())
+        done = "deleted or cleared" if live else "would be deleted or cleared"
+        say(f"  reset: {cleared} {done}; tokens and forgotten marks kept")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "live": live,
+                    "before": vars(change.before) if change.before else None,
+                    "after": vars(change.after),
+                    "cleared": change.cleared,
+                },
+                sort_keys=True,
+            )
+        )
+
+
+@target_group.command("bind")
+@option("--live", is_flag=True, help="Re-bind. Without it: say what would change.")
+@fcm_options
+@database_option
+@json_option
+@_errors_to_exit
+def target_bind(live: bool, as_json: bool, **work: Any) -> None:
+    """Declare the state to belong to this target (--project, --emulator-host), keeping it.
+
+    For when the state really is this target's: the same project reached at a new
+    emulator port, say. To start over for another target, use `target reset`.
+    """
+    _target_change("bind", live, as_json, work)
+
+
+@target_group.command("reset")
+@option("--live", is_flag=True, help="Reset. Without it: say what would be deleted.")
+@fcm_options
+@database_option
+@json_option
+@_errors_to_exit
+def target_reset(live: bool, as_json: bool, **work: Any) -> None:
+    """Forget what the state says about FCM and bind it to this target.
+
+    Deletes subscriptions, run and publish records, failures and topic fences, and clears
+    dead-token marks; tokens and their forgotten marks are kept. The next run re-subscribes
+    its whole audience.
+    """
+    _target_change("reset", live, as_json, work)
 
 
 @cli.command()

@@ -28,6 +28,7 @@ from topic_sync.sdk_bridge import (
     registration_segment,
     retry_after,
 )
+from topic_sync.target import FcmTarget
 
 MAX_TOKENS_PER_CALL = 1000  # one SDK call, one legacy batch: FCM's limit
 TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
@@ -63,25 +64,6 @@ class BatchResult:
     def per_token(cls, reasons: Sequence[str | None]) -> BatchResult:
         """Answers each about its own token (a batch response's per-token results)."""
         return cls(tuple(reasons), (True,) * len(reasons))
-
-
-PRODUCTION_ENDPOINT = "fcm.googleapis.com"
-
-
-@dataclass(frozen=True)
-class FcmTarget:
-    """Which FCM a client talks to: a project at production FCM or at an emulator."""
-
-    project_id: str
-    endpoint: str  # PRODUCTION_ENDPOINT, or "emulator HOST:PORT"
-
-    @property
-    def is_emulator(self) -> bool:
-        return self.endpoint != PRODUCTION_ENDPOINT
-
-    def __str__(self) -> str:
-        where = self.endpoint if self.is_emulator else f"production FCM ({self.endpoint})"
-        return f"project {self.project_id!r} at {where}"
 
 
 class FcmClient(Protocol):
@@ -220,10 +202,8 @@ class SdkClient:
         self.app = app
         self.transport = transport
         redirect = mounted_adapter(app).target
-        endpoint = (
-            f"emulator {redirect.removeprefix('http://')}" if redirect else PRODUCTION_ENDPOINT
-        )
-        self.target = FcmTarget(str(app.project_id), endpoint)
+        emulator_host = redirect.removeprefix("http://") if redirect else None
+        self.target = FcmTarget.of(str(app.project_id), emulator_host)
 
     def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
         return self._manage(tokens, topic, subscribe=True)

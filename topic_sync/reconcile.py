@@ -27,10 +27,10 @@ from topic_sync.sync import (
     Deps,
     SyncCounts,
     Work,
-    check_target,
     process_owner,
     take_fence,
 )
+from topic_sync.target import check_target
 
 AUDIT_WORKERS = 32
 DRIFT_SHOWN = 1000  # drift lines kept for display; counts are always complete
@@ -128,7 +128,7 @@ def _reconcile_prefix(
     reports = {topic: TopicReport(topic) for topic in topics}
     epochs: dict[str, int] = {}
     with deps.engine.begin() as conn:
-        check_target(conn, deps.client, bind=opts.live)
+        check_target(conn, deps.client.target, bind=opts.live)
         if opts.live:
             # A repair changes the topics' rows: a run that lost its lock must not go on
             # with a plan made before it, so the repair takes every topic's fence.
@@ -224,7 +224,7 @@ def _audit(opts: ReconcileOptions, deps: Deps, topics: list[str], result: Reconc
 def forget(deps: Deps, tokens: Iterable[str]) -> tuple[int, int, list[str]]:
     """Mark tokens gone; returns (marked, removals queued, topics now owing work)."""
     with deps.engine.begin() as conn:
-        check_target(conn, deps.client, bind=False)
+        check_target(conn, deps.client.target, bind=False)
         marked, queued = store.forget_tokens(conn, tokens)
         owing = store.topics_owing(conn)
     return marked, queued, owing

@@ -455,16 +455,18 @@ def refresh_publish_intent(conn: Connection, run_id: int) -> None:
     )
 
 
-def confirm_publish(conn: Connection, run_id: int, message_id: str) -> None:
+def confirm_publish(
+    conn: Connection, run_id: int, message_id: str | None, note: str | None = None
+) -> None:
     conn.execute(
         text(
             """
             UPDATE runs SET publish_state = 'sent', message_id = :mid, published_at = now(),
-                status = 'published', finished_at = now(), note = NULL
+                status = 'published', finished_at = now(), note = :note
             WHERE id = :id
             """
         ),
-        {"id": run_id, "mid": message_id},
+        {"id": run_id, "mid": message_id, "note": note},
     )
 
 

@@ -43,6 +43,7 @@ from topic_sync.audience import iter_audience
 from topic_sync.db import advisory_lock, is_disconnect
 from topic_sync.error_table import Op, Outcome, rule_for
 from topic_sync.errors import (
+    BadInput,
     CredentialsError,
     DeadlineReached,
     DeadTokenGuard,
@@ -52,13 +53,13 @@ from topic_sync.errors import (
     Locked,
     PublishWithheld,
     Refused,
-    TargetMismatch,
     TopicSyncError,
 )
 from topic_sync.fcm import CREDENTIALS_HELP, MAX_TOKENS_PER_CALL, FcmClient, PublishError
 from topic_sync.message import MessageTemplate, load_message
 from topic_sync.ratelimit import Pacer
 from topic_sync.retry import RetryPolicy
+from topic_sync.target import check_target
 from topic_sync.topics import topic_for
 
 CONFIRMED = {Op.SUBSCRIBE: "subscribed", Op.UNSUBSCRIBE: "unsubscribed"}
@@ -85,6 +86,7 @@ class RunOptions:
     max_churn: float = 0.5
     allow_large_churn: bool = False
     republish: bool = False
+    mark_published: bool = False  # an unconfirmed publish did go out: record it, send nothing
     propagation_delay: float = 5.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     batch_size: int = MAX_TOKENS_PER_CALL
@@ -99,6 +101,8 @@ class RunOptions:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= self.max_dead <= 1:
             raise ValueError("max dead must be a share between 0 and 1")
+        if self.republish and self.mark_published:
+            raise ValueError("--republish and --mark-published contradict each other")
 
 
 class WorkSettings(Protocol):
@@ -255,30 +259,6 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         return _live_run(opts, deps, topic, template, lock.verify)
 
 
-def check_target(conn, client: FcmClient, *, bind: bool) -> None:
-    """Refuse to mix FCM targets in one database; bind an unbound one when `bind`.
-
-    The subscription rows, dead-token marks and publish records describe one project at
-    one endpoint: read against another target, they would be wrong in both directions.
-    """
-    target = client.target
-    bound = store.bound_target(conn, lock=True)
-    if bound is None:
-        if bind:
-            store.bind_target(conn, target.project_id, target.endpoint)
-        return
-    if bound != (target.project_id, target.endpoint):
-        from topic_sync.fcm import FcmTarget
-
-        raise TargetMismatch(
-            f"this database's subscription state belongs to {FcmTarget(*bound)}, but this "
-            f"command talks to {target}. Using one for the other would publish to the wrong "
-            "members or skip work. Use the database of that target, or, if the state really "
-            "is this target's, 'topic-sync target bind'; to start over for this target, "
-            "'topic-sync target reset'"
-        )
-
-
 def _guard(opts: RunOptions, plan: store.Plan) -> None:
     """Refuse plans that look like a broken audience rather than a real day."""
     if opts.allow_large_churn:
@@ -307,7 +287,7 @@ def _plan(opts: RunOptions, conn, topic: str, run_id: int | None) -> store.Plan:
 def _dry_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate) -> RunResult:
     with deps.engine.connect() as conn:
         try:
-            check_target(conn, deps.client, bind=False)
+            check_target(conn, deps.client.target, bind=False)
             existing = store.get_run(conn, opts.prefix, opts.day)
             plan = _plan(opts, conn, topic, None)
         finally:
@@ -328,7 +308,7 @@ def _live_run(
 ) -> RunResult:
     deadline_at = deps.monotonic() + opts.deadline
     with deps.engine.begin() as conn:
-        check_target(conn, deps.client, bind=False)
+        check_target(conn, deps.client.target, bind=False)
         existing = store.get_run(conn, opts.prefix, opts.day)
     if existing and existing.publish_state == "sent":
         return RunResult(
@@ -339,16 +319,19 @@ def _live_run(
             message_id=existing.message_id,
             note=f"{opts.day} was already published to {existing.topic}; nothing to do",
         )
+    if opts.mark_published:
+        return _mark_published(opts, deps, existing)
     if existing and existing.publish_state == "intent" and not opts.republish:
         raise PublishWithheld(
             f"a publish for {opts.day} to {existing.topic} was started but never confirmed "
-            "(the process stopped between sending and recording). It may have gone out. "
-            "Check FCM, then rerun with --republish to send it again"
+            "(the process stopped between sending and recording, or FCM's answer proved "
+            "nothing). It may have gone out. Check FCM (or the devices): if it went out, "
+            "rerun with --mark-published to record it; if not, with --republish to send it"
         )
     send_message(deps, opts.retry, template, topic, validate_only=True)
 
     with deps.engine.begin() as conn:
-        check_target(conn, deps.client, bind=True)
+        check_target(conn, deps.client.target, bind=True)
         run = store.start_run(
             conn,
             prefix=opts.prefix,
@@ -450,6 +433,24 @@ def _live_run(
             "see 'topic-sync report'"
         )
     return result
+
+
+def _mark_published(opts: RunOptions, deps: Deps, existing: store.RunRecord | None) -> RunResult:
+    """The operator checked: the unconfirmed publish did go out. Record it; send nothing."""
+    if existing is None or existing.publish_state != "intent":
+        raise BadInput(
+            f"--mark-published: {opts.day} has no unconfirmed publish to record "
+            f"(publish state: {existing.publish_state if existing else 'no run'})"
+        )
+    with deps.engine.begin() as conn:
+        store.confirm_publish(conn, existing.id, None, note="recorded as sent by an operator")
+    return RunResult(
+        "already-published",
+        opts.day,
+        opts.prefix,
+        existing.topic,
+        note=f"{opts.day}'s publish to {existing.topic} recorded as sent (--mark-published)",
+    )
 
 
 def send_message(
