@@ -39,7 +39,8 @@ Runs::
 
     {"version": 1, "kind": "runs", "runs": [
       {"run_id": int, "prefix": str, "date": date, "topic": str,
-       "status": "syncing" | "withheld" | "deadline" | "publishing" | "published" | "failed",
+       "status": "syncing" | "withheld" | "deadline" | "interrupted" | "publishing"
+                 | "published" | "failed" | "fenced" | "guarded",
        "published": bool,         # the publish was confirmed by FCM
        "why": str,                # the run's note, or a sentence derived from its status
        "message_id": str | null,
@@ -112,6 +113,9 @@ _WHY_BY_STATUS = {
     "deadline": "deadline reached with work left",
     "publishing": "publish not confirmed: in progress, or stopped between sending and recording",
     "failed": "failed",
+    "interrupted": "stopped on request; rerun the date to resume",
+    "fenced": "stopped: another run planned the topic after this run's lock was lost",
+    "guarded": "stopped by the dead-token guard: likelier a systemic fault",
     "syncing": "in progress",
     "planned": "in progress",
 }

@@ -166,3 +166,26 @@ def test_rejected_credentials_stop_the_run_without_blaming_tokens(
     assert again.returncode == 0, describe(again)
     assert summary(again)["added"] == 20
     assert latest_publish(emulator, the_topic).recipients == set(audience)
+
+
+def test_dead_token_flood_stops_the_run_and_report_says_why(
+    env, emulator, engine, tmp_path, message_file
+):
+    import json
+
+    audience = make_tokens("g", range(200))
+    for token in audience[:150]:  # a wrong project looks like this, not a mass uninstall
+        emulator.unregister(token)
+
+    run = _run(env, tmp_path, message_file, "v1-direct", DAY1, audience)
+
+    assert run.returncode == 5, describe(run)
+    assert "dead-token guard" in run.stderr and "wrong Firebase project" in run.stderr
+    assert emulator.publishes == []
+    assert run_row(engine, PREFIX, DAY1)["status"] == "guarded"
+    shown = run_cli("report", "--format", "json", env=env)
+    [row] = json.loads(shown.stdout)["runs"]
+    assert row["status"] == "guarded" and not row["published"]
+    assert "dead-token guard" in row["why"]
+    status = run_cli("status", env=env)
+    assert status.returncode == 4 and "GUARDED" in status.stdout, describe(status)
