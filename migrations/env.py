@@ -9,7 +9,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from topic_sync.models import Base
+from topic_sync.store.models import Base
 
 config = context.config
 if config.config_file_name is not None:
@@ -17,8 +17,7 @@ if config.config_file_name is not None:
 
 
 def _url() -> str:
-    from topic_sync.db import embedded_url, sqlalchemy_url
-    from topic_sync.settings import default_data_dir
+    from topic_sync.store.db import default_data_dir, embedded_url, sqlalchemy_url
 
     url = config.get_main_option("sqlalchemy.url")
     if url:
@@ -26,7 +25,7 @@ def _url() -> str:
     env_url = os.environ.get("DATABASE_URL")
     if env_url:
         return sqlalchemy_url(env_url)
-    return sqlalchemy_url(embedded_url(default_data_dir() / "pgdata"))
+    return sqlalchemy_url(embedded_url(default_data_dir(os.environ) / "pgdata"))
 
 
 def _ours(name, type_, parent_names) -> bool:

@@ -19,11 +19,11 @@ import firebase_admin
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from topic_sync import db
 from topic_sync.emulator import FcmEmulator
-from topic_sync.fcm import SdkClient, make_client
-from topic_sync.sdk_bridge import initialize_app
-from topic_sync.sync import Deps
+from topic_sync.engine.run import Deps
+from topic_sync.fcm.client import SdkClient, make_client
+from topic_sync.fcm.sdk_bridge import initialize_app
+from topic_sync.store import db
 
 TEMPLATE = f"topic_sync_template_{os.getpid()}"
 

@@ -13,8 +13,9 @@ from typing import BinaryIO
 
 import pytest
 
-from topic_sync import audience
-from topic_sync.audience import (
+from topic_sync.errors import BadInput, ExitCode, InputFileError
+from topic_sync.inputs import audience
+from topic_sync.inputs.audience import (
     MAX_TOKEN_LENGTH,
     NO_TOKENS,
     TOKEN_RE,
@@ -22,7 +23,6 @@ from topic_sync.audience import (
     iter_audience,
     validate_token,
 )
-from topic_sync.errors import BadInput, ExitCode, InputFileError
 
 # Shaped like real FCM registration tokens and installation IDs.
 T1 = "dGhpcyBpcyBub3QgYSByZWFs:APA91bH-k9_xTqz0aVb.example1"

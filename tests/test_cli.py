@@ -7,10 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from topic_sync.cli import ProgressLine, _parse_duration, cli
-from topic_sync.error_table import Op
+from topic_sync.cli.main import ProgressLine, _parse_duration, cli
+from topic_sync.engine.run import Progress
 from topic_sync.errors import BadInput
-from topic_sync.sync import Progress
+from topic_sync.fcm.error_table import Op
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from tests.conftest import write_audience
 from topic_sync.cli import cli
-from topic_sync.config import load_config, mask_url, parse_duration
 from topic_sync.errors import BadInput, InputFileError
+from topic_sync.inputs.config import load_config, mask_url, parse_duration
 
 BASE = """
 database_url = "postgresql://u:secret@db/x"

@@ -5,9 +5,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from topic_sync import db
 from topic_sync.errors import Locked
-from topic_sync.models import Base
+from topic_sync.store import db
+from topic_sync.store.models import Base
 
 
 def test_migrations_and_models_agree(engine) -> None:

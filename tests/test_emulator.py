@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from topic_sync.emulator import REASON_WIRE, FcmEmulator, Publish
-from topic_sync.sdk_bridge import has_fcm_details
+from topic_sync.fcm.sdk_bridge import has_fcm_details
 
 REASONS = [
     "INVALID_ARGUMENT",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from topic_sync.error_table import (
+from topic_sync.fcm.error_table import (
     NO_VERDICT,
     RULES,
     UNKNOWN,

@@ -19,9 +19,8 @@ import pytest
 from firebase_admin import messaging
 
 from topic_sync.emulator import REASON_WIRE, FcmEmulator
-from topic_sync.error_table import all_reasons
 from topic_sync.errors import CredentialsError, ExitCode
-from topic_sync.fcm import (
+from topic_sync.fcm.client import (
     MAX_TOKENS_PER_CALL,
     BatchResult,
     ListError,
@@ -29,7 +28,8 @@ from topic_sync.fcm import (
     SdkClient,
     make_client,
 )
-from topic_sync.sdk_bridge import initialize_app, messaging_service
+from topic_sync.fcm.error_table import all_reasons
+from topic_sync.fcm.sdk_bridge import initialize_app, messaging_service
 
 PROJECT = "demo-test"  # the project id the fcm_app fixture uses
 TOPIC = "jobreco-3"

@@ -12,7 +12,7 @@ import pytest
 from firebase_admin import messaging
 
 from topic_sync.errors import BadInput, InputFileError
-from topic_sync.message import (
+from topic_sync.inputs.message import (
     DEFAULT_TTL,
     TOPIC_PAYLOAD_LIMIT_BYTES,
     MessageTemplate,

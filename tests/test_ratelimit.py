@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from topic_sync.ratelimit import DECREASE_FACTOR, Pacer
+from topic_sync.fcm.pacer import DECREASE_FACTOR, Pacer
 
 
 class FakeTime:

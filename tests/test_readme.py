@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from topic_sync.cli import cli
-from topic_sync.error_table import markdown_table
 from topic_sync.errors import ExitCode
+from topic_sync.fcm.error_table import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -55,7 +55,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_report_json_contract_in_readme_matches_code() -> None:
-    from topic_sync.report import FAILURE_FIELDS, RUN_FIELDS
+    from topic_sync.app.report import FAILURE_FIELDS, RUN_FIELDS
 
     for kind, fields in (("failures", FAILURE_FIELDS), ("runs", RUN_FIELDS)):
         block = re.search(rf'"kind": "{kind}", "{kind}": \[\{{(.*?)\}}\]', README, re.S)

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import text
 
 from tests.test_sync import DAY, POOL, PREFIX, last_recipients, opts, snapshot, toks
+from topic_sync.engine.reconcile import ReconcileOptions, forget, prefix_of, reconcile
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.run import run_day
 from topic_sync.errors import Locked, PublishWithheld
-from topic_sync.reconcile import ReconcileOptions, forget, prefix_of, reconcile
-from topic_sync.retry import RetryPolicy
-from topic_sync.sync import run_day
-from topic_sync.topics import pool_topics, topic_for
+from topic_sync.pool import pool_topics, topic_for
 
 FAST = RetryPolicy(min_wait=0, max_wait=0, max_retries=2)
 POOL_TOPICS = tuple(pool_topics(PREFIX, POOL))
@@ -172,7 +172,7 @@ def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, de
 
 
 def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:
-    from topic_sync.db import advisory_lock
+    from topic_sync.store.db import advisory_lock
 
     with advisory_lock(deps.engine, f"prefix:{PREFIX}", what="run"), pytest.raises(Locked):
         repair(deps)

@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.test_sync import DAY, POOL, PREFIX, opts
-from topic_sync.errors import BadInput, ExitCode, PublishWithheld
-from topic_sync.report import (
+from topic_sync.app.report import (
     FAILURE_FIELDS,
     RUN_FIELDS,
     FailedToken,
@@ -31,8 +30,9 @@ from topic_sync.report import (
     shorten,
     status_exit_code,
 )
-from topic_sync.sync import run_day
-from topic_sync.topics import topic_for
+from topic_sync.engine.run import run_day
+from topic_sync.errors import BadInput, ExitCode, PublishWithheld
+from topic_sync.pool import topic_for
 
 LATER = DAY + dt.timedelta(days=POOL)  # the same topic as DAY
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from topic_sync.retry import (
+from topic_sync.engine.retry import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_WAIT,
     DEFAULT_MIN_WAIT,

@@ -13,9 +13,9 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import text
 
 from tests.conftest import write_audience
-from topic_sync import scheduler as sched
-from topic_sync.config import load_config
-from topic_sync.topics import topic_for
+from topic_sync.app import scheduler as sched
+from topic_sync.inputs.config import load_config
+from topic_sync.pool import topic_for
 
 TODAY = dt.datetime.now(dt.UTC).date()  # `run --date today` uses the real date
 PREFIX = "sched"
@@ -190,7 +190,7 @@ def test_changed_schedule_replaces_the_job_unchanged_keeps_it(clock, config_file
 def test_interrupted_run_is_resumed_on_the_next_start(
     clock, config_file, database_url, emulator, engine
 ) -> None:
-    from topic_sync.shutdown import PROCESS
+    from topic_sync.app.shutdown import PROCESS
 
     events: list[str] = []
     scheduler = scheduler_for(database_url, config_file, events)

@@ -1,6 +1,6 @@
 """Fails loudly if a firebase-admin upgrade moves what topic-sync relies on.
 
-topic_sync.sdk_bridge reaches into the SDK's private messaging service to swap the HTTP
+topic_sync.fcm.sdk_bridge reaches into the SDK's private messaging service to swap the HTTP
 adapter under its session. These tests pin every piece of that: if one breaks after an
 upgrade, the emulator path (and the production retry policy) would silently stop working.
 """
@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from firebase_admin import messaging
 from urllib3.util import retry as urllib3_retry
 
-from topic_sync import sdk_bridge
-from topic_sync.fcm import SdkClient
-from topic_sync.ratelimit import Pacer
-from topic_sync.sdk_bridge import (
+from topic_sync.fcm import sdk_bridge
+from topic_sync.fcm.client import SdkClient
+from topic_sync.fcm.pacer import Pacer
+from topic_sync.fcm.sdk_bridge import (
     FCM_HOST,
     IID_HOST,
     EmulatorCredential,
@@ -447,7 +447,7 @@ def test_emulator_credential_is_a_firebase_credential():
 def test_registration_segment_is_exactly_one_path_segment(token):
     from urllib.parse import unquote
 
-    from topic_sync.sdk_bridge import registration_segment
+    from topic_sync.fcm.sdk_bridge import registration_segment
 
     segment = registration_segment(token)
     assert "/" not in segment and "?" not in segment and "#" not in segment

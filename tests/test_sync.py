@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import write_audience
-from topic_sync.error_table import Outcome, all_reasons, classify
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.run import RunOptions, run_day
 from topic_sync.errors import CredentialsError, InputFileError, PublishWithheld, Refused
-from topic_sync.retry import RetryPolicy
-from topic_sync.sync import RunOptions, run_day
-from topic_sync.topics import topic_for
+from topic_sync.fcm.error_table import Outcome, all_reasons, classify
+from topic_sync.pool import topic_for
 
 DAY = dt.date(2026, 11, 22)
 PREFIX = "jobreco"
@@ -319,10 +319,10 @@ def paced(emulator, engine, transport, recorder):
 
     import firebase_admin
 
-    from topic_sync.fcm import make_client
-    from topic_sync.ratelimit import Pacer
-    from topic_sync.sdk_bridge import initialize_app
-    from topic_sync.sync import Deps
+    from topic_sync.engine.run import Deps
+    from topic_sync.fcm.client import make_client
+    from topic_sync.fcm.pacer import Pacer
+    from topic_sync.fcm.sdk_bridge import initialize_app
 
     pacer = Pacer(4000.0)  # above the emulator quota set below: 429s will come
     app = initialize_app(
@@ -442,7 +442,7 @@ class KillConnections:
     def _kill(self) -> None:
         import psycopg
 
-        from topic_sync.db import sqlalchemy_url
+        from topic_sync.store.db import sqlalchemy_url
 
         dsn = sqlalchemy_url(self.url).replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -547,7 +547,7 @@ def test_a_stopped_run_says_why_on_its_record(tmp_path, message_file, deps, emul
 def terminate_lock_holder(engine, prefix: str) -> int:
     """End the backend holding the run's advisory lock, as a network blip or a failover
     would: nobody tells the run that its lock is gone."""
-    from topic_sync.db import lock_key
+    from topic_sync.store.db import lock_key
 
     with engine.connect() as conn:
         killed = conn.execute(
@@ -709,8 +709,8 @@ def test_whole_request_error_never_marks_a_token_dead(
 
 
 def test_dead_token_flood_trips_the_guard(tmp_path, message_file, deps, emulator) -> None:
+    from topic_sync.engine.run import DEAD_GUARD_MIN
     from topic_sync.errors import DeadTokenGuard
-    from topic_sync.sync import DEAD_GUARD_MIN
 
     audience = toks(0, 400)
     for token in audience[:250]:  # "dead": likelier a wrong project than 62% uninstalls

@@ -24,14 +24,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy import text
 
 from tests.conftest import _admin, _with_database, write_audience
-from topic_sync import db
-from topic_sync.error_table import Outcome, all_reasons, classify
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.run import Deps, RunOptions, run_day
 from topic_sync.errors import PublishWithheld
-from topic_sync.fcm import BatchResult
-from topic_sync.retry import RetryPolicy
-from topic_sync.sync import Deps, RunOptions, run_day
-from topic_sync.target import FcmTarget
-from topic_sync.topics import topic_for
+from topic_sync.fcm.client import BatchResult
+from topic_sync.fcm.error_table import Outcome, all_reasons, classify
+from topic_sync.fcm.target import FcmTarget
+from topic_sync.pool import topic_for
+from topic_sync.store import db
 
 TOKENS = [f"m:{i:02d}" for i in range(12)]
 PREFIX = "model"

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from topic_sync.errors import BadInput, ExitCode
-from topic_sync.topics import (
+from topic_sync.pool import (
     MAX_TOPICS_PER_TOKEN,
     pool_topics,
     slot_for,

@@ -40,6 +40,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote
 
+from topic_sync.fcm.wire import (
+    FCM_ERROR_TYPE,
+    MAX_TOKENS_PER_CALL,
+    MAX_TOPICS_PER_TOKEN,
+    TOPIC_NAME_PATTERN,
+)
+
 __all__ = [
     "MAX_BATCH_TOKENS",
     "MAX_MESSAGE_BYTES",
@@ -50,15 +57,13 @@ __all__ = [
     "serve",
 ]
 
-MAX_TOPICS_PER_TOKEN = 2000
-MAX_BATCH_TOKENS = 1000
+MAX_BATCH_TOKENS = MAX_TOKENS_PER_CALL
 MAX_MESSAGE_BYTES = 4096
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 2000
-FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_:.-]{1,4096}")
-_TOPIC_RE = re.compile(r"[A-Za-z0-9_.~%-]{1,900}")
+_TOPIC_RE = re.compile(TOPIC_NAME_PATTERN)
 _JSON = "application/json; charset=UTF-8"
 _TEXT = "text/plain; charset=UTF-8"
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from topic_sync.emulator import FcmEmulator, Publish
-from topic_sync.topics import topic_for
+from topic_sync.pool import topic_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "demo-e2e"

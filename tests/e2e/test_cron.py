@@ -37,8 +37,8 @@ from tests.e2e.support import (
     topic,
     write_lines,
 )
-from topic_sync import db
 from topic_sync.emulator import FcmEmulator
+from topic_sync.store import db
 
 CRON_DIR = REPO_ROOT / "cron"
 WRAPPER = CRON_DIR / "topic-sync-cron"

@@ -27,8 +27,8 @@ from tests.e2e.support import (
     topic,
     write_lines,
 )
-from topic_sync import db
 from topic_sync.emulator import FcmEmulator
+from topic_sync.store import db
 
 PREFIX = "guardreco"
 DAY2 = DAY1 + dt.timedelta(days=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,17 @@ from sqlalchemy.pool import NullPool
 
 from topic_sync.errors import Locked, TopicSyncError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class SchemaError(TopicSyncError):
     """The database is not at the schema this release expects."""
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """Per-user data directory (XDG), used for the embedded PostgreSQL."""
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "topic-sync"
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from topic_sync.emulator import FcmEmulator
-from topic_sync.retry import RetryPolicy
-from topic_sync.sync import Deps, RunOptions, run_day
-from topic_sync.topics import topic_for
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.run import Deps, RunOptions, run_day
+from topic_sync.pool import topic_for
 
 DEMO_PREFIX = "demo-jobreco"
 DEMO_POOL_SIZE = 2  # small, so the third day reuses the first day's topic

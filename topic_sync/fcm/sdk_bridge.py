@@ -22,7 +22,7 @@ import requests.adapters
 from firebase_admin import credentials, messaging
 from urllib3.util import retry as urllib3_retry
 
-from topic_sync.ratelimit import Pacer
+from topic_sync.fcm.pacer import Pacer
 
 FCM_HOST = "https://fcm.googleapis.com"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -241,7 +241,7 @@ def mounted_adapter(app: firebase_admin.App) -> RedirectingAdapter:
     """The adapter install_adapter put on the app's session (for its target and pacer)."""
     adapter = messaging_service(app)._client.session.get_adapter(FCM_HOST + "/")
     if not isinstance(adapter, RedirectingAdapter):
-        raise RuntimeError("the app was not set up by topic_sync.sdk_bridge.initialize_app")
+        raise RuntimeError("the app was not set up by topic_sync.fcm.sdk_bridge.initialize_app")
     return adapter
 
 

@@ -22,13 +22,13 @@ from firebase_admin import exceptions as fb_exceptions
 from firebase_admin import messaging
 
 from topic_sync.errors import CredentialsError, TopicSyncError
-from topic_sync.sdk_bridge import (
+from topic_sync.fcm.sdk_bridge import (
     list_topic_subscriptions,
     mounted_adapter,
     registration_segment,
     retry_after,
 )
-from topic_sync.target import FcmTarget
+from topic_sync.fcm.target import FcmTarget
 
 MAX_TOKENS_PER_CALL = 1000  # one SDK call, one legacy batch: FCM's limit
 TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
@@ -169,7 +169,7 @@ def _whole_request_reason(error: fb_exceptions.FirebaseError) -> str:
 
 
 def _answer_has_details(response: requests.Response | None) -> bool:
-    from topic_sync.sdk_bridge import has_fcm_details
+    from topic_sync.fcm.sdk_bridge import has_fcm_details
 
     if response is None:
         return False
@@ -294,7 +294,7 @@ class DirectV1Client(SdkClient):
 
         import urllib3
 
-        from topic_sync.sdk_bridge import FCM_HOST, DirectAuth
+        from topic_sync.fcm.sdk_bridge import FCM_HOST, DirectAuth
 
         super().__init__(app, "v1")
         self.transport = "v1-direct"
@@ -340,7 +340,7 @@ class DirectV1Client(SdkClient):
 
         import urllib3
 
-        from topic_sync.sdk_bridge import has_fcm_details, topic_error_code
+        from topic_sync.fcm.sdk_bridge import has_fcm_details, topic_error_code
 
         if self._pacer is not None:
             self._pacer.acquire(1)

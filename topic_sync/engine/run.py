@@ -39,9 +39,7 @@ import tenacity
 from sqlalchemy import Engine
 
 from topic_sync import store
-from topic_sync.audience import iter_audience
-from topic_sync.db import advisory_lock, is_disconnect
-from topic_sync.error_table import Op, Outcome, rule_for
+from topic_sync.engine.retry import RetryPolicy
 from topic_sync.errors import (
     BadInput,
     CredentialsError,
@@ -55,12 +53,14 @@ from topic_sync.errors import (
     Refused,
     TopicSyncError,
 )
-from topic_sync.fcm import CREDENTIALS_HELP, MAX_TOKENS_PER_CALL, FcmClient, PublishError
-from topic_sync.message import MessageTemplate, load_message
-from topic_sync.ratelimit import Pacer
-from topic_sync.retry import RetryPolicy
-from topic_sync.target import check_target
-from topic_sync.topics import topic_for
+from topic_sync.fcm.client import CREDENTIALS_HELP, MAX_TOKENS_PER_CALL, FcmClient, PublishError
+from topic_sync.fcm.error_table import Op, Outcome, rule_for
+from topic_sync.fcm.pacer import Pacer
+from topic_sync.fcm.target import check_target
+from topic_sync.inputs.audience import iter_audience
+from topic_sync.inputs.message import MessageTemplate, load_message
+from topic_sync.pool import topic_for
+from topic_sync.store.db import advisory_lock, is_disconnect
 
 CONFIRMED = {Op.SUBSCRIBE: "subscribed", Op.UNSUBSCRIBE: "unsubscribed"}
 PENDING = {Op.SUBSCRIBE: "pending_subscribe", Op.UNSUBSCRIBE: "pending_unsubscribe"}

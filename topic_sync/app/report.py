@@ -63,9 +63,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from topic_sync.error_table import all_codes
 from topic_sync.errors import BadInput, ExitCode
-from topic_sync.models import OPS
+from topic_sync.fcm.error_table import all_codes
+from topic_sync.store.models import OPS
 
 JSON_VERSION = 1
 FAILURES_KIND = "failures"

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from topic_sync.error_table import Op
+from topic_sync.fcm.error_table import Op
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -34,8 +34,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from topic_sync.errors import BadInput, InputFileError
-from topic_sync.fcm import TRANSPORTS
-from topic_sync.topics import MAX_TOPICS_PER_TOKEN, pool_topics
+from topic_sync.fcm.client import TRANSPORTS
+from topic_sync.pool import MAX_TOPICS_PER_TOKEN, pool_topics
 
 MODES = ("dry-run", "live")
 DEFAULT_GRACE = "2h"

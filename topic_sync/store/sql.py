@@ -13,6 +13,47 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+__all__ = [
+    "COPY_CHUNK_BYTES",
+    "Fence",
+    "Plan",
+    "RunRecord",
+    "TokenOutcome",
+    "add_progress",
+    "audit_candidates",
+    "bind_target",
+    "bound_target",
+    "claim_batch",
+    "claim_publish",
+    "confirm_publish",
+    "confirmed_counts",
+    "db_now",
+    "finish_run",
+    "forget_tokens",
+    "get_run",
+    "load_audience",
+    "pending_counts",
+    "pending_sample",
+    "plan_topic",
+    "publish_in_flight",
+    "queue_full_reassert",
+    "queue_heals",
+    "queue_stale_removals",
+    "read_fence",
+    "record_outcomes",
+    "refresh_publish_intent",
+    "release_publish",
+    "reset_target_state",
+    "save_plan",
+    "settle_failures",
+    "stale_members",
+    "start_run",
+    "take_fence",
+    "target_state_counts",
+    "topics_owing",
+    "topics_with_rows",
+]
+
 COPY_CHUNK_BYTES = 1 << 16
 
 

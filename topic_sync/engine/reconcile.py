@@ -15,11 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from topic_sync import store
-from topic_sync.db import advisory_lock
-from topic_sync.error_table import Op
-from topic_sync.fcm import MAX_TOKENS_PER_CALL, ListError
-from topic_sync.retry import RetryPolicy
-from topic_sync.sync import (
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.run import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DEADLINE,
     DEFAULT_MAX_DEAD,
@@ -30,7 +27,10 @@ from topic_sync.sync import (
     process_owner,
     take_fence,
 )
-from topic_sync.target import check_target
+from topic_sync.fcm.client import MAX_TOKENS_PER_CALL, ListError
+from topic_sync.fcm.error_table import Op
+from topic_sync.fcm.target import check_target
+from topic_sync.store.db import advisory_lock
 
 AUDIT_WORKERS = 32
 DRIFT_SHOWN = 1000  # drift lines kept for display; counts are always complete

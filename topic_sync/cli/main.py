@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -90,10 +91,9 @@ def database_url(explicit: str | None) -> str:
     """The URL to use; without one, start the embedded PostgreSQL and say so."""
     if explicit:
         return explicit
-    from topic_sync.db import embedded_url
-    from topic_sync.settings import default_data_dir
+    from topic_sync.store.db import default_data_dir, embedded_url
 
-    data_dir = default_data_dir() / "pgdata"
+    data_dir = default_data_dir(os.environ) / "pgdata"
     say(f"DATABASE_URL is not set: using the embedded PostgreSQL in {data_dir}")
     return embedded_url(data_dir)
 
@@ -101,7 +101,7 @@ def database_url(explicit: str | None) -> str:
 def open_engine(explicit_url: str | None, *, check: bool = True):
     from sqlalchemy.exc import OperationalError
 
-    from topic_sync.db import check_schema, make_engine
+    from topic_sync.store.db import check_schema, make_engine
 
     engine = make_engine(database_url(explicit_url))
     if check:
@@ -115,7 +115,7 @@ def open_engine(explicit_url: str | None, *, check: bool = True):
 
 def _parse_duration(value: str, option_name: str) -> float:
     """'3h', '90m', '1h30m', '45s' or plain seconds."""
-    from topic_sync.config import parse_duration
+    from topic_sync.inputs.config import parse_duration
 
     try:
         return parse_duration(value)
@@ -155,8 +155,8 @@ class ProgressLine:
 
 
 def fcm_client(transport: str, emulator_host: str | None, project: str | None, pacer=None):
-    from topic_sync.fcm import make_client
-    from topic_sync.sdk_bridge import initialize_app
+    from topic_sync.fcm.client import make_client
+    from topic_sync.fcm.sdk_bridge import initialize_app
 
     if emulator_host:
         say(f"FCM emulator at {emulator_host}: nothing goes to production FCM")
@@ -285,7 +285,7 @@ class WorkArgs:
 
     @classmethod
     def parse(cls, work: dict[str, Any]) -> WorkArgs:
-        from topic_sync.retry import RetryPolicy
+        from topic_sync.engine.retry import RetryPolicy
 
         default = RetryPolicy()
         try:
@@ -318,8 +318,8 @@ class WorkArgs:
         }
 
     def deps(self, shutdown=None):
-        from topic_sync.ratelimit import Pacer
-        from topic_sync.sync import Deps
+        from topic_sync.engine.run import Deps
+        from topic_sync.fcm.pacer import Pacer
 
         engine = open_engine(self.database_url)
         pacer = Pacer(self.rate_limit)
@@ -366,7 +366,7 @@ def resolve_settings(ctx: click.Context, params: dict[str, Any]) -> tuple[dict, 
 
     from click.core import ParameterSource
 
-    from topic_sync.config import load_config
+    from topic_sync.inputs.config import load_config
 
     kinds = {ParameterSource.COMMANDLINE: "flag", ParameterSource.ENVIRONMENT: "env"}
     sources = {name: kinds.get(ctx.get_parameter_source(name), "default") for name in params}
@@ -423,7 +423,7 @@ def db() -> None:
 @_errors_to_exit
 def db_upgrade(database_url: str | None) -> None:
     """Create or migrate the schema to the latest version (alembic upgrade head)."""
-    from topic_sync.db import head_revision, upgrade
+    from topic_sync.store.db import head_revision, upgrade
 
     upgrade(globals()["database_url"](database_url))
     say(f"database schema is at {head_revision()}")
@@ -495,8 +495,8 @@ def run(
     Dry run unless --live: prints the plan and validates the message with FCM.
     With --config, a campaign supplies whatever the command line does not.
     """
-    from topic_sync.sync import run_day
-    from topic_sync.topics import validate_pool
+    from topic_sync.engine.run import run_day
+    from topic_sync.pool import validate_pool
 
     params = dict(click.get_current_context().params)
     effective, _sources = resolve_settings(click.get_current_context(), params)
@@ -528,7 +528,7 @@ def run(
         )
     except ValueError as error:
         raise BadInput(str(error)) from None
-    from topic_sync.shutdown import PROCESS as shutdown
+    from topic_sync.app.shutdown import PROCESS as shutdown
 
     deps = args.deps(shutdown)
     try:
@@ -544,7 +544,7 @@ def run(
 
 
 def _run_options(**values: Any):
-    from topic_sync.sync import RunOptions
+    from topic_sync.engine.run import RunOptions
 
     return RunOptions(**values)
 
@@ -575,7 +575,7 @@ def _scope(
 ) -> tuple[str, ...]:
     """The topics a repair covers: --topic, else --topic-prefix's pool (or its --date
     topic), else every topic the database knows."""
-    from topic_sync.topics import pool_topics, topic_for
+    from topic_sync.pool import pool_topics, topic_for
 
     if topics:
         return topics
@@ -621,8 +621,8 @@ def reconcile(
     the pool, and with --full or --audit checks FCM against the table. After it, a
     withheld day is published by rerunning `topic-sync run --date D`.
     """
-    from topic_sync.reconcile import ReconcileOptions
-    from topic_sync.reconcile import reconcile as do_reconcile
+    from topic_sync.engine.reconcile import ReconcileOptions
+    from topic_sync.engine.reconcile import reconcile as do_reconcile
 
     if sample and not audit:
         raise BadInput("--sample goes with --audit")
@@ -704,10 +704,10 @@ def forget(
     """
     import itertools
 
-    from topic_sync.audience import iter_audience, validate_token
-    from topic_sync.reconcile import ReconcileOptions
-    from topic_sync.reconcile import forget as do_forget
-    from topic_sync.reconcile import reconcile as do_reconcile
+    from topic_sync.engine.reconcile import ReconcileOptions
+    from topic_sync.engine.reconcile import forget as do_forget
+    from topic_sync.engine.reconcile import reconcile as do_reconcile
+    from topic_sync.inputs.audience import iter_audience, validate_token
 
     for token in tokens:
         reason = validate_token(token)
@@ -752,7 +752,7 @@ def target_group() -> None:
 @_errors_to_exit
 def target_show(database_url: str | None, as_json: bool) -> None:
     """Print the FCM target the state is bound to (bound by the first live command)."""
-    from topic_sync.target import bound_target
+    from topic_sync.fcm.target import bound_target
 
     engine = open_engine(database_url)
     try:
@@ -767,7 +767,7 @@ def target_show(database_url: str | None, as_json: bool) -> None:
 
 
 def _target_change(action: str, live: bool, as_json: bool, work: dict[str, Any]) -> None:
-    from topic_sync import target as tgt
+    from topic_sync.fcm import target as tgt
 
     engine = open_engine(work["database_url"])
     try:
@@ -841,9 +841,9 @@ def schedule(config: Path | None, database_url: str | None) -> None:
     """
     import os
 
-    from topic_sync import scheduler as sched
-    from topic_sync.config import load_config
-    from topic_sync.shutdown import PROCESS as shutdown
+    from topic_sync.app import scheduler as sched
+    from topic_sync.app.shutdown import PROCESS as shutdown
+    from topic_sync.inputs.config import load_config
 
     if config is None:
         raise BadInput("schedule needs --config (or TOPIC_SYNC_CONFIG)")
@@ -913,7 +913,7 @@ def report(
     The summary shows per run: date, topic, audience, added, removed, failures per code,
     retries, duration, and whether it published, or why not.
     """
-    from topic_sync import report as rep
+    from topic_sync.app import report as rep
 
     filtered = any(v is not None for v in (day, run_id, code, op)) or list_failed
     engine = open_engine(database_url)
@@ -948,7 +948,7 @@ def status(topic_prefix: str | None, database_url: str | None) -> None:
     Exits 4 if the latest run of a prefix did not publish (1 if nothing ever ran), so
     monitoring can alert on it.
     """
-    from topic_sync import report as rep
+    from topic_sync.app import report as rep
 
     engine = open_engine(database_url)
     try:
@@ -977,8 +977,8 @@ def config_show(run_args: tuple[str, ...], as_json: bool) -> None:
     Takes the same options as `run` (e.g. --config F --campaign N --pool-size 9), so it
     shows exactly what that command line would do: flag > env > file > default.
     """
-    from topic_sync.config import mask_url
-    from topic_sync.retry import RetryPolicy
+    from topic_sync.engine.retry import RetryPolicy
+    from topic_sync.inputs.config import mask_url
 
     args = list(run_args)
     dated = "--date" in args or any(a.startswith("--date=") for a in args)
@@ -1048,13 +1048,13 @@ def demo(days: int, size: int, workdir: Path | None, database_url: str | None) -
     """
     import tempfile
 
-    from topic_sync.db import recreate_database
-    from topic_sync.demo import render, run_demo
+    from topic_sync.app.demo import render, run_demo
     from topic_sync.emulator import FcmEmulator
-    from topic_sync.sync import Deps
+    from topic_sync.engine.run import Deps
+    from topic_sync.store.db import recreate_database
 
     url = recreate_database(globals()["database_url"](database_url), "topic_sync_demo")
-    from topic_sync.db import make_engine, upgrade
+    from topic_sync.store.db import make_engine, upgrade
 
     upgrade(url)
     engine = make_engine(url)

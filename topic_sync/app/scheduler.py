@@ -22,12 +22,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from topic_sync.config import Config, parse_duration
-from topic_sync.db import sqlalchemy_url
+from topic_sync.inputs.config import Config, parse_duration
+from topic_sync.store.db import sqlalchemy_url
 
 JOBS_TABLE = "scheduler_jobs"
 JOB_PREFIX = "campaign:"
-log = logging.getLogger("topic_sync.scheduler")
+# What a stored job calls. A job stored by an older release under another reference is
+# replaced by install_jobs (references are compared), never run from a stale path.
+JOB_FUNC = "topic_sync.app.scheduler:run_campaign"
+log = logging.getLogger("topic_sync.app.scheduler")
 
 # What a job calls; replaced in tests. Returns the run's exit code.
 Runner = Callable[[str, str], int]
@@ -76,10 +79,11 @@ def install_jobs(scheduler: BaseScheduler, config: Config) -> list[str]:
             and str(existing.trigger.timezone) == str(trigger.timezone)
             and list(existing.args) == [*args, name]
             and existing.misfire_grace_time == grace
+            and existing.func_ref == JOB_FUNC
         ):
             continue
         scheduler.add_job(
-            "topic_sync.scheduler:run_campaign",
+            JOB_FUNC,
             trigger,
             args=[*args, name],
             id=job_id(name),
@@ -152,7 +156,7 @@ def resume_interrupted(
             record = store.get_run(conn, campaign.topic_prefix, day)
         if record and record.status == "interrupted" and record.publish_state != "sent":
             scheduler.add_job(
-                "topic_sync.scheduler:run_campaign",
+                JOB_FUNC,
                 "date",
                 run_date=now,
                 args=[str(config.path.resolve()), name],

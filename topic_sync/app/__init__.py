@@ -1,0 +1,1 @@
+"""The application layer: one plain function per command, over resolved settings."""

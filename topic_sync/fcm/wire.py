@@ -1,0 +1,19 @@
+"""FCM's own limits and wire constants: facts about the service, in one place.
+
+Standard library only, so the emulator (a fake of the service) shares them without
+importing firebase-admin.
+"""
+
+from __future__ import annotations
+
+MAX_TOKENS_PER_CALL = 1000
+"""Tokens in one SDK subscribe/unsubscribe call, and in one legacy batch request."""
+
+MAX_TOPICS_PER_TOKEN = 2000
+"""Topics one app instance (token) can be subscribed to."""
+
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+"""The `@type` of FCM's own error details in a v1 error body: evidence about a registration."""
+
+TOPIC_NAME_PATTERN = r"[a-zA-Z0-9\-_.~%]{1,900}"
+"""FCM's topic-name rule."""
