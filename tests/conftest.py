@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from topic_sync.emulator import FcmEmulator
-from topic_sync.engine.run import Deps
+from topic_sync.engine.drain import Deps
 from topic_sync.fcm.client import SdkClient, make_client
 from topic_sync.fcm.sdk_bridge import initialize_app
 from topic_sync.store import db

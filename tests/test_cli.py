@@ -7,10 +7,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from topic_sync.cli.main import ProgressLine, _parse_duration, cli
-from topic_sync.engine.run import Progress
-from topic_sync.errors import BadInput
+from topic_sync.cli.main import cli
+from topic_sync.cli.output import ProgressLine
+from topic_sync.engine.drain import Progress
 from topic_sync.fcm.error_table import Op
+from topic_sync.settings import parse_duration
 
 
 @pytest.mark.parametrize(
@@ -18,13 +19,15 @@ from topic_sync.fcm.error_table import Op
     [("3h", 10800), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("10", 10), ("0.5s", 0.5)],
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert _parse_duration(text, "--deadline") == seconds
+    assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "abc", "3d", "h", "-1h"])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(BadInput, match="--deadline"):
-        _parse_duration(text, "--deadline")
+    with pytest.raises(ValueError):
+        parse_duration(text)
+    result = CliRunner().invoke(cli, ["run", "--date", "2026-11-22", "--deadline", text])
+    assert result.exit_code == 2 and "--deadline" in result.stderr
 
 
 def _run(*args: str):

@@ -47,7 +47,7 @@ def test_loads_campaign_with_paths_relative_to_the_file(tmp_path) -> None:
     ("change", "key"),
     [
         (("pool_size = 7", "pool_sise = 7"), "campaigns.jobreco.pool_sise: unknown key"),
-        (("pool_size = 7", "pool_size = 0"), "campaigns.jobreco.pool_size: pool size"),
+        (("pool_size = 7", "pool_size = 0"), "campaigns.jobreco.pool_size: must be between 1"),
         (("pool_size = 7", "pool_size = 2001"), "campaigns.jobreco.pool_size"),
         (("pool_size = 7", 'pool_size = "7"'), "campaigns.jobreco.pool_size: must be a whole"),
         (

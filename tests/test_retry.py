@@ -7,18 +7,18 @@ import math
 
 import pytest
 
-from topic_sync.engine.retry import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MAX_WAIT,
-    DEFAULT_MIN_WAIT,
-    RetryPolicy,
-)
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.settings import DEFAULTS
 
 
 def test_defaults_follow_fcm_guidance():
     policy = RetryPolicy()
     assert (policy.min_wait, policy.max_wait, policy.max_retries) == (60.0, 3600.0, 4)
-    assert (DEFAULT_MIN_WAIT, DEFAULT_MAX_WAIT, DEFAULT_MAX_RETRIES) == (60.0, 3600.0, 4)
+    assert (DEFAULTS.retry_min_wait, DEFAULTS.retry_max_wait, DEFAULTS.max_retries) == (
+        60.0,
+        3600.0,
+        4,
+    )
     assert policy.jitter is True
 
 

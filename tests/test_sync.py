@@ -319,7 +319,7 @@ def paced(emulator, engine, transport, recorder):
 
     import firebase_admin
 
-    from topic_sync.engine.run import Deps
+    from topic_sync.engine.drain import Deps
     from topic_sync.fcm.client import make_client
     from topic_sync.fcm.pacer import Pacer
     from topic_sync.fcm.sdk_bridge import initialize_app
@@ -709,7 +709,7 @@ def test_whole_request_error_never_marks_a_token_dead(
 
 
 def test_dead_token_flood_trips_the_guard(tmp_path, message_file, deps, emulator) -> None:
-    from topic_sync.engine.run import DEAD_GUARD_MIN
+    from topic_sync.engine.drain import DEAD_GUARD_MIN
     from topic_sync.errors import DeadTokenGuard
 
     audience = toks(0, 400)

@@ -24,8 +24,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy import text
 
 from tests.conftest import _admin, _with_database, write_audience
+from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
-from topic_sync.engine.run import Deps, RunOptions, run_day
+from topic_sync.engine.run import RunOptions, run_day
 from topic_sync.errors import PublishWithheld
 from topic_sync.fcm.client import BatchResult
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify

@@ -7,7 +7,7 @@ interface (cron and monitoring read them), so they live here and nowhere else.
 from __future__ import annotations
 
 import enum
-from pathlib import Path
+import os
 
 
 class ExitCode(enum.IntEnum):
@@ -41,10 +41,10 @@ class BadInput(TopicSyncError):
 class InputFileError(BadInput):
     """A problem at a known place in an input file."""
 
-    def __init__(self, path: str | Path, reason: str, line: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str, line: int | None = None) -> None:
         where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {reason}")
-        self.path = str(path)
+        self.path = os.fspath(path)
         self.line = line
         self.reason = reason
 

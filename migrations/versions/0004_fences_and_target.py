@@ -26,9 +26,9 @@ def upgrade() -> None:
             "taken_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name="fk_topic_fences_run_id_runs", ondelete="SET NULL"
+            ["run_id"], ["runs.id"], name=op.f("fk_topic_fences_run_id_runs"), ondelete="SET NULL"
         ),
-        sa.PrimaryKeyConstraint("topic", name="pk_topic_fences"),
+        sa.PrimaryKeyConstraint("topic", name=op.f("pk_topic_fences")),
     )
     op.create_table(
         "fcm_target",
@@ -38,8 +38,8 @@ def upgrade() -> None:
         sa.Column(
             "bound_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
-        sa.CheckConstraint("id = 1", name="ck_fcm_target_single_row"),
-        sa.PrimaryKeyConstraint("id", name="pk_fcm_target"),
+        sa.CheckConstraint("id = 1", name=op.f("ck_fcm_target_single_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_fcm_target")),
     )
 
 

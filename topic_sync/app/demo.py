@@ -11,11 +11,18 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from topic_sync.app.services import Io, database_url, fcm_client
 from topic_sync.emulator import FcmEmulator
+from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
-from topic_sync.engine.run import Deps, RunOptions, run_day
+from topic_sync.engine.run import RunOptions, run_day
+from topic_sync.errors import ExitCode
 from topic_sync.pool import topic_for
+from topic_sync.settings import Settings
+from topic_sync.store.db import make_engine, recreate_database, upgrade
 
+DEMO_DATABASE = "topic_sync_demo"
+DEMO_PROJECT = "demo-topic-sync"
 DEMO_PREFIX = "demo-jobreco"
 DEMO_POOL_SIZE = 2  # small, so the third day reuses the first day's topic
 
@@ -124,3 +131,38 @@ def render(results: list[DemoDay]) -> str:
             f"{r.invalid:>5} {r.recipients:>10}  {'yes' if r.exact else 'NO'}"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    days: list[DemoDay]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if all(d.exact for d in self.days) else ExitCode.FAILED
+
+
+def demo(settings: Settings, io: Io, *, days: int, size: int, workdir: Path) -> DemoOutcome:
+    """Rehearse `days` days on a fresh demo database and an in-process emulator."""
+    url = recreate_database(database_url(settings, io), DEMO_DATABASE)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with FcmEmulator() as emu:
+            io.log(
+                f"demo: database {DEMO_DATABASE}, FCM emulator on {emu.host_port}, "
+                f"inputs in {workdir}"
+            )
+            target = settings.replace(
+                emulator_host=emu.host_port, project=DEMO_PROJECT, transport="v1"
+            )
+            deps = Deps(
+                engine=engine,
+                client=fcm_client(target, io),
+                sleep=io.sleep,
+                now=io.now,
+                log=lambda line: io.log(f"  {line}"),
+            )
+            return DemoOutcome(run_demo(deps, emu, workdir, io.now().date(), days, size))
+    finally:
+        engine.dispose()

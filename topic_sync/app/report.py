@@ -60,12 +60,15 @@ import io
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
+from topic_sync import store
 from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.error_table import all_codes
-from topic_sync.store.models import OPS
+from topic_sync.pool import is_pool_topic
+from topic_sync.states import Op, RunStatus
 
 JSON_VERSION = 1
 FAILURES_KIND = "failures"
@@ -105,20 +108,6 @@ RUN_FIELDS = (
 )
 FORMATS = ("table", "csv", "json")
 DEFAULT_RUN_LIMIT = 10
-
-# Why a run is where it is, when its note does not say (a published run has no note).
-_WHY_BY_STATUS = {
-    "published": "published",
-    "withheld": "withheld: removals unconfirmed",
-    "deadline": "deadline reached with work left",
-    "publishing": "publish not confirmed: in progress, or stopped between sending and recording",
-    "failed": "failed",
-    "interrupted": "stopped on request; rerun the date to resume",
-    "fenced": "stopped: another run planned the topic after this run's lock was lost",
-    "guarded": "stopped by the dead-token guard: likelier a systemic fault",
-    "syncing": "in progress",
-    "planned": "in progress",
-}
 
 
 @dataclass(frozen=True)
@@ -175,8 +164,8 @@ class FailureFilter:
     limit: int | None = None
 
     def validate(self) -> None:
-        if self.op is not None and self.op not in OPS:
-            raise BadInput(f"unknown operation {self.op!r}; valid: {', '.join(OPS)}")
+        if self.op is not None and self.op not in list(Op):
+            raise BadInput(f"unknown operation {self.op!r}; valid: {', '.join(Op)}")
         codes = all_codes()
         if self.code is not None and self.code not in codes:
             raise BadInput(f"unknown error code {self.code!r}; valid: {', '.join(codes)}")
@@ -186,45 +175,26 @@ class FailureFilter:
 
 # --- queries ----------------------------------------------------------------------------------
 
-_FAILURES_SQL = """
-SELECT t.token, f.op, f.code, f.reason, f.attempts, f.first_seen, f.last_seen,
-       f.run_id, r.run_date, r.prefix, f.topic, f.resolved_at IS NOT NULL AS resolved
-FROM token_failures f
-JOIN tokens t ON t.id = f.token_id
-LEFT JOIN runs r ON r.id = f.run_id
-WHERE {where}
-ORDER BY f.last_seen DESC, f.id DESC
-LIMIT :limit
-"""
-
-# Each filter is a fixed fragment with a bound parameter; only the choice of fragments varies.
-_FILTER_SQL = {
-    "date": "r.run_date = :date",
-    "run_id": "f.run_id = :run_id",
-    "code": "f.code = :code",
-    "op": "f.op = :op",
-    "prefix": (
-        "(r.prefix = CAST(:prefix AS text) OR (f.run_id IS NULL"
-        " AND left(f.topic, char_length(CAST(:prefix AS text)) + 1) = CAST(:prefix AS text) || '-'"
-        " AND substr(f.topic, char_length(CAST(:prefix AS text)) + 2) ~ '^[0-9]+$'))"
-    ),
-}
-
 
 def failed_tokens(engine: Engine, flt: FailureFilter | None = None) -> list[FailedToken]:
     """Failures matching the filter, newest `last_seen` first (unresolved only by default)."""
     flt = flt or FailureFilter()
     flt.validate()
-    where = [] if flt.include_resolved else ["f.resolved_at IS NULL"]
-    params: dict[str, object] = {"limit": flt.limit}
-    for name, fragment in _FILTER_SQL.items():
-        value = getattr(flt, name)
-        if value is not None:
-            where.append(fragment)
-            params[name] = value
-    sql = _FAILURES_SQL.format(where=" AND ".join(where) or "TRUE")
+    filters: dict[str, object] = {
+        name: getattr(flt, name)
+        for name in ("date", "run_id", "code", "op")
+        if getattr(flt, name) is not None
+    }
     with engine.connect() as conn:
-        rows = conn.execute(text(sql), params).all()
+        if flt.prefix is not None:
+            # A failure a repair recorded has no run: it belongs to the prefix when its topic
+            # is one of the prefix's pool topics (the pool rule lives in topic_sync.pool).
+            orphans = store.topics_of_failures_without_run(conn)
+            filters["prefix"] = flt.prefix
+            filters["prefix_topics"] = [t for t in orphans if is_pool_topic(flt.prefix, t)]
+        rows = store.failure_rows(
+            conn, filters, include_resolved=flt.include_resolved, limit=flt.limit
+        )
     return [
         FailedToken(
             token=row.token,
@@ -244,36 +214,21 @@ def failed_tokens(engine: Engine, flt: FailureFilter | None = None) -> list[Fail
     ]
 
 
-_RUN_SELECT = """
-SELECT id, prefix, run_date, topic, status, audience_size, added, removed, failed, retries,
-       attempts, wait_seconds, extract(epoch FROM finished_at - started_at) AS duration,
-       publish_state = 'sent' AS published, message_id, note, started_at
-FROM runs
-"""
-
-
 def run_summaries(
     engine: Engine, *, prefix: str | None = None, limit: int | None = DEFAULT_RUN_LIMIT
 ) -> list[RunSummary]:
     """The most recent runs first (by date, then start time); `limit=None` for all."""
     if limit is not None and limit < 1:
         raise BadInput(f"limit must be at least 1, not {limit}")
-    where = "WHERE prefix = :prefix" if prefix is not None else ""
-    sql = f"{_RUN_SELECT} {where} ORDER BY run_date DESC, started_at DESC, id DESC LIMIT :limit"
     with engine.connect() as conn:
-        rows = conn.execute(text(sql), {"prefix": prefix, "limit": limit}).all()
+        rows = store.run_summary_rows(conn, prefix=prefix, limit=limit)
     return [_summary(row) for row in rows]
 
 
 def latest_runs(engine: Engine, prefix: str | None = None) -> list[RunSummary]:
     """The latest run of every prefix (or of the given one), ordered by prefix."""
-    where = "WHERE prefix = :prefix" if prefix is not None else ""
-    sql = (
-        f"SELECT DISTINCT ON (prefix) * FROM ({_RUN_SELECT} {where}) runs "
-        "ORDER BY prefix, run_date DESC, started_at DESC, id DESC"
-    )
     with engine.connect() as conn:
-        rows = conn.execute(text(sql), {"prefix": prefix}).all()
+        rows = store.latest_run_rows(conn, prefix=prefix)
     return [_summary(row) for row in rows]
 
 
@@ -291,7 +246,11 @@ def status_exit_code(engine: Engine, prefix: str | None = None) -> ExitCode:
     """OK when the latest run of every prefix (or of the given one) was published;
     WITHHELD when one was not (withheld, past its deadline, failed or still running);
     FAILED when there is no run at all, so monitoring notices a job that never ran."""
-    latest = latest_runs(engine, prefix)
+    return status_exit_code_of(latest_runs(engine, prefix))
+
+
+def status_exit_code_of(latest: Sequence[RunSummary]) -> ExitCode:
+    """status_exit_code for runs already read."""
     if not latest:
         return ExitCode.FAILED
     if all(run.published for run in latest):
@@ -303,7 +262,7 @@ def _recency(run: RunSummary) -> tuple[dt.date, dt.datetime, int]:
     return (run.date, run.started_at, run.run_id)
 
 
-def _summary(row) -> RunSummary:
+def _summary(row: Any) -> RunSummary:
     note = (row.note or "").strip()
     return RunSummary(
         run_id=row.id,
@@ -321,7 +280,7 @@ def _summary(row) -> RunSummary:
         duration_seconds=None if row.duration is None else round(float(row.duration), 3),
         published=bool(row.published),
         message_id=row.message_id,
-        why=note or _WHY_BY_STATUS.get(row.status, row.status),
+        why=note or RunStatus(row.status).why,
         started_at=_utc(row.started_at),
     )
 
@@ -376,10 +335,10 @@ def render_failures(rows: Sequence[FailedToken], fmt: str, *, full_tokens: bool 
 def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
     _check_format(fmt)
     if fmt == "json":
-        items = [_run_record(row) for row in rows]
+        items = [run_record(row) for row in rows]
         return _json({"version": JSON_VERSION, "kind": RUNS_KIND, RUNS_KIND: items})
     if fmt == "csv":
-        records = ({**_run_record(row), "failed": _per_code(row.failed)} for row in rows)
+        records = ({**run_record(row), "failed": _per_code(row.failed)} for row in rows)
         return _csv(RUN_FIELDS, records)
     if not rows:
         return "no runs"
@@ -457,7 +416,7 @@ def _failure_record(row: FailedToken, token: str) -> dict[str, object]:
     }
 
 
-def _run_record(row: RunSummary) -> dict[str, object]:
+def run_record(row: RunSummary) -> dict[str, object]:
     return {
         "run_id": row.run_id,
         "prefix": row.prefix,
@@ -484,7 +443,7 @@ def _check_format(fmt: str) -> None:
         raise BadInput(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
-def _json(document: dict) -> str:
+def _json(document: dict[str, Any]) -> str:
     return json.dumps(document)  # ASCII only: safe on any terminal or pipe
 
 

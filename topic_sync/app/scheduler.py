@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -21,8 +23,13 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
 
-from topic_sync.inputs.config import Config, parse_duration
+from topic_sync.app.services import Io
+from topic_sync.app.shutdown import PROCESS, Shutdown
+from topic_sync.errors import TopicSyncError
+from topic_sync.inputs.config import Config
+from topic_sync.states import PublishState, RunStatus
 from topic_sync.store.db import sqlalchemy_url
 
 JOBS_TABLE = "scheduler_jobs"
@@ -41,7 +48,10 @@ def job_id(campaign: str) -> str:
 
 
 def make_scheduler(
-    database_url: str, *, executor=None, cls: type[BaseScheduler] = BackgroundScheduler
+    database_url: str,
+    *,
+    executor: Any = None,
+    cls: type[BaseScheduler] = BackgroundScheduler,
 ) -> BaseScheduler:
     """A scheduler whose jobs persist in PostgreSQL; one job runs at a time."""
     return cls(
@@ -67,7 +77,7 @@ def install_jobs(scheduler: BaseScheduler, config: Config) -> list[str]:
     A job whose schedule did not change is left alone, keeping its next run time:
     that is how a restarted scheduler sees the run it missed.
     """
-    grace = int(parse_duration(config.grace))
+    grace = int(config.grace)
     args = [str(config.path.resolve())]
     changed = []
     for name in config.campaigns:
@@ -99,22 +109,38 @@ def install_jobs(scheduler: BaseScheduler, config: Config) -> list[str]:
 
 
 def run_campaign(config_path: str, campaign: str) -> int:
-    """The job: the same command cron would run, in this process."""
+    """The job: the same run cron would start, in this process."""
     return RUNNER(config_path, campaign)
 
 
-def run_with_cli(config_path: str, campaign: str) -> int:
-    from topic_sync.cli import cli
+_IO: Io | None = None  # set by serve(): where the runs' lines go, the process environment
 
-    args = ["run", "--config", config_path, "--campaign", campaign, "--date", "today"]
+
+def run_with_app(config_path: str, campaign: str) -> int:
+    """Run today's day of a campaign through the application layer; returns its exit code."""
+    from topic_sync.app import commands
+    from topic_sync.app.settings import resolve
+
+    io = _IO or Io(log=log.info, environ={}, sleep=PROCESS.sleep, should_stop=PROCESS.should_stop)
     try:
-        cli.main(args, prog_name="topic-sync", standalone_mode=False)
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
+        resolved = resolve(
+            {},
+            {},
+            config_path=Path(config_path),
+            campaign_name=campaign,
+            day="today",
+            environ=io.environ,
+            now=io.now(),
+        )
+        result = commands.run_day(resolved, io, republish=False, mark_published=False)
+    except TopicSyncError as error:
+        io.log(f"campaign {campaign}: {error.message}")
+        return int(error.exit_code)
+    io.log(f"campaign {campaign}: {result.day} {result.status}")
+    return int(result.exit_code)
 
 
-RUNNER: Runner = run_with_cli
+RUNNER: Runner = run_with_app
 
 
 def watch(scheduler: BaseScheduler, notify: Callable[[str], None]) -> None:
@@ -144,7 +170,7 @@ def describe(scheduler: BaseScheduler) -> list[str]:
 
 
 def resume_interrupted(
-    scheduler: BaseScheduler, config: Config, engine, now: dt.datetime
+    scheduler: BaseScheduler, config: Config, engine: Engine, now: dt.datetime
 ) -> list[str]:
     """Queue, once, today's runs that a shutdown interrupted: the next start resumes them."""
     from topic_sync import store
@@ -154,7 +180,8 @@ def resume_interrupted(
         day = campaign.today(now)
         with engine.connect() as conn:
             record = store.get_run(conn, campaign.topic_prefix, day)
-        if record and record.status == "interrupted" and record.publish_state != "sent":
+        interrupted = record is not None and record.status is RunStatus.INTERRUPTED
+        if interrupted and record is not None and record.publish_state is not PublishState.SENT:
             scheduler.add_job(
                 JOB_FUNC,
                 "date",
@@ -163,7 +190,35 @@ def resume_interrupted(
                 id=f"resume:{name}:{day}",
                 name=f"topic-sync run --campaign {name} (resumed)",
                 replace_existing=True,
-                misfire_grace_time=int(parse_duration(config.grace)),
+                misfire_grace_time=int(config.grace),
             )
             resumed.append(name)
     return resumed
+
+
+def serve(config: Config, database_url: str, io: Io, shutdown: Shutdown) -> None:
+    """Run the scheduler in the foreground until a stop is requested (SIGTERM/SIGINT)."""
+    global _IO
+    from topic_sync.store.db import make_engine
+
+    _IO = io
+    engine = make_engine(database_url)
+    scheduler = make_scheduler(database_url)
+    watch(scheduler, io.log)
+    scheduler.start(paused=True)
+    try:
+        changed = install_jobs(scheduler, config)
+        resumed = resume_interrupted(scheduler, config, engine, io.now())
+        for name in changed:
+            io.log(f"campaign {name}: schedule installed")
+        for name in resumed:
+            io.log(f"campaign {name}: resuming today's interrupted run")
+        for line in describe(scheduler):
+            io.log(line)
+        scheduler.resume()
+        while not shutdown.requested.wait(1.0):
+            pass
+    finally:
+        io.log("scheduler stopping: waiting for the run in flight to reach a safe point")
+        scheduler.shutdown(wait=True)
+        engine.dispose()

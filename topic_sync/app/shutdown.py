@@ -11,6 +11,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
 
 
 class Shutdown:
@@ -31,7 +32,7 @@ class Shutdown:
             yield self
             return
 
-        def handler(signum: int, _frame) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
             if self.requested.is_set():
                 signal.signal(signum, signal.SIG_DFL)
                 signal.raise_signal(signum)

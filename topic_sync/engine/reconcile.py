@@ -13,23 +13,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from topic_sync import store
+from topic_sync.engine.drain import DeadGuard, Deps, SyncCounts, Work, process_owner, take_fence
 from topic_sync.engine.retry import RetryPolicy
-from topic_sync.engine.run import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE,
-    DEFAULT_MAX_DEAD,
-    DeadGuard,
-    Deps,
-    SyncCounts,
-    Work,
-    process_owner,
-    take_fence,
-)
+from topic_sync.engine.target import check_target
 from topic_sync.fcm.client import MAX_TOKENS_PER_CALL, ListError
 from topic_sync.fcm.error_table import Op
-from topic_sync.fcm.target import check_target
+from topic_sync.pool import prefix_of
+from topic_sync.settings import DEFAULTS
 from topic_sync.store.db import advisory_lock
 
 AUDIT_WORKERS = 32
@@ -45,9 +38,9 @@ class ReconcileOptions:
     sample: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     batch_size: int = MAX_TOKENS_PER_CALL
-    concurrency: int = DEFAULT_CONCURRENCY
-    deadline: float = DEFAULT_DEADLINE
-    max_dead: float = DEFAULT_MAX_DEAD
+    concurrency: int = DEFAULTS.concurrency
+    deadline: float = DEFAULTS.deadline
+    max_dead: float = DEFAULTS.max_dead
 
 
 @dataclass(frozen=True)
@@ -83,7 +76,7 @@ class ReconcileResult:
     counts: SyncCounts = field(default_factory=SyncCounts)
     finished: bool = True
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {
             "live": self.live,
             "finished": self.finished,
@@ -98,12 +91,6 @@ class ReconcileResult:
             "retries": self.counts.retries,
             "outcomes": dict(self.counts.outcomes),
         }
-
-
-def prefix_of(topic: str) -> str:
-    """Pool topics are PREFIX-<slot>."""
-    head, _, slot = topic.rpartition("-")
-    return head if head and slot.isdigit() else topic
 
 
 def reconcile(opts: ReconcileOptions, deps: Deps) -> ReconcileResult:

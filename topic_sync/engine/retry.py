@@ -9,28 +9,20 @@ firebase-admin-java does), and a `Retry-After` header is never cut short.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import tenacity
 
-DEFAULT_MIN_WAIT = 60.0
-DEFAULT_MAX_WAIT = 3600.0
-DEFAULT_MAX_RETRIES = 4
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """The part of tenacity's RetryCallState its wait strategies read."""
-
-    attempt_number: int
+from topic_sync.settings import DEFAULTS
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    min_wait: float = DEFAULT_MIN_WAIT
-    max_wait: float = DEFAULT_MAX_WAIT
-    max_retries: int = DEFAULT_MAX_RETRIES
+    min_wait: float = DEFAULTS.retry_min_wait
+    max_wait: float = DEFAULTS.retry_max_wait
+    max_retries: int = DEFAULTS.max_retries
     jitter: bool = True
 
     def __post_init__(self) -> None:
@@ -41,20 +33,18 @@ class RetryPolicy:
         if self.max_retries < 0:
             raise ValueError("max retries must be 0 or more")
 
-    def _strategy(self) -> tenacity.wait.wait_base:
-        base = tenacity.wait_exponential(multiplier=self.min_wait, max=self.max_wait)
-        if not self.jitter or self.min_wait == 0:
-            return base
-        # Up to 10% extra, so that many workers do not retry in lockstep.
-        return base + tenacity.wait_random(0, self.min_wait * 0.1)
-
     def wait(self, retry_number: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `retry_number` (1-based)."""
+        """Seconds to wait before retry number `retry_number` (1-based).
+
+        min-wait x 2^(retry-1), capped at max-wait; then up to 10% of min-wait on top, so
+        that many workers (even those at the cap) do not retry in lockstep; never less than
+        a Retry-After.
+        """
         if retry_number < 1:
             return 0.0
-        # The exponential part is capped at max_wait; the jitter comes on top, so that
-        # workers that all reached the cap still do not retry at the same instant.
-        seconds = self._strategy()(_Attempt(retry_number))
+        seconds = min(self.max_wait, self.min_wait * 2.0 ** min(retry_number - 1, 64))
+        if self.jitter and self.min_wait:
+            seconds += random.random() * self.min_wait * 0.1
         if retry_after is not None:
             seconds = max(seconds, retry_after)
         return seconds

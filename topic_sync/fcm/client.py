@@ -263,7 +263,7 @@ class SdkClient:
 
     def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str:
         try:
-            return messaging.send(message, dry_run=validate_only, app=self.app)
+            return str(messaging.send(message, dry_run=validate_only, app=self.app))
         except fb_exceptions.FirebaseError as error:
             code = _whole_request_reason(error)
             if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
@@ -333,7 +333,13 @@ class DirectV1Client(SdkClient):
         return BatchResult(tuple(a[0] for a in answers), tuple(a[1] for a in answers))
 
     def _send(
-        self, method: str, url: str, body, headers, *, subscribe: bool
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        *,
+        subscribe: bool,
     ) -> tuple[str | None, bool]:
         """(raw reason or None, whether the answer is about the token)."""
         import json

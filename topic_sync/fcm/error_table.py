@@ -16,10 +16,22 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from topic_sync.states import Op
 
-class Op(enum.StrEnum):
-    SUBSCRIBE = "subscribe"
-    UNSUBSCRIBE = "unsubscribe"
+__all__ = [
+    "NO_VERDICT",
+    "RULES",
+    "UNKNOWN",
+    "ErrorRule",
+    "Op",
+    "Outcome",
+    "all_codes",
+    "all_reasons",
+    "classify",
+    "markdown_table",
+    "rule_for",
+    "rule_for_code",
+]
 
 
 class Outcome(enum.StrEnum):

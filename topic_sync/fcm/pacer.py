@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
-DEFAULT_RATE = 3000.0  # FCM's published topic-management quota, requests per second
+from topic_sync.settings import DEFAULTS
+
 BURST_SECONDS = 0.05  # how much unused pace may be spent at once
 DECREASE_FACTOR = 0.5
 DECREASE_EVERY = 1.0  # seconds: a burst of 429s from one moment halves the pace once
@@ -24,7 +25,7 @@ RECOVER_STEP = 0.05  # share of the configured rate regained per step
 class Pacer:
     def __init__(
         self,
-        rate: float | None = DEFAULT_RATE,
+        rate: float | None = DEFAULTS.rate_limit,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,

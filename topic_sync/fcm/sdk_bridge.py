@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import firebase_admin
 import google.auth.credentials
+import requests
 import requests.adapters
 from firebase_admin import credentials, messaging
 from urllib3.util import retry as urllib3_retry
@@ -34,14 +37,14 @@ class _EmulatorAuth(google.auth.credentials.Credentials):
     """A fixed bearer token: the emulator accepts any, and no key is needed."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.token = "owner"
 
-    def refresh(self, request) -> None:  # noqa: ARG002 - nothing to fetch
+    def refresh(self, request: object) -> None:  # nothing to fetch
         self.token = "owner"
 
 
-class EmulatorCredential(credentials.Base):
+class EmulatorCredential(credentials.Base):  # type: ignore[misc]
     def get_credential(self) -> google.auth.credentials.Credentials:
         return _EmulatorAuth()
 
@@ -120,11 +123,14 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
         self.pacer = pacer
         self.evidence = Evidence()
 
-    def send(self, request, *args, **kwargs):
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        url = str(request.url)
         if self.target:
             for host in (FCM_HOST, IID_HOST):
-                if request.url.startswith(host + "/"):
-                    request.url = self.target + request.url[len(host) :]
+                if url.startswith(host + "/"):
+                    request.url = self.target + url[len(host) :]
                     break
         cost = request_cost(request)
         if self.pacer is not None and cost:
@@ -136,23 +142,26 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
             self._note_evidence(request, response)
         return response
 
-    def _note_evidence(self, request, response) -> None:
-        target = _subscription_target(request.method, request.url)
+    def _note_evidence(
+        self, request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        target = _subscription_target(str(request.method), str(request.url))
         if target is None:
             return
         try:
             body = json.loads(response.content or b"{}")
         except ValueError:
             body = None
-        self.evidence.note(request.method, target[0], target[1], has_fcm_details(body))
+        self.evidence.note(str(request.method), target[0], target[1], has_fcm_details(body))
 
 
-def request_cost(request) -> int:
+def request_cost(request: requests.PreparedRequest) -> int:
     """How much of FCM's topic quota a request spends: one per token."""
-    url = request.url.split("?", 1)[0]
+    url = str(request.url).split("?", 1)[0]
     if url.endswith(("/iid/v1:batchAdd", "/iid/v1:batchRemove")):
+        body = request.body if isinstance(request.body, str | bytes) else b"{}"
         try:
-            return max(1, len(json.loads(request.body or b"{}").get("registration_tokens", [])))
+            return max(1, len(json.loads(body or b"{}").get("registration_tokens", [])))
         except (ValueError, AttributeError):
             return 1
     if "/topicSubscriptions" in url:
@@ -163,7 +172,7 @@ def request_cost(request) -> int:
 MAX_RETRY_AFTER = 24 * 3600.0  # a daily job will not honour a longer hold
 
 
-def retry_after(headers) -> float | None:
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Retry-After in seconds; nonsense (negative, NaN, infinite) is ignored."""
     value = headers.get("Retry-After") if headers is not None else None
     try:
@@ -203,12 +212,14 @@ def http_retries(*, status_retries: int) -> urllib3_retry.Retry:
     )
 
 
-def messaging_service(app: firebase_admin.App):
+def messaging_service(app: firebase_admin.App) -> Any:
     """The SDK's per-app messaging service (private API; see the module docstring)."""
     return messaging._get_messaging_service(app)
 
 
-def list_topic_subscriptions(app: firebase_admin.App, token: str, page_size: int = 2000):
+def list_topic_subscriptions(
+    app: firebase_admin.App, token: str, page_size: int = 2000
+) -> Iterator[str]:
     """Yield the topic names FCM holds for one registration (v1 list API, paged).
 
     firebase-admin 7.7 has no call for this; we use its authorized HTTP client so the
@@ -281,9 +292,9 @@ class DirectAuth:
         return {**self._fixed, "Authorization": f"Bearer {token}"}
 
 
-def topic_error_code(body: dict, status: int) -> str:
+def topic_error_code(body: dict[str, Any], status: int) -> str:
     """The SDK's own reading of a topic-subscription error (errorCode, status, HTTP code)."""
-    return messaging._MessagingService._get_topic_error_code(body, status)
+    return str(messaging._MessagingService._get_topic_error_code(body, status))
 
 
 def install_adapter(
@@ -292,7 +303,7 @@ def install_adapter(
     *,
     status_retries: int = 0,
     pacer: Pacer | None = None,
-):
+) -> RedirectingAdapter:
     """Mount our adapter for both FCM hosts on the app's messaging HTTP session."""
     service = messaging_service(app)
     session = service._client.session

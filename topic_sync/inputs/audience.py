@@ -44,7 +44,6 @@ AudienceFormat = Literal["lines", "csv"]
 # an audience at all) cannot make one read swallow it whole.
 _MAX_LINE_BYTES = 1 << 20
 _READ_BUFFER = 1 << 20
-_CSV_OPTIONS: dict[str, bool] = {"strict": True, "skipinitialspace": True}
 
 
 def validate_token(token: str) -> str | None:
@@ -160,7 +159,7 @@ def _detect(lines: Iterator[bytes], name: str) -> _Start:
         return _Start("csv" if named_csv else "lines", lineno, None, 0, 0)
 
     try:
-        header = next(csv.reader([text], **_CSV_OPTIONS))
+        header = next(csv.reader([text], strict=True, skipinitialspace=True))
     except (csv.Error, StopIteration) as exc:
         if named_csv:
             raise InputFileError(name, f"malformed CSV header: {exc}", lineno) from None
@@ -219,7 +218,9 @@ def _iter_csv(
     A row with a different number of columns than the header is refused, not only a shorter
     one: a stray unquoted comma shifts the cells, and the wrong cell must never become a token.
     """
-    reader = csv.reader(_decoded_lines(lines, name, header_lineno), **_CSV_OPTIONS)
+    reader = csv.reader(
+        _decoded_lines(lines, name, header_lineno), strict=True, skipinitialspace=True
+    )
     end = header_lineno  # last physical line of the previous row
     seen = False
     try:

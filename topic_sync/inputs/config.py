@@ -31,95 +31,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from topic_sync.errors import BadInput, InputFileError
-from topic_sync.fcm.client import TRANSPORTS
-from topic_sync.pool import MAX_TOPICS_PER_TOKEN, pool_topics
-
-MODES = ("dry-run", "live")
-DEFAULT_GRACE = "2h"
-
-_DURATION = re.compile(
-    r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*"
+from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN
+from topic_sync.pool import pool_topics
+from topic_sync.settings import (
+    DEFAULTS,
+    MODES,
+    Place,
+    check_file_value,
+    file_key,
+    from_file,
+    in_file,
+    parse_duration,
 )
 
+__all__ = ["MODES", "Campaign", "Config", "load_config", "mask_url", "parse_duration"]
 
-def parse_duration(value: str | float) -> float:
-    """Seconds from '3h', '90m', '1h30m', '45s' or a plain number; ValueError otherwise."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    match = _DURATION.fullmatch(str(value))
-    if not str(value).strip() or not match or not any(match.groups()):
-        raise ValueError(f"{value!r}: expected a duration such as 3h, 90m, 45s")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
-
-
-# Sync settings a file may set, with a check each (the CLI option of the same name wins).
-
-
-def _number(low: float, high: float | None = None, integer: bool = False):
-    def check(value: Any) -> str | None:
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            return "must be a whole number" if integer else "must be a number"
-        if value < low or (high is not None and value > high):
-            return f"must be between {low} and {high}" if high is not None else f"must be >= {low}"
-        return None
-
-    return check
-
-
-def _duration(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return 'must be a duration such as "3h", "90m" or seconds'
-    if isinstance(value, str) and (not value.strip() or not _DURATION.fullmatch(value)):
-        return 'must be a duration such as "3h", "90m" or seconds'
-    return None
-
-
-def _choice(*choices: str):
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
-
-    return check
-
-
-def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
-SYNC_KEYS = {
-    "max_churn": _number(0, 1),
-    "allow_large_churn": _flag,
-    "propagation_delay": _number(0),
-    "retry_min_wait": _number(0),
-    "retry_max_wait": _number(0),
-    "max_retries": _number(0, integer=True),
-    "deadline": _duration,
-    "concurrency": _number(1, 64, integer=True),
-    "max_dead": _number(0, 1),
-    "rate_limit": _number(0.001),
-    "transport": _choice(*TRANSPORTS),
-}
-TOP_KEYS = {"database_url", "mode", "project", "emulator_host", "grace", "defaults", "campaigns"}
-CAMPAIGN_KEYS = {
-    "topic_prefix",
-    "pool_size",
-    "message",
-    "audience",
-    "run_at",
-    "timezone",
-    "mode",
-    *SYNC_KEYS,
-}
+# The keys each place of the file may hold, from the settings table.
+_TOP = {file_key(n) for n in in_file(Place.TOP, Place.ANYWHERE)} | {"defaults", "campaigns"}
+_DEFAULTS = {file_key(n) for n in in_file(Place.SYNC, Place.ANYWHERE)}
+_CAMPAIGN = {file_key(n) for n in in_file(Place.CAMPAIGN, Place.SYNC, Place.ANYWHERE)}
+_NAME_OF = {file_key(n): n for n in in_file(*Place)}
+_REQUIRED = ("topic_prefix", "message", "audience")
 
 
 @dataclass(frozen=True)
 class Campaign:
+    """One campaign: its own keys, merged over [defaults] and the top level."""
+
     name: str
     topic_prefix: str
     pool_size: int
@@ -128,7 +69,7 @@ class Campaign:
     run_at: dt.time
     timezone: str
     mode: str
-    sync: Mapping[str, Any] = field(default_factory=dict)
+    sync: Mapping[str, Any] = field(default_factory=dict)  # sync settings the file sets
 
     @property
     def zone(self) -> ZoneInfo:
@@ -140,6 +81,17 @@ class Campaign:
     def today(self, now: dt.datetime) -> dt.date:
         return now.astimezone(self.zone).date()
 
+    def settings(self) -> dict[str, Any]:
+        """Every setting this campaign gives, as the settings' own types (no audience: it
+        is a template, made a path once the date is known)."""
+        return {
+            "topic_prefix": self.topic_prefix,
+            "pool_size": self.pool_size,
+            "message": self.message,
+            "live": self.mode == "live",
+            **self.sync,
+        }
+
 
 @dataclass(frozen=True)
 class Config:
@@ -148,7 +100,7 @@ class Config:
     mode: str
     project: str | None
     emulator_host: str | None  # rehearse against a local FCM emulator (host:port)
-    grace: str
+    grace: float  # seconds
     campaigns: Mapping[str, Campaign]
 
     def campaign(self, name: str | None) -> Campaign:
@@ -173,6 +125,18 @@ class Config:
                 )
             return environ[name]
         return self.database_url
+
+    def settings(self, environ: Mapping[str, str]) -> dict[str, Any]:
+        """The top-level settings the file gives (the database URL resolved)."""
+        given: dict[str, Any] = {}
+        url = self.resolve_database_url(environ)
+        if url:
+            given["database_url"] = url
+        if self.project:
+            given["project"] = self.project
+        if self.emulator_host:
+            given["emulator_host"] = self.emulator_host
+        return given
 
 
 def mask_url(url: str | None) -> str | None:
@@ -201,102 +165,80 @@ def _fail(path: Path, key: str, problem: str) -> InputFileError:
     return InputFileError(path, f"{key}: {problem}")
 
 
-def _unknown(path: Path, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
+def _checked(path: Path, table: Mapping[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
+    """The table's settings, each checked against the table; unknown keys refused."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
         if key not in allowed:
-            raise _fail(path, f"{where}{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
-
-
-def _sync(path: Path, table: Mapping[str, Any], where: str) -> dict[str, Any]:
-    out = {}
-    for key, check in SYNC_KEYS.items():
-        if key in table:
-            problem = check(table[key])
-            if problem:
-                raise _fail(path, f"{where}{key}", problem)
-            out[key] = table[key]
+            known = ", ".join(sorted(allowed))
+            raise _fail(path, f"{where}{key}", f"unknown key (known: {known})")
+        if key in ("defaults", "campaigns"):
+            continue
+        name = _NAME_OF[key]
+        problem = check_file_value(name, value)
+        if problem:
+            raise _fail(path, f"{where}{key}", problem)
+        out[name] = value
     return out
 
 
 def _validate(path: Path, raw: dict[str, Any]) -> Config:
-    _unknown(path, raw, TOP_KEYS, "")
-    mode = raw.get("mode", "dry-run")
-    if mode not in MODES:
-        raise _fail(path, "mode", f"must be one of {', '.join(MODES)}")
-    db_url = raw.get("database_url")
-    if db_url is not None and (not isinstance(db_url, str) or not db_url):
-        raise _fail(path, "database_url", "must be a URL or env:NAME")
-    grace = raw.get("grace", DEFAULT_GRACE)
-    if _duration(grace):
-        raise _fail(path, "grace", _duration(grace) or "")
+    top = _checked(path, raw, _TOP, "")
     defaults_table = raw.get("defaults", {})
     if not isinstance(defaults_table, dict):
         raise _fail(path, "defaults", "must be a table")
-    _unknown(path, defaults_table, set(SYNC_KEYS), "defaults.")
-    defaults = _sync(path, defaults_table, "defaults.")
+    defaults = {**top, **_checked(path, defaults_table, _DEFAULTS, "defaults.")}
     campaigns_table = raw.get("campaigns", {})
     if not isinstance(campaigns_table, dict) or not campaigns_table:
         raise _fail(path, "campaigns", "define at least one [campaigns.NAME] table")
     campaigns = {
-        name: _campaign(path, name, table, mode, defaults)
-        for name, table in campaigns_table.items()
+        name: _campaign(path, name, table, defaults) for name, table in campaigns_table.items()
     }
     _check_pools(path, campaigns)
     return Config(
         path=path,
-        database_url=db_url,
-        mode=mode,
-        project=raw.get("project"),
-        emulator_host=raw.get("emulator_host"),
-        grace=str(grace),
+        database_url=top.get("database_url"),
+        mode="live" if top.get("live") == "live" else "dry-run",
+        project=top.get("project"),
+        emulator_host=top.get("emulator_host"),
+        grace=parse_duration(top.get("grace", DEFAULTS.grace)),
         campaigns=campaigns,
     )
 
 
-def _campaign(path: Path, name: str, table: Any, mode: str, defaults: dict[str, Any]) -> Campaign:
+def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> Campaign:
     where = f"campaigns.{name}."
     if not isinstance(table, dict):
         raise _fail(path, f"campaigns.{name}", "must be a table")
-    _unknown(path, table, CAMPAIGN_KEYS, where)
-    for key in ("topic_prefix", "message", "audience"):
-        if not isinstance(table.get(key), str) or not table[key]:
+    own = _checked(path, table, _CAMPAIGN, where)
+    for key in _REQUIRED:
+        if key not in own:
             raise _fail(path, where + key, "required, a non-empty string")
-    pool_size = table.get("pool_size", 7)
-    if isinstance(pool_size, bool) or not isinstance(pool_size, int):
-        raise _fail(path, where + "pool_size", "must be a whole number")
+    pool_size = own.get("pool_size", DEFAULTS.pool_size)
     try:
-        pool_topics(table["topic_prefix"], pool_size)
+        pool_topics(own["topic_prefix"], pool_size)
     except BadInput as error:
         key = "pool_size" if "pool size" in error.message else "topic_prefix"
         raise _fail(path, where + key, error.message) from None
-    if "{date}" not in table["audience"]:
+    if "{date}" not in own["audience"]:
         raise _fail(path, where + "audience", "must contain {date}, e.g. /data/reco/{date}.csv")
-    run_at_text = table.get("run_at", "06:00")
-    try:
-        run_at = dt.time.fromisoformat(run_at_text)
-    except (TypeError, ValueError):
-        raise _fail(path, where + "run_at", "must be a time of day, HH:MM") from None
-    zone = table.get("timezone", "UTC")
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise _fail(path, where + "timezone", f"unknown time zone {zone!r}") from None
-    campaign_mode = table.get("mode", mode)
-    if campaign_mode not in MODES:
-        raise _fail(path, where + "mode", f"must be one of {', '.join(MODES)}")
+    merged = {**inherited, **own}
     base = path.resolve().parent
-    message = Path(table["message"])
-    audience = table["audience"]
+    message = Path(own["message"])
+    audience = own["audience"]
+    sync = {
+        n: from_file(n, v) for n, v in merged.items() if n in in_file(Place.SYNC) and n != "live"
+    }
     return Campaign(
         name=name,
-        topic_prefix=table["topic_prefix"],
+        topic_prefix=own["topic_prefix"],
         pool_size=pool_size,
         message=message if message.is_absolute() else base / message,
         audience=audience if Path(audience).is_absolute() else str(base / audience),
-        run_at=run_at,
-        timezone=zone,
-        mode=campaign_mode,
-        sync={**defaults, **_sync(path, table, where)},
+        run_at=dt.time.fromisoformat(own.get("run_at", DEFAULTS.run_at)),
+        timezone=own.get("timezone", DEFAULTS.timezone),
+        mode=merged.get("live", "dry-run"),
+        sync=sync,
     )
 
 

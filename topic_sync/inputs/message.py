@@ -291,7 +291,8 @@ def _integer(value: Any, path: str) -> int:
 def _number(value: Any, path: str) -> float | int:
     if not _is_number(value) or not math.isfinite(value):
         raise _Invalid(path, "must be a number")
-    return value
+    number: float | int = value
+    return number
 
 
 def _volume(value: Any, path: str) -> float | int:
@@ -330,9 +331,10 @@ def _pattern(regex: str, expected: str) -> _Check:
     compiled = re.compile(regex)
 
     def parse(value: Any, path: str) -> str:
-        if not compiled.fullmatch(_string(value, path)):
+        text = _string(value, path)
+        if not compiled.fullmatch(text):
             raise _Invalid(path, f"must be {expected}")
-        return value
+        return text
 
     return parse
 
@@ -380,9 +382,10 @@ def _timestamp(value: Any, path: str) -> datetime.datetime:
 
 
 def _non_empty(value: Any, path: str) -> str:
-    if not _string(value, path):
+    text = _string(value, path)
+    if not text:
         raise _Invalid(path, "must not be empty")
-    return value
+    return text
 
 
 _RESERVED_DATA_KEYS = ("from", "message_type")
@@ -697,7 +700,8 @@ def _webpush(fields: Mapping[str, Any]) -> messaging.WebpushConfig:
 
 def _wire(message: messaging.Message) -> dict[str, Any]:
     """The v1 JSON the SDK would send (``str`` runs its public encoder and validators)."""
-    return json.loads(str(message))
+    wire: dict[str, Any] = json.loads(str(message))
+    return wire
 
 
 def _json_size(value: Any) -> int:

@@ -1,10 +1,14 @@
 """The store layer: every SQL statement topic-sync runs, the schema, connections and locks.
 
-`from topic_sync import store` gives the statements (`store.plan_topic`, ...); the
-schema is `topic_sync.store.models`, connections and locks `topic_sync.store.db`.
+`from topic_sync import store` gives the statements (`store.plan_topic`, ...), from
+`store.subscriptions` (the subscription table: diff, claims, outcomes, repairs) and
+`store.runs` (runs, publish records, fences, the FCM target, report reads). The schema is
+`store.models`; connections, migrations and locks are `store.db`.
 """
 
-from topic_sync.store.sql import *  # noqa: F403
-from topic_sync.store.sql import __all__ as _sql_all
+from topic_sync.store.runs import *  # noqa: F403
+from topic_sync.store.runs import __all__ as _runs
+from topic_sync.store.subscriptions import *  # noqa: F403
+from topic_sync.store.subscriptions import __all__ as _subscriptions
 
-__all__ = list(_sql_all)
+__all__ = [*_subscriptions, *_runs]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
@@ -46,8 +47,8 @@ def embedded_url(data_dir: Path) -> str:
         warnings.simplefilter("ignore")  # platformdirs' notes about XDG_RUNTIME_DIR
         import pgserver
 
-        server = pgserver.get_server(data_dir)
-    return server.get_uri()
+        server = pgserver.get_server(data_dir)  # type: ignore[attr-defined]
+    return str(server.get_uri())
 
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -110,10 +111,8 @@ def recreate_database(server_url: str, name: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
-def alembic_config(url: str):
-    from alembic.config import Config
-
-    cfg = Config()
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
     return cfg
@@ -128,7 +127,9 @@ def upgrade(url: str, revision: str = "head") -> None:
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+    assert head is not None, "the migrations have no head"
+    return head
 
 
 def check_schema(engine: Engine) -> None:

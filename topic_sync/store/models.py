@@ -9,6 +9,7 @@ removal means FCM may still hold the token, so publishing must wait.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 
 from sqlalchemy import (
@@ -30,7 +31,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from topic_sync.fcm.error_table import Op
+from topic_sync.states import (
+    PENDING_PATTERN,
+    Op,
+    PublishState,
+    RunStatus,
+    SubscriptionStatus,
+    sql_list,
+)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -40,13 +48,10 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-SUBSCRIPTION_STATUSES = ("pending_subscribe", "subscribed", "pending_unsubscribe", "unsubscribed")
-PUBLISH_STATES = ("none", "intent", "sent")
-OPS = tuple(op.value for op in Op)
 
-
-def _one_of(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def one_of(column: str, values: type[enum.StrEnum]) -> str:
+    """The CHECK constraint that keeps a column to an enum's values (see states)."""
+    return f"{column} IN {sql_list(values)}"
 
 
 class Base(DeclarativeBase):
@@ -86,7 +91,9 @@ class Run(Base):
     run_date: Mapped[dt.date] = mapped_column(Date, nullable=False)
     topic: Mapped[str] = mapped_column(Text, nullable=False)
     transport: Mapped[str] = mapped_column(Text, nullable=False)
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default="planned")
+    status: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default=RunStatus.PLANNED.value
+    )
     audience_path: Mapped[str | None] = mapped_column(Text)
     audience_lines: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     audience_size: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -96,13 +103,19 @@ class Run(Base):
     to_remove: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     removed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    failed: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    failed: Mapped[dict[str, int]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'")
+    )
     # Every attempt's outcome per token, counted: {"ok": n, "<error code>": n}.
-    outcomes: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    outcomes: Mapped[dict[str, int]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'")
+    )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     wait_seconds: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
-    publish_state: Mapped[str] = mapped_column(Text, nullable=False, server_default="none")
+    publish_state: Mapped[str] = mapped_column(
+        Text, nullable=False, server_default=PublishState.NONE.value
+    )
     message_id: Mapped[str | None] = mapped_column(Text)
     publish_intent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -112,7 +125,8 @@ class Run(Base):
 
     __table_args__ = (
         UniqueConstraint("prefix", "run_date"),
-        CheckConstraint("publish_state IN ('none', 'intent', 'sent')", name="publish_state_known"),
+        CheckConstraint(one_of("publish_state", PublishState), name="publish_state_known"),
+        CheckConstraint(one_of("status", RunStatus), name="status_known"),
     )
 
 
@@ -137,7 +151,7 @@ class Subscription(Base):
 
     __table_args__ = (
         CheckConstraint(
-            _one_of("status", SUBSCRIPTION_STATUSES),
+            one_of("status", SubscriptionStatus),
             name="status_known",
         ),
         Index(
@@ -145,7 +159,7 @@ class Subscription(Base):
             "topic",
             "status",
             "token_id",
-            postgresql_where=text("status LIKE 'pending%'"),
+            postgresql_where=text(f"status LIKE '{PENDING_PATTERN}'"),
         ),
         Index("ix_subscriptions_token_id", "token_id"),
     )
@@ -209,6 +223,6 @@ class TokenFailure(Base):
     __table_args__ = (
         # Repairs record failures without a run: NULLs must collide too (PostgreSQL 15+).
         UniqueConstraint("run_id", "token_id", "topic", "op", postgresql_nulls_not_distinct=True),
-        CheckConstraint(_one_of("op", OPS), name="op_known"),
+        CheckConstraint(one_of("op", Op), name="op_known"),
         Index("ix_token_failures_token_id", "token_id"),
     )

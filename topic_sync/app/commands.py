@@ -1,0 +1,287 @@
+"""One plain function per command: resolved settings in, a result that knows its exit code out.
+
+The CLI parses and renders; the scheduler and the demo call these directly. Nothing here
+prints or reads the environment: log lines go to `io.log`, the environment comes in `io`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from topic_sync import store
+from topic_sync.app import report as rep
+from topic_sync.app.services import Io, database, fcm_client, services
+from topic_sync.app.settings import Resolved
+from topic_sync.engine import reconcile as repairs
+from topic_sync.engine import target as tgt
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.run import RunOptions, RunResult
+from topic_sync.engine.run import run_day as engine_run_day
+from topic_sync.errors import BadInput, ExitCode
+from topic_sync.fcm.target import FcmTarget
+from topic_sync.inputs.audience import iter_audience, validate_token
+from topic_sync.pool import pool_topics, topic_for, validate_pool
+from topic_sync.settings import Settings
+from topic_sync.store import db
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    try:
+        return RetryPolicy(
+            min_wait=settings.retry_min_wait,
+            max_wait=settings.retry_max_wait,
+            max_retries=settings.max_retries,
+        )
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
+def work_settings(settings: Settings) -> dict[str, Any]:
+    """What the batch drainer takes, for a run or a repair."""
+    return {
+        "retry": retry_policy(settings),
+        "concurrency": settings.concurrency,
+        "deadline": settings.deadline,
+        "max_dead": settings.max_dead,
+    }
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def run_day(resolved: Resolved, io: Io, *, republish: bool, mark_published: bool) -> RunResult:
+    """Sync the day's topic to the audience and publish the day's message once."""
+    s = resolved.settings
+    for name in ("topic_prefix", "audience", "message"):
+        if getattr(s, name) is None:
+            flag = "--" + name.replace("_", "-")
+            raise BadInput(f"{flag} is required (or a --config campaign that sets it)")
+    if resolved.day is None:
+        raise BadInput("--date is required")
+    assert s.topic_prefix is not None and s.audience is not None and s.message is not None
+    validate_pool(s.topic_prefix, s.pool_size)
+    try:
+        options = RunOptions(
+            day=resolved.day,
+            prefix=s.topic_prefix,
+            pool_size=s.pool_size,
+            audience_path=s.audience,
+            message_path=s.message,
+            live=s.live,
+            max_churn=s.max_churn,
+            allow_large_churn=s.allow_large_churn,
+            republish=republish,
+            mark_published=mark_published,
+            propagation_delay=s.propagation_delay,
+            **work_settings(s),
+        )
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    with services(s, io) as deps:
+        return engine_run_day(options, deps)
+
+
+# --- repairs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The topics a repair covers: --topic, else the pool of the prefix (or the topic of
+    --date), else every topic the database knows."""
+
+    topics: tuple[str, ...] = ()
+    day: str | None = None
+
+
+def repair_topics(engine: Engine, resolved: Resolved, scope: Scope) -> tuple[str, ...]:
+    if scope.topics:
+        return scope.topics
+    s = resolved.settings
+    if s.topic_prefix:
+        if resolved.day is not None:
+            return (topic_for(s.topic_prefix, s.pool_size, resolved.day),)
+        return tuple(pool_topics(s.topic_prefix, s.pool_size))
+    if resolved.day is not None:
+        raise BadInput("--date needs --topic-prefix")
+    with engine.connect() as conn:
+        return tuple(store.topics_with_rows(conn))
+
+
+@dataclass(frozen=True)
+class ReconcileOutcome:
+    result: repairs.ReconcileResult
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.result.finished else ExitCode.DEADLINE
+
+    @property
+    def problem(self) -> str | None:
+        if self.result.finished:
+            return None
+        return "reconcile's deadline passed with work left; run it again"
+
+
+def reconcile(
+    resolved: Resolved, io: Io, scope: Scope, *, full: bool, audit: bool, sample: int | None
+) -> ReconcileOutcome:
+    """Repair what runs left owed; never publishes."""
+    if sample and not audit:
+        raise BadInput("--sample goes with --audit")
+    s = resolved.settings
+    if audit and s.transport != "v1":
+        io.log("note: --audit lists subscriptions through the v1 API whatever the transport")
+    with services(s, io) as deps:
+        topics = repair_topics(deps.engine, resolved, scope)
+        options = repairs.ReconcileOptions(
+            topics=topics, live=s.live, full=full, audit=audit, sample=sample, **work_settings(s)
+        )
+        return ReconcileOutcome(repairs.reconcile(options, deps))
+
+
+@dataclass(frozen=True)
+class ForgetOutcome:
+    forgotten: int
+    removals_queued: int
+    topics: list[str]
+    repaired: ReconcileOutcome | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.repaired.exit_code if self.repaired else ExitCode.OK
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "forgotten": self.forgotten,
+            "removals_queued": self.removals_queued,
+            "topics": self.topics,
+        }
+        if self.repaired is not None:
+            out["reconcile"] = self.repaired.result.summary()
+        return out
+
+
+def forget(
+    resolved: Resolved, io: Io, tokens: Sequence[str], from_file: Path | None
+) -> ForgetOutcome:
+    """Mark tokens gone and queue their removal everywhere; with `live`, remove them now."""
+    for token in tokens:
+        reason = validate_token(token)
+        if reason:
+            raise BadInput(f"token {token!r}: {reason}")
+    if not tokens and not from_file:
+        raise BadInput("give tokens to forget, or --from-file")
+    s = resolved.settings
+    with services(s, io) as deps:
+        source: Iterable[str] = itertools.chain(
+            tokens, iter_audience(from_file) if from_file else ()
+        )
+        marked, queued, owing = repairs.forget(deps, source)
+        io.log(f"forgot {marked} tokens; {queued} removals queued on {len(owing)} topics")
+        repaired = None
+        if s.live and owing:
+            options = repairs.ReconcileOptions(topics=tuple(owing), live=True, **work_settings(s))
+            repaired = ReconcileOutcome(repairs.reconcile(options, deps))
+        elif owing:
+            io.log("run 'topic-sync reconcile --live' (or pass --live) to remove them from FCM")
+    return ForgetOutcome(marked, queued, owing, repaired)
+
+
+# --- the FCM target ---------------------------------------------------------------------------
+
+
+def target_show(resolved: Resolved, io: Io) -> FcmTarget | None:
+    with database(resolved.settings, io) as engine, engine.connect() as conn:
+        return tgt.bound_target(conn)
+
+
+def target_change(resolved: Resolved, io: Io, *, reset: bool) -> tgt.TargetChange:
+    """Re-bind the state to the settings' target, or reset it for that target."""
+    s = resolved.settings
+    with database(s, io) as engine:
+        client = fcm_client(s, io)
+        change = tgt.reset if reset else tgt.rebind
+        return change(engine, client.target, live=s.live)
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    """What `report` lists: the run summary, or failed tokens matching the filters."""
+
+    date: str | None = None
+    run_id: int | None = None
+    code: str | None = None
+    op: str | None = None
+    list_failed: bool = False
+    list_runs: bool = False
+    include_resolved: bool = False
+    limit: int | None = None
+
+    @property
+    def failures(self) -> bool:
+        filtered = any(v is not None for v in (self.date, self.run_id, self.code, self.op))
+        return (filtered or self.list_failed) and not self.list_runs
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    runs: list[rep.RunSummary] = field(default_factory=list)
+    failures: list[rep.FailedToken] | None = None  # None: the run summary was asked for
+    exit_code: ExitCode = ExitCode.OK
+
+
+def report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
+    prefix = resolved.settings.topic_prefix
+    with database(resolved.settings, io) as engine:
+        if not query.failures:
+            limit = query.limit or rep.DEFAULT_RUN_LIMIT
+            return ReportOutcome(runs=rep.run_summaries(engine, prefix=prefix, limit=limit))
+        flt = rep.FailureFilter(
+            date=resolved.day,
+            run_id=query.run_id,
+            code=query.code,
+            op=query.op,
+            prefix=prefix,
+            include_resolved=query.include_resolved,
+            limit=query.limit,
+        )
+        return ReportOutcome(failures=rep.failed_tokens(engine, flt))
+
+
+@dataclass(frozen=True)
+class StatusOutcome:
+    latest: list[rep.RunSummary]
+    exit_code: ExitCode
+
+
+def status(resolved: Resolved, io: Io) -> StatusOutcome:
+    """The latest run of each campaign; not OK when one did not publish (or none ran)."""
+    with database(resolved.settings, io) as engine:
+        latest = rep.latest_runs(engine, resolved.settings.topic_prefix)
+    return StatusOutcome(latest, rep.status_exit_code_of(latest))
+
+
+# --- the schema ---------------------------------------------------------------------------------
+
+
+def check_database(resolved: Resolved, io: Io) -> None:
+    """Reachable and migrated, or a message saying what to do."""
+    with database(resolved.settings, io):
+        pass
+
+
+def db_upgrade(resolved: Resolved, io: Io) -> str:
+    """Create or migrate the schema; returns the revision it is at."""
+    from topic_sync.app.services import database_url
+
+    db.upgrade(database_url(resolved.settings, io))
+    return db.head_revision()

@@ -1,0 +1,115 @@
+"""Resolving a command's settings: flag > environment > configuration file > default.
+
+The CLI hands over what it parsed (each value with where it came from: a flag, a
+TOPIC_SYNC_* variable, or the built-in default); a configuration file, when one is given,
+fills in what the command line left at its default. Every command resolves the same way,
+so a rehearsal's `--config` reaches `reconcile` and `report` as it reaches `run`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from topic_sync.errors import BadInput
+from topic_sync.inputs.config import Campaign, Config, load_config, mask_url
+from topic_sync.settings import DEFAULTS, SPECS, Settings
+
+
+class Source(enum.StrEnum):
+    FLAG = "flag"
+    ENV = "env"
+    FILE = "file"
+    DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A command's effective settings, where each came from, and its campaign if any."""
+
+    settings: Settings
+    sources: Mapping[str, Source]
+    config: Config | None = None
+    campaign: Campaign | None = None
+    day: dt.date | None = None
+
+    def shown(self) -> dict[str, dict[str, Any]]:
+        """Every setting for people and machines: value (secrets masked) and source."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in self.settings.as_dict().items():
+            if SPECS[name].secret and isinstance(value, str):
+                value = mask_url(value)
+            if isinstance(value, Path):
+                value = str(value)
+            out[name] = {"value": value, "source": str(self.sources.get(name, Source.DEFAULT))}
+        if self.day is not None:
+            out["date"] = {"value": self.day.isoformat(), "source": "flag"}
+        return out
+
+
+def resolve(
+    given: Mapping[str, object],
+    sources: Mapping[str, Source],
+    *,
+    config_path: Path | None = None,
+    campaign_name: str | None = None,
+    day: str | None = None,
+    environ: Mapping[str, str],
+    now: dt.datetime,
+    need_campaign: bool = True,
+) -> Resolved:
+    """Merge what the command line gave with the configuration file and the defaults.
+
+    `given` holds the values of the settings the command has options for; `sources` says
+    where each came from (a missing name counts as the default). The date is read here,
+    because 'today' means today in the campaign's time zone. Without `need_campaign`, a
+    file with several campaigns and no --campaign gives only its top-level settings (for
+    commands that look at every campaign, such as `status`).
+    """
+    values = DEFAULTS.as_dict()
+    origin: dict[str, Source] = {name: Source.DEFAULT for name in values}
+    for name, value in given.items():
+        if name in values:
+            values[name] = value
+            origin[name] = sources.get(name, Source.DEFAULT)
+    config = campaign = None
+    if config_path is not None:
+        config = load_config(config_path)
+        if need_campaign or campaign_name is not None or len(config.campaigns) == 1:
+            campaign = config.campaign(campaign_name)
+        from_file = {
+            **config.settings(environ),
+            **(campaign.settings() if campaign else {}),
+            "grace": config.grace,
+        }
+        if campaign is not None:
+            from_file["run_at"] = campaign.run_at.isoformat(timespec="minutes")
+            from_file["timezone"] = campaign.timezone
+        for name, value in from_file.items():
+            if origin[name] is Source.DEFAULT:
+                values[name], origin[name] = value, Source.FILE
+    elif campaign_name is not None:
+        raise BadInput("--campaign needs --config (or TOPIC_SYNC_CONFIG)")
+    the_day = None
+    if day is not None:
+        the_day = parse_day(day, campaign.zone if campaign else None, now)
+        if campaign is not None and origin["audience"] is Source.DEFAULT:
+            values["audience"], origin["audience"] = campaign.audience_for(the_day), Source.FILE
+    return Resolved(Settings(**values), origin, config, campaign, the_day)
+
+
+def parse_day(value: str, zone: dt.tzinfo | None, now: dt.datetime) -> dt.date:
+    """YYYY-MM-DD, or today/yesterday in the zone (the machine's local time without one)."""
+    today = now.astimezone(zone).date()
+    if value == "today":
+        return today
+    if value == "yesterday":
+        return today - dt.timedelta(days=1)
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"--date {value!r}: expected YYYY-MM-DD, 'today' or 'yesterday'") from None

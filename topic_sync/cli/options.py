@@ -1,0 +1,158 @@
+"""Command-line options, generated from the settings table (topic_sync.settings).
+
+A setting's flag, type, bounds, default, help and environment variables all come from its
+entry in `Settings`; a command lists the settings it takes and gets their options. What
+the command line gave is handed to the application layer with where each value came from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from topic_sync.app.settings import Resolved, Source, resolve
+from topic_sync.settings import DEFAULTS, ENV_PREFIX, SPECS, Kind, parse_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The settings a command that talks to FCM in batches takes besides its own.
+WORK = (
+    "retry_min_wait",
+    "retry_max_wait",
+    "max_retries",
+    "deadline",
+    "concurrency",
+    "max_dead",
+    "rate_limit",
+    "transport",
+    "emulator_host",
+    "project",
+    "database_url",
+)
+FCM = ("transport", "emulator_host", "project")
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """3h, 90m, 1h30m, 45s or seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError:
+            self.fail(f"{value!r}: expected a duration such as 3h, 90m, 45s", param, ctx)
+
+
+def _type(name: str) -> click.ParamType | None:  # type: ignore[type-arg]
+    spec = SPECS[name]
+    kind = spec.kind
+    if kind is Kind.PATH:
+        return click.Path(path_type=Path)
+    if kind is Kind.INT:
+        low = None if spec.low is None else int(spec.low)
+        high = None if spec.high is None else int(spec.high)
+        return click.IntRange(low, high)
+    if kind is Kind.FLOAT:
+        return click.FloatRange(spec.low, spec.high)
+    if kind is Kind.DURATION:
+        return Duration()
+    if kind is Kind.CHOICE:
+        return click.Choice(spec.choices)
+    return None
+
+
+def env_option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that can also come from TOPIC_SYNC_<OPTION> (and any `envvar` given)."""
+    long = next(d for d in decls if d.startswith("--")).split("/", 1)[0]
+    extra = kwargs.pop("envvar", None)
+    envs = [ENV_PREFIX + long[2:].upper().replace("-", "_"), *([extra] if extra else [])]
+    return click.option(*decls, envvar=envs, show_envvar=True, **kwargs)
+
+
+def setting(name: str, **overrides: Any) -> Callable[[F], F]:
+    """The option of one setting, exactly as the table describes it."""
+    spec = SPECS[name]
+    flag = "--" + name.replace("_", "-")
+    decls = [f"{flag}/--dry-run" if name == "live" else flag, name]
+    kwargs: dict[str, Any] = {
+        "default": getattr(DEFAULTS, name),
+        "help": spec.help,
+        "show_default": spec.shown_default
+        or (getattr(DEFAULTS, name) is not None and not spec.secret),
+    }
+    if spec.kind is Kind.FLAG:
+        if name != "live":
+            kwargs["is_flag"] = True
+    else:
+        kwargs["type"] = _type(name)
+    kwargs.update(overrides)
+    envs = [ENV_PREFIX + name.upper(), *spec.env]
+    return click.option(*decls, envvar=envs, show_envvar=True, **kwargs)
+
+
+def settings(*names: str) -> Callable[[F], F]:
+    """The options of several settings, in the order given."""
+
+    def decorate(func: F) -> F:
+        for name in reversed(names):
+            func = setting(name)(func)
+        return func
+
+    return decorate
+
+
+config_option = env_option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML configuration file (campaigns, database, mode, sync settings).",
+)
+campaign_option = env_option(
+    "--campaign", default=None, help="Campaign of the configuration file (optional if only one)."
+)
+json_option = env_option(
+    "--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout."
+)
+
+
+def with_config(func: F) -> F:
+    return config_option(campaign_option(func))
+
+
+_SOURCES = {ParameterSource.COMMANDLINE: Source.FLAG, ParameterSource.ENVIRONMENT: Source.ENV}
+
+
+def resolved(
+    ctx: click.Context,
+    params: dict[str, Any],
+    *,
+    day: str | None = None,
+    need_campaign: bool = True,
+) -> Resolved:
+    """The command's settings: what its options gave, over the config file, over defaults."""
+    given = {name: value for name, value in params.items() if name in SPECS}
+    sources = {
+        name: _SOURCES.get(
+            ctx.get_parameter_source(name) or ParameterSource.DEFAULT, Source.DEFAULT
+        )
+        for name in given
+    }
+    return resolve(
+        given,
+        sources,
+        config_path=params.get("config"),
+        campaign_name=params.get("campaign"),
+        day=day,
+        environ=os.environ,
+        now=dt.datetime.now(dt.UTC),
+        need_campaign=need_campaign,
+    )

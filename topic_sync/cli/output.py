@@ -1,0 +1,148 @@
+"""Everything the CLI shows: text for people on stderr, JSON for machines on stdout, and
+the one place where an error becomes a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from topic_sync.app.services import Io
+from topic_sync.engine.drain import Progress
+from topic_sync.engine.reconcile import ReconcileResult
+from topic_sync.errors import ExitCode, TopicSyncError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(message: str) -> None:
+    """Output for people goes to stderr; stdout is kept for --json."""
+    click.echo(message, err=True)
+
+
+def emit_json(document: dict[str, Any]) -> None:
+    click.echo(json.dumps(document, sort_keys=True))
+
+
+def finish(code: ExitCode) -> NoReturn:
+    sys.exit(int(code))
+
+
+def error_document(code: ExitCode, message: str) -> dict[str, Any]:
+    return {"status": "error", "exit_code": int(code), "kind": code.name.lower(), "error": message}
+
+
+def errors_to_exit(func: F) -> F:
+    """The one place where a TopicSyncError becomes output and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TopicSyncError as error:
+            code = error.exit_code
+            if kwargs.get("as_json", False):
+                emit_json(error_document(code, error.message))
+            say(f"topic-sync: {error.message}")
+            finish(code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ProgressLine:
+    """Progress for people: a live line on a terminal, a log line now and then in cron."""
+
+    def __init__(
+        self, *, tty: bool, every: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.tty, self.every, self.clock = tty, every, clock
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, p: Progress) -> None:
+        now = self.clock()
+        finished = p.done >= p.total
+        with self._lock:
+            if not finished and now - self._last < (0.2 if self.tty else self.every):
+                return
+            self._last = now
+            elapsed = max(now - p.started, 1e-6)
+            rate = p.done / elapsed
+            eta = (p.total - p.done) / rate if rate > 0 and not finished else 0.0
+            pct = 100.0 * p.done / p.total if p.total else 100.0
+            line = (
+                f"{p.op}: {p.done}/{p.total} ({pct:.0f}%) {rate:.0f} tokens/s "
+                f"ETA {eta:.0f}s, {p.failed} failed"
+            )
+            if self.tty:
+                click.echo("\r" + line.ljust(78) + ("\n" if finished else ""), err=True, nl=False)
+            else:
+                say(line)
+
+
+def cli_io(**overrides: Any) -> Io:
+    """The Io of a command run from the command line: stderr, the process environment."""
+    values: dict[str, Any] = {
+        "log": say,
+        "environ": os.environ,
+        "progress": ProgressLine(tty=sys.stderr.isatty()),
+    }
+    values.update(overrides)
+    return Io(**values)
+
+
+def describe_run(summary: dict[str, Any]) -> str:
+    s = summary
+    lines = [f"{s['date']} {s['prefix']} -> {s['topic']}: {s['status']}"]
+    if s["audience"] is not None:
+        lines.append(
+            f"  audience {s['audience']} tokens ({s['duplicates']} duplicates merged, "
+            f"{s['skipped_invalid']} known-invalid skipped)"
+        )
+        lines.append(f"  plan: {s['to_remove']} to remove, {s['to_add']} to add")
+    if s["status"] != "dry-run":
+        lines.append(f"  done: {s['removed']} removed, {s['added']} added")
+    if s["failed"]:
+        failed = ", ".join(f"{code} {n}" for code, n in sorted(s["failed"].items()))
+        lines.append(f"  failed tokens: {failed}")
+    if s["message_id"]:
+        lines.append(f"  message: {s['message_id']}")
+    if s["note"]:
+        lines.append(f"  {s['note']}")
+    return "\n".join(lines)
+
+
+def describe_reconcile(result: ReconcileResult) -> str:
+    mode = "live" if result.live else "dry run (pass --live to apply)"
+    lines = [f"reconcile, {mode}:"]
+    for t in result.topics:
+        line = (
+            f"  {t.topic}: owed {t.owed_remove} removals, {t.owed_add} additions; "
+            f"{t.stale} invalid/forgotten members"
+        )
+        if t.full_add or t.full_remove:
+            line += f"; --full re-asserts {t.full_add} members, {t.full_remove} removals"
+        if result.live:
+            line += f" -> removed {t.removed}, added {t.added}; still owed "
+            line += f"{t.left_remove} removals, {t.left_add} additions"
+        lines.append(line)
+    if result.audited:
+        lines.append(
+            f"  audit: {result.audited} tokens; in FCM but not in the table: "
+            f"{result.drift_in_fcm}; in the table but not in FCM: {result.drift_missing}; "
+            f"unknown to FCM: {result.unknown_tokens}"
+        )
+        for d in result.drift:
+            where = "FCM holds, table does not" if d.in_fcm else "table holds, FCM does not"
+            lines.append(f"    {d.topic}  {d.token}  ({where})")
+    if not result.topics:
+        lines.append("  nothing to reconcile: no topics known")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""`topic-sync reconcile`, `forget` and `target`: the repairs, and the state's FCM target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from topic_sync.app import commands
+from topic_sync.cli.options import (
+    FCM,
+    WORK,
+    env_option,
+    json_option,
+    resolved,
+    settings,
+    with_config,
+)
+from topic_sync.cli.output import (
+    cli_io,
+    describe_reconcile,
+    emit_json,
+    errors_to_exit,
+    finish,
+    say,
+)
+
+
+@click.command()
+@env_option("--topic", "topics", multiple=True, help="A topic to repair (repeatable).")
+@settings("topic_prefix", "pool_size")
+@env_option("--date", "day", default=None, help="Only the topic of this date (with a prefix).")
+@settings("live")
+@env_option(
+    "--full", is_flag=True, help="Re-assert every subscription and removal the table holds."
+)
+@env_option("--audit", is_flag=True, help="List each token's topics in FCM and compare (v1 API).")
+@env_option(
+    "--sample", type=click.IntRange(1), default=None, help="Audit a random sample of N tokens."
+)
+@settings(*WORK)
+@with_config
+@json_option
+@errors_to_exit
+def reconcile(
+    topics: tuple[str, ...],
+    day: str | None,
+    full: bool,
+    audit: bool,
+    sample: int | None,
+    as_json: bool,
+    **params: Any,
+) -> None:
+    """Repair what runs left pending or failed; never publishes.
+
+    Re-drives pending and retryable tokens, removes invalid and forgotten tokens from
+    the pool, and with --full or --audit checks FCM against the table. After it, a
+    withheld day is published by rerunning `topic-sync run --date D`.
+    """
+    settings_ = resolved(click.get_current_context(), params, day=day)
+    scope = commands.Scope(topics=topics, day=day)
+    outcome = commands.reconcile(settings_, cli_io(), scope, full=full, audit=audit, sample=sample)
+    say(describe_reconcile(outcome.result))
+    if outcome.problem:
+        say(f"topic-sync: {outcome.problem}")
+    if as_json:
+        emit_json({**outcome.result.summary(), "exit_code": int(outcome.exit_code)})
+    finish(outcome.exit_code)
+
+
+@click.command()
+@click.argument("tokens", nargs=-1)
+@env_option(
+    "--from-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Read tokens to forget from this file (one per line, or a CSV token column).",
+)
+@settings("live", *WORK)
+@with_config
+@json_option
+@errors_to_exit
+def forget(tokens: tuple[str, ...], from_file: Path | None, as_json: bool, **params: Any) -> None:
+    """Mark tokens as gone (logout, deleted account) and queue their removal from every topic.
+
+    Later audiences skip them. The removal from FCM happens with --live, or at the next
+    `topic-sync reconcile --live`.
+    """
+    settings_ = resolved(click.get_current_context(), params, need_campaign=False)
+    outcome = commands.forget(settings_, cli_io(), tokens, from_file)
+    if outcome.repaired is not None:
+        say(describe_reconcile(outcome.repaired.result))
+    if as_json:
+        emit_json(outcome.summary())
+    finish(outcome.exit_code)
+
+
+@click.group("target")
+def target() -> None:
+    """Which FCM target (project and endpoint) the database's state belongs to."""
+
+
+@target.command("show")
+@settings("database_url")
+@with_config
+@json_option
+@errors_to_exit
+def target_show(as_json: bool, **params: Any) -> None:
+    """Print the FCM target the state is bound to (bound by the first live command)."""
+    settings_ = resolved(click.get_current_context(), params, need_campaign=False)
+    bound = commands.target_show(settings_, cli_io())
+    click.echo(f"bound to {bound}" if bound else "not bound yet: the first live command binds it")
+    if as_json:
+        shown = {"project_id": bound.project_id, "endpoint": bound.endpoint} if bound else None
+        emit_json({"target": shown})
+
+
+def _change(reset: bool, as_json: bool, params: dict[str, Any]) -> None:
+    settings_ = resolved(click.get_current_context(), params, need_campaign=False)
+    change = commands.target_change(settings_, cli_io(), reset=reset)
+    before = str(change.before) if change.before else "nothing (not bound)"
+    verb = "now bound" if change.live else "would be bound (dry run; pass --live to apply)"
+    say(f"state of this database: was bound to {before}; {verb} to {change.after}")
+    if change.reset:
+        cleared = ", ".join(f"{n} {kind}" for kind, n in change.cleared.items())
+        done = "deleted or cleared" if change.live else "would be deleted or cleared"
+        say(f"  reset: {cleared} {done}; tokens and forgotten marks kept")
+    if as_json:
+        emit_json(
+            {
+                "live": change.live,
+                "before": vars(change.before) if change.before else None,
+                "after": vars(change.after),
+                "cleared": change.cleared,
+            }
+        )
+
+
+@target.command("bind")
+@settings("live", *FCM, "database_url")
+@with_config
+@json_option
+@errors_to_exit
+def target_bind(as_json: bool, **params: Any) -> None:
+    """Declare the state to belong to this target (--project, --emulator-host), keeping it.
+
+    For when the state really is this target's: the same project reached at a new
+    emulator port, say. To start over for another target, use `target reset`.
+    """
+    _change(False, as_json, params)
+
+
+@target.command("reset")
+@settings("live", *FCM, "database_url")
+@with_config
+@json_option
+@errors_to_exit
+def target_reset(as_json: bool, **params: Any) -> None:
+    """Forget what the state says about FCM and bind it to this target.
+
+    Deletes subscriptions, run and publish records, failures and topic fences, and clears
+    dead-token marks; tokens and their forgotten marks are kept. The next run re-subscribes
+    its whole audience.
+    """
+    _change(True, as_json, params)

@@ -1,0 +1,97 @@
+"""`topic-sync report` and `topic-sync status`: what failed and why, and whether days went out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from topic_sync.app import commands
+from topic_sync.app import report as rep
+from topic_sync.cli.options import env_option, json_option, resolved, settings, with_config
+from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
+
+
+@click.command()
+@env_option("--date", "day", default=None, help="Failures of the run of this date.")
+@env_option("--run", "run_id", type=int, default=None, help="Failures of this run id.")
+@env_option("--code", default=None, help="Only this error code (see the error table).")
+@env_option(
+    "--op", type=click.Choice(["subscribe", "unsubscribe"]), default=None, help="Only this op."
+)
+@settings("topic_prefix")
+@env_option("--failed", "list_failed", is_flag=True, help="List failed tokens even with no filter.")
+@env_option("--runs", "list_runs", is_flag=True, help="Show the run summary (the default view).")
+@env_option("--all", "include_resolved", is_flag=True, help="Include failures later resolved.")
+@env_option("--limit", type=click.IntRange(1), default=None, help="At most this many rows.")
+@env_option(
+    "--format",
+    "fmt",
+    type=click.Choice(rep.FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format; the JSON shape is versioned and stable.",
+)
+@env_option("--full-tokens", is_flag=True, help="Show tokens whole (they are device identifiers).")
+@settings("database_url")
+@with_config
+@errors_to_exit
+def report(
+    day: str | None,
+    run_id: int | None,
+    code: str | None,
+    op: str | None,
+    list_failed: bool,
+    list_runs: bool,
+    include_resolved: bool,
+    limit: int | None,
+    fmt: str,
+    full_tokens: bool,
+    **params: Any,
+) -> None:
+    """Failed tokens and why, or (with no filter) a summary of the recent runs.
+
+    The summary shows per run: date, topic, audience, added, removed, failures per code,
+    retries, duration, and whether it published, or why not.
+    """
+    settings_ = resolved(click.get_current_context(), params, day=day, need_campaign=False)
+    query = commands.ReportQuery(
+        date=day,
+        run_id=run_id,
+        code=code,
+        op=op,
+        list_failed=list_failed,
+        list_runs=list_runs,
+        include_resolved=include_resolved,
+        limit=limit,
+    )
+    outcome = commands.report(settings_, cli_io(), query)
+    if outcome.failures is None:
+        click.echo(rep.render_runs(outcome.runs, fmt))
+    else:
+        click.echo(rep.render_failures(outcome.failures, fmt, full_tokens=full_tokens))
+
+
+@click.command()
+@settings("topic_prefix", "database_url")
+@with_config
+@json_option
+@errors_to_exit
+def status(as_json: bool, **params: Any) -> None:
+    """The latest run of each campaign at a glance.
+
+    Exits 4 if the latest run of a prefix did not publish (1 if nothing ever ran), so
+    monitoring can alert on it.
+    """
+    settings_ = resolved(click.get_current_context(), params, need_campaign=False)
+    outcome = commands.status(settings_, cli_io())
+    if as_json:
+        emit_json(
+            {
+                "exit_code": int(outcome.exit_code),
+                "runs": [rep.run_record(run) for run in outcome.latest],
+            }
+        )
+    else:
+        click.echo(rep.render_status(outcome.latest))
+    finish(outcome.exit_code)

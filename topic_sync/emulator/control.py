@@ -1,0 +1,94 @@
+"""The emulator's own HTTP control API, under ``/emulator/``.
+
+Why it exists: an emulator running in another process (``topic-sync emulator``) can only be
+inspected and given faults over HTTP. Each endpoint calls the FcmEmulator method of the same
+meaning, so the control API and the in-process API cannot drift apart. Control requests are
+never faulted, delayed or counted in stats.
+
+* ``GET /emulator/state``, ``GET /emulator/health``, ``GET /emulator/topics/{topic}``;
+* ``POST /emulator/reset``, ``POST /emulator/clear-faults``;
+* ``POST /emulator/faults`` (see ``_apply_faults``), ``POST /emulator/direct``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from topic_sync.emulator.replies import Reply, dumps
+
+if TYPE_CHECKING:
+    from topic_sync.emulator import FcmEmulator
+
+PREFIX = "/emulator/"
+
+
+def handle_control(emulator: FcmEmulator, method: str, path: str, body: bytes) -> Reply:
+    """Answer one control request; a bad body is a 400 naming the problem."""
+    try:
+        if method == "GET" and path == "/emulator/state":
+            return Reply(200, dumps(emulator.state()))
+        if method == "GET" and path == "/emulator/health":
+            return Reply(200, b'{"ok":true}')
+        if method == "GET" and path.startswith("/emulator/topics/"):
+            topic = unquote(path[len("/emulator/topics/") :])
+            return Reply(200, dumps(sorted(emulator.members(topic))))
+        if method == "POST" and path == "/emulator/reset":
+            emulator.reset()
+            return Reply(200, b"{}")
+        if method == "POST" and path == "/emulator/clear-faults":
+            emulator.clear_faults()
+            return Reply(200, b"{}")
+        if method == "POST" and path == "/emulator/faults":
+            _apply_faults(emulator, json.loads(body or b"{}"))
+            return Reply(200, b"{}")
+        if method == "POST" and path == "/emulator/direct":
+            _apply_direct(emulator, json.loads(body or b"{}"))
+            return Reply(200, b"{}")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return Reply(400, dumps({"error": f"{type(exc).__name__}: {exc}"}))
+    return Reply(404, dumps({"error": f"no control endpoint {method} {path}"}))
+
+
+def _apply_faults(emulator: FcmEmulator, spec: dict[str, Any]) -> None:
+    """Apply a ``POST /emulator/faults`` body; a key present with null clears that fault.
+
+    ``{"token_errors": [{"token", "reason", "op"?, "times"?}], "request_errors": {"status",
+    "count"?, "rate"?, "retry_after"?, "seed"?, "kinds"?, "served"?}, "quota": rps,
+    "latency": seconds, "unregister": [token]}``, every key optional.
+    """
+    if not isinstance(spec, dict):
+        raise ValueError("faults body must be a JSON object")
+    for item in spec.get("token_errors") or ():
+        emulator.inject_token_error(
+            item["token"], item["reason"], item.get("op", "both"), item.get("times")
+        )
+    if "request_errors" in spec:
+        rq = spec["request_errors"]
+        if rq is None:
+            emulator._clear_request_errors()
+        else:
+            emulator.inject_request_errors(
+                int(rq["status"]),
+                count=rq.get("count"),
+                rate=rq.get("rate"),
+                retry_after=rq.get("retry_after"),
+                seed=int(rq.get("seed", 0)),
+                kinds=rq.get("kinds"),
+                served=bool(rq.get("served", False)),
+            )
+    if "quota" in spec:
+        emulator.set_quota(spec["quota"])
+    if "latency" in spec:
+        emulator.set_latency(float(spec["latency"] or 0.0))
+    for token in spec.get("unregister") or ():
+        emulator.unregister(token)
+
+
+def _apply_direct(emulator: FcmEmulator, spec: dict[str, Any]) -> None:
+    """``{"subscribe": [{"token","topic"}], "unsubscribe": [...]}`` behind clients' backs."""
+    for item in spec.get("subscribe") or ():
+        emulator.subscribe_direct(item["token"], item["topic"])
+    for item in spec.get("unsubscribe") or ():
+        emulator.unsubscribe_direct(item["token"], item["topic"])

@@ -1,0 +1,206 @@
+"""The faults a test can inject: per-token errors, whole-request errors, quota, latency, traps.
+
+Why it exists: FCM's per-token errors, failed requests and rate limits cannot be provoked on
+demand against Google, so these are the knobs tests turn. Each setter checks its arguments;
+each ``take_*`` method is called as a request meets the fault and uses it up. Plain data, no
+HTTP (how a fault travels is in ``replies``). Not thread-safe by itself: the emulator's one lock
+guards every use, except that a request reads ``latency`` without it before it sleeps.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from topic_sync.emulator.replies import REQUEST_ERROR_STATUS
+from topic_sync.emulator.routes import KINDS
+
+OPS = ("subscribe", "unsubscribe", "both")
+"""What a per-token fault applies to."""
+
+
+@dataclass
+class TokenFault:
+    reason: str
+    op: str
+    remaining: int | None  # None: until cleared
+
+
+@dataclass
+class RequestFaults:
+    """Whole-request errors armed by inject_request_errors."""
+
+    status: int
+    count: int | None
+    rate: float | None
+    retry_after: int | None
+    rng: random.Random
+    kinds: frozenset[str] | None  # None: every kind of FCM request
+    served: bool  # the request is served first, then answered with the error
+
+
+class RequestError(NamedTuple):
+    """What one request met: answer ``status`` (with ``retry_after``), after serving or not."""
+
+    status: int
+    retry_after: int | None
+    served: bool
+
+
+@dataclass
+class Trap:
+    """Call ``action`` at the ``nth`` request of ``kind``, before or after serving it."""
+
+    kind: str
+    remaining: int
+    action: Callable[[], object]
+    after: bool
+
+
+class Bucket:
+    """Token bucket holding one second's worth of requests.
+
+    A request costing more than the capacity (a legacy batch of 1000 at a lower rate) passes
+    once the bucket is full and drives it negative, so big batches are slowed, not starved.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = rate
+        self.level = rate
+        self.last = time.monotonic()
+
+    def take(self, cost: float) -> bool:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
+        self.last = now
+        if self.level >= min(cost, self.capacity):
+            self.level -= cost
+            return True
+        return False
+
+
+class Faults:
+    """Every armed fault; clear() disarms them all."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.token_faults: dict[str, list[TokenFault]] = {}  # newest first
+        self.request_faults: RequestFaults | None = None
+        self.bucket: Bucket | None = None
+        self.latency = 0.0
+        self.traps: list[Trap] = []
+
+    # ----------------------------------------------------------------- arming
+
+    def inject_token_error(self, token: str, reason: str, op: str, times: int | None) -> None:
+        """See FcmEmulator.inject_token_error."""
+        if not isinstance(reason, str) or not reason:
+            raise ValueError("reason must be a non-empty string")
+        if op not in OPS:
+            raise ValueError(f"op must be one of {OPS}")
+        if times is not None and (not isinstance(times, int) or times < 1):
+            raise ValueError("times must be None or a positive integer")
+        self.token_faults.setdefault(token, []).insert(0, TokenFault(reason, op, times))
+
+    def inject_request_errors(
+        self,
+        status: int,
+        *,
+        count: int | None,
+        rate: float | None,
+        retry_after: float | None,
+        seed: int,
+        kinds: Iterable[str] | None,
+        served: bool,
+    ) -> None:
+        """See FcmEmulator.inject_request_errors."""
+        kind_set = None if kinds is None else frozenset(kinds)
+        if kind_set is not None and not kind_set <= KINDS:
+            raise ValueError(f"kinds must be among {sorted(KINDS)}")
+        if status not in REQUEST_ERROR_STATUS:
+            raise ValueError(f"status must be one of {sorted(REQUEST_ERROR_STATUS)}")
+        if count is not None and (not isinstance(count, int) or count < 0):
+            raise ValueError("count must be None or a non-negative integer")
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after must not be negative")
+        after = None if retry_after is None else math.ceil(retry_after)
+        self.request_faults = RequestFaults(
+            status, count, rate, after, random.Random(seed), kind_set, served
+        )
+
+    def clear_request_errors(self) -> None:
+        self.request_faults = None
+
+    def add_trap(self, kind: str, nth: int, action: Callable[[], object], after: bool) -> None:
+        """See FcmEmulator.add_trap."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}")
+        if nth < 1:
+            raise ValueError("nth must be at least 1")
+        self.traps.append(Trap(kind, nth, action, after))
+
+    def set_quota(self, requests_per_second: float | None) -> None:
+        """See FcmEmulator.set_quota."""
+        if requests_per_second is not None and requests_per_second <= 0:
+            raise ValueError("requests_per_second must be positive or None")
+        self.bucket = None if requests_per_second is None else Bucket(float(requests_per_second))
+
+    def set_latency(self, seconds: float) -> None:
+        """See FcmEmulator.set_latency."""
+        if seconds < 0:
+            raise ValueError("latency must not be negative")
+        self.latency = float(seconds)
+
+    # ----------------------------------------------------------------- meeting a request
+
+    def take_token_fault(self, token: str, op: str) -> str | None:
+        """The reason the newest fault for ``op`` on ``token`` fails it with, using it up."""
+        faults = self.token_faults.get(token)
+        if faults:
+            for fault in faults:
+                if fault.op == op or fault.op == "both":
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                        if fault.remaining <= 0:
+                            faults.remove(fault)
+                            if not faults:
+                                del self.token_faults[token]
+                    return fault.reason
+        return None
+
+    def take_trap(self, kind: str) -> Trap | None:
+        """Count a request of ``kind`` against every trap for it; the trap it springs, if any."""
+        for trap in self.traps:
+            if trap.kind == kind:
+                trap.remaining -= 1
+                if trap.remaining == 0:
+                    self.traps.remove(trap)
+                    return trap
+        return None
+
+    def take_request_error(self, kind: str) -> RequestError | None:
+        """The whole-request error this request of ``kind`` meets, if one is armed for it."""
+        rf = self.request_faults
+        if rf is None or (rf.kinds is not None and kind not in rf.kinds):
+            return None
+        if rf.count is not None and rf.count <= 0:
+            self.request_faults = None
+            return None
+        if rf.rate is not None and rf.rng.random() >= rf.rate:
+            return None
+        if rf.count is not None:
+            rf.count -= 1
+        return RequestError(rf.status, rf.retry_after, rf.served)
+
+    def take_quota(self, cost: float) -> bool:
+        """Charge ``cost`` requests against the quota; False if it is used up."""
+        return self.bucket is None or self.bucket.take(cost)

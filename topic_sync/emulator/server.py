@@ -1,0 +1,160 @@
+"""HTTP for the emulator: a threaded HTTP/1.1 keep-alive server, and ``serve()``.
+
+Why it exists: the emulator is exercised over real HTTP by real clients (firebase-admin opens
+up to 100 keep-alive connections at once), so socket concerns live here and only here: a deep
+accept queue, no reverse DNS at start-up, chunked request bodies, one buffered write per
+answer, and dropping open connections on stop so clients notice at once. The server moves
+bytes; what to answer is decided by the callable it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from topic_sync.emulator.replies import Reply, error_reply
+
+if TYPE_CHECKING:
+    from topic_sync.emulator import FcmEmulator
+
+Answer = Callable[[str, str, bytes], Reply]
+"""(HTTP method, request target with its query string, body) -> the reply."""
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    """One thread per connection; remembers open connections so stop() can drop them."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024  # SDK callers open up to 100 connections at once
+
+    def __init__(self, address: tuple[str, int], answer: Answer) -> None:
+        self.answer = answer
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # Skip HTTPServer's reverse DNS lookup (getfqdn), which can stall start-up.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def track(self, conn: socket.socket, add: bool) -> None:
+        with self._conns_lock:
+            if add:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Lean HTTP/1.1 keep-alive handler: one buffered write per response, no logging."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "fcm-emulator"
+    sys_version = ""
+    wbufsize = 1 << 16  # flushed once per request by handle_one_request
+    disable_nagle_algorithm = True
+    server: EmulatorServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def handle_expect_100(self) -> bool:
+        ok = super().handle_expect_100()
+        self.wfile.flush()
+        return ok
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _serve(self) -> None:
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True
+            reply = error_reply(400, "INVALID_ARGUMENT", "Malformed request body.")
+        else:
+            try:
+                reply = self.server.answer(self.command, self.path, body)
+            except Exception as exc:  # keep the connection answering; surface the bug
+                reply = error_reply(500, "INTERNAL", f"emulator error: {exc!r}")
+        self.send_response_only(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(reply.body)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = _serve
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 9099,
+    ready: Callable[[FcmEmulator], object] | threading.Event | None = None,
+) -> None:
+    """Run an emulator in the foreground until SIGTERM, SIGINT or KeyboardInterrupt.
+
+    ``ready`` is called with the started emulator (or set, if it is an Event), e.g. so a
+    caller using port 0 can learn the port.
+    """
+    # Imported here: the package's FcmEmulator starts an EmulatorServer from this module.
+    from topic_sync.emulator import FcmEmulator
+
+    stop = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    emulator = FcmEmulator(host, port).start()
+    try:
+        if isinstance(ready, threading.Event):
+            ready.set()
+        elif ready is not None:
+            ready(emulator)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,388 @@
+"""The batch drainer runs and repairs share: claim a batch, ask FCM, record, in one transaction.
+
+Pending subscription rows are the work queue. Each worker claims its own batch
+(`FOR UPDATE SKIP LOCKED`), checks the topic's fence, calls FCM and records every token's
+outcome in one transaction that commits only after FCM answered, so a crash anywhere
+loses nothing and a rerun redoes at most one batch (FCM's calls are idempotent).
+Retryable tokens are re-batched in rounds under the retry policy, until the deadline.
+Only an answer about a token settles it (error_table.rule_for), and the dead-token guard
+refuses to believe a flood of "dead" answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import tenacity
+from sqlalchemy import Connection, Engine
+
+from topic_sync import store
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.errors import CredentialsError, DeadTokenGuard, Fenced, Locked
+from topic_sync.fcm.client import CREDENTIALS_HELP, FcmClient
+from topic_sync.fcm.error_table import Outcome, rule_for
+from topic_sync.fcm.pacer import Pacer
+from topic_sync.states import Op
+from topic_sync.states import SubscriptionStatus as _S
+from topic_sync.store.db import is_disconnect
+
+DB_ATTEMPTS = 3  # a batch whose database connection dropped is redone (FCM is idempotent)
+DEAD_GUARD_MIN = 100  # the dead-token guard never trips below this many verdicts
+# How long an unconfirmed publish counts as possibly on the wire: well over one send's
+# HTTP timeout. While it lasts, no other run may plan the topic.
+PUBLISH_IN_FLIGHT_SECONDS = 300.0
+
+
+class WorkSettings(Protocol):
+    """What the drainer needs of a run's (or a repair's) options."""
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+
+class DeadGuard:
+    """The blast-radius guard on "dead token" verdicts, shared by a run's workers.
+
+    A real day sees a few uninstalled devices. Thousands of NOT_FOUND or INVALID_ARGUMENT
+    answers at once are likelier a wrong project, an API not enabled or credentials for
+    another project: past `limit` verdicts, none is believed any more (the tokens stay
+    owed, unmarked) and the run stops without publishing.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen = 0
+        self.distrusted = 0
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_work(cls, share: float, work: int) -> DeadGuard:
+        return cls(max(DEAD_GUARD_MIN, math.ceil(share * work)))
+
+    def admit(self, count: int) -> bool:
+        """Whether `count` more dead verdicts may be believed (all or none of them)."""
+        with self._lock:
+            if self.tripped or self.seen + count > self.limit:
+                self.tripped = True
+                self.distrusted += count
+                return False
+            self.seen += count
+            return True
+
+    def error(self, what: str) -> DeadTokenGuard:
+        return DeadTokenGuard(
+            f"stopped {what}: FCM answered 'dead token' (not registered, invalid, other "
+            f"project) for more than {self.limit} tokens, the dead-token guard's limit "
+            f"(--max-dead). That is likelier a systemic fault than uninstalls: a wrong "
+            f"Firebase project or credentials for another project, the FCM topic API not "
+            f"enabled, or a front end answering for FCM. {self.seen} verdicts were recorded "
+            f"before the limit; {self.distrusted} more were not believed and stay owed; "
+            "nothing was published. Check the project and credentials, then rerun "
+            "(--max-dead 1 accepts the answers)"
+        )
+
+
+def process_owner(what: str) -> str:
+    """Who holds a fence, for people: what it is, and which process on which host."""
+    return f"{what} (pid {os.getpid()} on {socket.gethostname()})"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a sync phase stands, for a progress bar or a log line."""
+
+    op: Op
+    done: int
+    total: int
+    failed: int
+    started: float  # monotonic clock
+
+
+@dataclass
+class Deps:
+    """What the engine needs from the outside world, passed in for testability."""
+
+    engine: Engine
+    client: FcmClient
+    sleep: Callable[[float], None]
+    now: Callable[[], dt.datetime]
+    log: Callable[[str], None] = lambda _msg: None
+    pacer: Pacer | None = None
+    monotonic: Callable[[], float] = time.monotonic
+    progress: Callable[[Progress], None] = lambda _p: None
+    # True once a shutdown was asked for: workers stop after their current batch.
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class SyncCounts:
+    """Tallies shared by the workers of one run."""
+
+    added: int = 0
+    removed: int = 0
+    attempts: int = 0  # token attempts, every try counted
+    retries: int = 0  # token attempts that were retries
+    wait_seconds: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)  # per attempt: "ok" or error code
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+def take_fence(conn: Connection, topic: str, owner: str, run_id: int | None) -> store.Fence:
+    """Plan the topic: refuse while another run's publish to it may be on the wire."""
+    fence = store.take_fence(conn, topic, owner, run_id)
+    busy = store.publish_in_flight(conn, topic, run_id, PUBLISH_IN_FLIGHT_SECONDS)
+    if busy is not None:
+        raise Locked(
+            f"{topic}: the publish of {busy.prefix} {busy.run_date} (run #{busy.id}) is not "
+            "confirmed and may still be in flight; not changing the topic under it. Try again "
+            f"in {PUBLISH_IN_FLIGHT_SECONDS / 60:g} minutes"
+        )
+    return fence
+
+
+def check_fence(conn: Connection, topic: str, epoch: int, who: str) -> None:
+    fence = store.read_fence(conn, topic)
+    if fence is None or fence.epoch != epoch:
+        owner = fence.owner if fence else "somebody"
+        raise Fenced(
+            f"{topic} was planned again by {owner} after {who} planned it (its lock had been "
+            "lost, e.g. a dropped database connection). Stopped without publishing, so as not "
+            "to act on a stale plan; rerun to plan again"
+        )
+
+
+class Work:
+    """Drains a topic's pending rows with several workers, retrying per the policy.
+
+    Each worker claims its own batch (SKIP LOCKED), so one slow FCM call stalls one
+    worker, not the run. Retryable tokens are re-batched in rounds; between rounds
+    the retry policy's backoff (and any Retry-After) is waited in full.
+    """
+
+    def __init__(
+        self,
+        deps: Deps,
+        topic: str,
+        run_id: int | None,
+        opts: WorkSettings,
+        counts: SyncCounts,
+        deadline_at: float,
+        epoch: int,
+        guard: DeadGuard,
+    ) -> None:
+        self.deps, self.topic, self.run_id, self.opts = deps, topic, run_id, opts
+        self.counts, self.deadline_at = counts, deadline_at
+        self.epoch, self.guard = epoch, guard
+        self._retry_after = 0.0
+        self._done = self._failed = 0
+        self._started = deps.monotonic()
+
+    def drain(self, op: Op, total: int) -> bool:
+        """Work off one operation; False if the deadline stopped it with work left."""
+        deps, policy = self.deps, self.opts.retry
+        self._done = self._failed = 0
+        self._started = deps.monotonic()
+        for retry_number in range(policy.max_retries + 1):
+            if deps.should_stop():
+                return self._owed(op) == 0
+            if retry_number:
+                owed = self._owed(op)
+                if not owed:
+                    return True
+                hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
+                wait = policy.wait(retry_number, max(hold, self._retry_after) or None)
+                if deps.monotonic() + wait > self.deadline_at:
+                    return False
+                deps.log(f"{op}: {owed} tokens to retry (retry {retry_number}) in {wait:.1f}s")
+                deps.sleep(wait)
+                if deps.should_stop():
+                    return False
+                self._retry_after = 0.0
+                with self.counts.lock:
+                    self.counts.wait_seconds += wait
+                if self.run_id is not None:
+                    with deps.engine.begin() as conn:
+                        store.add_progress(conn, self.run_id, wait_seconds=wait)
+            if not self._round(op, total, retrying=retry_number > 0):
+                return self._owed(op) == 0
+        return True
+
+    def _owed(self, op: Op) -> int:
+        with self.deps.engine.begin() as conn:
+            return store.pending_counts(conn, self.topic)[0 if op is Op.SUBSCRIBE else 1]
+
+    def _round(self, op: Op, total: int, *, retrying: bool) -> bool:
+        """One pass over every pending row; False if the deadline cut it short."""
+        with self.deps.engine.begin() as conn:
+            round_start = store.db_now(conn)
+        stop = threading.Event()
+        cut_short = threading.Event()
+
+        def worker() -> None:
+            try:
+                while not stop.is_set():
+                    if self.deps.monotonic() >= self.deadline_at or self.deps.should_stop():
+                        cut_short.set()
+                        return
+                    if not self._batch(op, round_start, total, retrying=retrying):
+                        return
+            except BaseException:
+                stop.set()
+                raise
+
+        with ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix="sync") as pool:
+            futures = [pool.submit(worker) for _ in range(self.opts.concurrency)]
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return not cut_short.is_set()
+
+    def _batch(self, op: Op, round_start: dt.datetime, total: int, *, retrying: bool) -> bool:
+        """One batch, redone if its database connection drops; False when none is left."""
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_disconnect),
+            stop=tenacity.stop_after_attempt(DB_ATTEMPTS),
+            wait=tenacity.wait_fixed(0.2),
+            reraise=True,
+        ):
+            with attempt:
+                tally = _one_batch(
+                    self.deps,
+                    self.topic,
+                    op,
+                    self.run_id,
+                    round_start,
+                    self.opts.batch_size,
+                    retrying=retrying,
+                    epoch=self.epoch,
+                    guard=self.guard,
+                )
+        if tally is None:
+            return False
+        with self.counts.lock:
+            if op is Op.SUBSCRIBE:
+                self.counts.added += tally.confirmed
+            else:
+                self.counts.removed += tally.confirmed
+            self.counts.attempts += tally.attempts
+            self.counts.retries += tally.attempts if retrying else 0
+            self.counts.outcomes.update(tally.outcomes)
+            self._retry_after = max(self._retry_after, tally.retry_after or 0.0)
+            # Progress counts tokens settled (done or failed for good) out of the plan.
+            self._done += tally.settled
+            self._failed += tally.failed - (tally.confirmed if retrying else 0)
+            event = Progress(op, self._done, total, max(self._failed, 0), self._started)
+        self.deps.progress(event)
+        return True
+
+
+@dataclass(frozen=True)
+class BatchTally:
+    attempts: int
+    confirmed: int  # now in the state the operation wanted
+    settled: int  # confirmed, or failed for good
+    failed: int  # failed this attempt (retryable or permanent)
+    outcomes: Counter[str]  # "ok" or error code, per token
+    retry_after: float | None
+
+
+def _one_batch(
+    deps: Deps,
+    topic: str,
+    op: Op,
+    run_id: int | None,
+    round_start: dt.datetime,
+    limit: int,
+    *,
+    retrying: bool,
+    epoch: int,
+    guard: DeadGuard,
+) -> BatchTally | None:
+    """Claim, call FCM, record: one transaction that commits only after FCM answered.
+
+    The transaction first checks (and holds, FOR SHARE) the topic's fence: nobody may
+    plan the topic while the batch is in flight, and a batch of a stale plan never runs.
+    """
+    stop_reason = None
+    with deps.engine.begin() as conn:
+        check_fence(conn, topic, epoch, "this run" if run_id is not None else "this repair")
+        rows = store.claim_batch(conn, topic, _S.pending_for(op), round_start, limit)
+        if not rows:
+            return None
+        tokens = [token for _, token in rows]
+        call = deps.client.subscribe if op is Op.SUBSCRIBE else deps.client.unsubscribe
+        result = call(tokens, topic)
+        outcomes = []
+        for (token_id, _), reason, proven in zip(rows, result.reasons, result.proven, strict=True):
+            outcome = _map(token_id, reason, op, proven=proven)
+            if outcome is None:
+                stop_reason = reason
+                continue
+            outcomes.append(outcome)
+        dead = sum(1 for o in outcomes if o.invalid)
+        if dead and not guard.admit(dead):
+            outcomes = [o.distrusted(_S.pending_for(op)) if o.invalid else o for o in outcomes]
+        store.record_outcomes(conn, topic, op.value, run_id, outcomes)
+        confirmed = sum(1 for o in outcomes if o.status == _S.confirmed_for(op))
+        codes = Counter(o.code or "ok" for o in outcomes)
+        if run_id is not None:
+            store.add_progress(
+                conn,
+                run_id,
+                added=confirmed if op is Op.SUBSCRIBE else 0,
+                removed=confirmed if op is Op.UNSUBSCRIBE else 0,
+                attempts=len(outcomes),
+                retries=len(outcomes) if retrying else 0,
+                outcomes=dict(codes),
+            )
+    if stop_reason is not None:
+        raise CredentialsError(CREDENTIALS_HELP.format(reason=stop_reason))
+    if guard.tripped:
+        raise guard.error("syncing " + topic)
+    settled = sum(1 for o in outcomes if o.status != _S.pending_for(op))
+    return BatchTally(
+        attempts=len(outcomes),
+        confirmed=confirmed,
+        settled=settled,
+        failed=sum(1 for o in outcomes if o.failed),
+        outcomes=codes,
+        retry_after=result.retry_after,
+    )
+
+
+def _map(token_id: int, reason: str | None, op: Op, *, proven: bool) -> store.TokenOutcome | None:
+    """One token's FCM answer through the error table; None means stop the run."""
+    if reason is None:
+        return store.TokenOutcome(token_id, _S.confirmed_for(op), None, None, False, False)
+    rule = rule_for(reason, op, proven=proven)
+    outcome = rule.outcome(op)
+    if outcome is Outcome.STOP:
+        return None
+    if outcome is Outcome.SUCCESS:
+        return store.TokenOutcome(
+            token_id, _S.confirmed_for(op), rule.code, reason, False, rule.marks_invalid
+        )
+    if outcome is Outcome.PERMANENT and op is Op.SUBSCRIBE:
+        # FCM did not subscribe it and never will: the topic does not hold it.
+        return store.TokenOutcome(
+            token_id, _S.UNSUBSCRIBED, rule.code, reason, True, rule.marks_invalid
+        )
+    return store.TokenOutcome(token_id, _S.pending_for(op), rule.code, reason, True, False)

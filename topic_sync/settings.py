@@ -1,0 +1,360 @@
+"""Every setting topic-sync has, defined once: name, type, default, help, where it may come from.
+
+`Settings` is that table. Each field's metadata (a `Spec`) says how the setting is checked,
+whether a configuration file may hold it (and where: top level, `[defaults]` or a campaign),
+which environment variables set it besides `TOPIC_SYNC_<NAME>`, and whether it is secret.
+The command-line options, the configuration file's validation and `config show` are all
+generated from it, and the engine's defaults are read from `DEFAULTS`, so a default is never
+written twice. Standard library only: the engine imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
+MODES = ("dry-run", "live")
+ENV_PREFIX = "TOPIC_SYNC_"
+
+
+class Place(enum.Enum):
+    """Where a configuration file may set a setting."""
+
+    NOWHERE = "command line and environment only"
+    TOP = "the file's top level"
+    ANYWHERE = "the top level, [defaults] or a campaign"
+    CAMPAIGN = "a campaign"
+    SYNC = "[defaults] or a campaign"
+
+
+class Kind(enum.Enum):
+    TEXT = "text"
+    PATH = "path"
+    INT = "int"
+    FLOAT = "float"
+    FLAG = "flag"
+    DURATION = "duration"
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read and checked (a field's metadata in `Settings`)."""
+
+    kind: Kind
+    help: str
+    place: Place = Place.NOWHERE
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # variables read besides TOPIC_SYNC_<NAME>
+    file_key: str | None = None  # the key in the file, when not the setting's name
+    secret: bool = False
+    shown_default: str | None = None  # how --help shows the default, when not the value
+    cli: bool = True  # False: a configuration file setting only (no option)
+    extra_check: Callable[[object], str | None] | None = None
+
+    def check(self, value: object) -> str | None:
+        """Why a value (from a file, or parsed from a flag) is wrong, or None."""
+        problem = self._check_kind(value)
+        if problem is None and self.extra_check is not None:
+            problem = self.extra_check(value)
+        return problem
+
+    def _check_kind(self, value: object) -> str | None:
+        kind = self.kind
+        if kind is Kind.FLAG:
+            return None if isinstance(value, bool) else "must be true or false"
+        if kind is Kind.CHOICE:
+            return None if value in self.choices else f"must be one of {', '.join(self.choices)}"
+        if kind in (Kind.TEXT, Kind.PATH):
+            ok = isinstance(value, str | Path) and str(value) != ""
+            return None if ok else "must be a non-empty string"
+        if kind is Kind.DURATION:
+            try:
+                parse_duration(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return 'must be a duration such as "3h", "90m", "45s" or seconds'
+            return None
+        whole = kind is Kind.INT
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a whole number" if whole else "must be a number"
+        if whole and not isinstance(value, int):
+            return "must be a whole number"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            if self.high is None:
+                return f"must be >= {self.low:g}"
+            return f"must be between {self.low:g} and {self.high:g}"
+        return None
+
+
+def _s(default: Any, spec: Spec) -> Any:
+    return field(default=default, metadata={"spec": spec})
+
+
+def _time_of_day(value: object) -> str | None:
+    try:
+        dt.time.fromisoformat(str(value))
+    except ValueError:
+        return "must be a time of day, HH:MM"
+    return None
+
+
+def _zone(value: object) -> str | None:
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r}"
+    return None
+
+
+_D = re.compile(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*")
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds from '3h', '90m', '1h30m', '45s' or a plain number; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is not true or false")
+    if isinstance(value, int | float):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError("a duration is a finite number of seconds, not negative")
+        return float(value)
+    match = _D.fullmatch(str(value))
+    if not str(value).strip() or not match or not any(match.groups()):
+        raise ValueError(f"{value!r}: expected a duration such as 3h, 90m, 45s")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of every command, with their defaults. Read by the engine as `DEFAULTS`."""
+
+    # --- the campaign: what to send, and to which pool
+    topic_prefix: str | None = _s(
+        None, Spec(Kind.TEXT, "Topic pool prefix: topics are PREFIX-<slot>.", Place.CAMPAIGN)
+    )
+    pool_size: int = _s(7, Spec(Kind.INT, "Topics in the pool.", Place.CAMPAIGN, low=1, high=2000))
+    audience: Path | None = _s(
+        None,
+        Spec(
+            Kind.PATH,
+            "Audience file (a file's campaign gives a template with {date}).",
+            Place.CAMPAIGN,
+        ),
+    )
+    message: Path | None = _s(None, Spec(Kind.PATH, "Message JSON file.", Place.CAMPAIGN))
+    live: bool = _s(
+        False,
+        Spec(
+            Kind.FLAG,
+            "Change FCM (and publish). Without it: only report what would be done.",
+            Place.ANYWHERE,
+            file_key="mode",
+        ),
+    )
+    # --- guards
+    max_churn: float = _s(
+        0.5,
+        Spec(
+            Kind.FLOAT,
+            "Refuse to remove more than this share of the topic's members.",
+            Place.SYNC,
+            low=0,
+            high=1,
+        ),
+    )
+    allow_large_churn: bool = _s(
+        False, Spec(Kind.FLAG, "Skip the churn and empty-audience guard.", Place.SYNC)
+    )
+    max_dead: float = _s(
+        0.05,
+        Spec(
+            Kind.FLOAT,
+            "Stop, believing no more, once more than this share of the work (at least 100 "
+            "tokens) is answered 'dead token': likelier a systemic fault.",
+            Place.SYNC,
+            low=0,
+            high=1,
+        ),
+    )
+    propagation_delay: float = _s(
+        5.0,
+        Spec(
+            Kind.FLOAT,
+            "Seconds to let new subscriptions propagate before publishing.",
+            Place.SYNC,
+            low=0,
+        ),
+    )
+    # --- retries, pacing, concurrency (see the README's policy table for the sources)
+    retry_min_wait: float = _s(
+        60.0,
+        Spec(Kind.FLOAT, "First retry wait in seconds (FCM's guidance).", Place.SYNC, low=0),
+    )
+    retry_max_wait: float = _s(
+        3600.0, Spec(Kind.FLOAT, "Longest retry wait in seconds.", Place.SYNC, low=0)
+    )
+    max_retries: int = _s(
+        4, Spec(Kind.INT, "Retry rounds for retryable tokens.", Place.SYNC, low=0)
+    )
+    deadline: float = _s(
+        3 * 3600.0,
+        Spec(
+            Kind.DURATION,
+            "Stop retrying after this long (e.g. 3h, 90m); a rerun continues.",
+            Place.SYNC,
+            shown_default="3h",
+        ),
+    )
+    concurrency: int = _s(
+        4,
+        Spec(
+            Kind.INT,
+            "FCM batches in flight at once, each in its own transaction.",
+            Place.SYNC,
+            low=1,
+            high=64,
+        ),
+    )
+    rate_limit: float = _s(
+        3000.0,
+        Spec(
+            Kind.FLOAT,
+            "FCM topic requests per second (one per token on v1), for all workers.",
+            Place.SYNC,
+            low=0.001,
+        ),
+    )
+    transport: str = _s(
+        "v1",
+        Spec(
+            Kind.CHOICE,
+            "v1: FCM topic subscription API via firebase-admin. v1-direct: the same requests "
+            "over a lean pool. legacy-iid: Instance ID batch API (until 2027-09-29).",
+            Place.SYNC,
+            choices=TRANSPORTS,
+        ),
+    )
+    # --- where things are
+    database_url: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "PostgreSQL URL (a file may say env:NAME). Unset: an embedded PostgreSQL.",
+            Place.TOP,
+            env=("DATABASE_URL",),
+            secret=True,
+        ),
+    )
+    project: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "Firebase project id (default: from the credentials).",
+            Place.TOP,
+            env=("GOOGLE_CLOUD_PROJECT",),
+        ),
+    )
+    emulator_host: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "host:port of a local FCM emulator; no credentials needed.",
+            Place.TOP,
+            env=("FCM_EMULATOR_HOST",),
+        ),
+    )
+    grace: float = _s(
+        2 * 3600.0,
+        Spec(
+            Kind.DURATION,
+            "The scheduler runs a missed day at most this late.",
+            Place.TOP,
+            shown_default="2h",
+            cli=False,
+        ),
+    )
+    run_at: str = _s(
+        "06:00",
+        Spec(
+            Kind.TEXT,
+            "Time of day the scheduler runs the campaign (HH:MM, in its time zone).",
+            Place.CAMPAIGN,
+            cli=False,
+            extra_check=_time_of_day,
+        ),
+    )
+    timezone: str = _s(
+        "UTC",
+        Spec(
+            Kind.TEXT,
+            "The campaign's time zone: 'today' and run_at are read in it.",
+            Place.CAMPAIGN,
+            cli=False,
+            extra_check=_zone,
+        ),
+    )
+
+    @classmethod
+    def specs(cls) -> dict[str, Spec]:
+        """The table: every setting's name and spec, in definition order."""
+        return {f.name: f.metadata["spec"] for f in dataclasses.fields(cls)}
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+DEFAULTS = Settings()
+SPECS = Settings.specs()
+
+
+def env_names(name: str) -> tuple[str, ...]:
+    """The environment variables that set a setting, in the order they are read."""
+    return (ENV_PREFIX + name.upper(), *SPECS[name].env)
+
+
+def file_key(name: str) -> str:
+    return SPECS[name].file_key or name
+
+
+def in_file(*places: Place) -> list[str]:
+    """Settings a configuration file may hold at those places."""
+    return [name for name, spec in SPECS.items() if spec.place in places]
+
+
+def from_file(name: str, value: object) -> Any:
+    """A file value as the setting's own type (the file's `mode` sets `live`)."""
+    spec = SPECS[name]
+    if name == "live":
+        return value == "live"
+    if spec.kind is Kind.DURATION:
+        return parse_duration(value)  # type: ignore[arg-type]
+    if spec.kind is Kind.FLOAT:
+        return float(value)  # type: ignore[arg-type]
+    if spec.kind is Kind.PATH:
+        return Path(str(value))
+    return value
+
+
+def check_file_value(name: str, value: object) -> str | None:
+    """Why a file value is wrong for the setting, or None."""
+    if name == "live":
+        return None if value in MODES else f"must be one of {', '.join(MODES)}"
+    return SPECS[name].check(value)

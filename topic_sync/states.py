@@ -1,0 +1,90 @@
+"""The states things go through, as enums used from the SQL to the reports.
+
+The database's CHECK constraints are generated from these (see store.models and the
+migrations, kept equal by a test), the engine writes them, and the reports explain them:
+a state cannot be written in one place and forgotten in another.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Op(enum.StrEnum):
+    """An FCM topic-management operation."""
+
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    """What FCM holds, or is owed, for one token on one topic. Pending rows are the queue."""
+
+    PENDING_SUBSCRIBE = "pending_subscribe"
+    SUBSCRIBED = "subscribed"
+    PENDING_UNSUBSCRIBE = "pending_unsubscribe"
+    UNSUBSCRIBED = "unsubscribed"
+
+    @property
+    def pending(self) -> bool:
+        return self.value.startswith("pending_")
+
+    @classmethod
+    def pending_for(cls, op: Op) -> SubscriptionStatus:
+        return cls.PENDING_SUBSCRIBE if op is Op.SUBSCRIBE else cls.PENDING_UNSUBSCRIBE
+
+    @classmethod
+    def confirmed_for(cls, op: Op) -> SubscriptionStatus:
+        return cls.SUBSCRIBED if op is Op.SUBSCRIBE else cls.UNSUBSCRIBED
+
+
+class RunStatus(enum.StrEnum):
+    """Where a day's run stands; `why` is what the report says when the run has no note."""
+
+    PLANNED = "planned"
+    SYNCING = "syncing"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    WITHHELD = "withheld"
+    DEADLINE = "deadline"
+    INTERRUPTED = "interrupted"
+    FENCED = "fenced"
+    GUARDED = "guarded"
+    FAILED = "failed"
+
+    @property
+    def why(self) -> str:
+        return _WHY[self]
+
+
+_WHY = {
+    RunStatus.PLANNED: "in progress",
+    RunStatus.SYNCING: "in progress",
+    RunStatus.PUBLISHING: (
+        "publish not confirmed: in progress, or stopped between sending and recording"
+    ),
+    RunStatus.PUBLISHED: "published",
+    RunStatus.WITHHELD: "withheld: removals unconfirmed",
+    RunStatus.DEADLINE: "deadline reached with work left",
+    RunStatus.INTERRUPTED: "stopped on request; rerun the date to resume",
+    RunStatus.FENCED: "stopped: another run planned the topic after this run's lock was lost",
+    RunStatus.GUARDED: "stopped by the dead-token guard: likelier a systemic fault",
+    RunStatus.FAILED: "failed",
+}
+
+
+class PublishState(enum.StrEnum):
+    """The day's message: not sent, intent recorded (maybe on the wire), or confirmed sent."""
+
+    NONE = "none"
+    INTENT = "intent"
+    SENT = "sent"
+
+
+def sql_list(values: type[enum.StrEnum]) -> str:
+    """An enum's values as a SQL list: ('a', 'b')."""
+    return "(" + ", ".join(f"'{v.value}'" for v in values) + ")"
+
+
+PENDING_PATTERN = "pending%"
+"""SQL LIKE pattern of the pending statuses (the partial index on the queue uses it)."""

@@ -1,0 +1,448 @@
+"""The SQL of runs: the day's record, its counts and publish state, topic fences, the FCM
+target the state is bound to, and the reads behind `report` and `status`.
+
+Every statement takes an open SQLAlchemy Connection; the caller decides the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from topic_sync.states import PublishState as _P
+from topic_sync.states import RunStatus as _R
+from topic_sync.store.subscriptions import Plan
+
+__all__ = [
+    "failure_rows",
+    "latest_run_rows",
+    "run_summary_rows",
+    "topics_of_failures_without_run",
+    "Fence",
+    "RunRecord",
+    "add_progress",
+    "bind_target",
+    "bound_target",
+    "claim_publish",
+    "confirm_publish",
+    "finish_run",
+    "get_run",
+    "publish_in_flight",
+    "read_fence",
+    "refresh_publish_intent",
+    "release_publish",
+    "reset_target_state",
+    "save_plan",
+    "settle_failures",
+    "start_run",
+    "take_fence",
+    "target_state_counts",
+]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    prefix: str
+    run_date: dt.date
+    topic: str
+    status: _R
+    publish_state: _P
+    message_id: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> RunRecord:
+        return cls(int(row[0]), str(row[1]), row[2], str(row[3]), _R(row[4]), _P(row[5]), row[6])
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+_RUN_COLUMNS = "id, prefix, run_date, topic, status, publish_state, message_id"
+
+
+def get_run(conn: Connection, prefix: str, day: dt.date) -> RunRecord | None:
+    row = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM runs WHERE prefix = :prefix AND run_date = :day"),
+        {"prefix": prefix, "day": day},
+    ).one_or_none()
+    return RunRecord.of(row) if row else None
+
+
+def start_run(
+    conn: Connection,
+    *,
+    prefix: str,
+    day: dt.date,
+    topic: str,
+    transport: str,
+    audience_path: str,
+) -> RunRecord:
+    """Create the day's run row, or restart it for a rerun (publish state is kept)."""
+    row = conn.execute(
+        text(
+            f"""
+            INSERT INTO runs (prefix, run_date, topic, transport, audience_path, status)
+            VALUES (:prefix, :day, :topic, :transport, :path, '{_R.SYNCING}')
+            ON CONFLICT (prefix, run_date) DO UPDATE
+            SET topic = excluded.topic, transport = excluded.transport,
+                audience_path = excluded.audience_path, status = '{_R.SYNCING}',
+                started_at = now(), finished_at = NULL, note = NULL
+            RETURNING {_RUN_COLUMNS}
+            """
+        ),
+        {
+            "prefix": prefix,
+            "day": day,
+            "topic": topic,
+            "transport": transport,
+            "path": audience_path,
+        },
+    ).one()
+    return RunRecord.of(row)
+
+
+def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
+    conn.execute(
+        text(
+            """
+            UPDATE runs SET audience_lines = :lines, audience_size = :size,
+                duplicates = :dups, skipped_invalid = :skipped,
+                to_add = :to_add, to_remove = :to_remove,
+                added = 0, removed = 0, failed = '{}', outcomes = '{}', attempts = 0,
+                retries = 0, wait_seconds = 0
+            WHERE id = :id
+            """
+        ),
+        {
+            "id": run_id,
+            "lines": plan.audience_lines,
+            "size": plan.audience_size,
+            "dups": plan.duplicates,
+            "skipped": plan.skipped_invalid,
+            "to_add": plan.to_add,
+            "to_remove": plan.to_remove,
+        },
+    )
+
+
+def add_progress(
+    conn: Connection,
+    run_id: int,
+    *,
+    added: int = 0,
+    removed: int = 0,
+    attempts: int = 0,
+    retries: int = 0,
+    wait_seconds: float = 0.0,
+    outcomes: dict[str, int] | None = None,
+) -> None:
+    """Add a batch's counts to its run, in the batch's own transaction."""
+    conn.execute(
+        text(
+            """
+            UPDATE runs SET added = added + :added, removed = removed + :removed,
+                attempts = attempts + :attempts, retries = retries + :retries,
+                wait_seconds = wait_seconds + :wait,
+                outcomes = outcomes || coalesce((
+                    SELECT jsonb_object_agg(
+                        d.key, coalesce((runs.outcomes ->> d.key)::int, 0) + d.value::int)
+                    FROM jsonb_each_text(CAST(:outcomes AS jsonb)) AS d
+                ), '{}')
+            WHERE id = :id
+            """
+        ),
+        {
+            "id": run_id,
+            "added": added,
+            "removed": removed,
+            "attempts": attempts,
+            "retries": retries,
+            "wait": wait_seconds,
+            "outcomes": json.dumps(outcomes or {}),
+        },
+    )
+
+
+def settle_failures(conn: Connection, run_id: int) -> dict[str, int]:
+    """Store and return the run's still-unresolved failures per error code."""
+    failed = conn.scalar(
+        text(
+            """
+            UPDATE runs SET failed = coalesce((
+                SELECT jsonb_object_agg(code, n) FROM (
+                    SELECT code, count(*) AS n FROM token_failures
+                    WHERE run_id = :id AND resolved_at IS NULL GROUP BY code) per_code
+            ), '{}')
+            WHERE id = :id
+            RETURNING failed
+            """
+        ),
+        {"id": run_id},
+    )
+    return dict(failed or {})
+
+
+def finish_run(conn: Connection, run_id: int, status: _R, note: str | None = None) -> None:
+    conn.execute(
+        text("UPDATE runs SET status = :status, note = :note, finished_at = now() WHERE id = :id"),
+        {"id": run_id, "status": status, "note": note},
+    )
+
+
+def claim_publish(conn: Connection, run_id: int, *, republish: bool) -> bool:
+    """Record the intent to publish before sending; only one caller can win it.
+
+    The caller checks the topic's fence in the same transaction, so the intent is only
+    ever recorded by the run that still owns the topic.
+    """
+    allowed = ("none", "intent") if republish else ("none",)
+    row = conn.execute(
+        text(
+            f"""
+            UPDATE runs
+            SET publish_state = '{_P.INTENT}', publish_intent_at = clock_timestamp(),
+                status = '{_R.PUBLISHING}'
+            WHERE id = :id AND publish_state = ANY(:allowed)
+            RETURNING id
+            """
+        ),
+        {"id": run_id, "allowed": list(allowed)},
+    ).one_or_none()
+    return row is not None
+
+
+def refresh_publish_intent(conn: Connection, run_id: int) -> None:
+    """Stamp the intent before another send attempt: it marks a publish in flight."""
+    conn.execute(
+        text(
+            "UPDATE runs SET publish_intent_at = clock_timestamp() "
+            f"WHERE id = :id AND publish_state = '{_P.INTENT}'"
+        ),
+        {"id": run_id},
+    )
+
+
+def confirm_publish(
+    conn: Connection, run_id: int, message_id: str | None, note: str | None = None
+) -> None:
+    conn.execute(
+        text(
+            f"""
+            UPDATE runs SET publish_state = '{_P.SENT}', message_id = :mid, published_at = now(),
+                status = '{_R.PUBLISHED}', finished_at = now(), note = :note
+            WHERE id = :id
+            """
+        ),
+        {"id": run_id, "mid": message_id, "note": note},
+    )
+
+
+def release_publish(conn: Connection, run_id: int, note: str) -> None:
+    """FCM said no for sure: nothing went out, so a later run may try again."""
+    conn.execute(
+        text(
+            f"UPDATE runs SET publish_state = '{_P.NONE}', status = '{_R.FAILED}', note = :note, "
+            f"finished_at = now() WHERE id = :id AND publish_state = '{_P.INTENT}'"
+        ),
+        {"id": run_id, "note": note},
+    )
+
+
+# --- fences: who last planned a topic -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fence:
+    topic: str
+    epoch: int
+    owner: str
+    run_id: int | None
+
+
+def take_fence(conn: Connection, topic: str, owner: str, run_id: int | None) -> Fence:
+    """Become the topic's planner: a new epoch, which every batch and publish will check.
+
+    The row lock this takes waits for batches in flight on the topic (they hold the fence
+    FOR SHARE until they commit), so a plan never interleaves with another's batch.
+    """
+    row = conn.execute(
+        text(
+            """
+            INSERT INTO topic_fences (topic, epoch, owner, run_id) VALUES (:topic, 1, :owner, :run)
+            ON CONFLICT (topic) DO UPDATE
+            SET epoch = topic_fences.epoch + 1, owner = excluded.owner,
+                run_id = excluded.run_id, taken_at = now()
+            RETURNING topic, epoch, owner, run_id
+            """
+        ),
+        {"topic": topic, "owner": owner, "run": run_id},
+    ).one()
+    return Fence(*row)
+
+
+def read_fence(conn: Connection, topic: str, *, lock: bool = True) -> Fence | None:
+    """The topic's fence, held FOR SHARE until the transaction ends (planners wait)."""
+    row = conn.execute(
+        text(
+            "SELECT topic, epoch, owner, run_id FROM topic_fences WHERE topic = :topic"
+            + (" FOR SHARE" if lock else "")
+        ),
+        {"topic": topic},
+    ).one_or_none()
+    return Fence(*row) if row else None
+
+
+def publish_in_flight(
+    conn: Connection, topic: str, other_than: int | None, within_seconds: float
+) -> RunRecord | None:
+    """Another run's unconfirmed publish to this topic stamped within the window, if any.
+
+    Its send may still be on the wire: the topic must not change under it.
+    """
+    row = conn.execute(
+        text(
+            f"""
+            SELECT {_RUN_COLUMNS} FROM runs
+            WHERE topic = :topic AND publish_state = '{_P.INTENT}'
+              AND id IS DISTINCT FROM :other
+              AND publish_intent_at > clock_timestamp() - make_interval(secs => :window)
+            ORDER BY publish_intent_at DESC LIMIT 1
+            """
+        ),
+        {"topic": topic, "other": other_than, "window": within_seconds},
+    ).one_or_none()
+    return RunRecord.of(row) if row else None
+
+
+# --- the FCM target the state belongs to ------------------------------------------------------
+
+
+def bound_target(conn: Connection, *, lock: bool = False) -> tuple[str, str] | None:
+    """(project id, endpoint) this database's state describes, or None if never bound."""
+    row = conn.execute(
+        text(
+            "SELECT project_id, endpoint FROM fcm_target WHERE id = 1"
+            + (" FOR SHARE" if lock else "")
+        )
+    ).one_or_none()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def bind_target(conn: Connection, project_id: str, endpoint: str) -> None:
+    """Bind (or re-bind) the state to a target."""
+    conn.execute(
+        text(
+            """
+            INSERT INTO fcm_target (id, project_id, endpoint) VALUES (1, :project, :endpoint)
+            ON CONFLICT (id) DO UPDATE
+            SET project_id = excluded.project_id, endpoint = excluded.endpoint, bound_at = now()
+            """
+        ),
+        {"project": project_id, "endpoint": endpoint},
+    )
+
+
+def target_state_counts(conn: Connection) -> dict[str, int]:
+    """What a reset of the FCM-side state would delete or clear, per kind."""
+    row = conn.execute(
+        text(
+            """
+            SELECT (SELECT count(*) FROM subscriptions),
+                   (SELECT count(*) FROM runs),
+                   (SELECT count(*) FROM token_failures),
+                   (SELECT count(*) FROM tokens WHERE invalid_at IS NOT NULL),
+                   (SELECT count(*) FROM topic_fences)
+            """
+        )
+    ).one()
+    names = ("subscriptions", "runs", "token_failures", "dead_marks", "topic_fences")
+    return dict(zip(names, (int(n) for n in row), strict=True))
+
+
+def reset_target_state(conn: Connection) -> None:
+    """Forget every fact about the old target; keep tokens and their forgotten marks
+    (an opt-out is the user's, whatever the target)."""
+    conn.execute(text("DELETE FROM token_failures"))
+    conn.execute(text("DELETE FROM subscriptions"))
+    conn.execute(text("DELETE FROM topic_fences"))
+    conn.execute(text("DELETE FROM runs"))
+    conn.execute(
+        text(
+            "UPDATE tokens SET invalid_at = NULL, invalid_reason = NULL "
+            "WHERE invalid_at IS NOT NULL"
+        )
+    )
+
+
+# --- reads behind report and status ----------------------------------------------------------
+
+_FAILURES_SQL = """
+SELECT t.token, f.op, f.code, f.reason, f.attempts, f.first_seen, f.last_seen,
+       f.run_id, r.run_date, r.prefix, f.topic, f.resolved_at IS NOT NULL AS resolved
+FROM token_failures f
+JOIN tokens t ON t.id = f.token_id
+LEFT JOIN runs r ON r.id = f.run_id
+WHERE {where}
+ORDER BY f.last_seen DESC, f.id DESC
+LIMIT :limit
+"""
+
+# Each filter is a fixed fragment with bound parameters; only the choice of fragments varies.
+_FILTER_SQL = {
+    "date": "r.run_date = :date",
+    "run_id": "f.run_id = :run_id",
+    "code": "f.code = :code",
+    "op": "f.op = :op",
+    "prefix": "(r.prefix = :prefix OR (f.run_id IS NULL AND f.topic = ANY(:prefix_topics)))",
+}
+
+
+def topics_of_failures_without_run(conn: Connection) -> list[str]:
+    """Topics of failures recorded outside a run (by a repair)."""
+    return list(
+        conn.scalars(text("SELECT DISTINCT topic FROM token_failures WHERE run_id IS NULL"))
+    )
+
+
+def failure_rows(
+    conn: Connection,
+    filters: dict[str, object],
+    *,
+    include_resolved: bool,
+    limit: int | None,
+) -> list[Any]:
+    """token_failures rows with their token and run, newest first; `filters` are ANDed
+    (date, run_id, code, op, prefix with prefix_topics)."""
+    where = [] if include_resolved else ["f.resolved_at IS NULL"]
+    where += [fragment for name, fragment in _FILTER_SQL.items() if name in filters]
+    sql = _FAILURES_SQL.format(where=" AND ".join(where) or "TRUE")
+    return list(conn.execute(text(sql), {**filters, "limit": limit}).all())
+
+
+_RUN_SELECT = f"""
+SELECT id, prefix, run_date, topic, status, audience_size, added, removed, failed, retries,
+       attempts, wait_seconds, extract(epoch FROM finished_at - started_at) AS duration,
+       publish_state = '{_P.SENT}' AS published, message_id, note, started_at
+FROM runs
+"""
+
+
+def run_summary_rows(conn: Connection, *, prefix: str | None, limit: int | None) -> list[Any]:
+    """Runs, the most recent first (by date, then start time)."""
+    where = "WHERE prefix = :prefix" if prefix is not None else ""
+    sql = f"{_RUN_SELECT} {where} ORDER BY run_date DESC, started_at DESC, id DESC LIMIT :limit"
+    return list(conn.execute(text(sql), {"prefix": prefix, "limit": limit}).all())
+
+
+def latest_run_rows(conn: Connection, *, prefix: str | None) -> list[Any]:
+    """The latest run of every prefix (or of the given one), ordered by prefix."""
+    where = "WHERE prefix = :prefix" if prefix is not None else ""
+    sql = (
+        f"SELECT DISTINCT ON (prefix) * FROM ({_RUN_SELECT} {where}) runs "
+        "ORDER BY prefix, run_date DESC, started_at DESC, id DESC"
+    )
+    return list(conn.execute(text(sql), {"prefix": prefix}).all())
