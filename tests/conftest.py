@@ -2,7 +2,8 @@
 
 PostgreSQL: TEST_DATABASE_URL (a server where we may create databases), else an
 embedded server in a temporary directory. Each test gets a fresh database
-cloned from a migrated template, which takes milliseconds.
+cloned from a migrated template, which takes milliseconds. The helpers behind these
+fixtures live in tests/support.py.
 """
 
 from __future__ import annotations
@@ -12,24 +13,22 @@ import os
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import firebase_admin
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, text
 
+from tests.support import Recorder, admin_engine, create_database, drop_database, with_database
 from topic_sync.emulator import FcmEmulator
 from topic_sync.engine.drain import Deps
-from topic_sync.fcm.client import SdkClient, make_client
+from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.sdk_bridge import initialize_app
+from topic_sync.fcm.transports import make_client
 from topic_sync.store import db
 
 TEMPLATE = f"topic_sync_template_{os.getpid()}"
-
-
-def _with_database(url: str, name: str) -> str:
-    return make_url(db.sqlalchemy_url(url)).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -48,39 +47,43 @@ def pg_server_url() -> Iterator[str]:
     server.cleanup()
 
 
-def _admin(url: str):
-    return create_engine(_with_database(url, "postgres"), isolation_level="AUTOCOMMIT", pool_size=1)
-
-
 @pytest.fixture(scope="session")
 def template_db(pg_server_url: str) -> Iterator[str]:
-    admin = _admin(pg_server_url)
+    admin = admin_engine(pg_server_url)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE}"'))
         conn.execute(text(f'CREATE DATABASE "{TEMPLATE}"'))
-    url = _with_database(pg_server_url, TEMPLATE)
-    db.upgrade(url)
-    yield TEMPLATE
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
     admin.dispose()
+    db.upgrade(with_database(pg_server_url, TEMPLATE))
+    yield TEMPLATE
+    drop_database(pg_server_url, TEMPLATE)
 
 
 @pytest.fixture
 def database_url(pg_server_url: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"ts_{uuid.uuid4().hex[:12]}"
-    admin = _admin(pg_server_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-    yield _with_database(pg_server_url, name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    name, url = create_database(pg_server_url, template_db)
+    yield url
+    drop_database(pg_server_url, name)
 
 
 @pytest.fixture
-def engine(database_url: str):
+def fresh_databases(pg_server_url: str, template_db: str) -> Iterator[Callable[[], str]]:
+    """A factory of fresh migrated databases (e.g. one per hypothesis example), dropped after."""
+    made: list[str] = []
+
+    def make() -> str:
+        name, url = create_database(pg_server_url, template_db, prefix="many")
+        made.append(name)
+        return url
+
+    yield make
+    for name in made:
+        drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
     eng = db.make_engine(database_url)
     yield eng
     eng.dispose()
@@ -93,8 +96,8 @@ def emulator() -> Iterator[FcmEmulator]:
 
 
 @pytest.fixture(params=["v1", "v1-direct", "legacy-iid"])
-def transport(request) -> str:
-    return request.param
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -111,27 +114,13 @@ def client(fcm_app: firebase_admin.App, transport: str) -> SdkClient:
     return make_client(fcm_app, transport)
 
 
-class Recorder:
-    """Collects what the engine logs and how long it asked to sleep."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.sleeps: list[float] = []
-
-    def log(self, line: str) -> None:
-        self.lines.append(line)
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
 
 
 @pytest.fixture
-def deps(engine, client: SdkClient, recorder: Recorder) -> Deps:
+def deps(engine: Engine, client: SdkClient, recorder: Recorder) -> Deps:
     return Deps(
         engine=engine,
         client=client,
@@ -148,9 +137,4 @@ def message_file(tmp_path: Path) -> Path:
         '{"notification": {"title": "Jobs for {date}", "body": "Your picks are ready"},'
         ' "data": {"kind": "jobreco", "date": "{date}"}}'
     )
-    return path
-
-
-def write_audience(path: Path, tokens) -> Path:
-    path.write_text("".join(f"{t}\n" for t in tokens))
     return path

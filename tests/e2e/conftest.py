@@ -1,11 +1,11 @@
 """Fixtures for the end-to-end tests. `database_url`, `engine`, `emulator`, `transport` and
-`message_file` come from tests/conftest.py; the helpers live in tests/e2e/support.py."""
+`message_file` come from tests/conftest.py; the helpers live in tests/support.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.e2e.support import cli_env
+from tests.support import cli_env
 from topic_sync.emulator import FcmEmulator
 
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.support import (
+from tests.support import (
     CLI_TIMEOUT,
     DAY1,
     REPO_ROOT,

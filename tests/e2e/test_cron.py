@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.e2e.support import (
+from tests.support import (
     CLI_TIMEOUT,
     DAY1,
     REPO_ROOT,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.support import describe, run_cli
+from tests.support import describe, run_cli
 
 
 def test_demo_runs_days_with_exact_recipients(tmp_path, env) -> None:

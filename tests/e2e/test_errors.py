@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.e2e.support import (
+from tests.support import (
     DAY1,
     describe,
     failures,

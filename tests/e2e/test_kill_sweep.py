@@ -21,7 +21,6 @@ import random
 import signal
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +28,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import _admin, _with_database
-from tests.e2e.support import (
+from tests.support import (
     CLI_TIMEOUT,
     DAY1,
     REPO_ROOT,
     cli_command,
     cli_env,
+    create_database,
     describe,
+    drop_database,
     make_tokens,
     publishes_to,
     run_args,
@@ -131,11 +131,7 @@ def sweep_emulator() -> Iterator[FcmEmulator]:
 @pytest.fixture(scope="module")
 def day1_template(pg_server_url: str, template_db: str, sweep_emulator, tmp_path_factory):
     """A database holding day 1 as the CLI left it, to clone per case."""
-    name = f"sweep_day1_{uuid.uuid4().hex[:8]}"
-    admin = _admin(pg_server_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-    url = _with_database(pg_server_url, name)
+    name, url = create_database(pg_server_url, template_db, prefix="sweep_day1")
     work = tmp_path_factory.mktemp("sweep")
     message = work / "message.json"
     message.write_text(json.dumps({"notification": {"title": "Jobs for {date}", "body": "x"}}))
@@ -147,30 +143,22 @@ def day1_template(pg_server_url: str, template_db: str, sweep_emulator, tmp_path
     assert done.returncode == 0, describe(done)
     assert sweep_emulator.members(TOPIC) == set(DAY1_AUDIENCE)
     yield name, message
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(pg_server_url, name)
 
 
 @pytest.fixture
 def case(pg_server_url, day1_template, sweep_emulator):
     """A fresh database at day 1, and the emulator holding exactly day 1's members."""
     template, message = day1_template
-    name = f"sweep_{uuid.uuid4().hex[:12]}"
-    admin = _admin(pg_server_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    name, url = create_database(pg_server_url, template, prefix="sweep")
     sweep_emulator.reset()
     for token in DAY1_AUDIENCE:
         sweep_emulator.subscribe_direct(token, TOPIC)
     for token in DEAD:
         sweep_emulator.unregister(token)
     sweep_emulator.set_latency(0.001)  # so a run takes long enough to be cut anywhere
-    url = _with_database(pg_server_url, name)
     yield url, message
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(pg_server_url, name)
 
 
 # --- killing ---------------------------------------------------------------------------------

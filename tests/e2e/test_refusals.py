@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
-from tests.e2e.support import (
+from tests.support import (
     DAY1,
     cli_env,
     db_snapshot,

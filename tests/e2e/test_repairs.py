@@ -7,7 +7,7 @@ import datetime as dt
 import io
 import json
 
-from tests.e2e.support import (
+from tests.support import (
     DAY1,
     describe,
     latest_publish,

@@ -8,7 +8,7 @@ import datetime as dt
 import math
 import subprocess
 
-from tests.e2e.support import (
+from tests.support import (
     CLI_TIMEOUT,
     DAY1,
     cli_command,

@@ -6,7 +6,7 @@ target, exactly as production FCM would be.
 
 from __future__ import annotations
 
-from tests.e2e.support import (
+from tests.support import (
     DAY1,
     cli_env,
     db_snapshot,

@@ -21,8 +21,9 @@ from sqlalchemy.exc import OperationalError
 
 from topic_sync.engine.drain import Deps, Progress
 from topic_sync.errors import CredentialsError, TopicSyncError
-from topic_sync.fcm.client import FcmClient, make_client
+from topic_sync.fcm.client import FcmClient
 from topic_sync.fcm.pacer import Pacer
+from topic_sync.fcm.transports import make_client
 from topic_sync.settings import Settings
 from topic_sync.store.db import check_schema, default_data_dir, embedded_url, make_engine
 

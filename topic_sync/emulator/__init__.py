@@ -17,27 +17,21 @@ Faults (per-token errors, whole-request errors, a quota, latency) are set in-pro
 a small HTTP control API under ``/emulator/`` for an emulator started in another process.
 Standard library only; one lock guards all state.
 
-This module holds ``FcmEmulator``, the one entry point; the parts are ``state`` (what FCM knows),
-``faults`` (what to inject), ``routes`` (request kinds), ``replies`` (how answers travel),
-``api`` (FCM's endpoints), ``control`` (``/emulator/``) and ``server`` (HTTP, ``serve()``).
+``core`` holds ``FcmEmulator``, the one entry point, and ``serve()``; the parts are
+``state`` (what FCM knows), ``faults`` (what to inject), ``routes`` (request kinds),
+``replies`` (how answers travel), ``api`` (FCM's endpoints), ``control`` (``/emulator/``)
+and ``server`` (HTTP).
 """
 
-from __future__ import annotations
-
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any
-
-from topic_sync.emulator.api import MAX_BATCH_TOKENS, MAX_MESSAGE_BYTES, FcmApi
-from topic_sync.emulator.control import PREFIX as _CONTROL_PREFIX
-from topic_sync.emulator.control import handle_control
-from topic_sync.emulator.faults import Faults
-from topic_sync.emulator.replies import REASON_WIRE, Reply
-from topic_sync.emulator.server import EmulatorServer, serve
-from topic_sync.emulator.state import FcmState, Publish
-from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN
+from topic_sync.emulator.core import (
+    MAX_BATCH_TOKENS,
+    MAX_MESSAGE_BYTES,
+    MAX_TOPICS_PER_TOKEN,
+    REASON_WIRE,
+    FcmEmulator,
+    Publish,
+    serve,
+)
 
 __all__ = [
     "MAX_BATCH_TOKENS",
@@ -48,206 +42,3 @@ __all__ = [
     "Publish",
     "serve",
 ]
-
-
-class FcmEmulator:
-    """In-memory FCM with real per-token subscription state and injectable faults."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
-        self._lock = threading.Lock()  # guards _state and _faults, here and in _api
-        self._state = FcmState()
-        self._faults = Faults()
-        self._api = FcmApi(self._lock, self._state, self._faults)
-        self._server: EmulatorServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-
-    def start(self) -> FcmEmulator:
-        """Listen and serve in a daemon thread; returns self so it can be chained."""
-        if self._server is not None:
-            return self
-        server = EmulatorServer((self._host, self._port), self._handle)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"fcm-emulator-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and drop open keep-alive connections so clients notice at once."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FcmEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is not None:
-            return int(self._server.server_address[1])
-        return self._port
-
-    @property
-    def host_port(self) -> str:
-        """``host:port`` as clients should dial it (the FCM_EMULATOR_HOST value)."""
-        host = self._host if self._host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host_port}"
-
-    # ----------------------------------------------------------------- faults
-
-    def inject_token_error(
-        self, token: str, reason: str, op: str = "both", times: int | None = None
-    ) -> None:
-        """Make ``op`` on ``token`` fail with raw reason ``reason``.
-
-        ``times=None`` fails until cleared; ``times=N`` fails the next N attempts (the SDK's
-        own retries on 500/503 count as attempts). The newest injection wins.
-        """
-        with self._lock:
-            self._faults.inject_token_error(token, reason, op, times)
-
-    def inject_request_errors(
-        self,
-        status: int,
-        *,
-        count: int | None = None,
-        rate: float | None = None,
-        retry_after: float | None = None,
-        seed: int = 0,
-        kinds: Iterable[str] | None = None,
-        served: bool = False,
-    ) -> None:
-        """Fail whole FCM requests with ``status`` (without FCM's error details).
-
-        ``rate`` picks a fraction of requests with a seeded RNG (deterministic for a given
-        request order); ``count`` caps how many fail in all. With neither, every request fails
-        until cleared. ``retry_after`` adds a ``Retry-After`` header (whole seconds).
-        ``kinds`` limits the fault to those requests (``send``, ``subscribe``,
-        ``batchRemove``, ...). ``served`` serves the request first and answers the error
-        after, as a front end that timed out on a request FCM carried out.
-        """
-        with self._lock:
-            self._faults.inject_request_errors(
-                status,
-                count=count,
-                rate=rate,
-                retry_after=retry_after,
-                seed=seed,
-                kinds=kinds,
-                served=served,
-            )
-
-    def add_trap(
-        self, kind: str, nth: int, action: Callable[[], object], *, after: bool = False
-    ) -> None:
-        """Call ``action`` (e.g. kill the client) when the ``nth`` request of ``kind`` from now
-        arrives: before serving it (it never takes effect) or after (it took effect, but its
-        answer goes to whoever is still listening). For deterministic crash tests."""
-        with self._lock:
-            self._faults.add_trap(kind, nth, action, after)
-
-    def set_quota(self, requests_per_second: float | None) -> None:
-        """Rate-limit topic management (v1 request = 1, legacy batch = its token count)."""
-        with self._lock:
-            self._faults.set_quota(requests_per_second)
-
-    def set_latency(self, seconds: float) -> None:
-        """Sleep this long in every FCM request (outside the lock, so requests overlap)."""
-        with self._lock:
-            self._faults.set_latency(seconds)
-
-    def unregister(self, token: str) -> None:
-        """Kill a token: FCM forgets its subscriptions and answers NOT_FOUND from now on."""
-        with self._lock:
-            self._state.unregister(token)
-
-    def clear_faults(self) -> None:
-        """Drop token/request faults, quota and latency; unregistered tokens stay dead."""
-        with self._lock:
-            self._faults.clear()
-
-    def reset(self) -> None:
-        """Forget everything: subscriptions, unregistered tokens, faults, records, stats."""
-        with self._lock:
-            self._state.clear()
-            self._faults.clear()
-
-    def _clear_request_errors(self) -> None:
-        """Disarm whole-request errors only (the control API's ``"request_errors": null``)."""
-        with self._lock:
-            self._faults.clear_request_errors()
-
-    # ----------------------------------------------------------------- inspection
-
-    def members(self, topic: str) -> set[str]:
-        with self._lock:
-            return set(self._state.members.get(topic, ()))
-
-    def topics_of(self, token: str) -> set[str]:
-        with self._lock:
-            return set(self._state.subs.get(token, ()))
-
-    @property
-    def publishes(self) -> list[Publish]:
-        with self._lock:
-            return list(self._state.publishes)
-
-    @property
-    def validations(self) -> list[Publish]:
-        """validate_only sends, kept apart so they can never be mistaken for a publish."""
-        with self._lock:
-            return list(self._state.validations)
-
-    @property
-    def stats(self) -> Counter[tuple[str, int]]:
-        """Requests served, keyed by (kind, HTTP status)."""
-        with self._lock:
-            return Counter(self._state.stats)
-
-    def subscribe_direct(self, token: str, topic: str) -> None:
-        """Subscribe behind the client's back (no checks, no faults, no quota)."""
-        with self._lock:
-            if not self._state.is_subscribed(token, topic):
-                self._state.add(token, topic, time.time())
-
-    def unsubscribe_direct(self, token: str, topic: str) -> None:
-        """Unsubscribe behind the client's back."""
-        with self._lock:
-            self._state.remove(token, topic)
-
-    def state(self) -> dict[str, Any]:
-        """A JSON-ready snapshot, as served by ``GET /emulator/state``."""
-        with self._lock:
-            return self._state.snapshot()
-
-    # ----------------------------------------------------------------- HTTP
-
-    def _handle(self, method: str, target: str, body: bytes) -> Reply:
-        """Answer one HTTP request: the control API, or FCM's own."""
-        path, _, query = target.partition("?")
-        if path.startswith(_CONTROL_PREFIX):
-            return handle_control(self, method, path, body)
-        return self._api.handle(method, path, query, body)

@@ -13,18 +13,45 @@ never faulted, delayed or counted in stats.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from topic_sync.emulator.replies import Reply, dumps
 
-if TYPE_CHECKING:
-    from topic_sync.emulator import FcmEmulator
-
 PREFIX = "/emulator/"
 
 
-def handle_control(emulator: FcmEmulator, method: str, path: str, body: bytes) -> Reply:
+class Controlled(Protocol):
+    """What the control API drives: the FcmEmulator methods of the same meaning."""
+
+    def state(self) -> dict[str, Any]: ...
+    def members(self, topic: str) -> set[str]: ...
+    def reset(self) -> None: ...
+    def clear_faults(self) -> None: ...
+    def _clear_request_errors(self) -> None: ...
+    def inject_token_error(
+        self, token: str, reason: str, op: str = ..., times: int | None = ...
+    ) -> None: ...
+    def inject_request_errors(
+        self,
+        status: int,
+        *,
+        count: int | None = ...,
+        rate: float | None = ...,
+        retry_after: float | None = ...,
+        seed: int = ...,
+        kinds: Iterable[str] | None = ...,
+        served: bool = ...,
+    ) -> None: ...
+    def set_quota(self, requests_per_second: float | None) -> None: ...
+    def set_latency(self, seconds: float) -> None: ...
+    def unregister(self, token: str) -> None: ...
+    def subscribe_direct(self, token: str, topic: str) -> None: ...
+    def unsubscribe_direct(self, token: str, topic: str) -> None: ...
+
+
+def handle_control(emulator: Controlled, method: str, path: str, body: bytes) -> Reply:
     """Answer one control request; a bad body is a 400 naming the problem."""
     try:
         if method == "GET" and path == "/emulator/state":
@@ -51,7 +78,7 @@ def handle_control(emulator: FcmEmulator, method: str, path: str, body: bytes) -
     return Reply(404, dumps({"error": f"no control endpoint {method} {path}"}))
 
 
-def _apply_faults(emulator: FcmEmulator, spec: dict[str, Any]) -> None:
+def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
     """Apply a ``POST /emulator/faults`` body; a key present with null clears that fault.
 
     ``{"token_errors": [{"token", "reason", "op"?, "times"?}], "request_errors": {"status",
@@ -86,7 +113,7 @@ def _apply_faults(emulator: FcmEmulator, spec: dict[str, Any]) -> None:
         emulator.unregister(token)
 
 
-def _apply_direct(emulator: FcmEmulator, spec: dict[str, Any]) -> None:
+def _apply_direct(emulator: Controlled, spec: dict[str, Any]) -> None:
     """``{"subscribe": [{"token","topic"}], "unsubscribe": [...]}`` behind clients' backs."""
     for item in spec.get("subscribe") or ():
         emulator.subscribe_direct(item["token"], item["topic"])

@@ -1,4 +1,4 @@
-"""HTTP for the emulator: a threaded HTTP/1.1 keep-alive server, and ``serve()``.
+"""HTTP for the emulator: a threaded HTTP/1.1 keep-alive server.
 
 Why it exists: the emulator is exercised over real HTTP by real clients (firebase-admin opens
 up to 100 keep-alive connections at once), so socket concerns live here and only here: a deep
@@ -10,18 +10,14 @@ bytes; what to answer is decided by the callable it is given.
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import socketserver
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from topic_sync.emulator.replies import Reply, error_reply
-
-if TYPE_CHECKING:
-    from topic_sync.emulator import FcmEmulator
 
 Answer = Callable[[str, str, bytes], Reply]
 """(HTTP method, request target with its query string, body) -> the reply."""
@@ -124,37 +120,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = _serve
-
-
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 9099,
-    ready: Callable[[FcmEmulator], object] | threading.Event | None = None,
-) -> None:
-    """Run an emulator in the foreground until SIGTERM, SIGINT or KeyboardInterrupt.
-
-    ``ready`` is called with the started emulator (or set, if it is an Event), e.g. so a
-    caller using port 0 can learn the port.
-    """
-    # Imported here: the package's FcmEmulator starts an EmulatorServer from this module.
-    from topic_sync.emulator import FcmEmulator
-
-    stop = threading.Event()
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda *_: stop.set())
-    emulator = FcmEmulator(host, port).start()
-    try:
-        if isinstance(ready, threading.Event):
-            ready.set()
-        elif ready is not None:
-            ready(emulator)
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -19,8 +19,9 @@ from topic_sync import store
 from topic_sync.engine.drain import DeadGuard, Deps, SyncCounts, Work, process_owner, take_fence
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
-from topic_sync.fcm.client import MAX_TOKENS_PER_CALL, ListError
+from topic_sync.fcm.client import ListError
 from topic_sync.fcm.error_table import Op
+from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.pool import prefix_of
 from topic_sync.settings import DEFAULTS
 from topic_sync.store.db import advisory_lock

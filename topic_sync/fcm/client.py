@@ -25,14 +25,10 @@ from topic_sync.errors import CredentialsError, TopicSyncError
 from topic_sync.fcm.sdk_bridge import (
     list_topic_subscriptions,
     mounted_adapter,
-    registration_segment,
     retry_after,
 )
 from topic_sync.fcm.target import FcmTarget
-
-MAX_TOKENS_PER_CALL = 1000  # one SDK call, one legacy batch: FCM's limit
-TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
-DIRECT_WORKERS = 64  # requests in flight per direct v1 batch
+from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 
 CREDENTIALS_HELP = (
     "FCM rejected topic-sync's credentials ({reason}). Check that "
@@ -179,7 +175,7 @@ def _answer_has_details(response: requests.Response | None) -> bool:
         return False
 
 
-def _check_batch(tokens: Sequence[str]) -> list[str]:
+def check_batch(tokens: Sequence[str]) -> list[str]:
     tokens = list(tokens)
     if not 0 < len(tokens) <= MAX_TOKENS_PER_CALL:
         raise ValueError(f"a batch holds 1 to {MAX_TOKENS_PER_CALL} tokens, not {len(tokens)}")
@@ -212,7 +208,7 @@ class SdkClient:
         return self._manage(tokens, topic, subscribe=False)
 
     def _manage(self, tokens: Sequence[str], topic: str, *, subscribe: bool) -> BatchResult:
-        batch = _check_batch(tokens)
+        batch = check_batch(tokens)
         if self.transport == "v1":
             call = messaging.subscribe_to_topic if subscribe else messaging.unsubscribe_from_topic
             # v1 never raises for HTTP errors: every failure arrives per token, reduced by the
@@ -276,103 +272,3 @@ class SdkClient:
                 retryable=refused and status in RETRYABLE_PUBLISH_STATUSES,
                 retry_after=_retry_after(error),
             ) from error
-
-
-class DirectV1Client(SdkClient):
-    """The v1 topic subscription API without firebase-admin's per-request cost.
-
-    firebase-admin sends a 1000-token call as 1000 `requests` calls over up to 100
-    threads, about 0.7 ms of client CPU per token: one process tops out near half of
-    FCM's 3,000/s quota. This path sends the very same requests (method, path, query,
-    body, headers, credential) over a lean keep-alive pool, paced by the same pacer,
-    and reads errors with the SDK's own parser. Publishing and listing still go
-    through the SDK.
-    """
-
-    def __init__(self, app: firebase_admin.App, workers: int = DIRECT_WORKERS) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        import urllib3
-
-        from topic_sync.fcm.sdk_bridge import FCM_HOST, DirectAuth
-
-        super().__init__(app, "v1")
-        self.transport = "v1-direct"
-        adapter = mounted_adapter(app)
-        self._base = adapter.target or FCM_HOST
-        self._pacer = adapter.pacer
-        self._auth = DirectAuth(app)
-        self._http = urllib3.PoolManager(maxsize=workers, block=True, retries=False)
-        # One pool of senders for the client's life, shared by concurrent batches: as many
-        # threads as connections, so the in-flight cap is the same either way.
-        self._senders = ThreadPoolExecutor(workers, thread_name_prefix="fcm-direct")
-        self._root = f"/v1/projects/{app.project_id}/registrations"
-
-    def _manage(self, tokens: Sequence[str], topic: str, *, subscribe: bool) -> BatchResult:
-        from urllib.parse import quote
-
-        batch = _check_batch(tokens)
-        encoded_topic = quote(topic, safe="")
-        headers = self._auth.headers()
-
-        def one(token: str) -> tuple[str | None, bool]:
-            path = f"{self._base}{self._root}/{registration_segment(token)}/topicSubscriptions"
-            if subscribe:
-                method, url, body = "POST", f"{path}?topic_name={encoded_topic}", b"{}"
-            else:
-                method, url, body = "DELETE", f"{path}/{encoded_topic}?allow_missing=true", None
-            answer = self._send(method, url, body, headers, subscribe=subscribe)
-            if answer[0] == "UNAUTHENTICATED":
-                # The token may have expired early: refresh once and try again, as
-                # google-auth's session does for the SDK's own requests.
-                self._auth.expire()
-                answer = self._send(method, url, body, self._auth.headers(), subscribe=subscribe)
-            return answer
-
-        answers = list(self._senders.map(one, batch))
-        return BatchResult(tuple(a[0] for a in answers), tuple(a[1] for a in answers))
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        *,
-        subscribe: bool,
-    ) -> tuple[str | None, bool]:
-        """(raw reason or None, whether the answer is about the token)."""
-        import json
-
-        import urllib3
-
-        from topic_sync.fcm.sdk_bridge import has_fcm_details, topic_error_code
-
-        if self._pacer is not None:
-            self._pacer.acquire(1)
-        try:
-            response = self._http.request(method, url, body=body, headers=headers)
-        except urllib3.exceptions.HTTPError:
-            return "UNKNOWN_ERROR", False  # as the SDK reports a request that got no answer
-        if self._pacer is not None:
-            self._pacer.observe(response.status, retry_after(response.headers))
-        if response.status < 300 or (subscribe and response.status == 409):
-            return None, True
-        try:
-            parsed = json.loads(response.data or b"{}")
-        except ValueError:
-            parsed = {}
-        parsed = parsed if isinstance(parsed, dict) else {}
-        error = parsed.get("error")
-        if subscribe and isinstance(error, dict) and error.get("status") == "ALREADY_EXISTS":
-            return None, True
-        return topic_error_code(parsed, response.status), has_fcm_details(parsed)
-
-
-def make_client(app: firebase_admin.App, transport: str) -> SdkClient:
-    """The client for a transport name (see TRANSPORTS)."""
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown transport {transport!r}; choose from {', '.join(TRANSPORTS)}")
-    if transport == "v1-direct":
-        return DirectV1Client(app)
-    return SdkClient(app, transport)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import write_audience
 from topic_sync.cli import cli
 from topic_sync.errors import BadInput, InputFileError
 from topic_sync.inputs.config import load_config, mask_url, parse_duration
@@ -138,34 +137,3 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path) -> None:
     assert shown["propagation_delay"] == {"value": 5.0, "source": "default"}
     assert shown["database_url"]["value"] == "postgresql://u:***@db/x"
     assert "secret" not in json.dumps(shown)
-
-
-def test_a_config_file_alone_drives_a_run(tmp_path, database_url, emulator, message_file) -> None:
-    day = dt.date(2026, 11, 22)
-    tokens = [f"cfg:{i}" for i in range(40)]
-    write_audience(tmp_path / f"{day}.csv", ["token", *tokens])
-    config = write(
-        tmp_path,
-        f"""
-database_url = "{database_url}"
-emulator_host = "{emulator.host_port}"
-mode = "live"
-[defaults]
-propagation_delay = 0
-retry_min_wait = 0
-retry_max_wait = 0
-[campaigns.jobreco]
-topic_prefix = "cfg"
-pool_size = 3
-message = "{message_file}"
-audience = "{{date}}.csv"
-""",
-    )
-    result = CliRunner().invoke(
-        cli, ["run", "--config", str(config), "--date", day.isoformat(), "--json"], env={}
-    )
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["status"] == "published" and summary["added"] == 40
-    assert emulator.publishes[-1].recipients == frozenset(tokens)
-    assert emulator.publishes[-1].topic == f"cfg-{day.toordinal() % 3}"

@@ -1,5 +1,6 @@
-"""End-to-end helpers: the real `topic-sync` CLI in a subprocess, against PostgreSQL and the
-in-process FCM emulator, plus snapshots of both sides to prove what a run changed (or not)."""
+"""Helpers the tests share, in one place: databases cloned from a migrated template, audience
+files, a recorder for the engine's log and sleeps, and for end-to-end tests the real
+`topic-sync` CLI in a subprocess plus snapshots of both sides to prove what a run changed."""
 
 from __future__ import annotations
 
@@ -8,22 +9,78 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from topic_sync.emulator import FcmEmulator, Publish
+from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.run import RunOptions
 from topic_sync.pool import topic_for
+from topic_sync.store import db
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "demo-e2e"
 CLI_TIMEOUT = 120.0
 # Nothing in an end-to-end run may sleep: no propagation wait, no retry backoff.
 FAST = ("--propagation-delay", "0", "--retry-min-wait", "0", "--retry-max-wait", "0")
 TABLES = ("tokens", "subscriptions", "runs", "token_failures")
 DAY1 = dt.date(2026, 11, 20)
+
+
+# --- databases --------------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    """The URL of another database on the same server."""
+    return make_url(db.sqlalchemy_url(url)).set(database=name).render_as_string(hide_password=False)
+
+
+def admin_engine(url: str) -> Engine:
+    """An autocommit engine on the server's `postgres` database, to create and drop databases."""
+    return create_engine(with_database(url, "postgres"), isolation_level="AUTOCOMMIT", pool_size=1)
+
+
+def create_database(server_url: str, template: str, prefix: str = "ts") -> tuple[str, str]:
+    """A fresh database cloned from `template` (milliseconds); returns (name, URL)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = admin_engine(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    admin.dispose()
+    return name, with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    admin = admin_engine(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# --- files and recorders ----------------------------------------------------------------------
+
+
+def write_audience(path: Path, tokens: Iterable[str]) -> Path:
+    path.write_text("".join(f"{t}\n" for t in tokens))
+    return path
+
+
+class Recorder:
+    """Collects what the engine logs and how long it asked to sleep."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.sleeps: list[float] = []
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
 
 
 def cli_env(database_url: str, emulator: FcmEmulator, **extra: str) -> dict[str, str]:
@@ -204,3 +261,46 @@ def failures(engine: Engine) -> list[dict[str, Any]]:
 def execute(engine: Engine, sql: str, **params: Any) -> int:
     with engine.begin() as conn:
         return conn.execute(text(sql), params).rowcount
+
+
+# --- in-process runs of the engine --------------------------------------------------------------
+
+DAY = dt.date(2026, 11, 22)  # the in-process engine tests' day
+PREFIX = "jobreco"
+POOL = 2
+
+
+def toks(start: int, stop: int) -> list[str]:
+    return [f"tok:{i:05d}" for i in range(start, stop)]
+
+
+def opts(
+    tmp_path: Path, message_file: Path, tokens: Sequence[str], day: dt.date = DAY, **kw: Any
+) -> RunOptions:
+    audience = write_audience(tmp_path / f"audience-{day}-{len(tokens)}.txt", tokens)
+    base = dict(
+        day=day,
+        prefix=PREFIX,
+        pool_size=POOL,
+        audience_path=audience,
+        message_path=message_file,
+        live=True,
+        propagation_delay=0,
+        retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=2),
+    )
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def last_recipients(emulator: FcmEmulator, topic: str) -> frozenset[str]:
+    sent = [p for p in emulator.publishes if p.topic == topic]
+    assert sent, f"nothing published to {topic}"
+    return sent[-1].recipients
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        return {
+            table: conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2")).all()
+            for table in ("tokens", "subscriptions", "runs", "token_failures")
+        }

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from topic_sync.errors import Locked
+from topic_sync.states import Op, PublishState, RunStatus, SubscriptionStatus
 from topic_sync.store import db
 from topic_sync.store.models import Base
 
@@ -55,3 +58,27 @@ def test_migrations_downgrade_and_upgrade_again(database_url, engine) -> None:
         assert conn.scalar(text("SELECT to_regclass('runs')")) is None
     command.upgrade(cfg, "head")
     db.check_schema(engine)
+
+
+@pytest.mark.parametrize(
+    ("table", "constraint", "states"),
+    [
+        ("subscriptions", "ck_subscriptions_status_known", SubscriptionStatus),
+        ("runs", "ck_runs_status_known", RunStatus),
+        ("runs", "ck_runs_publish_state_known", PublishState),
+        ("token_failures", "ck_token_failures_op_known", Op),
+    ],
+)
+def test_the_database_checks_exactly_the_states_the_code_knows(engine, table, constraint, states):
+    # The migrations are history and spell their values out; the enums are the code's truth.
+    # A state added to an enum without a migration fails here.
+    with engine.connect() as conn:
+        definition = conn.scalar(
+            text(
+                "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c "
+                "JOIN pg_class t ON t.oid = c.conrelid WHERE t.relname = :t AND c.conname = :c"
+            ),
+            {"t": table, "c": constraint},
+        )
+    assert definition, f"{table} has no constraint {constraint}"
+    assert set(re.findall(r"'([a-z_]+)'::text", definition)) == {s.value for s in states}

@@ -21,15 +21,15 @@ from firebase_admin import messaging
 from topic_sync.emulator import REASON_WIRE, FcmEmulator
 from topic_sync.errors import CredentialsError, ExitCode
 from topic_sync.fcm.client import (
-    MAX_TOKENS_PER_CALL,
     BatchResult,
     ListError,
     PublishError,
     SdkClient,
-    make_client,
 )
 from topic_sync.fcm.error_table import all_reasons
 from topic_sync.fcm.sdk_bridge import initialize_app, messaging_service
+from topic_sync.fcm.transports import make_client
+from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 
 PROJECT = "demo-test"  # the project id the fcm_app fixture uses
 TOPIC = "jobreco-3"

@@ -12,7 +12,7 @@ from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import text
 
-from tests.conftest import write_audience
+from tests.support import write_audience
 from topic_sync.app import scheduler as sched
 from topic_sync.inputs.config import load_config
 from topic_sync.pool import topic_for

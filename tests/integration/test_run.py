@@ -4,55 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import write_audience
+from tests.support import (
+    DAY,
+    POOL,
+    PREFIX,
+    last_recipients,
+    opts,
+    snapshot,
+    toks,
+)
 from topic_sync.engine.retry import RetryPolicy
-from topic_sync.engine.run import RunOptions, run_day
+from topic_sync.engine.run import run_day
 from topic_sync.errors import CredentialsError, InputFileError, PublishWithheld, Refused
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
 from topic_sync.pool import topic_for
-
-DAY = dt.date(2026, 11, 22)
-PREFIX = "jobreco"
-POOL = 2
-
-
-def toks(start: int, stop: int) -> list[str]:
-    return [f"tok:{i:05d}" for i in range(start, stop)]
-
-
-def opts(tmp_path: Path, message_file: Path, tokens, day: dt.date = DAY, **kw) -> RunOptions:
-    audience = write_audience(tmp_path / f"audience-{day}-{len(tokens)}.txt", tokens)
-    base = dict(
-        day=day,
-        prefix=PREFIX,
-        pool_size=POOL,
-        audience_path=audience,
-        message_path=message_file,
-        live=True,
-        propagation_delay=0,
-        retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=2),
-    )
-    base.update(kw)
-    return RunOptions(**base)
-
-
-def last_recipients(emulator, topic: str) -> frozenset[str]:
-    sent = [p for p in emulator.publishes if p.topic == topic]
-    assert sent, f"nothing published to {topic}"
-    return sent[-1].recipients
-
-
-def snapshot(engine) -> dict:
-    with engine.connect() as conn:
-        return {
-            table: conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2")).all()
-            for table in ("tokens", "subscriptions", "runs", "token_failures")
-        }
 
 
 def test_three_days_with_churn_reach_exactly_each_audience(
@@ -320,9 +289,9 @@ def paced(emulator, engine, transport, recorder):
     import firebase_admin
 
     from topic_sync.engine.drain import Deps
-    from topic_sync.fcm.client import make_client
     from topic_sync.fcm.pacer import Pacer
     from topic_sync.fcm.sdk_bridge import initialize_app
+    from topic_sync.fcm.transports import make_client
 
     pacer = Pacer(4000.0)  # above the emulator quota set below: 429s will come
     app = initialize_app(

@@ -672,11 +672,15 @@ def test_serve_runs_until_sigterm():
         "from topic_sync.emulator import serve\n"
         "serve(port=0, ready=lambda e: print(e.port, flush=True))\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True
-    )
+    ) as proc:
+        _serve_until_sigterm(proc)
+
+
+def _serve_until_sigterm(proc: subprocess.Popen[str]) -> None:
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())

@@ -13,7 +13,7 @@ import re
 import pytest
 from sqlalchemy import text
 
-from tests.test_sync import DAY, POOL, PREFIX, opts
+from tests.support import DAY, POOL, PREFIX, opts
 from topic_sync.app.report import (
     FAILURE_FIELDS,
     RUN_FIELDS,

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
-from tests.test_sync import DAY, POOL, PREFIX, last_recipients, opts, snapshot, toks
+from tests.support import DAY, POOL, PREFIX, last_recipients, opts, snapshot, toks
 from topic_sync.engine.reconcile import ReconcileOptions, forget, prefix_of, reconcile
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day

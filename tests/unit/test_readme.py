@@ -11,7 +11,7 @@ from topic_sync.cli import cli
 from topic_sync.errors import ExitCode
 from topic_sync.fcm.error_table import markdown_table
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
@@ -82,3 +82,16 @@ def test_every_test_the_guarantees_section_names_exists() -> None:
                 assert f"def {name}(" in current.read_text(), f"{current.name} has no {name}"
                 named += 1
     assert named >= 15
+
+
+def test_project_layout_lists_every_module_and_only_those() -> None:
+    block = re.search(r"<!-- layout:start -->\n(.*?)\n<!-- layout:end -->", README, re.S)
+    assert block, "README lacks the layout markers"
+    listed = set(re.findall(r"^\| `(topic_sync/[\w/]+\.py)` \| \S", block.group(1), re.M))
+    modules = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "topic_sync").rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert modules - listed == set(), "modules missing from README's layout"
+    assert listed - modules == set(), "README's layout lists modules that do not exist"

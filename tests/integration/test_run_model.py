@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import text
 
-from tests.conftest import _admin, _with_database, write_audience
+from tests.support import write_audience
 from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
@@ -151,26 +150,6 @@ token_faults = st.dictionaries(
 )
 batch_faults = st.lists(st.tuples(st.sampled_from(WHOLE_REASONS), st.booleans()), max_size=2)
 crashes = st.none() | st.tuples(st.integers(1, 10), st.booleans())
-
-
-@pytest.fixture
-def fresh_databases(pg_server_url, template_db):
-    """A factory of fresh migrated databases (one per hypothesis example), dropped after."""
-    admin = _admin(pg_server_url)
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"model_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-        made.append(name)
-        return _with_database(pg_server_url, name)
-
-    yield make
-    with admin.connect() as conn:
-        for name in made:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_path: Path):
