@@ -17,7 +17,8 @@ if config.config_file_name is not None:
 
 
 def _url() -> str:
-    from topic_sync.store.db import default_data_dir, embedded_url, sqlalchemy_url
+    from topic_sync.store.db import embedded_url, sqlalchemy_url
+    from topic_sync.store.embedded import default_base
 
     url = config.get_main_option("sqlalchemy.url")
     if url:
@@ -25,7 +26,7 @@ def _url() -> str:
     env_url = os.environ.get("DATABASE_URL")
     if env_url:
         return sqlalchemy_url(env_url)
-    return sqlalchemy_url(embedded_url(default_data_dir(os.environ) / "pgdata"))
+    return sqlalchemy_url(embedded_url(default_base(os.environ, os.geteuid())))
 
 
 def _ours(name, type_, parent_names) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import tempfile
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.sdk_bridge import initialize_app
 from topic_sync.fcm.transports import make_client
 from topic_sync.store import db
+from topic_sync.store.embedded import EmbeddedServer
 
 TEMPLATE = f"topic_sync_template_{os.getpid()}"
 
@@ -37,14 +38,16 @@ def pg_server_url() -> Iterator[str]:
     if given:
         yield given
         return
-    import pgserver
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = Path(tempfile.mkdtemp(prefix="topic-sync-test-pg-"))
-        server = pgserver.get_server(data, cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
+    # The project's own embedded server, in a folder of this session's. Its parent must be
+    # reachable by the server's user when the tests run as root (see store.embedded).
+    parent = Path(tempfile.mkdtemp(prefix="topic-sync-test-pg-"))
+    parent.chmod(0o755)
+    server = EmbeddedServer(parent / "pg")
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

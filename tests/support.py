@@ -25,8 +25,17 @@ from topic_sync.store import db
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "demo-e2e"
 CLI_TIMEOUT = 120.0
-# Nothing in an end-to-end run may sleep: no propagation wait, no retry backoff.
-FAST = ("--propagation-delay", "0", "--retry-min-wait", "0", "--retry-max-wait", "0")
+# Nothing in an end-to-end run may sleep: no propagation wait, no retry backoff. The tests'
+# dates are fixed (so their topics are), hence --backfill for dates far from today.
+FAST = (
+    "--propagation-delay",
+    "0",
+    "--retry-min-wait",
+    "0",
+    "--retry-max-wait",
+    "0",
+    "--backfill",
+)
 TABLES = ("tokens", "subscriptions", "runs", "token_failures")
 DAY1 = dt.date(2026, 11, 20)
 

@@ -38,6 +38,7 @@ from tests.support import (
     write_lines,
 )
 from topic_sync.emulator import FcmEmulator
+from topic_sync.inputs.audience import shorten
 from topic_sync.store import db
 
 CRON_DIR = REPO_ROOT / "cron"
@@ -296,7 +297,7 @@ def test_withheld_exit_code_4_passes_through_on_a_reused_topic(
 
     assert withheld.returncode == 4, explain(withheld)
     assert json_summary(withheld)["kind"] == "withheld"
-    assert any(stuck in t for t in texts(withheld))
+    assert any(shorten(stuck) in t for t in texts(withheld))
     assert last_line(withheld).endswith("exited 4 (withheld: not published)")
     assert len(emulator.publishes) == 1
     assert subscriptions(engine, topic(PREFIX, 1, day2))[stuck] == "pending_unsubscribe"

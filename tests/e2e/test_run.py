@@ -259,6 +259,7 @@ def test_options_from_environment_variables(env, emulator, engine, tmp_path, mes
         TOPIC_SYNC_TRANSPORT="legacy-iid",
         TOPIC_SYNC_PROPAGATION_DELAY="0",
         TOPIC_SYNC_JSON="1",
+        TOPIC_SYNC_BACKFILL="1",  # a fixed test date, far from today
     )
     day_topic = topic("envreco", 3, day)
     assert day_topic != topic("envreco", 7, day), "the pool size must matter for this test"

@@ -40,7 +40,9 @@ audience = "{{date}}.csv"
 """,
     )
     result = CliRunner().invoke(
-        cli, ["run", "--config", str(config), "--date", day.isoformat(), "--json"], env={}
+        cli,
+        ["run", "--config", str(config), "--date", day.isoformat(), "--backfill", "--json"],
+        env={},
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -698,3 +698,41 @@ def _serve_until_sigterm(proc: subprocess.Popen[str]) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.5.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("example.org", False),
+    ],
+)
+def test_is_loopback(host, loopback):
+    from topic_sync.emulator import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_the_cli_warns_when_the_emulator_listens_beyond_this_machine():
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [sys.executable, "-m", "topic_sync.cli", "emulator", "--host", "0.0.0.0"]
+    with subprocess.Popen(
+        [*command, "--port", "0"], stderr=subprocess.PIPE, env=env, text=True
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()
+            assert first.startswith("WARNING: binding the emulator to 0.0.0.0")
+            assert "FCM emulator listening on" in proc.stderr.readline()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -93,9 +93,9 @@ def test_full_is_resumable_after_a_kill(tmp_path, message_file, deps, emulator) 
         transport = inner.transport
         target = inner.target
 
-        def subscribe(self, tokens, t):
+        def subscribe(self, tokens, t, **kw):
             calls.append(t)
-            result = inner.subscribe(tokens, t)
+            result = inner.subscribe(tokens, t, **kw)
             if len(calls) == 1:
                 raise SystemExit("killed")
             return result

@@ -21,6 +21,7 @@ from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
 from topic_sync.errors import CredentialsError, InputFileError, PublishWithheld, Refused
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
+from topic_sync.inputs.audience import shorten
 from topic_sync.pool import topic_for
 
 
@@ -106,8 +107,11 @@ def test_unsubscribe_error_outcomes(tmp_path, message_file, deps, emulator, reas
         assert invalid == (rule.code if rule.marks_invalid else None)
         assert len(emulator.publishes) == 2
     else:
-        with pytest.raises(PublishWithheld, match=leaving):
+        with pytest.raises(PublishWithheld) as withheld:
             run_day(options, deps)
+        # Named, shortened: the message ends up in cron mail and journals.
+        assert shorten(leaving) in withheld.value.message
+        assert leaving not in withheld.value.message
         status, code, _, attempts = token_row(deps.engine, leaving, topic)
         assert status == "pending_unsubscribe" and code == rule.code and attempts == 3
         assert len(emulator.publishes) == 1  # nothing went to a topic still holding it
@@ -257,13 +261,13 @@ def test_removals_run_before_additions(tmp_path, message_file, deps, emulator) -
         transport = inner.transport
         target = inner.target
 
-        def subscribe(self, tokens, topic):
+        def subscribe(self, tokens, topic, **kw):
             order.append("subscribe")
-            return inner.subscribe(tokens, topic)
+            return inner.subscribe(tokens, topic, **kw)
 
-        def unsubscribe(self, tokens, topic):
+        def unsubscribe(self, tokens, topic, **kw):
             order.append("unsubscribe")
-            return inner.unsubscribe(tokens, topic)
+            return inner.unsubscribe(tokens, topic, **kw)
 
         def publish(self, message, validate_only=False):
             order.append("validate" if validate_only else "publish")
@@ -354,14 +358,14 @@ def test_retry_after_is_waited_in_full(tmp_path, message_file, paced, emulator, 
         transport = inner.transport
         target = inner.target
 
-        def subscribe(self, tokens, topic):
+        def subscribe(self, tokens, topic, **kw):
             if not seen:
                 emulator.inject_request_errors(503, count=1, retry_after=1)
             seen.append(real_time.monotonic())
-            return inner.subscribe(tokens, topic)
+            return inner.subscribe(tokens, topic, **kw)
 
-        def unsubscribe(self, tokens, topic):
-            return inner.unsubscribe(tokens, topic)
+        def unsubscribe(self, tokens, topic, **kw):
+            return inner.unsubscribe(tokens, topic, **kw)
 
         def publish(self, message, validate_only=False):
             return inner.publish(message, validate_only=validate_only)
@@ -422,18 +426,18 @@ class KillConnections:
                 ).fetchall()
             )
 
-    def _call(self, method, tokens, topic):
-        result = getattr(self.inner, method)(tokens, topic)
+    def _call(self, method, tokens, topic, **kw):
+        result = getattr(self.inner, method)(tokens, topic, **kw)
         self.calls += 1
         if self.calls == self.after:
             self._kill()
         return result
 
-    def subscribe(self, tokens, topic):
-        return self._call("subscribe", tokens, topic)
+    def subscribe(self, tokens, topic, **kw):
+        return self._call("subscribe", tokens, topic, **kw)
 
-    def unsubscribe(self, tokens, topic):
-        return self._call("unsubscribe", tokens, topic)
+    def unsubscribe(self, tokens, topic, **kw):
+        return self._call("unsubscribe", tokens, topic, **kw)
 
     def publish(self, message, validate_only=False):
         return self.inner.publish(message, validate_only=validate_only)
@@ -474,9 +478,9 @@ def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
         transport = inner.transport
         target = inner.target
 
-        def subscribe(self, tokens, topic):
+        def subscribe(self, tokens, topic, **kw):
             calls.append(len(tokens))
-            return inner.subscribe(tokens, topic)
+            return inner.subscribe(tokens, topic, **kw)
 
         unsubscribe = inner.unsubscribe
         publish = inner.publish
@@ -609,17 +613,17 @@ def arm_on_first(inner, op: str, arm):
         transport, target = inner.transport, getattr(inner, "target", None)
         armed = False
 
-        def _call(self, name, tokens, topic):
+        def _call(self, name, tokens, topic, **kw):
             if name == op and not self.armed:
                 self.armed = True
                 arm()
-            return getattr(inner, name)(tokens, topic)
+            return getattr(inner, name)(tokens, topic, **kw)
 
-        def subscribe(self, tokens, topic):
-            return self._call("subscribe", tokens, topic)
+        def subscribe(self, tokens, topic, **kw):
+            return self._call("subscribe", tokens, topic, **kw)
 
-        def unsubscribe(self, tokens, topic):
-            return self._call("unsubscribe", tokens, topic)
+        def unsubscribe(self, tokens, topic, **kw):
+            return self._call("unsubscribe", tokens, topic, **kw)
 
         def publish(self, message, validate_only=False):
             return inner.publish(message, validate_only=validate_only)
@@ -732,3 +736,64 @@ def test_publish_answer_that_proves_nothing_keeps_the_intent(
     with pytest.raises(PublishWithheld, match="never confirmed"):
         run_day(options, deps)  # the rerun does not guess
     assert len(emulator.publishes) == 1
+
+
+@pytest.mark.parametrize("transport_name", ["v1", "v1-direct"])
+def test_the_deadline_cuts_a_batch_short(
+    tmp_path, message_file, engine, emulator, fcm_app, recorder, transport_name
+) -> None:
+    from topic_sync.engine.drain import Deps
+    from topic_sync.errors import DeadlineReached
+    from topic_sync.fcm.transports import make_client
+
+    deps = Deps(
+        engine=engine,
+        client=make_client(fcm_app, transport_name),
+        sleep=recorder.sleep,
+        now=lambda: dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC),
+    )
+    emulator.set_latency(0.5)  # a slow FCM: one batch of 400 would take seconds
+    options = opts(tmp_path, message_file, toks(0, 400), deadline=1.0, concurrency=1)
+    with pytest.raises(DeadlineReached):
+        run_day(options, deps)
+    sent = sum(n for (kind, _), n in emulator.stats.items() if kind == "subscribe")
+    assert sent < 400  # the batch stopped sending when the deadline came, not at its end
+    with engine.connect() as conn:
+        not_sent = conn.scalar(
+            text(
+                "SELECT count(*) FROM subscriptions "
+                "WHERE status = 'pending_subscribe' AND last_code = 'unknown-error'"
+            )
+        )
+    assert not_sent >= 400 - sent  # owed, retryable, and no verdict
+    assert emulator.publishes == []
+
+
+def test_any_exception_closes_the_run_record_with_its_reason(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    def boom(*_args, **_kw):
+        raise RuntimeError("the network card caught fire")
+
+    client = arm_on_first(deps.client, "subscribe", lambda: None)
+    client.subscribe = boom
+    with pytest.raises(RuntimeError):
+        run_day(opts(tmp_path, message_file, toks(0, 5)), dataclasses.replace(deps, client=client))
+    with deps.engine.connect() as conn:
+        status, note, finished = conn.execute(
+            text("SELECT status, note, finished_at FROM runs")
+        ).one()
+    assert status == "failed" and finished is not None
+    assert "RuntimeError: the network card caught fire" in note
+
+
+def test_the_connection_pool_fits_the_workers(database_url) -> None:
+    from topic_sync.app.services import Io, open_engine
+    from topic_sync.settings import DEFAULTS
+
+    settings = DEFAULTS.replace(database_url=database_url, concurrency=40)
+    engine = open_engine(settings, Io(log=lambda _l: None, environ={}))
+    try:
+        assert engine.pool.size() >= 40 + 1  # every worker, plus the run's lock
+    finally:
+        engine.dispose()

@@ -75,10 +75,10 @@ class ModelFcm:
             self.crash_at = None
             raise Crash(f"killed {'after' if after else 'before'} call {self.calls}")
 
-    def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
+    def subscribe(self, tokens: Sequence[str], topic: str, **_kw: object) -> BatchResult:
         return self._manage(tokens, topic, "subscribe")
 
-    def unsubscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
+    def unsubscribe(self, tokens: Sequence[str], topic: str, **_kw: object) -> BatchResult:
         return self._manage(tokens, topic, "unsubscribe")
 
     def _apply(self, token: str, topic: str, op: str) -> str | None:

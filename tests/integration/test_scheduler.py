@@ -150,9 +150,9 @@ def test_two_schedulers_on_one_database_publish_a_day_once(
     both_fired = threading.Barrier(2, timeout=30)
     real_runner = sched.RUNNER
 
-    def runner(path: str, campaign: str) -> int:
+    def runner(path: str, campaign: str, due: dt.datetime | None) -> int:
         both_fired.wait()
-        return real_runner(path, campaign)
+        return real_runner(path, campaign, due)
 
     monkeypatch.setattr(sched, "RUNNER", runner)
     events: list[str] = []
@@ -212,3 +212,81 @@ def test_interrupted_run_is_resumed_on_the_next_start(
     again.tick()
     assert publishes(emulator) == 1
     again.shutdown()
+
+
+def test_a_catch_up_after_midnight_runs_the_day_that_was_due(
+    clock, tmp_path, database_url, emulator, message_file
+) -> None:
+    yesterday = TODAY - dt.timedelta(days=1)
+    tokens = [f"late:{i}" for i in range(10)]
+    write_audience(tmp_path / f"{yesterday}.txt", tokens)  # only the missed day's audience
+    path = tmp_path / "late.toml"
+    path.write_text(
+        f"""
+database_url = "{database_url}"
+emulator_host = "{emulator.host_port}"
+mode = "live"
+grace = "2h"
+[defaults]
+propagation_delay = 0
+[campaigns.late]
+topic_prefix = "late"
+pool_size = 3
+message = "{message_file}"
+audience = "{{date}}.txt"
+run_at = "23:50"
+timezone = "UTC"
+"""
+    )
+    clock.now = dt.datetime.combine(yesterday, dt.time(23, 0), tzinfo=dt.UTC)
+    scheduler_for(database_url, path, []).shutdown()  # down before 23:50
+    clock.now = dt.datetime.combine(TODAY, dt.time(0, 20), tzinfo=dt.UTC)  # back after midnight
+    events: list[str] = []
+    scheduler = scheduler_for(database_url, path, events)
+    scheduler.tick()
+    assert any("ended with exit code 0" in e for e in events), events
+    [publish] = emulator.publishes
+    assert publish.topic == topic_for("late", 3, yesterday)  # the day that was due, not today
+    assert publish.recipients == frozenset(tokens)
+    assert yesterday.isoformat() in str(publish.message)
+    scheduler.shutdown()
+
+
+def test_a_stored_job_that_is_not_topic_syncs_is_never_loaded(
+    clock, config_file, database_url, tmp_path
+) -> None:
+    import pickle
+
+    from sqlalchemy import create_engine
+
+    scheduler = scheduler_for(database_url, config_file, [])
+    job = scheduler.get_job(sched.job_id("daily"))
+    state = job.__getstate__()
+    scheduler.shutdown()
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    rows = {
+        "evil-func": pickle.dumps({**state, "id": "evil-func", "func": "os:system"}),
+        "evil-pickle": pickle.dumps({**state, "id": "evil-pickle", "args": [Evil()]}),
+    }
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        for job_id, blob in rows.items():
+            conn.execute(
+                text(
+                    f"INSERT INTO {sched.JOBS_TABLE} (id, next_run_time, job_state) "
+                    "VALUES (:id, 0, :state)"
+                ),
+                {"id": job_id, "state": blob},
+            )
+    engine.dispose()
+    again = sched.make_scheduler(database_url, executor=DebugExecutor(), cls=ManualScheduler)
+    again.start(paused=False)
+    loaded = {j.id for j in again.get_jobs()}
+    again.shutdown()
+    assert loaded == {sched.job_id("daily")}  # topic-sync's own job, nothing else
+    assert not marker.exists()  # the malicious pickle ran nothing

@@ -339,8 +339,32 @@ def test_adapter_paces_topic_requests_and_reports_answers(base_send, mocker):
         ).prepare()
     )
 
-    assert pacer.mock_calls == [mocker.call.acquire(2), mocker.call.observe(429, 3.0)]
+    assert pacer.mock_calls == [mocker.call.try_acquire(2, None), mocker.call.observe(429, 3.0)]
     assert base_send.call_args.args[1].url == f"{TARGET}/iid/v1:batchAdd"
+
+
+def test_a_request_past_its_batch_time_is_not_sent(base_send):
+    import time
+
+    from topic_sync.fcm.sdk_bridge import OutOfTime
+
+    adapter = RedirectingAdapter(TARGET, NO_RETRIES, Pacer(1000.0))
+    url = f"{FCM_HOST}/v1/projects/p/registrations/tok-1/topicSubscriptions?topic_name=t"
+    adapter.budgets.register(["tok-1"], "t", time.monotonic() - 1)
+    with pytest.raises(OutOfTime):
+        adapter.send(requests.Request("POST", url, json={}).prepare())
+    base_send.assert_not_called()
+    adapter.budgets.release(["tok-1"], "t")
+    adapter.send(requests.Request("POST", url, json={}).prepare())  # no budget: sent
+    base_send.assert_called_once()
+
+
+def test_the_pacer_gives_up_rather_than_wait_past_a_time():
+    clock = [100.0]
+    pacer = Pacer(1.0, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    assert pacer.try_acquire(1, None) == 0.0
+    assert pacer.try_acquire(1, 100.5) is None  # the next slot is at 101: too late
+    assert pacer.try_acquire(1, 101.0) == pytest.approx(1.0)  # nothing was reserved by the refusal
 
 
 def test_adapter_does_not_pace_sends_but_still_observes_them(base_send, mocker):

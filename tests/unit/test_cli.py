@@ -32,6 +32,7 @@ def test_bad_durations(text: str) -> None:
 
 def _run(*args: str):
     base = ["run", "--audience", "a.txt", "--message", "m.json", "--topic-prefix", "jobreco"]
+    base.append("--backfill")
     return CliRunner().invoke(cli, [*base, *args], env={"DATABASE_URL": "postgresql://x/y"})
 
 
@@ -52,7 +53,7 @@ def test_bad_prefix_is_bad_input() -> None:
 def test_options_come_from_environment() -> None:
     result = CliRunner().invoke(
         cli,
-        ["run", "--audience", "a.txt", "--message", "m.json", "--date", "2026-11-22"],
+        ["run", "--audience", "a.txt", "--message", "m.json", "--date", "2026-11-22", "--backfill"],
         env={"TOPIC_SYNC_TOPIC_PREFIX": "bad prefix", "DATABASE_URL": "postgresql://x/y"},
     )
     assert result.exit_code == 2 and "'bad prefix'" in result.stderr
@@ -79,3 +80,49 @@ def test_progress_redraws_one_line_on_a_terminal(capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\r") == 3 and err.endswith("\n")
     assert "unsubscribe: 30/30 (100%) 10 tokens/s" in err
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31"])
+@pytest.mark.parametrize("command", ["run", "reconcile"])
+def test_a_date_far_from_today_needs_backfill(command, day) -> None:
+    args = [command, "--date", day, "--topic-prefix", "jobreco", "--json"]
+    if command == "run":
+        args += ["--audience", "a.txt", "--message", "m.json"]
+    env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    refused = CliRunner().invoke(cli, args, env=env)
+    assert refused.exit_code == 2
+    assert "outside the window" in refused.stderr and "--backfill" in refused.stderr
+    assert json.loads(refused.stdout)["kind"] == "bad_input"
+    # With --backfill the date is accepted; what stops it next is the (absent) database.
+    allowed = CliRunner().invoke(cli, [*args, "--backfill"], env=env)
+    assert allowed.exit_code == 1 and "cannot reach the database" in allowed.stderr
+
+
+def test_today_and_yesterday_are_inside_the_window() -> None:
+    import datetime as dt
+
+    from topic_sync.app.settings import resolve
+
+    for day in ("today", "yesterday"):
+        resolved = resolve({}, {}, day=day, environ={}, now=dt.datetime.now(dt.UTC))
+        resolved.check_date_window(backfill=False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "warned"),
+    [
+        ({"live": True}, True),
+        ({"live": False}, False),
+        ({"live": True, "database_url": "postgresql://db/x"}, False),
+        ({"live": True, "emulator_host": "127.0.0.1:9099"}, False),
+    ],
+)
+def test_live_production_with_the_embedded_database_warns_loudly(changes, warned) -> None:
+    from topic_sync.app.commands import warn_if_trying_in_production
+    from topic_sync.app.services import Io
+    from topic_sync.settings import DEFAULTS
+
+    lines: list[str] = []
+    warn_if_trying_in_production(DEFAULTS.replace(**changes), Io(log=lines.append, environ={}))
+    assert bool(lines) is warned
+    assert all(line.startswith("WARNING: changing production FCM") for line in lines)

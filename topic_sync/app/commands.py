@@ -31,6 +31,17 @@ from topic_sync.settings import Settings
 from topic_sync.store import db
 
 
+def warn_if_trying_in_production(settings: Settings, io: Io) -> None:
+    """The embedded PostgreSQL is for trying topic-sync; production state must not live in
+    a folder of one user's machine, where nobody backs it up and it dies with the host."""
+    if settings.live and settings.database_url is None and settings.emulator_host is None:
+        io.log(
+            "WARNING: changing production FCM with the embedded PostgreSQL. It is for trying "
+            "topic-sync, not for running it: the subscription table is the only record of "
+            "who is on each topic. Set DATABASE_URL to a real, backed-up PostgreSQL"
+        )
+
+
 def retry_policy(settings: Settings) -> RetryPolicy:
     try:
         return RetryPolicy(
@@ -55,8 +66,17 @@ def work_settings(settings: Settings) -> dict[str, Any]:
 # --- run ------------------------------------------------------------------------------------
 
 
-def run_day(resolved: Resolved, io: Io, *, republish: bool, mark_published: bool) -> RunResult:
+def run_day(
+    resolved: Resolved,
+    io: Io,
+    *,
+    republish: bool = False,
+    mark_published: bool = False,
+    backfill: bool = False,
+    full_tokens: bool = False,
+) -> RunResult:
     """Sync the day's topic to the audience and publish the day's message once."""
+    resolved.check_date_window(backfill=backfill)
     s = resolved.settings
     for name in ("topic_prefix", "audience", "message"):
         if getattr(s, name) is None:
@@ -78,11 +98,13 @@ def run_day(resolved: Resolved, io: Io, *, republish: bool, mark_published: bool
             allow_large_churn=s.allow_large_churn,
             republish=republish,
             mark_published=mark_published,
+            full_tokens=full_tokens,
             propagation_delay=s.propagation_delay,
             **work_settings(s),
         )
     except ValueError as error:
         raise BadInput(str(error)) from None
+    warn_if_trying_in_production(s, io)
     with services(s, io) as deps:
         return engine_run_day(options, deps)
 
@@ -129,14 +151,23 @@ class ReconcileOutcome:
 
 
 def reconcile(
-    resolved: Resolved, io: Io, scope: Scope, *, full: bool, audit: bool, sample: int | None
+    resolved: Resolved,
+    io: Io,
+    scope: Scope,
+    *,
+    full: bool = False,
+    audit: bool = False,
+    sample: int | None = None,
+    backfill: bool = False,
 ) -> ReconcileOutcome:
     """Repair what runs left owed; never publishes."""
+    resolved.check_date_window(backfill=backfill)
     if sample and not audit:
         raise BadInput("--sample goes with --audit")
     s = resolved.settings
     if audit and s.transport != "v1":
         io.log("note: --audit lists subscriptions through the v1 API whatever the transport")
+    warn_if_trying_in_production(s, io)
     with services(s, io) as deps:
         topics = repair_topics(deps.engine, resolved, scope)
         options = repairs.ReconcileOptions(
@@ -178,6 +209,7 @@ def forget(
     if not tokens and not from_file:
         raise BadInput("give tokens to forget, or --from-file")
     s = resolved.settings
+    warn_if_trying_in_production(s, io)
     with services(s, io) as deps:
         source: Iterable[str] = itertools.chain(
             tokens, iter_audience(from_file) if from_file else ()
@@ -242,8 +274,9 @@ class ReportOutcome:
 def report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
     prefix = resolved.settings.topic_prefix
     with database(resolved.settings, io) as engine:
+        everything = query.include_resolved and query.limit is None
         if not query.failures:
-            limit = query.limit or rep.DEFAULT_RUN_LIMIT
+            limit = None if everything else query.limit or rep.DEFAULT_RUN_LIMIT
             return ReportOutcome(runs=rep.run_summaries(engine, prefix=prefix, limit=limit))
         flt = rep.FailureFilter(
             date=resolved.day,
@@ -252,7 +285,7 @@ def report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
             op=query.op,
             prefix=prefix,
             include_resolved=query.include_resolved,
-            limit=query.limit,
+            limit=None if everything else query.limit or rep.DEFAULT_FAILURE_LIMIT,
         )
         return ReportOutcome(failures=rep.failed_tokens(engine, flt))
 

@@ -67,6 +67,7 @@ from sqlalchemy import Engine
 from topic_sync import store
 from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.error_table import all_codes
+from topic_sync.inputs.audience import shorten
 from topic_sync.pool import is_pool_topic
 from topic_sync.states import Op, RunStatus
 
@@ -108,6 +109,7 @@ RUN_FIELDS = (
 )
 FORMATS = ("table", "csv", "json")
 DEFAULT_RUN_LIMIT = 10
+DEFAULT_FAILURE_LIMIT = 1000  # a day with a million failures must not print a million lines
 
 
 @dataclass(frozen=True)
@@ -290,14 +292,6 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 
 # --- rendering --------------------------------------------------------------------------------
-
-
-def shorten(token: str) -> str:
-    """Enough of a token to recognise it, not enough to use it: first 8 + "…" + last 4;
-    a token of 16 characters or fewer shows only its start (never the whole token)."""
-    if len(token) > 16:
-        return f"{token[:8]}…{token[-4:]}"
-    return f"{token[: min(4, len(token) // 2)]}…"
 
 
 def render_failures(rows: Sequence[FailedToken], fmt: str, *, full_tokens: bool = False) -> str:

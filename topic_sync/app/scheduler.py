@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import pickle
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -39,8 +42,9 @@ JOB_PREFIX = "campaign:"
 JOB_FUNC = "topic_sync.app.scheduler:run_campaign"
 log = logging.getLogger("topic_sync.app.scheduler")
 
-# What a job calls; replaced in tests. Returns the run's exit code.
-Runner = Callable[[str, str], int]
+# What a job calls; replaced in tests. Returns the run's exit code. `due` is when the job
+# was due (its scheduled fire time), which decides the run's date.
+Runner = Callable[[str, str, dt.datetime | None], int]
 
 
 def job_id(campaign: str) -> str:
@@ -56,9 +60,9 @@ def make_scheduler(
     """A scheduler whose jobs persist in PostgreSQL; one job runs at a time."""
     return cls(
         jobstores={
-            "default": SQLAlchemyJobStore(url=sqlalchemy_url(database_url), tablename=JOBS_TABLE)
+            "default": TopicSyncJobStore(url=sqlalchemy_url(database_url), tablename=JOBS_TABLE)
         },
-        executors={"default": executor or ThreadPoolExecutor(1)},
+        executors={"default": _telling_due_time(executor or ThreadPoolExecutor(1))},
         job_defaults={"coalesce": True, "max_instances": 1},
         timezone=dt.UTC,
     )
@@ -108,16 +112,92 @@ def install_jobs(scheduler: BaseScheduler, config: Config) -> list[str]:
     return changed
 
 
-def run_campaign(config_path: str, campaign: str) -> int:
-    """The job: the same run cron would start, in this process."""
-    return RUNNER(config_path, campaign)
+def run_campaign(config_path: str, campaign: str, due: dt.datetime | None = None) -> int:
+    """The job: the same run cron would start, in this process, for the day it was due."""
+    return RUNNER(config_path, campaign, due)
+
+
+def _telling_due_time(executor: Any) -> Any:
+    """Hand each run the time it was due. APScheduler 3 calls a job without it, and a run that
+    takes 'today' from the wall clock would, after a catch-up past midnight, run the new day
+    instead of the missed one. With coalescing, the last of the run times is the one run."""
+    submit = executor.submit_job
+
+    def submit_job(job: Any, run_times: list[dt.datetime]) -> None:
+        if job.func_ref == JOB_FUNC and run_times:
+            stamped = Job.__new__(Job)
+            stamped.__setstate__(
+                {**job.__getstate__(), "kwargs": {**job.kwargs, "due": run_times[-1]}}
+            )
+            stamped._scheduler, stamped._jobstore_alias = job._scheduler, job._jobstore_alias
+            job = stamped
+        submit(job, run_times)
+
+    executor.submit_job = submit_job
+    return executor
+
+
+class RefusedJob(Exception):
+    """A stored job that is not topic-sync's own: never loaded, never run."""
+
+
+class _JobUnpickler(pickle.Unpickler):
+    """Unpickles a stored job's state, refusing every class but the few a topic-sync job
+    holds: whoever can write the job table must not be able to run code on this host."""
+
+    _ALLOWED = {
+        ("apscheduler.triggers.cron", "CronTrigger"),
+        ("apscheduler.triggers.date", "DateTrigger"),
+        ("zoneinfo", "ZoneInfo"),
+        ("datetime", "datetime"),
+        ("datetime", "timezone"),
+        ("datetime", "timedelta"),
+        ("datetime", "date"),
+    }
+    _ALLOWED_MODULES = ("apscheduler.triggers.cron.fields", "apscheduler.triggers.cron.expressions")
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name == "getattr":
+            return _zoneinfo_unpickle_only
+        if (module, name) in self._ALLOWED or module in self._ALLOWED_MODULES:
+            return super().find_class(module, name)
+        raise RefusedJob(f"a stored job refers to {module}.{name}, which is not topic-sync's")
+
+
+def _zoneinfo_unpickle_only(obj: object, name: str) -> Any:
+    """The one getattr a stored job needs (how ZoneInfo pickles itself)."""
+    from zoneinfo import ZoneInfo
+
+    if obj is ZoneInfo and name == "_unpickle":
+        return ZoneInfo._unpickle  # type: ignore[attr-defined]
+    raise RefusedJob(f"a stored job asks for getattr({obj!r}, {name!r})")
+
+
+class TopicSyncJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """The PostgreSQL job store, loading only jobs that call topic-sync's own job function.
+
+    APScheduler stores a job as a pickle naming a callable; anyone able to write the table
+    could otherwise make the scheduler run anything. A refused job is logged and dropped by
+    APScheduler (as any job it cannot restore). The table belongs to topic-sync's role alone
+    (see the README's Security section).
+    """
+
+    def _reconstitute_job(self, job_state: bytes) -> Any:
+        state = _JobUnpickler(BytesIO(job_state)).load()
+        if not isinstance(state, dict) or state.get("func") != JOB_FUNC:
+            func = state.get("func") if isinstance(state, dict) else None
+            raise RefusedJob(f"a stored job calls {func!r}, not topic-sync's {JOB_FUNC}")
+        return super()._reconstitute_job(job_state)
 
 
 _IO: Io | None = None  # set by serve(): where the runs' lines go, the process environment
 
 
-def run_with_app(config_path: str, campaign: str) -> int:
-    """Run today's day of a campaign through the application layer; returns its exit code."""
+def run_with_app(config_path: str, campaign: str, due: dt.datetime | None = None) -> int:
+    """Run a campaign's day through the application layer; returns its exit code.
+
+    The day is the date the job was due, in the campaign's time zone (today without one).
+    """
     from topic_sync.app import commands
     from topic_sync.app.settings import resolve
 
@@ -130,7 +210,7 @@ def run_with_app(config_path: str, campaign: str) -> int:
             campaign_name=campaign,
             day="today",
             environ=io.environ,
-            now=io.now(),
+            now=due or io.now(),
         )
         result = commands.run_day(resolved, io, republish=False, mark_published=False)
     except TopicSyncError as error:

@@ -11,21 +11,25 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+import google.auth.exceptions
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, ProgrammingError
 
 from topic_sync.engine.drain import Deps, Progress
-from topic_sync.errors import CredentialsError, TopicSyncError
+from topic_sync.errors import BadInput, CredentialsError, TopicSyncError
 from topic_sync.fcm.client import FcmClient
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.fcm.transports import make_client
+from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.settings import Settings
-from topic_sync.store.db import check_schema, default_data_dir, embedded_url, make_engine
+from topic_sync.store.db import check_schema, embedded_url, make_engine
+from topic_sync.store.embedded import default_base
 
 _app_names = itertools.count()
 POOL_HEADROOM = 2  # connections beyond one per worker: the run's lock, plan and bookkeeping
@@ -55,20 +59,28 @@ def database_url(settings: Settings, io: Io) -> str:
     """The URL to use; without one, start the embedded PostgreSQL and say so."""
     if settings.database_url:
         return settings.database_url
-    data_dir = default_data_dir(io.environ) / "pgdata"
-    io.log(f"DATABASE_URL is not set: using the embedded PostgreSQL in {data_dir}")
-    return embedded_url(data_dir)
+    base = default_base(io.environ, os.geteuid())
+    io.log(f"DATABASE_URL is not set: using the embedded PostgreSQL in {base}")
+    return embedded_url(base)
 
 
 def open_engine(settings: Settings, io: Io, *, check: bool = True) -> Engine:
-    """An engine whose pool fits the workers (one connection each, plus headroom)."""
-    engine = make_engine(database_url(settings, io), pool_size=settings.concurrency + POOL_HEADROOM)
+    """An engine whose pool fits the workers (one connection each, plus headroom).
+
+    Errors never show a secret of the URL (a driver's message may quote it).
+    """
+    url = database_url(settings, io)
+    try:
+        engine = make_engine(url, pool_size=settings.concurrency + POOL_HEADROOM)
+    except ArgumentError:
+        raise BadInput(f"database URL {mask_url(url)!r} is not a valid URL") from None
     if check:
         try:
             check_schema(engine)
-        except OperationalError as error:
+        except (OperationalError, InterfaceError, ProgrammingError) as error:
             engine.dispose()
-            raise TopicSyncError(f"cannot reach the database: {error.orig}") from None
+            reason = scrub(str(error.orig), url)
+            raise TopicSyncError(f"cannot reach the database {mask_url(url)}: {reason}") from None
     return engine
 
 
@@ -85,8 +97,14 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> FcmCli
             emulator_host=settings.emulator_host,
             pacer=pacer,
         )
-    except (ValueError, OSError) as error:
-        raise CredentialsError(f"cannot set up Firebase credentials: {error}") from error
+    except (ValueError, OSError, google.auth.exceptions.GoogleAuthError) as error:
+        raise CredentialsError(
+            f"cannot load the Firebase credentials: {error}. Point "
+            "GOOGLE_APPLICATION_CREDENTIALS at a readable service-account key file (JSON, "
+            "as downloaded from the Firebase console: Project settings > Service accounts), "
+            "or set up application default credentials; to rehearse without credentials, "
+            "use the emulator (FCM_EMULATOR_HOST)"
+        ) from None
     return make_client(app, settings.transport)
 
 

@@ -19,6 +19,8 @@ from topic_sync.errors import BadInput
 from topic_sync.inputs.config import Campaign, Config, load_config, mask_url
 from topic_sync.settings import DEFAULTS, SPECS, Settings
 
+DATE_WINDOW_DAYS = 2  # how far from today a --date may be without --backfill
+
 
 class Source(enum.StrEnum):
     FLAG = "flag"
@@ -36,6 +38,22 @@ class Resolved:
     config: Config | None = None
     campaign: Campaign | None = None
     day: dt.date | None = None
+    today: dt.date | None = None  # in the campaign's time zone (local time without one)
+
+    def check_date_window(self, *, backfill: bool) -> None:
+        """Refuse a --date far from today unless --backfill says it is meant: a typo'd year
+        would otherwise publish "Jobs for 0001-01-01" to a real audience."""
+        if self.day is None or self.today is None or backfill:
+            return
+        if abs((self.day - self.today).days) > DATE_WINDOW_DAYS:
+            zone = self.campaign.timezone if self.campaign else "this machine's local time"
+            low = self.today - dt.timedelta(days=DATE_WINDOW_DAYS)
+            high = self.today + dt.timedelta(days=DATE_WINDOW_DAYS)
+            raise BadInput(
+                f"--date {self.day}: outside the window of {low} to {high} (today "
+                f"{self.today} in {zone}, +/- {DATE_WINDOW_DAYS} days). Pass --backfill if "
+                "a day that far is really meant"
+            )
 
     def shown(self) -> dict[str, dict[str, Any]]:
         """Every setting for people and machines: value (secrets masked) and source."""
@@ -95,11 +113,13 @@ def resolve(
     elif campaign_name is not None:
         raise BadInput("--campaign needs --config (or TOPIC_SYNC_CONFIG)")
     the_day = None
+    zone = campaign.zone if campaign else None
+    today = now.astimezone(zone).date()
     if day is not None:
-        the_day = parse_day(day, campaign.zone if campaign else None, now)
+        the_day = parse_day(day, zone, now)
         if campaign is not None and origin["audience"] is Source.DEFAULT:
             values["audience"], origin["audience"] = campaign.audience_for(the_day), Source.FILE
-    return Resolved(Settings(**values), origin, config, campaign, the_day)
+    return Resolved(Settings(**values), origin, config, campaign, the_day, today)
 
 
 def parse_day(value: str, zone: dt.tzinfo | None, now: dt.datetime) -> dt.date:

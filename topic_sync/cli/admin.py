@@ -60,7 +60,14 @@ def schedule(**params: Any) -> None:
 @click.option("--port", type=int, default=9099, show_default=True, help="Port to listen on.")
 def emulator(host: str, port: int) -> None:
     """Run the local FCM emulator in the foreground (for rehearsals and tests)."""
-    from topic_sync.emulator import FcmEmulator, serve
+    from topic_sync.emulator import FcmEmulator, is_loopback, serve
+
+    if not is_loopback(host):
+        say(
+            f"WARNING: binding the emulator to {host}: anyone who can reach it can read every "
+            "token it holds and change its state through /emulator/ (no credentials are "
+            "asked). It is for rehearsals and tests on this machine: prefer 127.0.0.1"
+        )
 
     def ready(emu: FcmEmulator) -> None:
         say(f"FCM emulator listening on {emu.host_port}")

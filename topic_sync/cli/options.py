@@ -124,6 +124,16 @@ json_option = env_option(
 )
 
 
+full_tokens_option = env_option(
+    "--full-tokens", is_flag=True, help="Show tokens whole (they are device identifiers)."
+)
+backfill_option = env_option(
+    "--backfill",
+    is_flag=True,
+    help="Allow a --date more than 2 days from today (in the campaign's time zone).",
+)
+
+
 def with_config(func: F) -> F:
     return config_option(campaign_option(func))
 

@@ -19,6 +19,7 @@ from topic_sync.app.services import Io
 from topic_sync.engine.drain import Progress
 from topic_sync.engine.reconcile import ReconcileResult
 from topic_sync.errors import ExitCode, TopicSyncError
+from topic_sync.inputs.audience import shorten
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,19 +41,39 @@ def error_document(code: ExitCode, message: str) -> dict[str, Any]:
     return {"status": "error", "exit_code": int(code), "kind": code.name.lower(), "error": message}
 
 
+def debugging() -> bool:
+    """Whether --debug (TOPIC_SYNC_DEBUG) asked for tracebacks."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug"))
+
+
 def errors_to_exit(func: F) -> F:
-    """The one place where a TopicSyncError becomes output and an exit code."""
+    """The one place where an error becomes output and an exit code.
+
+    topic-sync's own errors carry their message and code. Anything else is a bug or an
+    environment topic-sync did not foresee: exit 1 with one line, the traceback only with
+    --debug. With --json, stdout gets exactly one JSON object either way.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
         try:
             return func(*args, **kwargs)
         except TopicSyncError as error:
-            code = error.exit_code
-            if kwargs.get("as_json", False):
-                emit_json(error_document(code, error.message))
-            say(f"topic-sync: {error.message}")
-            finish(code)
+            code, message = error.exit_code, error.message
+        except Exception as error:
+            if debugging():
+                raise
+            code = ExitCode.FAILED
+            message = (
+                f"unexpected error: {type(error).__name__}: {error} "
+                "(rerun with --debug for the traceback)"
+            )
+        if as_json:
+            emit_json(error_document(code, message))
+        say(f"topic-sync: {message}")
+        finish(code)
 
     return wrapper  # type: ignore[return-value]
 
@@ -120,7 +141,7 @@ def describe_run(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def describe_reconcile(result: ReconcileResult) -> str:
+def describe_reconcile(result: ReconcileResult, *, full_tokens: bool = False) -> str:
     mode = "live" if result.live else "dry run (pass --live to apply)"
     lines = [f"reconcile, {mode}:"]
     for t in result.topics:
@@ -142,7 +163,8 @@ def describe_reconcile(result: ReconcileResult) -> str:
         )
         for d in result.drift:
             where = "FCM holds, table does not" if d.in_fcm else "table holds, FCM does not"
-            lines.append(f"    {d.topic}  {d.token}  ({where})")
+            token = d.token if full_tokens else shorten(d.token)
+            lines.append(f"    {d.topic}  {token}  ({where})")
     if not result.topics:
         lines.append("  nothing to reconcile: no topics known")
     return "\n".join(lines)

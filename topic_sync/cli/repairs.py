@@ -11,7 +11,9 @@ from topic_sync.app import commands
 from topic_sync.cli.options import (
     FCM,
     WORK,
+    backfill_option,
     env_option,
+    full_tokens_option,
     json_option,
     resolved,
     settings,
@@ -40,6 +42,8 @@ from topic_sync.cli.output import (
     "--sample", type=click.IntRange(1), default=None, help="Audit a random sample of N tokens."
 )
 @settings(*WORK)
+@backfill_option
+@full_tokens_option
 @with_config
 @json_option
 @errors_to_exit
@@ -49,6 +53,8 @@ def reconcile(
     full: bool,
     audit: bool,
     sample: int | None,
+    backfill: bool,
+    full_tokens: bool,
     as_json: bool,
     **params: Any,
 ) -> None:
@@ -60,8 +66,10 @@ def reconcile(
     """
     settings_ = resolved(click.get_current_context(), params, day=day)
     scope = commands.Scope(topics=topics, day=day)
-    outcome = commands.reconcile(settings_, cli_io(), scope, full=full, audit=audit, sample=sample)
-    say(describe_reconcile(outcome.result))
+    outcome = commands.reconcile(
+        settings_, cli_io(), scope, full=full, audit=audit, sample=sample, backfill=backfill
+    )
+    say(describe_reconcile(outcome.result, full_tokens=full_tokens))
     if outcome.problem:
         say(f"topic-sync: {outcome.problem}")
     if as_json:

@@ -22,8 +22,18 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
 @settings("topic_prefix")
 @env_option("--failed", "list_failed", is_flag=True, help="List failed tokens even with no filter.")
 @env_option("--runs", "list_runs", is_flag=True, help="Show the run summary (the default view).")
-@env_option("--all", "include_resolved", is_flag=True, help="Include failures later resolved.")
-@env_option("--limit", type=click.IntRange(1), default=None, help="At most this many rows.")
+@env_option(
+    "--all",
+    "include_resolved",
+    is_flag=True,
+    help="Everything: failures later resolved too, and no row limit.",
+)
+@env_option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many rows [default: 10 runs, 1000 failed tokens].",
+)
 @env_option(
     "--format",
     "fmt",

@@ -8,7 +8,16 @@ import click
 
 from topic_sync.app import commands
 from topic_sync.app.shutdown import PROCESS as shutdown
-from topic_sync.cli.options import WORK, env_option, json_option, resolved, settings, with_config
+from topic_sync.cli.options import (
+    WORK,
+    backfill_option,
+    env_option,
+    full_tokens_option,
+    json_option,
+    resolved,
+    settings,
+    with_config,
+)
 from topic_sync.cli.output import cli_io, describe_run, emit_json, errors_to_exit, finish, say
 
 RUN = (
@@ -35,10 +44,20 @@ RUN = (
     is_flag=True,
     help="A publish that was started but never confirmed did go out: record it, send nothing.",
 )
+@backfill_option
+@full_tokens_option
 @with_config
 @json_option
 @errors_to_exit
-def run(day: str, republish: bool, mark_published: bool, as_json: bool, **params: Any) -> None:
+def run(
+    day: str,
+    republish: bool,
+    mark_published: bool,
+    backfill: bool,
+    full_tokens: bool,
+    as_json: bool,
+    **params: Any,
+) -> None:
     """Sync the day's topic to the audience and publish the day's message once.
 
     Dry run unless --live: prints the plan and validates the message with FCM.
@@ -47,7 +66,14 @@ def run(day: str, republish: bool, mark_published: bool, as_json: bool, **params
     settings_ = resolved(click.get_current_context(), params, day=day)
     io = cli_io(sleep=shutdown.sleep, should_stop=shutdown.should_stop)
     with shutdown.on_signals(say):
-        result = commands.run_day(settings_, io, republish=republish, mark_published=mark_published)
+        result = commands.run_day(
+            settings_,
+            io,
+            republish=republish,
+            mark_published=mark_published,
+            backfill=backfill,
+            full_tokens=full_tokens,
+        )
     summary = result.summary()
     say(describe_run(summary))
     if as_json:

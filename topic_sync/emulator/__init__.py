@@ -30,6 +30,7 @@ from topic_sync.emulator.core import (
     REASON_WIRE,
     FcmEmulator,
     Publish,
+    is_loopback,
     serve,
 )
 
@@ -40,5 +41,6 @@ __all__ = [
     "REASON_WIRE",
     "FcmEmulator",
     "Publish",
+    "is_loopback",
     "serve",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ __all__ = [
     "REASON_WIRE",
     "FcmEmulator",
     "Publish",
+    "is_loopback",
     "serve",
 ]
 
@@ -230,6 +232,16 @@ class FcmEmulator:
         if path.startswith(_CONTROL_PREFIX):
             return handle_control(self, method, path, body)
         return self._api.handle(method, path, query, body)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(

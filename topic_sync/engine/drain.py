@@ -41,6 +41,9 @@ DEAD_GUARD_MIN = 100  # the dead-token guard never trips below this many verdict
 # How long an unconfirmed publish counts as possibly on the wire: well over one send's
 # HTTP timeout. While it lasts, no other run may plan the topic.
 PUBLISH_IN_FLIGHT_SECONDS = 300.0
+# The longest one batch may spend on FCM (well under the database's idle-in-transaction
+# timeout, store.db.IDLE_IN_TRANSACTION_TIMEOUT_MS); what is not sent by then is retried.
+BATCH_BUDGET_SECONDS = 600.0
 
 
 class WorkSettings(Protocol):
@@ -274,6 +277,7 @@ class Work:
                     retrying=retrying,
                     epoch=self.epoch,
                     guard=self.guard,
+                    deadline_at=self.deadline_at,
                 )
         if tally is None:
             return False
@@ -315,6 +319,7 @@ def _one_batch(
     retrying: bool,
     epoch: int,
     guard: DeadGuard,
+    deadline_at: float,
 ) -> BatchTally | None:
     """Claim, call FCM, record: one transaction that commits only after FCM answered.
 
@@ -329,7 +334,9 @@ def _one_batch(
             return None
         tokens = [token for _, token in rows]
         call = deps.client.subscribe if op is Op.SUBSCRIBE else deps.client.unsubscribe
-        result = call(tokens, topic)
+        # The batch holds its transaction open while FCM answers: it ends in bounded time.
+        give_up_at = min(deadline_at, deps.monotonic() + BATCH_BUDGET_SECONDS)
+        result = call(tokens, topic, give_up_at=give_up_at)
         outcomes = []
         for (token_id, _), reason, proven in zip(rows, result.reasons, result.proven, strict=True):
             outcome = _map(token_id, reason, op, proven=proven)

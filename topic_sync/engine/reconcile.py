@@ -24,10 +24,12 @@ from topic_sync.fcm.error_table import Op
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.pool import prefix_of
 from topic_sync.settings import DEFAULTS
+from topic_sync.states import SubscriptionStatus
 from topic_sync.store.db import advisory_lock
 
 AUDIT_WORKERS = 32
 DRIFT_SHOWN = 1000  # drift lines kept for display; counts are always complete
+AUDIT_PAGE = 1000  # tokens an audit holds in memory at once
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,11 @@ def _reconcile_prefix(
 
 
 def _audit(opts: ReconcileOptions, deps: Deps, topics: list[str], result: ReconcileResult) -> None:
-    """Ask FCM what it holds for each token and compare with the table, per pool topic."""
-    with deps.engine.begin() as conn:
-        candidates = store.audit_candidates(conn, topics, opts.sample)
+    """Ask FCM what it holds for each token and compare with the table, per pool topic.
+
+    Page by page (AUDIT_PAGE tokens): memory stays flat however many tokens the topics
+    hold, and with `live` each page's heals are queued before the next page is read.
+    """
     scope = set(topics)
 
     def look(token: str) -> set[str] | None:
@@ -176,37 +180,60 @@ def _audit(opts: ReconcileOptions, deps: Deps, topics: list[str], result: Reconc
                     raise
         return None  # pragma: no cover - Retrying re-raises
 
-    heals: list[tuple[str, str, str]] = []
-    started = time.monotonic()
-    with ThreadPoolExecutor(AUDIT_WORKERS, thread_name_prefix="audit") as pool:
-        held = pool.map(look, (token for token, _ in candidates))
-        for (token, states), fcm_topics in zip(candidates, held, strict=True):
-            result.audited += 1
-            if fcm_topics is None:
-                result.unknown_tokens += 1
-                fcm_topics = set()
-            for topic in topics:
-                status = states.get(topic)
-                if status in ("pending_subscribe", "pending_unsubscribe"):
-                    continue  # owed work: reconcile is about to settle it anyway
-                expected = status == "subscribed"
-                actual = topic in fcm_topics
-                if expected == actual:
-                    continue
-                drift = Drift(token, topic, in_fcm=actual)
-                if actual:
-                    result.drift_in_fcm += 1
-                else:
-                    result.drift_missing += 1
-                if len(result.drift) < DRIFT_SHOWN:
-                    result.drift.append(drift)
-                heals.append(
-                    (token, topic, "pending_unsubscribe" if actual else "pending_subscribe")
-                )
-    if opts.live:
+    only = None
+    if opts.sample is not None:
         with deps.engine.begin() as conn:
-            store.queue_heals(conn, heals)
+            only = store.audit_sample(conn, topics, opts.sample)
+    started, after = time.monotonic(), 0
+    with ThreadPoolExecutor(AUDIT_WORKERS, thread_name_prefix="audit") as pool:
+        while True:
+            with deps.engine.begin() as conn:
+                page = store.audit_page(conn, topics, after=after, limit=AUDIT_PAGE, only=only)
+            if not page:
+                break
+            after = page[-1][0]
+            held = pool.map(look, (token for _, token, _ in page))
+            heals = _compare(topics, page, held, result)
+            if opts.live and heals:
+                with deps.engine.begin() as conn:
+                    store.queue_heals(conn, heals)
     deps.log(f"audited {result.audited} tokens in {time.monotonic() - started:.1f}s")
+
+
+def _compare(
+    topics: list[str],
+    page: list[tuple[int, str, dict[str, str]]],
+    held: Iterable[set[str] | None],
+    result: ReconcileResult,
+) -> list[tuple[str, str, str]]:
+    """Count one page's drift both ways; return the heals it calls for."""
+    heals: list[tuple[str, str, str]] = []
+    for (_, token, states), fcm_topics in zip(page, held, strict=True):
+        result.audited += 1
+        if fcm_topics is None:
+            result.unknown_tokens += 1
+            fcm_topics = set()
+        for topic in topics:
+            status = states.get(topic)
+            if status is not None and SubscriptionStatus(status).pending:
+                continue  # owed work: reconcile is about to settle it anyway
+            expected = status == SubscriptionStatus.SUBSCRIBED
+            actual = topic in fcm_topics
+            if expected == actual:
+                continue
+            if actual:
+                result.drift_in_fcm += 1
+            else:
+                result.drift_missing += 1
+            if len(result.drift) < DRIFT_SHOWN:
+                result.drift.append(Drift(token, topic, in_fcm=actual))
+            owed = (
+                SubscriptionStatus.PENDING_UNSUBSCRIBE
+                if actual
+                else SubscriptionStatus.PENDING_SUBSCRIBE
+            )
+            heals.append((token, topic, owed.value))
+    return heals
 
 
 def forget(deps: Deps, tokens: Iterable[str]) -> tuple[int, int, list[str]]:

@@ -57,7 +57,7 @@ from topic_sync.errors import (
 )
 from topic_sync.fcm.client import PublishError
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
-from topic_sync.inputs.audience import iter_audience
+from topic_sync.inputs.audience import iter_audience, shorten
 from topic_sync.inputs.message import MessageTemplate, load_message
 from topic_sync.pool import topic_for
 from topic_sync.settings import DEFAULTS
@@ -88,6 +88,7 @@ class RunOptions:
     allow_large_churn: bool = DEFAULTS.allow_large_churn
     republish: bool = False
     mark_published: bool = False  # an unconfirmed publish did go out: record it, send nothing
+    full_tokens: bool = False  # name tokens whole in messages (they are device identifiers)
     propagation_delay: float = DEFAULTS.propagation_delay
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     batch_size: int = MAX_TOKENS_PER_CALL
@@ -249,16 +250,31 @@ def _live_run(
         f"{plan.to_add} to add"
     )
 
+    try:
+        return _sync_and_publish(
+            opts, deps, topic, template, verify_lock, run, fence, plan, deadline_at
+        )
+    except Exception as error:
+        # Whatever ended the run, its record says so: it must not look still in progress.
+        _record_stop(deps, run.id, topic, error)
+        raise
+
+
+def _sync_and_publish(
+    opts: RunOptions,
+    deps: Deps,
+    topic: str,
+    template: MessageTemplate,
+    verify_lock: Callable[[], None],
+    run: store.RunRecord,
+    fence: store.Fence,
+    plan: store.Plan,
+    deadline_at: float,
+) -> RunResult:
     counts = SyncCounts()
     guard = DeadGuard.for_work(opts.max_dead, plan.to_add + plan.to_remove)
     work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard)
-    try:
-        finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove) and work.drain(
-            Op.SUBSCRIBE, plan.to_add
-        )
-    except TopicSyncError as error:
-        _record_stop(deps, run.id, topic, error)
-        raise
+    finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove) and work.drain(Op.SUBSCRIBE, plan.to_add)
 
     with deps.engine.begin() as conn:
         owed_add, owed_remove = store.pending_counts(conn, topic)
@@ -287,7 +303,8 @@ def _live_run(
             "this date (or run 'topic-sync reconcile') to continue where it stopped"
         )
     if owed_remove:
-        shown = ", ".join(sample) + (" …" if owed_remove > len(sample) else "")
+        names = sample if opts.full_tokens else [shorten(t) for t in sample]
+        shown = ", ".join(names) + (" …" if owed_remove > len(sample) else "")
         raise PublishWithheld(
             f"not publishing {opts.day}: {owed_remove} tokens may still be subscribed to {topic} "
             f"and would receive a message not meant for them: {shown}. "
@@ -307,19 +324,15 @@ def _live_run(
             "rerun this date to publish"
         )
     verify_lock()
-    try:
-        message_id = publish_once(
-            deps,
-            run.id,
-            template,
-            topic,
-            republish=opts.republish,
-            policy=opts.retry,
-            epoch=fence.epoch,
-        )
-    except (Fenced, PublishWithheld) as error:
-        _record_stop(deps, run.id, topic, error)
-        raise
+    message_id = publish_once(
+        deps,
+        run.id,
+        template,
+        topic,
+        republish=opts.republish,
+        policy=opts.retry,
+        epoch=fence.epoch,
+    )
     result = RunResult(
         RunOutcome.PUBLISHED if message_id else RunOutcome.ALREADY_PUBLISHED,
         opts.day,
@@ -447,11 +460,18 @@ def _check_no_owed_removals(conn: Connection, topic: str) -> None:
         )
 
 
-def _record_stop(deps: Deps, run_id: int, topic: str, error: TopicSyncError) -> None:
-    """Say on the run's record why it ended, so it does not look still in progress.
+def _record_stop(deps: Deps, run_id: int, topic: str, error: Exception) -> None:
+    """Say on the run's record why it ended, unless the run already said so.
 
-    A run fenced out by another process of the same run leaves the record to that one.
+    A record still open (syncing) gets a status and the reason; one already closed
+    (withheld, deadline, interrupted, an unconfirmed publish) is left as it is. A run
+    fenced out by another process of the same run leaves the record to that one.
     """
+    message = (
+        error.message
+        if isinstance(error, TopicSyncError)
+        else f"unexpected error: {type(error).__name__}: {error}"
+    )
     status = RunStatus.FAILED
     if isinstance(error, Fenced):
         status = RunStatus.FENCED
@@ -464,5 +484,7 @@ def _record_stop(deps: Deps, run_id: int, topic: str, error: TopicSyncError) -> 
             fence = store.read_fence(conn, topic, lock=False)
             if fence is not None and fence.run_id == run_id:
                 return
+        if store.run_status(conn, run_id) not in (RunStatus.PLANNED, RunStatus.SYNCING):
+            return
         store.settle_failures(conn, run_id)
-        store.finish_run(conn, run_id, status, error.message)
+        store.finish_run(conn, run_id, status, message)

@@ -66,9 +66,13 @@ class FcmClient(Protocol):
     transport: str
     target: FcmTarget
 
-    def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult: ...
+    def subscribe(
+        self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None
+    ) -> BatchResult: ...
 
-    def unsubscribe(self, tokens: Sequence[str], topic: str) -> BatchResult: ...
+    def unsubscribe(
+        self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None
+    ) -> BatchResult: ...
 
     def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str: ...
 
@@ -201,14 +205,32 @@ class SdkClient:
         emulator_host = redirect.removeprefix("http://") if redirect else None
         self.target = FcmTarget.of(str(app.project_id), emulator_host)
 
-    def subscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
-        return self._manage(tokens, topic, subscribe=True)
+    def subscribe(
+        self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None
+    ) -> BatchResult:
+        """Subscribe a batch; requests not sent by `give_up_at` (time.monotonic) are not sent
+        and answer a retryable, unproven NOT_SENT."""
+        return self._manage(tokens, topic, subscribe=True, give_up_at=give_up_at)
 
-    def unsubscribe(self, tokens: Sequence[str], topic: str) -> BatchResult:
-        return self._manage(tokens, topic, subscribe=False)
+    def unsubscribe(
+        self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None
+    ) -> BatchResult:
+        return self._manage(tokens, topic, subscribe=False, give_up_at=give_up_at)
 
-    def _manage(self, tokens: Sequence[str], topic: str, *, subscribe: bool) -> BatchResult:
+    def _manage(
+        self, tokens: Sequence[str], topic: str, *, subscribe: bool, give_up_at: float | None
+    ) -> BatchResult:
         batch = check_batch(tokens)
+        budgets = mounted_adapter(self.app).budgets
+        if give_up_at is not None:
+            budgets.register(batch[:1] if self.transport != "v1" else batch, topic, give_up_at)
+        try:
+            return self._call(batch, topic, subscribe=subscribe)
+        finally:
+            if give_up_at is not None:
+                budgets.release(batch, topic)
+
+    def _call(self, batch: list[str], topic: str, *, subscribe: bool) -> BatchResult:
         if self.transport == "v1":
             call = messaging.subscribe_to_topic if subscribe else messaging.unsubscribe_from_topic
             # v1 never raises for HTTP errors: every failure arrives per token, reduced by the

@@ -10,6 +10,7 @@ error carried FCM's details (evidence about the token).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -20,6 +21,7 @@ import urllib3
 from topic_sync.fcm.client import BatchResult, SdkClient, check_batch
 from topic_sync.fcm.sdk_bridge import (
     FCM_HOST,
+    HTTP_TIMEOUT_SECONDS,
     DirectAuth,
     has_fcm_details,
     mounted_adapter,
@@ -29,6 +31,7 @@ from topic_sync.fcm.sdk_bridge import (
 )
 
 DIRECT_WORKERS = 64  # requests in flight per client
+NOT_SENT = "NOT_SENT"  # the batch's time was up before this request could go out
 
 
 class DirectV1Client(SdkClient):
@@ -49,13 +52,20 @@ class DirectV1Client(SdkClient):
         self._base = adapter.target or FCM_HOST
         self._pacer = adapter.pacer
         self._auth = DirectAuth(app)
-        self._http = urllib3.PoolManager(maxsize=workers, block=True, retries=False)
+        self._http = urllib3.PoolManager(
+            maxsize=workers,
+            block=True,
+            retries=False,
+            timeout=urllib3.Timeout(connect=HTTP_TIMEOUT_SECONDS, read=HTTP_TIMEOUT_SECONDS),
+        )
         # One pool of senders for the client's life, shared by concurrent batches: as many
         # threads as connections, so the in-flight cap is the same either way.
         self._senders = ThreadPoolExecutor(workers, thread_name_prefix="fcm-direct")
         self._root = f"/v1/projects/{app.project_id}/registrations"
 
-    def _manage(self, tokens: Sequence[str], topic: str, *, subscribe: bool) -> BatchResult:
+    def _manage(
+        self, tokens: Sequence[str], topic: str, *, subscribe: bool, give_up_at: float | None
+    ) -> BatchResult:
         batch = check_batch(tokens)
         encoded_topic = quote(topic, safe="")
         headers = self._auth.headers()
@@ -66,12 +76,12 @@ class DirectV1Client(SdkClient):
                 method, url, body = "POST", f"{path}?topic_name={encoded_topic}", b"{}"
             else:
                 method, url, body = "DELETE", f"{path}/{encoded_topic}?allow_missing=true", None
-            answer = self._send(method, url, body, headers, subscribe=subscribe)
+            answer = self._send(method, url, body, headers, subscribe, give_up_at)
             if answer[0] == "UNAUTHENTICATED":
                 # The token may have expired early: refresh once and try again, as
                 # google-auth's session does for the SDK's own requests.
                 self._auth.expire()
-                answer = self._send(method, url, body, self._auth.headers(), subscribe=subscribe)
+                answer = self._send(method, url, body, self._auth.headers(), subscribe, give_up_at)
             return answer
 
         answers = list(self._senders.map(one, batch))
@@ -83,12 +93,14 @@ class DirectV1Client(SdkClient):
         url: str,
         body: bytes | None,
         headers: dict[str, str],
-        *,
         subscribe: bool,
+        give_up_at: float | None,
     ) -> tuple[str | None, bool]:
         """(raw reason or None, whether the answer is about the token)."""
-        if self._pacer is not None:
-            self._pacer.acquire(1)
+        if give_up_at is not None and time.monotonic() >= give_up_at:
+            return NOT_SENT, False
+        if self._pacer is not None and self._pacer.try_acquire(1, give_up_at) is None:
+            return NOT_SENT, False
         try:
             response = self._http.request(method, url, body=body, headers=headers)
         except urllib3.exceptions.HTTPError:

@@ -46,12 +46,22 @@ class Pacer:
 
     def acquire(self, cost: float = 1.0) -> float:
         """Block until `cost` requests may go out; returns the seconds waited."""
+        waited = self.try_acquire(cost, None)
+        assert waited is not None
+        return waited
+
+    def try_acquire(self, cost: float, not_after: float | None) -> float | None:
+        """Like acquire, but give up (None, nothing reserved) if the requests could not go out
+        by `not_after` (the clock's time): a batch must end by its deadline."""
         with self._lock:
             now = self._clock()
             start = max(now, self._not_before)
             if self.rate is not None:
                 self._recover(now)
                 start = max(start, self._next_free)
+            if not_after is not None and start > not_after:
+                return None
+            if self.rate is not None:
                 self._next_free = max(self._next_free, now - BURST_SECONDS) + cost / self.rate
             wait = start - now
             self.waited += max(wait, 0.0)

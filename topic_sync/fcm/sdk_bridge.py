@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -31,6 +32,7 @@ FCM_HOST = "https://fcm.googleapis.com"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 IID_HOST = "https://iid.googleapis.com"
 SDK_POOL_SIZE = 100  # firebase-admin fans a v1 call out over up to 100 threads
+HTTP_TIMEOUT_SECONDS = 30.0  # connect and read timeout of every request to FCM, any transport
 
 
 class _EmulatorAuth(google.auth.credentials.Credentials):
@@ -91,6 +93,52 @@ class Evidence:
             return self._seen.pop((method, token, topic), False)
 
 
+class Budgets:
+    """Until when each batch may still send, keyed like Evidence (the SDK's threads do not
+    carry the caller's context). A request past its batch's time is not sent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[tuple[str, str], float] = {}
+
+    def register(self, tokens: Sequence[str], topic: str, until: float) -> None:
+        with self._lock:
+            for token in tokens:
+                self._until[(token, topic)] = until
+
+    def release(self, tokens: Sequence[str], topic: str) -> None:
+        with self._lock:
+            for token in tokens:
+                self._until.pop((token, topic), None)
+
+    def of(self, request: requests.PreparedRequest) -> float | None:
+        """The time by which this request must have gone out, if its batch has one."""
+        target = _subscription_target(str(request.method), str(request.url)) or _batch_target(
+            request
+        )
+        if target is None:
+            return None
+        with self._lock:
+            return self._until.get(target)
+
+
+def _batch_target(request: requests.PreparedRequest) -> tuple[str, str] | None:
+    """(first token, topic) of a legacy batch request."""
+    if not str(request.url).split("?", 1)[0].endswith(("/iid/v1:batchAdd", "/iid/v1:batchRemove")):
+        return None
+    body = request.body if isinstance(request.body, str | bytes) else b"{}"
+    try:
+        data = json.loads(body or b"{}")
+        token, topic = data["registration_tokens"][0], str(data["to"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return str(token), topic.removeprefix("/topics/")
+
+
+class OutOfTime(requests.exceptions.ConnectionError):
+    """Not sent: the batch's time was up (its answer is no verdict, and it is retried)."""
+
+
 def _subscription_target(method: str, url: str) -> tuple[str, str] | None:
     """(token, topic) of a v1 subscribe (POST) or unsubscribe (DELETE) URL, else None."""
     parts = urlsplit(url)
@@ -122,6 +170,7 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
         self.target = target
         self.pacer = pacer
         self.evidence = Evidence()
+        self.budgets = Budgets()
 
     def send(
         self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
@@ -133,8 +182,11 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
                     request.url = self.target + url[len(host) :]
                     break
         cost = request_cost(request)
-        if self.pacer is not None and cost:
-            self.pacer.acquire(cost)
+        until = self.budgets.of(request) if cost else None
+        if until is not None and time.monotonic() >= until:
+            raise OutOfTime("not sent: the batch's time was up", request=request)
+        if self.pacer is not None and cost and self.pacer.try_acquire(cost, until) is None:
+            raise OutOfTime("not sent: the pace would pass the batch's time", request=request)
         response = super().send(request, *args, **kwargs)
         if self.pacer is not None:
             self.pacer.observe(response.status_code, retry_after(response.headers))
@@ -264,8 +316,6 @@ class DirectAuth:
     """
 
     def __init__(self, app: firebase_admin.App) -> None:
-        import threading
-
         from firebase_admin import _http_client
 
         service = messaging_service(app)
@@ -327,7 +377,7 @@ def initialize_app(
     pacer: Pacer | None = None,
 ) -> firebase_admin.App:
     """A firebase-admin app wired for topic-sync (emulator or real FCM)."""
-    options = {"projectId": project_id} if project_id else {}
+    options: dict[str, object] = {"projectId": project_id} if project_id else {}
     if emulator_host:
         cred: credentials.Base = EmulatorCredential()
         options.setdefault("projectId", "demo-topic-sync")
@@ -335,6 +385,10 @@ def initialize_app(
         cred = credentials.Certificate(credentials_file)
     else:
         cred = credentials.ApplicationDefault()
+    # Load the key now (no network): a missing, unreadable or malformed credentials file
+    # is found before anything runs, not in the middle of a batch.
+    cred.get_credential()
+    options.setdefault("httpTimeout", HTTP_TIMEOUT_SECONDS)
     app = firebase_admin.initialize_app(cred, options, name=name)
     install_adapter(app, emulator_host, status_retries=status_retries, pacer=pacer)
     return app

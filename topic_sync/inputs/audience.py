@@ -46,6 +46,18 @@ _MAX_LINE_BYTES = 1 << 20
 _READ_BUFFER = 1 << 20
 
 
+def shorten(token: str) -> str:
+    """Enough of a token to recognise it, not enough to use it: first 8 + "…" + last 4;
+    a token of 16 characters or fewer shows only its start (never the whole token).
+
+    Tokens are device identifiers: output that ends up in cron mail and journals shows
+    them shortened unless a --full-tokens flag asks otherwise.
+    """
+    if len(token) > 16:
+        return f"{token[:8]}…{token[-4:]}"
+    return f"{token[: min(4, len(token) // 2)]}…"
+
+
 def validate_token(token: str) -> str | None:
     """Return why a trimmed token is not plausible, or None if it is.
 

@@ -1,15 +1,14 @@
 """Connecting to PostgreSQL: a given URL, or an embedded server for demos.
 
-The embedded server (the `pgserver` wheel ships real PostgreSQL binaries) keeps
+The embedded server (store.embedded, on the binaries the `pgserver` wheel ships) keeps
 the two README commands free of setup; production passes DATABASE_URL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from topic_sync.errors import Locked, TopicSyncError
+from topic_sync.store.embedded import EmbeddedServer
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class SchemaError(TopicSyncError):
     """The database is not at the schema this release expects."""
-
-
-def default_data_dir(environ: Mapping[str, str]) -> Path:
-    """Per-user data directory (XDG), used for the embedded PostgreSQL."""
-    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "topic-sync"
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -40,15 +34,10 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def embedded_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL in data_dir and return its URL."""
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs' notes about XDG_RUNTIME_DIR
-        import pgserver
-
-        server = pgserver.get_server(data_dir)  # type: ignore[attr-defined]
-    return str(server.get_uri())
+def embedded_url(base: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in base (see store.embedded.default_base)
+    and return its URL: a Unix socket in a private folder, no TCP."""
+    return EmbeddedServer(base).url()
 
 
 CONNECT_TIMEOUT_SECONDS = 10

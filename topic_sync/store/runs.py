@@ -18,6 +18,7 @@ from topic_sync.states import RunStatus as _R
 from topic_sync.store.subscriptions import Plan
 
 __all__ = [
+    "run_status",
     "failure_rows",
     "latest_run_rows",
     "run_summary_rows",
@@ -184,6 +185,12 @@ def settle_failures(conn: Connection, run_id: int) -> dict[str, int]:
         {"id": run_id},
     )
     return dict(failed or {})
+
+
+def run_status(conn: Connection, run_id: int) -> _R:
+    return _R(
+        conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}).scalar_one()
+    )
 
 
 def finish_run(conn: Connection, run_id: int, status: _R, note: str | None = None) -> None:

@@ -22,7 +22,8 @@ __all__ = [
     "COPY_CHUNK_BYTES",
     "Plan",
     "TokenOutcome",
-    "audit_candidates",
+    "audit_page",
+    "audit_sample",
     "claim_batch",
     "confirmed_counts",
     "db_now",
@@ -373,48 +374,74 @@ def queue_full_reassert(conn: Connection, topic: str) -> tuple[int, int]:
 
     Being pending, the work survives a crash: the next reconcile picks it up.
     """
-    rows = conn.execute(
+    row = conn.execute(
         text(
             f"""
-            UPDATE subscriptions
-            SET status = CASE status WHEN '{_S.SUBSCRIBED}' THEN '{_S.PENDING_SUBSCRIBE}'
-                                     ELSE '{_S.PENDING_UNSUBSCRIBE}' END,
-                attempts = 0, updated_at = now()
-            WHERE topic = :topic AND status IN ('{_S.SUBSCRIBED}', '{_S.UNSUBSCRIBED}')
-            RETURNING status
+            WITH queued AS (
+                UPDATE subscriptions
+                SET status = CASE status WHEN '{_S.SUBSCRIBED}' THEN '{_S.PENDING_SUBSCRIBE}'
+                                         ELSE '{_S.PENDING_UNSUBSCRIBE}' END,
+                    attempts = 0, updated_at = now()
+                WHERE topic = :topic AND status IN ('{_S.SUBSCRIBED}', '{_S.UNSUBSCRIBED}')
+                RETURNING status
+            )
+            SELECT count(*) FILTER (WHERE status = '{_S.PENDING_SUBSCRIBE}'),
+                   count(*) FILTER (WHERE status = '{_S.PENDING_UNSUBSCRIBE}')
+            FROM queued
             """
         ),
         {"topic": topic},
-    ).scalars()
-    statuses = list(rows)
-    return statuses.count("pending_subscribe"), statuses.count("pending_unsubscribe")
+    ).one()
+    return int(row[0]), int(row[1])
 
 
-def audit_candidates(
-    conn: Connection, topics: Sequence[str], sample: int | None
-) -> list[tuple[str, dict[str, str]]]:
-    """Tokens known on these topics, with the table's status per topic (sampled)."""
+def audit_page(
+    conn: Connection,
+    topics: Sequence[str],
+    *,
+    after: int,
+    limit: int,
+    only: Sequence[int] | None = None,
+) -> list[tuple[int, str, dict[str, str]]]:
+    """The next page of tokens known on these topics (token id above `after`, in id order),
+    each with the table's status per topic. `only` restricts it to a sample of token ids.
+
+    Pages, not one list: an audit of millions of tokens keeps one page in memory.
+    """
     rows = conn.execute(
         text(
             """
-            WITH picked AS (
-                SELECT DISTINCT s.token_id FROM subscriptions s WHERE s.topic = ANY(:topics)
-            ), chosen AS (
-                SELECT token_id FROM picked
-                ORDER BY CASE WHEN CAST(:sample AS int) IS NULL THEN token_id::float8
-                              ELSE random() END
-                LIMIT CAST(:sample AS int)
+            WITH chosen AS (
+                SELECT DISTINCT s.token_id FROM subscriptions s
+                WHERE s.topic = ANY(:topics) AND s.token_id > :after
+                  AND (CAST(:only AS bigint[]) IS NULL OR s.token_id = ANY(:only))
+                ORDER BY s.token_id LIMIT :limit
             )
-            SELECT t.token, coalesce(jsonb_object_agg(s.topic, s.status)
-                                     FILTER (WHERE s.topic = ANY(:topics)), '{}')
+            SELECT t.id, t.token, coalesce(jsonb_object_agg(s.topic, s.status)
+                                           FILTER (WHERE s.topic = ANY(:topics)), '{}')
             FROM chosen c JOIN tokens t ON t.id = c.token_id
             LEFT JOIN subscriptions s ON s.token_id = c.token_id
             GROUP BY t.id, t.token ORDER BY t.id
             """
         ),
-        {"topics": list(topics), "sample": sample},
+        {"topics": list(topics), "after": after, "limit": limit, "only": only},
     ).all()
-    return [(str(token), dict(states)) for token, states in rows]
+    return [(int(i), str(token), dict(states)) for i, token, states in rows]
+
+
+def audit_sample(conn: Connection, topics: Sequence[str], size: int) -> list[int]:
+    """A random sample of the token ids known on these topics, in id order."""
+    ids = conn.scalars(
+        text(
+            """
+            SELECT token_id FROM (
+                SELECT DISTINCT token_id FROM subscriptions WHERE topic = ANY(:topics)
+            ) known ORDER BY random() LIMIT :size
+            """
+        ),
+        {"topics": list(topics), "size": size},
+    )
+    return sorted(int(i) for i in ids)
 
 
 def queue_heals(conn: Connection, heals: Sequence[tuple[str, str, str]]) -> None:
