@@ -49,3 +49,20 @@ audience = "{{date}}.csv"
     assert summary["status"] == "published" and summary["added"] == 40
     assert emulator.publishes[-1].recipients == frozenset(tokens)
     assert emulator.publishes[-1].topic == f"cfg-{day.toordinal() % 3}"
+    # Every command takes --config and resolves the same way: the rehearsal's next steps go
+    # to the rehearsal's database and emulator, not to whatever the environment points at.
+    clean = {"DATABASE_URL": None, "FCM_EMULATOR_HOST": None, "GOOGLE_CLOUD_PROJECT": None}
+    base = ["--config", str(config)]
+    repaired = CliRunner().invoke(cli, ["reconcile", *base, "--live", "--json"], env=clean)
+    assert repaired.exit_code == 0, repaired.output
+    topics = {t["topic"] for t in json.loads(repaired.stdout)["topics"]}
+    assert topics == {"cfg-0", "cfg-1", "cfg-2"}  # the campaign's pool
+    assert f"FCM emulator at {emulator.host_port}" in repaired.stderr
+    status = CliRunner().invoke(cli, ["status", *base, "--json"], env=clean)
+    assert status.exit_code == 0, status.output
+    assert [r["prefix"] for r in json.loads(status.stdout)["runs"]] == ["cfg"]
+    listed = CliRunner().invoke(cli, ["report", *base, "--format", "json"], env=clean)
+    assert json.loads(listed.stdout)["runs"][0]["published"] is True
+    forgot = CliRunner().invoke(cli, ["forget", *base, tokens[0], "--json"], env=clean)
+    assert forgot.exit_code == 0, forgot.output
+    assert json.loads(forgot.stdout)["forgotten"] == 1
