@@ -11,6 +11,7 @@ refuses to believe a flood of "dead" answers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -18,7 +19,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -132,6 +133,22 @@ class Deps:
     progress: Callable[[Progress], None] = lambda _p: None
     # True once a shutdown was asked for: workers stop after their current batch.
     should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class Phases:
+    """Seconds spent per phase of a run (load, plan, removals, additions, publish, ...)."""
+
+    clock: Callable[[], float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timing(self, name: str) -> Iterator[None]:
+        started = self.clock()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + self.clock() - started
 
 
 @dataclass

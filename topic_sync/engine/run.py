@@ -35,6 +35,7 @@ from topic_sync import store
 from topic_sync.engine.drain import (
     DeadGuard,
     Deps,
+    Phases,
     SyncCounts,
     Work,
     check_fence,
@@ -119,6 +120,7 @@ class RunResult:
     owed_subscriptions: int = 0
     message_id: str | None = None
     note: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the run
 
     @property
     def exit_code(self) -> ExitCode:
@@ -146,6 +148,7 @@ class RunResult:
             "wait_seconds": round(self.counts.wait_seconds, 3),
             "message_id": self.message_id,
             "note": self.note,
+            "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
         }
 
 
@@ -178,9 +181,13 @@ def _guard(opts: RunOptions, plan: store.Plan) -> None:
         )
 
 
-def _plan(opts: RunOptions, conn: Connection, topic: str, run_id: int | None) -> store.Plan:
-    lines = store.load_audience(conn, iter_audience(opts.audience_path))
-    plan = store.plan_topic(conn, topic, run_id, lines)
+def _plan(
+    opts: RunOptions, conn: Connection, topic: str, run_id: int | None, phases: Phases
+) -> store.Plan:
+    with phases.timing("load"):
+        lines = store.load_audience(conn, iter_audience(opts.audience_path))
+    with phases.timing("plan"):
+        plan = store.plan_topic(conn, topic, run_id, lines)
     _guard(opts, plan)
     return plan
 
@@ -190,7 +197,7 @@ def _dry_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate
         try:
             check_target(conn, deps.client.target, bind=False)
             existing = store.get_run(conn, opts.prefix, opts.day)
-            plan = _plan(opts, conn, topic, None)
+            plan = _plan(opts, conn, topic, None, Phases(deps.monotonic))
         finally:
             conn.rollback()
     send_message(deps, opts.retry, template, topic, validate_only=True)
@@ -208,6 +215,7 @@ def _live_run(
     verify_lock: Callable[[], None],
 ) -> RunResult:
     deadline_at = deps.monotonic() + opts.deadline
+    phases = Phases(deps.monotonic)
     with deps.engine.begin() as conn:
         check_target(conn, deps.client.target, bind=False)
         existing = store.get_run(conn, opts.prefix, opts.day)
@@ -242,7 +250,7 @@ def _live_run(
             audience_path=str(opts.audience_path),
         )
         fence = take_fence(conn, topic, process_owner(f"run {opts.prefix} {opts.day}"), run.id)
-        plan = _plan(opts, conn, topic, run.id)
+        plan = _plan(opts, conn, topic, run.id, phases)
         store.save_plan(conn, run.id, plan)
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
@@ -252,7 +260,7 @@ def _live_run(
 
     try:
         return _sync_and_publish(
-            opts, deps, topic, template, verify_lock, run, fence, plan, deadline_at
+            opts, deps, topic, template, verify_lock, run, fence, plan, deadline_at, phases
         )
     except Exception as error:
         # Whatever ended the run, its record says so: it must not look still in progress.
@@ -270,11 +278,16 @@ def _sync_and_publish(
     fence: store.Fence,
     plan: store.Plan,
     deadline_at: float,
+    phases: Phases,
 ) -> RunResult:
     counts = SyncCounts()
     guard = DeadGuard.for_work(opts.max_dead, plan.to_add + plan.to_remove)
     work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard)
-    finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove) and work.drain(Op.SUBSCRIBE, plan.to_add)
+    with phases.timing("removals"):
+        finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove)
+    if finished:
+        with phases.timing("additions"):
+            finished = work.drain(Op.SUBSCRIBE, plan.to_add)
 
     with deps.engine.begin() as conn:
         owed_add, owed_remove = store.pending_counts(conn, topic)
@@ -313,7 +326,8 @@ def _sync_and_publish(
 
     if opts.propagation_delay > 0:
         deps.log(f"waiting {opts.propagation_delay:g}s for subscriptions to propagate")
-        deps.sleep(opts.propagation_delay)
+        with phases.timing("propagation"):
+            deps.sleep(opts.propagation_delay)
     if deps.should_stop():
         with deps.engine.begin() as conn:
             store.finish_run(
@@ -324,15 +338,16 @@ def _sync_and_publish(
             "rerun this date to publish"
         )
     verify_lock()
-    message_id = publish_once(
-        deps,
-        run.id,
-        template,
-        topic,
-        republish=opts.republish,
-        policy=opts.retry,
-        epoch=fence.epoch,
-    )
+    with phases.timing("publish"):
+        message_id = publish_once(
+            deps,
+            run.id,
+            template,
+            topic,
+            republish=opts.republish,
+            policy=opts.retry,
+            epoch=fence.epoch,
+        )
     result = RunResult(
         RunOutcome.PUBLISHED if message_id else RunOutcome.ALREADY_PUBLISHED,
         opts.day,
@@ -343,6 +358,7 @@ def _sync_and_publish(
         failed=failed,
         owed_subscriptions=owed_add,
         message_id=message_id,
+        phases=phases.seconds,
     )
     if owed_add:
         result.note = (
