@@ -86,5 +86,10 @@ def sql_list(values: type[enum.StrEnum]) -> str:
     return "(" + ", ".join(f"'{v.value}'" for v in values) + ")"
 
 
-PENDING_PATTERN = "pending%"
-"""SQL LIKE pattern of the pending statuses (the partial index on the queue uses it)."""
+PENDING_SQL = (
+    f"('{SubscriptionStatus.PENDING_SUBSCRIBE.value}', "
+    f"'{SubscriptionStatus.PENDING_UNSUBSCRIBE.value}')"
+)
+"""The pending statuses as a SQL list: the work queue's partial index is `status IN` this, a
+predicate PostgreSQL can prove from `status = 'pending_subscribe'`, so every query on the
+queue can use the index."""

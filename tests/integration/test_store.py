@@ -128,3 +128,43 @@ def test_outcomes_record_failures_and_resolve_them(engine) -> None:
         ).one()
     assert failure == ("internal-error", 1, True)
     assert statuses(engine) == {"a": "subscribed", "b": "subscribed"}
+
+
+def _scan_rows(node: dict) -> int:
+    """The most rows any node of a JSON plan produced."""
+    here = int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
+    return max([here, *(_scan_rows(child) for child in node.get("Plans", []))])
+
+
+def test_a_batch_claim_reads_one_batch_not_the_whole_queue(engine) -> None:
+    # 200,000 tokens planned (the plan refreshes the statistics), 180,000 of them done since
+    # (the statistics are stale again, as they are during every run): a claim must still read
+    # about one batch, whatever the size of the topic or of the queue.
+    import datetime as dt
+    import json
+
+    size, done = 200_000, 180_000
+    with engine.begin() as conn:
+        lines = store.load_audience(conn, (f"tok:{i:06d}" for i in range(size)))
+        store.plan_topic(conn, TOPIC, None, lines)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE subscriptions SET status = 'subscribed' "
+                "WHERE token_id IN (SELECT token_id FROM subscriptions ORDER BY token_id LIMIT :n)"
+            ),
+            {"n": done},
+        )
+    with engine.begin() as conn:
+        plan = conn.execute(
+            text("EXPLAIN (ANALYZE, FORMAT JSON) " + store.CLAIM_BATCH_SQL),
+            {
+                "topic": TOPIC,
+                "status": "pending_subscribe",
+                "since": dt.datetime.now(dt.UTC),
+                "limit": 1000,
+            },
+        ).scalar_one()
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    assert _scan_rows(top) <= 2000, json.dumps(top)[:2000]
+    assert "ix_subscriptions_pending" in json.dumps(top)

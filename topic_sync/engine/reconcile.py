@@ -135,6 +135,7 @@ def _reconcile_prefix(
             if opts.full:
                 for topic in topics:
                     store.queue_full_reassert(conn, topic)
+            store.refresh_statistics(conn)
     if opts.audit:
         _audit(opts, deps, topics, result)
     if opts.live:

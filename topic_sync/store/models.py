@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from topic_sync.states import (
-    PENDING_PATTERN,
+    PENDING_SQL,
     Op,
     PublishState,
     RunStatus,
@@ -159,7 +159,7 @@ class Subscription(Base):
             "topic",
             "status",
             "token_id",
-            postgresql_where=text(f"status LIKE '{PENDING_PATTERN}'"),
+            postgresql_where=text(f"status IN {PENDING_SQL}"),
         ),
         Index("ix_subscriptions_token_id", "token_id"),
     )

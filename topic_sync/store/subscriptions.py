@@ -14,10 +14,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, text
 
-from topic_sync.states import PENDING_PATTERN
+from topic_sync.states import PENDING_SQL
 from topic_sync.states import SubscriptionStatus as _S
 
 __all__ = [
+    "CLAIM_BATCH_SQL",
+    "refresh_statistics",
     "psycopg_connection",
     "COPY_CHUNK_BYTES",
     "Plan",
@@ -109,24 +111,38 @@ def plan_topic(conn: Connection, topic: str, run_id: int | None, audience_lines:
     to unsubscribe = (members and owed subscriptions) - usable audience.
     Pending rows are the queue the batches drain; replanning is idempotent.
     """
+    # Each distinct token once, with its key (the tokens table is unique on md5(token)).
     conn.execute(
         text(
-            "INSERT INTO tokens (token) SELECT DISTINCT token FROM audience_in "
-            "ON CONFLICT (token_key) DO NOTHING"
+            "CREATE TEMP TABLE audience_keys ON COMMIT DROP AS "
+            "SELECT DISTINCT ON (key) md5(token)::uuid AS key, token FROM audience_in"
         )
     )
+    conn.execute(text("ANALYZE audience_keys"))
+    # New tokens: the unique index settles which exist (no plan to go wrong), and a
+    # conflict is skipped without locking anything.
+    inserted = conn.execute(
+        text(
+            "INSERT INTO tokens (token) SELECT token FROM audience_keys "
+            "ON CONFLICT (token_key) DO NOTHING"
+        )
+    ).rowcount
+    # Statistics before every join below: planned on stale numbers (the first days after
+    # install, a second run the same morning) a diff of millions can go quadratic.
+    if inserted:
+        conn.execute(text("ANALYZE tokens"))
     conn.execute(
         text(
             """
             CREATE TEMP TABLE audience_ids ON COMMIT DROP AS
             SELECT t.id,
                    (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL) AS unusable
-            FROM tokens t
-            WHERE t.token_key IN (SELECT md5(token)::uuid FROM audience_in)
+            FROM audience_keys k JOIN tokens t ON t.token_key = k.key
             """
         )
     )
     conn.execute(text("ANALYZE audience_ids"))
+    conn.execute(text("ANALYZE subscriptions"))
     size, skipped = conn.execute(
         text("SELECT count(*), count(*) FILTER (WHERE unusable) FROM audience_ids")
     ).one()
@@ -151,20 +167,34 @@ def plan_topic(conn: Connection, topic: str, run_id: int | None, audience_lines:
         ),
         {"topic": topic, "run_id": run_id},
     ).rowcount
+    # Audience members owed a removal (or removed) are owed a subscription again...
+    conn.execute(
+        text(
+            f"""
+            UPDATE subscriptions s
+            SET status = '{_S.PENDING_SUBSCRIBE}', attempts = 0, last_code = NULL,
+                last_reason = NULL, run_id = :run_id, updated_at = now()
+            FROM audience_ids a
+            WHERE s.topic = :topic AND s.token_id = a.id AND NOT a.unusable
+              AND s.status IN ('{_S.UNSUBSCRIBED}', '{_S.PENDING_UNSUBSCRIBE}')
+            """
+        ),
+        {"topic": topic, "run_id": run_id},
+    )
+    # ...and the rest of the audience is new to the topic; the primary key skips the rows
+    # that exist (members, owed subscriptions) without a lock or a plan to go wrong.
     conn.execute(
         text(
             f"""
             INSERT INTO subscriptions (topic, token_id, status, run_id)
             SELECT :topic, a.id, '{_S.PENDING_SUBSCRIBE}', :run_id
             FROM audience_ids a WHERE NOT a.unusable
-            ON CONFLICT (topic, token_id) DO UPDATE
-            SET status = '{_S.PENDING_SUBSCRIBE}', attempts = 0, last_code = NULL,
-                last_reason = NULL, run_id = excluded.run_id, updated_at = now()
-            WHERE subscriptions.status IN ('{_S.UNSUBSCRIBED}', '{_S.PENDING_UNSUBSCRIBE}')
+            ON CONFLICT (topic, token_id) DO NOTHING
             """
         ),
         {"topic": topic, "run_id": run_id},
     )
+    conn.execute(text("ANALYZE subscriptions"))
     to_add, to_remove = pending_counts(conn, topic)
     return Plan(
         topic=topic,
@@ -186,7 +216,7 @@ def pending_counts(conn: Connection, topic: str) -> tuple[int, int]:
             f"""
             SELECT count(*) FILTER (WHERE status = '{_S.PENDING_SUBSCRIBE}'),
                    count(*) FILTER (WHERE status = '{_S.PENDING_UNSUBSCRIBE}')
-            FROM subscriptions WHERE topic = :topic AND status LIKE '{PENDING_PATTERN}'
+            FROM subscriptions WHERE topic = :topic AND status IN {PENDING_SQL}
             """
         ),
         {"topic": topic},
@@ -218,25 +248,31 @@ def db_now(conn: Connection) -> dt.datetime:
     return now
 
 
+CLAIM_BATCH_SQL = """
+            WITH picked AS MATERIALIZED (
+                SELECT s.token_id FROM subscriptions s
+                WHERE s.topic = :topic AND s.status = :status
+                  AND (s.last_attempt_at IS NULL OR s.last_attempt_at < :since)
+                ORDER BY s.token_id
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            )
+            SELECT p.token_id, t.token FROM picked p JOIN tokens t ON t.id = p.token_id
+            ORDER BY p.token_id
+            """
+
+
 def claim_batch(
     conn: Connection, topic: str, status: _S, not_since: dt.datetime, limit: int
 ) -> list[tuple[int, str]]:
     """Lock up to `limit` pending rows not yet attempted since `not_since`.
 
-    SKIP LOCKED lets several workers drain one topic without waiting on each other.
+    SKIP LOCKED lets several workers drain one topic without waiting on each other. The rows
+    are picked from the queue's partial index in its order and limited before the tokens are
+    joined, so a batch costs the same whether 1,000 or 1,000,000 rows are done or owed.
     """
     rows = conn.execute(
-        text(
-            """
-            SELECT s.token_id, t.token
-            FROM subscriptions s JOIN tokens t ON t.id = s.token_id
-            WHERE s.topic = :topic AND s.status = :status
-              AND (s.last_attempt_at IS NULL OR s.last_attempt_at < :since)
-            ORDER BY s.token_id
-            LIMIT :limit
-            FOR UPDATE OF s SKIP LOCKED
-            """
-        ),
+        text(CLAIM_BATCH_SQL),
         {"topic": topic, "status": status, "since": not_since, "limit": limit},
     ).all()
     return [(int(r[0]), str(r[1])) for r in rows]
@@ -314,6 +350,12 @@ def record_outcomes(
 
 
 # --- repairs ----------------------------------------------------------------------------------
+
+
+def refresh_statistics(conn: Connection) -> None:
+    """ANALYZE the queue after a bulk change (a repair queued work): the batch claims' plans
+    depend on knowing how many rows are owed."""
+    conn.execute(text("ANALYZE subscriptions"))
 
 
 def topics_with_rows(conn: Connection) -> list[str]:
@@ -512,7 +554,7 @@ def topics_owing(conn: Connection) -> list[str]:
     return list(
         conn.scalars(
             text(
-                f"SELECT DISTINCT topic FROM subscriptions WHERE status LIKE '{PENDING_PATTERN}' "
+                f"SELECT DISTINCT topic FROM subscriptions WHERE status IN {PENDING_SQL} "
                 "ORDER BY topic"
             )
         )
