@@ -701,3 +701,19 @@ def test_token_reaches_fcm_whole_as_one_path_segment(client, emulator, token):
     assert emulator.members(TOPIC) == {token}
     assert client.unsubscribe([token], TOPIC).reasons == (None,)
     assert emulator.members(TOPIC) == set()
+
+
+def test_publish_with_nobody_answering_says_so_and_proves_it_was_not_sent():
+    app = initialize_app(
+        name=f"dead-{uuid.uuid4().hex}", project_id=PROJECT, emulator_host="127.0.0.1:1"
+    )
+    try:
+        with pytest.raises(PublishError) as info:
+            SdkClient(app, "v1").publish(_message())
+    finally:
+        firebase_admin.delete_app(app)
+    assert "no answer from FCM" in info.value.message
+    assert "Connection refused" in info.value.message
+    assert "refused the message" not in info.value.message
+    assert info.value.definitely_not_sent is True  # the connection was never made
+    assert info.value.retryable is False

@@ -577,3 +577,31 @@ def test_headers_and_options_are_not_payload(tmp_path: Path) -> None:
         "android": {"restricted_package_name": "p" * 3000},
     }
     assert load(write(tmp_path, content)).payload_bytes() == 2048
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        (
+            '{\n  "notification": {"title": "t", "body": "b"},\n  "android": {"ttl": NaN}\n}',
+            3,
+            "NaN",
+        ),
+        ('{\n  "data": {"a": "x\\"y"},\n  "data": {"b": "c"}\n}', 3, 'key "data" appears twice'),
+        ('{"data": {"k": "1", "k": "2"}}', 1, 'key "k" appears twice'),
+        (
+            '{\n "data": {"s": "a \\"NaN\\" in a string"},\n "android": {"ttl": -Infinity}}',
+            3,
+            "Infinity",
+        ),
+    ],
+)
+def test_json_the_parser_accepts_but_a_message_refuses_names_its_line(
+    tmp_path, text, line, reason
+) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    with pytest.raises(InputFileError) as error:
+        load_message(path, day=DAY, collapse_key="c", now=NOW)
+    assert error.value.line == line
+    assert reason in error.value.message

@@ -99,7 +99,7 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> FcmCli
         )
     except (ValueError, OSError, google.auth.exceptions.GoogleAuthError) as error:
         raise CredentialsError(
-            f"cannot load the Firebase credentials: {error}. Point "
+            f"cannot load the Firebase credentials: {str(error).rstrip('.')}. Point "
             "GOOGLE_APPLICATION_CREDENTIALS at a readable service-account key file (JSON, "
             "as downloaded from the Firebase console: Project settings > Service accounts), "
             "or set up application default credentials; to rehearse without credentials, "

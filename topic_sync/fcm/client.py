@@ -18,6 +18,7 @@ from typing import Protocol
 
 import firebase_admin
 import requests
+import urllib3
 from firebase_admin import exceptions as fb_exceptions
 from firebase_admin import messaging
 
@@ -111,6 +112,36 @@ class ListError(TopicSyncError):
 RETRYABLE_SEND_STATUSES = (429, 500, 503, 504)
 # A publish is resent only after an answer proving the message was not taken.
 RETRYABLE_PUBLISH_STATUSES = (429, 503)
+
+
+def _never_connected(error: BaseException) -> bool:
+    """Whether a request failed before a connection existed (so it was never written)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            urllib3.exceptions.NewConnectionError
+            | urllib3.exceptions.ConnectTimeoutError
+            | requests.exceptions.ConnectTimeout,
+        ):
+            return True
+        reason = getattr(current, "reason", None)
+        nested = reason if isinstance(reason, BaseException) else None
+        cause = getattr(current, "cause", None)
+        current = (
+            nested
+            or (cause if isinstance(cause, BaseException) else None)
+            or current.__cause__
+            or current.__context__
+            or (
+                current.args[0]
+                if current.args and isinstance(current.args[0], BaseException)
+                else None
+            )
+        )
+    return False
 
 
 def _publish_refused(response: requests.Response | None) -> bool:
@@ -286,8 +317,18 @@ class SdkClient:
             code = _whole_request_reason(error)
             if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
                 raise CredentialsError(CREDENTIALS_HELP.format(reason=code)) from error
+            if error.http_response is None:
+                # Nobody answered. A connection that was never made sent nothing (the intent is
+                # released: a rerun sends without --republish); one lost after the request
+                # was written leaves open whether FCM took it. Either way, no retry here: an
+                # FCM that cannot be reached is for a person to look at.
+                where = self.target.endpoint
+                raise PublishError(
+                    f"no answer from FCM ({where}): {error.cause or error}",
+                    definitely_not_sent=_never_connected(error),
+                ) from error
             refused = _publish_refused(error.http_response)
-            status = error.http_response.status_code if error.http_response is not None else None
+            status = error.http_response.status_code
             raise PublishError(
                 f"FCM refused the message: {code}: {error}",
                 definitely_not_sent=refused,

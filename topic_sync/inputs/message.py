@@ -194,6 +194,10 @@ def load_message(
 class _BadJson(ValueError):
     """JSON the standard parser accepts but a message must not hold."""
 
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key  # the repeated key, for a duplicate; None for a non-JSON constant
+
 
 def _read_json(path: str | os.PathLike[str]) -> Any:
     try:
@@ -207,7 +211,7 @@ def _read_json(path: str | os.PathLike[str]) -> Any:
     except json.JSONDecodeError as e:
         raise InputFileError(path, f"invalid JSON: {e.msg} (column {e.colno})", e.lineno) from None
     except _BadJson as e:
-        raise InputFileError(path, f"invalid JSON: {e}") from None
+        raise InputFileError(path, f"invalid JSON: {e}", _line_of(text, e)) from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -215,13 +219,53 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _BadJson(f'key "{key}" appears twice in one object')
+            raise _BadJson(f'key "{key}" appears twice in one object', key=key)
         result[key] = value
     return result
 
 
 def _no_constant(name: str) -> Any:
     raise _BadJson(f"{name} is not a JSON value")
+
+
+_CONSTANTS = ("NaN", "Infinity", "-Infinity")
+
+
+def _line_of(text: str, problem: _BadJson) -> int | None:
+    """The line of the first repeated key (or non-JSON constant) in text the parser read.
+
+    The standard parser's hooks do not know where they are; a short scan that follows
+    strings and nesting finds the spot, so the message can name file and line.
+    """
+    line, i, size = 1, 0, len(text)
+    objects: list[set[str] | None] = []  # per open container: keys seen, or None (array)
+    while i < size:
+        char = text[i]
+        if char == "\n":
+            line += 1
+        elif char == '"':
+            end = i + 1
+            while text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            after = end + 1
+            while after < size and text[after] in " \t\r\n":
+                after += 1
+            if after < size and text[after] == ":" and objects and objects[-1] is not None:
+                key = json.loads(text[i : end + 1])
+                if problem.key is not None and key == problem.key and key in objects[-1]:
+                    return line
+                objects[-1].add(key)
+            i = end
+        elif char == "{":
+            objects.append(set())
+        elif char == "[":
+            objects.append(None)
+        elif char in "}]" and objects:
+            objects.pop()
+        elif problem.key is None and text.startswith(_CONSTANTS, i):
+            return line
+        i += 1
+    return None
 
 
 def _substitute(value: Any, day_text: str) -> Any:
