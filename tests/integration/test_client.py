@@ -717,3 +717,14 @@ def test_publish_with_nobody_answering_says_so_and_proves_it_was_not_sent():
     assert "refused the message" not in info.value.message
     assert info.value.definitely_not_sent is True  # the connection was never made
     assert info.value.retryable is False
+
+
+def test_a_stalled_answer_times_out_instead_of_holding_the_batch(fcm_app, emulator, monkeypatch):
+    # A socket that never answers must not hold a batch (and its row locks) for ever.
+    from topic_sync.fcm import direct
+
+    monkeypatch.setattr(direct, "HTTP_TIMEOUT_SECONDS", 0.3)
+    client = make_client(fcm_app, "v1-direct")
+    emulator.set_latency(3.0)
+    result = client.subscribe(["tok-slow"], TOPIC)
+    assert result.reasons == ("UNKNOWN_ERROR",) and result.proven == (False,)

@@ -126,3 +126,19 @@ def test_live_production_with_the_embedded_database_warns_loudly(changes, warned
     warn_if_trying_in_production(DEFAULTS.replace(**changes), Io(log=lines.append, environ={}))
     assert bool(lines) is warned
     assert all(line.startswith("WARNING: changing production FCM") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "--json", "--no-such-option"], ["run", "--json", "--pool-size", "abc"], ["--json"]],
+)
+def test_usage_errors_print_exactly_one_json_object(args, capsys) -> None:
+    from topic_sync.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    document = json.loads(out[0])
+    assert document["kind"] == "bad_input" and document["exit_code"] == 2
