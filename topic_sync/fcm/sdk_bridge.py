@@ -189,7 +189,7 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
             raise OutOfTime("not sent: the pace would pass the batch's time", request=request)
         response = super().send(request, *args, **kwargs)
         if self.pacer is not None:
-            self.pacer.observe(response.status_code, retry_after(response.headers))
+            self.pacer.observe(response.status_code, retry_after(response.headers), cost)
         if response.status_code >= 400:
             self._note_evidence(request, response)
         return response
