@@ -339,7 +339,7 @@ def test_adapter_paces_topic_requests_and_reports_answers(base_send, mocker):
         ).prepare()
     )
 
-    assert pacer.mock_calls == [mocker.call.try_acquire(2, None), mocker.call.observe(429, 3.0)]
+    assert pacer.mock_calls == [mocker.call.try_acquire(2, None), mocker.call.observe(429, 3.0, 2)]
     assert base_send.call_args.args[1].url == f"{TARGET}/iid/v1:batchAdd"
 
 
@@ -374,7 +374,7 @@ def test_adapter_does_not_pace_sends_but_still_observes_them(base_send, mocker):
     adapter.send(_prepared(f"{FCM_HOST}/v1/projects/p/messages:send"))
 
     pacer.acquire.assert_not_called()
-    pacer.observe.assert_called_once_with(200, None)
+    pacer.observe.assert_called_once_with(200, None, 0)
 
 
 def test_initialize_app_wires_the_pacer_under_the_sdk(emulator):

@@ -32,7 +32,9 @@ CLIMB_PER_SECOND = 0.005  # after clean intervals, the pace rises by this share 
 MIN_RATE = 1.0
 SLOW_START_RATE = 100.0  # requests per second to begin with (doubled every clean interval)
 FLOOR_FACTOR = 0.25  # one adjustment never cuts the pace below a quarter of what it was
-RETURN_SHARE = 0.25  # of the way back to just under the last measured quota, per interval
+RETURN_SHARE = 0.5  # of the way back to just under the last measured quota, per interval
+MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
+NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
 
 
 class Pacer:
@@ -78,6 +80,15 @@ class Pacer:
     def try_acquire(self, cost: float, not_after: float | None) -> float | None:
         """Like acquire, but give up (None, nothing reserved) if the requests could not go out
         by `not_after` (the clock's time): a batch must end by its deadline."""
+        wait = self.reserve(cost, not_after)
+        if wait is not None and wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def reserve(self, cost: float, not_after: float | None) -> float | None:
+        """Reserve `cost` requests' place in the pace without waiting: the seconds the caller
+        must wait before sending them, or None (nothing reserved) if that is after
+        `not_after`. For callers that wait their own way (an event loop)."""
         with self._lock:
             now = self._clock()
             self._adjust(now)
@@ -88,11 +99,9 @@ class Pacer:
                 return None
             if self.rate is not None:
                 self._next_free = max(self._next_free, now - BURST_SECONDS) + cost / self.rate
-            wait = start - now
-            self.waited += max(wait, 0.0)
-        if wait > 0:
-            self._sleep(wait)
-        return max(wait, 0.0)
+            wait = max(start - now, 0.0)
+            self.waited += wait
+        return wait
 
     def observe(self, status: int, retry_after: float | None = None, cost: float = 1.0) -> None:
         """Learn from an answer: count it (and a 429) toward the interval's evidence, and hold
@@ -138,15 +147,17 @@ class Pacer:
                 # short interval can mismeasure).
                 sent = self._sent / elapsed
                 answered = self._through_since + self._refused_since
-                share = self._refused_since / answered if answered else 1.0
+                # (A lone 429 at the end of an interval is a share of a sample, not of one.)
+                share = self._refused_since / max(answered, MIN_SAMPLE)
                 self.ceiling = max(sent * (1.0 - share), sent * FLOOR_FACTOR)
                 self.rate = max(MIN_RATE, MARGIN * min(self.rate, self.ceiling))
                 self._last_decrease, self._starting = now, False
             elif self._starting:
                 self.rate = min(self.max_rate, self.rate * 2.0)
                 self._starting = self.rate < self.max_rate
-            elif self.ceiling is not None and self.rate < MARGIN * self.ceiling:
-                # Well below the last quota measured: go back toward it quickly.
+            elif self.ceiling is not None and self.rate < NEAR * MARGIN * self.ceiling:
+                # Well below the last quota measured: go back toward it quickly (and, once
+                # near, probe above it: the measure itself may have been low).
                 gap = MARGIN * self.ceiling - self.rate
                 self.rate = min(self.max_rate, self.rate + gap * RETURN_SHARE)
             else:
