@@ -309,22 +309,18 @@ def mounted_adapter(app: firebase_admin.App) -> RedirectingAdapter:
 
 
 class DirectAuth:
-    """The headers the SDK sends with each FCM request, from the app's own credential.
+    """The headers firebase-admin sends with each FCM request, for topic-sync's direct v1 path.
 
-    For topic-sync's direct v1 path: same credential (refreshed when it expires),
-    same API-format and client headers as firebase-admin's own requests.
+    Built by the SDK's own session from the app's own credential (refreshed when it
+    expires): the same names, values and order as the SDK's requests, computed the way the
+    SDK computes them rather than copied from one release.
     """
 
     def __init__(self, app: firebase_admin.App) -> None:
-        from firebase_admin import _http_client
-
         service = messaging_service(app)
         self._credential = service._credential
-        self._fixed = {
-            **service._fcm_headers,
-            **_http_client.METRICS_HEADERS,
-            "Content-Type": "application/json",
-        }
+        self._session = service._client.session
+        self._fcm_headers: dict[str, str] = dict(service._fcm_headers)
         self._lock = threading.Lock()
 
     def expire(self) -> None:
@@ -332,14 +328,20 @@ class DirectAuth:
         with self._lock:
             self._credential.token = None
 
-    def headers(self) -> dict[str, str]:
+    def sdk_headers(self, method: str, url: str, body: Any) -> list[tuple[str, str]]:
+        """(name, value) of every header but Host that the SDK's session sends for a
+        `method` request to `url` with this JSON body (None: no body), in its order."""
+        from firebase_admin import _http_client
         from google.auth.transport.requests import Request
 
+        # As firebase-admin's HttpClient.request, then google-auth's AuthorizedSession.
+        headers = {**self._fcm_headers, **_http_client.METRICS_HEADERS}
         with self._lock:
-            if not self._credential.valid:
-                self._credential.refresh(Request())
-            token = self._credential.token
-        return {**self._fixed, "Authorization": f"Bearer {token}"}
+            self._credential.before_request(Request(), method, url, headers)
+        prepared = self._session.prepare_request(
+            requests.Request(method, url, headers=headers, json=body)
+        )
+        return [(str(name), str(value)) for name, value in prepared.headers.items()]
 
 
 def topic_error_code(body: dict[str, Any], status: int) -> str:
