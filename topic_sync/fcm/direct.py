@@ -145,36 +145,41 @@ class _Pool:
         self._slots: asyncio.Semaphore | None = None
         self._ssl: ssl.SSLContext | None = None
 
-    async def request(self, request: bytes, timeout: float) -> Answer:
+    def turn(self) -> asyncio.Semaphore:
+        """Held for the whole of one request, from pacing to answer: a request decides to go
+        (deadline, pace) only once it has a connection, so nothing is booked far ahead."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._size)
-        async with self._slots:
-            # A reused connection the server closed while idle answers nothing at all: the
-            # request is sent again on a fresh one (both topic calls are idempotent).
-            for _attempt in range(2):
-                conn = self._idle.pop() if self._idle else None
-                fresh = conn is None
-                try:
-                    async with asyncio.timeout(timeout):
-                        if conn is None:
-                            conn = await self._connect()
-                        answer = await conn.exchange(request)
-                except _Dropped:
-                    assert conn is not None
+        return self._slots
+
+    async def request(self, request: bytes, timeout: float) -> Answer:
+        """Send on an idle or new connection; the caller holds a turn."""
+        # A reused connection the server closed while idle answers nothing at all: the
+        # request is sent again on a fresh one (both topic calls are idempotent).
+        for _attempt in range(2):
+            conn = self._idle.pop() if self._idle else None
+            fresh = conn is None
+            try:
+                async with asyncio.timeout(timeout):
+                    if conn is None:
+                        conn = await self._connect()
+                    answer = await conn.exchange(request)
+            except _Dropped:
+                assert conn is not None
+                conn.close()
+                if fresh or not conn.used:
+                    raise ConnectionError("connection closed without an answer") from None
+                continue
+            except BaseException:
+                if conn is not None:
                     conn.close()
-                    if fresh or not conn.used:
-                        raise ConnectionError("connection closed without an answer") from None
-                    continue
-                except BaseException:
-                    if conn is not None:
-                        conn.close()
-                    raise
-                if conn.reusable:
-                    self._idle.append(conn)
-                else:
-                    conn.close()
-                return answer
-            raise ConnectionError("connection closed without an answer")
+                raise
+            if conn.reusable:
+                self._idle.append(conn)
+            else:
+                conn.close()
+            return answer
+        raise ConnectionError("connection closed without an answer")
 
     async def _connect(self) -> _Connection:
         context = None
@@ -235,6 +240,7 @@ class DirectV1Client(SdkClient):
         self._auth = DirectAuth(app)
         self._loop = _LoopThread.loop()
         self._pool = _Pool(adapter.target or FCM_HOST, connections)
+        self._pacing: asyncio.Lock | None = None  # created on the loop
         # The SDK builds its URLs on FCM's own host; only the connection goes elsewhere.
         self._root = f"{FCM_HOST}/v1/projects/{app.project_id}/registrations"
         self._path_root = f"/v1/projects/{app.project_id}/registrations"
@@ -286,22 +292,33 @@ class DirectV1Client(SdkClient):
         await asyncio.gather(*(one(i, token) for i, token in enumerate(batch)))
         return answers
 
+    async def _paced(self, give_up_at: float | None) -> bool:
+        """Wait for this request's place in the pace; False if it comes too late. One request
+        waits at a time, so a slower pace learned meanwhile applies to the very next one."""
+        assert self._pacer is not None
+        if self._pacing is None:
+            self._pacing = asyncio.Lock()
+        async with self._pacing:
+            wait = self._pacer.reserve(1, give_up_at)
+            if wait is None:
+                return False
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return True
+
     async def _send(
         self, request: bytes, subscribe: bool, give_up_at: float | None
     ) -> tuple[str | None, bool]:
         """(raw reason or None, whether the answer is about the token)."""
-        if give_up_at is not None and time.monotonic() >= give_up_at:
-            return NOT_SENT, False
-        if self._pacer is not None:
-            wait = self._pacer.reserve(1, give_up_at)
-            if wait is None:
+        async with self._pool.turn():
+            if give_up_at is not None and time.monotonic() >= give_up_at:
                 return NOT_SENT, False
-            if wait > 0:
-                await asyncio.sleep(wait)
-        try:
-            answer = await self._pool.request(request, HTTP_TIMEOUT_SECONDS)
-        except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError):
-            return NO_ANSWER, False
+            if self._pacer is not None and not await self._paced(give_up_at):
+                return NOT_SENT, False
+            try:
+                answer = await self._pool.request(request, HTTP_TIMEOUT_SECONDS)
+            except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError):
+                return NO_ANSWER, False
         if self._pacer is not None:
             self._pacer.observe(answer.status, retry_after(_titled(answer.headers)))
         if answer.status < 300 or (subscribe and answer.status == 409):
