@@ -240,11 +240,12 @@ class Settings:
         ),
     )
     transport: str = _s(
-        "v1",
+        "v1-direct",
         Spec(
             Kind.CHOICE,
-            "v1: FCM topic subscription API via firebase-admin. v1-direct: the same requests "
-            "over a lean pool. legacy-iid: Instance ID batch API (until 2027-09-29).",
+            "v1-direct: FCM topic subscription API, firebase-admin's own requests byte for byte "
+            "over persistent connections. v1: the same API through firebase-admin's calls "
+            "(slower). legacy-iid: Instance ID batch API (until 2027-09-29).",
             Place.SYNC,
             choices=TRANSPORTS,
         ),

@@ -165,7 +165,7 @@ def reconcile(
     if sample and not audit:
         raise BadInput("--sample goes with --audit")
     s = resolved.settings
-    if audit and s.transport != "v1":
+    if audit and s.transport == "legacy-iid":
         io.log("note: --audit lists subscriptions through the v1 API whatever the transport")
     warn_if_trying_in_production(s, io)
     with services(s, io) as deps:

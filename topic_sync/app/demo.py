@@ -153,9 +153,7 @@ def demo(settings: Settings, io: Io, *, days: int, size: int, workdir: Path) -> 
                 f"demo: database {DEMO_DATABASE}, FCM emulator on {emu.host_port}, "
                 f"inputs in {workdir}"
             )
-            target = settings.replace(
-                emulator_host=emu.host_port, project=DEMO_PROJECT, transport="v1"
-            )
+            target = settings.replace(emulator_host=emu.host_port, project=DEMO_PROJECT)
             deps = Deps(
                 engine=engine,
                 client=fcm_client(target, io),

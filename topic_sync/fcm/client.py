@@ -1,9 +1,10 @@
 """The FCM client topic-sync uses: subscribe, unsubscribe and publish.
 
 Three transports sit behind one interface, all over firebase-admin's credentials:
-`v1` (the per-token FCM topic subscription API through the SDK, the default),
-`v1-direct` (the same requests over a lean pool) and `legacy-iid` (the Instance
-ID batch API, until its 2027-09-29 turndown). Whatever goes wrong, a subscribe
+`v1` (the per-token FCM topic subscription API through the SDK's own calls),
+`v1-direct` (the default: the same requests, byte for byte, over persistent connections;
+see direct.py) and `legacy-iid` (the Instance ID batch API, until its 2027-09-29
+turndown). Whatever goes wrong, a subscribe
 or unsubscribe call answers with one raw reason per token and, per token, whether
 that answer is evidence about the token at all (`proven`): only proven answers
 may confirm a removal or mark a token dead (see error_table.rule_for).
