@@ -320,7 +320,9 @@ def test_the_api_not_enabled_is_named_quoting_google(
         "HTTP 403 PERMISSION_DENIED" in api.detail and "has not been used in project" in api.detail
     )
     assert "enable" in (api.fix or "").lower()
-    assert by_name(result)["message"].status is CheckStatus.FAIL  # validate_only refused too
+    message = by_name(result)["message"]
+    assert message.status is CheckStatus.SKIP and "valid" in message.detail  # checked locally
+    assert emulator.validations == []
     assert result.exit_code is ExitCode.NOT_READY
 
 
@@ -330,6 +332,17 @@ def test_a_permission_denied_names_the_role(database_url, emulator, message_file
     assert api.status is CheckStatus.FAIL
     assert "refused the credentials" in api.detail and "does not have permission" in api.detail
     assert "Firebase Cloud Messaging Admin" in (api.fix or "")
+
+
+def test_a_send_refused_for_permission_fails_the_message_check(
+    database_url, emulator, message_file, audience
+) -> None:
+    emulator.inject_request_errors(403, kinds=["send"])
+    checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
+    assert checks["fcm-api"].status is CheckStatus.OK
+    assert checks["message"].status is CheckStatus.FAIL
+    assert "refused the credentials" in checks["message"].detail
+    assert "credentials" in (checks["message"].fix or "")
 
 
 def test_a_404_without_fcm_details_is_not_fcm(

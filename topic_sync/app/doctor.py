@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from topic_sync.app.commands import retry_policy
 from topic_sync.app.services import POOL_HEADROOM, Io, database_url, fcm_client, open_engine
 from topic_sync.app.settings import Resolved
-from topic_sync.errors import ExitCode, TopicSyncError
+from topic_sync.errors import CredentialsError, ExitCode, TopicSyncError
 from topic_sync.fcm.client import DOCTOR_TOKEN, ApiAnswer, FcmClient, probe_topic_api
 from topic_sync.fcm.sdk_bridge import mint_token
 from topic_sync.fcm.target import FcmTarget
@@ -393,9 +393,15 @@ def check_message(
     if topic is None:
         return skip(name, f"{valid}; no topic to validate it for (see the pool check)")
     if client is None:
-        return skip(name, f"{valid}; not sent to FCM: no client (see the credentials check)")
+        return skip(name, f"{valid}; not sent to FCM (see the credentials and fcm-api checks)")
     try:
         client.publish(template.to_sdk(topic), validate_only=True)
+    except CredentialsError as error:
+        return fail(
+            name,
+            f"{valid}, but FCM refused the credentials for its validate_only send: {error.message}",
+            "fix the credentials or the project's FCM API (see the checks above)",
+        )
     except TopicSyncError as error:
         return fail(
             name,
@@ -478,11 +484,14 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
             yield skip("target", "no schema (see the schema check)")
         else:
             yield check_target(engine, client.target)
+        api = None
         if client is None or credentials is None or credentials.status is CheckStatus.FAIL:
             yield skip("fcm-api", "no credentials (see the credentials check)")
         else:
-            yield check_topic_api(client.app, client.target)
-        yield check_message(s, day, topic, client, io.now())
+            api = check_topic_api(client.app, client.target)
+            yield api
+        usable = client if api is not None and api.status is not CheckStatus.FAIL else None
+        yield check_message(s, day, topic, usable, io.now())
         yield check_audience(s.audience)
     finally:
         if engine is not None:
