@@ -112,7 +112,8 @@ def doctor(day: str, backfill: bool, as_json: bool, **params: Any) -> None:
     (reachable, migrated, grants, FCM target), the credentials, FCM's topic API, a
     validate_only send of the day's message, the day's audience file and the pool; prints
     a checklist with a fix for each failure. Exit 0 when nothing failed (warnings
-    allowed), 9 otherwise.
+    allowed), 9 otherwise. --live and the guards are accepted so that a run's command
+    line can be checked as it is: doctor changes nothing either way.
     """
     resolve = resolver(click.get_current_context(), params, day=day)
     result = preflight.doctor(resolve, cli_io(), backfill=backfill)
