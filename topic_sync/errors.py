@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     CREDENTIALS = 6
     DEADLINE = 7
     INTERRUPTED = 8
+    NOT_READY = 9
 
 
 class TopicSyncError(Exception):

@@ -93,3 +93,12 @@ PENDING_SQL = (
 """The pending statuses as a SQL list: the work queue's partial index is `status IN` this, a
 predicate PostgreSQL can prove from `status = 'pending_subscribe'`, so every query on the
 queue can use the index."""
+
+
+class CheckStatus(enum.StrEnum):
+    """How one check of `topic-sync doctor` came out. Only FAIL makes it not ready."""
+
+    OK = "ok"
+    WARN = "warn"  # works, but something deserves a look
+    FAIL = "fail"  # a run would fail (or do harm): fix it first
+    SKIP = "skip"  # not checked: what it needs failed (that failure is reported)

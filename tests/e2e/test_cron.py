@@ -262,6 +262,46 @@ def test_bad_input_exit_code_2_passes_through(env, emulator, engine, tmp_path, m
     assert subscription_calls(emulator) == 0 and emulator.publishes == []
 
 
+def test_preflight_doctor_that_fails_keeps_the_run_from_starting(
+    env, emulator, engine, tmp_path, message_file
+):
+    missing = tmp_path / "not-written-yet.txt"
+    before = db_snapshot(engine)
+
+    proc = run_wrapper(
+        *day_args(DAY1, missing, message_file), env=wrapper_env(env, TOPIC_SYNC_PREFLIGHT="1")
+    )
+
+    assert proc.returncode == 9, explain(proc)
+    documents = [json.loads(t) for t in texts(proc) if t.startswith("{")]
+    assert [d["kind"] for d in documents] == ["doctor"], explain(proc)
+    failed = [c["name"] for c in documents[0]["checks"] if c["status"] == "fail"]
+    assert failed == ["audience"]
+    assert last_line(proc) == (
+        "topic-sync-cron: topic-sync doctor exited 9 (not ready: a doctor check failed, "
+        "nothing was changed); not starting run"
+    )
+    assert db_snapshot(engine) == before and run_row(engine, PREFIX, DAY1) is None
+    assert subscription_calls(emulator) == 0 and emulator.publishes == []
+
+
+def test_preflight_doctor_that_passes_lets_the_day_run(
+    env, emulator: FcmEmulator, engine, tmp_path, message_file
+):
+    audience = make_tokens("p", range(15))
+    path = write_lines(tmp_path / "audience.txt", audience)
+
+    proc = run_wrapper(
+        *day_args(DAY1, path, message_file), env=wrapper_env(env, TOPIC_SYNC_PREFLIGHT="1")
+    )
+
+    assert proc.returncode == 0, explain(proc)
+    documents = [json.loads(t) for t in texts(proc) if t.startswith("{")]
+    assert [d.get("kind", "run") for d in documents] == ["doctor", "run"], explain(proc)
+    assert documents[0]["ready"] is True and documents[1]["status"] == "published"
+    assert latest_publish(emulator, topic(PREFIX, 1, DAY1)).recipients == set(audience)
+
+
 def test_locked_exit_code_3_passes_through(env, emulator, engine, tmp_path, message_file):
     path = write_lines(tmp_path / "audience.txt", make_tokens("l", range(5)))
 
@@ -456,7 +496,7 @@ def test_arguments_pass_through_unchanged_and_the_env_file_is_exported(
     assert f"path:{stub_bin}:{venv}/bin:{SYSTEM_PATH}" in lines
 
 
-@pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6, 7, 42])
+@pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6, 7, 9, 42])
 def test_every_exit_code_passes_through(stub_env, code):
     stub_env["STUB_EXIT"] = str(code)
 
@@ -464,6 +504,23 @@ def test_every_exit_code_passes_through(stub_env, code):
 
     assert proc.returncode == code, explain(proc)
     assert last_line(proc).startswith(f"topic-sync-cron: topic-sync run exited {code} (")
+
+
+def test_preflight_runs_doctor_with_the_runs_own_arguments_first(stub_env):
+    stub_env["TOPIC_SYNC_PREFLIGHT"] = "1"
+
+    proc = run_wrapper(
+        "run", "--date", "today", "--live", "--republish", "--full-tokens", env=stub_env
+    )
+
+    assert proc.returncode == 0, explain(proc)
+    lines = texts(proc)
+    doctor = lines.index("args:doctor --date today --live")
+    run = lines.index("args:run --date today --live --republish --full-tokens")
+    assert doctor < run
+    # Other commands are not preceded by doctor.
+    other = texts(run_wrapper("reconcile", "--live", env=stub_env))
+    assert [line for line in other if line.startswith("args:")] == ["args:reconcile --live"]
 
 
 def test_a_topic_sync_killed_by_a_signal_is_a_failure(stub_env):

@@ -260,6 +260,28 @@ def test_whole_request_errors_carry_no_fcm_details(http, emu):
     assert emu.members("t") == set()
 
 
+def test_an_api_not_enabled_answers_every_request_as_google_does(http, emu):
+    post = http.post(f"{emu.base_url}/emulator/faults", json={"api_disabled": True})
+    assert post.status_code == 200
+    for resp in (http.get(subs_url(emu, "tok-1")), subscribe(http, emu, "tok-1", "t")):
+        assert resp.status_code == 403
+        error = resp.json()["error"]
+        assert error["status"] == "PERMISSION_DENIED"
+        assert f"has not been used in project {PROJECT}" in error["message"]
+        info = [d for d in error["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+        assert info[0]["reason"] == "SERVICE_DISABLED"
+        assert info[0]["metadata"]["service"] == "fcm.googleapis.com"
+        assert not has_fcm_details(resp.json())  # Google's front end, not FCM, answered
+    assert emu.members("t") == set()
+    bad = http.post(f"{emu.base_url}/emulator/faults", json={"api_disabled": "yes"})
+    assert bad.status_code == 400
+    http.post(f"{emu.base_url}/emulator/faults", json={"api_disabled": None})
+    assert http.get(subs_url(emu, "tok-1")).status_code == 200
+    emu.set_api_disabled()
+    emu.clear_faults()  # clearing the faults enables it again
+    assert http.get(subs_url(emu, "tok-1")).status_code == 200
+
+
 # --------------------------------------------------------------------------- legacy API
 
 

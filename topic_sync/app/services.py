@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, Prog
 
 from topic_sync.engine.drain import Deps, Progress
 from topic_sync.errors import BadInput, CredentialsError, TopicSyncError
-from topic_sync.fcm.client import FcmClient
+from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.fcm.transports import make_client
 from topic_sync.inputs.config import mask_url, scrub
@@ -84,7 +84,7 @@ def open_engine(settings: Settings, io: Io, *, check: bool = True) -> Engine:
     return engine
 
 
-def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> FcmClient:
+def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkClient:
     """The FCM client of the settings' transport, on a firebase-admin app of its own."""
     from topic_sync.fcm.sdk_bridge import initialize_app
 

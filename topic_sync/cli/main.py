@@ -41,6 +41,7 @@ def config_group() -> None:
 config_group.add_command(run_commands.config_show)
 for command in (
     run_commands.run,
+    run_commands.doctor,
     repairs.reconcile,
     repairs.forget,
     repairs.target,

@@ -8,6 +8,7 @@ the command line gave is handed to the application layer with where each value c
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +150,17 @@ def resolved(
     need_campaign: bool = True,
 ) -> Resolved:
     """The command's settings: what its options gave, over the config file, over defaults."""
+    return resolver(ctx, params, day=day, need_campaign=need_campaign)()
+
+
+def resolver(
+    ctx: click.Context,
+    params: dict[str, Any],
+    *,
+    day: str | None = None,
+    need_campaign: bool = True,
+) -> Callable[[], Resolved]:
+    """Resolving the command's settings, to be done later (by `doctor`, as its first check)."""
     given = {name: value for name, value in params.items() if name in SPECS}
     sources = {
         name: _SOURCES.get(
@@ -156,7 +168,8 @@ def resolved(
         )
         for name in given
     }
-    return resolve(
+    return functools.partial(
+        resolve,
         given,
         sources,
         config_path=params.get("config"),

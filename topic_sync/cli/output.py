@@ -141,6 +141,28 @@ def describe_run(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}
+
+
+def describe_doctor(summary: dict[str, Any]) -> str:
+    """The checklist: one line per check, and under each failure or warning its fix."""
+    width = max(len(c["name"]) for c in summary["checks"])
+    lines = []
+    for check in summary["checks"]:
+        mark = _MARKS[check["status"]]
+        lines.append(f"{mark:<4}  {check['name']:<{width}}  {check['detail']}")
+        if check["fix"]:
+            lines.append(f"{'':<4}  {'':<{width}}  fix: {check['fix']}")
+    counts = {mark: 0 for mark in _MARKS.values()}
+    for check in summary["checks"]:
+        counts[_MARKS[check["status"]]] += 1
+    tally = ", ".join(f"{n} {mark}" for mark, n in counts.items() if n)
+    verdict = "ready" if summary["ready"] else f"NOT ready (exit {summary['exit_code']})"
+    day = f" for {summary['date']}" if summary["date"] else ""
+    lines.append(f"doctor{day}: {tally}: {verdict}")
+    return "\n".join(lines)
+
+
 def describe_reconcile(result: ReconcileResult, *, full_tokens: bool = False) -> str:
     mode = "live" if result.live else "dry run (pass --live to apply)"
     lines = [f"reconcile, {mode}:"]

@@ -1,4 +1,5 @@
-"""`topic-sync run` and `topic-sync config show`: the day's job, and what settings it would use."""
+"""`topic-sync run`, `doctor` and `config show`: the day's job, whether it could work, and what
+settings it would use."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import click
 
 from topic_sync.app import commands
+from topic_sync.app import doctor as preflight
 from topic_sync.app.shutdown import PROCESS as shutdown
 from topic_sync.cli.options import (
     WORK,
@@ -15,10 +17,19 @@ from topic_sync.cli.options import (
     full_tokens_option,
     json_option,
     resolved,
+    resolver,
     settings,
     with_config,
 )
-from topic_sync.cli.output import cli_io, describe_run, emit_json, errors_to_exit, finish, say
+from topic_sync.cli.output import (
+    cli_io,
+    describe_doctor,
+    describe_run,
+    emit_json,
+    errors_to_exit,
+    finish,
+    say,
+)
 
 RUN = (
     "topic_prefix",
@@ -78,6 +89,40 @@ def run(
     say(describe_run(summary))
     if as_json:
         emit_json(summary)
+    finish(result.exit_code)
+
+
+@click.command()
+@env_option(
+    "--date",
+    "day",
+    default="today",
+    show_default=True,
+    help="The day to check: YYYY-MM-DD, today or yesterday.",
+)
+@settings(*RUN)
+@backfill_option
+@with_config
+@json_option
+@errors_to_exit
+def doctor(day: str, backfill: bool, as_json: bool, **params: Any) -> None:
+    """Check, changing nothing, that `run` with these options could work.
+
+    Takes the same options as `run`. Checks the configuration file, the database
+    (reachable, migrated, grants, FCM target), the credentials, FCM's topic API, a
+    validate_only send of the day's message, the day's audience file and the pool; prints
+    a checklist with a fix for each failure. Exit 0 when nothing failed (warnings
+    allowed), 9 otherwise. --live and the guards are accepted so that a run's command
+    line can be checked as it is: doctor changes nothing either way.
+    """
+    resolve = resolver(click.get_current_context(), params, day=day)
+    result = preflight.doctor(resolve, cli_io(), backfill=backfill)
+    summary = result.summary()
+    if as_json:
+        say(describe_doctor(summary))
+        emit_json(summary)
+    else:
+        click.echo(describe_doctor(summary))
     finish(result.exit_code)
 
 

@@ -27,6 +27,7 @@ from topic_sync.emulator.replies import (
     legacy_error_reply,
     reason_reply,
     request_error_reply,
+    service_disabled_reply,
 )
 from topic_sync.emulator.routes import LEGACY_KINDS, V1_TOKEN_KINDS, route
 from topic_sync.emulator.state import FcmState
@@ -111,6 +112,9 @@ class FcmApi:
     def _dispatch(self, kind: str, args: tuple[str, ...], params: Params, body: bytes) -> Reply:
         if kind == "unknown":
             return error_reply(404, "NOT_FOUND", "Unknown FCM endpoint.")
+        if self._faults.api_disabled:
+            project = args[0] if kind not in LEGACY_KINDS else "unknown"
+            return service_disabled_reply(project)
         fault = self._faults.take_request_error(kind)
         if fault is None:
             return self._serve(kind, args, params, body)

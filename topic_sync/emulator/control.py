@@ -46,6 +46,7 @@ class Controlled(Protocol):
     ) -> None: ...
     def set_quota(self, requests_per_second: float | None) -> None: ...
     def set_latency(self, seconds: float) -> None: ...
+    def set_api_disabled(self, disabled: bool = ...) -> None: ...
     def unregister(self, token: str) -> None: ...
     def subscribe_direct(self, token: str, topic: str) -> None: ...
     def unsubscribe_direct(self, token: str, topic: str) -> None: ...
@@ -83,7 +84,7 @@ def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
 
     ``{"token_errors": [{"token", "reason", "op"?, "times"?}], "request_errors": {"status",
     "count"?, "rate"?, "retry_after"?, "seed"?, "kinds"?, "served"?}, "quota": rps,
-    "latency": seconds, "unregister": [token]}``, every key optional.
+    "latency": seconds, "api_disabled": bool, "unregister": [token]}``, every key optional.
     """
     if not isinstance(spec, dict):
         raise ValueError("faults body must be a JSON object")
@@ -109,6 +110,9 @@ def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
         emulator.set_quota(spec["quota"])
     if "latency" in spec:
         emulator.set_latency(float(spec["latency"] or 0.0))
+    if "api_disabled" in spec:
+        disabled = spec["api_disabled"]
+        emulator.set_api_disabled(False if disabled is None else disabled)
     for token in spec.get("unregister") or ():
         emulator.unregister(token)
 

@@ -155,6 +155,12 @@ class FcmEmulator:
         with self._lock:
             self._faults.set_quota(requests_per_second)
 
+    def set_api_disabled(self, disabled: bool = True) -> None:
+        """Answer every FCM request as Google does when the Firebase Cloud Messaging API is
+        not enabled for the project (403 PERMISSION_DENIED, ErrorInfo SERVICE_DISABLED)."""
+        with self._lock:
+            self._faults.set_api_disabled(disabled)
+
     def set_latency(self, seconds: float) -> None:
         """Sleep this long in every FCM request (outside the lock, so requests overlap)."""
         with self._lock:
@@ -166,7 +172,8 @@ class FcmEmulator:
             self._state.unregister(token)
 
     def clear_faults(self) -> None:
-        """Drop token/request faults, quota and latency; unregistered tokens stay dead."""
+        """Drop token/request faults, quota, latency and a disabled API; unregistered tokens
+        stay dead."""
         with self._lock:
             self._faults.clear()
 

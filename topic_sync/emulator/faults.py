@@ -1,4 +1,5 @@
-"""The faults a test can inject: per-token errors, whole-request errors, quota, latency, traps.
+"""The faults a test can inject: per-token errors, whole-request errors, quota, latency, traps,
+and a Firebase Cloud Messaging API that is not enabled for the project.
 
 Why it exists: FCM's per-token errors, failed requests and rate limits cannot be provoked on
 demand against Google, so these are the knobs tests turn. Each setter checks its arguments;
@@ -96,6 +97,7 @@ class Faults:
         self.bucket: Bucket | None = None
         self.latency = 0.0
         self.traps: list[Trap] = []
+        self.api_disabled = False
 
     # ----------------------------------------------------------------- arming
 
@@ -153,6 +155,12 @@ class Faults:
         if requests_per_second is not None and requests_per_second <= 0:
             raise ValueError("requests_per_second must be positive or None")
         self.bucket = None if requests_per_second is None else Bucket(float(requests_per_second))
+
+    def set_api_disabled(self, disabled: bool) -> None:
+        """See FcmEmulator.set_api_disabled."""
+        if not isinstance(disabled, bool):
+            raise ValueError("api_disabled must be true or false")
+        self.api_disabled = disabled
 
     def set_latency(self, seconds: float) -> None:
         """See FcmEmulator.set_latency."""

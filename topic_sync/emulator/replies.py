@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from topic_sync.fcm.wire import FCM_ERROR_TYPE
+from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE
 
 JSON = "application/json; charset=UTF-8"
 TEXT = "text/plain; charset=UTF-8"
@@ -96,6 +96,39 @@ def google_error(
     if fcm_code:
         err["details"] = [{"@type": FCM_ERROR_TYPE, "errorCode": fcm_code}]
     return dumps({"error": err})
+
+
+SERVICE = "fcm.googleapis.com"
+
+
+def service_disabled_reply(project: str) -> Reply:
+    """Google's answer when the Firebase Cloud Messaging API is not enabled for the project:
+    a 403 PERMISSION_DENIED whose ErrorInfo says SERVICE_DISABLED (no FCM details)."""
+    console = f"https://console.developers.google.com/apis/api/{SERVICE}/overview?project={project}"
+    err = {
+        "code": 403,
+        "message": (
+            f"Firebase Cloud Messaging API has not been used in project {project} before or it "
+            f"is disabled. Enable it by visiting {console} then retry. If you enabled this API "
+            "recently, wait a few minutes for the action to propagate to our systems and retry."
+        ),
+        "status": "PERMISSION_DENIED",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {"description": "Google developers console API activation", "url": console}
+                ],
+            },
+            {
+                "@type": ERROR_INFO_TYPE,
+                "reason": "SERVICE_DISABLED",
+                "domain": "googleapis.com",
+                "metadata": {"service": SERVICE, "consumer": f"projects/{project}"},
+            },
+        ],
+    }
+    return Reply(403, dumps({"error": err}))
 
 
 def error_reply(code: int, status: str, message: str | None = None) -> Reply:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import firebase_admin
+import google.auth.exceptions
 import requests
 import urllib3
 from firebase_admin import exceptions as fb_exceptions
@@ -30,7 +31,7 @@ from topic_sync.fcm.sdk_bridge import (
     retry_after,
 )
 from topic_sync.fcm.target import FcmTarget
-from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
+from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE, MAX_TOKENS_PER_CALL
 
 CREDENTIALS_HELP = (
     "FCM rejected topic-sync's credentials ({reason}). Check that "
@@ -336,3 +337,59 @@ class SdkClient:
                 retryable=refused and status in RETRYABLE_PUBLISH_STATUSES,
                 retry_after=_retry_after(error),
             ) from error
+
+
+DOCTOR_TOKEN = "topic-sync-doctor-probe:not-a-registration-token"
+"""A registration token no device can have (FCM's are about 160 characters of its own
+shape): `doctor` lists its topics, a read that cannot touch any real member."""
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    """What FCM's topic API answered to a probe: HTTP status (None: no answer at all),
+    Google's error status and message, ErrorInfo's reason (SERVICE_DISABLED: the API is
+    not enabled) and FCM's own error code (evidence FCM itself looked at the token)."""
+
+    status: int | None
+    google_status: str | None = None
+    message: str = ""
+    reason: str | None = None
+    fcm_code: str | None = None
+
+
+def _detail(details: object, kind: str, key: str) -> str | None:
+    for item in details if isinstance(details, list) else ():
+        if isinstance(item, dict) and item.get("@type") == kind and item.get(key):
+            return str(item[key])
+    return None
+
+
+def _api_answer(response: requests.Response) -> ApiAnswer:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ApiAnswer(response.status_code, message=response.text.strip()[:300])
+    details = error.get("details")
+    return ApiAnswer(
+        response.status_code,
+        str(error["status"]) if error.get("status") else None,
+        str(error.get("message") or ""),
+        _detail(details, ERROR_INFO_TYPE, "reason"),
+        _detail(details, FCM_ERROR_TYPE, "errorCode"),
+    )
+
+
+def probe_topic_api(app: firebase_admin.App, token: str = DOCTOR_TOKEN) -> ApiAnswer:
+    """List a dummy registration's topics through the v1 API (a read: nothing changes)."""
+    try:
+        topics = list(list_topic_subscriptions(app, token))
+    except requests.exceptions.RequestException as error:
+        if error.response is None:
+            return ApiAnswer(None, message=str(error))
+        return _api_answer(error.response)
+    except google.auth.exceptions.GoogleAuthError as error:
+        return ApiAnswer(None, message=f"no access token: {error}")
+    return ApiAnswer(200, message=f"{len(topics)} topics")

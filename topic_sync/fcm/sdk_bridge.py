@@ -300,6 +300,21 @@ def list_topic_subscriptions(
             return
 
 
+def mint_token(app: firebase_admin.App) -> str | None:
+    """Mint an access token with the app's credential, as the SDK does before a request.
+
+    Returns the service account's email when the credential names one. Raises
+    google.auth.exceptions.GoogleAuthError (RefreshError, TransportError) when no token
+    can be had: a revoked or deleted key, no route to Google's token endpoint.
+    """
+    from google.auth.transport.requests import Request
+
+    credential = app.credential.get_credential()
+    credential.refresh(Request())
+    email = getattr(credential, "service_account_email", None)
+    return str(email) if email else None
+
+
 def mounted_adapter(app: firebase_admin.App) -> RedirectingAdapter:
     """The adapter install_adapter put on the app's session (for its target and pacer)."""
     adapter = messaging_service(app)._client.session.get_adapter(FCM_HOST + "/")

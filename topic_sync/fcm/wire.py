@@ -15,5 +15,12 @@ MAX_TOPICS_PER_TOKEN = 2000
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 """The `@type` of FCM's own error details in a v1 error body: evidence about a registration."""
 
+ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
+"""The `@type` of Google's ErrorInfo detail; its `reason` SERVICE_DISABLED means an API that
+is not enabled for the project."""
+
+TOPIC_MANAGEMENT_QUOTA = 3000
+"""FCM's published topic-management quota: requests per second per project."""
+
 TOPIC_NAME_PATTERN = r"[a-zA-Z0-9\-_.~%]{1,900}"
 """FCM's topic-name rule."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,102 @@ def is_disconnect(error: BaseException) -> bool:
     return isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and bool(error.connection_invalidated)
     )
+
+
+# --- read-only facts for `topic-sync doctor` ------------------------------------------------
+
+PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+"""What topic-sync's role needs on each of its tables (see the README's Security)."""
+OPTIONAL_TABLES = ("scheduler_jobs",)
+"""Tables checked only when they exist (the scheduler creates its own on first start)."""
+
+
+@contextlib.contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection in a READ ONLY transaction that is rolled back: looking, never writing."""
+    with engine.connect() as conn:
+        conn.execute(text("SET TRANSACTION READ ONLY"))
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+def current_revision(conn: Connection) -> str | None:
+    """Alembic's current revision of the database (None: never migrated), read only."""
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether this release's migrations know the revision (not: a newer release's)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    script = ScriptDirectory.from_config(alembic_config("postgresql://"))
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def schema_tables() -> tuple[str, ...]:
+    """topic-sync's own tables: the models' and Alembic's."""
+    from topic_sync.store.models import Base
+
+    return (*(table.name for table in Base.metadata.sorted_tables), "alembic_version")
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    version_num: int
+    version: str
+    database: str
+    user: str
+    max_connections: int
+    reserved_connections: int
+    connections_in_use: int
+    temporary: bool  # may create temporary tables (the audience is loaded into one)
+
+
+def server_facts(conn: Connection) -> ServerFacts:
+    row = conn.execute(
+        text(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version'),"
+            " current_database(), current_user, current_setting('max_connections')::int,"
+            " current_setting('superuser_reserved_connections')::int,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " has_database_privilege(current_database(), 'TEMPORARY')"
+        )
+    ).one()
+    return ServerFacts(*row)
+
+
+def missing_tables(conn: Connection, tables: Sequence[str]) -> list[str]:
+    """Which of the tables do not exist (in the connection's search path)."""
+    return [
+        table
+        for table in tables
+        if not conn.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table})
+    ]
+
+
+def missing_privileges(
+    conn: Connection, tables: Sequence[str], privileges: Sequence[str] = PRIVILEGES
+) -> dict[str, list[str]]:
+    """table -> the privileges the current role lacks on it (existing tables only)."""
+    missing: dict[str, list[str]] = {}
+    for table in tables:
+        if not conn.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}):
+            continue
+        lacking = [
+            privilege
+            for privilege in privileges
+            if not conn.scalar(
+                text("SELECT has_table_privilege(:t, :p)"), {"t": table, "p": privilege}
+            )
+        ]
+        if lacking:
+            missing[table] = lacking
+    return missing

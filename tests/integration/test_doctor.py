@@ -1,0 +1,499 @@
+"""`topic-sync doctor`'s checks over real PostgreSQL and the emulator: each passes when all is
+well and fails, with a fix, on the fault it is for; and nothing changes either way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import firebase_admin
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import Engine, make_url, text
+
+from tests.support import (
+    Recorder,
+    admin_engine,
+    drop_database,
+    subscription_calls,
+    with_database,
+    write_audience,
+)
+from topic_sync.app.doctor import NAMES, Check, check_credentials, doctor
+from topic_sync.app.services import Io
+from topic_sync.app.settings import Resolved, Source, resolve
+from topic_sync.emulator import FcmEmulator
+from topic_sync.errors import ExitCode
+from topic_sync.fcm.sdk_bridge import initialize_app
+from topic_sync.fcm.target import FcmTarget
+from topic_sync.pool import topic_for
+from topic_sync.states import CheckStatus
+from topic_sync.store import db
+
+DAY = dt.date(2026, 11, 22)
+NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
+PROJECT = "demo-doctor"
+PREFIX = "doc"
+
+
+def tokens(n: int) -> list[str]:
+    return [f"doc:{i:05d}" for i in range(n)]
+
+
+@pytest.fixture
+def audience(tmp_path: Path) -> Path:
+    return write_audience(tmp_path / "audience.txt", tokens(30))
+
+
+def given(database_url: str, emulator: FcmEmulator, message: Path, audience: Path, **over: Any):
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "emulator_host": emulator.host_port,
+        "project": PROJECT,
+        "topic_prefix": PREFIX,
+        "pool_size": 3,
+        "message": message,
+        "audience": audience,
+    }
+    values.update(over)
+    return values
+
+
+def resolver(values: dict[str, Any], *, config: Path | None = None, day: str = DAY.isoformat()):
+    def run() -> Resolved:
+        sources = {name: Source.FLAG for name in values}
+        return resolve(values, sources, config_path=config, day=day, environ={}, now=NOW)
+
+    return run
+
+
+def check_up(values: dict[str, Any], **kw: Any):
+    recorder = Recorder()
+    io = Io(log=recorder.log, environ={}, now=lambda: NOW)
+    return doctor(resolver(values, **kw), io, backfill=True)
+
+
+def by_name(result) -> dict[str, Check]:
+    checks = {c.name: c for c in result.checks}
+    assert list(checks) == list(NAMES), "every check, once, in order"
+    return checks
+
+
+def statuses(result) -> dict[str, str]:
+    return {c.name: str(c.status) for c in result.checks}
+
+
+ALL_TABLES = (
+    "tokens",
+    "subscriptions",
+    "runs",
+    "token_failures",
+    "topic_fences",
+    "fcm_target",
+    "alembic_version",
+)
+
+
+def everything(engine: Engine) -> dict[str, list[tuple]]:
+    with engine.connect() as conn:
+        return {
+            table: sorted(map(tuple, conn.execute(text(f"SELECT * FROM {table}"))), key=repr)
+            for table in ALL_TABLES
+        }
+
+
+def fcm_facts(emulator: FcmEmulator) -> dict[str, Any]:
+    """What FCM holds: members, publishes and dead tokens (not the request statistics)."""
+    state = emulator.state()
+    return {key: state[key] for key in ("topics", "publishes", "unregistered")}
+
+
+# --- all well ----------------------------------------------------------------------------------
+
+
+def test_all_checks_pass_and_nothing_changes(
+    database_url, engine, emulator, message_file, audience
+) -> None:
+    emulator.subscribe_direct("doc:00001", f"{PREFIX}-0")
+    db_before, fcm_before = everything(engine), fcm_facts(emulator)
+
+    result = check_up(given(database_url, emulator, message_file, audience))
+
+    checks = by_name(result)
+    assert statuses(result) == dict.fromkeys(NAMES, "ok"), [c.to_json() for c in result.checks]
+    assert result.ready and result.exit_code is ExitCode.OK
+    assert "skipped" in checks["credentials"].detail and "emulator" in checks["credentials"].detail
+    assert "not bound yet" in checks["target"].detail
+    assert "30 tokens" in checks["audience"].detail
+    the_topic = topic_for(PREFIX, 3, DAY)
+    assert the_topic in checks["message"].detail and the_topic in checks["pool"].detail
+    assert [v.topic for v in emulator.validations] == [the_topic]  # the validate_only send
+    # Nothing changed: no migration, run row or binding; no subscription, no publish.
+    assert everything(engine) == db_before
+    assert fcm_facts(emulator) == fcm_before
+    assert subscription_calls(emulator) == 0
+    assert emulator.stats[("list", 200)] == 1  # the probe: a read
+
+
+def test_an_audience_larger_than_the_sample_is_sampled(
+    database_url, emulator, message_file, tmp_path
+) -> None:
+    path = write_audience(tmp_path / "big.txt", [*tokens(1500), "bad token"])
+    checks = by_name(check_up(given(database_url, emulator, message_file, path)))
+    assert checks["audience"].status is CheckStatus.OK
+    assert "the first 1000 tokens" in checks["audience"].detail
+
+
+def test_a_bound_target_that_matches_passes(
+    database_url, engine, emulator, message_file, audience
+) -> None:
+    target = FcmTarget.of(PROJECT, emulator.host_port)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO fcm_target (id, project_id, endpoint) VALUES (1, :p, :e)"),
+            {"p": target.project_id, "e": target.endpoint},
+        )
+    checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
+    assert checks["target"].status is CheckStatus.OK
+    assert "bound to" in checks["target"].detail
+
+
+# --- the settings --------------------------------------------------------------------------------
+
+
+def test_a_bad_configuration_file_fails_naming_file_and_key(
+    database_url, emulator, message_file, audience, tmp_path
+) -> None:
+    config = tmp_path / "topic-sync.toml"
+    config.write_text('[campaigns.x]\ntopic_prefix = "doc"\npool_sise = 3\n')
+    result = check_up({}, config=config)
+    checks = by_name(result)
+    assert checks["config"].status is CheckStatus.FAIL
+    assert str(config) in checks["config"].detail and "pool_sise" in checks["config"].detail
+    assert checks["config"].fix
+    assert all(checks[n].status is CheckStatus.SKIP for n in NAMES[1:])
+    assert result.exit_code is ExitCode.NOT_READY
+
+
+def test_a_config_file_campaign_supplies_the_day_audience(
+    database_url, emulator, message_file, tmp_path
+) -> None:
+    write_audience(tmp_path / f"{DAY}.txt", tokens(5))
+    config = tmp_path / "topic-sync.toml"
+    config.write_text(
+        f'database_url = "{database_url}"\nemulator_host = "{emulator.host_port}"\n'
+        f'[campaigns.jobreco]\ntopic_prefix = "doc"\npool_size = 2\nmessage = "{message_file}"\n'
+        'audience = "{date}.txt"\ntimezone = "Asia/Tokyo"\n'
+    )
+    result = check_up({}, config=config)
+    checks = by_name(result)
+    assert result.ready, [c.to_json() for c in result.checks]
+    assert "campaign 'jobreco'" in checks["config"].detail
+    assert f"{DAY}.txt: 5 tokens" in checks["audience"].detail
+
+
+def test_a_bad_pool_and_rate_over_the_quota(database_url, emulator, message_file, audience) -> None:
+    bad = by_name(
+        check_up(given(database_url, emulator, message_file, audience, topic_prefix="a b"))
+    )
+    assert bad["pool"].status is CheckStatus.FAIL and "topic-name rule" in bad["pool"].detail
+    assert bad["message"].status is CheckStatus.SKIP  # no topic to validate the message for
+    fast = by_name(check_up(given(database_url, emulator, message_file, audience, rate_limit=9000)))
+    assert fast["pool"].status is CheckStatus.WARN and "3000" in fast["pool"].detail
+
+
+# --- the database ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_database(pg_server_url: str) -> Iterator[str]:
+    name = f"doc_{uuid.uuid4().hex[:12]}"
+    admin = admin_engine(pg_server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    yield with_database(pg_server_url, name)
+    drop_database(pg_server_url, name)
+
+
+def test_an_unmigrated_database_fails_and_stays_unmigrated(
+    empty_database, emulator, message_file, audience
+) -> None:
+    result = check_up(given(empty_database, emulator, message_file, audience))
+    checks = by_name(result)
+    assert checks["database"].status is CheckStatus.OK
+    assert checks["schema"].status is CheckStatus.FAIL
+    assert "not migrated" in checks["schema"].detail
+    assert "topic-sync db upgrade" in (checks["schema"].fix or "")
+    assert checks["grants"].status is CheckStatus.SKIP
+    assert checks["target"].status is CheckStatus.SKIP
+    assert result.exit_code is ExitCode.NOT_READY
+    engine = db.make_engine(empty_database)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT to_regclass('alembic_version')")) is None
+    engine.dispose()
+
+
+def test_a_database_behind_head_fails(empty_database, emulator, message_file, audience) -> None:
+    db.upgrade(empty_database, "0005")
+    checks = by_name(check_up(given(empty_database, emulator, message_file, audience)))
+    assert checks["schema"].status is CheckStatus.FAIL
+    assert f"at 0005, behind this release's head {db.head_revision()}" in checks["schema"].detail
+
+
+def test_an_unreachable_database_fails_with_a_masked_url(emulator, message_file, audience) -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nowhere"
+    result = check_up(given(url, emulator, message_file, audience))
+    checks = by_name(result)
+    assert checks["database"].status is CheckStatus.FAIL
+    assert "s3cret" not in json.dumps(result.summary())
+    assert "cannot reach" in checks["database"].detail
+    assert {checks[n].status for n in ("schema", "grants", "target")} == {CheckStatus.SKIP}
+    assert checks["fcm-api"].status is CheckStatus.OK  # the rest is still checked
+
+
+@pytest.fixture
+def limited_role(database_url: str, engine: Engine) -> Iterator[str]:
+    """The URL of this database as a role that may only read `tokens` and `runs`."""
+    role = f"doc_role_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" NOLOGIN'))
+        conn.execute(
+            text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"')
+        )
+        conn.execute(text(f'REVOKE INSERT, DELETE ON subscriptions FROM "{role}"'))
+    url = make_url(db.sqlalchemy_url(database_url))
+    url = url.update_query_dict({"options": f"-c role={role}"})
+    yield url.render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP OWNED BY "{role}"'))
+        conn.execute(text(f'DROP ROLE "{role}"'))
+
+
+def test_missing_grants_fail_naming_table_privilege_and_the_grant(
+    limited_role, emulator, message_file, audience
+) -> None:
+    checks = by_name(check_up(given(limited_role, emulator, message_file, audience)))
+    grants = checks["grants"]
+    assert grants.status is CheckStatus.FAIL
+    assert "subscriptions: INSERT, DELETE" in grants.detail
+    assert "GRANT INSERT, DELETE ON subscriptions TO doc_role_" in (grants.fix or "")
+    assert checks["schema"].status is CheckStatus.OK
+
+
+def test_a_database_bound_to_another_target_fails(
+    database_url, engine, emulator, message_file, audience
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO fcm_target (id, project_id, endpoint) VALUES (1, 'prod', :e)"),
+            {"e": "fcm.googleapis.com"},
+        )
+    result = check_up(given(database_url, emulator, message_file, audience))
+    target = by_name(result)["target"]
+    assert target.status is CheckStatus.FAIL
+    assert "project 'prod' at production FCM" in target.detail
+    assert f"emulator {emulator.host_port}" in target.detail
+    assert "target bind" in (target.fix or "") and "target reset" in (target.fix or "")
+    assert result.exit_code is ExitCode.NOT_READY
+
+
+# --- FCM ---------------------------------------------------------------------------------------
+
+
+def test_the_api_not_enabled_is_named_quoting_google(
+    database_url, emulator, message_file, audience
+) -> None:
+    emulator.set_api_disabled()
+    result = check_up(given(database_url, emulator, message_file, audience))
+    api = by_name(result)["fcm-api"]
+    assert api.status is CheckStatus.FAIL
+    assert "Firebase Cloud Messaging API is not enabled" in api.detail
+    assert (
+        "HTTP 403 PERMISSION_DENIED" in api.detail and "has not been used in project" in api.detail
+    )
+    assert "enable" in (api.fix or "").lower()
+    message = by_name(result)["message"]
+    assert message.status is CheckStatus.SKIP and "valid" in message.detail  # checked locally
+    assert emulator.validations == []
+    assert result.exit_code is ExitCode.NOT_READY
+
+
+def test_a_permission_denied_names_the_role(database_url, emulator, message_file, audience) -> None:
+    emulator.inject_request_errors(403, kinds=["list"])
+    api = by_name(check_up(given(database_url, emulator, message_file, audience)))["fcm-api"]
+    assert api.status is CheckStatus.FAIL
+    assert "refused the credentials" in api.detail and "does not have permission" in api.detail
+    assert "Firebase Cloud Messaging Admin" in (api.fix or "")
+
+
+def test_a_send_refused_for_permission_fails_the_message_check(
+    database_url, emulator, message_file, audience
+) -> None:
+    emulator.inject_request_errors(403, kinds=["send"])
+    checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
+    assert checks["fcm-api"].status is CheckStatus.OK
+    assert checks["message"].status is CheckStatus.FAIL
+    assert "refused the credentials" in checks["message"].detail
+    assert "credentials" in (checks["message"].fix or "")
+
+
+def test_a_404_without_fcm_details_is_not_fcm(
+    database_url, emulator, message_file, audience
+) -> None:
+    emulator.inject_request_errors(404, kinds=["list"])
+    api = by_name(check_up(given(database_url, emulator, message_file, audience)))["fcm-api"]
+    assert api.status is CheckStatus.FAIL and "without FCM's error details" in api.detail
+
+
+def test_an_unknown_token_answer_with_fcm_details_means_the_api_works(
+    database_url, emulator, message_file, audience
+) -> None:
+    from topic_sync.fcm.client import DOCTOR_TOKEN
+
+    emulator.unregister(DOCTOR_TOKEN)  # the list answers 404 with FCM's UNREGISTERED
+    api = by_name(check_up(given(database_url, emulator, message_file, audience)))["fcm-api"]
+    assert api.status is CheckStatus.OK and "UNREGISTERED" in api.detail
+
+
+def test_quota_errors_are_a_warning(database_url, emulator, message_file, audience) -> None:
+    emulator.inject_request_errors(429, kinds=["list"])
+    result = check_up(given(database_url, emulator, message_file, audience))
+    assert by_name(result)["fcm-api"].status is CheckStatus.WARN
+    assert result.ready
+
+
+def test_an_emulator_that_is_down_fails_with_how_to_start_it(
+    database_url, message_file, audience
+) -> None:
+    with FcmEmulator() as gone:
+        host = gone.host_port
+    stopped = given(database_url, gone, message_file, audience, emulator_host=host)
+    checks = by_name(check_up(stopped))
+    assert checks["fcm-api"].status is CheckStatus.FAIL
+    assert "no answer" in checks["fcm-api"].detail
+    assert "topic-sync emulator" in (checks["fcm-api"].fix or "")
+
+
+def test_a_bad_message_fails_naming_the_file(database_url, emulator, audience, tmp_path) -> None:
+    message = tmp_path / "message.json"
+    message.write_text('{"notification": {"title": "x"},\n "nope": 1}')
+    checks = by_name(check_up(given(database_url, emulator, message, audience)))
+    assert checks["message"].status is CheckStatus.FAIL
+    assert str(message) in checks["message"].detail and "nope" in checks["message"].detail
+    assert emulator.validations == []
+
+
+# --- the audience ------------------------------------------------------------------------------
+
+
+def test_a_missing_audience_fails(database_url, emulator, message_file, tmp_path) -> None:
+    missing = tmp_path / "2026-11-22.csv"
+    result = check_up(given(database_url, emulator, message_file, missing))
+    check = by_name(result)["audience"]
+    assert check.status is CheckStatus.FAIL
+    assert check.detail == f"{missing}: no such file" and check.fix
+    assert result.exit_code is ExitCode.NOT_READY
+
+
+def test_a_bad_audience_line_fails_naming_file_and_line(
+    database_url, emulator, message_file, tmp_path
+) -> None:
+    path = write_audience(tmp_path / "audience.txt", [*tokens(3), "has space", *tokens(2)])
+    check = by_name(check_up(given(database_url, emulator, message_file, path)))["audience"]
+    assert check.status is CheckStatus.FAIL
+    assert check.detail == f"{path}:4: whitespace inside token"
+
+
+# --- credentials against a token endpoint ----------------------------------------------------
+
+
+class _TokenEndpoint(BaseHTTPRequestHandler):
+    answer: tuple[int, dict[str, Any]] = (200, {})
+
+    def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, body = self.answer
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[tuple[str, type[_TokenEndpoint]]]:
+    handler = type("Handler", (_TokenEndpoint,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/token", handler
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def service_account_key(path: Path, token_uri: str) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "doc-prod",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "sync@doc-prod.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize("minted", [True, False])
+def test_credentials_mint_a_token_and_name_the_account(
+    tmp_path, token_endpoint, minted: bool
+) -> None:
+    uri, handler = token_endpoint
+    if minted:
+        handler.answer = (
+            200,
+            {"access_token": "ya29.x", "expires_in": 3600, "token_type": "Bearer"},
+        )
+    else:
+        handler.answer = (400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
+    key = service_account_key(tmp_path / "key.json", uri)
+    app = initialize_app(
+        name=f"doc-{uuid.uuid4().hex}",
+        project_id=None,
+        emulator_host=None,
+        credentials_file=str(key),
+    )
+    try:
+        check = check_credentials(app, FcmTarget.of(str(app.project_id), None))
+    finally:
+        firebase_admin.delete_app(app)
+    if minted:
+        assert check.status is CheckStatus.OK
+        assert "sync@doc-prod.iam.gserviceaccount.com" in check.detail
+        assert "'doc-prod'" in check.detail
+    else:
+        assert check.status is CheckStatus.FAIL
+        assert "invalid_grant" in check.detail and check.fix
