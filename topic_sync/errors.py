@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     CREDENTIALS = 6
     DEADLINE = 7
     INTERRUPTED = 8
+    NO_AUDIENCE = 9
 
 
 class TopicSyncError(Exception):
@@ -95,3 +96,9 @@ class Interrupted(TopicSyncError):
     """Asked to stop (SIGTERM/SIGINT): stopped at a safe point; a rerun resumes."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class AudienceNeverCame(TopicSyncError):
+    """--wait-for timed out: the producer never delivered; nothing synced or published."""
+
+    exit_code = ExitCode.NO_AUDIENCE
