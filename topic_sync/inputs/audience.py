@@ -26,7 +26,7 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import BinaryIO, Literal, NamedTuple
 
 import zstandard
@@ -115,7 +115,7 @@ def iter_audience(
     *,
     token_column: str | None = None,
     stdin: BinaryIO | None = None,
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """Yield each valid, trimmed token of an audience file in file order.
 
     ``path`` ``-`` reads ``stdin`` (the caller's standard input, as bytes). With
@@ -159,7 +159,7 @@ def audience_format(
             raise InputFileError(name, f"read error: {exc.strerror or exc}") from exc
 
 
-def iter_rows(rows: Iterable[bytes], name: str) -> Iterator[str]:
+def iter_rows(rows: Iterable[bytes], name: str) -> Generator[str, None, None]:
     """Yield the valid tokens of query rows in COPY text format (one column, ``\\N`` for
     NULL), checked like the lines of a file; row numbers count from 1.
 
