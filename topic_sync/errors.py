@@ -21,6 +21,7 @@ class ExitCode(enum.IntEnum):
     DEADLINE = 7
     INTERRUPTED = 8
     NOT_READY = 9
+    NO_AUDIENCE = 10
 
 
 class TopicSyncError(Exception):
@@ -96,3 +97,9 @@ class Interrupted(TopicSyncError):
     """Asked to stop (SIGTERM/SIGINT): stopped at a safe point; a rerun resumes."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class AudienceNeverCame(TopicSyncError):
+    """--wait-for timed out: the producer never delivered; nothing synced or published."""
+
+    exit_code = ExitCode.NO_AUDIENCE

@@ -152,8 +152,52 @@ class Settings:
         None,
         Spec(
             Kind.PATH,
-            "Audience file (a file's campaign gives a template with {date}).",
+            "Audience file, - for standard input; gzip or zstd read as such (a file's "
+            "campaign gives a template with {date}).",
             Place.CAMPAIGN,
+        ),
+    )
+    token_column: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "The audience CSV's token column (default: a column named 'token', if any).",
+            Place.SYNC,
+        ),
+    )
+    audience_query: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "Read the audience from PostgreSQL instead of a file: a SELECT, or a table name "
+            "(schema.table), streamed with COPY in a read-only transaction.",
+            extra_check=lambda v: None if str(v).strip() else "must not be blank",
+        ),
+    )
+    audience_database_url: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "PostgreSQL URL --audience-query reads from (default: the job's own database).",
+            secret=True,
+        ),
+    )
+    wait_for: Path | None = _s(
+        None,
+        Spec(
+            Kind.PATH,
+            "Before anything else, wait for this path ({date} is the run's date): the audience "
+            "file itself (until it stops growing) or a marker such as _SUCCESS.",
+            Place.CAMPAIGN,
+        ),
+    )
+    wait_timeout: float = _s(
+        2 * 3600.0,
+        Spec(
+            Kind.DURATION,
+            "How long --wait-for waits before the day ends as 'audience never came'.",
+            Place.SYNC,
+            shown_default="2h",
         ),
     )
     message: Path | None = _s(None, Spec(Kind.PATH, "Message JSON file.", Place.CAMPAIGN))

@@ -51,6 +51,7 @@ class RunStatus(enum.StrEnum):
     FENCED = "fenced"
     GUARDED = "guarded"
     FAILED = "failed"
+    NO_AUDIENCE = "no_audience"
 
     @property
     def why(self) -> str:
@@ -70,6 +71,7 @@ _WHY = {
     RunStatus.FENCED: "stopped: another run planned the topic after this run's lock was lost",
     RunStatus.GUARDED: "stopped by the dead-token guard: likelier a systemic fault",
     RunStatus.FAILED: "failed",
+    RunStatus.NO_AUDIENCE: "the audience never came: nothing synced, nothing published",
 }
 
 

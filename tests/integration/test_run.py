@@ -834,3 +834,33 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     assert refused_after <= 0.03 * len(held), f"{refused_after} of {len(held)} refused"
     refused = sum(1 for _, status in answers if status == 429)
     assert refused < 0.1 * len(answers)  # the first episode included
+
+
+def test_wait_for_an_audience_that_appears_later_then_publishes(
+    tmp_path, message_file, deps, emulator
+):
+    # A virtual clock: each sleep advances it; the producer writes the file by t=30s, and
+    # the run waits until it stopped growing (unchanged at two checks), with no real sleep.
+    import dataclasses as dc
+    import time
+
+    from tests.support import write_audience
+
+    audience = tmp_path / "late.txt"
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 30 and not audience.exists():
+            write_audience(audience, toks(0, 30))
+
+    # Virtual seconds on top of the real clock: the rest of the run keeps real time.
+    waiting = dc.replace(deps, sleep=sleep, monotonic=lambda: time.monotonic() + now[0])
+    options = opts(tmp_path, message_file, [], wait_for=audience, wait_timeout=600)
+    options = dc.replace(options, audience_path=audience, wait_interval=10)
+    result = run_day(options, waiting)
+    assert result.status == "published", result.summary()
+    assert result.plan is not None and result.plan.to_add == 30, result.summary()
+    assert result.counts.added == 30, result.summary()
+    assert now[0] == 40  # seen at 30 (new), unchanged at 40: ready
+    assert last_recipients(emulator, result.topic) == frozenset(toks(0, 30))

@@ -418,3 +418,130 @@ def test_large_file_streams(tmp_path: Path) -> None:
         last = token
     assert count == 200_000
     assert last == f"{T2}199999"
+
+
+# --- sources pipelines produce: stdin, gzip, zstd, a chosen column, query rows ---------------
+
+
+def gzipped(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+def zstded(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+COMPRESSORS = {"gzip": gzipped, "zstd": zstded}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_compressed_file_is_read_by_its_content_not_its_name(tmp_path: Path, kind: str) -> None:
+    # Named *.txt: only the magic bytes say it is compressed.
+    path = write(tmp_path, "audience.txt", COMPRESSORS[kind](f"{T1}\n\n{T2}\n{T1}\n".encode()))
+    assert read(path) == [T1, T2, T1]
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_compressed_bad_line_names_the_decompressed_line(tmp_path: Path, kind: str) -> None:
+    path = write(tmp_path, "audience.bin", COMPRESSORS[kind](f"{T1}\n{T2}\nnot a token\n".encode()))
+    assert_refused(path, 3, "whitespace inside token")
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_compressed_csv_keeps_its_name_rule(tmp_path: Path, kind: str) -> None:
+    path = write(tmp_path, "a.csv.gz", COMPRESSORS[kind](f"id,token\n1,{T1}\n2,{T2}\n".encode()))
+    assert read(path) == [T1, T2]
+
+
+def test_gzip_multi_member_is_read_whole(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.txt", gzipped(f"{T1}\n".encode()) + gzipped(f"{T2}\n".encode()))
+    assert read(path) == [T1, T2]
+
+
+def test_zstd_several_frames_are_read_whole(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.txt", zstded(f"{T1}\n".encode()) + zstded(f"{T2}\n".encode()))
+    assert read(path) == [T1, T2]
+
+
+def _big(n: int) -> bytes:
+    return "".join(f"{T2}{i:07d}\n" for i in range(n)).encode()
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_truncated_compressed_file_is_refused(tmp_path: Path, kind: str) -> None:
+    # A cut-off download must never pass for a shorter audience.
+    whole = COMPRESSORS[kind](_big(200_000))
+    path = write(tmp_path, "audience.txt", whole[: len(whole) // 2])
+    err = refusal(path)
+    assert err.path == str(path)
+    assert f"{kind} data is corrupt or truncated" in err.reason
+    assert err.exit_code == ExitCode.BAD_INPUT
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_corrupt_compressed_file_is_refused(tmp_path: Path, kind: str) -> None:
+    whole = bytearray(COMPRESSORS[kind](_big(1000)))
+    for i in range(12, len(whole) - 8):
+        whole[i] ^= 0x5A
+    err = refusal(write(tmp_path, "audience.txt", bytes(whole)))
+    assert f"{kind} data is corrupt or truncated" in err.reason
+
+
+def test_stdin_is_read_and_named(tmp_path: Path) -> None:
+    assert list(iter_audience("-", stdin=io.BytesIO(f"{T1}\n{T2}\n".encode()))) == [T1, T2]
+    with pytest.raises(InputFileError) as info:
+        list(iter_audience("-", stdin=io.BytesIO(f"{T1}\nbad token\n".encode())))
+    assert info.value.message.startswith("<stdin>:2: ")
+
+
+def test_compressed_stdin_without_peek_or_seek(tmp_path: Path) -> None:
+    class Pipe(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self.data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+            chunk = self.data.read(min(len(buffer), 7))  # a pipe gives little at a time
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    data = zstded(f"{T1}\n{T2}\n".encode())
+    assert list(iter_audience("-", stdin=Pipe(data))) == [T1, T2]  # type: ignore[arg-type]
+
+
+def test_stdin_without_a_stream_is_refused() -> None:
+    with pytest.raises(InputFileError) as info:
+        list(iter_audience("-"))
+    assert info.value.path == "<stdin>"
+
+
+def test_token_column_chooses_the_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.txt", f"token,fcm_id\nnot-this,{T1}\nnor-this,{T2}\n")
+    assert list(iter_audience(path, token_column="FCM_ID")) == [T1, T2]
+
+
+def test_token_column_missing_names_the_header_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.csv", f"\nid,token\n1,{T1}\n")
+    with pytest.raises(InputFileError) as info:
+        list(iter_audience(path, token_column="fcm_id"))
+    assert info.value.line == 2
+    assert "no 'fcm_id' column in the CSV header (found: 'id', 'token')" in info.value.reason
+    assert info.value.message.startswith(f"{path}:2: ")
+
+
+def test_query_rows_are_validated_like_lines() -> None:
+    rows = [f"{T1}\n".encode(), f"{T2}\n".encode()]
+    assert list(audience.iter_rows(rows, "query")) == [T1, T2]
+    for bad, reason in ((b"\\N\n", "NULL token"), (b"a b\n", "whitespace inside token")):
+        with pytest.raises(InputFileError) as info:
+            list(audience.iter_rows([f"{T1}\n".encode(), bad], "query"))
+        assert info.value.message == f"query:2: {reason}"
+    with pytest.raises(InputFileError) as info:
+        list(audience.iter_rows([], "query"))
+    assert info.value.reason == NO_TOKENS

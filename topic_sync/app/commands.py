@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from topic_sync import store
 from topic_sync.app import report as rep
 from topic_sync.app.services import Io, database, fcm_client, services
-from topic_sync.app.settings import Resolved
+from topic_sync.app.settings import Resolved, Source
 from topic_sync.engine import reconcile as repairs
 from topic_sync.engine import target as tgt
 from topic_sync.engine.retry import RetryPolicy
@@ -78,20 +78,21 @@ def run_day(
     """Sync the day's topic to the audience and publish the day's message once."""
     resolved.check_date_window(backfill=backfill)
     s = resolved.settings
-    for name in ("topic_prefix", "audience", "message"):
+    audience = audience_of(resolved)
+    for name in ("topic_prefix", "message"):
         if getattr(s, name) is None:
             flag = "--" + name.replace("_", "-")
             raise BadInput(f"{flag} is required (or a --config campaign that sets it)")
     if resolved.day is None:
         raise BadInput("--date is required")
-    assert s.topic_prefix is not None and s.audience is not None and s.message is not None
+    assert s.topic_prefix is not None and s.message is not None
     validate_pool(s.topic_prefix, s.pool_size)
     try:
         options = RunOptions(
             day=resolved.day,
             prefix=s.topic_prefix,
             pool_size=s.pool_size,
-            audience_path=s.audience,
+            audience_path=audience,
             message_path=s.message,
             live=s.live,
             max_churn=s.max_churn,
@@ -100,6 +101,12 @@ def run_day(
             mark_published=mark_published,
             full_tokens=full_tokens,
             propagation_delay=s.propagation_delay,
+            token_column=s.token_column,
+            audience_query=s.audience_query,
+            audience_database_url=s.audience_database_url,
+            stdin=io.stdin,
+            wait_for=s.wait_for,
+            wait_timeout=s.wait_timeout,
             **work_settings(s),
         )
     except ValueError as error:
@@ -107,6 +114,27 @@ def run_day(
     warn_if_trying_in_production(s, io)
     with services(s, io) as deps:
         return engine_run_day(options, deps)
+
+
+def audience_of(resolved: Resolved) -> Path | None:
+    """The audience file to read, or None when --audience-query gives the audience.
+
+    --audience and --audience-query exclude each other; a campaign's audience template
+    yields to a query given on the command line or in the environment (which rank higher).
+    """
+    s = resolved.settings
+    if s.audience_query is None:
+        if s.audience_database_url is not None:
+            raise BadInput("--audience-database-url goes with --audience-query")
+        if s.audience is None:
+            raise BadInput(
+                "--audience (or --audience-query) is required (or a --config campaign that "
+                "sets the audience)"
+            )
+        return s.audience
+    if s.audience is not None and resolved.sources.get("audience") in (Source.FLAG, Source.ENV):
+        raise BadInput("--audience and --audience-query exclude each other: give one of them")
+    return None
 
 
 # --- repairs ----------------------------------------------------------------------------------

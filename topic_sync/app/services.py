@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import google.auth.exceptions
 from sqlalchemy import Engine
@@ -53,6 +54,7 @@ class Io:
     sleep: Callable[[float], None] = time.sleep
     should_stop: Callable[[], bool] = _never
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    stdin: BinaryIO | None = None  # what `--audience -` reads (the CLI's standard input)
 
 
 def database_url(settings: Settings, io: Io) -> str:

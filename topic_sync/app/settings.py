@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from topic_sync.errors import BadInput
-from topic_sync.inputs.config import Campaign, Config, load_config, mask_url
+from topic_sync.inputs.config import Campaign, Config, dated, load_config, mask_url
 from topic_sync.settings import DEFAULTS, SPECS, Settings
 
 DATE_WINDOW_DAYS = 2  # how far from today a --date may be without --backfill
@@ -119,6 +119,10 @@ def resolve(
         the_day = parse_day(day, zone, now)
         if campaign is not None and origin["audience"] is Source.DEFAULT:
             values["audience"], origin["audience"] = campaign.audience_for(the_day), Source.FILE
+        if campaign is not None and campaign.wait_for and origin["wait_for"] is Source.DEFAULT:
+            values["wait_for"], origin["wait_for"] = campaign.wait_for_on(the_day), Source.FILE
+        elif values["wait_for"] is not None:
+            values["wait_for"] = dated(values["wait_for"], the_day)  # a flag's {date}
     return Resolved(Settings(**values), origin, config, campaign, the_day, today)
 
 

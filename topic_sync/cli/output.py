@@ -115,6 +115,7 @@ def cli_io(**overrides: Any) -> Io:
         "log": say,
         "environ": os.environ,
         "progress": ProgressLine(tty=sys.stderr.isatty()),
+        "stdin": sys.stdin.buffer,
     }
     values.update(overrides)
     return Io(**values)

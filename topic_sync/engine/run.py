@@ -22,12 +22,13 @@ guard, which treats them as a systemic fault rather than a mass uninstall.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import Connection
 
@@ -45,12 +46,14 @@ from topic_sync.engine.drain import (
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
 from topic_sync.errors import (
+    AudienceNeverCame,
     BadInput,
     CredentialsError,
     DeadlineReached,
     DeadTokenGuard,
     ExitCode,
     Fenced,
+    InputFileError,
     Interrupted,
     PublishWithheld,
     Refused,
@@ -58,7 +61,9 @@ from topic_sync.errors import (
 )
 from topic_sync.fcm.client import PublishError
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
-from topic_sync.inputs.audience import iter_audience, shorten
+from topic_sync.inputs import arrival
+from topic_sync.inputs.audience import iter_audience, iter_rows, shorten, source_name
+from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import MessageTemplate, load_message
 from topic_sync.pool import topic_for
 from topic_sync.settings import DEFAULTS
@@ -82,7 +87,7 @@ class RunOptions:
     day: dt.date
     prefix: str
     pool_size: int
-    audience_path: Path
+    audience_path: Path | None  # None: audience_query says where the audience is; - : stdin
     message_path: Path
     live: bool = DEFAULTS.live
     max_churn: float = DEFAULTS.max_churn
@@ -96,8 +101,17 @@ class RunOptions:
     concurrency: int = DEFAULTS.concurrency
     deadline: float = DEFAULTS.deadline  # seconds from the start of the run
     max_dead: float = DEFAULTS.max_dead
+    token_column: str | None = DEFAULTS.token_column
+    audience_query: str | None = DEFAULTS.audience_query  # a SELECT or a table name
+    audience_database_url: str | None = DEFAULTS.audience_database_url  # None: the job's
+    stdin: BinaryIO | None = None  # what audience path "-" reads
+    wait_for: Path | None = DEFAULTS.wait_for
+    wait_timeout: float = DEFAULTS.wait_timeout
+    wait_interval: float = arrival.POLL_SECONDS
 
     def __post_init__(self) -> None:
+        if (self.audience_path is None) == (self.audience_query is None):
+            raise ValueError("give either an audience file or an audience query")
         if not 1 <= self.batch_size <= MAX_TOKENS_PER_CALL:
             raise ValueError(f"batch size must be 1 to {MAX_TOKENS_PER_CALL}")
         if self.concurrency < 1:
@@ -106,6 +120,13 @@ class RunOptions:
             raise ValueError("max dead must be a share between 0 and 1")
         if self.republish and self.mark_published:
             raise ValueError("--republish and --mark-published contradict each other")
+
+    @property
+    def audience_name(self) -> str:
+        """How the audience is named in messages and in the run's row."""
+        if self.audience_path is None:
+            return store.AUDIENCE_QUERY_NAME
+        return source_name(self.audience_path)
 
 
 @dataclass
@@ -154,6 +175,8 @@ class RunResult:
 
 def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     topic = topic_for(opts.prefix, opts.pool_size, opts.day)
+    if opts.wait_for is not None:
+        await_audience(opts, deps, topic)
     template = load_message(
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
@@ -181,11 +204,87 @@ def _guard(opts: RunOptions, plan: store.Plan) -> None:
         )
 
 
+def await_audience(opts: RunOptions, deps: Deps, topic: str) -> float:
+    """Before anything else, wait for --wait-for; returns the seconds waited.
+
+    Timed out: a live run records the day as `no_audience` (nothing synced, nothing
+    published) and AudienceNeverCame ends it with its own exit code.
+    """
+    assert opts.wait_for is not None
+    path = opts.wait_for
+    is_audience = arrival.is_same_path(path, opts.audience_path)
+    deps.log(f"waiting up to {opts.wait_timeout:g}s for {path}")
+    got = arrival.wait_for(
+        path,
+        audience=opts.audience_path,
+        timeout=opts.wait_timeout,
+        sleep=deps.sleep,
+        monotonic=deps.monotonic,
+        should_stop=deps.should_stop,
+        interval=opts.wait_interval,
+    )
+    if got.arrived:
+        deps.log(f"{path} is ready after {got.waited:g}s")
+        audience = opts.audience_path
+        marker_only = not is_audience and audience is not None and str(audience) != "-"
+        if marker_only and audience is not None and not audience.exists():
+            raise InputFileError(audience, f"no such file (but the marker {path} is there)")
+        return got.waited
+    still = "still growing" if got.seen == "growing" else "not there"
+    note = (
+        f"the audience never came: {path} was {still} after waiting {got.waited:g}s "
+        "(--wait-timeout); nothing synced, nothing published"
+    )
+    if opts.live:
+        with deps.engine.begin() as conn:
+            check_target(conn, deps.client.target, bind=False)
+            store.record_no_audience(
+                conn,
+                prefix=opts.prefix,
+                day=opts.day,
+                topic=topic,
+                transport=deps.client.transport,
+                audience_path=opts.audience_name,
+                note=note,
+            )
+    raise AudienceNeverCame(f"{opts.day}: {note}")
+
+
+@contextlib.contextmanager
+def audience_tokens(opts: RunOptions, deps: Deps) -> Iterator[Iterator[str]]:
+    """The audience's valid tokens, streamed: from the file (or stdin), or from the query
+    (on a connection of its own, in a read-only transaction)."""
+    if opts.audience_query is None:
+        assert opts.audience_path is not None
+        tokens = iter_audience(opts.audience_path, token_column=opts.token_column, stdin=opts.stdin)
+        with contextlib.closing(tokens):
+            yield tokens
+        return
+    url = opts.audience_database_url
+    with contextlib.ExitStack() as stack:
+        try:
+            raw = stack.enter_context(store.audience_query_connection(deps.engine, url))
+        except Exception as error:
+            if url is None:
+                raise
+            reason = scrub(str(error), url).strip().splitlines()
+            raise TopicSyncError(
+                f"cannot reach the audience database {mask_url(url)}: "
+                f"{reason[0] if reason else type(error).__name__}"
+            ) from None
+        rows = stack.enter_context(
+            contextlib.closing(
+                store.audience_query_rows(raw, opts.audience_query, opts.token_column)
+            )
+        )
+        yield stack.enter_context(contextlib.closing(iter_rows(rows, store.AUDIENCE_QUERY_NAME)))
+
+
 def _plan(
-    opts: RunOptions, conn: Connection, topic: str, run_id: int | None, phases: Phases
+    opts: RunOptions, conn: Connection, topic: str, run_id: int | None, deps: Deps, phases: Phases
 ) -> store.Plan:
-    with phases.timing("load"):
-        lines = store.load_audience(conn, iter_audience(opts.audience_path))
+    with phases.timing("load"), audience_tokens(opts, deps) as tokens:
+        lines = store.load_audience(conn, tokens)
     with phases.timing("plan"):
         plan = store.plan_topic(conn, topic, run_id, lines)
     _guard(opts, plan)
@@ -197,7 +296,7 @@ def _dry_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate
         try:
             check_target(conn, deps.client.target, bind=False)
             existing = store.get_run(conn, opts.prefix, opts.day)
-            plan = _plan(opts, conn, topic, None, Phases(deps.monotonic))
+            plan = _plan(opts, conn, topic, None, deps, Phases(deps.monotonic))
         finally:
             conn.rollback()
     send_message(deps, opts.retry, template, topic, validate_only=True)
@@ -247,10 +346,10 @@ def _live_run(
             day=opts.day,
             topic=topic,
             transport=deps.client.transport,
-            audience_path=str(opts.audience_path),
+            audience_path=opts.audience_name,
         )
         fence = take_fence(conn, topic, process_owner(f"run {opts.prefix} {opts.day}"), run.id)
-        plan = _plan(opts, conn, topic, run.id, phases)
+        plan = _plan(opts, conn, topic, run.id, deps, phases)
         store.save_plan(conn, run.id, plan)
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "

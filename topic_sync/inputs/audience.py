@@ -7,17 +7,29 @@ file without tokens is refused outright (an empty audience would unsubscribe eve
 Tokens are streamed, never collected, so a file of tens of millions of lines costs constant
 memory. Duplicates are passed through: the database merges and counts them.
 
-Two formats are accepted: one token per line, or CSV whose header has a ``token`` column.
+Two formats are accepted: one token per line, or CSV whose header has a ``token`` column
+(or the column a caller names). The file may be standard input (``-``, named ``<stdin>`` in
+messages) and may be gzip- or zstd-compressed: the compression is told by the content's
+first bytes, never by the name, and line numbers count lines of the decompressed text. A
+compressed stream that is corrupt or ends early is refused like a bad line.
+
+A PostgreSQL query's rows (COPY text format, one token per row) are validated by the same
+rules (`iter_rows`), their row numbers standing for line numbers.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import gzip
+import io
 import os
 import re
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Generator, Iterable, Iterator
 from typing import BinaryIO, Literal, NamedTuple
+
+import zstandard
 
 from topic_sync.errors import InputFileError
 
@@ -44,6 +56,19 @@ AudienceFormat = Literal["lines", "csv"]
 # an audience at all) cannot make one read swallow it whole.
 _MAX_LINE_BYTES = 1 << 20
 _READ_BUFFER = 1 << 20
+
+STDIN = "-"
+"""The audience path that means standard input."""
+STDIN_NAME = "<stdin>"
+"""How standard input is named in messages."""
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Compressed input is fed to the zstd decompressor in pieces this small, so what one piece
+# expands to stays bounded for any sane file.
+_ZSTD_INPUT = 1 << 14
+# What a corrupt or truncated compressed stream raises while it is read.
+_DECOMPRESSION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
 
 
 def shorten(token: str) -> str:
@@ -79,18 +104,33 @@ def validate_token(token: str) -> str | None:
     return f"character {bad.group()!r} not allowed in a token (allowed: {_ALLOWED_FOR_PEOPLE})"
 
 
-def iter_audience(path: str | os.PathLike[str]) -> Iterator[str]:
+def source_name(path: str | os.PathLike[str]) -> str:
+    """How an audience path is named in messages: ``<stdin>`` for ``-``."""
+    name = os.fspath(path)
+    return STDIN_NAME if name == STDIN else name
+
+
+def iter_audience(
+    path: str | os.PathLike[str],
+    *,
+    token_column: str | None = None,
+    stdin: BinaryIO | None = None,
+) -> Generator[str, None, None]:
     """Yield each valid, trimmed token of an audience file in file order.
+
+    ``path`` ``-`` reads ``stdin`` (the caller's standard input, as bytes). With
+    ``token_column`` the file must be CSV with that column (matched like ``token``: case and
+    surrounding spaces ignored); without, a ``token`` column is detected.
 
     Lazy: the file is opened on the first ``next()`` and an error is raised at the first bad
     line, after the tokens before it were yielded. Callers load inside a transaction and roll
     back on error, so a partial stream never takes effect. "No tokens" is raised at the end.
     """
-    name = os.fspath(path)
-    with _open(name) as f:
-        lines = _physical_lines(f)
+    name = source_name(path)
+    with _Opened(os.fspath(path), stdin) as (f, compression):
+        lines = _physical_lines(f, name, compression)
         try:
-            start = _detect(lines, name)
+            start = _detect(lines, name, token_column)
             if start.text is None:
                 raise InputFileError(name, NO_TOKENS)
             if start.format == "lines":
@@ -101,17 +141,46 @@ def iter_audience(path: str | os.PathLike[str]) -> Iterator[str]:
             raise InputFileError(name, f"read error: {exc.strerror or exc}") from exc
 
 
-def audience_format(path: str | os.PathLike[str]) -> AudienceFormat:
+def audience_format(
+    path: str | os.PathLike[str],
+    *,
+    token_column: str | None = None,
+    stdin: BinaryIO | None = None,
+) -> AudienceFormat:
     """Say how the file would be read ("lines" or "csv"), checking only up to its header.
 
     For logs and dry runs; an empty file counts as "csv" if named ``*.csv``, else "lines".
     """
-    name = os.fspath(path)
-    with _open(name) as f:
+    name = source_name(path)
+    with _Opened(os.fspath(path), stdin) as (f, compression):
         try:
-            return _detect(_physical_lines(f), name).format
+            return _detect(_physical_lines(f, name, compression), name, token_column).format
         except OSError as exc:
             raise InputFileError(name, f"read error: {exc.strerror or exc}") from exc
+
+
+def iter_rows(rows: Iterable[bytes], name: str) -> Generator[str, None, None]:
+    """Yield the valid tokens of query rows in COPY text format (one column, ``\\N`` for
+    NULL), checked like the lines of a file; row numbers count from 1.
+
+    A NULL or blank row is refused (a row of a query is never a blank line by accident),
+    and a result without rows is refused, as an empty file is.
+    """
+    rowno = 0
+    match = _TOKEN_RE_BYTES.fullmatch
+    for raw in rows:
+        rowno += 1
+        value = raw[:-1] if raw.endswith(b"\n") else raw
+        if match(value):
+            yield value.decode("ascii")
+            continue
+        if value == b"\\N":
+            raise InputFileError(name, "NULL token", rowno)
+        token = _decode(bytes(value), name, rowno)
+        reason = validate_token(token) or "invalid token"
+        raise InputFileError(name, reason, rowno)
+    if rowno == 0:
+        raise InputFileError(name, NO_TOKENS)
 
 
 class _Start(NamedTuple):
@@ -122,6 +191,45 @@ class _Start(NamedTuple):
     text: str | None  # the first non-blank line, decoded; None if the file has none
     column: int  # index of the token column (CSV only)
     columns: int  # number of header columns (CSV only)
+
+
+class _Opened:
+    """An audience opened for reading, decompressed if its first bytes say so."""
+
+    def __init__(self, name: str, stdin: BinaryIO | None) -> None:
+        self.name, self.stdin = name, stdin
+        self.closing: list[BinaryIO] = []
+
+    def __enter__(self) -> tuple[BinaryIO, str | None]:
+        if self.name == STDIN:
+            if self.stdin is None:
+                raise InputFileError(STDIN_NAME, "standard input is not available here")
+            raw: BinaryIO = self.stdin
+        else:
+            raw = _open(self.name)
+            self.closing.append(raw)
+        try:
+            magic = _first_bytes(raw)
+            if magic is None:  # neither peek nor seek: buffer it to look ahead
+                raw = io.BufferedReader(_Unbuffered(raw), buffer_size=_READ_BUFFER)
+                magic = raw.peek(4)[:4]
+        except OSError as exc:
+            self.__exit__()
+            raise InputFileError(
+                source_name(self.name), f"read error: {exc.strerror or exc}"
+            ) from exc
+        if magic.startswith(_GZIP_MAGIC):
+            unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+            self.closing.append(unzipped)  # type: ignore[arg-type]
+            return unzipped, "gzip"  # type: ignore[return-value]
+        if magic == _ZSTD_MAGIC:
+            stream = io.BufferedReader(_ZstdStream(raw), buffer_size=_READ_BUFFER)
+            return stream, "zstd"
+        return raw, None
+
+    def __exit__(self, *_exc: object) -> None:
+        for f in reversed(self.closing):
+            f.close()
 
 
 def _open(name: str) -> BinaryIO:
@@ -138,9 +246,98 @@ def _open(name: str) -> BinaryIO:
         raise InputFileError(name, f"cannot open: {exc.strerror or exc}") from None
 
 
-def _physical_lines(f: BinaryIO) -> Iterator[bytes]:
+def _first_bytes(f: BinaryIO) -> bytes | None:
+    """The first four bytes, leaving the stream where it was; None if it cannot tell."""
+    peek = getattr(f, "peek", None)
+    if peek is not None:
+        first: bytes = peek(4)[:4]
+        return first
+    if f.seekable():
+        position = f.tell()
+        first = f.read(4)
+        f.seek(position)
+        return first
+    return None
+
+
+class _Unbuffered(io.RawIOBase):
+    """A binary stream without ``peek`` made bufferable (for a caller's own stdin)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _ZstdStream(io.RawIOBase):
+    """zstd frames decompressed as a stream that refuses to end inside a frame.
+
+    (zstandard's own stream reader ends quietly at a truncated frame: a cut-off audience
+    would pass for a shorter one.)
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.decompressor = zstandard.ZstdDecompressor()
+        self.frame = self.decompressor.decompressobj()
+        self.fed = False  # the current frame has been given input
+        self.out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self.out:
+            if self.frame.eof:
+                rest = self.frame.unused_data
+                self.frame, self.fed = self.decompressor.decompressobj(), False
+                if rest:
+                    self._feed(rest)
+                continue
+            data = self.source.read(_ZSTD_INPUT)
+            if not data:
+                if self.fed:
+                    raise EOFError("the zstd stream ends inside a frame")
+                return 0
+            self._feed(data)
+        n = min(len(buffer), len(self.out))
+        buffer[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
+
+    def _feed(self, data: bytes) -> None:
+        self.fed = True
+        self.out = memoryview(self.frame.decompress(data))
+
+
+def _physical_lines(f: BinaryIO, name: str, compression: str | None) -> Iterator[bytes]:
     """Raw lines split on newline only (so numbers are physical), each with a bounded length."""
-    return iter(functools.partial(f.readline, _MAX_LINE_BYTES + 1), b"")
+    if compression is None:
+        return iter(functools.partial(f.readline, _MAX_LINE_BYTES + 1), b"")
+    return _decompressed_lines(f, name, compression)
+
+
+def _decompressed_lines(f: BinaryIO, name: str, compression: str) -> Iterator[bytes]:
+    """The same from a decompressor: a corrupt or truncated stream names where it broke."""
+    lineno = 0
+    while True:
+        try:
+            raw = f.readline(_MAX_LINE_BYTES + 1)
+        except _DECOMPRESSION_ERRORS as exc:
+            where = f"after line {lineno}" if lineno else "before the first line"
+            raise InputFileError(
+                name, f"{compression} data is corrupt or truncated ({where}): {exc}"
+            ) from None
+        if not raw:
+            return
+        lineno += 1
+        yield raw
 
 
 def _decode(raw: bytes, name: str, lineno: int) -> str:
@@ -156,9 +353,19 @@ def _decode(raw: bytes, name: str, lineno: int) -> str:
         raise InputFileError(name, reason, lineno) from None
 
 
-def _detect(lines: Iterator[bytes], name: str) -> _Start:
-    """Read up to the first non-blank line and decide between plain lines and CSV."""
-    named_csv = name.lower().endswith(".csv")
+_COMPRESSED_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
+
+
+def _detect(lines: Iterator[bytes], name: str, token_column: str | None = None) -> _Start:
+    """Read up to the first non-blank line and decide between plain lines and CSV.
+
+    With ``token_column`` the first non-blank line must be a CSV header holding that column.
+    """
+    plain_name = name.lower()
+    for suffix in _COMPRESSED_SUFFIXES:
+        plain_name = plain_name.removesuffix(suffix)
+    named_csv = token_column is not None or plain_name.endswith(".csv")
+    wanted = (token_column or "token").strip().lower()
     lineno = 0
     for raw in lines:
         lineno += 1
@@ -177,14 +384,14 @@ def _detect(lines: Iterator[bytes], name: str) -> _Start:
             raise InputFileError(name, f"malformed CSV header: {exc}", lineno) from None
         header = []
     names = [field.strip().lower() for field in header]
-    found = names.count("token")
+    found = names.count(wanted)
     if found > 1:
-        raise InputFileError(name, "more than one 'token' column in the CSV header", lineno)
+        raise InputFileError(name, f"more than one {wanted!r} column in the CSV header", lineno)
     if found == 1:
-        return _Start("csv", lineno, text, names.index("token"), len(names))
+        return _Start("csv", lineno, text, names.index(wanted), len(names))
     if named_csv:
         shown = ", ".join(repr(field.strip()) for field in header)
-        reason = f"no 'token' column in the CSV header (found: {shown})"
+        reason = f"no {wanted!r} column in the CSV header (found: {shown})"
         raise InputFileError(name, reason, lineno)
     return _Start("lines", lineno, text, 0, 0)
 

@@ -48,7 +48,7 @@ from topic_sync.settings import (
     parse_duration,
 )
 
-__all__ = ["MODES", "Campaign", "Config", "load_config", "mask_url", "parse_duration"]
+__all__ = ["MODES", "Campaign", "Config", "dated", "load_config", "mask_url", "parse_duration"]
 
 # The keys each place of the file may hold, from the settings table.
 _TOP = {file_key(n) for n in in_file(Place.TOP, Place.ANYWHERE)} | {"defaults", "campaigns"}
@@ -56,6 +56,11 @@ _DEFAULTS = {file_key(n) for n in in_file(Place.SYNC, Place.ANYWHERE)}
 _CAMPAIGN = {file_key(n) for n in in_file(Place.CAMPAIGN, Place.SYNC, Place.ANYWHERE)}
 _NAME_OF = {file_key(n): n for n in in_file(*Place)}
 _REQUIRED = ("topic_prefix", "message", "audience")
+
+
+def dated(template: str | Path, day: dt.date) -> Path:
+    """A path template with ``{date}`` made the day's path."""
+    return Path(str(template).replace("{date}", day.isoformat()))
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class Campaign:
     timezone: str
     mode: str
     sync: Mapping[str, Any] = field(default_factory=dict)  # sync settings the file sets
+    wait_for: str | None = None  # a path template with {date}: the audience or its marker
 
     @property
     def zone(self) -> ZoneInfo:
@@ -78,6 +84,9 @@ class Campaign:
 
     def audience_for(self, day: dt.date) -> Path:
         return Path(self.audience.replace("{date}", day.isoformat()))
+
+    def wait_for_on(self, day: dt.date) -> Path | None:
+        return None if self.wait_for is None else dated(self.wait_for, day)
 
     def today(self, now: dt.datetime) -> dt.date:
         return now.astimezone(self.zone).date()
@@ -278,6 +287,9 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
     base = path.resolve().parent
     message = Path(own["message"])
     audience = own["audience"]
+    wait_for = own.get("wait_for")
+    if wait_for is not None and not Path(wait_for).is_absolute():
+        wait_for = str(base / wait_for)
     sync = {
         n: from_file(n, v) for n, v in merged.items() if n in in_file(Place.SYNC) and n != "live"
     }
@@ -291,6 +303,7 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
         timezone=own.get("timezone", DEFAULTS.timezone),
         mode=merged.get("live", "dry-run"),
         sync=sync,
+        wait_for=wait_for,
     )
 
 

@@ -35,6 +35,14 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def libpq_url(url: str) -> str:
+    """The same URL as libpq (psycopg.connect) reads it: SQLAlchemy's driver tag dropped."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.split("+", 1)[0] in ("postgresql", "postgres"):
+        return "postgresql://" + rest
+    return url
+
+
 def embedded_url(base: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in base (see store.embedded.default_base)
     and return its URL: a Unix socket in a private folder, no TCP."""

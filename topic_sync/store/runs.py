@@ -33,6 +33,7 @@ __all__ = [
     "finish_run",
     "get_run",
     "publish_in_flight",
+    "record_no_audience",
     "read_fence",
     "refresh_publish_intent",
     "release_publish",
@@ -104,6 +105,45 @@ def start_run(
         },
     ).one()
     return RunRecord.of(row)
+
+
+def record_no_audience(
+    conn: Connection,
+    *,
+    prefix: str,
+    day: dt.date,
+    topic: str,
+    transport: str,
+    audience_path: str,
+    note: str,
+) -> bool:
+    """Record that the day's audience never came. A row of the day that says more (a run
+    that planned, synced or published) is left as it is; returns whether it was written."""
+    row = conn.execute(
+        text(
+            f"""
+            INSERT INTO runs (prefix, run_date, topic, transport, audience_path, status, note,
+                              finished_at)
+            VALUES (:prefix, :day, :topic, :transport, :path, '{_R.NO_AUDIENCE}', :note, now())
+            ON CONFLICT (prefix, run_date) DO UPDATE
+            SET topic = excluded.topic, transport = excluded.transport,
+                audience_path = excluded.audience_path, status = excluded.status,
+                note = excluded.note, started_at = now(), finished_at = now()
+            WHERE runs.publish_state = '{_P.NONE}'
+              AND runs.status IN ('{_R.NO_AUDIENCE}', '{_R.FAILED}')
+            RETURNING id
+            """
+        ),
+        {
+            "prefix": prefix,
+            "day": day,
+            "topic": topic,
+            "transport": transport,
+            "path": audience_path,
+            "note": note,
+        },
+    ).one_or_none()
+    return row is not None
 
 
 def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:

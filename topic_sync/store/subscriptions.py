@@ -6,16 +6,21 @@ the transaction: one for the plan, one per FCM batch. States come from topic_syn
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, text
+from psycopg import sql
+from sqlalchemy import Connection, Engine, text
 
+from topic_sync.errors import InputFileError
 from topic_sync.states import PENDING_SQL
 from topic_sync.states import SubscriptionStatus as _S
+from topic_sync.store.db import STATEMENT_TIMEOUT_MS, connect_args, libpq_url
 
 __all__ = [
     "CLAIM_BATCH_SQL",
@@ -24,6 +29,9 @@ __all__ = [
     "COPY_CHUNK_BYTES",
     "Plan",
     "TokenOutcome",
+    "AUDIENCE_QUERY_NAME",
+    "audience_query_connection",
+    "audience_query_rows",
     "audit_page",
     "audit_sample",
     "claim_batch",
@@ -102,6 +110,97 @@ def load_audience(conn: Connection, tokens: Iterable[str]) -> int:
         if buf:
             copy.write("\n".join(buf) + "\n")
     return count
+
+
+AUDIENCE_QUERY_NAME = "query"
+"""How an audience read from a query is named in messages (rows stand for lines)."""
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?")
+_QUERY_START = re.compile(r"\s*\(*\s*(?:select|with|values|table)\b", re.I)
+
+
+def _query_source(query: str) -> sql.Composable:
+    """The query as SQL to select from: a SELECT as given, or a table name made a quoted
+    identifier (folded to lower case, as PostgreSQL folds an unquoted name)."""
+    stripped = query.strip().rstrip(";").strip()
+    if _TABLE_NAME.fullmatch(stripped):
+        return sql.SQL("SELECT * FROM {}").format(sql.Identifier(*stripped.lower().split(".")))
+    if not _QUERY_START.match(stripped):
+        raise InputFileError(
+            AUDIENCE_QUERY_NAME,
+            "--audience-query must be a SELECT (or WITH/VALUES/TABLE) query or a table name "
+            f"such as schema.table; got {query.strip()[:60]!r}",
+        )
+    return sql.SQL(stripped)  # the operator's own query
+
+
+def _token_column(names: list[str], wanted: str | None) -> str:
+    """The result column holding the tokens: the one named, the only one, or `token`."""
+    if wanted is not None:
+        for candidate in (wanted, wanted.strip().lower()):
+            if candidate in names:
+                return candidate
+        problem = f"no column {wanted!r} in the query's result"
+    elif len(names) == 1:
+        return names[0]
+    elif "token" in names:
+        return "token"
+    else:
+        problem = "several columns and none named 'token' (choose one with --token-column)"
+    raise InputFileError(AUDIENCE_QUERY_NAME, f"{problem} (columns: {', '.join(names)})")
+
+
+@contextlib.contextmanager
+def audience_query_connection(engine: Engine, url: str | None) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of its own to read the audience from: another database's (url), or one
+    more of the job's. The job's load runs its own COPY on another connection meanwhile."""
+    if url is None:
+        pooled = engine.raw_connection()
+        try:
+            raw = pooled.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            raw.rollback()
+            yield raw
+        finally:
+            pooled.close()
+        return
+    with psycopg.connect(libpq_url(url), **connect_args()) as raw:
+        yield raw
+
+
+def audience_query_rows(
+    raw: psycopg.Connection[Any], query: str, token_column: str | None
+) -> Generator[bytes, None, None]:
+    """The token column of the query's rows, streamed with COPY ... TO STDOUT in a READ ONLY
+    transaction, one row (COPY text format, ``\\N`` for NULL) at a time.
+
+    A query PostgreSQL refuses (syntax, a missing table, no privilege, a write) is an input
+    error naming the query; the transaction is rolled back whatever happens.
+    """
+    source = _query_source(query)
+    try:
+        with raw.cursor() as cur:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
+            cur.execute(sql.SQL("SELECT * FROM ({}) AS audience LIMIT 0").format(source))
+            names = [column.name for column in cur.description or ()]
+            column = _token_column(names, token_column)
+            copy_sql = sql.SQL("COPY (SELECT a.{} FROM ({}) AS a) TO STDOUT").format(
+                sql.Identifier(column), source
+            )
+            with cur.copy(copy_sql) as copy:
+                pending = b""
+                for block in copy:
+                    *rows, pending = (pending + bytes(block)).split(b"\n")
+                    yield from rows
+                if pending:
+                    yield pending
+    except psycopg.Error as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputFileError(AUDIENCE_QUERY_NAME, f"PostgreSQL refused it: {reason}") from None
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            raw.rollback()
 
 
 def plan_topic(conn: Connection, topic: str, run_id: int | None, audience_lines: int) -> Plan:

@@ -1,0 +1,90 @@
+"""Waiting for a producer: the day's audience file, or the marker its job writes when done.
+
+A recommender that is late must not make an empty day, and a file still being written must
+not be read half: `wait_for` polls a path until it is there. When the path is the audience
+file itself, it must also have stopped growing (the same size and modification time at two
+consecutive checks). Any other path is a marker (a `_SUCCESS` file as Spark and Hadoop write,
+a directory): its presence is enough.
+
+The clock and the sleep are the caller's, so tests wait no wall-clock time; a stop request
+(SIGTERM) ends the wait at the next check.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from topic_sync.errors import InputFileError, Interrupted
+
+POLL_SECONDS = 10.0
+"""How often the path is looked at."""
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """How a wait ended: `arrived`, after `waited` seconds, and what was last seen."""
+
+    arrived: bool
+    waited: float
+    seen: str  # "missing", "growing" or "ready", for messages
+
+
+def is_same_path(a: Path, b: Path | None) -> bool:
+    return b is not None and os.path.abspath(a) == os.path.abspath(b)
+
+
+def wait_for(
+    path: Path,
+    *,
+    audience: Path | None,
+    timeout: float,
+    sleep: Callable[[float], None],
+    monotonic: Callable[[], float],
+    should_stop: Callable[[], bool] = lambda: False,
+    interval: float = POLL_SECONDS,
+) -> Arrival:
+    """Poll `path` until it is ready or `timeout` seconds passed; never raises on timeout.
+
+    Ready: for the audience file itself (`path` is `audience`), present and unchanged in size
+    and modification time since the previous check; for anything else, present.
+    """
+    if interval <= 0:
+        raise ValueError("the polling interval must be positive")
+    is_audience = is_same_path(path, audience)
+    started = monotonic()
+    previous: tuple[int, int] | None = None
+    while True:
+        seen = "missing"
+        st = _stat(path)
+        if st is not None:
+            if not is_audience or stat.S_ISDIR(st.st_mode):
+                return Arrival(True, monotonic() - started, "ready")
+            current = (st.st_size, st.st_mtime_ns)
+            if current == previous:
+                return Arrival(True, monotonic() - started, "ready")
+            previous, seen = current, "growing"
+        else:
+            previous = None
+        remaining = started + timeout - monotonic()
+        if remaining <= 0:
+            return Arrival(False, monotonic() - started, seen)
+        if should_stop():
+            raise Interrupted(f"stopped on request while waiting for {path}; nothing was changed")
+        sleep(min(interval, remaining))
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """The path's status, None while it is not there; a path that cannot be looked at is an
+    input error (waiting would not make it readable)."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        raise InputFileError(path, "permission denied while waiting for it") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot look at it: {exc.strerror or exc}") from None
