@@ -9,6 +9,7 @@ import click
 from topic_sync.app import commands
 from topic_sync.app.shutdown import PROCESS as shutdown
 from topic_sync.cli.options import (
+    MONITORING,
     WORK,
     backfill_option,
     env_option,
@@ -18,7 +19,16 @@ from topic_sync.cli.options import (
     settings,
     with_config,
 )
-from topic_sync.cli.output import cli_io, describe_run, emit_json, errors_to_exit, finish, say
+from topic_sync.cli.output import (
+    cli_io,
+    emit_json,
+    errors_to_exit,
+    finish,
+    say,
+    show_run,
+    use_log_format,
+)
+from topic_sync.pool import topic_for
 
 RUN = (
     "topic_prefix",
@@ -30,6 +40,7 @@ RUN = (
     "allow_large_churn",
     "propagation_delay",
     *WORK,
+    *MONITORING,
 )
 
 
@@ -64,6 +75,11 @@ def run(
     With --config, a campaign supplies whatever the command line does not.
     """
     settings_ = resolved(click.get_current_context(), params, day=day)
+    s = settings_.settings
+    topic = None
+    if s.topic_prefix and settings_.day and s.pool_size:
+        topic = topic_for(s.topic_prefix, s.pool_size, settings_.day)
+    use_log_format(s.log_format, "run", s.topic_prefix, topic)
     io = cli_io(sleep=shutdown.sleep, should_stop=shutdown.should_stop)
     with shutdown.on_signals(say):
         result = commands.run_day(
@@ -75,7 +91,7 @@ def run(
             full_tokens=full_tokens,
         )
     summary = result.summary()
-    say(describe_run(summary))
+    show_run(summary)
     if as_json:
         emit_json(summary)
     finish(result.exit_code)
