@@ -386,3 +386,12 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror if not error.filename else f"{error.strerror}: {error.filename}"
     return f"{type(error).__name__}: {error}"
+
+
+def markdown_table() -> str:
+    """`METRICS` as the README's table (a test keeps the two equal)."""
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join((*IDENTITY, *m.labels))
+        rows.append(f"| `{m.name}` | {m.kind} | {labels} | {m.help} |")
+    return "\n".join(rows)
