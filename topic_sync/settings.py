@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
 MODES = ("dry-run", "live")
+LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "TOPIC_SYNC_"
 
 
@@ -118,6 +119,13 @@ def _zone(value: object) -> str | None:
         ZoneInfo(str(value))
     except (ZoneInfoNotFoundError, ValueError):
         return f"unknown time zone {value!r}"
+    return None
+
+
+def _http_url(value: object) -> str | None:
+    scheme, sep, rest = str(value).partition("://")
+    if not sep or scheme not in ("http", "https") or not rest.strip("/"):
+        return "must be an http:// or https:// URL, e.g. http://pushgateway:9091"
     return None
 
 
@@ -292,6 +300,36 @@ class Settings:
             "(slower). legacy-iid: Instance ID batch API (until 2027-09-29).",
             Place.SYNC,
             choices=TRANSPORTS,
+        ),
+    )
+    # --- what a run tells monitoring
+    metrics_file: Path | None = _s(
+        None,
+        Spec(
+            Kind.PATH,
+            "Write the run's Prometheus metrics to this file (for node_exporter's textfile "
+            "collector), atomically.",
+            Place.SYNC,
+        ),
+    )
+    pushgateway: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "Push the run's Prometheus metrics to this Pushgateway URL (job topic-sync, "
+            "grouped by campaign and command).",
+            Place.SYNC,
+            secret=True,
+            extra_check=_http_url,
+        ),
+    )
+    log_format: str = _s(
+        "text",
+        Spec(
+            Kind.CHOICE,
+            "stderr as text for people, or json: one JSON object per event and line.",
+            Place.SYNC,
+            choices=LOG_FORMATS,
         ),
     )
     # --- where things are

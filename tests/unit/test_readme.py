@@ -95,3 +95,25 @@ def test_project_layout_lists_every_module_and_only_those() -> None:
     }
     assert modules - listed == set(), "modules missing from README's layout"
     assert listed - modules == set(), "README's layout lists modules that do not exist"
+
+
+def test_metrics_table_in_readme_matches_code() -> None:
+    from topic_sync.app.metrics import markdown_table
+
+    block = re.search(r"<!-- metrics:start -->\n(.*?)\n<!-- metrics:end -->", README, re.S)
+    assert block, "README lacks the metrics markers"
+    assert block.group(1).strip() == markdown_table()
+
+
+def test_monitoring_options_and_ops_files_are_in_readme() -> None:
+    section = README.split("## Metrics and alerts", 1)[1].split("\n## ", 1)[0]
+    for needle in (
+        "--metrics-file",
+        "--pushgateway",
+        "--log-format json",
+        "ops/prometheus-alerts.yml",
+        "ops/grafana-dashboard.json",
+    ):
+        assert needle in section, f"README's metrics section does not mention {needle}"
+    for path in ("ops/prometheus-alerts.yml", "ops/grafana-dashboard.json"):
+        assert (ROOT / path).exists(), path

@@ -6,8 +6,9 @@ prints or reads the environment: log lines go to `io.log`, the environment comes
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,20 @@ from typing import Any
 from sqlalchemy import Engine
 
 from topic_sync import store
+from topic_sync.app import metrics
 from topic_sync.app import report as rep
 from topic_sync.app.services import Io, database, fcm_client, services
 from topic_sync.app.settings import Resolved, Source
 from topic_sync.engine import reconcile as repairs
 from topic_sync.engine import target as tgt
+from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
-from topic_sync.errors import BadInput, ExitCode
+from topic_sync.errors import BadInput, ExitCode, TopicSyncError
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
-from topic_sync.pool import pool_topics, topic_for, validate_pool
+from topic_sync.pool import pool_topics, prefix_of, topic_for, validate_pool
 from topic_sync.settings import Settings
 from topic_sync.store import db
 
@@ -61,6 +64,35 @@ def work_settings(settings: Settings) -> dict[str, Any]:
         "deadline": settings.deadline,
         "max_dead": settings.max_dead,
     }
+
+
+@contextlib.contextmanager
+def exported(settings: Settings, io: Io, command: str, campaign: str) -> Iterator[metrics.Finished]:
+    """Export the command's metrics when it ends, however it ends (--metrics-file,
+    --pushgateway). The caller fills in the result; an export that fails is logged and
+    listed in `Finished.problems`, never raised: it does not change the outcome."""
+    exports = metrics.Exports.of(settings)
+    finished = metrics.Finished(command, campaign, settings.live, started=io.now())
+    try:
+        yield finished
+    except BaseException as error:
+        finished.error = error
+        code = error.exit_code if isinstance(error, TopicSyncError) else ExitCode.FAILED
+        finished.exit_code = code
+        raise
+    finally:
+        finished.ended = io.now()
+        if exports.wanted:
+            for problem in exports.send(finished):
+                io.log(f"WARNING: metrics not exported: {problem}")
+            finished.problems = list(exports.problems)
+
+
+def tally_pacer(finished: metrics.Finished, deps: Deps) -> None:
+    if deps.pacer is not None:
+        pacer = deps.pacer
+        finished.requests, finished.throttled = pacer.answered, pacer.throttled
+        finished.pacer_wait = pacer.waited
 
 
 # --- run ------------------------------------------------------------------------------------
@@ -112,8 +144,14 @@ def run_day(
     except ValueError as error:
         raise BadInput(str(error)) from None
     warn_if_trying_in_production(s, io)
-    with services(s, io) as deps:
-        return engine_run_day(options, deps)
+    with exported(s, io, "run", s.topic_prefix) as finished, services(s, io) as deps:
+        try:
+            result = engine_run_day(options, deps)
+        finally:
+            tally_pacer(finished, deps)
+        finished.run, finished.exit_code = result, result.exit_code
+    result.metrics_errors = finished.problems
+    return result
 
 
 def audience_of(resolved: Resolved) -> Path | None:
@@ -166,6 +204,7 @@ def repair_topics(engine: Engine, resolved: Resolved, scope: Scope) -> tuple[str
 @dataclass(frozen=True)
 class ReconcileOutcome:
     result: repairs.ReconcileResult
+    metrics_errors: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -196,12 +235,26 @@ def reconcile(
     if audit and s.transport == "legacy-iid":
         io.log("note: --audit lists subscriptions through the v1 API whatever the transport")
     warn_if_trying_in_production(s, io)
-    with services(s, io) as deps:
-        topics = repair_topics(deps.engine, resolved, scope)
-        options = repairs.ReconcileOptions(
-            topics=topics, live=s.live, full=full, audit=audit, sample=sample, **work_settings(s)
-        )
-        return ReconcileOutcome(repairs.reconcile(options, deps))
+    command = "audit" if audit else "reconcile"
+    with exported(s, io, command, s.topic_prefix or "all") as finished, services(s, io) as deps:
+        try:
+            topics = repair_topics(deps.engine, resolved, scope)
+            prefixes = {prefix_of(topic) for topic in topics}
+            if not s.topic_prefix and len(prefixes) == 1:
+                finished.campaign = prefixes.pop()
+            options = repairs.ReconcileOptions(
+                topics=topics,
+                live=s.live,
+                full=full,
+                audit=audit,
+                sample=sample,
+                **work_settings(s),
+            )
+            outcome = ReconcileOutcome(repairs.reconcile(options, deps))
+        finally:
+            tally_pacer(finished, deps)
+        finished.reconcile, finished.exit_code = outcome.result, outcome.exit_code
+    return ReconcileOutcome(outcome.result, finished.problems)
 
 
 @dataclass(frozen=True)

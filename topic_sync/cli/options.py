@@ -37,6 +37,8 @@ WORK = (
     "database_url",
 )
 FCM = ("transport", "emulator_host", "project")
+# What a command that runs for monitoring reports takes: where its metrics and logs go.
+MONITORING = ("metrics_file", "pushgateway", "log_format")
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -95,9 +97,23 @@ def setting(name: str, **overrides: Any) -> Callable[[F], F]:
             kwargs["is_flag"] = True
     else:
         kwargs["type"] = _type(name)
+    if spec.extra_check is not None:
+        kwargs["callback"] = _checked_by(spec.extra_check)
     kwargs.update(overrides)
     envs = [ENV_PREFIX + name.upper(), *spec.env]
     return click.option(*decls, envvar=envs, show_envvar=True, **kwargs)
+
+
+def _checked_by(check: Callable[[object], str | None]) -> Callable[..., Any]:
+    """A click callback running the table's own check on a given value."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        problem = None if value is None else check(value)
+        if problem:
+            raise click.BadParameter(problem, ctx, param)
+        return value
+
+    return callback
 
 
 def settings(*names: str) -> Callable[[F], F]:

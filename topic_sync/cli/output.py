@@ -1,15 +1,21 @@
 """Everything the CLI shows: text for people on stderr, JSON for machines on stdout, and
 the one place where an error becomes a message and an exit code.
+
+Every line for stderr goes through `LOG`: as text (the default), or with `--log-format json`
+as one JSON object per event and line, each with the time, level, event, this command's
+run id, command and campaign (and the topic once known).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -20,13 +26,56 @@ from topic_sync.engine.drain import Progress
 from topic_sync.engine.reconcile import ReconcileResult
 from topic_sync.errors import ExitCode, TopicSyncError
 from topic_sync.inputs.audience import shorten
+from topic_sync.states import Op
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Log:
+    """Where stderr output goes: lines for people, or one JSON object per event."""
+
+    def __init__(self) -> None:
+        self.json = False
+        # One id per command: every line of one invocation carries it.
+        self.context: dict[str, Any] = {"run_id": uuid.uuid4().hex[:12]}
+
+    def configure(self, log_format: str, **context: Any) -> None:
+        self.json = log_format == "json"
+        self.context.update({k: v for k, v in context.items() if v is not None})
+
+    def event(
+        self, event: str, message: str | None = None, level: str = "info", **fields: Any
+    ) -> None:
+        if not self.json:
+            if message is not None:
+                click.echo(message, err=True)
+            return
+        document: dict[str, Any] = {
+            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "level": level,
+            "event": event,
+            **self.context,
+            **fields,
+        }
+        if message is not None:
+            document["message"] = message
+        click.echo(json.dumps(document, default=str), err=True)
+
+
+LOG = Log()
+
+
 def say(message: str) -> None:
     """Output for people goes to stderr; stdout is kept for --json."""
-    click.echo(message, err=True)
+    level = "warning" if message.startswith(("WARNING", "warning", "note:")) else "info"
+    LOG.event("log", message, level)
+
+
+def use_log_format(
+    log_format: str, command: str, campaign: str | None, topic: str | None = None
+) -> None:
+    """Set the stderr format and what every JSON line says about the command."""
+    LOG.configure(log_format, command=command, campaign=campaign, topic=topic)
 
 
 def emit_json(document: dict[str, Any]) -> None:
@@ -72,10 +121,13 @@ def errors_to_exit(func: F) -> F:
             )
         if as_json:
             emit_json(error_document(code, message))
-        say(f"topic-sync: {message}")
+        LOG.event("error", f"topic-sync: {message}", "error", exit_code=int(code))
         finish(code)
 
     return wrapper  # type: ignore[return-value]
+
+
+PHASE_OF = {Op.UNSUBSCRIBE: "removals", Op.SUBSCRIBE: "additions"}
 
 
 class ProgressLine:
@@ -103,7 +155,20 @@ class ProgressLine:
                 f"{p.op}: {p.done}/{p.total} ({pct:.0f}%) {rate:.0f} tokens/s "
                 f"ETA {eta:.0f}s, {p.failed} failed"
             )
-            if self.tty:
+            if LOG.json:
+                LOG.event(
+                    "progress",
+                    line,
+                    phase=PHASE_OF[p.op],
+                    op=str(p.op),
+                    done=p.done,
+                    total=p.total,
+                    failed=p.failed,
+                    tokens_per_second=round(rate, 1),
+                    eta_seconds=round(eta, 1),
+                    elapsed_seconds=round(elapsed, 3),
+                )
+            elif self.tty:
                 click.echo("\r" + line.ljust(78) + ("\n" if finished else ""), err=True, nl=False)
             else:
                 say(line)
@@ -119,6 +184,23 @@ def cli_io(**overrides: Any) -> Io:
     }
     values.update(overrides)
     return Io(**values)
+
+
+def show_run(summary: dict[str, Any]) -> None:
+    """The run's outcome on stderr: text for people, or one `run finished` event."""
+    LOG.event("run finished", describe_run(summary), "info", **_event_fields(summary))
+
+
+def show_reconcile(result: ReconcileResult, *, full_tokens: bool = False) -> None:
+    text = describe_reconcile(result, full_tokens=full_tokens)
+    LOG.event("reconcile finished", text, "info", **result.summary())
+
+
+def _event_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run summary as event fields ("date" is the run's date; the event has its own ts)."""
+    fields = dict(summary)
+    fields["duration_seconds"] = round(sum(summary["phases"].values()), 3)
+    return fields
 
 
 def describe_run(summary: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ import click
 from topic_sync.app import commands
 from topic_sync.cli.options import (
     FCM,
+    MONITORING,
     WORK,
     backfill_option,
     env_option,
@@ -26,6 +27,8 @@ from topic_sync.cli.output import (
     errors_to_exit,
     finish,
     say,
+    show_reconcile,
+    use_log_format,
 )
 
 
@@ -42,6 +45,7 @@ from topic_sync.cli.output import (
     "--sample", type=click.IntRange(1), default=None, help="Audit a random sample of N tokens."
 )
 @settings(*WORK)
+@settings(*MONITORING)
 @backfill_option
 @full_tokens_option
 @with_config
@@ -65,15 +69,23 @@ def reconcile(
     withheld day is published by rerunning `topic-sync run --date D`.
     """
     settings_ = resolved(click.get_current_context(), params, day=day)
+    s = settings_.settings
+    use_log_format(s.log_format, "audit" if audit else "reconcile", s.topic_prefix)
     scope = commands.Scope(topics=topics, day=day)
     outcome = commands.reconcile(
         settings_, cli_io(), scope, full=full, audit=audit, sample=sample, backfill=backfill
     )
-    say(describe_reconcile(outcome.result, full_tokens=full_tokens))
+    show_reconcile(outcome.result, full_tokens=full_tokens)
     if outcome.problem:
         say(f"topic-sync: {outcome.problem}")
     if as_json:
-        emit_json({**outcome.result.summary(), "exit_code": int(outcome.exit_code)})
+        emit_json(
+            {
+                **outcome.result.summary(),
+                "exit_code": int(outcome.exit_code),
+                "metrics_errors": outcome.metrics_errors,
+            }
+        )
     finish(outcome.exit_code)
 
 

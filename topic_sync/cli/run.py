@@ -11,6 +11,7 @@ from topic_sync.app import commands
 from topic_sync.app import doctor as preflight
 from topic_sync.app.shutdown import PROCESS as shutdown
 from topic_sync.cli.options import (
+    MONITORING,
     WORK,
     backfill_option,
     env_option,
@@ -24,12 +25,14 @@ from topic_sync.cli.options import (
 from topic_sync.cli.output import (
     cli_io,
     describe_doctor,
-    describe_run,
     emit_json,
     errors_to_exit,
     finish,
     say,
+    show_run,
+    use_log_format,
 )
+from topic_sync.pool import topic_for
 
 RUN = (
     "topic_prefix",
@@ -46,6 +49,7 @@ RUN = (
     "allow_large_churn",
     "propagation_delay",
     *WORK,
+    *MONITORING,
 )
 
 
@@ -80,6 +84,11 @@ def run(
     With --config, a campaign supplies whatever the command line does not.
     """
     settings_ = resolved(click.get_current_context(), params, day=day)
+    s = settings_.settings
+    topic = None
+    if s.topic_prefix and settings_.day and s.pool_size:
+        topic = topic_for(s.topic_prefix, s.pool_size, settings_.day)
+    use_log_format(s.log_format, "run", s.topic_prefix, topic)
     io = cli_io(sleep=shutdown.sleep, should_stop=shutdown.should_stop)
     with shutdown.on_signals(say):
         result = commands.run_day(
@@ -91,7 +100,7 @@ def run(
             full_tokens=full_tokens,
         )
     summary = result.summary()
-    say(describe_run(summary))
+    show_run(summary)
     if as_json:
         emit_json(summary)
     finish(result.exit_code)

@@ -161,6 +161,7 @@ class SyncCounts:
     retries: int = 0  # token attempts that were retries
     wait_seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)  # per attempt: "ok" or error code
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # failed, by (op, code)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
@@ -306,6 +307,7 @@ class Work:
             self.counts.attempts += tally.attempts
             self.counts.retries += tally.attempts if retrying else 0
             self.counts.outcomes.update(tally.outcomes)
+            self.counts.failures.update({(op.value, c): n for c, n in tally.failures.items()})
             self._retry_after = max(self._retry_after, tally.retry_after or 0.0)
             # Progress counts tokens settled (done or failed for good) out of the plan.
             self._done += tally.settled
@@ -322,6 +324,7 @@ class BatchTally:
     settled: int  # confirmed, or failed for good
     failed: int  # failed this attempt (retryable or permanent)
     outcomes: Counter[str]  # "ok" or error code, per token
+    failures: Counter[str]  # error code, per token whose attempt failed
     retry_after: float | None
 
 
@@ -388,6 +391,7 @@ def _one_batch(
         settled=settled,
         failed=sum(1 for o in outcomes if o.failed),
         outcomes=codes,
+        failures=Counter(o.code or "unknown-error" for o in outcomes if o.failed),
         retry_after=result.retry_after,
     )
 

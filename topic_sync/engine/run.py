@@ -142,6 +142,7 @@ class RunResult:
     message_id: str | None = None
     note: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the run
+    metrics_errors: list[str] = field(default_factory=list)  # exports that failed (app layer)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -170,6 +171,7 @@ class RunResult:
             "message_id": self.message_id,
             "note": self.note,
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
+            "metrics_errors": self.metrics_errors,
         }
 
 
