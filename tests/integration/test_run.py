@@ -829,7 +829,11 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     result = run_day(opts(tmp_path, message_file, audience, concurrency=4), paced)
     assert result.status == "published"
     assert last_recipients(emulator, result.topic) == frozenset(audience)
-    held = [status for found, status in answers if found]
+    # Answers to requests already in flight when the quota was found (at most one per
+    # connection of the client) belong to the first episode, not to holding the quota.
+    from topic_sync.fcm.direct import DIRECT_CONNECTIONS
+
+    held = [status for found, status in answers if found][DIRECT_CONNECTIONS:]
     refused_after = sum(1 for status in held if status == 429)
     assert refused_after <= 0.03 * len(held), f"{refused_after} of {len(held)} refused"
     refused = sum(1 for _, status in answers if status == 429)

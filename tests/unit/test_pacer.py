@@ -132,3 +132,14 @@ def test_retry_after_holds_every_request_in_full() -> None:
 def test_rejects_nonsense_rate() -> None:
     with pytest.raises(ValueError):
         Pacer(0)
+
+
+def test_slow_start_does_not_hold_legacy_batches_for_seconds() -> None:
+    # At the slow-start pace (100/s) a 1000-token batch would book 10 s for the next one;
+    # the pace doubles within a second, so that wait would be pure loss.
+    p, t = pacer(1_000_000.0)
+    start = t.now
+    for _ in range(20):
+        p.acquire(1000)
+        p.observe(200, cost=1000)
+    assert t.now - start < 0.5
