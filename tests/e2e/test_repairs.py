@@ -18,6 +18,7 @@ from tests.support import (
     topic,
     write_lines,
 )
+from topic_sync.inputs.audience import shorten
 
 PREFIX = "fix"
 NO_WAIT = ("--retry-min-wait", "0", "--retry-max-wait", "0")
@@ -63,8 +64,18 @@ def test_withheld_day_reported_reconciled_then_published(tmp_path, env, emulator
     assert len(rows) == 2 and all(r["code"] == "internal-error" for r in rows)
     assert all(r["token"] not in stuck for r in rows)  # shortened: device identifiers
 
-    runs = run_cli("report", env=env)  # no filter: the run summary
+    runs = run_cli("report", env=env)  # no filter: the latest run and its failed tokens
     assert runs.returncode == 0 and "withheld" in runs.stdout.lower(), describe(runs)
+    assert "2 failed tokens not resolved" in runs.stdout
+    assert "internal-error  unsubscribe  2" in runs.stdout
+    assert all(shorten(t) in runs.stdout and t not in runs.stdout for t in stuck)
+    history = run_cli("report", "--runs", env=env)
+    assert len(history.stdout.strip().splitlines()) == 3, describe(history)  # header, 2 days
+    assert not any(shorten(t) in history.stdout for t in stuck)
+    overview = json.loads(run_cli("report", "--format", "json", env=env).stdout)
+    assert (overview["version"], overview["kind"], len(overview["runs"])) == (1, "runs", 2)
+    [campaign] = overview["campaigns"]
+    assert campaign["run"]["date"] == day3.isoformat() and campaign["failed_tokens"] == 2
 
     dry = run_cli(
         "reconcile", "--topic-prefix", PREFIX, "--pool-size", str(POOL), *NO_WAIT, env=env

@@ -268,6 +268,8 @@ class ReportQuery:
 class ReportOutcome:
     runs: list[rep.RunSummary] = field(default_factory=list)
     failures: list[rep.FailedToken] | None = None  # None: the run summary was asked for
+    # With no filter and no --runs: each campaign's latest run and its failed tokens.
+    overview: list[rep.CampaignOverview] | None = None
     exit_code: ExitCode = ExitCode.OK
 
 
@@ -277,7 +279,12 @@ def report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
         everything = query.include_resolved and query.limit is None
         if not query.failures:
             limit = None if everything else query.limit or rep.DEFAULT_RUN_LIMIT
-            return ReportOutcome(runs=rep.run_summaries(engine, prefix=prefix, limit=limit))
+            runs = rep.run_summaries(engine, prefix=prefix, limit=limit)
+            if query.list_runs:
+                return ReportOutcome(runs=runs)
+            per_group = None if everything else query.limit or rep.DEFAULT_GROUP_TOKENS
+            campaigns = rep.overview(engine, prefix=prefix, per_group=per_group)
+            return ReportOutcome(runs=runs, overview=campaigns)
         flt = rep.FailureFilter(
             date=resolved.day,
             run_id=query.run_id,

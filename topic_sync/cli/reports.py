@@ -21,7 +21,7 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
 )
 @settings("topic_prefix")
 @env_option("--failed", "list_failed", is_flag=True, help="List failed tokens even with no filter.")
-@env_option("--runs", "list_runs", is_flag=True, help="Show the run summary (the default view).")
+@env_option("--runs", "list_runs", is_flag=True, help="Show the history of recent runs.")
 @env_option(
     "--all",
     "include_resolved",
@@ -32,7 +32,8 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
     "--limit",
     type=click.IntRange(1),
     default=None,
-    help="At most this many rows [default: 10 runs, 1000 failed tokens].",
+    help="At most this many rows [default: 10 runs, 1000 failed tokens, 10 tokens per "
+    "group of the overview].",
 )
 @env_option(
     "--format",
@@ -59,10 +60,12 @@ def report(
     full_tokens: bool,
     **params: Any,
 ) -> None:
-    """Failed tokens and why, or (with no filter) a summary of the recent runs.
+    """Which tokens failed and why; the history of recent runs with --runs.
 
-    The summary shows per run: date, topic, audience, added, removed, failures per code,
-    retries, duration, and whether it published, or why not.
+    With no filter: per campaign, its latest run (published or why not, counts) followed
+    by that run's unresolved failed tokens, grouped by error code and operation. A filter
+    (--date, --run, --code, --op, --failed) lists failed tokens one per row; --runs shows
+    per run: date, topic, audience, added, removed, failures per code, retries, duration.
     """
     settings_ = resolved(click.get_current_context(), params, day=day, need_campaign=False)
     query = commands.ReportQuery(
@@ -76,10 +79,13 @@ def report(
         limit=limit,
     )
     outcome = commands.report(settings_, cli_io(), query)
-    if outcome.failures is None:
-        click.echo(rep.render_runs(outcome.runs, fmt))
-    else:
+    if outcome.failures is not None:
         click.echo(rep.render_failures(outcome.failures, fmt, full_tokens=full_tokens))
+    elif outcome.overview is not None:
+        shown = rep.render_overview(outcome.overview, outcome.runs, fmt, full_tokens=full_tokens)
+        click.echo(shown)
+    else:
+        click.echo(rep.render_runs(outcome.runs, fmt))
 
 
 @click.command()

@@ -20,6 +20,7 @@ from topic_sync.store.subscriptions import Plan
 __all__ = [
     "run_status",
     "failure_rows",
+    "failure_groups",
     "latest_run_rows",
     "run_summary_rows",
     "topics_of_failures_without_run",
@@ -453,3 +454,24 @@ def latest_run_rows(conn: Connection, *, prefix: str | None) -> list[Any]:
         "ORDER BY prefix, run_date DESC, started_at DESC, id DESC"
     )
     return list(conn.execute(text(sql), {"prefix": prefix}).all())
+
+
+def failure_groups(conn: Connection, run_ids: list[int], per_group: int | None) -> list[Any]:
+    """The runs' unresolved failures grouped by (run, code, op): one row per token shown
+    (at most `per_group` per group, the most recently seen first; None for all), each with
+    its group's full count. Largest groups first."""
+    sql = """
+    WITH unresolved AS (
+        SELECT f.run_id, f.code, f.op, f.token_id,
+               count(*) OVER (PARTITION BY f.run_id, f.code, f.op) AS n,
+               row_number() OVER (PARTITION BY f.run_id, f.code, f.op
+                                  ORDER BY f.last_seen DESC, f.id DESC) AS rn
+        FROM token_failures f
+        WHERE f.run_id = ANY(:runs) AND f.resolved_at IS NULL
+    )
+    SELECT u.run_id, u.code, u.op, u.n, t.token
+    FROM unresolved u JOIN tokens t ON t.id = u.token_id
+    WHERE CAST(:per_group AS bigint) IS NULL OR u.rn <= :per_group
+    ORDER BY u.run_id, u.n DESC, u.code, u.op, u.rn
+    """
+    return list(conn.execute(text(sql), {"runs": list(run_ids), "per_group": per_group}).all())
