@@ -16,16 +16,19 @@ from sqlalchemy import text
 from tests.support import DAY, POOL, PREFIX, opts
 from topic_sync.app.report import (
     CAMPAIGN_FIELDS,
+    DEAD_FIELDS,
     FAILURE_FIELDS,
     GROUP_FIELDS,
     RUN_FIELDS,
     FailedToken,
     FailureFilter,
     RunSummary,
+    dead_tokens,
     failed_tokens,
     latest_by_prefix,
     latest_runs,
     overview,
+    render_dead,
     render_failures,
     render_overview,
     render_runs,
@@ -704,7 +707,7 @@ def test_overview_table_says_why_a_day_did_not_go_out(more, engine) -> None:
     assert first.splitlines()[0] == (
         f"{PREFIX}  {LATER.isoformat()}  {topic}  WITHHELD: 1 removals from {topic} unconfirmed"
     )
-    assert "audience 4, added 0, removed 0" in first
+    assert "audience 4, added 0, removed 0, newly dead 0, suppressed 0" in first
     assert "internal-error  unsubscribe  1" in first and shorten(more.leaving) in first
     assert more.leaving not in table and more.dead not in table
     assert second.startswith("other  ")
@@ -737,3 +740,34 @@ def test_overview_json_adds_campaigns_to_the_runs_document(more, engine) -> None
     assert whole["campaigns"][0]["failures"][0]["tokens"] == [more.leaving]
     # CSV is flat: the runs CSV, as before.
     assert render_overview(campaigns, recent, "csv") == render_runs(recent, "csv")
+
+
+# --- dead tokens ------------------------------------------------------------------------------
+
+
+def test_dead_tokens_are_listed_with_reason_and_dates(withheld, engine) -> None:
+    [dead] = dead_tokens(engine)
+    assert (dead.token, dead.reason) == (withheld.dead, "registration-token-not-registered")
+    assert (dead.dead_on, dead.retried_on) == (DAY, None)
+    assert dead.marked_at.utcoffset() == dt.timedelta(0)
+    [first] = [c for c in overview(engine, prefix=PREFIX)]
+    assert first.run.newly_dead == 0  # the latest run (LATER) found none; DAY found one
+    assert [r.newly_dead for r in run_summaries(engine)] == [0, 1]
+
+    doc = json.loads(render_dead([dead], "json"))
+    assert (doc["version"], doc["kind"], list(doc)) == (1, "dead", ["version", "kind", "dead"])
+    [item] = doc["dead"]
+    assert list(item) == list(DEAD_FIELDS)
+    assert item["token"] == shorten(withheld.dead) and TIMESTAMP.match(item["marked_at"])
+    assert (item["dead_on"], item["retried_on"]) == (DAY.isoformat(), None)
+    whole = json.loads(render_dead([dead], "json", full_tokens=True))
+    assert whole["dead"][0]["token"] == withheld.dead
+    [row] = list(csv.DictReader(io.StringIO(render_dead([dead], "csv"))))
+    assert row["token"] == shorten(withheld.dead) and row["retried_on"] == ""
+    table = render_dead([dead], "table")
+    assert table.splitlines()[0].split()[:2] == ["MARKED", "DEAD"]
+    assert withheld.dead not in table and shorten(withheld.dead) in table
+    assert render_dead([], "table") == "no dead tokens"
+    assert dead_tokens(engine, limit=1) == [dead]
+    with pytest.raises(BadInput, match="limit must be at least 1"):
+        dead_tokens(engine, limit=0)

@@ -182,12 +182,15 @@ class ForgetOutcome:
     removals_queued: int
     topics: list[str]
     repaired: ReconcileOutcome | None = None
+    restored: int | None = None  # --undo: tokens taken off the suppression list
 
     @property
     def exit_code(self) -> ExitCode:
         return self.repaired.exit_code if self.repaired else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
+        if self.restored is not None:
+            return {"restored": self.restored}
         out: dict[str, Any] = {
             "forgotten": self.forgotten,
             "removals_queued": self.removals_queued,
@@ -199,9 +202,17 @@ class ForgetOutcome:
 
 
 def forget(
-    resolved: Resolved, io: Io, tokens: Sequence[str], from_file: Path | None
+    resolved: Resolved,
+    io: Io,
+    tokens: Sequence[str],
+    from_file: Path | None,
+    *,
+    undo: bool = False,
 ) -> ForgetOutcome:
-    """Mark tokens gone and queue their removal everywhere; with `live`, remove them now."""
+    """Mark tokens gone and queue their removal everywhere; with `live`, remove them now.
+
+    With `undo`, take them off the suppression list instead: later audiences include them
+    again (nothing is sent to FCM now; the next run that has them subscribes them)."""
     for token in tokens:
         reason = validate_token(token)
         if reason:
@@ -214,6 +225,13 @@ def forget(
         source: Iterable[str] = itertools.chain(
             tokens, iter_audience(from_file) if from_file else ()
         )
+        if undo:
+            restored = repairs.unforget(deps, source)
+            io.log(
+                f"{restored} tokens taken off the suppression list; the next audience that "
+                "holds them subscribes them again"
+            )
+            return ForgetOutcome(0, 0, [], restored=restored)
         marked, queued, owing = repairs.forget(deps, source)
         io.log(f"forgot {marked} tokens; {queued} removals queued on {len(owing)} topics")
         repaired = None
@@ -255,8 +273,17 @@ class ReportQuery:
     op: str | None = None
     list_failed: bool = False
     list_runs: bool = False
+    list_dead: bool = False
     include_resolved: bool = False
     limit: int | None = None
+
+    def validate(self) -> None:
+        others = any(v is not None for v in (self.date, self.run_id, self.code, self.op))
+        if self.list_dead and (others or self.list_failed or self.list_runs):
+            raise BadInput(
+                "--dead lists dead tokens: it does not combine with --runs, "
+                "--failed, --date, --run, --code or --op"
+            )
 
     @property
     def failures(self) -> bool:
@@ -268,6 +295,7 @@ class ReportQuery:
 class ReportOutcome:
     runs: list[rep.RunSummary] = field(default_factory=list)
     failures: list[rep.FailedToken] | None = None  # None: the run summary was asked for
+    dead: list[rep.DeadToken] | None = None  # --dead
     # With no filter and no --runs: each campaign's latest run and its failed tokens.
     overview: list[rep.CampaignOverview] | None = None
     exit_code: ExitCode = ExitCode.OK
@@ -275,8 +303,12 @@ class ReportOutcome:
 
 def report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
     prefix = resolved.settings.topic_prefix
+    query.validate()
     with database(resolved.settings, io) as engine:
         everything = query.include_resolved and query.limit is None
+        if query.list_dead:
+            limit = None if everything else query.limit or rep.DEFAULT_FAILURE_LIMIT
+            return ReportOutcome(dead=rep.dead_tokens(engine, limit))
         if not query.failures:
             limit = None if everything else query.limit or rep.DEFAULT_RUN_LIMIT
             runs = rep.run_summaries(engine, prefix=prefix, limit=limit)

@@ -51,6 +51,15 @@ Runs::
        "duration_seconds": float | null,   # null while the run has not finished
        "started_at": timestamp}]}
 
+Dead tokens (`report --dead`)::
+
+    {"version": 1, "kind": "dead", "dead": [
+      {"token": str,              # shortened unless full_tokens
+       "reason": str,             # the error code that marked it dead
+       "marked_at": timestamp,    # when it was (last) marked dead
+       "dead_on": date | null,    # the date of the run that marked it (a repair's: its day)
+       "retried_on": date | null}]}   # the audience date it was last tried once more on
+
 `report` with no filter (the overview) answers "which tokens failed and why": per campaign
 (prefix), its latest run followed by that run's unresolved failed tokens grouped by code and
 operation. Its JSON is the runs document above with one key added (allowed within version
@@ -89,6 +98,8 @@ from topic_sync.states import Op, RunStatus
 JSON_VERSION = 1
 FAILURES_KIND = "failures"
 RUNS_KIND = "runs"
+DEAD_KIND = "dead"
+DEAD_FIELDS = ("token", "reason", "marked_at", "dead_on", "retried_on")
 FAILURE_FIELDS = (
     "token",
     "op",
@@ -166,6 +177,17 @@ class RunSummary:
     message_id: str | None
     why: str
     started_at: dt.datetime
+    newly_dead: int = 0  # tokens the run found dead
+    suppressed: int = 0  # audience tokens skipped as forgotten
+
+
+@dataclass(frozen=True)
+class DeadToken:
+    token: str
+    reason: str
+    marked_at: dt.datetime
+    dead_on: dt.date | None
+    retried_on: dt.date | None
 
 
 @dataclass(frozen=True)
@@ -295,6 +317,20 @@ def overview(
     return [CampaignOverview(run, list(groups[run.run_id].values())) for run in latest]
 
 
+def dead_tokens(engine: Engine, limit: int | None = DEFAULT_FAILURE_LIMIT) -> list[DeadToken]:
+    """Tokens marked dead (never sent to again), the most recently marked first."""
+    if limit is not None and limit < 1:
+        raise BadInput(f"limit must be at least 1, not {limit}")
+    with engine.connect() as conn:
+        rows = store.dead_token_rows(conn, limit)
+    return [
+        DeadToken(
+            row.token, row.invalid_reason or "", _utc(row.invalid_at), row.dead_on, row.retried_on
+        )
+        for row in rows
+    ]
+
+
 def latest_by_prefix(summaries: Iterable[RunSummary]) -> dict[str, RunSummary]:
     """The latest of the given runs per prefix, ordered by prefix; input order is irrelevant."""
     latest: dict[str, RunSummary] = {}
@@ -345,6 +381,8 @@ def _summary(row: Any) -> RunSummary:
         message_id=row.message_id,
         why=note or RunStatus(row.status).why,
         started_at=_utc(row.started_at),
+        newly_dead=row.newly_dead,
+        suppressed=row.suppressed,
     )
 
 
@@ -488,7 +526,8 @@ def render_overview(
         lines = [
             f"{run.prefix}  {run.date.isoformat()}  {run.topic}  {state}",
             f"  run {run.run_id}: audience {run.audience}, added {run.added}, "
-            f"removed {run.removed}, retries {run.retries}, waited "
+            f"removed {run.removed}, newly dead {run.newly_dead}, suppressed "
+            f"{run.suppressed}, retries {run.retries}, waited "
             f"{_duration(run.wait_seconds)}, took {_duration(run.duration_seconds)}",
         ]
         if not item.groups:
@@ -507,6 +546,40 @@ def render_overview(
                     )
         blocks.append("\n".join(line.rstrip() for line in lines))
     return "\n\n".join(blocks)
+
+
+def render_dead(rows: Sequence[DeadToken], fmt: str, *, full_tokens: bool = False) -> str:
+    _check_format(fmt)
+
+    def record(row: DeadToken) -> dict[str, object]:
+        return {
+            "token": row.token if full_tokens else shorten(row.token),
+            "reason": row.reason,
+            "marked_at": _timestamp(row.marked_at),
+            "dead_on": None if row.dead_on is None else row.dead_on.isoformat(),
+            "retried_on": None if row.retried_on is None else row.retried_on.isoformat(),
+        }
+
+    if fmt == "json":
+        return _json(
+            {"version": JSON_VERSION, "kind": DEAD_KIND, DEAD_KIND: [record(r) for r in rows]}
+        )
+    if fmt == "csv":
+        return _csv(DEAD_FIELDS, (record(row) for row in rows))
+    if not rows:
+        return "no dead tokens"
+    headers = ("MARKED", "DEAD ON", "RETRIED ON", "REASON", "TOKEN")
+    body = [
+        (
+            _minutes(row.marked_at),
+            _or_dash(row.dead_on),
+            _or_dash(row.retried_on),
+            row.reason,
+            str(record(row)["token"]),
+        )
+        for row in rows
+    ]
+    return _table(headers, body, right=set())
 
 
 def render_status(summaries: Iterable[RunSummary]) -> str:

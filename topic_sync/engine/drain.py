@@ -160,6 +160,7 @@ class SyncCounts:
     attempts: int = 0  # token attempts, every try counted
     retries: int = 0  # token attempts that were retries
     wait_seconds: float = 0.0
+    newly_dead: int = 0  # tokens FCM answered "dead" for, marked as such
     outcomes: Counter[str] = field(default_factory=Counter)  # per attempt: "ok" or error code
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -206,10 +207,13 @@ class Work:
         deadline_at: float,
         epoch: int,
         guard: DeadGuard,
+        pool: tuple[str, ...] = (),
     ) -> None:
         self.deps, self.topic, self.run_id, self.opts = deps, topic, run_id, opts
         self.counts, self.deadline_at = counts, deadline_at
         self.epoch, self.guard = epoch, guard
+        # The other topics of the pool: a token found dead is owed a removal from them.
+        self.pool = tuple(t for t in pool if t != topic)
         self._retry_after = 0.0
         self._done = self._failed = 0
         self._started = deps.monotonic()
@@ -295,6 +299,7 @@ class Work:
                     epoch=self.epoch,
                     guard=self.guard,
                     deadline_at=self.deadline_at,
+                    pool=self.pool,
                 )
         if tally is None:
             return False
@@ -305,6 +310,7 @@ class Work:
                 self.counts.removed += tally.confirmed
             self.counts.attempts += tally.attempts
             self.counts.retries += tally.attempts if retrying else 0
+            self.counts.newly_dead += tally.newly_dead
             self.counts.outcomes.update(tally.outcomes)
             self._retry_after = max(self._retry_after, tally.retry_after or 0.0)
             # Progress counts tokens settled (done or failed for good) out of the plan.
@@ -323,6 +329,7 @@ class BatchTally:
     failed: int  # failed this attempt (retryable or permanent)
     outcomes: Counter[str]  # "ok" or error code, per token
     retry_after: float | None
+    newly_dead: int = 0
 
 
 def _one_batch(
@@ -337,6 +344,7 @@ def _one_batch(
     epoch: int,
     guard: DeadGuard,
     deadline_at: float,
+    pool: tuple[str, ...] = (),
 ) -> BatchTally | None:
     """Claim, call FCM, record: one transaction that commits only after FCM answered.
 
@@ -364,7 +372,8 @@ def _one_batch(
         dead = sum(1 for o in outcomes if o.invalid)
         if dead and not guard.admit(dead):
             outcomes = [o.distrusted(_S.pending_for(op)) if o.invalid else o for o in outcomes]
-        store.record_outcomes(conn, topic, op.value, run_id, outcomes)
+        newly_dead = store.record_outcomes(conn, topic, op.value, run_id, outcomes)
+        store.queue_dead_removals(conn, newly_dead, pool)
         confirmed = sum(1 for o in outcomes if o.status == _S.confirmed_for(op))
         codes = Counter(o.code or "ok" for o in outcomes)
         if run_id is not None:
@@ -376,6 +385,7 @@ def _one_batch(
                 attempts=len(outcomes),
                 retries=len(outcomes) if retrying else 0,
                 outcomes=dict(codes),
+                newly_dead=len(newly_dead),
             )
     if stop_reason is not None:
         raise CredentialsError(CREDENTIALS_HELP.format(reason=stop_reason))
@@ -389,6 +399,7 @@ def _one_batch(
         failed=sum(1 for o in outcomes if o.failed),
         outcomes=codes,
         retry_after=result.retry_after,
+        newly_dead=len(newly_dead),
     )
 
 

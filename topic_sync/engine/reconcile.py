@@ -145,7 +145,17 @@ def _reconcile_prefix(
         )
         guard = DeadGuard.for_work(opts.max_dead, owed)
         for topic, report in reports.items():
-            work = Work(deps, topic, None, opts, result.counts, deadline_at, epochs[topic], guard)
+            work = Work(
+                deps,
+                topic,
+                None,
+                opts,
+                result.counts,
+                deadline_at,
+                epochs[topic],
+                guard,
+                tuple(topics),
+            )
             removed_before, added_before = result.counts.removed, result.counts.added
             done = work.drain(Op.UNSUBSCRIBE, report.owed_remove + report.stale)
             done = done and work.drain(Op.SUBSCRIBE, report.owed_add)
@@ -244,3 +254,10 @@ def forget(deps: Deps, tokens: Iterable[str]) -> tuple[int, int, list[str]]:
         marked, queued = store.forget_tokens(conn, tokens)
         owing = store.topics_owing(conn)
     return marked, queued, owing
+
+
+def unforget(deps: Deps, tokens: Iterable[str]) -> int:
+    """Undo forget: later audiences include the tokens again. Returns how many were forgotten."""
+    with deps.engine.begin() as conn:
+        check_target(conn, deps.client.target, bind=False)
+        return store.unforget_tokens(conn, tokens)

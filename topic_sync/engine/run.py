@@ -60,7 +60,7 @@ from topic_sync.fcm.client import PublishError
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs.audience import iter_audience, shorten
 from topic_sync.inputs.message import MessageTemplate, load_message
-from topic_sync.pool import topic_for
+from topic_sync.pool import pool_topics, topic_for
 from topic_sync.settings import DEFAULTS
 from topic_sync.states import Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
@@ -136,6 +136,9 @@ class RunResult:
             "audience": plan.audience_size if plan else None,
             "duplicates": plan.duplicates if plan else None,
             "skipped_invalid": plan.skipped_invalid if plan else None,
+            "suppressed": plan.suppressed if plan else None,
+            "retried_dead": plan.retried_dead if plan else None,
+            "newly_dead": self.counts.newly_dead,
             "to_add": plan.to_add if plan else None,
             "to_remove": plan.to_remove if plan else None,
             "added": self.counts.added,
@@ -187,7 +190,7 @@ def _plan(
     with phases.timing("load"):
         lines = store.load_audience(conn, iter_audience(opts.audience_path))
     with phases.timing("plan"):
-        plan = store.plan_topic(conn, topic, run_id, lines)
+        plan = store.plan_topic(conn, topic, run_id, lines, opts.day)
     _guard(opts, plan)
     return plan
 
@@ -254,7 +257,8 @@ def _live_run(
         store.save_plan(conn, run.id, plan)
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
-        f"{plan.skipped_invalid} invalid skipped); {plan.to_remove} to remove, "
+        f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
+        f"skipped, {plan.retried_dead} dead tried once more); {plan.to_remove} to remove, "
         f"{plan.to_add} to add"
     )
 
@@ -282,7 +286,8 @@ def _sync_and_publish(
 ) -> RunResult:
     counts = SyncCounts()
     guard = DeadGuard.for_work(opts.max_dead, plan.to_add + plan.to_remove)
-    work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard)
+    pool = tuple(pool_topics(opts.prefix, opts.pool_size))
+    work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard, pool)
     with phases.timing("removals"):
         finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove)
     if finished:

@@ -21,6 +21,7 @@ __all__ = [
     "run_status",
     "failure_rows",
     "failure_groups",
+    "dead_token_rows",
     "latest_run_rows",
     "run_summary_rows",
     "topics_of_failures_without_run",
@@ -112,8 +113,8 @@ def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
         text(
             """
             UPDATE runs SET audience_lines = :lines, audience_size = :size,
-                duplicates = :dups, skipped_invalid = :skipped,
-                to_add = :to_add, to_remove = :to_remove,
+                duplicates = :dups, skipped_invalid = :skipped, suppressed = :suppressed,
+                to_add = :to_add, to_remove = :to_remove, newly_dead = 0,
                 added = 0, removed = 0, failed = '{}', outcomes = '{}', attempts = 0,
                 retries = 0, wait_seconds = 0
             WHERE id = :id
@@ -125,6 +126,7 @@ def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
             "size": plan.audience_size,
             "dups": plan.duplicates,
             "skipped": plan.skipped_invalid,
+            "suppressed": plan.suppressed,
             "to_add": plan.to_add,
             "to_remove": plan.to_remove,
         },
@@ -141,12 +143,14 @@ def add_progress(
     retries: int = 0,
     wait_seconds: float = 0.0,
     outcomes: dict[str, int] | None = None,
+    newly_dead: int = 0,
 ) -> None:
     """Add a batch's counts to its run, in the batch's own transaction."""
     conn.execute(
         text(
             """
             UPDATE runs SET added = added + :added, removed = removed + :removed,
+                newly_dead = newly_dead + :newly_dead,
                 attempts = attempts + :attempts, retries = retries + :retries,
                 wait_seconds = wait_seconds + :wait,
                 outcomes = outcomes || coalesce((
@@ -165,6 +169,7 @@ def add_progress(
             "retries": retries,
             "wait": wait_seconds,
             "outcomes": json.dumps(outcomes or {}),
+            "newly_dead": newly_dead,
         },
     )
 
@@ -434,7 +439,8 @@ def failure_rows(
 _RUN_SELECT = f"""
 SELECT id, prefix, run_date, topic, status, audience_size, added, removed, failed, retries,
        attempts, wait_seconds, extract(epoch FROM finished_at - started_at) AS duration,
-       publish_state = '{_P.SENT}' AS published, message_id, note, started_at
+       publish_state = '{_P.SENT}' AS published, message_id, note, started_at,
+       newly_dead, suppressed
 FROM runs
 """
 
@@ -475,3 +481,18 @@ def failure_groups(conn: Connection, run_ids: list[int], per_group: int | None) 
     ORDER BY u.run_id, u.n DESC, u.code, u.op, u.rn
     """
     return list(conn.execute(text(sql), {"runs": list(run_ids), "per_group": per_group}).all())
+
+
+def dead_token_rows(conn: Connection, limit: int | None) -> list[Any]:
+    """Tokens marked dead, the most recently marked first."""
+    return list(
+        conn.execute(
+            text(
+                """
+                SELECT token, invalid_reason, invalid_at, dead_on, retried_on FROM tokens
+                WHERE invalid_at IS NOT NULL ORDER BY invalid_at DESC, id DESC LIMIT :limit
+                """
+            ),
+            {"limit": limit},
+        ).all()
+    )
