@@ -19,6 +19,7 @@ from topic_sync.app import report as rep
 from topic_sync.app.services import Io, database, fcm_client, services
 from topic_sync.app.settings import Resolved
 from topic_sync.engine import reconcile as repairs
+from topic_sync.engine import retention
 from topic_sync.engine import target as tgt
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
@@ -27,7 +28,7 @@ from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
 from topic_sync.pool import pool_topics, topic_for, validate_pool
-from topic_sync.settings import Settings
+from topic_sync.settings import SPECS, Settings
 from topic_sync.store import db
 
 
@@ -340,6 +341,28 @@ def status(resolved: Resolved, io: Io) -> StatusOutcome:
     with database(resolved.settings, io) as engine:
         latest = rep.latest_runs(engine, resolved.settings.topic_prefix)
     return StatusOutcome(latest, rep.status_exit_code_of(latest))
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def purge(resolved: Resolved, io: Io) -> retention.PurgeResult:
+    """Delete per-token failure rows past retention (`retention`, --older-than); with `live`
+    only, else count them."""
+    s = resolved.settings
+    problem = SPECS["retention"].check(s.retention)
+    if problem:
+        raise BadInput(f"--older-than (retention) {problem}")
+    with database(s, io) as engine:
+        result = retention.purge(
+            engine, older_than=s.retention, live=s.live, now=io.now(), should_stop=io.should_stop
+        )
+    verb = "deleted" if result.live else "would delete (dry run; pass --live to delete)"
+    io.log(
+        f"purge: {verb} {result.failures} failure rows last seen before "
+        f"{result.summary()['cutoff']}; run summaries, subscriptions and tokens kept"
+    )
+    return result
 
 
 # --- the schema ---------------------------------------------------------------------------------

@@ -207,13 +207,10 @@ class Work:
         deadline_at: float,
         epoch: int,
         guard: DeadGuard,
-        pool: tuple[str, ...] = (),
     ) -> None:
         self.deps, self.topic, self.run_id, self.opts = deps, topic, run_id, opts
         self.counts, self.deadline_at = counts, deadline_at
         self.epoch, self.guard = epoch, guard
-        # The other topics of the pool: a token found dead is owed a removal from them.
-        self.pool = tuple(t for t in pool if t != topic)
         self._retry_after = 0.0
         self._done = self._failed = 0
         self._started = deps.monotonic()
@@ -299,7 +296,6 @@ class Work:
                     epoch=self.epoch,
                     guard=self.guard,
                     deadline_at=self.deadline_at,
-                    pool=self.pool,
                 )
         if tally is None:
             return False
@@ -344,7 +340,6 @@ def _one_batch(
     epoch: int,
     guard: DeadGuard,
     deadline_at: float,
-    pool: tuple[str, ...] = (),
 ) -> BatchTally | None:
     """Claim, call FCM, record: one transaction that commits only after FCM answered.
 
@@ -373,7 +368,6 @@ def _one_batch(
         if dead and not guard.admit(dead):
             outcomes = [o.distrusted(_S.pending_for(op)) if o.invalid else o for o in outcomes]
         newly_dead = store.record_outcomes(conn, topic, op.value, run_id, outcomes)
-        store.queue_dead_removals(conn, newly_dead, pool)
         confirmed = sum(1 for o in outcomes if o.status == _S.confirmed_for(op))
         codes = Counter(o.code or "ok" for o in outcomes)
         if run_id is not None:

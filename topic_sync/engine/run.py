@@ -60,7 +60,7 @@ from topic_sync.fcm.client import PublishError
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs.audience import iter_audience, shorten
 from topic_sync.inputs.message import MessageTemplate, load_message
-from topic_sync.pool import pool_topics, topic_for
+from topic_sync.pool import topic_for
 from topic_sync.settings import DEFAULTS
 from topic_sync.states import Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
@@ -286,8 +286,7 @@ def _sync_and_publish(
 ) -> RunResult:
     counts = SyncCounts()
     guard = DeadGuard.for_work(opts.max_dead, plan.to_add + plan.to_remove)
-    pool = tuple(pool_topics(opts.prefix, opts.pool_size))
-    work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard, pool)
+    work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard)
     with phases.timing("removals"):
         finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove)
     if finished:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from topic_sync.states import PENDING_SQL
 from topic_sync.states import PublishState as _P
 from topic_sync.states import RunStatus as _R
 from topic_sync.store.subscriptions import Plan
@@ -22,6 +23,8 @@ __all__ = [
     "failure_rows",
     "failure_groups",
     "dead_token_rows",
+    "purge_failures",
+    "purgeable_failures",
     "latest_run_rows",
     "run_summary_rows",
     "topics_of_failures_without_run",
@@ -496,3 +499,41 @@ def dead_token_rows(conn: Connection, limit: int | None) -> list[Any]:
             {"limit": limit},
         ).all()
     )
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+# Failure rows past retention that nothing needs: not of a campaign's latest run (report's
+# first answer), and not an unresolved failure of work still owed (it explains the debt).
+# Only report reads token_failures; runs, subscriptions and tokens are never purged.
+_PURGEABLE = f"""
+    SELECT f.id FROM token_failures f
+    WHERE f.last_seen < :cutoff
+      AND (f.run_id IS NULL OR f.run_id NOT IN (
+          SELECT DISTINCT ON (prefix) id FROM runs
+          ORDER BY prefix, run_date DESC, started_at DESC, id DESC))
+      AND NOT (f.resolved_at IS NULL AND EXISTS (
+          SELECT 1 FROM subscriptions s
+          WHERE s.topic = f.topic AND s.token_id = f.token_id AND s.status IN {PENDING_SQL}))
+"""
+
+
+def purgeable_failures(conn: Connection, cutoff: dt.datetime) -> int:
+    """How many failure rows a purge with this cutoff would delete."""
+    return int(conn.scalar(text(f"SELECT count(*) FROM ({_PURGEABLE}) doomed"), {"cutoff": cutoff}))
+
+
+def purge_failures(conn: Connection, cutoff: dt.datetime, batch: int) -> int:
+    """Delete at most `batch` purgeable failure rows, oldest first; returns how many.
+
+    One bounded statement per transaction: row locks on a few thousand rows, never a table
+    lock, and rows another transaction holds are skipped (the next batch gets them)."""
+    return conn.execute(
+        text(
+            f"""
+            DELETE FROM token_failures WHERE id IN (
+                {_PURGEABLE} ORDER BY f.last_seen, f.id LIMIT :batch FOR UPDATE OF f SKIP LOCKED)
+            """
+        ),
+        {"cutoff": cutoff, "batch": batch},
+    ).rowcount

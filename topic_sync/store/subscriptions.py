@@ -36,7 +36,6 @@ __all__ = [
     "pending_sample",
     "plan_topic",
     "queue_full_reassert",
-    "queue_dead_removals",
     "queue_heals",
     "DEAD_RETRY_CODE",
     "queue_stale_removals",
@@ -395,24 +394,6 @@ def record_outcomes(
         {"ids": dead, "codes": [codes[i] for i in dead], "run_id": run_id},
     )
     return sorted(int(i) for i in marked)
-
-
-def queue_dead_removals(conn: Connection, token_ids: Sequence[int], topics: Sequence[str]) -> int:
-    """Owe the removal of tokens just marked dead from the other topics given (the pool's):
-    they are never sent to again, and no topic keeps them as members."""
-    if not token_ids or not topics:
-        return 0
-    return conn.execute(
-        text(
-            f"""
-            UPDATE subscriptions
-            SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, updated_at = now()
-            WHERE token_id = ANY(:ids) AND topic = ANY(:topics)
-              AND status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')
-            """
-        ),
-        {"ids": list(token_ids), "topics": list(topics)},
-    ).rowcount
 
 
 # --- repairs ----------------------------------------------------------------------------------
