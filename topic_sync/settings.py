@@ -161,6 +161,22 @@ class Settings:
         ),
     )
     message: Path | None = _s(None, Spec(Kind.PATH, "Message JSON file.", Place.CAMPAIGN))
+    message_type_key: str = _s(
+        "type",
+        Spec(
+            Kind.TEXT,
+            "The message's data key naming its kind (run warns when it is missing).",
+            Place.SYNC,
+        ),
+    )
+    message_version_key: str = _s(
+        "version",
+        Spec(
+            Kind.TEXT,
+            "The message's data key naming its version (run warns when it is missing).",
+            Place.SYNC,
+        ),
+    )
     live: bool = _s(
         False,
         Spec(

@@ -898,3 +898,23 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     assert refused_after <= 0.03 * len(held), f"{refused_after} of {len(held)} refused"
     refused = sum(1 for _, status in answers if status == 429)
     assert refused < 0.1 * len(answers)  # the first episode included
+
+
+def test_run_warns_when_the_message_does_not_say_its_type_and_version(
+    tmp_path, message_file, deps, emulator, recorder
+) -> None:
+    # The shared message says "kind" and "date", not "type" and "version".
+    result = run_day(opts(tmp_path, message_file, toks(0, 5)), deps)
+    assert result.status == "published" and result.exit_code == 0
+    [warning] = result.warnings
+    assert "data has no 'type' and 'version' key" in warning
+    assert result.summary()["warnings"] == [warning]
+    assert f"warning: {warning}" in recorder.lines
+    named = opts(
+        tmp_path,
+        message_file,
+        toks(0, 5),
+        DAY + dt.timedelta(days=1),
+        convention_keys=("kind", "date"),
+    )
+    assert run_day(named, deps).warnings == []

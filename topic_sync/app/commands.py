@@ -101,6 +101,7 @@ def run_day(
             mark_published=mark_published,
             full_tokens=full_tokens,
             propagation_delay=s.propagation_delay,
+            convention_keys=(s.message_type_key, s.message_version_key),
             **work_settings(s),
         )
     except ValueError as error:

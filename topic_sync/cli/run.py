@@ -25,6 +25,8 @@ RUN = (
     "pool_size",
     "audience",
     "message",
+    "message_type_key",
+    "message_version_key",
     "live",
     "max_churn",
     "allow_large_churn",

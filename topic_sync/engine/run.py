@@ -59,7 +59,7 @@ from topic_sync.errors import (
 from topic_sync.fcm.client import PublishError
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs.audience import iter_audience, shorten
-from topic_sync.inputs.message import MessageTemplate, load_message
+from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import topic_for
 from topic_sync.settings import DEFAULTS
 from topic_sync.states import Op, PublishState, RunStatus
@@ -96,6 +96,8 @@ class RunOptions:
     concurrency: int = DEFAULTS.concurrency
     deadline: float = DEFAULTS.deadline  # seconds from the start of the run
     max_dead: float = DEFAULTS.max_dead
+    # The message's data keys naming its kind and version: missing ones are warned about.
+    convention_keys: tuple[str, str] = (DEFAULTS.message_type_key, DEFAULTS.message_version_key)
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_TOKENS_PER_CALL:
@@ -121,6 +123,7 @@ class RunResult:
     message_id: str | None = None
     note: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the run
+    warnings: list[str] = field(default_factory=list)  # for people; the exit code ignores them
 
     @property
     def exit_code(self) -> ExitCode:
@@ -152,6 +155,7 @@ class RunResult:
             "message_id": self.message_id,
             "note": self.note,
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
+            "warnings": list(self.warnings),
         }
 
 
@@ -160,10 +164,16 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     template = load_message(
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
+    warnings = convention_warnings(template, opts.message_path, opts.convention_keys)
+    for warning in warnings:
+        deps.log(f"warning: {warning}")
     if not opts.live:
-        return _dry_run(opts, deps, topic, template)
-    with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run", log=deps.log) as lock:
-        return _live_run(opts, deps, topic, template, lock.verify)
+        result = _dry_run(opts, deps, topic, template)
+    else:
+        with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run", log=deps.log) as lock:
+            result = _live_run(opts, deps, topic, template, lock.verify)
+    result.warnings = warnings
+    return result
 
 
 def _guard(opts: RunOptions, plan: store.Plan) -> None:
