@@ -60,6 +60,7 @@ class Spec:
     env: tuple[str, ...] = ()  # variables read besides TOPIC_SYNC_<NAME>
     file_key: str | None = None  # the key in the file, when not the setting's name
     secret: bool = False
+    flag: str | None = None  # the option, when not --<name>
     shown_default: str | None = None  # how --help shows the default, when not the value
     cli: bool = True  # False: a configuration file setting only (no option)
     extra_check: Callable[[object], str | None] | None = None
@@ -129,11 +130,14 @@ def _http_url(value: object) -> str | None:
     return None
 
 
-_D = re.compile(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*")
+_D = re.compile(
+    r"\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?"
+    r"\s*(?:(\d+(?:\.\d+)?)s?)?\s*"
+)
 
 
 def parse_duration(value: str | float) -> float:
-    """Seconds from '3h', '90m', '1h30m', '45s' or a plain number; ValueError otherwise."""
+    """Seconds from '90d', '3h', '90m', '1h30m', '45s' or a plain number; ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError("a duration is not true or false")
     if isinstance(value, int | float):
@@ -143,8 +147,8 @@ def parse_duration(value: str | float) -> float:
     match = _D.fullmatch(str(value))
     if not str(value).strip() or not match or not any(match.groups()):
         raise ValueError(f"{value!r}: expected a duration such as 3h, 90m, 45s")
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,22 @@ class Settings:
         ),
     )
     message: Path | None = _s(None, Spec(Kind.PATH, "Message JSON file.", Place.CAMPAIGN))
+    message_type_key: str = _s(
+        "type",
+        Spec(
+            Kind.TEXT,
+            "The message's data key naming its kind (run warns when it is missing).",
+            Place.SYNC,
+        ),
+    )
+    message_version_key: str = _s(
+        "version",
+        Spec(
+            Kind.TEXT,
+            "The message's data key naming its version (run warns when it is missing).",
+            Place.SYNC,
+        ),
+    )
     live: bool = _s(
         False,
         Spec(
@@ -359,6 +379,22 @@ class Settings:
             "host:port of a local FCM emulator; no credentials needed.",
             Place.TOP,
             env=("FCM_EMULATOR_HOST",),
+        ),
+    )
+    retention: float = _s(
+        90 * 86400.0,
+        Spec(
+            Kind.DURATION,
+            "purge: delete per-token failure rows last seen longer ago than this (e.g. 90d); "
+            "run summaries are kept.",
+            Place.TOP,
+            shown_default="90d",
+            flag="--older-than",
+            extra_check=lambda v: (
+                None
+                if parse_duration(v) >= 86400  # type: ignore[arg-type]
+                else "must be at least a day (1d)"
+            ),
         ),
     )
     grace: float = _s(

@@ -75,18 +75,31 @@ def test_dead_tokens_get_no_message_and_leave_later_diffs(
     assert day2.returncode == 0, describe(day2)
     result = summary(day2)
     assert result["audience"] == 44
-    assert result["skipped_invalid"] == 1
-    assert (result["to_add"], result["to_remove"]) == (5, 1)
+    # Back in a later date's audience, the dead token is tried once more, and is still dead.
+    assert (result["skipped_invalid"], result["retried_dead"]) == (0, 1)
+    assert (result["to_add"], result["to_remove"]) == (6, 1)
     assert (result["added"], result["removed"]) == (5, 1)
     # Removing a token FCM no longer knows achieved the removal: no failure.
-    assert result["failed"] == {}
+    assert result["failed"] == {NOT_REGISTERED: 1}
+    assert result["newly_dead"] == 2  # the retried token again, and the one that died
     assert latest_publish(emulator, the_topic).recipients == set(audience2) - {dead}
     assert token_row(engine, dies_later)["invalid_reason"] == NOT_REGISTERED
     assert subscriptions(engine, the_topic)[dies_later] == "unsubscribed"
-    assert len(failures(engine)) == 1  # nothing new for report
+    assert token_row(engine, dead)["retried_on"] == DAY2
+    assert len(failures(engine)) == 2  # the retry's, and nothing for the removal
+    if transport.startswith("v1"):  # one more call for the retried token
+        assert emulator.stats[("subscribe", 404)] == stats_before[("subscribe", 404)] + 1
+
+    # Day 3: the same audience. Tried once, not every day: the dead token is left out.
+    stats_before = emulator.stats
+    day3 = _run(env, tmp_path, message_file, transport, DAY2 + dt.timedelta(days=1), audience2)
+    assert day3.returncode == 0, describe(day3)
+    result = summary(day3)
+    assert (result["skipped_invalid"], result["retried_dead"], result["newly_dead"]) == (1, 0, 0)
+    assert len(failures(engine)) == 2  # nothing new for report
     if transport.startswith("v1"):  # the skipped token was not even tried
         assert emulator.stats[("subscribe", 404)] == stats_before[("subscribe", 404)]
-    assert run_row(engine, PREFIX, DAY2)["skipped_invalid"] == 1
+    assert run_row(engine, PREFIX, DAY2 + dt.timedelta(days=1))["skipped_invalid"] == 1
 
 
 def test_failing_removal_withholds_the_publish_until_it_succeeds(

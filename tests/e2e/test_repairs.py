@@ -15,9 +15,11 @@ from tests.support import (
     publishes_to,
     run_args,
     run_cli,
+    summary,
     topic,
     write_lines,
 )
+from topic_sync.inputs.audience import shorten
 
 PREFIX = "fix"
 NO_WAIT = ("--retry-min-wait", "0", "--retry-max-wait", "0")
@@ -63,8 +65,18 @@ def test_withheld_day_reported_reconciled_then_published(tmp_path, env, emulator
     assert len(rows) == 2 and all(r["code"] == "internal-error" for r in rows)
     assert all(r["token"] not in stuck for r in rows)  # shortened: device identifiers
 
-    runs = run_cli("report", env=env)  # no filter: the run summary
+    runs = run_cli("report", env=env)  # no filter: the latest run and its failed tokens
     assert runs.returncode == 0 and "withheld" in runs.stdout.lower(), describe(runs)
+    assert "2 failed tokens not resolved" in runs.stdout
+    assert "internal-error  unsubscribe  2" in runs.stdout
+    assert all(shorten(t) in runs.stdout and t not in runs.stdout for t in stuck)
+    history = run_cli("report", "--runs", env=env)
+    assert len(history.stdout.strip().splitlines()) == 3, describe(history)  # header, 2 days
+    assert not any(shorten(t) in history.stdout for t in stuck)
+    overview = json.loads(run_cli("report", "--format", "json", env=env).stdout)
+    assert (overview["version"], overview["kind"], len(overview["runs"])) == (1, "runs", 2)
+    [campaign] = overview["campaigns"]
+    assert campaign["run"]["date"] == day3.isoformat() and campaign["failed_tokens"] == 2
 
     dry = run_cli(
         "reconcile", "--topic-prefix", PREFIX, "--pool-size", str(POOL), *NO_WAIT, env=env
@@ -114,6 +126,36 @@ def test_forget_live_removes_from_every_pool_topic(tmp_path, env, emulator, mess
     assert json.loads(forgot.stdout)["forgotten"] == 1
     assert emulator.topics_of(gone) == set()
 
+    # Suppressed: a later audience that holds it skips it, and the run counts it.
+    later = DAY1 + dt.timedelta(days=POOL)
+    args = run_args(
+        later,
+        write_lines(tmp_path / "later.txt", tokens),
+        message_file,
+        prefix=PREFIX,
+        pool_size=POOL,
+    )
+    skipped = run_cli(*args, env=env)
+    assert skipped.returncode == 0 and summary(skipped)["suppressed"] == 1, describe(skipped)
+    assert gone not in latest_publish(emulator, topic(PREFIX, POOL, later)).recipients
+
+    undone = run_cli("forget", "--undo", gone, "--json", env=env)
+    assert undone.returncode == 0 and json.loads(undone.stdout) == {"restored": 1}, describe(undone)
+    assert emulator.topics_of(gone) == set()  # nothing sent by the undo itself
+    again = later + dt.timedelta(days=1)
+    back = run_cli(
+        *run_args(
+            again,
+            write_lines(tmp_path / "again.txt", tokens),
+            message_file,
+            prefix=PREFIX,
+            pool_size=POOL,
+        ),
+        env=env,
+    )
+    assert back.returncode == 0 and summary(back)["suppressed"] == 0, describe(back)
+    assert gone in latest_publish(emulator, topic(PREFIX, POOL, again)).recipients
+
 
 def test_every_report_format(tmp_path, env, emulator, message_file):
     emulator.unregister(make_tokens("d", [0])[0])
@@ -137,3 +179,17 @@ def test_every_report_format(tmp_path, env, emulator, message_file):
         assert runs.returncode == 0 and topic(PREFIX, POOL, DAY1) in runs.stdout
     whole = run_cli("report", "--failed", "--full-tokens", env=env)
     assert tokens[0] in whole.stdout
+    dead = run_cli("report", "--dead", env=env)
+    assert dead.returncode == 0 and "registration-token-not-registered" in dead.stdout
+    assert tokens[0] not in dead.stdout and shorten(tokens[0]) in dead.stdout
+    dead_json = json.loads(
+        run_cli("report", "--dead", "--format", "json", "--full-tokens", env=env).stdout
+    )
+    [item] = dead_json["dead"]
+    assert (item["token"], item["dead_on"], item["retried_on"]) == (
+        tokens[0],
+        DAY1.isoformat(),
+        None,
+    )
+    mixed = run_cli("report", "--dead", "--runs", env=env)
+    assert mixed.returncode == 2 and "does not combine" in mixed.stderr, describe(mixed)

@@ -305,3 +305,20 @@ def test_unreachable_database_is_reported_as_an_error(emulator, tmp_path, messag
     assert "Traceback" not in proc.stderr, describe(proc)
     assert "database" in proc.stderr
     assert summary(proc)["status"] == "error"
+
+
+def test_run_warns_about_a_message_without_type_and_version(tmp_path, env, emulator, message_file):
+    audience = write_lines(tmp_path / "warn.txt", make_tokens("w", range(3)))
+    args = run_args(DAY1, audience, message_file, prefix="warn", pool_size=1, live=False)
+    dry = run_cli(*args, env=env)
+    assert dry.returncode == 0, describe(dry)  # a warning never changes the exit code
+    [warning] = summary(dry)["warnings"]
+    assert "data has no 'type' and 'version' key" in warning
+    assert f"warning: {warning}" in dry.stderr
+    keys = ("--message-type-key", "kind", "--message-version-key", "date")
+    named = run_cli(
+        *run_args(DAY1, audience, message_file, prefix="warn", pool_size=1, extra=keys),
+        env=env,
+    )
+    assert named.returncode == 0 and summary(named)["warnings"] == [], describe(named)
+    assert "warning:" not in named.stderr

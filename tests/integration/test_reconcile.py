@@ -8,7 +8,13 @@ import pytest
 from sqlalchemy import text
 
 from tests.support import DAY, POOL, PREFIX, last_recipients, opts, snapshot, toks
-from topic_sync.engine.reconcile import ReconcileOptions, forget, prefix_of, reconcile
+from topic_sync.engine.reconcile import (
+    ReconcileOptions,
+    forget,
+    prefix_of,
+    reconcile,
+    unforget,
+)
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
 from topic_sync.errors import Locked, PublishWithheld
@@ -169,6 +175,34 @@ def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, de
     )
     assert gone not in last_recipients(emulator, result.topic)
     assert result.plan.skipped_invalid == 1
+    assert result.plan.suppressed == result.summary()["suppressed"] == 1
+    with deps.engine.connect() as conn:
+        stored = conn.scalar(text("SELECT suppressed FROM runs WHERE run_date = :d"), {"d": later})
+    assert stored == 1
+
+
+def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_file, deps, emulator):
+    two_days(tmp_path, message_file, deps)
+    gone = toks(0, 50)[25]
+    forget(deps, [gone])
+    repair(deps, live=True)
+    assert emulator.topics_of(gone) == set()
+    assert unforget(deps, [gone, "never-seen-token"]) == 1  # only what was forgotten
+    assert unforget(deps, [gone]) == 0  # undoing twice changes nothing
+    assert emulator.topics_of(gone) == set()  # nothing sent until an audience has it
+    later = DAY + dt.timedelta(days=2)
+    result = run_day(
+        opts(tmp_path, message_file, toks(20, 50), later, allow_large_churn=True), deps
+    )
+    assert gone in last_recipients(emulator, result.topic)
+    assert (result.plan.skipped_invalid, result.plan.suppressed) == (0, 0)
+    # "never-seen-token" was forgotten by nobody: it stays off the list, and a forget of it
+    # still suppresses it later.
+    forget(deps, ["never-seen-token"])
+    with deps.engine.connect() as conn:
+        assert conn.scalar(
+            text("SELECT forgotten_at IS NOT NULL FROM tokens WHERE token = 'never-seen-token'")
+        )
 
 
 def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:

@@ -15,15 +15,22 @@ from sqlalchemy import text
 
 from tests.support import DAY, POOL, PREFIX, opts
 from topic_sync.app.report import (
+    CAMPAIGN_FIELDS,
+    DEAD_FIELDS,
     FAILURE_FIELDS,
+    GROUP_FIELDS,
     RUN_FIELDS,
     FailedToken,
     FailureFilter,
     RunSummary,
+    dead_tokens,
     failed_tokens,
     latest_by_prefix,
     latest_runs,
+    overview,
+    render_dead,
     render_failures,
+    render_overview,
     render_runs,
     render_status,
     run_summaries,
@@ -606,3 +613,161 @@ def test_table_escapes_control_characters_from_fcm() -> None:
 def test_unknown_format_is_bad_input(render) -> None:
     with pytest.raises(BadInput, match="valid: table, csv, json"):
         render([], "yaml")
+
+
+# --- the overview: report with no filter ------------------------------------------------------
+
+
+def test_overview_is_each_campaigns_latest_run_and_its_failed_tokens(more, engine) -> None:
+    campaigns = overview(engine)
+    assert [c.run.prefix for c in campaigns] == [PREFIX, "other"]
+    mine, other = campaigns
+    assert (mine.run.run_id, mine.run.status) == (more.later_run, "withheld")
+    # Only the latest run's unresolved failures: DAY's dead token belongs to an older run.
+    assert [(g.code, g.op, g.count, g.tokens) for g in mine.groups] == [
+        ("internal-error", "unsubscribe", 1, [more.leaving])
+    ]
+    assert mine.failed_tokens == 1
+    assert [(g.code, g.op, g.count, g.tokens) for g in other.groups] == [
+        ("too-many-topics", "subscribe", 1, [tok(100)])
+    ]
+    assert [c.run.prefix for c in overview(engine, prefix="other")] == ["other"]
+    assert overview(engine, prefix="nobody") == []
+
+
+def test_overview_groups_count_everything_and_name_a_few(engine) -> None:
+    run = add_run(engine, "big", DAY, "published")
+    for i in range(15):
+        add_failure(
+            engine,
+            run,
+            tok(200 + i),
+            "big-0",
+            "subscribe",
+            "internal-error",
+            "INTERNAL",
+            days_ago=i,
+        )
+    for i in range(3):
+        add_failure(
+            engine,
+            run,
+            tok(300 + i),
+            "big-0",
+            "unsubscribe",
+            "internal-error",
+            "INTERNAL",
+            days_ago=i,
+        )
+    add_failure(
+        engine,
+        run,
+        tok(400),
+        "big-0",
+        "subscribe",
+        "invalid-argument",
+        "INVALID_ARGUMENT",
+        days_ago=0,
+    )
+    with engine.begin() as conn:  # a later success resolves a failure: no longer listed
+        conn.execute(
+            text(
+                "UPDATE token_failures SET resolved_at = now() WHERE token_id = "
+                "(SELECT id FROM tokens WHERE token = :t)"
+            ),
+            {"t": tok(302)},
+        )
+    [big] = overview(engine, per_group=4)
+    assert [(g.code, g.op, g.count) for g in big.groups] == [
+        ("internal-error", "subscribe", 15),  # the largest group first
+        ("internal-error", "unsubscribe", 2),
+        ("invalid-argument", "subscribe", 1),
+    ]
+    assert big.groups[0].tokens == [tok(200 + i) for i in range(4)]  # most recent first
+    assert big.failed_tokens == 18
+    assert len(overview(engine, per_group=None)[0].groups[0].tokens) == 15
+
+    table = render_overview([big], [big.run], "table")
+    assert "18 failed tokens not resolved" in table
+    assert shorten(tok(200)) in table and tok(200) not in table
+    assert f"… 11 more: topic-sync report --run {run} --code internal-error --op subscribe" in (
+        table
+    )
+    assert "more:" not in table.split("invalid-argument")[1]
+    whole = render_overview([big], [big.run], "table", full_tokens=True)
+    assert tok(200) in whole
+    with pytest.raises(BadInput, match="limit must be at least 1"):
+        overview(engine, per_group=0)
+
+
+def test_overview_table_says_why_a_day_did_not_go_out(more, engine) -> None:
+    table = render_overview(overview(engine), run_summaries(engine), "table")
+    first, second = table.split("\n\n")
+    topic = topic_for(PREFIX, POOL, DAY)
+    assert first.splitlines()[0] == (
+        f"{PREFIX}  {LATER.isoformat()}  {topic}  WITHHELD: 1 removals from {topic} unconfirmed"
+    )
+    assert "audience 4, added 0, removed 0, newly dead 0, suppressed 0" in first
+    assert "internal-error  unsubscribe  1" in first and shorten(more.leaving) in first
+    assert more.leaving not in table and more.dead not in table
+    assert second.startswith("other  ")
+    assert render_overview([], [], "table") == "no runs"
+
+
+def test_overview_json_adds_campaigns_to_the_runs_document(more, engine) -> None:
+    recent = run_summaries(engine)
+    campaigns = overview(engine)
+    doc = json.loads(render_overview(campaigns, recent, "json"))
+    assert list(doc) == ["version", "kind", "runs", "campaigns"]
+    # Version 1's runs document, unchanged: its readers keep working.
+    assert {k: doc[k] for k in ("version", "kind", "runs")} == json.loads(
+        render_runs(recent, "json")
+    )
+    assert [list(c) for c in doc["campaigns"]] == [list(CAMPAIGN_FIELDS)] * 2
+    mine = doc["campaigns"][0]
+    assert mine["prefix"] == PREFIX and mine["failed_tokens"] == 1
+    assert mine["run"] == json.loads(render_runs([campaigns[0].run], "json"))["runs"][0]
+    assert mine["failures"] == [
+        {
+            "code": "internal-error",
+            "op": "unsubscribe",
+            "count": 1,
+            "tokens": [shorten(more.leaving)],
+        }
+    ]
+    assert list(mine["failures"][0]) == list(GROUP_FIELDS)
+    whole = json.loads(render_overview(campaigns, recent, "json", full_tokens=True))
+    assert whole["campaigns"][0]["failures"][0]["tokens"] == [more.leaving]
+    # CSV is flat: the runs CSV, as before.
+    assert render_overview(campaigns, recent, "csv") == render_runs(recent, "csv")
+
+
+# --- dead tokens ------------------------------------------------------------------------------
+
+
+def test_dead_tokens_are_listed_with_reason_and_dates(withheld, engine) -> None:
+    [dead] = dead_tokens(engine)
+    assert (dead.token, dead.reason) == (withheld.dead, "registration-token-not-registered")
+    assert (dead.dead_on, dead.retried_on) == (DAY, None)
+    assert dead.marked_at.utcoffset() == dt.timedelta(0)
+    [first] = [c for c in overview(engine, prefix=PREFIX)]
+    assert first.run.newly_dead == 0  # the latest run (LATER) found none; DAY found one
+    assert [r.newly_dead for r in run_summaries(engine)] == [0, 1]
+
+    doc = json.loads(render_dead([dead], "json"))
+    assert (doc["version"], doc["kind"], list(doc)) == (1, "dead", ["version", "kind", "dead"])
+    [item] = doc["dead"]
+    assert list(item) == list(DEAD_FIELDS)
+    assert item["token"] == shorten(withheld.dead) and TIMESTAMP.match(item["marked_at"])
+    assert (item["dead_on"], item["retried_on"]) == (DAY.isoformat(), None)
+    whole = json.loads(render_dead([dead], "json", full_tokens=True))
+    assert whole["dead"][0]["token"] == withheld.dead
+    [row] = list(csv.DictReader(io.StringIO(render_dead([dead], "csv"))))
+    assert row["token"] == shorten(withheld.dead) and row["retried_on"] == ""
+    table = render_dead([dead], "table")
+    assert table.splitlines()[0].split()[:2] == ["MARKED", "DEAD"]
+    assert withheld.dead not in table and shorten(withheld.dead) in table
+    assert render_dead([], "table") == "no dead tokens"
+    assert dead_tokens(engine, limit=1) == [dead]
+    with pytest.raises(BadInput, match="limit must be at least 1"):
+        dead_tokens(engine, limit=0)

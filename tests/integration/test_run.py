@@ -12,11 +12,15 @@ from tests.support import (
     DAY,
     POOL,
     PREFIX,
+    failures,
     last_recipients,
     opts,
     snapshot,
+    subscriptions,
     toks,
 )
+from tests.support import token_row as token_record
+from topic_sync.engine.reconcile import ReconcileOptions, reconcile
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
 from topic_sync.errors import CredentialsError, InputFileError, PublishWithheld, Refused
@@ -159,12 +163,78 @@ def test_permanent_failures_are_not_retried(
 ) -> None:
     dead = toks(0, 10)[4]
     emulator.unregister(dead)
-    run_day(opts(tmp_path, message_file, toks(0, 10)), deps)
+    first = run_day(opts(tmp_path, message_file, toks(0, 10)), deps)
     assert recorder.sleeps == []
-    # The next day's diff leaves the dead token out entirely.
-    result = run_day(opts(tmp_path, message_file, toks(0, 10), DAY + dt.timedelta(days=1)), deps)
-    assert result.plan.skipped_invalid == 1
-    assert dead not in last_recipients(emulator, topic_for(PREFIX, POOL, result.day))
+    assert first.counts.newly_dead == 1 and first.summary()["newly_dead"] == 1
+    assert token_record(deps.engine, dead)["dead_on"] == DAY
+    # Back in a later audience, a dead token is tried once more: still dead, marked again.
+    day2 = DAY + dt.timedelta(days=1)
+    again = run_day(opts(tmp_path, message_file, toks(0, 10), day2), deps)
+    assert (again.plan.retried_dead, again.plan.skipped_invalid, again.counts.newly_dead) == (
+        1,
+        0,
+        1,
+    )
+    row = token_record(deps.engine, dead)
+    assert (row["dead_on"], row["retried_on"]) == (day2, day2) and row["invalid_at"]
+    assert dead not in last_recipients(emulator, topic_for(PREFIX, POOL, day2))
+    # ...once, not every day: the day after, the diff leaves it out entirely.
+    for offset in (2, 3):
+        day = DAY + dt.timedelta(days=offset)
+        result = run_day(opts(tmp_path, message_file, toks(0, 10), day), deps)
+        assert (result.plan.skipped_invalid, result.plan.retried_dead) == (1, 0)
+        assert result.counts.newly_dead == 0
+        assert dead not in last_recipients(emulator, topic_for(PREFIX, POOL, day))
+    tried = [f for f in failures(deps.engine) if f["token"] == dead]
+    assert len(tried) == 2  # DAY and its one retry; nothing later
+
+
+def test_a_dead_token_leaves_every_pool_topic_and_can_come_back(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    audience = toks(0, 10)
+    x = audience[3]
+    run_day(opts(tmp_path, message_file, audience), deps)  # x on DAY's topic
+    # FCM calls x not registered once (a token restored from a backup can come back).
+    emulator.inject_token_error(x, "UNREGISTERED", op="subscribe", times=1)
+    day2 = DAY + dt.timedelta(days=1)
+    found = run_day(opts(tmp_path, message_file, audience, day2), deps)
+    assert found.counts.newly_dead == 1
+    with deps.engine.connect() as conn:
+        assert (
+            conn.scalar(text("SELECT newly_dead FROM runs WHERE run_date = :d"), {"d": day2}) == 1
+        )
+    topic1, topic2 = topic_for(PREFIX, POOL, DAY), topic_for(PREFIX, POOL, day2)
+    # Never sent to again; on the pool's other topic it is a stale member, which reconcile
+    # removes at once (and the topic's next plan removes before anything is published to it).
+    assert x not in last_recipients(emulator, topic2)
+    assert emulator.topics_of(x) == {topic1}
+    dry = reconcile(ReconcileOptions(topics=(topic1, topic2)), deps)
+    assert {t.topic: t.stale for t in dry.topics} == {topic1: 1, topic2: 0}
+    repaired = reconcile(ReconcileOptions(topics=(topic1, topic2), live=True), deps)
+    assert repaired.finished
+    assert emulator.topics_of(x) == set()
+    assert subscriptions(deps.engine, topic1)[x] == "unsubscribed"
+    # Back in a later audience and alive: subscribed again, the mark gone.
+    day3 = DAY + dt.timedelta(days=2)
+    back = run_day(opts(tmp_path, message_file, audience, day3), deps)
+    assert back.plan.retried_dead == 1 and back.counts.newly_dead == 0
+    assert x in last_recipients(emulator, topic_for(PREFIX, POOL, day3))
+    row = token_record(deps.engine, x)
+    assert row["invalid_at"] is None and row["retried_on"] == day3
+
+
+def test_a_retry_is_planned_in_a_dry_run_but_recorded_only_live(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    dead = toks(0, 5)[0]
+    emulator.unregister(dead)
+    run_day(opts(tmp_path, message_file, toks(0, 5)), deps)
+    day2 = DAY + dt.timedelta(days=1)
+    dry = run_day(opts(tmp_path, message_file, toks(0, 5), day2, live=False), deps)
+    assert dry.plan.retried_dead == 1
+    row = token_record(deps.engine, dead)
+    assert row["invalid_at"] is not None and row["retried_on"] is None
 
 
 def test_dry_run_changes_nothing(tmp_path, message_file, deps, emulator) -> None:
@@ -868,3 +938,23 @@ def test_wait_for_an_audience_that_appears_later_then_publishes(
     assert result.counts.added == 30, result.summary()
     assert now[0] == 40  # seen at 30 (new), unchanged at 40: ready
     assert last_recipients(emulator, result.topic) == frozenset(toks(0, 30))
+
+
+def test_run_warns_when_the_message_does_not_say_its_type_and_version(
+    tmp_path, message_file, deps, emulator, recorder
+) -> None:
+    # The shared message says "kind" and "date", not "type" and "version".
+    result = run_day(opts(tmp_path, message_file, toks(0, 5)), deps)
+    assert result.status == "published" and result.exit_code == 0
+    [warning] = result.warnings
+    assert "data has no 'type' and 'version' key" in warning
+    assert result.summary()["warnings"] == [warning]
+    assert f"warning: {warning}" in recorder.lines
+    named = opts(
+        tmp_path,
+        message_file,
+        toks(0, 5),
+        DAY + dt.timedelta(days=1),
+        convention_keys=("kind", "date"),
+    )
+    assert run_day(named, deps).warnings == []

@@ -16,13 +16,22 @@ from topic_sync.settings import parse_duration
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("3h", 10800), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("10", 10), ("0.5s", 0.5)],
+    [
+        ("3h", 10800),
+        ("90m", 5400),
+        ("1h30m", 5400),
+        ("45s", 45),
+        ("10", 10),
+        ("0.5s", 0.5),
+        ("90d", 90 * 86400),
+        ("1d12h", 36 * 3600),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "abc", "3d", "h", "-1h"])
+@pytest.mark.parametrize("text", ["", "abc", "3w", "d", "h", "-1h"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)

@@ -70,6 +70,12 @@ def test_loads_campaign_with_paths_relative_to_the_file(tmp_path) -> None:
             ('run_at = "06:30"', 'run_at = "06:30"\ndeadline = "soon"'),
             "campaigns.jobreco.deadline: must be a duration",
         ),
+        (('mode = "dry-run"', 'mode = "dry-run"\nretention = "1h"'), "retention: must be at"),
+        (('mode = "dry-run"', 'mode = "dry-run"\nretention = "ever"'), "retention: must be a"),
+        (
+            ('run_at = "06:30"', 'run_at = "06:30"\nretention = "90d"'),
+            "campaigns.jobreco.retention: unknown key",
+        ),
     ],
 )
 def test_every_validation_error_names_its_key(tmp_path, change, key) -> None:

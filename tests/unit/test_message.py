@@ -16,6 +16,7 @@ from topic_sync.inputs.message import (
     DEFAULT_TTL,
     TOPIC_PAYLOAD_LIMIT_BYTES,
     MessageTemplate,
+    convention_warnings,
     load_message,
 )
 
@@ -605,3 +606,37 @@ def test_json_the_parser_accepts_but_a_message_refuses_names_its_line(
         load_message(path, day=DAY, collapse_key="c", now=NOW)
     assert error.value.line == line
     assert reason in error.value.message
+
+
+# --- the data convention: type and version ----------------------------------------------------
+
+KEYS = ("type", "version")
+
+
+@pytest.mark.parametrize(
+    ("data", "missing"),
+    [
+        ({"type": "jobreco", "version": "1"}, None),
+        ({"type": "jobreco"}, "'version'"),
+        ({"version": "2"}, "'type'"),
+        ({"type": " ", "version": "1"}, "'type'"),  # blank says nothing
+        ({"kind": "jobreco"}, "'type' and 'version'"),
+        (None, "'type' and 'version'"),
+    ],
+)
+def test_missing_type_or_version_is_a_warning(tmp_path, data, missing) -> None:
+    content = {"notification": {"title": "t"}, **({"data": data} if data else {})}
+    path = write(tmp_path, content)
+    warnings = convention_warnings(load(path), path, KEYS)
+    if missing is None:
+        assert warnings == []
+    else:
+        [warning] = warnings
+        assert warning.startswith(f"{path}: data has no {missing} key")
+        assert "message_type_key" in warning
+
+
+def test_the_convention_keys_are_configurable(tmp_path) -> None:
+    path = write(tmp_path, EXAMPLE)  # says "kind" and "v"
+    assert convention_warnings(load(path), path, ("kind", "v")) == []
+    assert "'type' and 'version'" in convention_warnings(load(path), path, KEYS)[0]

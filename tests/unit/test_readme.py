@@ -55,9 +55,9 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_report_json_contract_in_readme_matches_code() -> None:
-    from topic_sync.app.report import FAILURE_FIELDS, RUN_FIELDS
+    from topic_sync.app.report import DEAD_FIELDS, FAILURE_FIELDS, RUN_FIELDS
 
-    for kind, fields in (("failures", FAILURE_FIELDS), ("runs", RUN_FIELDS)):
+    for kind, fields in (("failures", FAILURE_FIELDS), ("runs", RUN_FIELDS), ("dead", DEAD_FIELDS)):
         block = re.search(rf'"kind": "{kind}", "{kind}": \[\{{(.*?)\}}\]', README, re.S)
         assert block, f"README does not document the {kind} JSON"
         documented = re.findall(r'"(\w+)"', block.group(1))

@@ -21,6 +21,7 @@ from topic_sync.app import report as rep
 from topic_sync.app.services import Io, database, fcm_client, services
 from topic_sync.app.settings import Resolved, Source
 from topic_sync.engine import reconcile as repairs
+from topic_sync.engine import retention
 from topic_sync.engine import target as tgt
 from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
@@ -30,7 +31,7 @@ from topic_sync.errors import BadInput, ExitCode, TopicSyncError
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
 from topic_sync.pool import pool_topics, prefix_of, topic_for, validate_pool
-from topic_sync.settings import Settings
+from topic_sync.settings import SPECS, Settings
 from topic_sync.store import db
 
 
@@ -139,6 +140,7 @@ def run_day(
             stdin=io.stdin,
             wait_for=s.wait_for,
             wait_timeout=s.wait_timeout,
+            convention_keys=(s.message_type_key, s.message_version_key),
             **work_settings(s),
         )
     except ValueError as error:
@@ -263,12 +265,15 @@ class ForgetOutcome:
     removals_queued: int
     topics: list[str]
     repaired: ReconcileOutcome | None = None
+    restored: int | None = None  # --undo: tokens taken off the suppression list
 
     @property
     def exit_code(self) -> ExitCode:
         return self.repaired.exit_code if self.repaired else ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
+        if self.restored is not None:
+            return {"restored": self.restored}
         out: dict[str, Any] = {
             "forgotten": self.forgotten,
             "removals_queued": self.removals_queued,
@@ -280,9 +285,17 @@ class ForgetOutcome:
 
 
 def forget(
-    resolved: Resolved, io: Io, tokens: Sequence[str], from_file: Path | None
+    resolved: Resolved,
+    io: Io,
+    tokens: Sequence[str],
+    from_file: Path | None,
+    *,
+    undo: bool = False,
 ) -> ForgetOutcome:
-    """Mark tokens gone and queue their removal everywhere; with `live`, remove them now."""
+    """Mark tokens gone and queue their removal everywhere; with `live`, remove them now.
+
+    With `undo`, take them off the suppression list instead: later audiences include them
+    again (nothing is sent to FCM now; the next run that has them subscribes them)."""
     for token in tokens:
         reason = validate_token(token)
         if reason:
@@ -295,6 +308,13 @@ def forget(
         source: Iterable[str] = itertools.chain(
             tokens, iter_audience(from_file) if from_file else ()
         )
+        if undo:
+            restored = repairs.unforget(deps, source)
+            io.log(
+                f"{restored} tokens taken off the suppression list; the next audience that "
+                "holds them subscribes them again"
+            )
+            return ForgetOutcome(0, 0, [], restored=restored)
         marked, queued, owing = repairs.forget(deps, source)
         io.log(f"forgot {marked} tokens; {queued} removals queued on {len(owing)} topics")
         repaired = None
@@ -336,8 +356,17 @@ class ReportQuery:
     op: str | None = None
     list_failed: bool = False
     list_runs: bool = False
+    list_dead: bool = False
     include_resolved: bool = False
     limit: int | None = None
+
+    def validate(self) -> None:
+        others = any(v is not None for v in (self.date, self.run_id, self.code, self.op))
+        if self.list_dead and (others or self.list_failed or self.list_runs):
+            raise BadInput(
+                "--dead lists dead tokens: it does not combine with --runs, "
+                "--failed, --date, --run, --code or --op"
+            )
 
     @property
     def failures(self) -> bool:
@@ -349,16 +378,28 @@ class ReportQuery:
 class ReportOutcome:
     runs: list[rep.RunSummary] = field(default_factory=list)
     failures: list[rep.FailedToken] | None = None  # None: the run summary was asked for
+    dead: list[rep.DeadToken] | None = None  # --dead
+    # With no filter and no --runs: each campaign's latest run and its failed tokens.
+    overview: list[rep.CampaignOverview] | None = None
     exit_code: ExitCode = ExitCode.OK
 
 
 def report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
     prefix = resolved.settings.topic_prefix
+    query.validate()
     with database(resolved.settings, io) as engine:
         everything = query.include_resolved and query.limit is None
+        if query.list_dead:
+            limit = None if everything else query.limit or rep.DEFAULT_FAILURE_LIMIT
+            return ReportOutcome(dead=rep.dead_tokens(engine, limit))
         if not query.failures:
             limit = None if everything else query.limit or rep.DEFAULT_RUN_LIMIT
-            return ReportOutcome(runs=rep.run_summaries(engine, prefix=prefix, limit=limit))
+            runs = rep.run_summaries(engine, prefix=prefix, limit=limit)
+            if query.list_runs:
+                return ReportOutcome(runs=runs)
+            per_group = None if everything else query.limit or rep.DEFAULT_GROUP_TOKENS
+            campaigns = rep.overview(engine, prefix=prefix, per_group=per_group)
+            return ReportOutcome(runs=runs, overview=campaigns)
         flt = rep.FailureFilter(
             date=resolved.day,
             run_id=query.run_id,
@@ -382,6 +423,28 @@ def status(resolved: Resolved, io: Io) -> StatusOutcome:
     with database(resolved.settings, io) as engine:
         latest = rep.latest_runs(engine, resolved.settings.topic_prefix)
     return StatusOutcome(latest, rep.status_exit_code_of(latest))
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def purge(resolved: Resolved, io: Io) -> retention.PurgeResult:
+    """Delete per-token failure rows past retention (`retention`, --older-than); with `live`
+    only, else count them."""
+    s = resolved.settings
+    problem = SPECS["retention"].check(s.retention)
+    if problem:
+        raise BadInput(f"--older-than (retention) {problem}")
+    with database(s, io) as engine:
+        result = retention.purge(
+            engine, older_than=s.retention, live=s.live, now=io.now(), should_stop=io.should_stop
+        )
+    verb = "deleted" if result.live else "would delete (dry run; pass --live to delete)"
+    io.log(
+        f"purge: {verb} {result.failures} failure rows last seen before "
+        f"{result.summary()['cutoff']}; run summaries, subscriptions and tokens kept"
+    )
+    return result
 
 
 # --- the schema ---------------------------------------------------------------------------------

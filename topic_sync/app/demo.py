@@ -56,7 +56,7 @@ def write_inputs(
         json.dumps(
             {
                 "notification": {"title": "Your jobs for {date}", "body": "New picks for you"},
-                "data": {"kind": "jobreco", "v": "1", "date": "{date}"},
+                "data": {"type": "jobreco", "version": "1", "date": "{date}"},
             },
             indent=2,
         )

@@ -50,6 +50,30 @@ Runs::
        "wait_seconds": float,
        "duration_seconds": float | null,   # null while the run has not finished
        "started_at": timestamp}]}
+
+Dead tokens (`report --dead`)::
+
+    {"version": 1, "kind": "dead", "dead": [
+      {"token": str,              # shortened unless full_tokens
+       "reason": str,             # the error code that marked it dead
+       "marked_at": timestamp,    # when it was (last) marked dead
+       "dead_on": date | null,    # the date of the run that marked it (a repair's: its day)
+       "retried_on": date | null}]}   # the audience date it was last tried once more on
+
+`report` with no filter (the overview) answers "which tokens failed and why": per campaign
+(prefix), its latest run followed by that run's unresolved failed tokens grouped by code and
+operation. Its JSON is the runs document above with one key added (allowed within version
+1), so readers of the runs document keep working::
+
+    {"version": 1, "kind": "runs", "runs": [...as above...],
+     "campaigns": [
+      {"prefix": str,
+       "run": {...a run record as above...},     # the campaign's latest run
+       "failed_tokens": int,                     # its unresolved failed tokens, all of them
+       "failures": [{"code": str, "op": "subscribe" | "unsubscribe",
+                     "count": int,               # tokens in this group, all of them
+                     "tokens": [str]}]}]}        # the most recently seen first, at most the
+                                                 # limit; shortened unless full_tokens
 """
 
 from __future__ import annotations
@@ -74,6 +98,8 @@ from topic_sync.states import Op, RunStatus
 JSON_VERSION = 1
 FAILURES_KIND = "failures"
 RUNS_KIND = "runs"
+DEAD_KIND = "dead"
+DEAD_FIELDS = ("token", "reason", "marked_at", "dead_on", "retried_on")
 FAILURE_FIELDS = (
     "token",
     "op",
@@ -110,6 +136,10 @@ RUN_FIELDS = (
 FORMATS = ("table", "csv", "json")
 DEFAULT_RUN_LIMIT = 10
 DEFAULT_FAILURE_LIMIT = 1000  # a day with a million failures must not print a million lines
+DEFAULT_GROUP_TOKENS = 10  # tokens the overview names per (code, op) group
+CAMPAIGNS_KEY = "campaigns"
+CAMPAIGN_FIELDS = ("prefix", "run", "failed_tokens", "failures")
+GROUP_FIELDS = ("code", "op", "count", "tokens")
 
 
 @dataclass(frozen=True)
@@ -147,6 +177,39 @@ class RunSummary:
     message_id: str | None
     why: str
     started_at: dt.datetime
+    newly_dead: int = 0  # tokens the run found dead
+    suppressed: int = 0  # audience tokens skipped as forgotten
+
+
+@dataclass(frozen=True)
+class DeadToken:
+    token: str
+    reason: str
+    marked_at: dt.datetime
+    dead_on: dt.date | None
+    retried_on: dt.date | None
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """A run's unresolved failures of one code and operation."""
+
+    code: str
+    op: str
+    count: int  # all of them
+    tokens: list[str]  # the most recently seen first, at most the overview's limit
+
+
+@dataclass(frozen=True)
+class CampaignOverview:
+    """A campaign's latest run and its unresolved failed tokens, grouped."""
+
+    run: RunSummary
+    groups: list[FailureGroup]
+
+    @property
+    def failed_tokens(self) -> int:
+        return sum(group.count for group in self.groups)
 
 
 @dataclass(frozen=True)
@@ -234,6 +297,40 @@ def latest_runs(engine: Engine, prefix: str | None = None) -> list[RunSummary]:
     return [_summary(row) for row in rows]
 
 
+def overview(
+    engine: Engine, *, prefix: str | None = None, per_group: int | None = DEFAULT_GROUP_TOKENS
+) -> list[CampaignOverview]:
+    """Per prefix (or the given one), its latest run and that run's unresolved failures by
+    code and operation, naming at most `per_group` tokens per group (None: all)."""
+    if per_group is not None and per_group < 1:
+        raise BadInput(f"limit must be at least 1, not {per_group}")
+    latest = latest_runs(engine, prefix)
+    with engine.connect() as conn:
+        rows = store.failure_groups(conn, [run.run_id for run in latest], per_group)
+    groups: dict[int, dict[tuple[str, str], FailureGroup]] = {run.run_id: {} for run in latest}
+    for row in rows:
+        key = (row.code, row.op)
+        group = groups[row.run_id].get(key)
+        if group is None:
+            group = groups[row.run_id][key] = FailureGroup(row.code, row.op, int(row.n), [])
+        group.tokens.append(row.token)
+    return [CampaignOverview(run, list(groups[run.run_id].values())) for run in latest]
+
+
+def dead_tokens(engine: Engine, limit: int | None = DEFAULT_FAILURE_LIMIT) -> list[DeadToken]:
+    """Tokens marked dead (never sent to again), the most recently marked first."""
+    if limit is not None and limit < 1:
+        raise BadInput(f"limit must be at least 1, not {limit}")
+    with engine.connect() as conn:
+        rows = store.dead_token_rows(conn, limit)
+    return [
+        DeadToken(
+            row.token, row.invalid_reason or "", _utc(row.invalid_at), row.dead_on, row.retried_on
+        )
+        for row in rows
+    ]
+
+
 def latest_by_prefix(summaries: Iterable[RunSummary]) -> dict[str, RunSummary]:
     """The latest of the given runs per prefix, ordered by prefix; input order is irrelevant."""
     latest: dict[str, RunSummary] = {}
@@ -284,6 +381,8 @@ def _summary(row: Any) -> RunSummary:
         message_id=row.message_id,
         why=note or RunStatus(row.status).why,
         started_at=_utc(row.started_at),
+        newly_dead=row.newly_dead,
+        suppressed=row.suppressed,
     )
 
 
@@ -373,6 +472,114 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
     ]
     numeric = {"AUDIENCE", "ADDED", "REMOVED", "RETRIES", "WAITED", "TOOK"}
     return _table(headers, body, right=numeric)
+
+
+def render_overview(
+    campaigns: Sequence[CampaignOverview],
+    recent: Sequence[RunSummary],
+    fmt: str,
+    *,
+    full_tokens: bool = False,
+) -> str:
+    """`report` with no filter: per campaign, the latest run and its unresolved failures.
+
+    JSON is the runs document of `recent` plus the `campaigns` key; CSV, being flat, is the
+    runs CSV of `recent`; the table is for people.
+    """
+    _check_format(fmt)
+
+    def token(value: str) -> str:
+        return value if full_tokens else shorten(value)
+
+    if fmt == "csv":
+        return render_runs(recent, fmt)
+    if fmt == "json":
+        document = {
+            "version": JSON_VERSION,
+            "kind": RUNS_KIND,
+            RUNS_KIND: [run_record(row) for row in recent],
+            CAMPAIGNS_KEY: [
+                {
+                    "prefix": item.run.prefix,
+                    "run": run_record(item.run),
+                    "failed_tokens": item.failed_tokens,
+                    "failures": [
+                        {
+                            "code": group.code,
+                            "op": group.op,
+                            "count": group.count,
+                            "tokens": [token(t) for t in group.tokens],
+                        }
+                        for group in item.groups
+                    ],
+                }
+                for item in campaigns
+            ],
+        }
+        return _json(document)
+    if not campaigns:
+        return "no runs"
+    blocks = []
+    for item in campaigns:
+        run = item.run
+        state = "published" if run.published else f"{run.status.upper()}: {run.why}"
+        lines = [
+            f"{run.prefix}  {run.date.isoformat()}  {run.topic}  {state}",
+            f"  run {run.run_id}: audience {run.audience}, added {run.added}, "
+            f"removed {run.removed}, newly dead {run.newly_dead}, suppressed "
+            f"{run.suppressed}, retries {run.retries}, waited "
+            f"{_duration(run.wait_seconds)}, took {_duration(run.duration_seconds)}",
+        ]
+        if not item.groups:
+            lines.append("  no unresolved failed tokens")
+        else:
+            lines.append(f"  {item.failed_tokens} failed tokens not resolved (code, op, count):")
+            width = max(len(g.code) for g in item.groups)
+            for group in item.groups:
+                lines.append(f"    {group.code.ljust(width)}  {group.op.ljust(11)}  {group.count}")
+                lines += [f"      {_printable(token(t))}" for t in group.tokens]
+                hidden = group.count - len(group.tokens)
+                if hidden > 0:
+                    lines.append(
+                        f"      … {hidden} more: topic-sync report --run {run.run_id} "
+                        f"--code {group.code} --op {group.op}"
+                    )
+        blocks.append("\n".join(line.rstrip() for line in lines))
+    return "\n\n".join(blocks)
+
+
+def render_dead(rows: Sequence[DeadToken], fmt: str, *, full_tokens: bool = False) -> str:
+    _check_format(fmt)
+
+    def record(row: DeadToken) -> dict[str, object]:
+        return {
+            "token": row.token if full_tokens else shorten(row.token),
+            "reason": row.reason,
+            "marked_at": _timestamp(row.marked_at),
+            "dead_on": None if row.dead_on is None else row.dead_on.isoformat(),
+            "retried_on": None if row.retried_on is None else row.retried_on.isoformat(),
+        }
+
+    if fmt == "json":
+        return _json(
+            {"version": JSON_VERSION, "kind": DEAD_KIND, DEAD_KIND: [record(r) for r in rows]}
+        )
+    if fmt == "csv":
+        return _csv(DEAD_FIELDS, (record(row) for row in rows))
+    if not rows:
+        return "no dead tokens"
+    headers = ("MARKED", "DEAD ON", "RETRIED ON", "REASON", "TOKEN")
+    body = [
+        (
+            _minutes(row.marked_at),
+            _or_dash(row.dead_on),
+            _or_dash(row.retried_on),
+            row.reason,
+            str(record(row)["token"]),
+        )
+        for row in rows
+    ]
+    return _table(headers, body, right=set())
 
 
 def render_status(summaries: Iterable[RunSummary]) -> str:

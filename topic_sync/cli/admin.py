@@ -1,4 +1,5 @@
-"""`topic-sync db`, `schedule`, `emulator` and `demo`: setting up and running the service."""
+"""`topic-sync db`, `purge`, `schedule`, `emulator` and `demo`: setting up and running the
+service, and keeping its history in bounds."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import click
 from topic_sync.app import commands
 from topic_sync.app.services import database_url
 from topic_sync.app.shutdown import PROCESS as shutdown
-from topic_sync.cli.options import env_option, resolved, settings, with_config
-from topic_sync.cli.output import cli_io, errors_to_exit, finish, say
+from topic_sync.cli.options import env_option, json_option, resolved, settings, with_config
+from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish, say
 from topic_sync.errors import BadInput
 
 
@@ -29,6 +30,26 @@ def db_upgrade(**params: Any) -> None:
     """Create or migrate the schema to the latest version (alembic upgrade head)."""
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
     say(f"database schema is at {commands.db_upgrade(settings_, cli_io())}")
+
+
+@click.command()
+@settings("retention", "live", "database_url")
+@with_config
+@json_option
+@errors_to_exit
+def purge(as_json: bool, **params: Any) -> None:
+    """Delete per-token failure rows older than --older-than (default 90d), in batches.
+
+    Kept whatever their age: run summaries, the subscription table, tokens and their marks,
+    the failures of each campaign's latest run and unresolved failures of owed work.
+    A dry run (the default) counts what --live would delete.
+    """
+    settings_ = resolved(click.get_current_context(), params, need_campaign=False)
+    io = cli_io(should_stop=shutdown.should_stop)
+    with shutdown.on_signals(say):
+        result = commands.purge(settings_, io)
+    if as_json:
+        emit_json(result.summary())
 
 
 @click.command()

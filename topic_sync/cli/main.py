@@ -48,6 +48,7 @@ for command in (
     reports.report,
     reports.status,
     admin.db,
+    admin.purge,
     admin.schedule,
     admin.emulator,
     admin.demo,

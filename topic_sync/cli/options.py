@@ -42,7 +42,7 @@ MONITORING = ("metrics_file", "pushgateway", "log_format")
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
-    """3h, 90m, 1h30m, 45s or seconds."""
+    """90d, 3h, 90m, 1h30m, 45s or seconds."""
 
     name = "duration"
 
@@ -52,7 +52,7 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
         try:
             return parse_duration(value)
         except ValueError:
-            self.fail(f"{value!r}: expected a duration such as 3h, 90m, 45s", param, ctx)
+            self.fail(f"{value!r}: expected a duration such as 90d, 3h, 90m, 45s", param, ctx)
 
 
 def _type(name: str) -> click.ParamType | None:  # type: ignore[type-arg]
@@ -84,7 +84,7 @@ def env_option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
 def setting(name: str, **overrides: Any) -> Callable[[F], F]:
     """The option of one setting, exactly as the table describes it."""
     spec = SPECS[name]
-    flag = "--" + name.replace("_", "-")
+    flag = spec.flag or "--" + name.replace("_", "-")
     decls = [f"{flag}/--dry-run" if name == "live" else flag, name]
     kwargs: dict[str, Any] = {
         "default": getattr(DEFAULTS, name),

@@ -209,11 +209,14 @@ def describe_run(summary: dict[str, Any]) -> str:
     if s["audience"] is not None:
         lines.append(
             f"  audience {s['audience']} tokens ({s['duplicates']} duplicates merged, "
-            f"{s['skipped_invalid']} known-invalid skipped)"
+            f"{s['skipped_invalid'] - s['suppressed']} known-dead and {s['suppressed']} "
+            f"suppressed (forgotten) skipped, {s['retried_dead']} dead tried once more)"
         )
         lines.append(f"  plan: {s['to_remove']} to remove, {s['to_add']} to add")
     if s["status"] != "dry-run":
         lines.append(f"  done: {s['removed']} removed, {s['added']} added")
+    if s["newly_dead"]:
+        lines.append(f"  newly dead: {s['newly_dead']} (see 'topic-sync report --dead')")
     if s["failed"]:
         failed = ", ".join(f"{code} {n}" for code, n in sorted(s["failed"].items()))
         lines.append(f"  failed tokens: {failed}")

@@ -97,18 +97,25 @@ def reconcile(
     default=None,
     help="Read tokens to forget from this file (one per line, or a CSV token column).",
 )
+@env_option(
+    "--undo",
+    is_flag=True,
+    help="Take the tokens off the suppression list: later audiences include them again.",
+)
 @settings("live", *WORK)
 @with_config
 @json_option
 @errors_to_exit
-def forget(tokens: tuple[str, ...], from_file: Path | None, as_json: bool, **params: Any) -> None:
+def forget(
+    tokens: tuple[str, ...], from_file: Path | None, undo: bool, as_json: bool, **params: Any
+) -> None:
     """Mark tokens as gone (logout, deleted account) and queue their removal from every topic.
 
-    Later audiences skip them. The removal from FCM happens with --live, or at the next
-    `topic-sync reconcile --live`.
+    Later audiences skip them (the suppression list). The removal from FCM happens with
+    --live, or at the next `topic-sync reconcile --live`. --undo reverses a forget.
     """
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
-    outcome = commands.forget(settings_, cli_io(), tokens, from_file)
+    outcome = commands.forget(settings_, cli_io(), tokens, from_file, undo=undo)
     if outcome.repaired is not None:
         say(describe_reconcile(outcome.repaired.result))
     if as_json:

@@ -21,7 +21,13 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
 )
 @settings("topic_prefix")
 @env_option("--failed", "list_failed", is_flag=True, help="List failed tokens even with no filter.")
-@env_option("--runs", "list_runs", is_flag=True, help="Show the run summary (the default view).")
+@env_option("--runs", "list_runs", is_flag=True, help="Show the history of recent runs.")
+@env_option(
+    "--dead",
+    "list_dead",
+    is_flag=True,
+    help="List tokens marked dead (never sent to again): reason, when, dates.",
+)
 @env_option(
     "--all",
     "include_resolved",
@@ -32,7 +38,8 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
     "--limit",
     type=click.IntRange(1),
     default=None,
-    help="At most this many rows [default: 10 runs, 1000 failed tokens].",
+    help="At most this many rows [default: 10 runs, 1000 failed tokens, 10 tokens per "
+    "group of the overview].",
 )
 @env_option(
     "--format",
@@ -53,16 +60,20 @@ def report(
     op: str | None,
     list_failed: bool,
     list_runs: bool,
+    list_dead: bool,
     include_resolved: bool,
     limit: int | None,
     fmt: str,
     full_tokens: bool,
     **params: Any,
 ) -> None:
-    """Failed tokens and why, or (with no filter) a summary of the recent runs.
+    """Which tokens failed and why; the history of recent runs with --runs.
 
-    The summary shows per run: date, topic, audience, added, removed, failures per code,
-    retries, duration, and whether it published, or why not.
+    With no filter: per campaign, its latest run (published or why not, counts) followed
+    by that run's unresolved failed tokens, grouped by error code and operation. A filter
+    (--date, --run, --code, --op, --failed) lists failed tokens one per row; --runs shows
+    per run: date, topic, audience, added, removed, failures per code, retries, duration.
+    --dead lists the tokens marked dead.
     """
     settings_ = resolved(click.get_current_context(), params, day=day, need_campaign=False)
     query = commands.ReportQuery(
@@ -72,14 +83,20 @@ def report(
         op=op,
         list_failed=list_failed,
         list_runs=list_runs,
+        list_dead=list_dead,
         include_resolved=include_resolved,
         limit=limit,
     )
     outcome = commands.report(settings_, cli_io(), query)
-    if outcome.failures is None:
-        click.echo(rep.render_runs(outcome.runs, fmt))
-    else:
+    if outcome.dead is not None:
+        click.echo(rep.render_dead(outcome.dead, fmt, full_tokens=full_tokens))
+    elif outcome.failures is not None:
         click.echo(rep.render_failures(outcome.failures, fmt, full_tokens=full_tokens))
+    elif outcome.overview is not None:
+        shown = rep.render_overview(outcome.overview, outcome.runs, fmt, full_tokens=full_tokens)
+        click.echo(shown)
+    else:
+        click.echo(rep.render_runs(outcome.runs, fmt))
 
 
 @click.command()

@@ -44,6 +44,8 @@ RUN = (
     "wait_for",
     "wait_timeout",
     "message",
+    "message_type_key",
+    "message_version_key",
     "live",
     "max_churn",
     "allow_large_churn",

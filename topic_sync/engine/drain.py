@@ -160,6 +160,7 @@ class SyncCounts:
     attempts: int = 0  # token attempts, every try counted
     retries: int = 0  # token attempts that were retries
     wait_seconds: float = 0.0
+    newly_dead: int = 0  # tokens FCM answered "dead" for, marked as such
     outcomes: Counter[str] = field(default_factory=Counter)  # per attempt: "ok" or error code
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # failed, by (op, code)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -306,6 +307,7 @@ class Work:
                 self.counts.removed += tally.confirmed
             self.counts.attempts += tally.attempts
             self.counts.retries += tally.attempts if retrying else 0
+            self.counts.newly_dead += tally.newly_dead
             self.counts.outcomes.update(tally.outcomes)
             self.counts.failures.update({(op.value, c): n for c, n in tally.failures.items()})
             self._retry_after = max(self._retry_after, tally.retry_after or 0.0)
@@ -326,6 +328,7 @@ class BatchTally:
     outcomes: Counter[str]  # "ok" or error code, per token
     failures: Counter[str]  # error code, per token whose attempt failed
     retry_after: float | None
+    newly_dead: int = 0
 
 
 def _one_batch(
@@ -367,7 +370,7 @@ def _one_batch(
         dead = sum(1 for o in outcomes if o.invalid)
         if dead and not guard.admit(dead):
             outcomes = [o.distrusted(_S.pending_for(op)) if o.invalid else o for o in outcomes]
-        store.record_outcomes(conn, topic, op.value, run_id, outcomes)
+        newly_dead = store.record_outcomes(conn, topic, op.value, run_id, outcomes)
         confirmed = sum(1 for o in outcomes if o.status == _S.confirmed_for(op))
         codes = Counter(o.code or "ok" for o in outcomes)
         if run_id is not None:
@@ -379,6 +382,7 @@ def _one_batch(
                 attempts=len(outcomes),
                 retries=len(outcomes) if retrying else 0,
                 outcomes=dict(codes),
+                newly_dead=len(newly_dead),
             )
     if stop_reason is not None:
         raise CredentialsError(CREDENTIALS_HELP.format(reason=stop_reason))
@@ -393,6 +397,7 @@ def _one_batch(
         outcomes=codes,
         failures=Counter(o.code or "unknown-error" for o in outcomes if o.failed),
         retry_after=result.retry_after,
+        newly_dead=len(newly_dead),
     )
 
 

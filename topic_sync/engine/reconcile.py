@@ -244,3 +244,10 @@ def forget(deps: Deps, tokens: Iterable[str]) -> tuple[int, int, list[str]]:
         marked, queued = store.forget_tokens(conn, tokens)
         owing = store.topics_owing(conn)
     return marked, queued, owing
+
+
+def unforget(deps: Deps, tokens: Iterable[str]) -> int:
+    """Undo forget: later audiences include the tokens again. Returns how many were forgotten."""
+    with deps.engine.begin() as conn:
+        check_target(conn, deps.client.target, bind=False)
+        return store.unforget_tokens(conn, tokens)

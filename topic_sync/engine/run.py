@@ -64,7 +64,7 @@ from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs import arrival
 from topic_sync.inputs.audience import iter_audience, iter_rows, shorten, source_name
 from topic_sync.inputs.config import mask_url, scrub
-from topic_sync.inputs.message import MessageTemplate, load_message
+from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import topic_for
 from topic_sync.settings import DEFAULTS
 from topic_sync.states import Op, PublishState, RunStatus
@@ -108,6 +108,8 @@ class RunOptions:
     wait_for: Path | None = DEFAULTS.wait_for
     wait_timeout: float = DEFAULTS.wait_timeout
     wait_interval: float = arrival.POLL_SECONDS
+    # The message's data keys naming its kind and version: missing ones are warned about.
+    convention_keys: tuple[str, str] = (DEFAULTS.message_type_key, DEFAULTS.message_version_key)
 
     def __post_init__(self) -> None:
         if (self.audience_path is None) == (self.audience_query is None):
@@ -143,6 +145,7 @@ class RunResult:
     note: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the run
     metrics_errors: list[str] = field(default_factory=list)  # exports that failed (app layer)
+    warnings: list[str] = field(default_factory=list)  # for people; the exit code ignores them
 
     @property
     def exit_code(self) -> ExitCode:
@@ -158,6 +161,9 @@ class RunResult:
             "audience": plan.audience_size if plan else None,
             "duplicates": plan.duplicates if plan else None,
             "skipped_invalid": plan.skipped_invalid if plan else None,
+            "suppressed": plan.suppressed if plan else None,
+            "retried_dead": plan.retried_dead if plan else None,
+            "newly_dead": self.counts.newly_dead,
             "to_add": plan.to_add if plan else None,
             "to_remove": plan.to_remove if plan else None,
             "added": self.counts.added,
@@ -172,6 +178,7 @@ class RunResult:
             "note": self.note,
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "metrics_errors": self.metrics_errors,
+            "warnings": list(self.warnings),
         }
 
 
@@ -182,10 +189,16 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     template = load_message(
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
+    warnings = convention_warnings(template, opts.message_path, opts.convention_keys)
+    for warning in warnings:
+        deps.log(f"warning: {warning}")
     if not opts.live:
-        return _dry_run(opts, deps, topic, template)
-    with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run", log=deps.log) as lock:
-        return _live_run(opts, deps, topic, template, lock.verify)
+        result = _dry_run(opts, deps, topic, template)
+    else:
+        with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run", log=deps.log) as lock:
+            result = _live_run(opts, deps, topic, template, lock.verify)
+    result.warnings = warnings
+    return result
 
 
 def _guard(opts: RunOptions, plan: store.Plan) -> None:
@@ -288,7 +301,7 @@ def _plan(
     with phases.timing("load"), audience_tokens(opts, deps) as tokens:
         lines = store.load_audience(conn, tokens)
     with phases.timing("plan"):
-        plan = store.plan_topic(conn, topic, run_id, lines)
+        plan = store.plan_topic(conn, topic, run_id, lines, opts.day)
     _guard(opts, plan)
     return plan
 
@@ -355,7 +368,8 @@ def _live_run(
         store.save_plan(conn, run.id, plan)
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
-        f"{plan.skipped_invalid} invalid skipped); {plan.to_remove} to remove, "
+        f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
+        f"skipped, {plan.retried_dead} dead tried once more); {plan.to_remove} to remove, "
         f"{plan.to_add} to add"
     )
 

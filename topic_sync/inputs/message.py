@@ -123,6 +123,25 @@ class MessageTemplate:
         return max(_payload_sizes(_wire(self.to_sdk(_PLACEHOLDER_TOPIC))).values())
 
 
+def convention_warnings(
+    template: MessageTemplate, path: str | os.PathLike[str], keys: tuple[str, ...]
+) -> list[str]:
+    """What the message lacks of the convention that its ``data`` names its kind and version
+    (``keys``, e.g. ``("type", "version")``), so apps can ignore kinds they do not know.
+    A missing key is a warning, never an error: the message is still valid for FCM."""
+    data = template.data or {}
+    missing = [key for key in keys if not str(data.get(key, "")).strip()]
+    if not missing:
+        return []
+    names = " and ".join(f"{key!r}" for key in missing)
+    return [
+        f"{os.fspath(path)}: data has no {names} key: apps cannot tell this kind of message "
+        f"(or its version) from others and ignore it if they do not know it. Add "
+        f'"data": {{"{keys[0]}": "...", "{keys[-1]}": "1"}} (the key names are the '
+        "message_type_key and message_version_key settings)"
+    ]
+
+
 def load_message(
     path: str | os.PathLike[str],
     *,

@@ -75,10 +75,17 @@ class Token(Base):
     )
     invalid_reason: Mapped[str | None] = mapped_column(Text)
     invalid_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The date of the run that marked it dead, and the audience date it was last tried once
+    # more on: a dead token that reappears in a later audience is tried once per death.
+    dead_on: Mapped[dt.date | None] = mapped_column(Date)
+    retried_on: Mapped[dt.date | None] = mapped_column(Date)
     forgotten_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _now()
 
-    __table_args__ = (UniqueConstraint("token_key"),)
+    __table_args__ = (
+        UniqueConstraint("token_key"),
+        Index("ix_tokens_dead", "invalid_at", postgresql_where=text("invalid_at IS NOT NULL")),
+    )
 
 
 class Run(Base):
@@ -99,6 +106,8 @@ class Run(Base):
     audience_size: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     duplicates: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     skipped_invalid: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    suppressed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    newly_dead: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     to_add: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     to_remove: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     added: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
@@ -225,4 +234,5 @@ class TokenFailure(Base):
         UniqueConstraint("run_id", "token_id", "topic", "op", postgresql_nulls_not_distinct=True),
         CheckConstraint(one_of("op", Op), name="op_known"),
         Index("ix_token_failures_token_id", "token_id"),
+        Index("ix_token_failures_last_seen", "last_seen"),
     )

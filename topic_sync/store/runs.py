@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from topic_sync.states import PENDING_SQL
 from topic_sync.states import PublishState as _P
 from topic_sync.states import RunStatus as _R
 from topic_sync.store.subscriptions import Plan
@@ -20,6 +21,10 @@ from topic_sync.store.subscriptions import Plan
 __all__ = [
     "run_status",
     "failure_rows",
+    "failure_groups",
+    "dead_token_rows",
+    "purge_failures",
+    "purgeable_failures",
     "latest_run_rows",
     "run_summary_rows",
     "topics_of_failures_without_run",
@@ -151,8 +156,8 @@ def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
         text(
             """
             UPDATE runs SET audience_lines = :lines, audience_size = :size,
-                duplicates = :dups, skipped_invalid = :skipped,
-                to_add = :to_add, to_remove = :to_remove,
+                duplicates = :dups, skipped_invalid = :skipped, suppressed = :suppressed,
+                to_add = :to_add, to_remove = :to_remove, newly_dead = 0,
                 added = 0, removed = 0, failed = '{}', outcomes = '{}', attempts = 0,
                 retries = 0, wait_seconds = 0
             WHERE id = :id
@@ -164,6 +169,7 @@ def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
             "size": plan.audience_size,
             "dups": plan.duplicates,
             "skipped": plan.skipped_invalid,
+            "suppressed": plan.suppressed,
             "to_add": plan.to_add,
             "to_remove": plan.to_remove,
         },
@@ -180,12 +186,14 @@ def add_progress(
     retries: int = 0,
     wait_seconds: float = 0.0,
     outcomes: dict[str, int] | None = None,
+    newly_dead: int = 0,
 ) -> None:
     """Add a batch's counts to its run, in the batch's own transaction."""
     conn.execute(
         text(
             """
             UPDATE runs SET added = added + :added, removed = removed + :removed,
+                newly_dead = newly_dead + :newly_dead,
                 attempts = attempts + :attempts, retries = retries + :retries,
                 wait_seconds = wait_seconds + :wait,
                 outcomes = outcomes || coalesce((
@@ -204,6 +212,7 @@ def add_progress(
             "retries": retries,
             "wait": wait_seconds,
             "outcomes": json.dumps(outcomes or {}),
+            "newly_dead": newly_dead,
         },
     )
 
@@ -473,7 +482,8 @@ def failure_rows(
 _RUN_SELECT = f"""
 SELECT id, prefix, run_date, topic, status, audience_size, added, removed, failed, retries,
        attempts, wait_seconds, extract(epoch FROM finished_at - started_at) AS duration,
-       publish_state = '{_P.SENT}' AS published, message_id, note, started_at
+       publish_state = '{_P.SENT}' AS published, message_id, note, started_at,
+       newly_dead, suppressed
 FROM runs
 """
 
@@ -493,3 +503,77 @@ def latest_run_rows(conn: Connection, *, prefix: str | None) -> list[Any]:
         "ORDER BY prefix, run_date DESC, started_at DESC, id DESC"
     )
     return list(conn.execute(text(sql), {"prefix": prefix}).all())
+
+
+def failure_groups(conn: Connection, run_ids: list[int], per_group: int | None) -> list[Any]:
+    """The runs' unresolved failures grouped by (run, code, op): one row per token shown
+    (at most `per_group` per group, the most recently seen first; None for all), each with
+    its group's full count. Largest groups first."""
+    sql = """
+    WITH unresolved AS (
+        SELECT f.run_id, f.code, f.op, f.token_id,
+               count(*) OVER (PARTITION BY f.run_id, f.code, f.op) AS n,
+               row_number() OVER (PARTITION BY f.run_id, f.code, f.op
+                                  ORDER BY f.last_seen DESC, f.id DESC) AS rn
+        FROM token_failures f
+        WHERE f.run_id = ANY(:runs) AND f.resolved_at IS NULL
+    )
+    SELECT u.run_id, u.code, u.op, u.n, t.token
+    FROM unresolved u JOIN tokens t ON t.id = u.token_id
+    WHERE CAST(:per_group AS bigint) IS NULL OR u.rn <= :per_group
+    ORDER BY u.run_id, u.n DESC, u.code, u.op, u.rn
+    """
+    return list(conn.execute(text(sql), {"runs": list(run_ids), "per_group": per_group}).all())
+
+
+def dead_token_rows(conn: Connection, limit: int | None) -> list[Any]:
+    """Tokens marked dead, the most recently marked first."""
+    return list(
+        conn.execute(
+            text(
+                """
+                SELECT token, invalid_reason, invalid_at, dead_on, retried_on FROM tokens
+                WHERE invalid_at IS NOT NULL ORDER BY invalid_at DESC, id DESC LIMIT :limit
+                """
+            ),
+            {"limit": limit},
+        ).all()
+    )
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+# Failure rows past retention that nothing needs: not of a campaign's latest run (report's
+# first answer), and not an unresolved failure of work still owed (it explains the debt).
+# Only report reads token_failures; runs, subscriptions and tokens are never purged.
+_PURGEABLE = f"""
+    SELECT f.id FROM token_failures f
+    WHERE f.last_seen < :cutoff
+      AND (f.run_id IS NULL OR f.run_id NOT IN (
+          SELECT DISTINCT ON (prefix) id FROM runs
+          ORDER BY prefix, run_date DESC, started_at DESC, id DESC))
+      AND NOT (f.resolved_at IS NULL AND EXISTS (
+          SELECT 1 FROM subscriptions s
+          WHERE s.topic = f.topic AND s.token_id = f.token_id AND s.status IN {PENDING_SQL}))
+"""
+
+
+def purgeable_failures(conn: Connection, cutoff: dt.datetime) -> int:
+    """How many failure rows a purge with this cutoff would delete."""
+    return int(conn.scalar(text(f"SELECT count(*) FROM ({_PURGEABLE}) doomed"), {"cutoff": cutoff}))
+
+
+def purge_failures(conn: Connection, cutoff: dt.datetime, batch: int) -> int:
+    """Delete at most `batch` purgeable failure rows, oldest first; returns how many.
+
+    One bounded statement per transaction: row locks on a few thousand rows, never a table
+    lock, and rows another transaction holds are skipped (the next batch gets them)."""
+    return conn.execute(
+        text(
+            f"""
+            DELETE FROM token_failures WHERE id IN (
+                {_PURGEABLE} ORDER BY f.last_seen, f.id LIMIT :batch FOR UPDATE OF f SKIP LOCKED)
+            """
+        ),
+        {"cutoff": cutoff, "batch": batch},
+    ).rowcount

@@ -38,12 +38,14 @@ __all__ = [
     "confirmed_counts",
     "db_now",
     "forget_tokens",
+    "unforget_tokens",
     "load_audience",
     "pending_counts",
     "pending_sample",
     "plan_topic",
     "queue_full_reassert",
     "queue_heals",
+    "DEAD_RETRY_CODE",
     "queue_stale_removals",
     "record_outcomes",
     "stale_members",
@@ -52,6 +54,10 @@ __all__ = [
 ]
 
 COPY_CHUNK_BYTES = 1 << 16
+# The dead mark a token may shed once when it reappears in a later audience: an unregistered
+# token can come back (a restored backup, an app reinstalled with its old instance). A
+# malformed token or one of another project cannot, so those marks are final.
+DEAD_RETRY_CODE = "registration-token-not-registered"
 
 
 @dataclass(frozen=True)
@@ -62,11 +68,13 @@ class Plan:
     audience_lines: int
     audience_size: int
     duplicates: int
-    skipped_invalid: int
+    skipped_invalid: int  # dead or forgotten audience tokens, left out
     members_before: int
     newly_removed: int
     to_add: int
     to_remove: int
+    suppressed: int = 0  # of skipped_invalid: forgotten (opted out)
+    retried_dead: int = 0  # dead tokens back in a later audience, tried once more
 
     @property
     def churn(self) -> float:
@@ -203,12 +211,23 @@ def audience_query_rows(
             raw.rollback()
 
 
-def plan_topic(conn: Connection, topic: str, run_id: int | None, audience_lines: int) -> Plan:
+def plan_topic(
+    conn: Connection,
+    topic: str,
+    run_id: int | None,
+    audience_lines: int,
+    day: dt.date | None = None,
+) -> Plan:
     """Diff audience_in against the topic's subscription rows and queue the work.
 
     to subscribe = usable audience - confirmed members;
     to unsubscribe = (members and owed subscriptions) - usable audience.
     Pending rows are the queue the batches drain; replanning is idempotent.
+
+    With the audience's `day`: a token marked "not registered" by a run of an earlier date
+    and back in this audience is tried once more (its mark lifted, `retried_on` = day); if
+    FCM still says not registered it is marked again, with `dead_on` = day, and not tried
+    again until it has been alive and died anew.
     """
     # Each distinct token once, with its key (the tokens table is unique on md5(token)).
     conn.execute(
@@ -230,20 +249,38 @@ def plan_topic(conn: Connection, topic: str, run_id: int | None, audience_lines:
     # install, a second run the same morning) a diff of millions can go quadratic.
     if inserted:
         conn.execute(text("ANALYZE tokens"))
+    retried = 0
+    if day is not None:
+        retried = conn.execute(
+            text(
+                """
+                UPDATE tokens t SET invalid_at = NULL, invalid_reason = NULL, retried_on = :day
+                FROM audience_keys k
+                WHERE t.token_key = k.key AND t.invalid_at IS NOT NULL
+                  AND t.forgotten_at IS NULL AND t.invalid_reason = :code
+                  AND t.dead_on < :day AND (t.retried_on IS NULL OR t.retried_on < t.dead_on)
+                """
+            ),
+            {"day": day, "code": DEAD_RETRY_CODE},
+        ).rowcount
     conn.execute(
         text(
             """
             CREATE TEMP TABLE audience_ids ON COMMIT DROP AS
             SELECT t.id,
-                   (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL) AS unusable
+                   (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL) AS unusable,
+                   t.forgotten_at IS NOT NULL AS suppressed
             FROM audience_keys k JOIN tokens t ON t.token_key = k.key
             """
         )
     )
     conn.execute(text("ANALYZE audience_ids"))
     conn.execute(text("ANALYZE subscriptions"))
-    size, skipped = conn.execute(
-        text("SELECT count(*), count(*) FILTER (WHERE unusable) FROM audience_ids")
+    size, skipped, suppressed = conn.execute(
+        text(
+            "SELECT count(*), count(*) FILTER (WHERE unusable), "
+            "count(*) FILTER (WHERE suppressed) FROM audience_ids"
+        )
     ).one()
     members_before = conn.scalar(
         text(
@@ -305,6 +342,8 @@ def plan_topic(conn: Connection, topic: str, run_id: int | None, audience_lines:
         newly_removed=newly_removed,
         to_add=to_add,
         to_remove=to_remove,
+        suppressed=suppressed,
+        retried_dead=retried,
     )
 
 
@@ -379,10 +418,12 @@ def claim_batch(
 
 def record_outcomes(
     conn: Connection, topic: str, op: str, run_id: int | None, outcomes: Sequence[TokenOutcome]
-) -> None:
-    """Write a batch's answers: subscription rows, failures for report, dead tokens."""
+) -> list[int]:
+    """Write a batch's answers: subscription rows, failures for report, dead tokens.
+
+    Returns the ids of the tokens this batch newly marked dead."""
     if not outcomes:
-        return
+        return []
     cols = {
         "ids": [o.token_id for o in outcomes],
         "statuses": [o.status for o in outcomes],
@@ -434,18 +475,24 @@ def record_outcomes(
         params,
     )
     dead = [o.token_id for o in outcomes if o.invalid]
-    if dead:
-        codes = {o.token_id: o.code for o in outcomes if o.invalid}
-        conn.execute(
-            text(
-                """
-                UPDATE tokens t SET invalid_at = now(), invalid_reason = d.code
-                FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[])) AS d(id, code)
-                WHERE t.id = d.id AND t.invalid_at IS NULL
-                """
-            ),
-            {"ids": dead, "codes": [codes[i] for i in dead]},
-        )
+    if not dead:
+        return []
+    codes = {o.token_id: o.code for o in outcomes if o.invalid}
+    # dead_on: the run's date; a repair's, today (UTC).
+    marked = conn.scalars(
+        text(
+            """
+            UPDATE tokens t SET invalid_at = now(), invalid_reason = d.code,
+                dead_on = coalesce((SELECT run_date FROM runs WHERE id = :run_id),
+                                   (now() AT TIME ZONE 'UTC')::date)
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[])) AS d(id, code)
+            WHERE t.id = d.id AND t.invalid_at IS NULL
+            RETURNING t.id
+            """
+        ),
+        {"ids": dead, "codes": [codes[i] for i in dead], "run_id": run_id},
+    )
+    return sorted(int(i) for i in marked)
 
 
 # --- repairs ----------------------------------------------------------------------------------
@@ -647,6 +694,27 @@ def forget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
         )
     ).rowcount
     return marked, queued
+
+
+def unforget_tokens(conn: Connection, tokens: Iterable[str]) -> int:
+    """Take tokens off the suppression list (undo a forget); returns how many were on it.
+
+    Their subscription rows stay as the forget left them: the next audience that holds a
+    token subscribes it again, as for any new member."""
+    conn.execute(text("CREATE TEMP TABLE unforget_in (token text NOT NULL) ON COMMIT DROP"))
+    raw = psycopg_connection(conn)
+    with raw.cursor() as cur, cur.copy("COPY unforget_in (token) FROM STDIN") as copy:
+        for token in tokens:
+            copy.write_row((token,))
+    return conn.execute(
+        text(
+            """
+            UPDATE tokens SET forgotten_at = NULL
+            WHERE token_key IN (SELECT md5(token)::uuid FROM unforget_in)
+              AND forgotten_at IS NOT NULL
+            """
+        )
+    ).rowcount
 
 
 def topics_owing(conn: Connection) -> list[str]:
