@@ -877,7 +877,7 @@ def test_the_connection_pool_fits_the_workers(database_url) -> None:
 
 @pytest.mark.parametrize("transport", ["v1-direct", "v1"], indirect=True)
 def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
-    tmp_path, message_file, paced, emulator
+    tmp_path, message_file, paced, emulator, recorder
 ) -> None:
     # The pacer is configured for 4000/s; this project gets 600/s, 50 ms away. The quota is a
     # token bucket, so the first 429s come only once its burst is spent, with every worker's
@@ -896,7 +896,14 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
 
     paced.pacer.observe = recording
     audience = toks(0, 6000)
-    result = run_day(opts(tmp_path, message_file, audience, concurrency=4), paced)
+    # The production backoff: a round that met only 429s must not wait it (minutes of an
+    # idle quota); the pacer has already slowed down.
+    from topic_sync.engine.retry import RetryPolicy
+
+    backoff = RetryPolicy(min_wait=60, max_wait=3600, max_retries=2)
+    options = opts(tmp_path, message_file, audience, concurrency=4, retry=backoff)
+    result = run_day(options, paced)
+    assert all(seconds < 60 for seconds in recorder.sleeps), recorder.sleeps
     assert result.status == "published"
     assert last_recipients(emulator, result.topic) == frozenset(audience)
     # Answers to requests already in flight when the quota was found (at most one per

@@ -31,7 +31,7 @@ from topic_sync import store
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.errors import CredentialsError, DeadTokenGuard, Fenced, Locked
 from topic_sync.fcm.client import CREDENTIALS_HELP, FcmClient
-from topic_sync.fcm.error_table import Outcome, rule_for
+from topic_sync.fcm.error_table import RATE_LIMITED, Outcome, rule_for
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.states import Op
 from topic_sync.states import SubscriptionStatus as _S
@@ -190,6 +190,11 @@ def check_fence(conn: Connection, topic: str, epoch: int, who: str) -> None:
         )
 
 
+# Rounds retried at once after only 429s, per operation, before such rounds count as retries:
+# the pacer lowers its pace after each, so this bounds a quota that stays exhausted.
+MAX_PACED_ROUNDS = 20
+
+
 class Work:
     """Drains a topic's pending rows with several workers, retrying per the policy.
 
@@ -215,24 +220,34 @@ class Work:
         self._retry_after = 0.0
         self._done = self._failed = 0
         self._started = deps.monotonic()
+        self._round_failures: Counter[str] = Counter()
 
     def drain(self, op: Op, total: int) -> bool:
         """Work off one operation; False if the deadline stopped it with work left."""
         deps, policy = self.deps, self.opts.retry
         self._done = self._failed = 0
         self._started = deps.monotonic()
-        for retry_number in range(policy.max_retries + 1):
+        retry_number = paced_rounds = 0
+        paced = False  # the last round failed tokens only with 429s
+        while retry_number <= policy.max_retries:
             if deps.should_stop():
                 return self._owed(op) == 0
-            if retry_number:
+            if retry_number or paced_rounds:
                 owed = self._owed(op)
                 if not owed:
                     return True
                 hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
-                wait = policy.wait(retry_number, max(hold, self._retry_after) or None)
+                if paced:
+                    # Only 429s last round: the pacer has slowed down to the quota, so ask
+                    # again at once (a backoff of minutes would idle the quota away).
+                    wait = max(hold, self._retry_after)
+                    why = "after 429s"
+                else:
+                    wait = policy.wait(retry_number, max(hold, self._retry_after) or None)
+                    why = f"retry {retry_number}"
                 if deps.monotonic() + wait > self.deadline_at:
                     return False
-                deps.log(f"{op}: {owed} tokens to retry (retry {retry_number}) in {wait:.1f}s")
+                deps.log(f"{op}: {owed} tokens to retry ({why}) in {wait:.1f}s")
                 deps.sleep(wait)
                 if deps.should_stop():
                     return False
@@ -242,9 +257,20 @@ class Work:
                 if self.run_id is not None:
                     with deps.engine.begin() as conn:
                         store.add_progress(conn, self.run_id, wait_seconds=wait)
-            if not self._round(op, total, retrying=retry_number > 0):
+            self._round_failures = Counter()
+            if not self._round(op, total, retrying=bool(retry_number or paced_rounds)):
                 return self._owed(op) == 0
+            paced = self._only_rate_limited() and paced_rounds < MAX_PACED_ROUNDS
+            if paced:
+                paced_rounds += 1
+            else:
+                retry_number += 1
         return True
+
+    def _only_rate_limited(self) -> bool:
+        """The last round failed tokens only with 429s, and a pacer is there to slow down."""
+        codes = set(self._round_failures)
+        return self.deps.pacer is not None and codes == {RATE_LIMITED}
 
     def _owed(self, op: Op) -> int:
         with self.deps.engine.begin() as conn:
@@ -310,6 +336,7 @@ class Work:
             self.counts.newly_dead += tally.newly_dead
             self.counts.outcomes.update(tally.outcomes)
             self.counts.failures.update({(op.value, c): n for c, n in tally.failures.items()})
+            self._round_failures.update(tally.failures)
             self._retry_after = max(self._retry_after, tally.retry_after or 0.0)
             # Progress counts tokens settled (done or failed for good) out of the plan.
             self._done += tally.settled

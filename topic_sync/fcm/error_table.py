@@ -34,6 +34,11 @@ __all__ = [
 ]
 
 
+# A 429: not an answer about the token but "not now". The pacer decides when to ask again, so
+# a round whose only failures are these is retried at once (engine/drain.py).
+RATE_LIMITED = "rate-limited"
+
+
 class Outcome(enum.StrEnum):
     SUCCESS = "success"
     PERMANENT = "failure (permanent)"
@@ -85,7 +90,7 @@ RULES: tuple[ErrorRule, ...] = (
     # Not a success on unsubscribe: a token over the topic limit may still be a member.
     ErrorRule("too-many-topics", ("TOO_MANY_TOPICS",), "token already in 2000 topics", _P, _R),
     ErrorRule(
-        "rate-limited",
+        RATE_LIMITED,
         ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
         "too many requests too fast",
         _R,
