@@ -23,6 +23,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -73,7 +74,9 @@ def main() -> None:
     args = parser.parse_args()
     if not args.work:
         spy = Path(sys.executable).with_name("py-spy")
-        raw = Path(f"/tmp/topic-sync-profile-{os.getpid()}.txt")
+        fd, name = tempfile.mkstemp(prefix="topic-sync-profile-", suffix=".txt")
+        os.close(fd)
+        raw = Path(name)
         command = [sys.executable, __file__, "--work", "--transport", args.transport]
         command += ["--tokens", str(args.tokens)]
         subprocess.run(

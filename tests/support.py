@@ -313,3 +313,29 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             table: conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2")).all()
             for table in ("tokens", "subscriptions", "runs", "token_failures")
         }
+
+
+def write_service_account_key(
+    path: Path, project_id: str, token_uri: str = "https://oauth2.googleapis.com/token"
+) -> Path:
+    """A service-account key file as the Firebase console gives it, with a fresh RSA key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account",
+        "project_id": project_id,
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": f"topic-sync@{project_id}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    path.write_text(json.dumps(account))
+    return path

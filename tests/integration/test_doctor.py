@@ -14,8 +14,6 @@ from typing import Any
 
 import firebase_admin
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, make_url, text
 
 from tests.support import (
@@ -25,6 +23,7 @@ from tests.support import (
     subscription_calls,
     with_database,
     write_audience,
+    write_service_account_key,
 )
 from topic_sync.app.doctor import NAMES, Check, check_credentials, doctor
 from topic_sync.app.services import Io
@@ -444,29 +443,6 @@ def token_endpoint() -> Iterator[tuple[str, type[_TokenEndpoint]]]:
     thread.join(timeout=5)
 
 
-def service_account_key(path: Path, token_uri: str) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "doc-prod",
-                "private_key_id": "k1",
-                "private_key": pem,
-                "client_email": "sync@doc-prod.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": token_uri,
-            }
-        )
-    )
-    return path
-
-
 @pytest.mark.parametrize("minted", [True, False])
 def test_credentials_mint_a_token_and_name_the_account(
     tmp_path, token_endpoint, minted: bool
@@ -479,7 +455,7 @@ def test_credentials_mint_a_token_and_name_the_account(
         )
     else:
         handler.answer = (400, {"error": "invalid_grant", "error_description": "Invalid JWT"})
-    key = service_account_key(tmp_path / "key.json", uri)
+    key = write_service_account_key(tmp_path / "key.json", "doc-prod", uri)
     app = initialize_app(
         name=f"doc-{uuid.uuid4().hex}",
         project_id=None,

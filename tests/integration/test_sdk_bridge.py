@@ -7,21 +7,18 @@ upgrade, the emulator path (and the production retry policy) would silently stop
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import firebase_admin
 import google.auth.credentials
 import pytest
 import requests
 import requests.adapters
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from firebase_admin import messaging
 from urllib3.util import retry as urllib3_retry
 
+from tests.support import write_service_account_key
 from topic_sync.fcm import sdk_bridge
 from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.pacer import Pacer
@@ -148,31 +145,8 @@ def test_initialize_app_passes_status_retries_through(emulator):
         firebase_admin.delete_app(app)
 
 
-def _service_account_file(path: Path) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "real-project",
-                "private_key_id": "k1",
-                "private_key": pem,
-                "client_email": "topic-sync@real-project.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": "https://oauth2.googleapis.com/token",
-            }
-        )
-    )
-    return path
-
-
 def test_initialize_app_for_real_fcm_does_not_redirect(tmp_path):
-    key_file = _service_account_file(tmp_path / "sa.json")
+    key_file = write_service_account_key(tmp_path / "sa.json", "real-project")
     app = initialize_app(
         name=uuid.uuid4().hex, project_id=None, emulator_host=None, credentials_file=str(key_file)
     )

@@ -98,14 +98,14 @@ class Pacer:
             if not_after is not None and start > not_after:
                 return None
             if self.rate is not None:
-                spacing = cost / self.rate
-                if self._starting:
+                if self._starting and self.max_rate is not None:
                     # While starting, the pace counts requests: a legacy batch (cost 1000)
                     # at the slow-start pace would book seconds ahead for the batches behind
                     # it, which the doubling pace never gives back. The configured rate
                     # still holds.
-                    assert self.max_rate is not None
                     spacing = max(1.0 / self.rate, cost / self.max_rate)
+                else:
+                    spacing = cost / self.rate
                 self._next_free = max(self._next_free, now - BURST_SECONDS) + spacing
             wait = max(start - now, 0.0)
             self.waited += wait
