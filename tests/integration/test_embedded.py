@@ -18,6 +18,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -231,6 +232,15 @@ def test_a_normal_user_runs_the_server_as_itself(tmp_dir: Path) -> None:
     def stop() -> None:
         EmbeddedServer(base).stop()
 
+    if AS_ROOT:
+        # The user runs the PostgreSQL binaries in this virtualenv: a checkout inside a folder
+        # only its owner may enter (mktemp -d makes them 0700) cannot pass this test.
+        closed = [
+            folder
+            for folder in Path(sys.prefix).resolve().parents
+            if not folder.stat().st_mode & stat.S_IXOTH
+        ]
+        assert not closed, f"{user.pw_name} cannot enter {closed[0]}: test from an open folder"
     started = _as_user(user, start) if AS_ROOT else start()
     try:
         assert started["listen"] == ""
