@@ -272,7 +272,7 @@ class Settings:
             low=0,
         ),
     )
-    # --- retries, pacing, concurrency (see the README's policy table for the sources)
+    # --- retries, pacing, concurrency (see the policy table in docs/errors.md for the sources)
     retry_min_wait: float = _s(
         60.0,
         Spec(Kind.FLOAT, "First retry wait in seconds (FCM's guidance).", Place.SYNC, low=0),

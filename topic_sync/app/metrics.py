@@ -1,7 +1,7 @@
 """Prometheus metrics of one finished command: built fresh from its result, then written to a
 textfile (for node_exporter's textfile collector) and/or pushed to a Pushgateway.
 
-`METRICS` is the one list of what topic-sync exports (the README's table, the alert rules
+`METRICS` is the one list of what topic-sync exports (the table in docs/operator-guide.md, the alert rules
 and the dashboard are checked against it). Every series carries `campaign` (the topic
 prefix) and `command` (run, reconcile or audit); a few add one low-cardinality label
 (`op`, `code`, `phase`, `direction`). Never a token, never a topic. Counts are of this
@@ -389,7 +389,7 @@ def _reason(error: BaseException) -> str:
 
 
 def markdown_table() -> str:
-    """`METRICS` as the README's table (a test keeps the two equal)."""
+    """`METRICS` as the table in docs/operator-guide.md (a test keeps the two equal)."""
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
     for m in METRICS:
         labels = ", ".join((*IDENTITY, *m.labels))

@@ -179,7 +179,7 @@ class TopicSyncJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     APScheduler stores a job as a pickle naming a callable; anyone able to write the table
     could otherwise make the scheduler run anything. A refused job is logged and dropped by
     APScheduler (as any job it cannot restore). The table belongs to topic-sync's role alone
-    (see the README's Security section).
+    (see the Security section of docs/operator-guide.md).
     """
 
     def _reconstitute_job(self, job_state: bytes) -> Any:

@@ -2,7 +2,7 @@
 
 This is the one place that decides, per raw reason and per operation, whether a
 token succeeded, failed for good, should be retried, or whether the whole run
-must stop. The README table is generated from it (and a test keeps them equal).
+must stop. The table in docs/errors.md is generated from it (and a test keeps them equal).
 
 A verdict about a token (a removal confirmed, a token found dead) needs an answer
 about that token: a per-token result in a legacy batch response, or a v1 error that
@@ -159,7 +159,7 @@ def all_codes() -> list[str]:
 
 
 def markdown_table() -> str:
-    """The README's error table, rendered from RULES."""
+    """The error table of docs/errors.md, rendered from RULES."""
     lines = [
         "| raw reason(s) | code | meaning | subscribe | unsubscribe |",
         "|---|---|---|---|---|",

@@ -259,7 +259,7 @@ def is_disconnect(error: BaseException) -> bool:
 # --- read-only facts for `topic-sync doctor` ------------------------------------------------
 
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
-"""What topic-sync's role needs on each of its tables (see the README's Security)."""
+"""What topic-sync's role needs on each of its tables (see Security in docs/operator-guide.md)."""
 OPTIONAL_TABLES = ("scheduler_jobs",)
 """Tables checked only when they exist (the scheduler creates its own on first start)."""
 

@@ -1,4 +1,4 @@
-"""README facts that must stay equal to the code they describe."""
+"""Facts in README.md and docs/ that must stay equal to the code they describe."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from topic_sync.fcm.error_table import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
+OPERATOR_GUIDE = (DOCS / "operator-guide.md").read_text()
+GUARANTEES = (DOCS / "guarantees.md").read_text()
+ERRORS = (DOCS / "errors.md").read_text()
+REFERENCE = (DOCS / "reference.md").read_text()
+ARCHITECTURE = (DOCS / "architecture.md").read_text()
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
@@ -26,9 +32,9 @@ def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Com
     return found
 
 
-def test_error_table_in_readme_matches_code() -> None:
-    block = re.search(r"<!-- error-table:start -->\n(.*?)\n<!-- error-table:end -->", README, re.S)
-    assert block, "README lacks the error-table markers"
+def test_error_table_in_the_docs_matches_code() -> None:
+    block = re.search(r"<!-- error-table:start -->\n(.*?)\n<!-- error-table:end -->", ERRORS, re.S)
+    assert block, "docs/errors.md lacks the error-table markers"
     assert block.group(1).strip() == markdown_table()
 
 
@@ -45,7 +51,7 @@ def test_every_command_has_help_and_is_in_readme() -> None:
 
 def test_every_exit_code_is_documented() -> None:
     for code in ExitCode:
-        assert re.search(rf"^\| {int(code)} \| ", README, re.M), f"exit code {code} undocumented"
+        assert re.search(rf"^\| {int(code)} \| ", REFERENCE, re.M), f"exit code {code} undocumented"
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -54,18 +60,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command in (ROOT / ".ci" / "run").read_text()
 
 
-def test_report_json_contract_in_readme_matches_code() -> None:
+def test_report_json_contract_in_the_docs_matches_code() -> None:
     from topic_sync.app.report import DEAD_FIELDS, FAILURE_FIELDS, RUN_FIELDS
 
     for kind, fields in (("failures", FAILURE_FIELDS), ("runs", RUN_FIELDS), ("dead", DEAD_FIELDS)):
-        block = re.search(rf'"kind": "{kind}", "{kind}": \[\{{(.*?)\}}\]', README, re.S)
-        assert block, f"README does not document the {kind} JSON"
+        block = re.search(rf'"kind": "{kind}", "{kind}": \[\{{(.*?)\}}\]', OPERATOR_GUIDE, re.S)
+        assert block, f"docs/operator-guide.md does not document the {kind} JSON"
         documented = re.findall(r'"(\w+)"', block.group(1))
         assert tuple(documented) == tuple(fields)
 
 
 def test_every_test_the_guarantees_section_names_exists() -> None:
-    section = README.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    section = GUARANTEES.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
     named = 0
     for line in section.splitlines():
         current = None
@@ -73,40 +79,40 @@ def test_every_test_the_guarantees_section_names_exists() -> None:
             path, _, name = item.partition("::")
             if path.endswith(".py"):
                 current = ROOT / "tests" / path
-                assert current.exists(), f"README names {path}, which does not exist"
+                assert current.exists(), f"docs/guarantees.md names {path}, which does not exist"
                 named += 1
             else:
                 name = item
             if name.startswith("test_"):
-                assert current is not None, f"README names {name} without its file"
+                assert current is not None, f"docs/guarantees.md names {name} without its file"
                 assert f"def {name}(" in current.read_text(), f"{current.name} has no {name}"
                 named += 1
     assert named >= 15
 
 
 def test_project_layout_lists_every_module_and_only_those() -> None:
-    block = re.search(r"<!-- layout:start -->\n(.*?)\n<!-- layout:end -->", README, re.S)
-    assert block, "README lacks the layout markers"
+    block = re.search(r"<!-- layout:start -->\n(.*?)\n<!-- layout:end -->", ARCHITECTURE, re.S)
+    assert block, "docs/architecture.md lacks the layout markers"
     listed = set(re.findall(r"^\| `(topic_sync/[\w/]+\.py)` \| \S", block.group(1), re.M))
     modules = {
         str(path.relative_to(ROOT))
         for path in (ROOT / "topic_sync").rglob("*.py")
         if path.name != "__init__.py"
     }
-    assert modules - listed == set(), "modules missing from README's layout"
-    assert listed - modules == set(), "README's layout lists modules that do not exist"
+    assert modules - listed == set(), "modules missing from docs/architecture.md"
+    assert listed - modules == set(), "docs/architecture.md lists modules that do not exist"
 
 
-def test_metrics_table_in_readme_matches_code() -> None:
+def test_metrics_table_in_the_docs_matches_code() -> None:
     from topic_sync.app.metrics import markdown_table
 
-    block = re.search(r"<!-- metrics:start -->\n(.*?)\n<!-- metrics:end -->", README, re.S)
-    assert block, "README lacks the metrics markers"
+    block = re.search(r"<!-- metrics:start -->\n(.*?)\n<!-- metrics:end -->", OPERATOR_GUIDE, re.S)
+    assert block, "docs/operator-guide.md lacks the metrics markers"
     assert block.group(1).strip() == markdown_table()
 
 
-def test_monitoring_options_and_ops_files_are_in_readme() -> None:
-    section = README.split("## Metrics and alerts", 1)[1].split("\n## ", 1)[0]
+def test_monitoring_options_and_ops_files_are_in_the_docs() -> None:
+    section = OPERATOR_GUIDE.split("## Metrics and alerts", 1)[1].split("\n## ", 1)[0]
     for needle in (
         "--metrics-file",
         "--pushgateway",
@@ -114,6 +120,8 @@ def test_monitoring_options_and_ops_files_are_in_readme() -> None:
         "ops/prometheus-alerts.yml",
         "ops/grafana-dashboard.json",
     ):
-        assert needle in section, f"README's metrics section does not mention {needle}"
+        assert needle in section, (
+            f"docs/operator-guide.md's metrics section does not mention {needle}"
+        )
     for path in ("ops/prometheus-alerts.yml", "ops/grafana-dashboard.json"):
         assert (ROOT / path).exists(), path
