@@ -1,9 +1,9 @@
 """Prometheus metrics of one finished command: built fresh from its result, then written to a
 textfile (for node_exporter's textfile collector) and/or pushed to a Pushgateway.
 
-`METRICS` is the one list of what topic-sync exports (the table in docs/operator-guide.md, the alert rules
-and the dashboard are checked against it). Every series carries `campaign` (the topic
-prefix) and `command` (run, reconcile or audit); a few add one low-cardinality label
+`METRICS` is the one list of what topic-sync exports (the table in docs/operator-guide.md,
+the alert rules and the dashboard are checked against it). Every series carries `campaign`
+(the topic prefix) and `command` (run, reconcile or audit); a few add one low-cardinality label
 (`op`, `code`, `phase`, `direction`). Never a token, never a topic. Counts are of this
 command's own work: a `_total` counter starts at 0 with every command, like any process.
 
