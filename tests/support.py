@@ -70,6 +70,19 @@ def drop_database(server_url: str, name: str) -> None:
     admin.dispose()
 
 
+def ensure_campaign(conn: Any, prefix: str, pool_size: int | None = None) -> int:
+    """The id of the campaign named after `prefix`, recorded if new (for rows written by
+    hand: every run belongs to a campaign)."""
+    conn.execute(
+        text(
+            "INSERT INTO campaigns (name, prefix, pool_size) VALUES (:p, :p, :n) "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"p": prefix, "n": pool_size},
+    )
+    return int(conn.scalar(text("SELECT id FROM campaigns WHERE name = :p"), {"p": prefix}))
+
+
 # --- files and recorders ----------------------------------------------------------------------
 
 

@@ -164,7 +164,7 @@ def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, de
     assert {options_topic(DAY), options_topic(DAY + dt.timedelta(days=1))} <= (
         emulator.topics_of(gone)
     )
-    marked, queued, owing = forget(deps, [gone, "never-seen-token"])
+    marked, queued, owing = forget(deps, [gone, "never-seen-token"], live=True)
     assert (marked, queued) == (2, 2) and sorted(owing) == sorted(POOL_TOPICS)
     repair(deps, live=True)
     assert emulator.topics_of(gone) == set()
@@ -184,11 +184,12 @@ def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, de
 def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_file, deps, emulator):
     two_days(tmp_path, message_file, deps)
     gone = toks(0, 50)[25]
-    forget(deps, [gone])
+    forget(deps, [gone], live=True)
     repair(deps, live=True)
     assert emulator.topics_of(gone) == set()
-    assert unforget(deps, [gone, "never-seen-token"]) == 1  # only what was forgotten
-    assert unforget(deps, [gone]) == 0  # undoing twice changes nothing
+    # Only what was forgotten; its removals were confirmed, so none is left to lift.
+    assert unforget(deps, [gone, "never-seen-token"], live=True) == (1, 0)
+    assert unforget(deps, [gone], live=True) == (0, 0)  # undoing twice changes nothing
     assert emulator.topics_of(gone) == set()  # nothing sent until an audience has it
     later = DAY + dt.timedelta(days=2)
     result = run_day(
@@ -198,7 +199,7 @@ def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_fi
     assert (result.plan.skipped_invalid, result.plan.suppressed) == (0, 0)
     # "never-seen-token" was forgotten by nobody: it stays off the list, and a forget of it
     # still suppresses it later.
-    forget(deps, ["never-seen-token"])
+    forget(deps, ["never-seen-token"], live=True)
     with deps.engine.connect() as conn:
         assert conn.scalar(
             text("SELECT forgotten_at IS NOT NULL FROM tokens WHERE token = 'never-seen-token'")
@@ -208,14 +209,14 @@ def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_fi
 def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:
     from topic_sync.store.db import advisory_lock
 
-    with advisory_lock(deps.engine, f"prefix:{PREFIX}", what="run"), pytest.raises(Locked):
+    with advisory_lock(deps.engine, f"campaign:{PREFIX}", what="run"), pytest.raises(Locked):
         repair(deps)
 
 
 def test_repair_failures_are_one_row_per_token(tmp_path, message_file, deps, emulator) -> None:
     two_days(tmp_path, message_file, deps)
     gone = toks(0, 50)[25]
-    forget(deps, [gone])
+    forget(deps, [gone], live=True)
     emulator.inject_token_error(gone, "INTERNAL", op="unsubscribe")
     repair(deps, live=True)
     repair(deps, live=True)

@@ -13,8 +13,9 @@ import re
 import pytest
 from sqlalchemy import text
 
-from tests.support import DAY, POOL, PREFIX, opts
+from tests.support import DAY, POOL, PREFIX, ensure_campaign, opts
 from topic_sync.app.report import (
+    ATTEMPT_FIELDS,
     CAMPAIGN_FIELDS,
     DEAD_FIELDS,
     FAILURE_FIELDS,
@@ -25,7 +26,7 @@ from topic_sync.app.report import (
     RunSummary,
     dead_tokens,
     failed_tokens,
-    latest_by_prefix,
+    latest_by_campaign,
     latest_runs,
     overview,
     render_dead,
@@ -112,9 +113,10 @@ def add_run(engine, prefix: str, day: dt.date, status: str, **cols) -> int:
     if status != "syncing":
         values.setdefault("finished_at", dt.datetime(2026, 11, 22, 7, 0, tzinfo=dt.UTC))
     values.setdefault("started_at", dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC))
-    names = ", ".join(values)
-    binds = ", ".join(f":{name}" for name in values)
     with engine.begin() as conn:
+        values["campaign_id"] = ensure_campaign(conn, prefix)
+        names = ", ".join(values)
+        binds = ", ".join(f":{name}" for name in values)
         return conn.scalar(
             text(f"INSERT INTO runs ({names}) VALUES ({binds}) RETURNING id"), values
         )
@@ -388,6 +390,7 @@ def test_status_exit_code_checks_every_prefix(engine) -> None:
 def summary(prefix: str, day: dt.date, hour: int = 6, **kw) -> RunSummary:
     values = dict(
         run_id=day.toordinal() * 100 + hour,
+        campaign=prefix,
         prefix=prefix,
         date=day,
         topic=f"{prefix}-3",
@@ -409,7 +412,7 @@ def summary(prefix: str, day: dt.date, hour: int = 6, **kw) -> RunSummary:
     return RunSummary(**values)
 
 
-def test_latest_by_prefix_ignores_input_order() -> None:
+def test_latest_by_campaign_ignores_input_order() -> None:
     runs = [
         summary("jobreco", DAY, 6),
         summary("alerts", DAY),
@@ -417,10 +420,10 @@ def test_latest_by_prefix_ignores_input_order() -> None:
         summary("jobreco", DAY, 9),
     ]
     for ordering in (runs, runs[::-1]):
-        latest = latest_by_prefix(ordering)
+        latest = latest_by_campaign(ordering)
         assert list(latest) == ["alerts", "jobreco"]
         assert latest["jobreco"] is runs[2] and latest["alerts"] is runs[1]
-    assert latest_by_prefix([]) == {}
+    assert latest_by_campaign([]) == {}
 
 
 def test_render_status_shows_published_counts_or_why_not() -> None:
@@ -443,7 +446,8 @@ def test_render_status_shows_published_counts_or_why_not() -> None:
         lines[0],
     )
     assert re.fullmatch(
-        r"jobreco\s+2026-11-22\s+jobreco-3\s+published\s+added 120 removed 80 failed 3 "
+        r"jobreco\s+2026-11-22\s+jobreco-3\s+published\s+added 120 removed 80 newly dead 0 "
+        r"failed 3 "
         r"\(internal-error=2, invalid-argument=1\)",
         lines[1],
     )
@@ -507,13 +511,14 @@ def test_runs_json_is_the_documented_shape(more, engine) -> None:
     doc = json.loads(render_runs(rows, "json"))
     assert list(doc) == ["version", "kind", "runs"]
     assert (doc["version"], doc["kind"]) == (1, "runs")
-    keys = ["run_id", "prefix", "date", "topic", "status", "published", "why", "message_id"]
-    keys += ["audience", "added", "removed", "failed", "retries", "attempts", "wait_seconds"]
-    keys += ["duration_seconds", "started_at"]
+    keys = ["run_id", "campaign", "prefix", "date", "topic", "status", "published", "why"]
+    keys += ["message_id", "audience", "added", "removed", "failed", "retries", "attempts"]
+    keys += ["wait_seconds", "duration_seconds", "started_at", "newly_dead", "tries"]
     assert list(RUN_FIELDS) == keys
     assert len(doc["runs"]) == 3
     for item in doc["runs"]:
-        assert list(item) == keys
+        assert list(item) == [*keys, "history"]
+        assert [list(a) for a in item["history"]] == [list(ATTEMPT_FIELDS)] * item["tries"]
         assert type(item["run_id"]) is int and type(item["published"]) is bool
         for key in ("prefix", "topic", "status", "why"):
             assert isinstance(item[key], str)

@@ -596,7 +596,7 @@ def terminate_lock_holder(engine, prefix: str) -> int:
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
         "AND ((classid::bigint << 32) | objid::bigint) = :k"
     )
-    key = {"k": lock_key(f"prefix:{prefix}")}
+    key = {"k": lock_key(f"campaign:{prefix}")}
     with engine.connect() as conn:
         pids = conn.scalars(held, key).all()
         for pid in pids:

@@ -160,7 +160,7 @@ DEFAULT_RUN_LIMIT = 10
 DEFAULT_FAILURE_LIMIT = 1000  # a day with a million failures must not print a million lines
 DEFAULT_GROUP_TOKENS = 10  # tokens the overview names per (code, op) group
 CAMPAIGNS_KEY = "campaigns"
-CAMPAIGN_FIELDS = ("prefix", "run", "failed_tokens", "failures")
+CAMPAIGN_FIELDS = ("campaign", "prefix", "run", "failed_tokens", "failures")
 GROUP_FIELDS = ("code", "op", "count", "tokens")
 
 
