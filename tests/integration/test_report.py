@@ -776,3 +776,64 @@ def test_dead_tokens_are_listed_with_reason_and_dates(withheld, engine) -> None:
     assert dead_tokens(engine, limit=1) == [dead]
     with pytest.raises(BadInput, match="limit must be at least 1"):
         dead_tokens(engine, limit=0)
+
+
+# --- a day's attempts: a rerun keeps the history ----------------------------------------------
+
+
+def test_a_rerun_after_a_withheld_day_keeps_every_attempts_figures(
+    tmp_path, message_file, deps, emulator, engine
+) -> None:
+    yesterday = [tok(i) for i in range(20)]
+    assert run_day(opts(tmp_path, message_file, yesterday), deps).status == "published"
+    # LATER reuses the topic: 8 leave (one of them, stuck, withholds the publish), 12 join
+    # (3 of them dead: marked so).
+    today = yesterday[8:] + [tok(i) for i in range(100, 112)]
+    stuck = yesterday[0]
+    emulator.inject_token_error(stuck, "INTERNAL", op="unsubscribe")
+    for dead in today[-3:]:
+        emulator.unregister(dead)
+    options = opts(tmp_path, message_file, today, LATER)
+    with pytest.raises(PublishWithheld):
+        run_day(options, deps)
+    emulator.clear_faults()
+    rerun = run_day(options, deps)
+    assert rerun.status == "published"
+    assert (rerun.counts.added, rerun.counts.removed, rerun.counts.newly_dead) == (0, 1, 0)
+
+    [day] = [run for run in run_summaries(engine) if run.date == LATER]
+    assert (day.tries, day.status, day.published) == (2, "published", True)
+    # The day's totals are the sum of its attempts, not the last attempt's.
+    assert (day.added, day.removed, day.newly_dead) == (9, 8, 3)
+    first, second = day.history
+    assert (first.attempt, first.status) == (1, "withheld")
+    assert (first.added, first.removed, first.newly_dead) == (9, 7, 3)
+    dead = {"registration-token-not-registered": 3}
+    assert first.to_remove == 8 and first.failed == {"internal-error": 1, **dead}
+    assert "unconfirmed" in first.why
+    assert (second.attempt, second.status, second.added, second.removed) == (2, "published", 0, 1)
+    assert second.newly_dead == 0 and second.failed == dead  # unresolved when it ended
+
+    record = json.loads(render_runs([day], "json"))["runs"][0]
+    assert (record["added"], record["removed"], record["newly_dead"], record["tries"]) == (
+        9,
+        8,
+        3,
+        2,
+    )
+    assert [
+        (a["status"], a["added"], a["removed"], a["newly_dead"]) for a in record["history"]
+    ] == [
+        ("withheld", 9, 7, 3),
+        ("published", 0, 1, 0),
+    ]
+    table = render_runs([day], "table")
+    assert "totals of 2 attempts" in table
+    assert re.search(r"#1 .*withheld\s+24\s+9\s+7", table)
+    assert re.search(r"#2 .*published\s+24\s+0\s+1", table)
+    [latest] = [c for c in overview(engine) if c.run.date == LATER]
+    text_view = render_overview([latest], [day], "table")
+    assert "added 9, removed 8, newly dead 3" in text_view
+    assert "#1 withheld: audience 24, added 9, removed 7, newly dead 3" in text_view
+    status_line = render_status(latest_runs(engine))
+    assert "added 9 removed 8 newly dead 3" in status_line and "2 attempts" in status_line
