@@ -230,3 +230,62 @@ def test_repair_failures_are_one_row_per_token(tmp_path, message_file, deps, emu
         ).all()
     assert [r.topic for r in rows] == sorted(POOL_TOPICS)  # one row per topic, not per try
     assert all(r.attempts == 6 for r in rows)  # 2 reconciles x (1 try + 2 retries)
+
+
+def test_forget_without_live_changes_nothing(tmp_path, message_file, deps, emulator) -> None:
+    two_days(tmp_path, message_file, deps)
+    gone = toks(0, 50)[25]
+    before = snapshot(deps.engine)
+    # The dry run counts what --live would do ...
+    assert forget(deps, [gone, "never-seen-token"], live=False) == (2, 2, sorted(POOL_TOPICS))
+    assert unforget(deps, [gone], live=False) == (0, 0)
+    # ... and changes nothing: no mark, no owed removal, FCM untouched.
+    assert snapshot(deps.engine) == before
+    assert {options_topic(DAY), options_topic(DAY + dt.timedelta(days=1))} <= (
+        emulator.topics_of(gone)
+    )
+
+
+def subscription(engine, token: str, topic: str) -> tuple[str, str | None]:
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT s.status, s.forgotten_from FROM subscriptions s "
+                    "JOIN tokens t ON t.id = s.token_id WHERE t.token = :t AND s.topic = :topic"
+                ),
+                {"t": token, "topic": topic},
+            ).one()
+        )
+
+
+def test_forget_undo_lifts_the_removals_still_owed(tmp_path, message_file, deps, emulator):
+    two_days(tmp_path, message_file, deps)
+    gone = toks(0, 50)[25]  # subscribed to both pool topics
+    done, owed = options_topic(DAY), options_topic(DAY + dt.timedelta(days=1))
+    forget(deps, [gone], live=True)
+    assert subscription(deps.engine, gone, owed) == ("pending_unsubscribe", "subscribed")
+    # The removal from one topic is confirmed; the other's is tried and proves nothing.
+    emulator.inject_token_error(gone, "INTERNAL", op="unsubscribe")
+    reconcile(ReconcileOptions(topics=(owed,), retry=FAST, live=True), deps)
+    emulator.clear_faults()
+    reconcile(ReconcileOptions(topics=(done,), retry=FAST, live=True), deps)
+    assert emulator.topics_of(gone) == {owed}
+    assert subscription(deps.engine, gone, owed) == ("pending_unsubscribe", "subscribed")
+
+    assert unforget(deps, [gone], live=True) == (1, 1)
+    # A confirmed removal stays done; the owed one is lifted, re-asserted (it was tried).
+    assert subscription(deps.engine, gone, done) == ("unsubscribed", None)
+    assert subscription(deps.engine, gone, owed) == ("pending_subscribe", None)
+    repair(deps, live=True)
+    assert emulator.topics_of(gone) == {owed}  # never removed: nothing to bring back
+    # Lifted before any try: back to what the forget found, nothing to send.
+    other = toks(0, 50)[22]  # in both days too
+    forget(deps, [other], live=True)
+    assert unforget(deps, [other], live=True) == (1, 2)
+    assert {subscription(deps.engine, other, t) for t in POOL_TOPICS} == {("subscribed", None)}
+    with deps.engine.connect() as conn:
+        assert (
+            conn.scalar(text("SELECT count(*) FROM subscriptions WHERE status LIKE 'pending%'"))
+            == 0
+        )
