@@ -361,22 +361,7 @@ def _with_history(conn: Any, runs: list[RunSummary]) -> list[RunSummary]:
     for row in store.attempt_rows(conn, list(history)):
         history[row.run_id].append(
             AttemptSummary(
-                attempt=row.attempt,
-                topic=row.topic,
-                status=row.status,
-                why=(row.note or "").strip() or RunStatus(row.status).why,
-                audience=row.audience_size,
-                to_add=row.to_add,
-                to_remove=row.to_remove,
-                added=row.added,
-                removed=row.removed,
-                newly_dead=row.newly_dead,
-                failed={code: int(n) for code, n in sorted((row.failed or {}).items())},
-                retries=row.retries,
-                attempts=row.attempts,
-                wait_seconds=float(row.wait_seconds),
-                duration_seconds=_seconds(row.duration),
-                started_at=_utc(row.started_at),
+                attempt=row.attempt, to_add=row.to_add, to_remove=row.to_remove, **_figures(row)
             )
         )
     return [replace(run, history=history[run.run_id]) for run in runs]
@@ -460,28 +445,34 @@ def _recency(run: RunSummary) -> tuple[dt.date, dt.datetime, int]:
     return (run.date, run.started_at, run.run_id)
 
 
+def _figures(row: Any) -> dict[str, Any]:
+    """What a day's run and one attempt at it both say: status, why, counts, times."""
+    return {
+        "topic": row.topic,
+        "status": row.status,
+        "why": (row.note or "").strip() or RunStatus(row.status).why,
+        "audience": row.audience_size,
+        "added": row.added,
+        "removed": row.removed,
+        "newly_dead": row.newly_dead,
+        "failed": {code: int(n) for code, n in sorted((row.failed or {}).items())},
+        "retries": row.retries,
+        "attempts": row.attempts,
+        "wait_seconds": float(row.wait_seconds),
+        "duration_seconds": _seconds(row.duration),
+        "started_at": _utc(row.started_at),
+    }
+
+
 def _summary(row: Any) -> RunSummary:
-    note = (row.note or "").strip()
     return RunSummary(
         run_id=row.id,
         prefix=row.prefix,
         date=row.run_date,
-        topic=row.topic,
-        status=row.status,
-        audience=row.audience_size,
-        added=row.added,
-        removed=row.removed,
-        failed={code: int(n) for code, n in sorted((row.failed or {}).items())},
-        retries=row.retries,
-        attempts=row.attempts,
-        wait_seconds=float(row.wait_seconds),
-        duration_seconds=_seconds(row.duration),
         published=bool(row.published),
         message_id=row.message_id,
-        why=note or RunStatus(row.status).why,
-        started_at=_utc(row.started_at),
-        newly_dead=row.newly_dead,
         suppressed=row.suppressed,
+        **_figures(row),
         campaign=row.campaign,
         tries=row.tries,
         intent_at=row.publish_intent_at if row.publish_state == "intent" else None,
