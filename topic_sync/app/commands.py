@@ -217,6 +217,7 @@ def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> t
     s = resolved.settings
     if s.topic_prefix:
         spec = campaign_spec(resolved)
+        validate_pool(spec.prefix, spec.pool_size)
         with engine.connect() as conn:
             found = campaigns.find(conn, spec)
             if resolved.day is not None:
