@@ -36,7 +36,7 @@ FAST = (
     "0",
     "--backfill",
 )
-TABLES = ("tokens", "subscriptions", "runs", "token_failures")
+TABLES = ("tokens", "subscriptions", "runs", "run_attempts", "token_failures", "campaigns")
 DAY1 = dt.date(2026, 11, 20)
 
 
@@ -68,6 +68,19 @@ def drop_database(server_url: str, name: str) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def ensure_campaign(conn: Any, prefix: str, pool_size: int | None = None) -> int:
+    """The id of the campaign named after `prefix`, recorded if new (for rows written by
+    hand: every run belongs to a campaign)."""
+    conn.execute(
+        text(
+            "INSERT INTO campaigns (name, prefix, pool_size) VALUES (:p, :p, :n) "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"p": prefix, "n": pool_size},
+    )
+    return int(conn.scalar(text("SELECT id FROM campaigns WHERE name = :p"), {"p": prefix}))
 
 
 # --- files and recorders ----------------------------------------------------------------------
@@ -311,7 +324,15 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         return {
             table: conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2")).all()
-            for table in ("tokens", "subscriptions", "runs", "token_failures")
+            for table in (
+                "tokens",
+                "subscriptions",
+                "runs",
+                "run_attempts",
+                "token_failures",
+                "campaigns",
+                "campaign_changes",
+            )
         }
 
 

@@ -65,10 +65,19 @@ class TargetMismatch(BadInput):
     """The database's state belongs to another FCM target (project or endpoint)."""
 
 
+class CampaignMismatch(BadInput):
+    """The configuration disagrees with the campaign's record (prefix, pool size, name)."""
+
+
 class PublishWithheld(TopicSyncError):
     """The day's message was deliberately not sent (unsafe or unconfirmed)."""
 
     exit_code = ExitCode.WITHHELD
+
+
+class PublishUnrecorded(PublishWithheld):
+    """FCM accepted the day's message, but the database could not record it: it went out.
+    Its id is in the message, the log and (last resort) an evidence file."""
 
 
 class Refused(TopicSyncError):

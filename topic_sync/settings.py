@@ -381,6 +381,15 @@ class Settings:
             env=("FCM_EMULATOR_HOST",),
         ),
     )
+    state_dir: Path | None = _s(
+        None,
+        Spec(
+            Kind.PATH,
+            "Folder for this host's last-resort evidence of a publish FCM accepted that the "
+            "database could not record (default: topic-sync's per-user data folder; "
+            "/var/lib/topic-sync as root).",
+        ),
+    )
     retention: float = _s(
         90 * 86400.0,
         Spec(

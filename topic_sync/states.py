@@ -75,6 +75,16 @@ _WHY = {
 }
 
 
+class CampaignChange(enum.StrEnum):
+    """Why a campaign's record changed: every change of its identity is kept (campaign_changes)."""
+
+    REGISTERED = "registered"  # its first live run recorded it
+    MIGRATED = "migrated"  # the upgrade that introduced campaigns made it from earlier runs
+    CHANGED = (
+        "changed"  # `topic-sync campaign update --live`, or a run recording an unknown pool size
+    )
+
+
 class PublishState(enum.StrEnum):
     """The day's message: not sent, intent recorded (maybe on the wire), or confirmed sent."""
 

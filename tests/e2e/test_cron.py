@@ -305,7 +305,7 @@ def test_preflight_doctor_that_passes_lets_the_day_run(
 def test_locked_exit_code_3_passes_through(env, emulator, engine, tmp_path, message_file):
     path = write_lines(tmp_path / "audience.txt", make_tokens("l", range(5)))
 
-    with db.advisory_lock(engine, f"prefix:{PREFIX}", what="test"):
+    with db.advisory_lock(engine, f"campaign:{PREFIX}", what="test"):
         proc = run_wrapper(*day_args(DAY1, path, message_file), env=wrapper_env(env))
 
     assert proc.returncode == 3, explain(proc)

@@ -20,6 +20,7 @@ from tests.support import (
     cli_env,
     create_database,
     drop_database,
+    ensure_campaign,
 )
 from topic_sync.emulator import FcmEmulator
 
@@ -84,9 +85,11 @@ def seed(url: str, size: int) -> None:
         )
         conn.execute(
             text(
-                "INSERT INTO runs (prefix, run_date, topic, transport, status, publish_state) "
-                "VALUES ('mem', '2026-11-01', 'mem-0', 'v1', 'published', 'sent')"
-            )
+                "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status, "
+                "publish_state) VALUES (:c, 'mem', '2026-11-01', 'mem-0', 'v1', 'published', "
+                "'sent')"
+            ),
+            {"c": ensure_campaign(conn, "mem", 2)},
         )
         conn.execute(
             text(

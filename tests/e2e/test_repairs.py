@@ -139,8 +139,9 @@ def test_forget_live_removes_from_every_pool_topic(tmp_path, env, emulator, mess
     assert skipped.returncode == 0 and summary(skipped)["suppressed"] == 1, describe(skipped)
     assert gone not in latest_publish(emulator, topic(PREFIX, POOL, later)).recipients
 
-    undone = run_cli("forget", "--undo", gone, "--json", env=env)
-    assert undone.returncode == 0 and json.loads(undone.stdout) == {"restored": 1}, describe(undone)
+    undone = run_cli("forget", "--undo", gone, "--live", "--json", env=env)
+    expected = {"live": True, "restored": 1, "removals_lifted": 0}  # its removals were done
+    assert undone.returncode == 0 and json.loads(undone.stdout) == expected, describe(undone)
     assert emulator.topics_of(gone) == set()  # nothing sent by the undo itself
     again = later + dt.timedelta(days=1)
     back = run_cli(

@@ -473,3 +473,22 @@ def test_credentials_mint_a_token_and_name_the_account(
     else:
         assert check.status is CheckStatus.FAIL
         assert "invalid_grant" in check.detail and check.fix
+
+
+def test_the_campaign_check_refuses_what_run_would_refuse(engine) -> None:
+    from tests.support import ensure_campaign
+    from topic_sync.app.doctor import check_campaign
+    from topic_sync.app.settings import Resolved, Source
+    from topic_sync.settings import DEFAULTS
+
+    def resolved(prefix: str, pool_size: int) -> Resolved:
+        settings = DEFAULTS.replace(topic_prefix=prefix, pool_size=pool_size)
+        return Resolved(settings, {"topic_prefix": Source.FLAG, "pool_size": Source.FLAG})
+
+    assert check_campaign(engine, resolved("fresh", 7)).status is CheckStatus.OK
+    with engine.begin() as conn:
+        ensure_campaign(conn, "kept", 7)
+    assert check_campaign(engine, resolved("kept", 7)).status is CheckStatus.OK
+    wrong = check_campaign(engine, resolved("kept", 5))
+    assert wrong.status is CheckStatus.FAIL and "pool of 7 topics" in wrong.detail
+    assert "topic-sync campaign update kept --pool-size 5 --live" in wrong.detail

@@ -164,7 +164,7 @@ def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, de
     assert {options_topic(DAY), options_topic(DAY + dt.timedelta(days=1))} <= (
         emulator.topics_of(gone)
     )
-    marked, queued, owing = forget(deps, [gone, "never-seen-token"])
+    marked, queued, owing = forget(deps, [gone, "never-seen-token"], live=True)
     assert (marked, queued) == (2, 2) and sorted(owing) == sorted(POOL_TOPICS)
     repair(deps, live=True)
     assert emulator.topics_of(gone) == set()
@@ -184,11 +184,12 @@ def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, de
 def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_file, deps, emulator):
     two_days(tmp_path, message_file, deps)
     gone = toks(0, 50)[25]
-    forget(deps, [gone])
+    forget(deps, [gone], live=True)
     repair(deps, live=True)
     assert emulator.topics_of(gone) == set()
-    assert unforget(deps, [gone, "never-seen-token"]) == 1  # only what was forgotten
-    assert unforget(deps, [gone]) == 0  # undoing twice changes nothing
+    # Only what was forgotten; its removals were confirmed, so none is left to lift.
+    assert unforget(deps, [gone, "never-seen-token"], live=True) == (1, 0)
+    assert unforget(deps, [gone], live=True) == (0, 0)  # undoing twice changes nothing
     assert emulator.topics_of(gone) == set()  # nothing sent until an audience has it
     later = DAY + dt.timedelta(days=2)
     result = run_day(
@@ -198,7 +199,7 @@ def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_fi
     assert (result.plan.skipped_invalid, result.plan.suppressed) == (0, 0)
     # "never-seen-token" was forgotten by nobody: it stays off the list, and a forget of it
     # still suppresses it later.
-    forget(deps, ["never-seen-token"])
+    forget(deps, ["never-seen-token"], live=True)
     with deps.engine.connect() as conn:
         assert conn.scalar(
             text("SELECT forgotten_at IS NOT NULL FROM tokens WHERE token = 'never-seen-token'")
@@ -208,14 +209,14 @@ def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_fi
 def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:
     from topic_sync.store.db import advisory_lock
 
-    with advisory_lock(deps.engine, f"prefix:{PREFIX}", what="run"), pytest.raises(Locked):
+    with advisory_lock(deps.engine, f"campaign:{PREFIX}", what="run"), pytest.raises(Locked):
         repair(deps)
 
 
 def test_repair_failures_are_one_row_per_token(tmp_path, message_file, deps, emulator) -> None:
     two_days(tmp_path, message_file, deps)
     gone = toks(0, 50)[25]
-    forget(deps, [gone])
+    forget(deps, [gone], live=True)
     emulator.inject_token_error(gone, "INTERNAL", op="unsubscribe")
     repair(deps, live=True)
     repair(deps, live=True)
@@ -229,3 +230,62 @@ def test_repair_failures_are_one_row_per_token(tmp_path, message_file, deps, emu
         ).all()
     assert [r.topic for r in rows] == sorted(POOL_TOPICS)  # one row per topic, not per try
     assert all(r.attempts == 6 for r in rows)  # 2 reconciles x (1 try + 2 retries)
+
+
+def test_forget_without_live_changes_nothing(tmp_path, message_file, deps, emulator) -> None:
+    two_days(tmp_path, message_file, deps)
+    gone = toks(0, 50)[25]
+    before = snapshot(deps.engine)
+    # The dry run counts what --live would do ...
+    assert forget(deps, [gone, "never-seen-token"], live=False) == (2, 2, sorted(POOL_TOPICS))
+    assert unforget(deps, [gone], live=False) == (0, 0)
+    # ... and changes nothing: no mark, no owed removal, FCM untouched.
+    assert snapshot(deps.engine) == before
+    assert {options_topic(DAY), options_topic(DAY + dt.timedelta(days=1))} <= (
+        emulator.topics_of(gone)
+    )
+
+
+def subscription(engine, token: str, topic: str) -> tuple[str, str | None]:
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT s.status, s.forgotten_from FROM subscriptions s "
+                    "JOIN tokens t ON t.id = s.token_id WHERE t.token = :t AND s.topic = :topic"
+                ),
+                {"t": token, "topic": topic},
+            ).one()
+        )
+
+
+def test_forget_undo_lifts_the_removals_still_owed(tmp_path, message_file, deps, emulator):
+    two_days(tmp_path, message_file, deps)
+    gone = toks(0, 50)[25]  # subscribed to both pool topics
+    done, owed = options_topic(DAY), options_topic(DAY + dt.timedelta(days=1))
+    forget(deps, [gone], live=True)
+    assert subscription(deps.engine, gone, owed) == ("pending_unsubscribe", "subscribed")
+    # The removal from one topic is confirmed; the other's is tried and proves nothing.
+    emulator.inject_token_error(gone, "INTERNAL", op="unsubscribe")
+    reconcile(ReconcileOptions(topics=(owed,), retry=FAST, live=True), deps)
+    emulator.clear_faults()
+    reconcile(ReconcileOptions(topics=(done,), retry=FAST, live=True), deps)
+    assert emulator.topics_of(gone) == {owed}
+    assert subscription(deps.engine, gone, owed) == ("pending_unsubscribe", "subscribed")
+
+    assert unforget(deps, [gone], live=True) == (1, 1)
+    # A confirmed removal stays done; the owed one is lifted, re-asserted (it was tried).
+    assert subscription(deps.engine, gone, done) == ("unsubscribed", None)
+    assert subscription(deps.engine, gone, owed) == ("pending_subscribe", None)
+    repair(deps, live=True)
+    assert emulator.topics_of(gone) == {owed}  # never removed: nothing to bring back
+    # Lifted before any try: back to what the forget found, nothing to send.
+    other = toks(0, 50)[22]  # in both days too
+    forget(deps, [other], live=True)
+    assert unforget(deps, [other], live=True) == (1, 2)
+    assert {subscription(deps.engine, other, t) for t in POOL_TOPICS} == {("subscribed", None)}
+    with deps.engine.connect() as conn:
+        assert (
+            conn.scalar(text("SELECT count(*) FROM subscriptions WHERE status LIKE 'pending%'"))
+            == 0
+        )

@@ -13,8 +13,9 @@ import re
 import pytest
 from sqlalchemy import text
 
-from tests.support import DAY, POOL, PREFIX, opts
+from tests.support import DAY, POOL, PREFIX, ensure_campaign, opts
 from topic_sync.app.report import (
+    ATTEMPT_FIELDS,
     CAMPAIGN_FIELDS,
     DEAD_FIELDS,
     FAILURE_FIELDS,
@@ -25,7 +26,7 @@ from topic_sync.app.report import (
     RunSummary,
     dead_tokens,
     failed_tokens,
-    latest_by_prefix,
+    latest_by_campaign,
     latest_runs,
     overview,
     render_dead,
@@ -112,9 +113,10 @@ def add_run(engine, prefix: str, day: dt.date, status: str, **cols) -> int:
     if status != "syncing":
         values.setdefault("finished_at", dt.datetime(2026, 11, 22, 7, 0, tzinfo=dt.UTC))
     values.setdefault("started_at", dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC))
-    names = ", ".join(values)
-    binds = ", ".join(f":{name}" for name in values)
     with engine.begin() as conn:
+        values["campaign_id"] = ensure_campaign(conn, prefix)
+        names = ", ".join(values)
+        binds = ", ".join(f":{name}" for name in values)
         return conn.scalar(
             text(f"INSERT INTO runs ({names}) VALUES ({binds}) RETURNING id"), values
         )
@@ -388,6 +390,7 @@ def test_status_exit_code_checks_every_prefix(engine) -> None:
 def summary(prefix: str, day: dt.date, hour: int = 6, **kw) -> RunSummary:
     values = dict(
         run_id=day.toordinal() * 100 + hour,
+        campaign=prefix,
         prefix=prefix,
         date=day,
         topic=f"{prefix}-3",
@@ -409,7 +412,7 @@ def summary(prefix: str, day: dt.date, hour: int = 6, **kw) -> RunSummary:
     return RunSummary(**values)
 
 
-def test_latest_by_prefix_ignores_input_order() -> None:
+def test_latest_by_campaign_ignores_input_order() -> None:
     runs = [
         summary("jobreco", DAY, 6),
         summary("alerts", DAY),
@@ -417,10 +420,10 @@ def test_latest_by_prefix_ignores_input_order() -> None:
         summary("jobreco", DAY, 9),
     ]
     for ordering in (runs, runs[::-1]):
-        latest = latest_by_prefix(ordering)
+        latest = latest_by_campaign(ordering)
         assert list(latest) == ["alerts", "jobreco"]
         assert latest["jobreco"] is runs[2] and latest["alerts"] is runs[1]
-    assert latest_by_prefix([]) == {}
+    assert latest_by_campaign([]) == {}
 
 
 def test_render_status_shows_published_counts_or_why_not() -> None:
@@ -443,7 +446,8 @@ def test_render_status_shows_published_counts_or_why_not() -> None:
         lines[0],
     )
     assert re.fullmatch(
-        r"jobreco\s+2026-11-22\s+jobreco-3\s+published\s+added 120 removed 80 failed 3 "
+        r"jobreco\s+2026-11-22\s+jobreco-3\s+published\s+added 120 removed 80 newly dead 0 "
+        r"failed 3 "
         r"\(internal-error=2, invalid-argument=1\)",
         lines[1],
     )
@@ -507,13 +511,14 @@ def test_runs_json_is_the_documented_shape(more, engine) -> None:
     doc = json.loads(render_runs(rows, "json"))
     assert list(doc) == ["version", "kind", "runs"]
     assert (doc["version"], doc["kind"]) == (1, "runs")
-    keys = ["run_id", "prefix", "date", "topic", "status", "published", "why", "message_id"]
-    keys += ["audience", "added", "removed", "failed", "retries", "attempts", "wait_seconds"]
-    keys += ["duration_seconds", "started_at"]
+    keys = ["run_id", "campaign", "prefix", "date", "topic", "status", "published", "why"]
+    keys += ["message_id", "audience", "added", "removed", "failed", "retries", "attempts"]
+    keys += ["wait_seconds", "duration_seconds", "started_at", "newly_dead", "tries"]
     assert list(RUN_FIELDS) == keys
     assert len(doc["runs"]) == 3
     for item in doc["runs"]:
-        assert list(item) == keys
+        assert list(item) == [*keys, "history"]
+        assert [list(a) for a in item["history"]] == [list(ATTEMPT_FIELDS)] * item["tries"]
         assert type(item["run_id"]) is int and type(item["published"]) is bool
         for key in ("prefix", "topic", "status", "why"):
             assert isinstance(item[key], str)
@@ -771,3 +776,64 @@ def test_dead_tokens_are_listed_with_reason_and_dates(withheld, engine) -> None:
     assert dead_tokens(engine, limit=1) == [dead]
     with pytest.raises(BadInput, match="limit must be at least 1"):
         dead_tokens(engine, limit=0)
+
+
+# --- a day's attempts: a rerun keeps the history ----------------------------------------------
+
+
+def test_a_rerun_after_a_withheld_day_keeps_every_attempts_figures(
+    tmp_path, message_file, deps, emulator, engine
+) -> None:
+    yesterday = [tok(i) for i in range(20)]
+    assert run_day(opts(tmp_path, message_file, yesterday), deps).status == "published"
+    # LATER reuses the topic: 8 leave (one of them, stuck, withholds the publish), 12 join
+    # (3 of them dead: marked so).
+    today = yesterday[8:] + [tok(i) for i in range(100, 112)]
+    stuck = yesterday[0]
+    emulator.inject_token_error(stuck, "INTERNAL", op="unsubscribe")
+    for dead in today[-3:]:
+        emulator.unregister(dead)
+    options = opts(tmp_path, message_file, today, LATER)
+    with pytest.raises(PublishWithheld):
+        run_day(options, deps)
+    emulator.clear_faults()
+    rerun = run_day(options, deps)
+    assert rerun.status == "published"
+    assert (rerun.counts.added, rerun.counts.removed, rerun.counts.newly_dead) == (0, 1, 0)
+
+    [day] = [run for run in run_summaries(engine) if run.date == LATER]
+    assert (day.tries, day.status, day.published) == (2, "published", True)
+    # The day's totals are the sum of its attempts, not the last attempt's.
+    assert (day.added, day.removed, day.newly_dead) == (9, 8, 3)
+    first, second = day.history
+    assert (first.attempt, first.status) == (1, "withheld")
+    assert (first.added, first.removed, first.newly_dead) == (9, 7, 3)
+    dead = {"registration-token-not-registered": 3}
+    assert first.to_remove == 8 and first.failed == {"internal-error": 1, **dead}
+    assert "unconfirmed" in first.why
+    assert (second.attempt, second.status, second.added, second.removed) == (2, "published", 0, 1)
+    assert second.newly_dead == 0 and second.failed == dead  # unresolved when it ended
+
+    record = json.loads(render_runs([day], "json"))["runs"][0]
+    assert (record["added"], record["removed"], record["newly_dead"], record["tries"]) == (
+        9,
+        8,
+        3,
+        2,
+    )
+    assert [
+        (a["status"], a["added"], a["removed"], a["newly_dead"]) for a in record["history"]
+    ] == [
+        ("withheld", 9, 7, 3),
+        ("published", 0, 1, 0),
+    ]
+    table = render_runs([day], "table")
+    assert "totals of 2 attempts" in table
+    assert re.search(r"#1 .*withheld\s+24\s+9\s+7", table)
+    assert re.search(r"#2 .*published\s+24\s+0\s+1", table)
+    [latest] = [c for c in overview(engine) if c.run.date == LATER]
+    text_view = render_overview([latest], [day], "table")
+    assert "added 9, removed 8, newly dead 3" in text_view
+    assert "#1 withheld: audience 24, added 9, removed 7, newly dead 3" in text_view
+    status_line = render_status(latest_runs(engine))
+    assert "added 9 removed 8 newly dead 3" in status_line and "2 attempts" in status_line

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
+from tests.support import ensure_campaign
 from topic_sync.engine.retention import purge
 
 NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
@@ -19,10 +20,10 @@ def add_run(engine, prefix: str, day: dt.date) -> int:
     with engine.begin() as conn:
         return conn.scalar(
             text(
-                "INSERT INTO runs (prefix, run_date, topic, transport, status) "
-                "VALUES (:p, :d, :p || '-0', 'v1', 'published') RETURNING id"
+                "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status) "
+                "VALUES (:c, :p, :d, :p || '-0', 'v1', 'published') RETURNING id"
             ),
-            {"p": prefix, "d": day},
+            {"c": ensure_campaign(conn, prefix), "p": prefix, "d": day},
         )
 
 

@@ -224,6 +224,34 @@ def test_a_dead_token_leaves_every_pool_topic_and_can_come_back(
     assert row["invalid_at"] is None and row["retried_on"] == day3
 
 
+@pytest.mark.parametrize("reason", ["SENDER_ID_MISMATCH", "INVALID_ARGUMENT"])
+def test_a_code_that_can_be_systemic_needs_a_second_observation(
+    tmp_path, message_file, deps, emulator, reason
+) -> None:
+    # Transient: one such answer about a valid token (below the dead-token guard's limit)
+    # marks it, but the next day it is tried again, and being alive it gets the message.
+    audience = toks(0, 10)
+    x, y = audience[3], audience[6]
+    emulator.inject_token_error(x, reason, op="subscribe", times=1)
+    emulator.inject_token_error(y, reason, op="subscribe")  # y: really the token's fault
+    first = run_day(opts(tmp_path, message_file, audience), deps)
+    assert first.counts.newly_dead == 2
+    assert token_record(deps.engine, x)["invalid_reason"] == classify(reason).code
+    day2 = DAY + dt.timedelta(days=1)
+    second = run_day(opts(tmp_path, message_file, audience, day2), deps)
+    assert second.plan.retried_dead == 2 and second.counts.newly_dead == 1
+    assert x in last_recipients(emulator, topic_for(PREFIX, POOL, day2))
+    assert token_record(deps.engine, x)["invalid_at"] is None
+    # Persistent: seen again on a later date, the mark is final: not tried any more.
+    row = token_record(deps.engine, y)
+    assert (row["dead_on"], row["retried_on"]) == (day2, day2) and row["invalid_at"]
+    day3 = DAY + dt.timedelta(days=2)
+    third = run_day(opts(tmp_path, message_file, audience, day3), deps)
+    assert (third.plan.retried_dead, third.plan.skipped_invalid) == (0, 1)
+    assert y not in last_recipients(emulator, topic_for(PREFIX, POOL, day3))
+    assert x in last_recipients(emulator, topic_for(PREFIX, POOL, day3))
+
+
 def test_a_retry_is_planned_in_a_dry_run_but_recorded_only_live(
     tmp_path, message_file, deps, emulator
 ) -> None:
@@ -596,7 +624,7 @@ def terminate_lock_holder(engine, prefix: str) -> int:
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
         "AND ((classid::bigint << 32) | objid::bigint) = :k"
     )
-    key = {"k": lock_key(f"prefix:{prefix}")}
+    key = {"k": lock_key(f"campaign:{prefix}")}
     with engine.connect() as conn:
         pids = conn.scalars(held, key).all()
         for pid in pids:

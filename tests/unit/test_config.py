@@ -182,3 +182,13 @@ def test_config_show_never_prints_a_password_from_the_query_string(tmp_path, as_
     assert result.exit_code == 0, result.output
     assert "S3cret" not in result.output and "Other" not in result.output
     assert "password=***" in result.output
+
+
+def test_a_campaign_keeps_its_name_whatever_sync_settings_it_has(tmp_path) -> None:
+    # The campaign's name is its identity in the database: a sync setting must not replace it.
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[campaigns.daily]\ntopic_prefix = "d"\nmessage = "m.json"\n'
+        'audience = "/a/{date}.csv"\nmax_retries = 2\nmetrics_file = "metrics.prom"\n'
+    )
+    assert load_config(path).campaigns["daily"].name == "daily"

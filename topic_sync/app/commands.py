@@ -18,19 +18,20 @@ from sqlalchemy import Engine
 from topic_sync import store
 from topic_sync.app import metrics
 from topic_sync.app import report as rep
-from topic_sync.app.services import Io, database, fcm_client, services
+from topic_sync.app.services import Io, database, fcm_client, services, state_dir
 from topic_sync.app.settings import Resolved, Source
+from topic_sync.engine import campaign as campaigns
+from topic_sync.engine import evidence, retention
 from topic_sync.engine import reconcile as repairs
-from topic_sync.engine import retention
 from topic_sync.engine import target as tgt
-from topic_sync.engine.drain import Deps
+from topic_sync.engine.drain import Deps, process_owner
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
 from topic_sync.errors import BadInput, ExitCode, TopicSyncError
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
-from topic_sync.pool import pool_topics, prefix_of, topic_for, validate_pool
+from topic_sync.pool import is_pool_topic, pool_topics, prefix_of, topic_for, validate_pool
 from topic_sync.settings import SPECS, Settings
 from topic_sync.store import db
 
@@ -120,6 +121,7 @@ def run_day(
         raise BadInput("--date is required")
     assert s.topic_prefix is not None and s.message is not None
     validate_pool(s.topic_prefix, s.pool_size)
+    spec = campaign_spec(resolved)
     try:
         options = RunOptions(
             day=resolved.day,
@@ -141,6 +143,10 @@ def run_day(
             wait_for=s.wait_for,
             wait_timeout=s.wait_timeout,
             convention_keys=(s.message_type_key, s.message_version_key),
+            campaign=spec.name,
+            pool_size_given=spec.pool_size_given,
+            timezone=spec.timezone,
+            evidence_dir=state_dir(s, io),
             **work_settings(s),
         )
     except ValueError as error:
@@ -189,14 +195,44 @@ class Scope:
     day: str | None = None
 
 
-def repair_topics(engine: Engine, resolved: Resolved, scope: Scope) -> tuple[str, ...]:
+def campaign_spec(resolved: Resolved) -> campaigns.CampaignSpec:
+    """What the settings say of the campaign (they must name a topic prefix)."""
+    s = resolved.settings
+    assert s.topic_prefix is not None
+    return campaigns.CampaignSpec(
+        prefix=s.topic_prefix,
+        pool_size=s.pool_size,
+        name=resolved.campaign.name if resolved.campaign else None,
+        pool_size_given=resolved.sources.get("pool_size", Source.DEFAULT) is not Source.DEFAULT,
+        timezone=resolved.campaign.timezone if resolved.campaign else None,
+    )
+
+
+def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> tuple[str, ...]:
+    """The topics a repair covers. A campaign's pool is its recorded one (a configured pool
+    size must agree with it); a prefix with no recorded pool covers the topics of that
+    prefix the database knows, never topics that were never used."""
     if scope.topics:
         return scope.topics
     s = resolved.settings
     if s.topic_prefix:
-        if resolved.day is not None:
-            return (topic_for(s.topic_prefix, s.pool_size, resolved.day),)
-        return tuple(pool_topics(s.topic_prefix, s.pool_size))
+        spec = campaign_spec(resolved)
+        validate_pool(spec.prefix, spec.pool_size)
+        with engine.connect() as conn:
+            found = campaigns.find(conn, spec)
+            if resolved.day is not None:
+                pool_size, _ = campaigns.pool_size_of(conn, spec, found)
+                return (topic_for(spec.prefix, pool_size, resolved.day),)
+            if found is not None and found.pool_size is not None:
+                pool_size, _ = campaigns.pool_size_of(conn, spec, found)
+                return tuple(pool_topics(spec.prefix, pool_size))
+            known = [t for t in store.topics_with_rows(conn) if is_pool_topic(spec.prefix, t)]
+        what = "no campaign is recorded" if found is None else "its pool size is not recorded yet"
+        io.log(
+            f"note: {what} for prefix {spec.prefix!r}: covering the {len(known)} topics of "
+            "it the database knows"
+        )
+        return tuple(known)
     if resolved.day is not None:
         raise BadInput("--date needs --topic-prefix")
     with engine.connect() as conn:
@@ -240,7 +276,7 @@ def reconcile(
     command = "audit" if audit else "reconcile"
     with exported(s, io, command, s.topic_prefix or "all") as finished, services(s, io) as deps:
         try:
-            topics = repair_topics(deps.engine, resolved, scope)
+            topics = repair_topics(deps.engine, resolved, scope, io)
             prefixes = {prefix_of(topic) for topic in topics}
             if not s.topic_prefix and len(prefixes) == 1:
                 finished.campaign = prefixes.pop()
@@ -266,6 +302,8 @@ class ForgetOutcome:
     topics: list[str]
     repaired: ReconcileOutcome | None = None
     restored: int | None = None  # --undo: tokens taken off the suppression list
+    removals_lifted: int = 0  # --undo: owed removals the forget had queued, lifted
+    live: bool = False
 
     @property
     def exit_code(self) -> ExitCode:
@@ -273,8 +311,13 @@ class ForgetOutcome:
 
     def summary(self) -> dict[str, Any]:
         if self.restored is not None:
-            return {"restored": self.restored}
+            return {
+                "live": self.live,
+                "restored": self.restored,
+                "removals_lifted": self.removals_lifted,
+            }
         out: dict[str, Any] = {
+            "live": self.live,
             "forgotten": self.forgotten,
             "removals_queued": self.removals_queued,
             "topics": self.topics,
@@ -292,10 +335,11 @@ def forget(
     *,
     undo: bool = False,
 ) -> ForgetOutcome:
-    """Mark tokens gone and queue their removal everywhere; with `live`, remove them now.
+    """Mark tokens gone, queue their removal everywhere and remove them now; a dry run
+    (without `live`) only counts what it would do.
 
-    With `undo`, take them off the suppression list instead: later audiences include them
-    again (nothing is sent to FCM now; the next run that has them subscribes them)."""
+    With `undo`, take them off the suppression list instead and lift the removals the
+    forget queued that are still owed: later audiences include them again."""
     for token in tokens:
         reason = validate_token(token)
         if reason:
@@ -304,26 +348,27 @@ def forget(
         raise BadInput("give tokens to forget, or --from-file")
     s = resolved.settings
     warn_if_trying_in_production(s, io)
+    dry = "" if s.live else " (dry run: nothing changed; pass --live to apply)"
     with services(s, io) as deps:
         source: Iterable[str] = itertools.chain(
             tokens, iter_audience(from_file) if from_file else ()
         )
         if undo:
-            restored = repairs.unforget(deps, source)
+            restored, lifted = repairs.unforget(deps, source, live=s.live)
+            verb = "taken" if s.live else "would be taken"
             io.log(
-                f"{restored} tokens taken off the suppression list; the next audience that "
-                "holds them subscribes them again"
+                f"{restored} tokens {verb} off the suppression list and {lifted} owed removals "
+                f"lifted{dry}; the next audience that holds them subscribes them again"
             )
-            return ForgetOutcome(0, 0, [], restored=restored)
-        marked, queued, owing = repairs.forget(deps, source)
-        io.log(f"forgot {marked} tokens; {queued} removals queued on {len(owing)} topics")
+            return ForgetOutcome(0, 0, [], restored=restored, removals_lifted=lifted, live=s.live)
+        marked, queued, owing = repairs.forget(deps, source, live=s.live)
+        verb = "forgot" if s.live else "would forget"
+        io.log(f"{verb} {marked} tokens; {queued} removals queued on {len(owing)} topics{dry}")
         repaired = None
         if s.live and owing:
             options = repairs.ReconcileOptions(topics=tuple(owing), live=True, **work_settings(s))
             repaired = ReconcileOutcome(repairs.reconcile(options, deps))
-        elif owing:
-            io.log("run 'topic-sync reconcile --live' (or pass --live) to remove them from FCM")
-    return ForgetOutcome(marked, queued, owing, repaired)
+    return ForgetOutcome(marked, queued, owing, repaired, live=s.live)
 
 
 # --- the FCM target ---------------------------------------------------------------------------
@@ -419,10 +464,143 @@ class StatusOutcome:
 
 
 def status(resolved: Resolved, io: Io) -> StatusOutcome:
-    """The latest run of each campaign; not OK when one did not publish (or none ran)."""
+    """The latest run of each campaign; not OK when one did not publish (or none ran). A
+    publish FCM accepted that only this host's evidence file records shows as such."""
     with database(resolved.settings, io) as engine:
         latest = rep.latest_runs(engine, resolved.settings.topic_prefix)
+    found = [proof for _, proof in evidence.pending(state_dir(resolved.settings, io))]
+    latest = rep.with_evidence(latest, found)
     return StatusOutcome(latest, rep.status_exit_code_of(latest))
+
+
+# --- campaigns ----------------------------------------------------------------------------------
+
+
+def _check_free(conn: Any, campaign: store.CampaignRecord, new: dict[str, object]) -> None:
+    """A new name or prefix must not be another campaign's."""
+    for key, find in (("name", store.campaign_by_name), ("prefix", store.campaign_by_prefix)):
+        if key in new:
+            other = find(conn, str(new[key]))
+            if other is not None and other.id != campaign.id:
+                raise BadInput(f"{key} {new[key]!r} belongs to campaign {other.name!r}")
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    """A campaign's record, every change to it, and the FCM target its state belongs to."""
+
+    record: store.CampaignRecord
+    changes: list[store.CampaignChangeRow]
+    target: FcmTarget | None
+
+
+def campaign_show(resolved: Resolved, io: Io, name: str | None) -> list[CampaignView]:
+    """Every campaign's record (or the named one's), with its history of changes."""
+    wanted = name or (resolved.campaign.name if resolved.campaign else None)
+    with database(resolved.settings, io) as engine, engine.connect() as conn:
+        target = tgt.bound_target(conn)
+        records = store.list_campaigns(conn)
+        if wanted is not None:
+            records = [r for r in records if r.name == wanted]
+            if not records:
+                raise BadInput(
+                    f"no campaign {wanted!r} is recorded (see 'topic-sync campaign show')"
+                )
+        return [CampaignView(r, store.campaign_changes(conn, r.id), target) for r in records]
+
+
+@dataclass(frozen=True)
+class CampaignUpdate:
+    """What `campaign update` changed (or, in a dry run, would change)."""
+
+    before: store.CampaignRecord
+    after: dict[str, object]
+    changed: dict[str, tuple[object, object]]  # field -> (was, becomes)
+    live: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "live": self.live,
+            "campaign": self.before.name,
+            "before": self.before.identity(),
+            "after": self.after,
+            "changed": {k: {"was": a, "becomes": b} for k, (a, b) in self.changed.items()},
+        }
+
+
+def campaign_update(
+    resolved: Resolved,
+    io: Io,
+    name: str | None,
+    *,
+    new_name: str | None = None,
+    timezone: str | None = None,
+) -> CampaignUpdate:
+    """Change a campaign's name, prefix, pool size or time zone, recorded; dry run unless
+    `live`. New values come from the options, else from the configuration's campaign.
+
+    Taken under the campaign's lock, so no run of it is in flight: from the change on,
+    runs whose configuration still says the old values are refused (exit 2)."""
+    s = resolved.settings
+    name = name or (resolved.campaign.name if resolved.campaign else None)
+    if name is None:
+        raise BadInput("name the campaign: topic-sync campaign update NAME (or --config)")
+    given = {
+        key: getattr(s, setting)
+        for key, setting in (("prefix", "topic_prefix"), ("pool_size", "pool_size"))
+        if resolved.sources.get(setting, Source.DEFAULT) is not Source.DEFAULT
+    }
+    zone = timezone or (resolved.campaign.timezone if resolved.campaign else None)
+    if zone is not None:
+        problem = SPECS["timezone"].check(zone)
+        if problem:
+            raise BadInput(f"--timezone: {problem}")
+        given["timezone"] = zone
+    if new_name is not None:
+        if not new_name.strip():
+            raise BadInput("--name must not be empty")
+        given["name"] = new_name
+    with database(s, io) as engine:
+        with engine.connect() as conn:
+            before = store.campaign_by_name(conn, name)
+        if before is None:
+            raise BadInput(
+                f"no campaign {name!r} is recorded (a campaign is recorded by its first live "
+                "run; see 'topic-sync campaign show')"
+            )
+        pool = given.get("pool_size", before.pool_size)
+        validate_pool(str(given.get("prefix", before.prefix)), pool if isinstance(pool, int) else 1)
+        changed = {
+            key: (before.identity()[key], value)
+            for key, value in given.items()
+            if before.identity()[key] != value
+        }
+        new_values = {key: becomes for key, (_, becomes) in changed.items()}
+        with contextlib.ExitStack() as held:
+            if s.live and changed:  # no run of the campaign is in flight while it changes
+                lock = campaigns.lock_name(before.name)
+                held.enter_context(db.advisory_lock(engine, lock, what="run or campaign update"))
+            with engine.begin() as conn:
+                _check_free(conn, before, new_values)
+                if s.live and changed:
+                    if store.campaign_by_name(conn, name, lock=True) != before:
+                        raise BadInput(f"campaign {name!r} changed meanwhile; run this again")
+                    owner = process_owner("campaign update")
+                    after = store.update_campaign(conn, before, new_values, owner).identity()
+                else:
+                    after = {**before.identity(), **new_values}
+    verb = "changed" if s.live else "would change (dry run; pass --live to apply)"
+    if not changed:
+        io.log(f"campaign {name!r}: nothing to change")
+    for key, (was, becomes) in changed.items():
+        io.log(f"campaign {name!r}: {key} {verb} from {was} to {becomes}")
+    if "prefix" in changed or "pool_size" in changed:
+        io.log(
+            "note: runs whose configuration still says the old values are refused from now "
+            "on (exit 2); the campaign's dates already published stay published. Topics no "
+            "longer in the pool keep their members but are never published to again"
+        )
+    return CampaignUpdate(before, after, changed, s.live)
 
 
 # --- retention ----------------------------------------------------------------------------------

@@ -23,10 +23,11 @@ import google.auth.exceptions
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from topic_sync.app.commands import retry_policy
+from topic_sync.app.commands import campaign_spec, retry_policy
 from topic_sync.app.services import POOL_HEADROOM, Io, database_url, fcm_client, open_engine
 from topic_sync.app.settings import Resolved
-from topic_sync.errors import CredentialsError, ExitCode, TopicSyncError
+from topic_sync.engine import campaign as campaigns
+from topic_sync.errors import CampaignMismatch, CredentialsError, ExitCode, TopicSyncError
 from topic_sync.fcm.client import DOCTOR_TOKEN, ApiAnswer, FcmClient, probe_topic_api
 from topic_sync.fcm.sdk_bridge import mint_token
 from topic_sync.fcm.target import FcmTarget
@@ -48,6 +49,7 @@ NAMES = (
     "database",
     "schema",
     "grants",
+    "campaign",
     "credentials",
     "target",
     "fcm-api",
@@ -276,6 +278,23 @@ def check_grants(engine: Engine) -> Check:
     return ok(name, f"role {user!r} may {', '.join(db.PRIVILEGES)} on all {checked} tables")
 
 
+def check_campaign(engine: Engine, resolved: Resolved) -> Check:
+    """The configuration agrees with the campaign's record (prefix, pool size), as `run`
+    requires; a campaign not recorded yet is registered by its first live run."""
+    name = "campaign"
+    spec = campaign_spec(resolved)
+    try:
+        with db.read_only(engine) as conn:
+            found = campaigns.find(conn, spec)
+            pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
+    except CampaignMismatch as error:
+        return fail(name, error.message, "see the message: update the configuration or record it")
+    if found is None:
+        return ok(name, f"{spec.campaign_name!r}: not recorded yet; its first live run records it")
+    detail = f"{found.name!r}: prefix {found.prefix}, pool of {pool_size}, as configured"
+    return warn(name, f"{detail}; {warnings[0]}") if warnings else ok(name, detail)
+
+
 def check_target(engine: Engine, target: FcmTarget) -> Check:
     """The FCM target the database's state is bound to is this invocation's."""
     name = "target"
@@ -463,6 +482,14 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
         else:
             yield check_schema(engine)
             yield check_grants(engine)
+        if engine is None:
+            yield skip("campaign", no_db)
+        elif not _has_table(engine, "campaigns"):
+            yield skip("campaign", "no schema (see the schema check)")
+        elif s.topic_prefix is None:
+            yield skip("campaign", "no topic prefix (see the pool check)")
+        else:
+            yield check_campaign(engine, resolved)
 
         credentials = None
         try:
@@ -502,8 +529,12 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
 
 
 def _has_target_table(engine: Engine) -> bool:
+    return _has_table(engine, "fcm_target")
+
+
+def _has_table(engine: Engine, table: str) -> bool:
     with db.read_only(engine) as conn:
-        return not db.missing_tables(conn, ("fcm_target",))
+        return not db.missing_tables(conn, (table,))
 
 
 def doctor(resolve: Callable[[], Resolved], io: Io, *, backfill: bool = False) -> DoctorResult:

@@ -83,7 +83,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Engine
@@ -116,6 +116,7 @@ FAILURE_FIELDS = (
 )
 RUN_FIELDS = (
     "run_id",
+    "campaign",
     "prefix",
     "date",
     "topic",
@@ -132,13 +133,34 @@ RUN_FIELDS = (
     "wait_seconds",
     "duration_seconds",
     "started_at",
+    "newly_dead",
+    "tries",
+)
+# Each attempt at a day's run, as it ended (JSON's `history`; the table's lines under a day).
+ATTEMPT_FIELDS = (
+    "attempt",
+    "topic",
+    "status",
+    "why",
+    "audience",
+    "to_add",
+    "to_remove",
+    "added",
+    "removed",
+    "newly_dead",
+    "failed",
+    "retries",
+    "attempts",
+    "wait_seconds",
+    "duration_seconds",
+    "started_at",
 )
 FORMATS = ("table", "csv", "json")
 DEFAULT_RUN_LIMIT = 10
 DEFAULT_FAILURE_LIMIT = 1000  # a day with a million failures must not print a million lines
 DEFAULT_GROUP_TOKENS = 10  # tokens the overview names per (code, op) group
 CAMPAIGNS_KEY = "campaigns"
-CAMPAIGN_FIELDS = ("prefix", "run", "failed_tokens", "failures")
+CAMPAIGN_FIELDS = ("campaign", "prefix", "run", "failed_tokens", "failures")
 GROUP_FIELDS = ("code", "op", "count", "tokens")
 
 
@@ -159,7 +181,32 @@ class FailedToken:
 
 
 @dataclass(frozen=True)
+class AttemptSummary:
+    """One attempt at a day's run with its own figures (a rerun keeps the earlier ones)."""
+
+    attempt: int
+    topic: str
+    status: str
+    why: str
+    audience: int
+    to_add: int
+    to_remove: int
+    added: int
+    removed: int
+    newly_dead: int
+    failed: dict[str, int]  # unresolved when the attempt ended
+    retries: int
+    attempts: int
+    wait_seconds: float
+    duration_seconds: float | None
+    started_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class RunSummary:
+    """A campaign's day: its totals over every attempt, the current attempt's plan and
+    status, and the publish record."""
+
     run_id: int
     prefix: str
     date: dt.date
@@ -179,6 +226,11 @@ class RunSummary:
     started_at: dt.datetime
     newly_dead: int = 0  # tokens the run found dead
     suppressed: int = 0  # audience tokens skipped as forgotten
+    campaign: str = ""  # the campaign's name (its prefix may have changed since)
+    tries: int = 1  # attempts at the day's run
+    history: list[AttemptSummary] = field(default_factory=list)  # every attempt, in order
+    intent_at: dt.datetime | None = None  # an unconfirmed publish's intent, if any
+    unrecorded: str | None = None  # a message id FCM accepted that the database lacks
 
 
 @dataclass(frozen=True)
@@ -241,6 +293,11 @@ class FailureFilter:
 # --- queries ----------------------------------------------------------------------------------
 
 
+def _campaigns(conn: Any, called: str | None) -> list[int] | None:
+    """The campaigns a --topic-prefix (or a configuration's campaign) selects; None: all."""
+    return None if called is None else store.campaigns_called(conn, called)
+
+
 def failed_tokens(engine: Engine, flt: FailureFilter | None = None) -> list[FailedToken]:
     """Failures matching the filter, newest `last_seen` first (unresolved only by default)."""
     flt = flt or FailureFilter()
@@ -252,11 +309,11 @@ def failed_tokens(engine: Engine, flt: FailureFilter | None = None) -> list[Fail
     }
     with engine.connect() as conn:
         if flt.prefix is not None:
-            # A failure a repair recorded has no run: it belongs to the prefix when its topic
-            # is one of the prefix's pool topics (the pool rule lives in topic_sync.pool).
+            # A failure a repair recorded has no run: it belongs to the campaign when its
+            # topic is one of the prefix's pool topics (the pool rule lives in topic_sync.pool).
             orphans = store.topics_of_failures_without_run(conn)
-            filters["prefix"] = flt.prefix
-            filters["prefix_topics"] = [t for t in orphans if is_pool_topic(flt.prefix, t)]
+            filters["campaigns"] = _campaigns(conn, flt.prefix)
+            filters["pool_topics"] = [t for t in orphans if is_pool_topic(flt.prefix, t)]
         rows = store.failure_rows(
             conn, filters, include_resolved=flt.include_resolved, limit=flt.limit
         )
@@ -282,19 +339,32 @@ def failed_tokens(engine: Engine, flt: FailureFilter | None = None) -> list[Fail
 def run_summaries(
     engine: Engine, *, prefix: str | None = None, limit: int | None = DEFAULT_RUN_LIMIT
 ) -> list[RunSummary]:
-    """The most recent runs first (by date, then start time); `limit=None` for all."""
+    """The most recent days first (by date, then start time), of the campaign `prefix`
+    selects (see store.campaigns_called) or of all; `limit=None` for all."""
     if limit is not None and limit < 1:
         raise BadInput(f"limit must be at least 1, not {limit}")
     with engine.connect() as conn:
-        rows = store.run_summary_rows(conn, prefix=prefix, limit=limit)
-    return [_summary(row) for row in rows]
+        rows = store.run_summary_rows(conn, campaigns=_campaigns(conn, prefix), limit=limit)
+        return _with_history(conn, [_summary(row) for row in rows])
 
 
 def latest_runs(engine: Engine, prefix: str | None = None) -> list[RunSummary]:
-    """The latest run of every prefix (or of the given one), ordered by prefix."""
+    """The latest day of every campaign (or of the one `prefix` selects), by campaign name."""
     with engine.connect() as conn:
-        rows = store.latest_run_rows(conn, prefix=prefix)
-    return [_summary(row) for row in rows]
+        rows = store.latest_run_rows(conn, campaigns=_campaigns(conn, prefix))
+        return _with_history(conn, [_summary(row) for row in rows])
+
+
+def _with_history(conn: Any, runs: list[RunSummary]) -> list[RunSummary]:
+    """The runs, each with every attempt at it."""
+    history: dict[int, list[AttemptSummary]] = {run.run_id: [] for run in runs}
+    for row in store.attempt_rows(conn, list(history)):
+        history[row.run_id].append(
+            AttemptSummary(
+                attempt=row.attempt, to_add=row.to_add, to_remove=row.to_remove, **_figures(row)
+            )
+        )
+    return [replace(run, history=history[run.run_id]) for run in runs]
 
 
 def overview(
@@ -331,59 +401,86 @@ def dead_tokens(engine: Engine, limit: int | None = DEFAULT_FAILURE_LIMIT) -> li
     ]
 
 
-def latest_by_prefix(summaries: Iterable[RunSummary]) -> dict[str, RunSummary]:
-    """The latest of the given runs per prefix, ordered by prefix; input order is irrelevant."""
+def latest_by_campaign(summaries: Iterable[RunSummary]) -> dict[str, RunSummary]:
+    """The latest of the given runs per campaign, ordered by campaign; input order is
+    irrelevant."""
     latest: dict[str, RunSummary] = {}
     for run in summaries:
-        seen = latest.get(run.prefix)
+        seen = latest.get(run.campaign)
         if seen is None or _recency(run) > _recency(seen):
-            latest[run.prefix] = run
+            latest[run.campaign] = run
     return dict(sorted(latest.items()))
 
 
 def status_exit_code(engine: Engine, prefix: str | None = None) -> ExitCode:
-    """OK when the latest run of every prefix (or of the given one) was published;
+    """OK when the latest run of every campaign (or of the one selected) was published;
     WITHHELD when one was not (withheld, past its deadline, failed or still running);
     FAILED when there is no run at all, so monitoring notices a job that never ran."""
     return status_exit_code_of(latest_runs(engine, prefix))
 
 
 def status_exit_code_of(latest: Sequence[RunSummary]) -> ExitCode:
-    """status_exit_code for runs already read."""
+    """status_exit_code for runs already read. A publish FCM accepted that only this host's
+    evidence file records counts as published: it went out (see engine.evidence)."""
     if not latest:
         return ExitCode.FAILED
-    if all(run.published for run in latest):
+    if all(run.published or run.unrecorded for run in latest):
         return ExitCode.OK
     return ExitCode.WITHHELD
+
+
+def with_evidence(latest: Sequence[RunSummary], found: Iterable[Any]) -> list[RunSummary]:
+    """The runs, each unconfirmed publish that an evidence file proves marked with its
+    message id (evidence of that very intent: the same run and intent time stamp)."""
+    proofs = {(e.run_id, e.intent_time): e.message_id for e in found}
+    return [
+        replace(run, unrecorded=proofs.get((run.run_id, run.intent_at)))
+        if not run.published and run.intent_at is not None
+        else run
+        for run in latest
+    ]
 
 
 def _recency(run: RunSummary) -> tuple[dt.date, dt.datetime, int]:
     return (run.date, run.started_at, run.run_id)
 
 
+def _figures(row: Any) -> dict[str, Any]:
+    """What a day's run and one attempt at it both say: status, why, counts, times."""
+    return {
+        "topic": row.topic,
+        "status": row.status,
+        "why": (row.note or "").strip() or RunStatus(row.status).why,
+        "audience": row.audience_size,
+        "added": row.added,
+        "removed": row.removed,
+        "newly_dead": row.newly_dead,
+        "failed": {code: int(n) for code, n in sorted((row.failed or {}).items())},
+        "retries": row.retries,
+        "attempts": row.attempts,
+        "wait_seconds": float(row.wait_seconds),
+        "duration_seconds": _seconds(row.duration),
+        "started_at": _utc(row.started_at),
+    }
+
+
 def _summary(row: Any) -> RunSummary:
-    note = (row.note or "").strip()
     return RunSummary(
         run_id=row.id,
         prefix=row.prefix,
         date=row.run_date,
-        topic=row.topic,
-        status=row.status,
-        audience=row.audience_size,
-        added=row.added,
-        removed=row.removed,
-        failed={code: int(n) for code, n in sorted((row.failed or {}).items())},
-        retries=row.retries,
-        attempts=row.attempts,
-        wait_seconds=float(row.wait_seconds),
-        duration_seconds=None if row.duration is None else round(float(row.duration), 3),
         published=bool(row.published),
         message_id=row.message_id,
-        why=note or RunStatus(row.status).why,
-        started_at=_utc(row.started_at),
-        newly_dead=row.newly_dead,
         suppressed=row.suppressed,
+        **_figures(row),
+        campaign=row.campaign,
+        tries=row.tries,
+        intent_at=row.publish_intent_at if row.publish_state == "intent" else None,
     )
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -431,7 +528,7 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
         items = [run_record(row) for row in rows]
         return _json({"version": JSON_VERSION, "kind": RUNS_KIND, RUNS_KIND: items})
     if fmt == "csv":
-        records = ({**run_record(row), "failed": _per_code(row.failed)} for row in rows)
+        records = ({**_flat(run_record(row)), "failed": _per_code(row.failed)} for row in rows)
         return _csv(RUN_FIELDS, records)
     if not rows:
         return "no runs"
@@ -451,25 +548,46 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
         "STARTED",
         "WHY",
     )
-    body = [
-        (
-            row.date.isoformat(),
-            row.prefix,
-            row.topic,
-            row.status,
-            "yes" if row.published else "no",
-            str(row.audience),
-            str(row.added),
-            str(row.removed),
-            _per_code(row.failed) or "-",
-            str(row.retries),
-            _duration(row.wait_seconds),
-            _duration(row.duration_seconds),
-            _minutes(row.started_at),
-            row.why,
+    body = []
+    for row in rows:
+        body.append(
+            (
+                row.date.isoformat(),
+                row.prefix,
+                row.topic,
+                row.status,
+                "yes" if row.published else "no",
+                str(row.audience),
+                str(row.added),
+                str(row.removed),
+                _per_code(row.failed) or "-",
+                str(row.retries),
+                _duration(row.wait_seconds),
+                _duration(row.duration_seconds),
+                _minutes(row.started_at),
+                row.why if row.tries == 1 else f"{row.why} (totals of {row.tries} attempts)",
+            )
         )
-        for row in rows
-    ]
+        if row.tries > 1:  # each attempt as it ended, beneath the day's totals
+            body += [
+                (
+                    f"  #{a.attempt}",
+                    "",
+                    a.topic,
+                    a.status,
+                    "",
+                    str(a.audience),
+                    str(a.added),
+                    str(a.removed),
+                    _per_code(a.failed) or "-",
+                    str(a.retries),
+                    _duration(a.wait_seconds),
+                    _duration(a.duration_seconds),
+                    _minutes(a.started_at),
+                    a.why,
+                )
+                for a in row.history
+            ]
     numeric = {"AUDIENCE", "ADDED", "REMOVED", "RETRIES", "WAITED", "TOOK"}
     return _table(headers, body, right=numeric)
 
@@ -500,6 +618,7 @@ def render_overview(
             RUNS_KIND: [run_record(row) for row in recent],
             CAMPAIGNS_KEY: [
                 {
+                    "campaign": item.run.campaign,
                     "prefix": item.run.prefix,
                     "run": run_record(item.run),
                     "failed_tokens": item.failed_tokens,
@@ -523,13 +642,16 @@ def render_overview(
     for item in campaigns:
         run = item.run
         state = "published" if run.published else f"{run.status.upper()}: {run.why}"
+        tries = f" (totals of {run.tries} attempts)" if run.tries > 1 else ""
         lines = [
-            f"{run.prefix}  {run.date.isoformat()}  {run.topic}  {state}",
-            f"  run {run.run_id}: audience {run.audience}, added {run.added}, "
+            f"{_campaign_label(run)}  {run.date.isoformat()}  {run.topic}  {state}",
+            f"  run {run.run_id}{tries}: audience {run.audience}, added {run.added}, "
             f"removed {run.removed}, newly dead {run.newly_dead}, suppressed "
             f"{run.suppressed}, retries {run.retries}, waited "
             f"{_duration(run.wait_seconds)}, took {_duration(run.duration_seconds)}",
         ]
+        if run.tries > 1:
+            lines += [f"    {_attempt_line(a)}" for a in run.history]
         if not item.groups:
             lines.append("  no unresolved failed tokens")
         else:
@@ -583,21 +705,45 @@ def render_dead(rows: Sequence[DeadToken], fmt: str, *, full_tokens: bool = Fals
 
 
 def render_status(summaries: Iterable[RunSummary]) -> str:
-    """One line per prefix for its latest run: published with its counts, or why not."""
-    latest = list(latest_by_prefix(summaries).values())
+    """One line per campaign for its latest day: published with the day's totals, or why
+    not (a publish FCM accepted that only this host's evidence file records says so)."""
+    latest = list(latest_by_campaign(summaries).values())
     if not latest:
         return "no runs"
     body = []
     for run in latest:
-        if run.published:
-            state = "published"
-            detail = f"added {run.added} removed {run.removed} failed {sum(run.failed.values())}"
+        if run.published or run.unrecorded:
+            state = "published" if run.published else "PUBLISHED, NOT RECORDED"
+            detail = (
+                f"added {run.added} removed {run.removed} newly dead {run.newly_dead} "
+                f"failed {sum(run.failed.values())}"
+            )
             if run.failed:
                 detail += f" ({_per_code(run.failed)})"
+            if run.tries > 1:
+                detail += f"; {run.tries} attempts"
+            if run.unrecorded:
+                detail += (
+                    f"; FCM accepted message {run.unrecorded}, kept in this host's evidence "
+                    "file: the next live run of the campaign here records it. Do not resend"
+                )
         else:
             state, detail = run.status.upper(), run.why
-        body.append((run.prefix, run.date.isoformat(), run.topic, state, detail))
+        body.append((_campaign_label(run), run.date.isoformat(), run.topic, state, detail))
     return _table(None, body, right=set())
+
+
+def _campaign_label(run: RunSummary) -> str:
+    """The campaign's name, with the prefix its day used when that differs."""
+    return run.campaign if run.campaign == run.prefix else f"{run.campaign} ({run.prefix})"
+
+
+def _attempt_line(a: AttemptSummary) -> str:
+    return (
+        f"#{a.attempt} {a.status}: audience {a.audience}, added {a.added}, removed "
+        f"{a.removed}, newly dead {a.newly_dead}, retries {a.retries}, took "
+        f"{_duration(a.duration_seconds)}; {a.why}"
+    )
 
 
 def _failure_record(row: FailedToken, token: str) -> dict[str, object]:
@@ -618,8 +764,10 @@ def _failure_record(row: FailedToken, token: str) -> dict[str, object]:
 
 
 def run_record(row: RunSummary) -> dict[str, object]:
+    """A day's run as JSON: the RUN_FIELDS, then `history` (each attempt, ATTEMPT_FIELDS)."""
     return {
         "run_id": row.run_id,
+        "campaign": row.campaign,
         "prefix": row.prefix,
         "date": row.date.isoformat(),
         "topic": row.topic,
@@ -636,7 +784,36 @@ def run_record(row: RunSummary) -> dict[str, object]:
         "wait_seconds": row.wait_seconds,
         "duration_seconds": row.duration_seconds,
         "started_at": _timestamp(row.started_at),
+        "newly_dead": row.newly_dead,
+        "tries": row.tries,
+        "history": [attempt_record(a) for a in row.history],
     }
+
+
+def attempt_record(a: AttemptSummary) -> dict[str, object]:
+    return {
+        "attempt": a.attempt,
+        "topic": a.topic,
+        "status": a.status,
+        "why": a.why,
+        "audience": a.audience,
+        "to_add": a.to_add,
+        "to_remove": a.to_remove,
+        "added": a.added,
+        "removed": a.removed,
+        "newly_dead": a.newly_dead,
+        "failed": dict(a.failed),
+        "retries": a.retries,
+        "attempts": a.attempts,
+        "wait_seconds": a.wait_seconds,
+        "duration_seconds": a.duration_seconds,
+        "started_at": _timestamp(a.started_at),
+    }
+
+
+def _flat(record: dict[str, object]) -> dict[str, object]:
+    """A run record for CSV: the day's totals, without the nested history."""
+    return {key: record[key] for key in RUN_FIELDS}
 
 
 def _check_format(fmt: str) -> None:

@@ -259,7 +259,8 @@ def resume_interrupted(
     for name, campaign in config.campaigns.items():
         day = campaign.today(now)
         with engine.connect() as conn:
-            record = store.get_run(conn, campaign.topic_prefix, day)
+            recorded = store.campaign_by_name(conn, name)
+            record = store.get_run(conn, recorded.id, day) if recorded else None
         interrupted = record is not None and record.status is RunStatus.INTERRUPTED
         if interrupted and record is not None and record.publish_state is not PublishState.SENT:
             scheduler.add_job(

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 import google.auth.exceptions
@@ -64,6 +65,15 @@ def database_url(settings: Settings, io: Io) -> str:
     base = default_base(io.environ, os.geteuid())
     io.log(f"DATABASE_URL is not set: using the embedded PostgreSQL in {base}")
     return embedded_url(base)
+
+
+def state_dir(settings: Settings, io: Io) -> Path:
+    """This host's folder for last-resort evidence (--state-dir), by default the folder the
+    embedded PostgreSQL's data sits in (topic-sync's per-user data folder; as root,
+    /var/lib/topic-sync)."""
+    if settings.state_dir is not None:
+        return settings.state_dir
+    return default_base(io.environ, os.geteuid()).parent
 
 
 def open_engine(settings: Settings, io: Io, *, check: bool = True) -> Engine:

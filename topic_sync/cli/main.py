@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 
 from topic_sync import __version__
-from topic_sync.cli import admin, repairs, reports
+from topic_sync.cli import admin, campaigns, repairs, reports
 from topic_sync.cli import run as run_commands
 from topic_sync.cli.output import emit_json, error_document, say
 from topic_sync.errors import ExitCode
@@ -45,6 +45,7 @@ for command in (
     repairs.reconcile,
     repairs.forget,
     repairs.target,
+    campaigns.campaign,
     reports.report,
     reports.status,
     admin.db,

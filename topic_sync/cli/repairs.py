@@ -100,7 +100,8 @@ def reconcile(
 @env_option(
     "--undo",
     is_flag=True,
-    help="Take the tokens off the suppression list: later audiences include them again.",
+    help="Take the tokens off the suppression list and lift their owed removals: later "
+    "audiences include them again.",
 )
 @settings("live", *WORK)
 @with_config
@@ -109,10 +110,12 @@ def reconcile(
 def forget(
     tokens: tuple[str, ...], from_file: Path | None, undo: bool, as_json: bool, **params: Any
 ) -> None:
-    """Mark tokens as gone (logout, deleted account) and queue their removal from every topic.
+    """Mark tokens as gone (logout, deleted account) and remove them from every topic.
 
-    Later audiences skip them (the suppression list). The removal from FCM happens with
-    --live, or at the next `topic-sync reconcile --live`. --undo reverses a forget.
+    Later audiences skip them (the suppression list). Dry run unless --live: it counts
+    what it would mark and queue, and changes nothing. With --live the removals are queued
+    and sent to FCM at once. --undo reverses a forget: the tokens leave the suppression
+    list and the removals it queued that are still owed are lifted (also only with --live).
     """
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
     outcome = commands.forget(settings_, cli_io(), tokens, from_file, undo=undo)

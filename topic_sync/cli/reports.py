@@ -107,8 +107,9 @@ def report(
 def status(as_json: bool, **params: Any) -> None:
     """The latest run of each campaign at a glance.
 
-    Exits 4 if the latest run of a prefix did not publish (1 if nothing ever ran), so
-    monitoring can alert on it.
+    Exits 4 if the latest run of a campaign did not publish (1 if nothing ever ran), so
+    monitoring can alert on it. A publish FCM accepted that the database could not record
+    shows as such when this host kept its evidence (it went out: do not resend).
     """
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
     outcome = commands.status(settings_, cli_io())
@@ -116,7 +117,10 @@ def status(as_json: bool, **params: Any) -> None:
         emit_json(
             {
                 "exit_code": int(outcome.exit_code),
-                "runs": [rep.run_record(run) for run in outcome.latest],
+                "runs": [
+                    {**rep.run_record(run), "unrecorded_message_id": run.unrecorded}
+                    for run in outcome.latest
+                ],
             }
         )
     else:

@@ -1,8 +1,8 @@
 """Repairs: finish what runs left owed, re-assert FCM from the table, audit FCM.
 
 Reconcile never publishes. It uses the same batches, transactions, retry policy,
-pacing and error table as `run` (the `Work` drainer), and the same per-prefix
-lock, so it never runs alongside a run of the same prefix. Without `live` it
+pacing and error table as `run` (the `Work` drainer), and the same per-campaign
+lock, so it never runs alongside a run of the same campaign. Without `live` it
 only reports what it would do (an audit still reads from FCM: reads change nothing).
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from topic_sync import store
+from topic_sync.engine import campaign as campaigns
 from topic_sync.engine.drain import DeadGuard, Deps, SyncCounts, Work, process_owner, take_fence
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
@@ -97,13 +98,17 @@ class ReconcileResult:
 
 
 def reconcile(opts: ReconcileOptions, deps: Deps) -> ReconcileResult:
-    by_prefix: dict[str, list[str]] = defaultdict(list)
+    """Repair the topics, campaign by campaign under the lock its runs take."""
+    with deps.engine.connect() as conn:
+        owners = store.campaigns_of_topics(conn, {topic: prefix_of(topic) for topic in opts.topics})
+    by_lock: dict[str, list[str]] = defaultdict(list)
     for topic in opts.topics:
-        by_prefix[prefix_of(topic)].append(topic)
+        owner = owners.get(topic)
+        by_lock[campaigns.lock_name(owner.name if owner else prefix_of(topic))].append(topic)
     result = ReconcileResult(live=opts.live, topics=[])
     deadline_at = deps.monotonic() + opts.deadline
-    for prefix, topics in sorted(by_prefix.items()):
-        with advisory_lock(deps.engine, f"prefix:{prefix}", what="run or reconcile", log=deps.log):
+    for lock_name, topics in sorted(by_lock.items()):
+        with advisory_lock(deps.engine, lock_name, what="run or reconcile", log=deps.log):
             _reconcile_prefix(opts, deps, topics, result, deadline_at)
     return result
 
@@ -237,17 +242,23 @@ def _compare(
     return heals
 
 
-def forget(deps: Deps, tokens: Iterable[str]) -> tuple[int, int, list[str]]:
-    """Mark tokens gone; returns (marked, removals queued, topics now owing work)."""
-    with deps.engine.begin() as conn:
+def forget(deps: Deps, tokens: Iterable[str], *, live: bool) -> tuple[int, int, list[str]]:
+    """Mark tokens gone; returns (marked, removals queued, topics now owing work). Without
+    `live`, the same counts from a transaction that is rolled back: nothing changes."""
+    with deps.engine.connect() as conn:
         check_target(conn, deps.client.target, bind=False)
         marked, queued = store.forget_tokens(conn, tokens)
         owing = store.topics_owing(conn)
+        (conn.commit if live else conn.rollback)()
     return marked, queued, owing
 
 
-def unforget(deps: Deps, tokens: Iterable[str]) -> int:
-    """Undo forget: later audiences include the tokens again. Returns how many were forgotten."""
-    with deps.engine.begin() as conn:
+def unforget(deps: Deps, tokens: Iterable[str], *, live: bool) -> tuple[int, int]:
+    """Undo forget: later audiences include the tokens again, and the removals the forget
+    queued that are still owed are lifted. Returns (tokens that were forgotten, removals
+    lifted); without `live`, counted in a transaction that is rolled back."""
+    with deps.engine.connect() as conn:
         check_target(conn, deps.client.target, bind=False)
-        return store.unforget_tokens(conn, tokens)
+        counts = store.unforget_tokens(conn, tokens)
+        (conn.commit if live else conn.rollback)()
+    return counts

@@ -30,9 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import tenacity
 from sqlalchemy import Connection
 
 from topic_sync import store
+from topic_sync.engine import campaign as campaigns
+from topic_sync.engine import evidence
 from topic_sync.engine.drain import (
     DeadGuard,
     Deps,
@@ -48,6 +51,7 @@ from topic_sync.engine.target import check_target
 from topic_sync.errors import (
     AudienceNeverCame,
     BadInput,
+    CampaignMismatch,
     CredentialsError,
     DeadlineReached,
     DeadTokenGuard,
@@ -55,6 +59,7 @@ from topic_sync.errors import (
     Fenced,
     InputFileError,
     Interrupted,
+    PublishUnrecorded,
     PublishWithheld,
     Refused,
     TopicSyncError,
@@ -110,6 +115,11 @@ class RunOptions:
     wait_interval: float = arrival.POLL_SECONDS
     # The message's data keys naming its kind and version: missing ones are warned about.
     convention_keys: tuple[str, str] = (DEFAULTS.message_type_key, DEFAULTS.message_version_key)
+    campaign: str | None = None  # the configuration file's campaign; None: named after prefix
+    pool_size_given: bool = True  # False: not configured: the campaign's recorded one is used
+    timezone: str | None = None  # the configuration file's time zone of the campaign, if any
+    # Where a publish FCM accepted is kept when the database cannot record it (last resort).
+    evidence_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.audience_path is None) == (self.audience_query is None):
@@ -122,6 +132,16 @@ class RunOptions:
             raise ValueError("max dead must be a share between 0 and 1")
         if self.republish and self.mark_published:
             raise ValueError("--republish and --mark-published contradict each other")
+
+    @property
+    def spec(self) -> campaigns.CampaignSpec:
+        return campaigns.CampaignSpec(
+            prefix=self.prefix,
+            pool_size=self.pool_size,
+            name=self.campaign,
+            pool_size_given=self.pool_size_given,
+            timezone=self.timezone,
+        )
 
     @property
     def audience_name(self) -> str:
@@ -146,6 +166,7 @@ class RunResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the run
     metrics_errors: list[str] = field(default_factory=list)  # exports that failed (app layer)
     warnings: list[str] = field(default_factory=list)  # for people; the exit code ignores them
+    campaign: str | None = None  # the campaign's name (None: named after the prefix)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -156,6 +177,7 @@ class RunResult:
         return {
             "status": self.status,
             "date": self.day.isoformat(),
+            "campaign": self.campaign or self.prefix,
             "prefix": self.prefix,
             "topic": self.topic,
             "audience": plan.audience_size if plan else None,
@@ -183,21 +205,29 @@ class RunResult:
 
 
 def run_day(opts: RunOptions, deps: Deps) -> RunResult:
-    topic = topic_for(opts.prefix, opts.pool_size, opts.day)
+    spec = opts.spec
+    with deps.engine.connect() as conn:
+        found = campaigns.find(conn, spec)
+        pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
+        conn.rollback()
+    topic = topic_for(opts.prefix, pool_size, opts.day)
     if opts.wait_for is not None:
-        await_audience(opts, deps, topic)
+        await_audience(opts, deps, topic, pool_size)
     template = load_message(
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
-    warnings = convention_warnings(template, opts.message_path, opts.convention_keys)
+    warnings += convention_warnings(template, opts.message_path, opts.convention_keys)
     for warning in warnings:
         deps.log(f"warning: {warning}")
     if not opts.live:
-        result = _dry_run(opts, deps, topic, template)
+        result = _dry_run(opts, deps, topic, template, found)
     else:
-        with advisory_lock(deps.engine, f"prefix:{opts.prefix}", what="run", log=deps.log) as lock:
-            result = _live_run(opts, deps, topic, template, lock.verify)
+        name = found.name if found else spec.campaign_name
+        lock_name = campaigns.lock_name(name)
+        with advisory_lock(deps.engine, lock_name, what="run", log=deps.log) as lock:
+            result = _live_run(opts, deps, topic, template, lock.verify, found, name, pool_size)
     result.warnings = warnings
+    result.campaign = found.name if found else spec.campaign_name
     return result
 
 
@@ -219,7 +249,7 @@ def _guard(opts: RunOptions, plan: store.Plan) -> None:
         )
 
 
-def await_audience(opts: RunOptions, deps: Deps, topic: str) -> float:
+def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> float:
     """Before anything else, wait for --wait-for; returns the seconds waited.
 
     Timed out: a live run records the day as `no_audience` (nothing synced, nothing
@@ -253,8 +283,12 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str) -> float:
     if opts.live:
         with deps.engine.begin() as conn:
             check_target(conn, deps.client.target, bind=False)
+            campaign = campaigns.settle(
+                conn, opts.spec, pool_size=pool_size, by=process_owner("run")
+            )
             store.record_no_audience(
                 conn,
+                campaign_id=campaign.id,
                 prefix=opts.prefix,
                 day=opts.day,
                 topic=topic,
@@ -306,16 +340,24 @@ def _plan(
     return plan
 
 
-def _dry_run(opts: RunOptions, deps: Deps, topic: str, template: MessageTemplate) -> RunResult:
+def _dry_run(
+    opts: RunOptions,
+    deps: Deps,
+    topic: str,
+    template: MessageTemplate,
+    found: store.CampaignRecord | None,
+) -> RunResult:
     with deps.engine.connect() as conn:
         try:
             check_target(conn, deps.client.target, bind=False)
-            existing = store.get_run(conn, opts.prefix, opts.day)
+            existing = store.get_run(conn, found.id, opts.day) if found else None
             plan = _plan(opts, conn, topic, None, deps, Phases(deps.monotonic))
         finally:
             conn.rollback()
     send_message(deps, opts.retry, template, topic, validate_only=True)
     note = "dry run: nothing changed; pass --live to apply"
+    if found is None:
+        note += f" (its first live run registers campaign {opts.spec.campaign_name!r})"
     if existing and existing.publish_state is PublishState.SENT:
         note = "already published; a live run would do nothing"
     return RunResult(RunOutcome.DRY_RUN, opts.day, opts.prefix, topic, plan=plan, note=note)
@@ -327,12 +369,17 @@ def _live_run(
     topic: str,
     template: MessageTemplate,
     verify_lock: Callable[[], None],
+    found: store.CampaignRecord | None,
+    locked_name: str,
+    pool_size: int,
 ) -> RunResult:
     deadline_at = deps.monotonic() + opts.deadline
     phases = Phases(deps.monotonic)
+    if found is not None and opts.evidence_dir is not None:
+        record_evidence(deps, opts.evidence_dir, found.id)
     with deps.engine.begin() as conn:
         check_target(conn, deps.client.target, bind=False)
-        existing = store.get_run(conn, opts.prefix, opts.day)
+        existing = store.get_run(conn, found.id, opts.day) if found else None
     if existing and existing.publish_state is PublishState.SENT:
         return RunResult(
             RunOutcome.ALREADY_PUBLISHED,
@@ -355,15 +402,28 @@ def _live_run(
 
     with deps.engine.begin() as conn:
         check_target(conn, deps.client.target, bind=True)
+        owner = process_owner(f"run {locked_name} {opts.day}")
+        campaign = campaigns.settle(conn, opts.spec, pool_size=pool_size, by=owner)
+        if campaign.name != locked_name:
+            raise CampaignMismatch(
+                f"campaign {locked_name!r} was renamed {campaign.name!r} while this run "
+                "started; nothing was done: run it again"
+            )
+        if found is None:
+            deps.log(
+                f"campaign {campaign.name!r} registered: topic prefix {campaign.prefix}, "
+                f"pool of {campaign.pool_size}, time zone {campaign.timezone}"
+            )
         run = store.start_run(
             conn,
+            campaign_id=campaign.id,
             prefix=opts.prefix,
             day=opts.day,
             topic=topic,
             transport=deps.client.transport,
             audience_path=opts.audience_name,
         )
-        fence = take_fence(conn, topic, process_owner(f"run {opts.prefix} {opts.day}"), run.id)
+        fence = take_fence(conn, topic, owner, run.id)
         plan = _plan(opts, conn, topic, run.id, deps, phases)
         store.save_plan(conn, run.id, plan)
     deps.log(
@@ -375,7 +435,17 @@ def _live_run(
 
     try:
         return _sync_and_publish(
-            opts, deps, topic, template, verify_lock, run, fence, plan, deadline_at, phases
+            opts,
+            deps,
+            topic,
+            template,
+            verify_lock,
+            campaign,
+            run,
+            fence,
+            plan,
+            deadline_at,
+            phases,
         )
     except Exception as error:
         # Whatever ended the run, its record says so: it must not look still in progress.
@@ -389,6 +459,7 @@ def _sync_and_publish(
     topic: str,
     template: MessageTemplate,
     verify_lock: Callable[[], None],
+    campaign: store.CampaignRecord,
     run: store.RunRecord,
     fence: store.Fence,
     plan: store.Plan,
@@ -453,6 +524,7 @@ def _sync_and_publish(
             "rerun this date to publish"
         )
     verify_lock()
+    receipt = Receipt(campaign.name, campaign.id, opts.day, opts.evidence_dir)
     with phases.timing("publish"):
         message_id = publish_once(
             deps,
@@ -462,6 +534,7 @@ def _sync_and_publish(
             republish=opts.republish,
             policy=opts.retry,
             epoch=fence.epoch,
+            receipt=receipt,
         )
     result = RunResult(
         RunOutcome.PUBLISHED if message_id else RunOutcome.ALREADY_PUBLISHED,
@@ -520,6 +593,21 @@ def send_message(
     return message_id
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """Whose publish it is, for the evidence of a send the database could not record."""
+
+    campaign: str
+    campaign_id: int
+    day: dt.date
+    evidence_dir: Path | None  # None: no last-resort file (the message id is still logged)
+
+
+# A publish FCM accepted is recorded on a new connection after a database blip, waiting
+# 1, 2, 4, ... 60 s between tries (about 4 minutes in all) before the last resort.
+CONFIRM_ATTEMPTS = 9
+
+
 def publish_once(
     deps: Deps,
     run_id: int,
@@ -529,18 +617,22 @@ def publish_once(
     republish: bool,
     policy: RetryPolicy,
     epoch: int,
+    receipt: Receipt,
 ) -> str | None:
     """Send the day's message unless someone already has. Returns its id, or None.
 
     Before every attempt, one transaction proves the topic is still this run's (the
     fence), that no removal from it is owed, and stamps the intent: an intent is always
     recorded before the message can leave, and another planner waits while it is fresh.
+    Once FCM accepted it, its id is logged before anything else, then recorded (see
+    _record_sent).
     """
     with deps.engine.begin() as conn:
         check_fence(conn, topic, epoch, "this run")
         _check_no_owed_removals(conn, topic)
-        if not store.claim_publish(conn, run_id, republish=republish):
-            return None
+        intent_at = store.claim_publish(conn, run_id, republish=republish)
+    if intent_at is None:
+        return None
     first = True
     try:
         for attempt in policy.retrying(
@@ -553,7 +645,7 @@ def publish_once(
                     with deps.engine.begin() as conn:
                         check_fence(conn, topic, epoch, "this run")
                         _check_no_owed_removals(conn, topic)
-                        store.refresh_publish_intent(conn, run_id)
+                        intent_at = store.refresh_publish_intent(conn, run_id) or intent_at
                 first = False
                 message_id = deps.client.publish(template.to_sdk(topic))
     except CredentialsError as error:
@@ -574,10 +666,78 @@ def publish_once(
             f"({error.message}). It may have gone out. Check FCM (or the devices), then "
             "rerun with --republish to send it again"
         ) from error
-    with deps.engine.begin() as conn:
-        store.confirm_publish(conn, run_id, message_id)
+    _record_sent(deps, run_id, topic, message_id, intent_at, receipt)
     deps.log(f"published to {topic}: {message_id}")
     return message_id
+
+
+def _record_sent(
+    deps: Deps,
+    run_id: int,
+    topic: str,
+    message_id: str,
+    intent_at: dt.datetime,
+    receipt: Receipt,
+) -> None:
+    """FCM accepted the message: say so first (the log outlives any database), then record
+    it, retrying on new connections; if the database stays out of reach, leave the
+    evidence in a file the next run and `status` read, and stop with exit 4."""
+    accepted_at = deps.now()
+    deps.log(
+        f"FCM accepted the publish of {receipt.day} to {topic}: message id {message_id}; "
+        "recording it"
+    )
+    try:
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(CONFIRM_ATTEMPTS),
+            wait=tenacity.wait_exponential(multiplier=1, max=60),
+            sleep=deps.sleep,
+            before_sleep=lambda state: deps.log(
+                f"recording message id {message_id} failed ({_reason(state)}); trying again "
+                "on a new connection"
+            ),
+            reraise=True,
+        ):
+            with attempt, deps.engine.begin() as conn:
+                store.confirm_publish(conn, run_id, message_id)
+        return
+    except Exception as error:
+        failure = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+    kept = "no state folder to keep evidence in"
+    if receipt.evidence_dir is not None:
+        found = evidence.PublishEvidence(
+            project_id=deps.client.target.project_id,
+            endpoint=deps.client.target.endpoint,
+            campaign=receipt.campaign,
+            campaign_id=receipt.campaign_id,
+            run_id=run_id,
+            date=receipt.day.isoformat(),
+            topic=topic,
+            message_id=message_id,
+            intent_at=intent_at.isoformat(),
+            accepted_at=accepted_at.isoformat(),
+        )
+        try:
+            kept = f"evidence kept in {evidence.write(receipt.evidence_dir, found)}"
+        except OSError as error:
+            kept = f"the evidence file could not be written either ({error})"
+    raise PublishUnrecorded(
+        f"FCM accepted the publish of {receipt.day} to {topic} as message id {message_id}, "
+        f"but the database could not record it after {CONFIRM_ATTEMPTS} tries ({failure}). "
+        f"It went out: do NOT resend it. {kept[0].upper()}{kept[1:]}; the next live run of "
+        f"campaign {receipt.campaign!r} on this host records it. From another host, once the "
+        f"database is back: topic-sync run --date {receipt.day} --mark-published"
+    )
+
+
+def _reason(state: tenacity.RetryCallState) -> str:
+    error = state.outcome.exception() if state.outcome else None
+    return type(error).__name__ if error else "unknown"
+
+
+def record_evidence(deps: Deps, evidence_dir: Path, campaign_id: int) -> None:
+    """Record the publishes this host's evidence files prove for the campaign."""
+    evidence.record_pending(deps.engine, deps.client.target, evidence_dir, campaign_id, deps.log)
 
 
 def _check_no_owed_removals(conn: Connection, topic: str) -> None:
@@ -598,6 +758,8 @@ def _record_stop(deps: Deps, run_id: int, topic: str, error: Exception) -> None:
     (withheld, deadline, interrupted, an unconfirmed publish) is left as it is. A run
     fenced out by another process of the same run leaves the record to that one.
     """
+    if isinstance(error, PublishUnrecorded):
+        return  # the database is out of reach: the evidence and the message say it all
     message = (
         error.message
         if isinstance(error, TopicSyncError)

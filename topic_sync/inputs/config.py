@@ -293,9 +293,9 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
     sync = {
         n: from_file(n, v) for n, v in merged.items() if n in in_file(Place.SYNC) and n != "live"
     }
-    for name, value in sync.items():  # paths, like the message's, are relative to the file
+    for setting, value in sync.items():  # paths, like the message's, are relative to the file
         if isinstance(value, Path) and not value.is_absolute():
-            sync[name] = base / value
+            sync[setting] = base / value
     return Campaign(
         name=name,
         topic_prefix=own["topic_prefix"],

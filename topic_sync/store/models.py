@@ -33,6 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from topic_sync.states import (
     PENDING_SQL,
+    CampaignChange,
     Op,
     PublishState,
     RunStatus,
@@ -88,14 +89,60 @@ class Token(Base):
     )
 
 
-class Run(Base):
-    """One daily run per (prefix, date): its plan, counts and publish record."""
+class Campaign(Base):
+    """A campaign's stable identity: what makes "one publish per date" true.
 
-    __tablename__ = "runs"
+    Runs, their publish records and the run lock are keyed on the campaign, not on the name
+    of its topics, so a renamed prefix cannot make a published date look unpublished. A
+    change of prefix or pool size is an explicit, recorded operation (campaign_changes).
+    Its FCM target is the database's (fcm_target): one database, one target.
+    """
+
+    __tablename__ = "campaigns"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
     prefix: Mapped[str] = mapped_column(Text, nullable=False)
-    run_date: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    # NULL: not known yet (a campaign made from earlier runs by the upgrade); its next live
+    # run records the configured one once the topics it used agree with it.
+    pool_size: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default="UTC")
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        UniqueConstraint("name"),
+        UniqueConstraint("prefix"),
+        CheckConstraint("pool_size BETWEEN 1 AND 2000", name="pool_size_range"),
+    )
+
+
+class CampaignChangeRecord(Base):
+    """Every change of a campaign's identity: who, when, what it was and what it became."""
+
+    __tablename__ = "campaign_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    before: Mapped[dict[str, object] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    changed_by: Mapped[str] = mapped_column(Text, nullable=False)
+    changed_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(one_of("kind", CampaignChange), name="kind_known"),
+        Index("ix_campaign_changes_campaign_id", "campaign_id"),
+    )
+
+
+class AttemptFigures:
+    """What one attempt at a day's run did: its plan, counts, status and times. `runs`
+    holds the current attempt's; `run_attempts` keeps each earlier one's, so a rerun never
+    overwrites the history of a day (store.runs.ATTEMPT_COLUMNS lists them)."""
+
     topic: Mapped[str] = mapped_column(Text, nullable=False)
     transport: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str] = mapped_column(
@@ -122,19 +169,51 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     wait_seconds: Mapped[float] = mapped_column(Double, nullable=False, server_default="0")
+    note: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Run(AttemptFigures, Base):
+    """One daily run per (campaign, date): the current attempt's figures and the day's
+    publish record. `prefix` is the prefix the day's topic was chosen with."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
+    )
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    run_date: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
     publish_state: Mapped[str] = mapped_column(
         Text, nullable=False, server_default=PublishState.NONE.value
     )
     message_id: Mapped[str | None] = mapped_column(Text)
     publish_intent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    note: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[dt.datetime] = _now()
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        UniqueConstraint("prefix", "run_date"),
+        UniqueConstraint("campaign_id", "run_date"),
         CheckConstraint(one_of("publish_state", PublishState), name="publish_state_known"),
+        CheckConstraint(one_of("status", RunStatus), name="status_known"),
+    )
+
+
+class RunAttempt(AttemptFigures, Base):
+    """An earlier attempt at a day's run, as it ended (its figures kept when a rerun began)."""
+
+    __tablename__ = "run_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "attempt"),
         CheckConstraint(one_of("status", RunStatus), name="status_known"),
     )
 
@@ -153,6 +232,9 @@ class Subscription(Base):
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_code: Mapped[str | None] = mapped_column(Text)
     last_reason: Mapped[str | None] = mapped_column(Text)
+    # The status a `forget` found when it queued this removal (subscribed or
+    # pending_subscribe), kept while that removal is owed: `forget --undo` restores it.
+    forgotten_from: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("runs.id", ondelete="SET NULL")
     )
@@ -162,6 +244,11 @@ class Subscription(Base):
         CheckConstraint(
             one_of("status", SubscriptionStatus),
             name="status_known",
+        ),
+        CheckConstraint(
+            f"forgotten_from IN ('{SubscriptionStatus.SUBSCRIBED}', "
+            f"'{SubscriptionStatus.PENDING_SUBSCRIBE}')",
+            name="forgotten_from_known",
         ),
         Index(
             "ix_subscriptions_pending",

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, text
 from topic_sync.states import PENDING_SQL
 from topic_sync.states import PublishState as _P
 from topic_sync.states import RunStatus as _R
+from topic_sync.store.models import RunAttempt
 from topic_sync.store.subscriptions import Plan
 
 __all__ = [
@@ -30,7 +31,10 @@ __all__ = [
     "topics_of_failures_without_run",
     "Fence",
     "RunRecord",
+    "ATTEMPT_COLUMNS",
     "add_progress",
+    "attempt_rows",
+    "confirm_recorded_publish",
     "bind_target",
     "bound_target",
     "claim_publish",
@@ -54,27 +58,62 @@ __all__ = [
 @dataclass(frozen=True)
 class RunRecord:
     id: int
+    campaign_id: int
     prefix: str
     run_date: dt.date
     topic: str
     status: _R
     publish_state: _P
     message_id: str | None
+    attempt: int = 1  # the day's current attempt (earlier ones are in run_attempts)
 
     @classmethod
     def of(cls, row: Any) -> RunRecord:
-        return cls(int(row[0]), str(row[1]), row[2], str(row[3]), _R(row[4]), _P(row[5]), row[6])
+        return cls(
+            int(row[0]),
+            int(row[1]),
+            str(row[2]),
+            row[3],
+            str(row[4]),
+            _R(row[5]),
+            _P(row[6]),
+            row[7],
+            int(row[8]),
+        )
 
 
 # --- runs -------------------------------------------------------------------------------------
 
-_RUN_COLUMNS = "id, prefix, run_date, topic, status, publish_state, message_id"
+_RUN_COLUMNS = (
+    "id, campaign_id, prefix, run_date, topic, status, publish_state, message_id, attempt"
+)
+
+ATTEMPT_COLUMNS = tuple(
+    column.name for column in RunAttempt.__table__.columns if column.name not in ("id", "run_id")
+)
+"""What one attempt at a day's run is: the columns `run_attempts` keeps of `runs`."""
+
+# The day's current attempt kept, before a rerun (or a later "no audience") starts anew.
+_ARCHIVE_SQL = f"""
+    INSERT INTO run_attempts (run_id, {", ".join(ATTEMPT_COLUMNS)})
+    SELECT id, {", ".join(ATTEMPT_COLUMNS)} FROM runs
+    WHERE campaign_id = :campaign AND run_date = :day {{extra}}
+    FOR UPDATE
+    ON CONFLICT (run_id, attempt) DO NOTHING
+"""
+# A new attempt's figures start from nothing.
+_NEW_ATTEMPT = """
+    attempt = runs.attempt + 1, started_at = now(), audience_lines = 0, audience_size = 0,
+    duplicates = 0, skipped_invalid = 0, suppressed = 0, newly_dead = 0, to_add = 0,
+    to_remove = 0, added = 0, removed = 0, failed = '{}', outcomes = '{}', attempts = 0,
+    retries = 0, wait_seconds = 0
+"""
 
 
-def get_run(conn: Connection, prefix: str, day: dt.date) -> RunRecord | None:
+def get_run(conn: Connection, campaign_id: int, day: dt.date) -> RunRecord | None:
     row = conn.execute(
-        text(f"SELECT {_RUN_COLUMNS} FROM runs WHERE prefix = :prefix AND run_date = :day"),
-        {"prefix": prefix, "day": day},
+        text(f"SELECT {_RUN_COLUMNS} FROM runs WHERE campaign_id = :c AND run_date = :day"),
+        {"c": campaign_id, "day": day},
     ).one_or_none()
     return RunRecord.of(row) if row else None
 
@@ -82,26 +121,31 @@ def get_run(conn: Connection, prefix: str, day: dt.date) -> RunRecord | None:
 def start_run(
     conn: Connection,
     *,
+    campaign_id: int,
     prefix: str,
     day: dt.date,
     topic: str,
     transport: str,
     audience_path: str,
 ) -> RunRecord:
-    """Create the day's run row, or restart it for a rerun (publish state is kept)."""
+    """Create the day's run row, or start its next attempt for a rerun: the current attempt
+    is kept in run_attempts first, and the publish state is kept."""
+    conn.execute(text(_ARCHIVE_SQL.format(extra="")), {"campaign": campaign_id, "day": day})
     row = conn.execute(
         text(
             f"""
-            INSERT INTO runs (prefix, run_date, topic, transport, audience_path, status)
-            VALUES (:prefix, :day, :topic, :transport, :path, '{_R.SYNCING}')
-            ON CONFLICT (prefix, run_date) DO UPDATE
-            SET topic = excluded.topic, transport = excluded.transport,
-                audience_path = excluded.audience_path, status = '{_R.SYNCING}',
-                started_at = now(), finished_at = NULL, note = NULL
+            INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, audience_path,
+                              status)
+            VALUES (:campaign, :prefix, :day, :topic, :transport, :path, '{_R.SYNCING}')
+            ON CONFLICT (campaign_id, run_date) DO UPDATE
+            SET prefix = excluded.prefix, topic = excluded.topic,
+                transport = excluded.transport, audience_path = excluded.audience_path,
+                status = '{_R.SYNCING}', finished_at = NULL, note = NULL, {_NEW_ATTEMPT}
             RETURNING {_RUN_COLUMNS}
             """
         ),
         {
+            "campaign": campaign_id,
             "prefix": prefix,
             "day": day,
             "topic": topic,
@@ -115,6 +159,7 @@ def start_run(
 def record_no_audience(
     conn: Connection,
     *,
+    campaign_id: int,
     prefix: str,
     day: dt.date,
     topic: str,
@@ -123,25 +168,33 @@ def record_no_audience(
     note: str,
 ) -> bool:
     """Record that the day's audience never came. A row of the day that says more (a run
-    that planned, synced or published) is left as it is; returns whether it was written."""
+    that planned, synced or published) is left as it is; returns whether it was written.
+    An earlier attempt it replaces (an audience that never came, a failure) is kept."""
+    replaceable = (
+        f"AND publish_state = '{_P.NONE}' AND status IN ('{_R.NO_AUDIENCE}', '{_R.FAILED}')"
+    )
+    params = {"campaign": campaign_id, "day": day}
+    conn.execute(text(_ARCHIVE_SQL.format(extra=replaceable)), params)
     row = conn.execute(
         text(
             f"""
-            INSERT INTO runs (prefix, run_date, topic, transport, audience_path, status, note,
-                              finished_at)
-            VALUES (:prefix, :day, :topic, :transport, :path, '{_R.NO_AUDIENCE}', :note, now())
-            ON CONFLICT (prefix, run_date) DO UPDATE
-            SET topic = excluded.topic, transport = excluded.transport,
-                audience_path = excluded.audience_path, status = excluded.status,
-                note = excluded.note, started_at = now(), finished_at = now()
+            INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, audience_path,
+                              status, note, finished_at)
+            VALUES (:campaign, :prefix, :day, :topic, :transport, :path, '{_R.NO_AUDIENCE}',
+                    :note, now())
+            ON CONFLICT (campaign_id, run_date) DO UPDATE
+            SET prefix = excluded.prefix, topic = excluded.topic,
+                transport = excluded.transport, audience_path = excluded.audience_path,
+                status = excluded.status, note = excluded.note, finished_at = now(),
+                {_NEW_ATTEMPT}
             WHERE runs.publish_state = '{_P.NONE}'
               AND runs.status IN ('{_R.NO_AUDIENCE}', '{_R.FAILED}')
             RETURNING id
             """
         ),
         {
+            **params,
             "prefix": prefix,
-            "day": day,
             "topic": topic,
             "transport": transport,
             "path": audience_path,
@@ -249,37 +302,39 @@ def finish_run(conn: Connection, run_id: int, status: _R, note: str | None = Non
     )
 
 
-def claim_publish(conn: Connection, run_id: int, *, republish: bool) -> bool:
-    """Record the intent to publish before sending; only one caller can win it.
+def claim_publish(conn: Connection, run_id: int, *, republish: bool) -> dt.datetime | None:
+    """Record the intent to publish before sending; only one caller can win it. Returns the
+    intent's time stamp (what evidence of this very send is matched on), or None.
 
     The caller checks the topic's fence in the same transaction, so the intent is only
     ever recorded by the run that still owns the topic.
     """
     allowed = ("none", "intent") if republish else ("none",)
-    row = conn.execute(
+    stamped: dt.datetime | None = conn.execute(
         text(
             f"""
             UPDATE runs
             SET publish_state = '{_P.INTENT}', publish_intent_at = clock_timestamp(),
                 status = '{_R.PUBLISHING}'
             WHERE id = :id AND publish_state = ANY(:allowed)
-            RETURNING id
+            RETURNING publish_intent_at
             """
         ),
         {"id": run_id, "allowed": list(allowed)},
-    ).one_or_none()
-    return row is not None
+    ).scalar_one_or_none()
+    return stamped
 
 
-def refresh_publish_intent(conn: Connection, run_id: int) -> None:
+def refresh_publish_intent(conn: Connection, run_id: int) -> dt.datetime | None:
     """Stamp the intent before another send attempt: it marks a publish in flight."""
-    conn.execute(
+    stamped: dt.datetime | None = conn.execute(
         text(
             "UPDATE runs SET publish_intent_at = clock_timestamp() "
-            f"WHERE id = :id AND publish_state = '{_P.INTENT}'"
+            f"WHERE id = :id AND publish_state = '{_P.INTENT}' RETURNING publish_intent_at"
         ),
         {"id": run_id},
-    )
+    ).scalar_one_or_none()
+    return stamped
 
 
 def confirm_publish(
@@ -295,6 +350,26 @@ def confirm_publish(
         ),
         {"id": run_id, "mid": message_id, "note": note},
     )
+
+
+def confirm_recorded_publish(
+    conn: Connection, run_id: int, intent_at: dt.datetime, message_id: str, note: str
+) -> bool:
+    """Record a send FCM accepted, from evidence of that very intent (its time stamp); an
+    intent since renewed, or a record already confirmed, is left alone. Whether it wrote."""
+    row = conn.execute(
+        text(
+            f"""
+            UPDATE runs SET publish_state = '{_P.SENT}', message_id = :mid,
+                published_at = now(), status = '{_R.PUBLISHED}', finished_at = now(),
+                note = :note
+            WHERE id = :id AND publish_state = '{_P.INTENT}' AND publish_intent_at = :at
+            RETURNING id
+            """
+        ),
+        {"id": run_id, "mid": message_id, "at": intent_at, "note": note},
+    ).one_or_none()
+    return row is not None
 
 
 def release_publish(conn: Connection, run_id: int, note: str) -> None:
@@ -453,7 +528,9 @@ _FILTER_SQL = {
     "run_id": "f.run_id = :run_id",
     "code": "f.code = :code",
     "op": "f.op = :op",
-    "prefix": "(r.prefix = :prefix OR (f.run_id IS NULL AND f.topic = ANY(:prefix_topics)))",
+    "campaigns": (
+        "(r.campaign_id = ANY(:campaigns) OR (f.run_id IS NULL AND f.topic = ANY(:pool_topics)))"
+    ),
 }
 
 
@@ -472,7 +549,8 @@ def failure_rows(
     limit: int | None,
 ) -> list[Any]:
     """token_failures rows with their token and run, newest first; `filters` are ANDed
-    (date, run_id, code, op, prefix with prefix_topics)."""
+    (date, run_id, code, op, campaigns with pool_topics: the campaigns' runs, and failures
+    a repair recorded without a run on one of those topics)."""
     where = [] if include_resolved else ["f.resolved_at IS NULL"]
     where += [fragment for name, fragment in _FILTER_SQL.items() if name in filters]
     sql = _FAILURES_SQL.format(where=" AND ".join(where) or "TRUE")
@@ -480,29 +558,70 @@ def failure_rows(
 
 
 _RUN_SELECT = f"""
-SELECT id, prefix, run_date, topic, status, audience_size, added, removed, failed, retries,
-       attempts, wait_seconds, extract(epoch FROM finished_at - started_at) AS duration,
-       publish_state = '{_P.SENT}' AS published, message_id, note, started_at,
-       newly_dead, suppressed
-FROM runs
+SELECT r.id, c.name AS campaign, r.prefix, r.run_date, r.topic, r.status, r.audience_size,
+       r.added + coalesce(h.added, 0) AS added, r.removed + coalesce(h.removed, 0) AS removed,
+       r.failed, r.retries + coalesce(h.retries, 0) AS retries,
+       r.attempts + coalesce(h.attempts, 0) AS attempts,
+       r.wait_seconds + coalesce(h.wait_seconds, 0) AS wait_seconds,
+       extract(epoch FROM r.finished_at - r.started_at) + coalesce(h.duration, 0) AS duration,
+       r.publish_state = '{_P.SENT}' AS published, r.message_id, r.note, r.started_at,
+       r.newly_dead + coalesce(h.newly_dead, 0) AS newly_dead, r.suppressed,
+       r.attempt AS tries, r.campaign_id, r.publish_state, r.publish_intent_at
+FROM runs r
+JOIN campaigns c ON c.id = r.campaign_id
+LEFT JOIN LATERAL (
+    SELECT sum(a.added) AS added, sum(a.removed) AS removed, sum(a.retries) AS retries,
+           sum(a.attempts) AS attempts, sum(a.wait_seconds) AS wait_seconds,
+           sum(a.newly_dead) AS newly_dead,
+           sum(extract(epoch FROM a.finished_at - a.started_at)) AS duration
+    FROM run_attempts a WHERE a.run_id = r.id
+) h ON TRUE
 """
+"""A day's run: the day's totals over all its attempts (what it added, removed, found dead,
+retried, waited, took), the current attempt's plan and status, and the publish record."""
+
+_CAMPAIGN_FILTER = "WHERE (CAST(:campaigns AS bigint[]) IS NULL OR r.campaign_id = ANY(:campaigns))"
 
 
-def run_summary_rows(conn: Connection, *, prefix: str | None, limit: int | None) -> list[Any]:
-    """Runs, the most recent first (by date, then start time)."""
-    where = "WHERE prefix = :prefix" if prefix is not None else ""
-    sql = f"{_RUN_SELECT} {where} ORDER BY run_date DESC, started_at DESC, id DESC LIMIT :limit"
-    return list(conn.execute(text(sql), {"prefix": prefix, "limit": limit}).all())
-
-
-def latest_run_rows(conn: Connection, *, prefix: str | None) -> list[Any]:
-    """The latest run of every prefix (or of the given one), ordered by prefix."""
-    where = "WHERE prefix = :prefix" if prefix is not None else ""
+def run_summary_rows(
+    conn: Connection, *, campaigns: list[int] | None, limit: int | None
+) -> list[Any]:
+    """Days' runs, the most recent first (by date, then start time); `campaigns` narrows
+    them to those campaigns' (None: every campaign's)."""
     sql = (
-        f"SELECT DISTINCT ON (prefix) * FROM ({_RUN_SELECT} {where}) runs "
-        "ORDER BY prefix, run_date DESC, started_at DESC, id DESC"
+        f"{_RUN_SELECT} {_CAMPAIGN_FILTER} "
+        "ORDER BY r.run_date DESC, r.started_at DESC, r.id DESC LIMIT :limit"
     )
-    return list(conn.execute(text(sql), {"prefix": prefix}).all())
+    return list(conn.execute(text(sql), {"campaigns": campaigns, "limit": limit}).all())
+
+
+def latest_run_rows(conn: Connection, *, campaigns: list[int] | None) -> list[Any]:
+    """The latest run of every campaign (or of the given ones), ordered by campaign name."""
+    sql = (
+        f"SELECT * FROM (SELECT DISTINCT ON (r.campaign_id) * FROM ({_RUN_SELECT} "
+        f"{_CAMPAIGN_FILTER}) r ORDER BY r.campaign_id, r.run_date DESC, r.started_at DESC, "
+        "r.id DESC) latest ORDER BY campaign"
+    )
+    return list(conn.execute(text(sql), {"campaigns": campaigns}).all())
+
+
+def attempt_rows(conn: Connection, run_ids: list[int]) -> list[Any]:
+    """Every attempt of the given runs, each with its own figures, in order: the earlier
+    ones kept in run_attempts and the current one in runs."""
+    columns = (
+        "run_id, attempt, topic, status, note, audience_size, to_add, to_remove, added, "
+        "removed, newly_dead, failed, retries, attempts, wait_seconds, "
+        "extract(epoch FROM finished_at - started_at) AS duration, started_at"
+    )
+    sql = f"""
+    SELECT * FROM (
+        SELECT {columns} FROM run_attempts WHERE run_id = ANY(:ids)
+        UNION ALL
+        SELECT {columns.replace("run_id, ", "id AS run_id, ", 1)} FROM runs
+        WHERE id = ANY(:ids)
+    ) every_attempt ORDER BY run_id, attempt
+    """
+    return list(conn.execute(text(sql), {"ids": list(run_ids)}).all())
 
 
 def failure_groups(conn: Connection, run_ids: list[int], per_group: int | None) -> list[Any]:
@@ -550,8 +669,8 @@ _PURGEABLE = f"""
     SELECT f.id FROM token_failures f
     WHERE f.last_seen < :cutoff
       AND (f.run_id IS NULL OR f.run_id NOT IN (
-          SELECT DISTINCT ON (prefix) id FROM runs
-          ORDER BY prefix, run_date DESC, started_at DESC, id DESC))
+          SELECT DISTINCT ON (campaign_id) id FROM runs
+          ORDER BY campaign_id, run_date DESC, started_at DESC, id DESC))
       AND NOT (f.resolved_at IS NULL AND EXISTS (
           SELECT 1 FROM subscriptions s
           WHERE s.topic = f.topic AND s.token_id = f.token_id AND s.status IN {PENDING_SQL}))

@@ -45,7 +45,6 @@ __all__ = [
     "plan_topic",
     "queue_full_reassert",
     "queue_heals",
-    "DEAD_RETRY_CODE",
     "queue_stale_removals",
     "record_outcomes",
     "stale_members",
@@ -54,10 +53,6 @@ __all__ = [
 ]
 
 COPY_CHUNK_BYTES = 1 << 16
-# The dead mark a token may shed once when it reappears in a later audience: an unregistered
-# token can come back (a restored backup, an app reinstalled with its old instance). A
-# malformed token or one of another project cannot, so those marks are final.
-DEAD_RETRY_CODE = "registration-token-not-registered"
 
 
 @dataclass(frozen=True)
@@ -224,10 +219,12 @@ def plan_topic(
     to unsubscribe = (members and owed subscriptions) - usable audience.
     Pending rows are the queue the batches drain; replanning is idempotent.
 
-    With the audience's `day`: a token marked "not registered" by a run of an earlier date
-    and back in this audience is tried once more (its mark lifted, `retried_on` = day); if
-    FCM still says not registered it is marked again, with `dead_on` = day, and not tried
-    again until it has been alive and died anew.
+    With the audience's `day`: a token marked dead by a run of an earlier date and back in
+    this audience is tried once more (its mark lifted, `retried_on` = day): an unregistered
+    token can come back (a restored backup, an app reinstalled), and "invalid argument" or
+    "sender id mismatch" can be one transient systemic answer about a valid token. If FCM
+    says so again on this later date, it is marked again, with `dead_on` = day, and that
+    second observation is final: not tried again until it has been alive and died anew.
     """
     # Each distinct token once, with its key (the tokens table is unique on md5(token)).
     conn.execute(
@@ -257,11 +254,11 @@ def plan_topic(
                 UPDATE tokens t SET invalid_at = NULL, invalid_reason = NULL, retried_on = :day
                 FROM audience_keys k
                 WHERE t.token_key = k.key AND t.invalid_at IS NOT NULL
-                  AND t.forgotten_at IS NULL AND t.invalid_reason = :code
+                  AND t.forgotten_at IS NULL
                   AND t.dead_on < :day AND (t.retried_on IS NULL OR t.retried_on < t.dead_on)
                 """
             ),
-            {"day": day, "code": DEAD_RETRY_CODE},
+            {"day": day},
         ).rowcount
     conn.execute(
         text(
@@ -294,7 +291,7 @@ def plan_topic(
             f"""
             UPDATE subscriptions s
             SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, last_code = NULL,
-                last_reason = NULL, run_id = :run_id, updated_at = now()
+                last_reason = NULL, run_id = :run_id, forgotten_from = NULL, updated_at = now()
             WHERE s.topic = :topic
               AND s.status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')
               AND NOT EXISTS (
@@ -309,7 +306,7 @@ def plan_topic(
             f"""
             UPDATE subscriptions s
             SET status = '{_S.PENDING_SUBSCRIBE}', attempts = 0, last_code = NULL,
-                last_reason = NULL, run_id = :run_id, updated_at = now()
+                last_reason = NULL, run_id = :run_id, forgotten_from = NULL, updated_at = now()
             FROM audience_ids a
             WHERE s.topic = :topic AND s.token_id = a.id AND NOT a.unusable
               AND s.status IN ('{_S.UNSUBSCRIBED}', '{_S.PENDING_UNSUBSCRIBE}')
@@ -443,7 +440,9 @@ def record_outcomes(
             UPDATE subscriptions s
             SET status = o.status, attempts = s.attempts + 1, last_attempt_at = clock_timestamp(),
                 last_code = o.code, last_reason = o.reason,
-                run_id = coalesce(:run_id, s.run_id), updated_at = now()
+                run_id = coalesce(:run_id, s.run_id), updated_at = now(),
+                forgotten_from = CASE WHEN o.status = '{_S.PENDING_UNSUBSCRIBE}'
+                                      THEN s.forgotten_from END
             FROM {outcome_rows}
             WHERE s.topic = :topic AND s.token_id = o.token_id
             """
@@ -531,7 +530,8 @@ def queue_stale_removals(conn: Connection, topics: Sequence[str]) -> int:
         text(
             f"""
             UPDATE subscriptions s
-            SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, updated_at = now()
+            SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, forgotten_from = NULL,
+                updated_at = now()
             FROM tokens t
             WHERE t.id = s.token_id AND s.topic = ANY(:topics)
               AND s.status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')
@@ -569,7 +569,7 @@ def queue_full_reassert(conn: Connection, topic: str) -> tuple[int, int]:
                 UPDATE subscriptions
                 SET status = CASE status WHEN '{_S.SUBSCRIBED}' THEN '{_S.PENDING_SUBSCRIBE}'
                                          ELSE '{_S.PENDING_UNSUBSCRIBE}' END,
-                    attempts = 0, updated_at = now()
+                    attempts = 0, forgotten_from = NULL, updated_at = now()
                 WHERE topic = :topic AND status IN ('{_S.SUBSCRIBED}', '{_S.UNSUBSCRIBED}')
                 RETURNING status
             )
@@ -645,7 +645,7 @@ def queue_heals(conn: Connection, heals: Sequence[tuple[str, str, str]]) -> None
                         CAST(:statuses AS text[])) AS h(token, topic, status)
             JOIN tokens t ON t.token_key = md5(h.token)::uuid
             ON CONFLICT (topic, token_id) DO UPDATE
-            SET status = excluded.status, attempts = 0, updated_at = now()
+            SET status = excluded.status, attempts = 0, forgotten_from = NULL, updated_at = now()
             """
         ),
         {
@@ -656,16 +656,22 @@ def queue_heals(conn: Connection, heals: Sequence[tuple[str, str, str]]) -> None
     )
 
 
+def _copy_tokens(conn: Connection, table: str, tokens: Iterable[str]) -> None:
+    """COPY tokens into a transaction-scoped temp table of one `token` column."""
+    conn.execute(text(f"CREATE TEMP TABLE {table} (token text NOT NULL) ON COMMIT DROP"))
+    raw = psycopg_connection(conn)
+    with raw.cursor() as cur, cur.copy(f"COPY {table} (token) FROM STDIN") as copy:
+        for token in tokens:
+            copy.write_row((token,))
+
+
 def forget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
     """Mark tokens gone (also ones never seen, so later audiences skip them).
 
-    Returns (tokens marked, subscription rows now owed a removal).
+    Returns (tokens marked, subscription rows now owed a removal). Each queued removal
+    keeps the status it replaced (`forgotten_from`), so an undo can lift it while owed.
     """
-    conn.execute(text("CREATE TEMP TABLE forget_in (token text NOT NULL) ON COMMIT DROP"))
-    raw = psycopg_connection(conn)
-    with raw.cursor() as cur, cur.copy("COPY forget_in (token) FROM STDIN") as copy:
-        for token in tokens:
-            copy.write_row((token,))
+    _copy_tokens(conn, "forget_in", tokens)
     conn.execute(
         text(
             "INSERT INTO tokens (token) SELECT DISTINCT token FROM forget_in "
@@ -685,7 +691,8 @@ def forget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
         text(
             f"""
             UPDATE subscriptions s
-            SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, updated_at = now()
+            SET status = '{_S.PENDING_UNSUBSCRIBE}', forgotten_from = s.status, attempts = 0,
+                updated_at = now()
             FROM tokens t
             WHERE t.id = s.token_id AND t.forgotten_at IS NOT NULL
               AND t.token_key IN (SELECT md5(token)::uuid FROM forget_in)
@@ -696,17 +703,30 @@ def forget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
     return marked, queued
 
 
-def unforget_tokens(conn: Connection, tokens: Iterable[str]) -> int:
-    """Take tokens off the suppression list (undo a forget); returns how many were on it.
+def unforget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
+    """Take tokens off the suppression list (undo a forget), and lift the removals the
+    forget queued that are still owed; returns (tokens taken off the list, removals lifted).
 
-    Their subscription rows stay as the forget left them: the next audience that holds a
-    token subscribes it again, as for any new member."""
-    conn.execute(text("CREATE TEMP TABLE unforget_in (token text NOT NULL) ON COMMIT DROP"))
-    raw = psycopg_connection(conn)
-    with raw.cursor() as cur, cur.copy("COPY unforget_in (token) FROM STDIN") as copy:
-        for token in tokens:
-            copy.write_row((token,))
-    return conn.execute(
+    A lifted removal goes back to what the forget found, if no removal was tried since
+    (FCM still holds what it held); after a try, whose answer proved nothing, to an owed
+    subscription (re-asserted, idempotent). A removal already confirmed stays done: the
+    next audience that holds the token subscribes it again, as for any new member."""
+    _copy_tokens(conn, "unforget_in", tokens)
+    lifted = conn.execute(
+        text(
+            f"""
+            UPDATE subscriptions s
+            SET status = CASE WHEN s.attempts = 0 THEN s.forgotten_from
+                              ELSE '{_S.PENDING_SUBSCRIBE}' END,
+                forgotten_from = NULL, updated_at = now()
+            FROM tokens t
+            WHERE t.id = s.token_id AND t.forgotten_at IS NOT NULL
+              AND t.token_key IN (SELECT md5(token)::uuid FROM unforget_in)
+              AND s.status = '{_S.PENDING_UNSUBSCRIBE}' AND s.forgotten_from IS NOT NULL
+            """
+        )
+    ).rowcount
+    restored = conn.execute(
         text(
             """
             UPDATE tokens SET forgotten_at = NULL
@@ -715,6 +735,7 @@ def unforget_tokens(conn: Connection, tokens: Iterable[str]) -> int:
             """
         )
     ).rowcount
+    return restored, lifted
 
 
 def topics_owing(conn: Connection) -> list[str]:
