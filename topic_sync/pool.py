@@ -1,21 +1,33 @@
-"""The rotating topic pool: which FCM topic a given day uses, and which pool a topic is of.
+"""The rotating topic pool: its topic names, and which topic a day uses.
 
 A token may be in at most 2000 topics and topics cannot be thrown away, so a fixed pool is
-reused. Topic names are PREFIX-<slot>; the slot depends only on the date, so every rerun of
-a day lands on the same topic. This module is the one place that knows the rule, both ways.
+reused. Topic names are PREFIX-<slot>. Which slot a day uses is a policy (`PoolPolicy`):
+`ordinal` takes the date's ordinal modulo the pool size; `cost` (the default) takes the
+resting topic whose members are closest to the day's audience (`choose_topic`), so a day
+costs what the day changed. Either way the choice is made once per date and recorded, so
+every rerun of a day lands on the same topic. This module is the one place that knows the
+rules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from topic_sync.errors import BadInput
 from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
 
 __all__ = [
     "MAX_TOPICS_PER_TOKEN",
+    "ORDINAL_MARGIN",
     "TOPIC_NAME_RE",
+    "Candidate",
+    "NoRestingTopic",
+    "PoolPolicy",
+    "choose_topic",
     "is_pool_topic",
     "pool_topics",
     "prefix_of",
@@ -71,3 +83,65 @@ def prefix_of(topic: str) -> str:
 def is_pool_topic(prefix: str, topic: str) -> bool:
     """Whether a topic belongs to the prefix's pool, whatever its size."""
     return prefix_of(topic) == prefix and topic != prefix
+
+
+class PoolPolicy(enum.StrEnum):
+    """How a day's topic is picked from the pool."""
+
+    COST = "cost"  # the resting topic that needs the fewest operations (choose_topic)
+    ORDINAL = "ordinal"  # the date's ordinal modulo the pool size, whatever it costs
+
+
+ORDINAL_MARGIN = 0.02
+"""A resting ordinal topic within this share of the cheapest topic's cost is taken instead.
+
+Near-ties go to the topic the ordinal rule would use, so a weekly rhythm stays aligned when
+the costs cannot tell the topics apart (bench/pool_choice.py measures the effect)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One pool topic as the day's plan sees it."""
+
+    topic: str
+    operations: int  # subscribes + unsubscribes that would make its members today's audience
+    used: bool  # has ever had members (a never-used topic is filled before any is reused)
+    last_published: dt.datetime | None  # when a message last went to it (None: never)
+
+
+class NoRestingTopic(BadInput):
+    """Every topic of the pool had a message within the rest period: none may change yet."""
+
+
+def choose_topic(
+    candidates: Sequence[Candidate],
+    *,
+    ordinal_topic: str,
+    now: dt.datetime,
+    rest: dt.timedelta,
+    margin: float = ORDINAL_MARGIN,
+) -> Candidate:
+    """The day's topic under the cost policy.
+
+    Only resting topics (no message within `rest`) may change: FCM fans a topic message
+    out over time, and a member added or removed meanwhile changes who receives it. Never
+    used topics are filled first (the ordinal one if it is among them), as the ordinal rule
+    fills them: a weekly rhythm then finds last week's same-day audience in the pool, where
+    reusing yesterday's topic from day one would never let it form. Once every topic has
+    been used, the cheapest resting topic wins, near-ties going to the ordinal topic.
+    """
+    resting = [c for c in candidates if c.last_published is None or now - c.last_published >= rest]
+    if not resting:
+        earliest = min(c.last_published for c in candidates if c.last_published is not None)
+        raise NoRestingTopic(
+            f"every topic of the pool had a message within the rest period ({rest}); the "
+            f"first may change again at {(earliest + rest).isoformat()} (see --rest-period)"
+        )
+    ordinal = next((c for c in resting if c.topic == ordinal_topic), None)
+    unused = [c for c in resting if not c.used]
+    if unused:
+        return ordinal if ordinal is not None and not ordinal.used else unused[0]
+    cheapest = min(resting, key=lambda c: c.operations)
+    if ordinal is not None and ordinal.operations <= cheapest.operations * (1 + margin):
+        return ordinal
+    return cheapest

@@ -6,9 +6,13 @@ import datetime as dt
 
 import pytest
 
+from bench.pool_series import SERIES, compare, missed_targets
 from topic_sync.errors import BadInput, ExitCode
 from topic_sync.pool import (
     MAX_TOPICS_PER_TOKEN,
+    Candidate,
+    NoRestingTopic,
+    choose_topic,
     pool_topics,
     slot_for,
     topic_for,
@@ -152,3 +156,78 @@ def test_pool_size_is_checked_before_the_prefix():
     # Both wrong: the message is about the pool size, which makes the prefix check possible.
     with pytest.raises(BadInput, match="pool size"):
         validate_pool("", 0)
+
+
+# ------------------------------------------------------------------ the cost policy
+
+NOW = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
+REST = dt.timedelta(hours=6)
+YESTERDAY = NOW - dt.timedelta(days=1)
+
+
+def _choose(*candidates: Candidate, ordinal: str = "p-0") -> str:
+    return choose_topic(candidates, ordinal_topic=ordinal, now=NOW, rest=REST).topic
+
+
+def test_the_cheapest_resting_topic_wins_once_every_topic_was_used():
+    assert (
+        _choose(
+            Candidate("p-0", 900, True, YESTERDAY),
+            Candidate("p-1", 200, True, YESTERDAY),
+            Candidate("p-2", 500, True, None),
+        )
+        == "p-1"
+    )
+
+
+def test_a_topic_published_within_the_rest_period_is_never_changed():
+    fanning_out = NOW - REST + dt.timedelta(seconds=1)
+    assert (
+        _choose(
+            Candidate("p-0", 900, True, YESTERDAY),
+            Candidate("p-1", 0, True, fanning_out),
+        )
+        == "p-0"
+    )
+    rested = NOW - REST
+    assert _choose(Candidate("p-0", 900, True, YESTERDAY), Candidate("p-1", 0, True, rested)) == (
+        "p-1"
+    )
+
+
+def test_no_resting_topic_is_refused_naming_when_one_will_be():
+    early = NOW - dt.timedelta(hours=2)
+    with pytest.raises(NoRestingTopic, match=r"2026-11-22T10:00:00\+00:00") as caught:
+        _choose(
+            Candidate("p-0", 1, True, early),
+            Candidate("p-1", 1, True, NOW - dt.timedelta(hours=1)),
+        )
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_never_used_topics_are_filled_first_the_ordinal_one_before_others():
+    used = Candidate("p-0", 10, True, YESTERDAY)
+    assert _choose(used, Candidate("p-1", 1000, False, None), ordinal="p-0") == "p-1"
+    assert (
+        _choose(
+            used,
+            Candidate("p-1", 1000, False, None),
+            Candidate("p-2", 1000, False, None),
+            ordinal="p-2",
+        )
+        == "p-2"
+    )
+
+
+def test_a_near_tie_goes_to_the_ordinal_topic_and_a_clear_saving_does_not():
+    assert _choose(Candidate("p-0", 1020, True, None), Candidate("p-1", 1000, True, None)) == "p-0"
+    assert _choose(Candidate("p-0", 1021, True, None), Candidate("p-1", 1000, True, None)) == "p-1"
+
+
+def test_the_cost_policy_meets_its_targets_on_every_series():
+    """At most half the ordinal rule's operations on a 20% walk, never over 1.02x of them."""
+    ratios = compare(size=1000, days=30, pool=7, seeds=[1])
+    assert set(ratios) == set(SERIES)
+    assert missed_targets(ratios) == []
+    assert max(ratios["walk 20%"]) < 0.5
+    assert min(ratios["weekly 5%"]) >= 0.99  # a weekly rhythm keeps the ordinal alignment
