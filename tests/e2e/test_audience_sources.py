@@ -195,6 +195,34 @@ def test_audience_query_row_errors_name_the_row_and_change_nothing(
     _nothing_changed(before, engine, emulator, calls)
 
 
+def test_an_audience_query_cannot_unpublish_a_day(env, emulator, engine, message_file, reco_table):
+    """The reported attack: statements smuggled after the query commit a DELETE of the
+    publish records, and the rerun of a published day sends it again."""
+    query = f"SELECT token FROM reco.daily WHERE day = '{DAY1}'"
+    _published_exactly(
+        run_cli(*_query_args(message_file, "--audience-query", query), env=env),
+        emulator,
+        AUDIENCE[::2],
+    )
+    attack = (
+        "SELECT token FROM reco.daily) AS audience; COMMIT; DELETE FROM runs; "
+        "SELECT * FROM (SELECT token FROM reco.daily"
+    )
+    before = db_snapshot(engine)
+    for live in (False, True):
+        args = [*_query_args(message_file, "--audience-query", attack), "--date", "2026-11-21"]
+        if not live:
+            args.remove("--live")
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 2, describe(proc)
+        assert "query: PostgreSQL refused it: it is more than one statement" in proc.stderr
+        assert db_snapshot(engine) == before
+    again = run_cli(*_query_args(message_file, "--audience-query", query), env=env)
+    assert again.returncode == 0, describe(again)
+    assert summary(again)["status"] == "already-published"
+    assert len(publishes_to(emulator, topic(PREFIX, POOL, DAY1))) == 1
+
+
 def test_audience_and_audience_query_exclude_each_other(env, engine, message_file, tmp_path):
     path = tmp_path / "a.txt"
     path.write_text(AUDIENCE[0] + "\n")
