@@ -36,7 +36,7 @@ FAST = (
     "0",
     "--backfill",
 )
-TABLES = ("tokens", "subscriptions", "runs", "token_failures")
+TABLES = ("tokens", "subscriptions", "runs", "token_failures", "audiences")
 DAY1 = dt.date(2026, 11, 20)
 
 
@@ -311,7 +311,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         return {
             table: conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2")).all()
-            for table in ("tokens", "subscriptions", "runs", "token_failures")
+            for table in ("tokens", "subscriptions", "runs", "token_failures", "audiences")
         }
 
 

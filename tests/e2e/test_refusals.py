@@ -148,7 +148,13 @@ def test_bad_input_changes_nothing(baseline: Baseline, tmp_path: Path, case_name
         emulator.state(),
         subscription_calls(emulator),
     )
-    assert row_counts(rows) == {"tokens": 31, "subscriptions": 31, "runs": 1, "token_failures": 0}
+    assert row_counts(rows) == {
+        "tokens": 31,
+        "subscriptions": 31,
+        "runs": 1,
+        "token_failures": 0,
+        "audiences": 1,
+    }
 
     proc = run_cli(*case.args, env=baseline.env)
 

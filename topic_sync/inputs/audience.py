@@ -215,9 +215,11 @@ def ends_with_newline(path: str | os.PathLike[str]) -> bool | None:
         return None
 
 
-def iter_rows(rows: Iterable[str | None], name: str) -> Generator[str, None, None]:
+def iter_rows(
+    rows: Iterable[str | None], name: str, manifests: Sequence[mf.Manifest] = ()
+) -> Generator[str, None, None]:
     """Yield the valid tokens of a query's rows (None for NULL), checked like the lines of
-    a file; row numbers count from 1.
+    a file; row numbers count from 1, and a manifest's line count counts rows.
 
     A NULL or blank row is refused (a row of a query is never a blank line by accident),
     and a result without rows is refused, as an empty file is.
@@ -232,6 +234,7 @@ def iter_rows(rows: Iterable[str | None], name: str) -> Generator[str, None, Non
         if value is None:
             raise InputFileError(name, "NULL token", rowno)
         raise InputFileError(name, validate_token(value) or "invalid token", rowno)
+    mf.verify(list(manifests), name, lines=rowno, sha256=None)
     if rowno == 0:
         raise InputFileError(name, NO_TOKENS)
 

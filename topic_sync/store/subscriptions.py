@@ -160,10 +160,13 @@ def _token_column(names: list[str], wanted: str | None) -> str:
 
 
 @contextlib.contextmanager
-def audience_query_connection(engine: Engine, url: str | None) -> Iterator[psycopg.Connection[Any]]:
+def audience_query_connection(
+    engine: Engine | None, url: str | None
+) -> Iterator[psycopg.Connection[Any]]:
     """A connection of its own to read the audience from: another database's (url), or one
     more of the job's. The job's load runs its own COPY on another connection meanwhile."""
     if url is None:
+        assert engine is not None, "the job's database is the audience's"
         pooled = engine.raw_connection()
         try:
             raw = pooled.driver_connection
