@@ -267,7 +267,7 @@ def test_churn_guard_refuses_a_suspicious_audience_until_allowed(
 
     assert refused.returncode == 5, describe(refused)
     assert summary(refused)["kind"] == "refused"
-    assert "90 of 100" in refused.stderr
+    assert "90 of the previous audience's 100 tokens are gone (90%" in refused.stderr
     assert "--allow-large-churn" in refused.stderr
     assert db_snapshot(engine) == rows
     assert subscription_calls(emulator) == calls
