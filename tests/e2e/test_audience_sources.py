@@ -119,6 +119,30 @@ def test_truncated_gzip_is_bad_input_and_changes_nothing(
     _nothing_changed(before, engine, emulator, calls)
 
 
+def test_a_gzip_cut_between_members_is_caught_by_the_markers_manifest(
+    env, emulator, engine, message_file, tmp_path
+):
+    """Two whole gzip members of three: nothing in the bytes says so. The producer's
+    _SUCCESS marker says how many lines it wrote, and the run holds the file to it."""
+    members = [
+        gzip.compress("".join(f"{t}\n" for t in AUDIENCE[i : i + 20]).encode()) for i in (0, 20)
+    ]
+    path = tmp_path / "audience.txt.gz"
+    path.write_bytes(members[0])
+    marker = tmp_path / "_SUCCESS"
+    marker.write_text(f"lines={len(AUDIENCE)}\ndate={DAY1}\n")
+    before, calls = db_snapshot(engine), subscription_calls(emulator)
+    proc = run_cli(*_args(path, message_file, "--wait-for", str(marker)), env=env)
+    assert proc.returncode == 2, describe(proc)
+    assert f"{path}: 20 lines, but its manifest {marker} says 40" in proc.stderr
+    _nothing_changed(before, engine, emulator, calls)
+
+    path.write_bytes(b"".join(members))
+    proc = run_cli(*_args(path, message_file, "--wait-for", str(marker)), env=env)
+    _published_exactly(proc, emulator, AUDIENCE)
+    assert f"is checked against its manifest {marker} (lines 40, date {DAY1})" in proc.stderr
+
+
 def test_token_column(env, emulator, engine, message_file, tmp_path):
     path = tmp_path / "export.txt"
     path.write_text("user,fcm\n" + "".join(f"u{i},{t}\n" for i, t in enumerate(AUDIENCE)))

@@ -485,7 +485,7 @@ def test_a_manifest_for_another_day_fails(database_url, emulator, message_file, 
     marker.write_text("lines=5\ndate=2026-11-22\n")
     check = by_name(check_up(values))["audience"]
     assert check.status is CheckStatus.OK
-    assert f"manifest {marker} (lines 5) is checked by the run" in check.detail
+    assert f"manifest {marker} (lines 5, date 2026-11-22) is checked by the run" in check.detail
 
 
 # --- credentials against a token endpoint ----------------------------------------------------

@@ -506,10 +506,7 @@ def _check_file(source: AudienceSource, wait_for: Path | None, day: dt.date | No
             "every line before changing anything)"
         )
     for m in manifests:
-        said = ", ".join(
-            f"{k} {v}" for k, v in (("lines", m.lines), ("sha256", m.sha256)) if v is not None
-        )
-        detail += f"; manifest {m.source} ({said or 'its date'}) is checked by the run"
+        detail += f"; manifest {m.source} ({m.describe()}) is checked by the run"
     if ends_with_newline(path) is False:
         if waits_for_it:
             return warn(

@@ -284,9 +284,7 @@ def _guard(opts: RunOptions, plan: store.Plan, change: store.AudienceChange | No
 
 def _audience_warnings(change: store.AudienceChange | None, deps: Deps) -> list[str]:
     """An audience identical to the previous date's may be the wrong day's file again."""
-    if change is None or not change.previous or change.kept != change.previous:
-        return []
-    if change.size != change.previous:
+    if change is None or not change.previous == change.kept == change.size:
         return []
     warning = (
         f"the audience is exactly the audience of {change.previous_day} ({change.size} "
@@ -385,10 +383,9 @@ def audience_tokens(opts: RunOptions, deps: Deps) -> Iterator[Iterator[str]]:
     producer's manifests when it ends."""
     manifests = audience_manifests(opts)
     for m in manifests:
-        said = ", ".join(
-            f"{k} {v}" for k, v in (("lines", m.lines), ("sha256", m.sha256)) if v is not None
+        deps.log(
+            f"{opts.audience_name} is checked against its manifest {m.source} ({m.describe()})"
         )
-        deps.log(f"{opts.audience_name} is checked against its manifest {m.source} ({said})")
     if opts.audience_query is None:
         assert opts.audience_path is not None
         tokens = iter_audience(

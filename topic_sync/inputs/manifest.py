@@ -49,6 +49,15 @@ class Manifest:
     def says_anything(self) -> bool:
         return any(v is not None for v in (self.lines, self.sha256, self.day))
 
+    def describe(self) -> str:
+        """What it says, for people: "lines 30, sha256 9f86d081…, date 2026-11-22"."""
+        said = (
+            ("lines", self.lines),
+            ("sha256", f"{self.sha256[:16]}…" if self.sha256 else None),
+            ("date", self.day),
+        )
+        return ", ".join(f"{key} {value}" for key, value in said if value is not None)
+
 
 def parse(text: str, source: str) -> Manifest | None:
     """The manifest in `text`, or None when no line of it is one (e.g. JSON in _SUCCESS).
