@@ -77,10 +77,6 @@ class Plan:
     suppressed: int = 0  # of skipped_invalid: forgotten (opted out)
     retried_dead: int = 0  # dead tokens back in a later audience, tried once more
 
-    @property
-    def churn(self) -> float:
-        return self.newly_removed / self.members_before if self.members_before else 0.0
-
 
 @dataclass(frozen=True)
 class TokenOutcome:
