@@ -173,3 +173,27 @@ def test_a_plain_cut_at_a_line_boundary_is_caught(tmp_path: Path) -> None:
     path.write_bytes(b"token\n" + data[: data.index(b"\n", 100) + 1])
     with pytest.raises(InputFileError, match="lines, but its manifest"):
         read(path, [mf.Manifest("m", lines=31)])
+
+
+def test_a_query_is_held_to_the_markers_row_count(tmp_path: Path) -> None:
+    from topic_sync.engine.run import RunOptions, audience_manifests
+    from topic_sync.inputs.audience import iter_rows
+
+    marker = tmp_path / "_SUCCESS"
+    marker.write_text("lines=3\n")
+    options = RunOptions(
+        day=DAY,
+        prefix="p",
+        pool_size=1,
+        audience_path=None,
+        audience_query="reco",
+        message_path=tmp_path / "m.json",
+        wait_for=marker,
+    )
+    manifests = audience_manifests(options)
+    assert list(iter_rows(TOKENS[:3], "query", manifests)) == TOKENS[:3]
+    with pytest.raises(InputFileError, match="^query: 2 rows, but its manifest"):
+        list(iter_rows(TOKENS[:2], "query", manifests))
+    marker.write_text(f"sha256={'ab' * 32}\n")
+    with pytest.raises(InputFileError, match="a checksum cannot be checked on a query's rows"):
+        audience_manifests(options)

@@ -234,7 +234,7 @@ def iter_rows(
         if value is None:
             raise InputFileError(name, "NULL token", rowno)
         raise InputFileError(name, validate_token(value) or "invalid token", rowno)
-    mf.verify(list(manifests), name, lines=rowno, sha256=None)
+    mf.verify(list(manifests), name, lines=rowno, sha256=None, unit="rows")
     if rowno == 0:
         raise InputFileError(name, NO_TOKENS)
 

@@ -196,14 +196,22 @@ def check_day(manifests: list[Manifest], day: dt.date) -> None:
             )
 
 
-def verify(manifests: list[Manifest], name: str, *, lines: int, sha256: str | None) -> None:
-    """Refuse an audience that is not what its manifests say (read to its end)."""
+def verify(
+    manifests: list[Manifest],
+    name: str,
+    *,
+    lines: int,
+    sha256: str | None,
+    unit: str = "lines",
+) -> None:
+    """Refuse an audience that is not what its manifests say (read to its end); `lines`
+    counts `unit` (a query's rows stand for lines)."""
     for m in manifests:
         if m.lines is not None and m.lines != lines:
             raise InputFileError(
                 name,
-                f"{lines} lines, but its manifest {m.source} says {m.lines}: the audience is "
-                "incomplete, or not the file the manifest describes",
+                f"{lines} {unit}, but its manifest {m.source} says {m.lines}: the audience is "
+                "incomplete, or not what the manifest describes",
             )
         if m.sha256 is not None and m.sha256 != sha256:
             raise InputFileError(
