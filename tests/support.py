@@ -36,7 +36,15 @@ FAST = (
     "0",
     "--backfill",
 )
-TABLES = ("tokens", "subscriptions", "runs", "run_attempts", "token_failures", "campaigns")
+TABLES = (
+    "tokens",
+    "subscriptions",
+    "runs",
+    "run_attempts",
+    "token_failures",
+    "campaigns",
+    "audiences",
+)
 DAY1 = dt.date(2026, 11, 20)
 
 
@@ -332,6 +340,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
                 "token_failures",
                 "campaigns",
                 "campaign_changes",
+                "audiences",
             )
         }
 

@@ -243,14 +243,40 @@ class Settings:
         0.5,
         Spec(
             Kind.FLOAT,
-            "Refuse to remove more than this share of the topic's members.",
+            "Refuse an audience of which more than this share is new, or that lost more than "
+            "this share of the campaign's previous audience (per day between the two).",
             Place.SYNC,
             low=0,
             high=1,
         ),
     )
+    max_size_change: float = _s(
+        0.5,
+        Spec(
+            Kind.FLOAT,
+            "Refuse an audience whose size differs from the campaign's previous audience by "
+            "more than this share of it (per day between the two).",
+            Place.SYNC,
+            low=0,
+        ),
+    )
+    max_operations: int | None = _s(
+        None,
+        Spec(
+            Kind.INT,
+            "Refuse a day whose plan needs more than this many FCM subscribe and unsubscribe "
+            "operations (default: no limit).",
+            Place.SYNC,
+            low=1,
+        ),
+    )
     allow_large_churn: bool = _s(
-        False, Spec(Kind.FLAG, "Skip the churn and empty-audience guard.", Place.SYNC)
+        False,
+        Spec(
+            Kind.FLAG,
+            "Skip the audience guard (churn, size change, operations, empty audience).",
+            Place.SYNC,
+        ),
     )
     max_dead: float = _s(
         0.05,

@@ -119,6 +119,30 @@ def test_truncated_gzip_is_bad_input_and_changes_nothing(
     _nothing_changed(before, engine, emulator, calls)
 
 
+def test_a_gzip_cut_between_members_is_caught_by_the_markers_manifest(
+    env, emulator, engine, message_file, tmp_path
+):
+    """Two whole gzip members of three: nothing in the bytes says so. The producer's
+    _SUCCESS marker says how many lines it wrote, and the run holds the file to it."""
+    members = [
+        gzip.compress("".join(f"{t}\n" for t in AUDIENCE[i : i + 20]).encode()) for i in (0, 20)
+    ]
+    path = tmp_path / "audience.txt.gz"
+    path.write_bytes(members[0])
+    marker = tmp_path / "_SUCCESS"
+    marker.write_text(f"lines={len(AUDIENCE)}\ndate={DAY1}\n")
+    before, calls = db_snapshot(engine), subscription_calls(emulator)
+    proc = run_cli(*_args(path, message_file, "--wait-for", str(marker)), env=env)
+    assert proc.returncode == 2, describe(proc)
+    assert f"{path}: 20 lines, but its manifest {marker} says 40" in proc.stderr
+    _nothing_changed(before, engine, emulator, calls)
+
+    path.write_bytes(b"".join(members))
+    proc = run_cli(*_args(path, message_file, "--wait-for", str(marker)), env=env)
+    _published_exactly(proc, emulator, AUDIENCE)
+    assert f"is checked against its manifest {marker} (lines 40, date {DAY1})" in proc.stderr
+
+
 def test_token_column(env, emulator, engine, message_file, tmp_path):
     path = tmp_path / "export.txt"
     path.write_text("user,fcm\n" + "".join(f"u{i},{t}\n" for i, t in enumerate(AUDIENCE)))
@@ -193,6 +217,34 @@ def test_audience_query_row_errors_name_the_row_and_change_nothing(
     assert "read-only transaction" in proc.stderr
     assert execute(engine, "SELECT 1 FROM reco.counter WHERE NOT is_called") == 1
     _nothing_changed(before, engine, emulator, calls)
+
+
+def test_an_audience_query_cannot_unpublish_a_day(env, emulator, engine, message_file, reco_table):
+    """The reported attack: statements smuggled after the query commit a DELETE of the
+    publish records, and the rerun of a published day sends it again."""
+    query = f"SELECT token FROM reco.daily WHERE day = '{DAY1}'"
+    _published_exactly(
+        run_cli(*_query_args(message_file, "--audience-query", query), env=env),
+        emulator,
+        AUDIENCE[::2],
+    )
+    attack = (
+        "SELECT token FROM reco.daily) AS audience; COMMIT; DELETE FROM runs; "
+        "SELECT * FROM (SELECT token FROM reco.daily"
+    )
+    before = db_snapshot(engine)
+    for live in (False, True):
+        args = [*_query_args(message_file, "--audience-query", attack), "--date", "2026-11-21"]
+        if not live:
+            args.remove("--live")
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 2, describe(proc)
+        assert "query: PostgreSQL refused it: it is more than one statement" in proc.stderr
+        assert db_snapshot(engine) == before
+    again = run_cli(*_query_args(message_file, "--audience-query", query), env=env)
+    assert again.returncode == 0, describe(again)
+    assert summary(again)["status"] == "already-published"
+    assert len(publishes_to(emulator, topic(PREFIX, POOL, DAY1))) == 1
 
 
 def test_audience_and_audience_query_exclude_each_other(env, engine, message_file, tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import text
 
 from tests.support import (
     CLI_TIMEOUT,
@@ -300,6 +301,44 @@ def test_preflight_doctor_that_passes_lets_the_day_run(
     assert [d.get("kind", "run") for d in documents] == ["doctor", "run"], explain(proc)
     assert documents[0]["ready"] is True and documents[1]["status"] == "published"
     assert latest_publish(emulator, topic(PREFIX, 1, DAY1)).recipients == set(audience)
+
+
+def test_preflight_doctor_passes_for_standard_input_and_a_query(
+    env, emulator: FcmEmulator, engine, tmp_path, message_file
+):
+    """Doctor neither fails for the audience's kind nor consumes it: the run after it reads
+    the whole of standard input, and a query is only described."""
+    audience = make_tokens("i", range(12))
+    args = day_args(DAY1, Path("-"), message_file)
+    proc = subprocess.run(
+        [str(WRAPPER), *args],
+        env=wrapper_env(env, TOPIC_SYNC_PREFLIGHT="1"),
+        cwd=REPO_ROOT,
+        input="".join(f"{t}\n" for t in audience),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, explain(proc)
+    documents = [json.loads(t) for t in texts(proc) if t.startswith("{")]
+    assert [d.get("kind", "run") for d in documents] == ["doctor", "run"], explain(proc)
+    assert documents[1]["status"] == "published"
+    assert latest_publish(emulator, topic(PREFIX, 1, DAY1)).recipients == set(audience)
+
+    with engine.begin() as conn:
+        conn.execute(
+            text("CREATE TABLE reco AS SELECT unnest(CAST(:t AS text[])) AS token"),
+            {"t": audience[2:]},
+        )
+    at = args.index("--audience")
+    query_args = [*args[:at], *args[at + 2 :], "--audience-query", "reco"]
+    query_args[query_args.index("--date") + 1] = str(DAY1 + dt.timedelta(days=1))
+    proc = run_wrapper(*query_args, env=wrapper_env(env, TOPIC_SYNC_PREFLIGHT="1"))
+    assert proc.returncode == 0, explain(proc)
+    documents = [json.loads(t) for t in texts(proc) if t.startswith("{")]
+    assert [d.get("kind", "run") for d in documents] == ["doctor", "run"], explain(proc)
+    assert latest_publish(emulator, topic(PREFIX, 1, DAY1)).recipients == set(audience[2:])
 
 
 def test_locked_exit_code_3_passes_through(env, emulator, engine, tmp_path, message_file):

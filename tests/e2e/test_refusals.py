@@ -155,6 +155,7 @@ def test_bad_input_changes_nothing(baseline: Baseline, tmp_path: Path, case_name
         "run_attempts": 0,
         "token_failures": 0,
         "campaigns": 1,
+        "audiences": 1,
     }
 
     proc = run_cli(*case.args, env=baseline.env)
@@ -268,7 +269,7 @@ def test_churn_guard_refuses_a_suspicious_audience_until_allowed(
 
     assert refused.returncode == 5, describe(refused)
     assert summary(refused)["kind"] == "refused"
-    assert "90 of 100" in refused.stderr
+    assert "90 of the previous audience's 100 tokens are gone (90%" in refused.stderr
     assert "--allow-large-churn" in refused.stderr
     assert db_snapshot(engine) == rows
     assert subscription_calls(emulator) == calls

@@ -27,9 +27,10 @@ from topic_sync.fcm.client import (
     SdkClient,
 )
 from topic_sync.fcm.error_table import all_reasons
-from topic_sync.fcm.sdk_bridge import initialize_app, messaging_service
+from topic_sync.fcm.sdk_bridge import initialize_app, messaging_service, registration_segment
 from topic_sync.fcm.transports import make_client
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
+from topic_sync.inputs.audience import shorten
 
 PROJECT = "demo-test"  # the project id the fcm_app fixture uses
 TOPIC = "jobreco-3"
@@ -476,6 +477,19 @@ def test_list_topics_server_errors_are_retryable(client, emulator, status):
     assert info.value.retryable is True
     assert info.value.retry_after == 4.0
     assert emulator.stats == {("list", status): 1}
+
+
+def test_a_list_error_never_shows_the_whole_token(client, emulator):
+    # The HTTP library's message quotes the URL, which holds the token.
+    token = "dGhpcyBpcyBub3QgYSByZWFs:APA91bH-k9_xTqz0aVb.example1"
+    emulator.inject_request_errors(500)
+
+    with pytest.raises(ListError) as info:
+        client.list_topics(token)
+
+    assert token not in info.value.message
+    assert registration_segment(token) not in info.value.message  # as the URL has it
+    assert shorten(token) in info.value.message
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -96,6 +96,7 @@ ALL_TABLES = (
     "token_failures",
     "topic_fences",
     "fcm_target",
+    "audiences",
     "alembic_version",
 )
 
@@ -409,6 +410,82 @@ def test_a_bad_audience_line_fails_naming_file_and_line(
     check = by_name(check_up(given(database_url, emulator, message_file, path)))["audience"]
     assert check.status is CheckStatus.FAIL
     assert check.detail == f"{path}:4: whitespace inside token"
+
+
+def test_standard_input_is_left_for_the_run(database_url, emulator, message_file) -> None:
+    # Doctor runs before the run with the same arguments (the cron wrapper's preflight):
+    # it must neither fail for stdin nor read it.
+    result = check_up(given(database_url, emulator, message_file, Path("-")))
+    check = by_name(result)["audience"]
+    assert check.status is CheckStatus.OK
+    assert "read and checked by the run itself" in check.detail
+    assert result.exit_code is ExitCode.OK
+
+
+def test_an_audience_query_is_described_not_run(
+    database_url, engine, emulator, message_file
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE reco (token text, n int)"))
+        conn.execute(text("CREATE SEQUENCE counter"))
+    query = "SELECT token, nextval('counter') AS n FROM reco"
+    values = given(database_url, emulator, message_file, None, audience_query=query)
+    before = everything(engine)
+    result = check_up(values)
+    check = by_name(result)["audience"]
+    assert check.status is CheckStatus.OK, check
+    assert "one statement, tokens in its column 'token'" in check.detail
+    assert result.exit_code is ExitCode.OK
+    assert everything(engine) == before
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT NOT is_called FROM counter"))  # never run
+
+    values["audience_query"] = "SELECT token FROM reco) AS a; DELETE FROM runs; --"
+    check = by_name(check_up(values))["audience"]
+    assert check.status is CheckStatus.FAIL
+    assert "more than one statement" in check.detail and check.fix
+    values["audience_query"] = "SELECT n, n + 1 AS m FROM reco"
+    check = by_name(check_up(values))["audience"]
+    assert check.status is CheckStatus.FAIL
+    assert "none named 'token'" in check.detail
+
+
+def test_an_audience_not_there_yet_is_what_the_run_waits_for(
+    database_url, emulator, message_file, tmp_path
+) -> None:
+    missing = tmp_path / "2026-11-22.csv"
+    marker = tmp_path / "_SUCCESS"
+    values = given(database_url, emulator, message_file, missing, wait_for=marker)
+    check = by_name(check_up(values))["audience"]
+    assert check.status is CheckStatus.OK
+    assert f"the run waits for {marker} first" in check.detail
+
+
+def test_an_audience_cut_mid_line_fails(database_url, emulator, message_file, tmp_path) -> None:
+    path = tmp_path / "audience.csv"
+    path.write_text("".join(f"{t}\n" for t in tokens(5)) + "doc:000")
+    check = by_name(check_up(given(database_url, emulator, message_file, path)))["audience"]
+    assert check.status is CheckStatus.FAIL
+    assert "the last line does not end with a newline" in check.detail
+    # Named *.csv without a header: read as one token per line, as the run reads it.
+    path.write_text("".join(f"{t}\n" for t in tokens(5)))
+    check = by_name(check_up(given(database_url, emulator, message_file, path)))["audience"]
+    assert check.status is CheckStatus.OK
+    assert "5 tokens (lines" in check.detail
+
+
+def test_a_manifest_for_another_day_fails(database_url, emulator, message_file, tmp_path) -> None:
+    path = write_audience(tmp_path / "audience.txt", tokens(5))
+    marker = tmp_path / "_SUCCESS"
+    marker.write_text("lines=5\ndate=2026-11-21\n")
+    values = given(database_url, emulator, message_file, path, wait_for=marker)
+    check = by_name(check_up(values))["audience"]
+    assert check.status is CheckStatus.FAIL
+    assert "is for 2026-11-21, but this run is for 2026-11-22" in check.detail
+    marker.write_text("lines=5\ndate=2026-11-22\n")
+    check = by_name(check_up(values))["audience"]
+    assert check.status is CheckStatus.OK
+    assert f"manifest {marker} (lines 5, date 2026-11-22) is checked by the run" in check.detail
 
 
 # --- credentials against a token endpoint ----------------------------------------------------

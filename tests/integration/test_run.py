@@ -291,7 +291,7 @@ def test_churn_guard_refuses_then_allows(tmp_path, message_file, deps, emulator)
     run_day(opts(tmp_path, message_file, toks(0, 100)), deps)
     before = snapshot(deps.engine)
     later = DAY + dt.timedelta(days=POOL)
-    with pytest.raises(Refused, match="90 of 100"):
+    with pytest.raises(Refused, match="90 of the previous audience's 100 tokens are gone"):
         run_day(opts(tmp_path, message_file, toks(0, 10), later), deps)
     assert snapshot(deps.engine) == before
     result = run_day(opts(tmp_path, message_file, toks(0, 10), later, allow_large_churn=True), deps)
@@ -988,7 +988,7 @@ def test_run_warns_when_the_message_does_not_say_its_type_and_version(
     named = opts(
         tmp_path,
         message_file,
-        toks(0, 5),
+        toks(0, 4) + toks(5, 6),
         DAY + dt.timedelta(days=1),
         convention_keys=("kind", "date"),
     )

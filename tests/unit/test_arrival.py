@@ -99,3 +99,38 @@ def test_a_stop_request_ends_the_wait(tmp_path: Path) -> None:
             interval=10,
         )
     assert clock.now == 20
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard", "relative"])
+def test_a_link_to_the_audience_is_the_audience(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    # A link is not a marker: the audience behind it must stop growing before it is read.
+    audience = tmp_path / "data" / "audience.txt"
+    audience.parent.mkdir()
+    audience.write_text("tok:1\n")
+    waited = tmp_path / "latest.txt"
+    if link == "symbolic":
+        waited.symlink_to(audience)
+    elif link == "hard":
+        waited.hardlink_to(audience)
+    else:  # the audience named relatively, the link absolutely
+        waited.symlink_to(audience)
+        monkeypatch.chdir(tmp_path)
+        audience = Path("data/audience.txt")
+
+    def append() -> None:
+        with waited.open("a") as f:
+            f.write("tok:2\n")
+
+    clock = Clock({5: append, 15: append})
+    got = wait(waited, clock, audience=audience)
+    assert got == Arrival(True, 30.0, "ready")  # growing at 10 and 20, unchanged at 30
+
+
+def test_a_link_made_while_waiting_is_the_audience_too(tmp_path: Path) -> None:
+    audience = tmp_path / "audience.txt"
+    audience.write_text("tok:1\n")
+    waited = tmp_path / "latest.txt"
+    clock = Clock({5: lambda: waited.symlink_to(audience)})
+    assert wait(waited, clock, audience=audience) == Arrival(True, 20.0, "ready")

@@ -103,9 +103,38 @@ def test_plain_file_yields_trimmed_tokens_in_order(tmp_path: Path) -> None:
     assert audience_format(path) == "lines"
 
 
-def test_plain_file_with_crlf_and_no_final_newline(tmp_path: Path) -> None:
-    path = write(tmp_path, "audience.txt", f"{T1}\r\n\r\n{T2}\r\n{T3}")
+def test_plain_file_with_crlf(tmp_path: Path) -> None:
+    path = write(tmp_path, "audience.txt", f"{T1}\r\n\r\n{T2}\r\n{T3}\r\n")
     assert read(path) == [T1, T2, T3]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "line"),
+    [
+        ("audience.txt", f"{T1}\n{T2}\n{T3[:40]}", 3),  # cut inside the third token
+        ("audience.txt", f"{T1}", 1),
+        ("audience.txt", f"{T1}\r\n{T2}\r", 2),
+        ("audience.txt", f"{T1}\n{T2}\n  ", 3),
+        ("audience.csv", f"id,token\n1,{T1}\n2,{T2}", 3),
+        ("audience.csv", "id,token", 1),
+    ],
+)
+def test_an_unterminated_last_line_is_refused_as_a_cut(
+    tmp_path: Path, name: str, data: str, line: int
+) -> None:
+    # A producer cut short mid-line must not have its partial last token subscribed.
+    err = assert_refused(write(tmp_path, name, data), line, "does not end with a newline")
+    assert "cut short" in err.reason and "rename" in err.reason
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "zstd"])
+def test_an_unterminated_last_line_is_refused_on_stdin_and_compressed(kind: str) -> None:
+    data = f"{T1}\n{T2}\n{T3[:30]}".encode()
+    if kind != "plain":
+        data = COMPRESSORS[kind](data)
+    with pytest.raises(InputFileError) as info:
+        list(iter_audience("-", stdin=io.BytesIO(data)))
+    assert info.value.message.startswith("<stdin>:3: the last line does not end with a newline")
 
 
 def test_duplicates_are_preserved(tmp_path: Path) -> None:
@@ -249,9 +278,34 @@ def test_csv_suffix_without_token_column_is_refused_on_line_1(tmp_path: Path) ->
     assert "'registration'" in err.reason
 
 
-def test_csv_suffix_with_a_bare_token_first_line_is_refused(tmp_path: Path) -> None:
+def test_a_headerless_file_named_csv_is_read_as_lines(tmp_path: Path) -> None:
+    # The name says CSV, the content says one token per line: the content decides.
     path = write(tmp_path, "audience.CSV", f"{T1}\n{T2}\n")
-    assert_refused(path, 1, "no 'token' column")
+    assert audience_format(path) == "lines"
+    assert read(path) == [T1, T2]
+
+
+def test_a_header_without_token_column_never_shows_a_whole_token(tmp_path: Path) -> None:
+    # A headerless two-column file: its first line's fields are a token and a score.
+    path = write(tmp_path, "audience.csv", f"{T3},0.9\n{T1},0.5\n")
+    err = assert_refused(path, 1, "no 'token' column in the CSV header")
+    assert T3 not in err.message
+    assert f"'{audience.shorten(T3)}', '0.9'" in err.reason
+    assert "--token-column" in err.reason
+
+
+@pytest.mark.parametrize("header", ["device_id", "tokens", "fcm_token"])
+def test_a_single_column_name_is_never_read_as_a_token(tmp_path: Path, header: str) -> None:
+    err = assert_refused(write(tmp_path, "audience.txt", f"{header}\n{T1}\n"), 1, header)
+    assert "is a column name, not a token" in err.reason
+    assert f"--token-column {header}" in err.reason
+
+
+def test_for_people_shortens_what_could_be_a_token() -> None:
+    assert audience.for_people(T1) == audience.shorten(T1)
+    assert audience.for_people(T2) == audience.shorten(T2)  # an installation ID
+    for name in ("user_id", "registration_token", "Token ID", "score"):
+        assert audience.for_people(name) == name
 
 
 def test_csv_with_two_token_columns_is_refused(tmp_path: Path) -> None:
@@ -536,11 +590,14 @@ def test_token_column_missing_names_the_header_line(tmp_path: Path) -> None:
 
 
 def test_query_rows_are_validated_like_lines() -> None:
-    rows = [f"{T1}\n".encode(), f"{T2}\n".encode()]
-    assert list(audience.iter_rows(rows, "query")) == [T1, T2]
-    for bad, reason in ((b"\\N\n", "NULL token"), (b"a b\n", "whitespace inside token")):
+    assert list(audience.iter_rows([T1, T2], "query")) == [T1, T2]
+    for bad, reason in (
+        (None, "NULL token"),
+        ("a b", "whitespace inside token"),
+        ("", "empty token"),
+    ):
         with pytest.raises(InputFileError) as info:
-            list(audience.iter_rows([f"{T1}\n".encode(), bad], "query"))
+            list(audience.iter_rows([T1, bad], "query"))
         assert info.value.message == f"query:2: {reason}"
     with pytest.raises(InputFileError) as info:
         list(audience.iter_rows([], "query"))

@@ -7,6 +7,7 @@ prints or reads the environment: log lines go to `io.log`, the environment comes
 from __future__ import annotations
 
 import contextlib
+import enum
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
 from topic_sync.errors import BadInput, ExitCode, TopicSyncError
 from topic_sync.fcm.target import FcmTarget
-from topic_sync.inputs.audience import iter_audience, validate_token
+from topic_sync.inputs.audience import STDIN, iter_audience, shorten, validate_token
 from topic_sync.pool import is_pool_topic, pool_topics, prefix_of, topic_for, validate_pool
 from topic_sync.settings import SPECS, Settings
 from topic_sync.store import db
@@ -112,7 +113,7 @@ def run_day(
     """Sync the day's topic to the audience and publish the day's message once."""
     resolved.check_date_window(backfill=backfill)
     s = resolved.settings
-    audience = audience_of(resolved)
+    audience = audience_source(resolved)
     for name in ("topic_prefix", "message"):
         if getattr(s, name) is None:
             flag = "--" + name.replace("_", "-")
@@ -127,18 +128,20 @@ def run_day(
             day=resolved.day,
             prefix=s.topic_prefix,
             pool_size=s.pool_size,
-            audience_path=audience,
+            audience_path=audience.path,
             message_path=s.message,
             live=s.live,
             max_churn=s.max_churn,
+            max_size_change=s.max_size_change,
+            max_operations=s.max_operations,
             allow_large_churn=s.allow_large_churn,
             republish=republish,
             mark_published=mark_published,
             full_tokens=full_tokens,
             propagation_delay=s.propagation_delay,
             token_column=s.token_column,
-            audience_query=s.audience_query,
-            audience_database_url=s.audience_database_url,
+            audience_query=audience.query,
+            audience_database_url=audience.database_url,
             stdin=io.stdin,
             wait_for=s.wait_for,
             wait_timeout=s.wait_timeout,
@@ -162,8 +165,31 @@ def run_day(
     return result
 
 
-def audience_of(resolved: Resolved) -> Path | None:
-    """The audience file to read, or None when --audience-query gives the audience.
+class AudienceKind(enum.StrEnum):
+    FILE = "file"
+    STDIN = "stdin"
+    QUERY = "query"
+
+
+@dataclass(frozen=True)
+class AudienceSource:
+    """Where a run's audience comes from: a file, standard input, or a query. `run` reads
+    it; `doctor` checks what it can of it without consuming it."""
+
+    path: Path | None = None  # a file, or "-" (standard input); None for a query
+    query: str | None = None
+    database_url: str | None = None  # the query's database; None: the job's own
+    token_column: str | None = None
+
+    @property
+    def kind(self) -> AudienceKind:
+        if self.query is not None:
+            return AudienceKind.QUERY
+        return AudienceKind.STDIN if str(self.path) == STDIN else AudienceKind.FILE
+
+
+def audience_source(resolved: Resolved) -> AudienceSource:
+    """The one rule of where the audience comes from, for `run` and `doctor` alike.
 
     --audience and --audience-query exclude each other; a campaign's audience template
     yields to a query given on the command line or in the environment (which rank higher).
@@ -177,10 +203,14 @@ def audience_of(resolved: Resolved) -> Path | None:
                 "--audience (or --audience-query) is required (or a --config campaign that "
                 "sets the audience)"
             )
-        return s.audience
+        return AudienceSource(path=s.audience, token_column=s.token_column)
     if s.audience is not None and resolved.sources.get("audience") in (Source.FLAG, Source.ENV):
         raise BadInput("--audience and --audience-query exclude each other: give one of them")
-    return None
+    return AudienceSource(
+        query=s.audience_query,
+        database_url=s.audience_database_url,
+        token_column=s.token_column,
+    )
 
 
 # --- repairs ----------------------------------------------------------------------------------
@@ -343,7 +373,7 @@ def forget(
     for token in tokens:
         reason = validate_token(token)
         if reason:
-            raise BadInput(f"token {token!r}: {reason}")
+            raise BadInput(f"token {shorten(token)!r}: {reason}")
     if not tokens and not from_file:
         raise BadInput("give tokens to forget, or --from-file")
     s = resolved.settings

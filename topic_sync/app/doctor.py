@@ -11,6 +11,7 @@ dummy registration's topics and a validate_only send, which delivers nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 from collections.abc import Callable, Iterator
@@ -23,22 +24,36 @@ import google.auth.exceptions
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from topic_sync.app.commands import campaign_spec, retry_policy
+from topic_sync.app.commands import (
+    AudienceKind,
+    AudienceSource,
+    audience_source,
+    campaign_spec,
+    retry_policy,
+)
 from topic_sync.app.services import POOL_HEADROOM, Io, database_url, fcm_client, open_engine
 from topic_sync.app.settings import Resolved
 from topic_sync.engine import campaign as campaigns
+from topic_sync.engine.run import audience_connection
 from topic_sync.errors import CampaignMismatch, CredentialsError, ExitCode, TopicSyncError
 from topic_sync.fcm.client import DOCTOR_TOKEN, ApiAnswer, FcmClient, probe_topic_api
 from topic_sync.fcm.sdk_bridge import mint_token
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import TOPIC_MANAGEMENT_QUOTA
-from topic_sync.inputs.audience import audience_format, iter_audience
+from topic_sync.inputs import arrival
+from topic_sync.inputs import manifest as mf
+from topic_sync.inputs.audience import (
+    UNTERMINATED,
+    audience_format,
+    ends_with_newline,
+    iter_audience,
+)
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import load_message
 from topic_sync.pool import topic_for, validate_pool
 from topic_sync.settings import Settings
 from topic_sync.states import CheckStatus
-from topic_sync.store import bound_target, db
+from topic_sync.store import audience_query_column, bound_target, db
 
 AUDIENCE_SAMPLE = 1000  # tokens of the audience file checked (a run checks every line)
 MIN_SERVER_VERSION = 150000  # PostgreSQL 15
@@ -431,27 +446,102 @@ def check_message(
     return ok(name, f"{valid}; FCM accepted it for {topic} (validate_only: nothing delivered)")
 
 
-def check_audience(path: Path | None, sample: int = AUDIENCE_SAMPLE) -> Check:
-    """The audience file exists, is readable, and its first tokens are valid."""
+def check_audience(resolved: Resolved, engine: Engine | None) -> Check:
+    """What can be checked of the run's audience without consuming it, whatever its source
+    (the rule of where it comes from is `run`'s own: commands.audience_source)."""
     name = "audience"
-    if path is None:
-        return fail(
-            name, "no audience file", "pass --audience, or a --config campaign that sets it"
-        )
-    fix = "have the producer write a correct file here, or point --audience at it"
     try:
-        shape = audience_format(path)
-        seen = sum(1 for _ in itertools.islice(iter_audience(path), sample))
+        source = audience_source(resolved)
+    except TopicSyncError as error:
+        return fail(
+            name,
+            error.message,
+            "give --audience FILE (or -) or --audience-query, not both, or a --config "
+            "campaign that sets the audience",
+        )
+    if source.kind is AudienceKind.STDIN:
+        return ok(
+            name,
+            "standard input (--audience -): read and checked by the run itself; doctor "
+            "leaves it whole for the run",
+        )
+    if source.kind is AudienceKind.QUERY:
+        return _check_query(source, engine)
+    return _check_file(source, resolved.settings.wait_for, resolved.day)
+
+
+def _check_query(source: AudienceSource, engine: Engine | None) -> Check:
+    """Describe the query in a read-only transaction: one statement, PostgreSQL accepts it,
+    it has a token column. It is planned, not run (rows are the run's to read)."""
+    name = "audience"
+    url = source.database_url
+    if url is None and engine is None:
+        return skip(name, "no database for the query (see the database check)")
+    assert source.query is not None
+    try:
+        with audience_connection(engine, url) as raw:
+            column = audience_query_column(raw, source.query, source.token_column)
+    except TopicSyncError as error:
+        return fail(
+            name,
+            error.message,
+            "correct --audience-query (one SELECT, WITH, VALUES or TABLE query, or a table "
+            "name) or --audience-database-url",
+        )
+    where = mask_url(url) if url else "the job's database"
+    return ok(
+        name,
+        f"query on {where}: one statement, tokens in its column {column!r} (described in a "
+        "read-only transaction, not run: the run reads and checks every row)",
+    )
+
+
+def _check_file(source: AudienceSource, wait_for: Path | None, day: dt.date | None) -> Check:
+    """The file exists, its first tokens are valid, its last line is whole, and what its
+    producer's manifests say parses and is for the day; under --wait-for, a file or marker
+    that is not there yet is what the run will wait for."""
+    name = "audience"
+    path = source.path
+    assert path is not None
+    fix = "have the producer write a correct file here, or point --audience at it"
+    waits_for_it = wait_for is not None and arrival.is_same_path(wait_for, path)
+    if wait_for is not None and not wait_for.exists():
+        return ok(
+            name,
+            f"{path}: not read yet: the run waits for {wait_for} first (--wait-for, "
+            "--wait-timeout)",
+        )
+    try:
+        shape = audience_format(path, token_column=source.token_column)
+        tokens = iter_audience(path, token_column=source.token_column)
+        with contextlib.closing(tokens):
+            seen = sum(1 for _ in itertools.islice(tokens, AUDIENCE_SAMPLE))
+        manifests = mf.manifests_for(path, wait_for, marker_is_audience=waits_for_it)
+        mf.check_names(manifests, path)
+        if day is not None:
+            mf.check_day(manifests, day)
     except TopicSyncError as error:
         return fail(name, error.message, fix)
     size = path.stat().st_size
-    if seen < sample:
-        return ok(name, f"{path}: {seen} tokens ({shape}, {size} bytes), all valid")
-    return ok(
-        name,
-        f"{path}: the first {seen} tokens are valid ({shape}, {size} bytes; a run checks "
-        "every line before changing anything)",
-    )
+    if seen < AUDIENCE_SAMPLE:
+        detail = f"{path}: {seen} tokens ({shape}, {size} bytes), all valid"
+    else:
+        detail = (
+            f"{path}: the first {seen} tokens are valid ({shape}, {size} bytes; a run checks "
+            "every line before changing anything)"
+        )
+    for m in manifests:
+        detail += f"; manifest {m.source} ({m.describe()}) is checked by the run"
+    if ends_with_newline(path) is False:
+        if waits_for_it:
+            return warn(
+                name,
+                f"{detail}; its last line does not end with a newline yet",
+                "the run waits until it stops growing; if it still ends so, the run refuses "
+                "it as cut short: have the producer end every line with a newline",
+            )
+        return fail(name, f"{path}: {UNTERMINATED}", fix)
+    return ok(name, detail)
 
 
 # --- all together -------------------------------------------------------------------------------
@@ -520,7 +610,7 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
             yield api
         usable = client if api is not None and api.status is not CheckStatus.FAIL else None
         yield check_message(s, day, topic, usable, io.now())
-        yield check_audience(s.audience)
+        yield check_audience(resolved, engine)
     finally:
         if engine is not None:
             engine.dispose()

@@ -48,6 +48,8 @@ RUN = (
     "message_version_key",
     "live",
     "max_churn",
+    "max_size_change",
+    "max_operations",
     "allow_large_churn",
     "propagation_delay",
     *WORK,

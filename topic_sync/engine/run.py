@@ -4,8 +4,10 @@ publish the day's message to it once.
 Order of a live run, and why:
 1. Validate the message (locally and with FCM's validate_only) before anything
    changes, so a bad message never leaves a synced topic without its push.
-2. Plan in one transaction: COPY the audience, diff in SQL, apply the churn
-   guard. A bad line or a refused plan rolls back: nothing changes.
+2. Plan in one transaction: COPY the audience (checked whole: every line, its
+   end, its producer's manifest), diff in SQL, apply the audience guard (the day's
+   audience against the campaign's previous one). A bad line or a refused plan
+   rolls back: nothing changes.
 3. Removals first, then additions, each batch in its own transaction that
    commits only after FCM answered. Retryable tokens are re-batched per the
    retry policy; what still fails stays recorded.
@@ -30,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import psycopg
 import tenacity
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from topic_sync import store
 from topic_sync.engine import campaign as campaigns
@@ -67,6 +70,7 @@ from topic_sync.errors import (
 from topic_sync.fcm.client import PublishError
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs import arrival
+from topic_sync.inputs import manifest as mf
 from topic_sync.inputs.audience import iter_audience, iter_rows, shorten, source_name
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
@@ -96,6 +100,8 @@ class RunOptions:
     message_path: Path
     live: bool = DEFAULTS.live
     max_churn: float = DEFAULTS.max_churn
+    max_size_change: float = DEFAULTS.max_size_change
+    max_operations: int | None = DEFAULTS.max_operations
     allow_large_churn: bool = DEFAULTS.allow_large_churn
     republish: bool = False
     mark_published: bool = False  # an unconfirmed publish did go out: record it, send nothing
@@ -167,6 +173,7 @@ class RunResult:
     metrics_errors: list[str] = field(default_factory=list)  # exports that failed (app layer)
     warnings: list[str] = field(default_factory=list)  # for people; the exit code ignores them
     campaign: str | None = None  # the campaign's name (None: named after the prefix)
+    audience_change: store.AudienceChange | None = None  # against the previous audience
 
     @property
     def exit_code(self) -> ExitCode:
@@ -201,6 +208,7 @@ class RunResult:
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "metrics_errors": self.metrics_errors,
             "warnings": list(self.warnings),
+            "audience_change": self.audience_change.summary() if self.audience_change else None,
         }
 
 
@@ -226,13 +234,51 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         lock_name = campaigns.lock_name(name)
         with advisory_lock(deps.engine, lock_name, what="run", log=deps.log) as lock:
             result = _live_run(opts, deps, topic, template, lock.verify, found, name, pool_size)
-    result.warnings = warnings
+    result.warnings = [*warnings, *_audience_warnings(result.audience_change, deps)]
     result.campaign = found.name if found else spec.campaign_name
     return result
 
 
-def _guard(opts: RunOptions, plan: store.Plan) -> None:
-    """Refuse plans that look like a broken audience rather than a real day."""
+def _days(change: store.AudienceChange, opts: RunOptions) -> int:
+    return max(1, (opts.day - change.previous_day).days)
+
+
+def _per_days(limit: float, days: int) -> str:
+    return f"{limit:.0%}" + (f" a day over {days} days" if days > 1 else "")
+
+
+def audience_problems(opts: RunOptions, change: store.AudienceChange) -> list[str]:
+    """What makes the day's audience look broken next to the previous one (empty when
+    nothing does). A limit is per day: over d days since the previous audience, a share c
+    of change a day compounds to 1 - (1 - c)^d gone or new, and a size change s to between
+    (1 - s)^d and (1 + s)^d times the previous size."""
+    days = _days(change, opts)
+    churn = 1 - (1 - opts.max_churn) ** days
+    problems = []
+    if change.left_share > churn:
+        problems.append(
+            f"{change.left} of the previous audience's {change.previous} tokens are gone "
+            f"({change.left_share:.0%}; --max-churn {_per_days(opts.max_churn, days)})"
+        )
+    if change.new_share > churn:
+        problems.append(
+            f"{change.new} of its {change.size} tokens are new ({change.new_share:.0%}; "
+            f"--max-churn {_per_days(opts.max_churn, days)})"
+        )
+    ratio = change.size / change.previous if change.previous else 1.0
+    low = max(0.0, 1 - opts.max_size_change) ** days
+    if not low <= ratio <= (1 + opts.max_size_change) ** days:
+        problems.append(
+            f"it is {abs(change.size_change):.0%} {'smaller' if ratio < 1 else 'larger'} "
+            f"({change.size} tokens against {change.previous}; --max-size-change "
+            f"{_per_days(opts.max_size_change, days)})"
+        )
+    return problems
+
+
+def _guard(opts: RunOptions, plan: store.Plan, change: store.AudienceChange | None) -> None:
+    """Refuse an audience that looks broken (empty, cut short, the wrong day's file, a join
+    gone wrong) next to the campaign's previous one, and a plan over --max-operations."""
     if opts.allow_large_churn:
         return
     usable = plan.audience_size - plan.skipped_invalid
@@ -241,12 +287,35 @@ def _guard(opts: RunOptions, plan: store.Plan) -> None:
             f"the audience has no usable tokens ({plan.audience_size} all invalid or "
             f"forgotten): that would empty {plan.topic}. Pass --allow-large-churn if intended"
         )
-    if plan.members_before and plan.churn > opts.max_churn:
+    problems = audience_problems(opts, change) if change is not None else []
+    if problems:
+        assert change is not None
         raise Refused(
-            f"the audience would remove {plan.newly_removed} of {plan.members_before} members "
-            f"of {plan.topic} ({plan.churn:.0%}, over --max-churn {opts.max_churn:.0%}). "
-            "Check the audience file, or pass --allow-large-churn if this is intended"
+            f"{opts.day}'s audience does not look like a day of {opts.spec.campaign_name}: "
+            + "; ".join(problems)
+            + f" (compared with the audience of {change.previous_day}). Check the audience "
+            "(empty, cut short, the wrong day's file, a join gone wrong?), or pass "
+            "--allow-large-churn if this change is intended"
         )
+    operations = plan.to_add + plan.to_remove
+    if opts.max_operations is not None and operations > opts.max_operations:
+        raise Refused(
+            f"{plan.topic} needs {operations} operations ({plan.to_remove} removals, "
+            f"{plan.to_add} additions), over --max-operations {opts.max_operations}. Raise "
+            "the limit, or pass --allow-large-churn if this is intended"
+        )
+
+
+def _audience_warnings(change: store.AudienceChange | None, deps: Deps) -> list[str]:
+    """An audience identical to the previous date's may be the wrong day's file again."""
+    if change is None or not change.previous == change.kept == change.size:
+        return []
+    warning = (
+        f"the audience is exactly the audience of {change.previous_day} ({change.size} "
+        "tokens): if it changes every day, is this the wrong day's file?"
+    )
+    deps.log(f"warning: {warning}")
+    return [warning]
 
 
 def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> float:
@@ -299,20 +368,31 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
     raise AudienceNeverCame(f"{opts.day}: {note}")
 
 
+def audience_manifests(opts: RunOptions) -> list[mf.Manifest]:
+    """What the producer said about the audience (inputs.manifest), checked for the day and
+    the file's name; a query's rows can be counted but not checksummed."""
+    marker = opts.wait_for
+    same = marker is not None and arrival.is_same_path(marker, opts.audience_path)
+    found = mf.manifests_for(opts.audience_path, marker, marker_is_audience=same)
+    mf.check_names(found, opts.audience_path)
+    mf.check_day(found, opts.day)
+    if opts.audience_path is None and mf.wants_sha256(found):
+        source = next(m.source for m in found if m.sha256)
+        raise InputFileError(
+            source, "a checksum cannot be checked on a query's rows: give lines=N instead"
+        )
+    return found
+
+
 @contextlib.contextmanager
-def audience_tokens(opts: RunOptions, deps: Deps) -> Iterator[Iterator[str]]:
-    """The audience's valid tokens, streamed: from the file (or stdin), or from the query
-    (on a connection of its own, in a read-only transaction)."""
-    if opts.audience_query is None:
-        assert opts.audience_path is not None
-        tokens = iter_audience(opts.audience_path, token_column=opts.token_column, stdin=opts.stdin)
-        with contextlib.closing(tokens):
-            yield tokens
-        return
-    url = opts.audience_database_url
+def audience_connection(
+    engine: Engine | None, url: str | None
+) -> Iterator[psycopg.Connection[Any]]:
+    """The connection an audience query reads from (the job's database, or `url`'s); one
+    that cannot be reached is an error naming the URL, masked."""
     with contextlib.ExitStack() as stack:
         try:
-            raw = stack.enter_context(store.audience_query_connection(deps.engine, url))
+            raw = stack.enter_context(store.audience_query_connection(engine, url))
         except Exception as error:
             if url is None:
                 raise
@@ -321,23 +401,71 @@ def audience_tokens(opts: RunOptions, deps: Deps) -> Iterator[Iterator[str]]:
                 f"cannot reach the audience database {mask_url(url)}: "
                 f"{reason[0] if reason else type(error).__name__}"
             ) from None
+        yield raw
+
+
+@contextlib.contextmanager
+def audience_tokens(opts: RunOptions, deps: Deps) -> Iterator[Iterator[str]]:
+    """The audience's valid tokens, streamed: from the file (or stdin), or from the query
+    (on a connection of its own, in a read-only transaction); checked against the
+    producer's manifests when it ends."""
+    manifests = audience_manifests(opts)
+    for m in manifests:
+        deps.log(
+            f"{opts.audience_name} is checked against its manifest {m.source} ({m.describe()})"
+        )
+    if opts.audience_query is None:
+        assert opts.audience_path is not None
+        tokens = iter_audience(
+            opts.audience_path,
+            token_column=opts.token_column,
+            stdin=opts.stdin,
+            manifests=manifests,
+        )
+        with contextlib.closing(tokens):
+            yield tokens
+        return
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(audience_connection(deps.engine, opts.audience_database_url))
         rows = stack.enter_context(
             contextlib.closing(
                 store.audience_query_rows(raw, opts.audience_query, opts.token_column)
             )
         )
-        yield stack.enter_context(contextlib.closing(iter_rows(rows, store.AUDIENCE_QUERY_NAME)))
+        yield stack.enter_context(
+            contextlib.closing(iter_rows(rows, store.AUDIENCE_QUERY_NAME, manifests))
+        )
 
 
 def _plan(
-    opts: RunOptions, conn: Connection, topic: str, run_id: int | None, deps: Deps, phases: Phases
-) -> store.Plan:
+    opts: RunOptions,
+    conn: Connection,
+    topic: str,
+    run_id: int | None,
+    deps: Deps,
+    phases: Phases,
+    campaign: store.CampaignRecord | None,
+) -> tuple[store.Plan, store.AudienceChange | None]:
+    """Load, diff and guard the day's audience; `campaign` None: not registered yet (a dry
+    run of its first day), so there is no earlier audience to compare with."""
     with phases.timing("load"), audience_tokens(opts, deps) as tokens:
         lines = store.load_audience(conn, tokens)
     with phases.timing("plan"):
         plan = store.plan_topic(conn, topic, run_id, lines, opts.day)
-    _guard(opts, plan)
-    return plan
+        change = store.audience_change(conn, campaign.id, opts.day) if campaign else None
+    if change is None:
+        deps.log(
+            f"no earlier audience of campaign {opts.spec.campaign_name!r} to compare with: "
+            "the audience guard compares from the next day on"
+        )
+    else:
+        deps.log(
+            f"audience against {change.previous_day}'s: {change.kept} kept, {change.left} "
+            f"gone ({change.left_share:.0%}), {change.new} new ({change.new_share:.0%}), "
+            f"size {change.size_change:+.0%}"
+        )
+    _guard(opts, plan, change)
+    return plan, change
 
 
 def _dry_run(
@@ -351,7 +479,7 @@ def _dry_run(
         try:
             check_target(conn, deps.client.target, bind=False)
             existing = store.get_run(conn, found.id, opts.day) if found else None
-            plan = _plan(opts, conn, topic, None, deps, Phases(deps.monotonic))
+            plan, change = _plan(opts, conn, topic, None, deps, Phases(deps.monotonic), found)
         finally:
             conn.rollback()
     send_message(deps, opts.retry, template, topic, validate_only=True)
@@ -360,7 +488,15 @@ def _dry_run(
         note += f" (its first live run registers campaign {opts.spec.campaign_name!r})"
     if existing and existing.publish_state is PublishState.SENT:
         note = "already published; a live run would do nothing"
-    return RunResult(RunOutcome.DRY_RUN, opts.day, opts.prefix, topic, plan=plan, note=note)
+    return RunResult(
+        RunOutcome.DRY_RUN,
+        opts.day,
+        opts.prefix,
+        topic,
+        plan=plan,
+        note=note,
+        audience_change=change,
+    )
 
 
 def _live_run(
@@ -424,8 +560,9 @@ def _live_run(
             audience_path=opts.audience_name,
         )
         fence = take_fence(conn, topic, owner, run.id)
-        plan = _plan(opts, conn, topic, run.id, deps, phases)
+        plan, change = _plan(opts, conn, topic, run.id, deps, phases, campaign)
         store.save_plan(conn, run.id, plan)
+        store.save_audience(conn, campaign.id, opts.day, run.id)
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
         f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
@@ -434,7 +571,7 @@ def _live_run(
     )
 
     try:
-        return _sync_and_publish(
+        result = _sync_and_publish(
             opts,
             deps,
             topic,
@@ -447,6 +584,8 @@ def _live_run(
             deadline_at,
             phases,
         )
+        result.audience_change = change
+        return result
     except Exception as error:
         # Whatever ended the run, its record says so: it must not look still in progress.
         _record_stop(deps, run.id, topic, error)

@@ -28,10 +28,12 @@ from topic_sync.errors import CredentialsError, TopicSyncError
 from topic_sync.fcm.sdk_bridge import (
     list_topic_subscriptions,
     mounted_adapter,
+    registration_segment,
     retry_after,
 )
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE, MAX_TOKENS_PER_CALL
+from topic_sync.inputs.audience import shorten
 
 CREDENTIALS_HELP = (
     "FCM rejected topic-sync's credentials ({reason}). Check that "
@@ -80,6 +82,11 @@ class FcmClient(Protocol):
     def publish(self, message: messaging.Message, *, validate_only: bool = False) -> str: ...
 
     def list_topics(self, token: str) -> set[str]: ...
+
+
+def _without_token(text: str, token: str) -> str:
+    """An HTTP library's message (which quotes the URL) with the token in it shortened."""
+    return text.replace(registration_segment(token), shorten(token)).replace(token, shorten(token))
 
 
 class ListError(TopicSyncError):
@@ -306,7 +313,8 @@ class SdkClient:
                     CREDENTIALS_HELP.format(reason=f"HTTP {status} listing subscriptions")
                 ) from error
             raise ListError(
-                f"listing the topics of a token failed: {error}",
+                f"listing the topics of token {shorten(token)} failed: "
+                + _without_token(str(error), token),
                 status=status,
                 retry_after=retry_after(response.headers) if response is not None else None,
                 proven=_answer_has_details(response),

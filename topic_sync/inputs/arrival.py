@@ -2,8 +2,9 @@
 
 A recommender that is late must not make an empty day, and a file still being written must
 not be read half: `wait_for` polls a path until it is there. When the path is the audience
-file itself, it must also have stopped growing (the same size and modification time at two
-consecutive checks). Any other path is a marker (a `_SUCCESS` file as Spark and Hadoop write,
+file itself (by its real path: a symbolic link to the audience is the audience), it must also
+have stopped growing (the same size and modification time at two consecutive checks). Any
+other path is a marker (a `_SUCCESS` file as Spark and Hadoop write,
 a directory): its presence is enough.
 
 The clock and the sleep are the caller's, so tests wait no wall-clock time; a stop request
@@ -34,7 +35,16 @@ class Arrival:
 
 
 def is_same_path(a: Path, b: Path | None) -> bool:
-    return b is not None and os.path.abspath(a) == os.path.abspath(b)
+    """Whether two paths name the same file: their real paths (symbolic links followed) are
+    equal, or both exist and are the same file (a hard link)."""
+    if b is None or os.fspath(b) == "-":
+        return False
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def wait_for(
@@ -54,14 +64,14 @@ def wait_for(
     """
     if interval <= 0:
         raise ValueError("the polling interval must be positive")
-    is_audience = is_same_path(path, audience)
     started = monotonic()
     previous: tuple[int, int] | None = None
     while True:
         seen = "missing"
         st = _stat(path)
         if st is not None:
-            if not is_audience or stat.S_ISDIR(st.st_mode):
+            # Looked at again each time: a link made later may point at the audience.
+            if not is_same_path(path, audience) or stat.S_ISDIR(st.st_mode):
                 return Arrival(True, monotonic() - started, "ready")
             current = (st.st_size, st.st_mtime_ns)
             if current == previous:

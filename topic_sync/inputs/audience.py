@@ -7,14 +7,19 @@ file without tokens is refused outright (an empty audience would unsubscribe eve
 Tokens are streamed, never collected, so a file of tens of millions of lines costs constant
 memory. Duplicates are passed through: the database merges and counts them.
 
-Two formats are accepted: one token per line, or CSV whose header has a ``token`` column
-(or the column a caller names). The file may be standard input (``-``, named ``<stdin>`` in
-messages) and may be gzip- or zstd-compressed: the compression is told by the content's
-first bytes, never by the name, and line numbers count lines of the decompressed text. A
-compressed stream that is corrupt or ends early is refused like a bad line.
+Two formats are accepted, told by the content (never by the name): one token per line, or
+CSV whose header has a ``token`` column (or the column a caller names). The file may be
+standard input (``-``, named ``<stdin>`` in messages) and may be gzip- or zstd-compressed:
+the compression is told by the content's first bytes, and line numbers count lines of the
+decompressed text. A compressed stream that is corrupt or ends early is refused like a bad
+line.
 
-A PostgreSQL query's rows (COPY text format, one token per row) are validated by the same
-rules (`iter_rows`), their row numbers standing for line numbers.
+An audience must be complete before it is trusted: its last line must end with a newline
+(a cut mid-line is refused), and the manifests its producer wrote (`inputs.manifest`: line
+count, checksum) must match what was read.
+
+A PostgreSQL query's rows (one token per row) are validated by the same rules
+(`iter_rows`), their row numbers standing for line numbers.
 """
 
 from __future__ import annotations
@@ -22,16 +27,21 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import hashlib
 import io
 import os
 import re
 import zlib
-from collections.abc import Generator, Iterable, Iterator
-from typing import BinaryIO, Literal, NamedTuple
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
 
 import zstandard
 
 from topic_sync.errors import InputFileError
+from topic_sync.inputs import manifest as mf
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 MAX_TOKEN_LENGTH = 4096
 """Longest token accepted: real FCM tokens and installation IDs are far shorter."""
@@ -49,6 +59,16 @@ _TOKEN_RE_BYTES = re.compile(TOKEN_RE.pattern.encode("ascii"))
 _DISALLOWED_RE = re.compile(f"[^{_TOKEN_CHARS}]")
 
 NO_TOKENS = "no tokens: an empty audience would unsubscribe everyone"
+UNTERMINATED = (
+    "the last line does not end with a newline: the audience may have been cut short (a "
+    "write that did not finish, a pipe that broke). Have the producer end every line, the "
+    "last one too, with a newline, and write the file under another name and rename it "
+    "when it is complete"
+)
+
+# A first line of lower-case letters and underscores is a column name, not a token (random
+# tokens and installation IDs mix cases and digits): "device_id" must not be subscribed.
+_COLUMN_NAME = re.compile(r"[a-z_]{1,64}")
 
 AudienceFormat = Literal["lines", "csv"]
 
@@ -83,6 +103,15 @@ def shorten(token: str) -> str:
     return f"{token[: min(4, len(token) // 2)]}…"
 
 
+def for_people(text: str) -> str:
+    """A value read from an input that may be a token (a field of a headerless file's first
+    line), as messages show it: shortened when it could be a token (token-shaped, longer
+    than a column name, not a lower-case name), else whole (at most 80 characters)."""
+    if len(text) > 20 and TOKEN_RE.fullmatch(text) and not _COLUMN_NAME.fullmatch(text):
+        return shorten(text)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
 def validate_token(token: str) -> str | None:
     """Return why a trimmed token is not plausible, or None if it is.
 
@@ -115,30 +144,40 @@ def iter_audience(
     *,
     token_column: str | None = None,
     stdin: BinaryIO | None = None,
+    manifests: Sequence[mf.Manifest] = (),
 ) -> Generator[str, None, None]:
     """Yield each valid, trimmed token of an audience file in file order.
 
     ``path`` ``-`` reads ``stdin`` (the caller's standard input, as bytes). With
     ``token_column`` the file must be CSV with that column (matched like ``token``: case and
-    surrounding spaces ignored); without, a ``token`` column is detected.
+    surrounding spaces ignored); without, a ``token`` column is detected. ``manifests`` are
+    what the producer said about the file (line count, SHA-256), checked at its end.
 
     Lazy: the file is opened on the first ``next()`` and an error is raised at the first bad
     line, after the tokens before it were yielded. Callers load inside a transaction and roll
-    back on error, so a partial stream never takes effect. "No tokens" is raised at the end.
+    back on error, so a partial stream never takes effect. What can only be known at the end
+    (an unterminated last line, a manifest that does not match, no tokens at all) is raised
+    after the last token.
     """
     name = source_name(path)
-    with _Opened(os.fspath(path), stdin) as (f, compression):
+    digest = hashlib.sha256() if mf.wants_sha256(list(manifests)) else None
+    with _Opened(os.fspath(path), stdin, digest) as (f, compression):
         lines = _physical_lines(f, name, compression)
         try:
             start = _detect(lines, name, token_column)
             if start.text is None:
-                raise InputFileError(name, NO_TOKENS)
-            if start.format == "lines":
-                yield from _iter_lines(lines, name, start.lineno, start.text)
+                end = _End(start.lineno, start.raw, tokens=False)
+            elif start.format == "lines":
+                end = yield from _iter_lines(lines, name, start)
             else:
-                yield from _iter_csv(lines, name, start.lineno, start.column, start.columns)
+                end = yield from _iter_csv(lines, name, start)
         except OSError as exc:
             raise InputFileError(name, f"read error: {exc.strerror or exc}") from exc
+    if end.last and not end.last.endswith(b"\n"):
+        raise InputFileError(name, UNTERMINATED, end.lines)
+    mf.verify(list(manifests), name, lines=end.lines, sha256=digest.hexdigest() if digest else None)
+    if not end.tokens:
+        raise InputFileError(name, NO_TOKENS)
 
 
 def audience_format(
@@ -149,7 +188,7 @@ def audience_format(
 ) -> AudienceFormat:
     """Say how the file would be read ("lines" or "csv"), checking only up to its header.
 
-    For logs and dry runs; an empty file counts as "csv" if named ``*.csv``, else "lines".
+    For logs and dry runs; a file without a non-blank line counts as "lines".
     """
     name = source_name(path)
     with _Opened(os.fspath(path), stdin) as (f, compression):
@@ -159,28 +198,53 @@ def audience_format(
             raise InputFileError(name, f"read error: {exc.strerror or exc}") from exc
 
 
-def iter_rows(rows: Iterable[bytes], name: str) -> Generator[str, None, None]:
-    """Yield the valid tokens of query rows in COPY text format (one column, ``\\N`` for
-    NULL), checked like the lines of a file; row numbers count from 1.
+def ends_with_newline(path: str | os.PathLike[str]) -> bool | None:
+    """Whether a plain (uncompressed) file's last byte is a newline, looking only at that
+    byte; None when that cannot be told so cheaply (compressed, empty, unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(4)
+            if first.startswith(_GZIP_MAGIC) or first == _ZSTD_MAGIC:
+                return None
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return None
+            f.seek(size - 1)
+            return f.read(1) == b"\n"
+    except OSError:
+        return None
+
+
+def iter_rows(
+    rows: Iterable[str | None], name: str, manifests: Sequence[mf.Manifest] = ()
+) -> Generator[str, None, None]:
+    """Yield the valid tokens of a query's rows (None for NULL), checked like the lines of
+    a file; row numbers count from 1, and a manifest's line count counts rows.
 
     A NULL or blank row is refused (a row of a query is never a blank line by accident),
     and a result without rows is refused, as an empty file is.
     """
     rowno = 0
-    match = _TOKEN_RE_BYTES.fullmatch
-    for raw in rows:
+    match = TOKEN_RE.fullmatch
+    for value in rows:
         rowno += 1
-        value = raw[:-1] if raw.endswith(b"\n") else raw
-        if match(value):
-            yield value.decode("ascii")
+        if value is not None and match(value):
+            yield value
             continue
-        if value == b"\\N":
+        if value is None:
             raise InputFileError(name, "NULL token", rowno)
-        token = _decode(bytes(value), name, rowno)
-        reason = validate_token(token) or "invalid token"
-        raise InputFileError(name, reason, rowno)
+        raise InputFileError(name, validate_token(value) or "invalid token", rowno)
+    mf.verify(list(manifests), name, lines=rowno, sha256=None, unit="rows")
     if rowno == 0:
         raise InputFileError(name, NO_TOKENS)
+
+
+class _End(NamedTuple):
+    """What is known once a file was read to its end."""
+
+    lines: int  # physical lines read
+    last: bytes  # the last physical line, raw ("" when the file is empty)
+    tokens: bool  # whether any token was read
 
 
 class _Start(NamedTuple):
@@ -189,15 +253,16 @@ class _Start(NamedTuple):
     format: AudienceFormat
     lineno: int  # physical line of ``text``, or the number of lines read if there is none
     text: str | None  # the first non-blank line, decoded; None if the file has none
-    column: int  # index of the token column (CSV only)
-    columns: int  # number of header columns (CSV only)
+    raw: bytes  # that line as read (or the last line read, if there is none)
+    column: int = 0  # index of the token column (CSV only)
+    columns: int = 0  # number of header columns (CSV only)
 
 
 class _Opened:
     """An audience opened for reading, decompressed if its first bytes say so."""
 
-    def __init__(self, name: str, stdin: BinaryIO | None) -> None:
-        self.name, self.stdin = name, stdin
+    def __init__(self, name: str, stdin: BinaryIO | None, digest: _Hash | None = None) -> None:
+        self.name, self.stdin, self.digest = name, stdin, digest
         self.closing: list[BinaryIO] = []
 
     def __enter__(self) -> tuple[BinaryIO, str | None]:
@@ -206,8 +271,10 @@ class _Opened:
                 raise InputFileError(STDIN_NAME, "standard input is not available here")
             raw: BinaryIO = self.stdin
         else:
-            raw = _open(self.name)
+            raw = _open(self.name, buffered=self.digest is None)
             self.closing.append(raw)
+        if self.digest is not None:  # every byte read from the source is hashed on its way
+            raw = io.BufferedReader(_Unbuffered(raw, self.digest), buffer_size=_READ_BUFFER)
         try:
             magic = _first_bytes(raw)
             if magic is None:  # neither peek nor seek: buffer it to look ahead
@@ -232,10 +299,10 @@ class _Opened:
             f.close()
 
 
-def _open(name: str) -> BinaryIO:
+def _open(name: str, *, buffered: bool = True) -> BinaryIO:
     """Open for binary reading, turning the usual failures into messages for people."""
     try:
-        return open(name, "rb", buffering=_READ_BUFFER)
+        return open(name, "rb", buffering=_READ_BUFFER if buffered else 0)
     except FileNotFoundError:
         raise InputFileError(name, "no such file") from None
     except IsADirectoryError:
@@ -261,10 +328,11 @@ def _first_bytes(f: BinaryIO) -> bytes | None:
 
 
 class _Unbuffered(io.RawIOBase):
-    """A binary stream without ``peek`` made bufferable (for a caller's own stdin)."""
+    """A binary stream made bufferable (a caller's own stdin has no ``peek``), hashing what
+    it reads when given a digest."""
 
-    def __init__(self, source: BinaryIO) -> None:
-        self.source = source
+    def __init__(self, source: BinaryIO, digest: _Hash | None = None) -> None:
+        self.source, self.digest = source, digest
 
     def readable(self) -> bool:
         return True
@@ -272,6 +340,8 @@ class _Unbuffered(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.source.read(len(buffer))
         buffer[: len(data)] = data
+        if self.digest is not None:
+            self.digest.update(data)
         return len(data)
 
 
@@ -353,20 +423,18 @@ def _decode(raw: bytes, name: str, lineno: int) -> str:
         raise InputFileError(name, reason, lineno) from None
 
 
-_COMPRESSED_SUFFIXES = (".gz", ".gzip", ".zst", ".zstd")
-
-
 def _detect(lines: Iterator[bytes], name: str, token_column: str | None = None) -> _Start:
-    """Read up to the first non-blank line and decide between plain lines and CSV.
+    """Read up to the first non-blank line and decide, from it, between plain lines and CSV.
 
-    With ``token_column`` the first non-blank line must be a CSV header holding that column.
+    A first line with a ``token`` column (or ``token_column``) is a CSV header. With
+    ``token_column`` it must be one; without, a first line of several fields is a CSV header
+    without the column, and a single field that is a column name is refused, so that a
+    header is never subscribed as a token. Anything else is the first token of a plain file,
+    whatever the file is called.
     """
-    plain_name = name.lower()
-    for suffix in _COMPRESSED_SUFFIXES:
-        plain_name = plain_name.removesuffix(suffix)
-    named_csv = token_column is not None or plain_name.endswith(".csv")
     wanted = (token_column or "token").strip().lower()
     lineno = 0
+    raw = b""
     for raw in lines:
         lineno += 1
         text = _decode(raw, name, lineno)
@@ -375,12 +443,12 @@ def _detect(lines: Iterator[bytes], name: str, token_column: str | None = None) 
         if text.strip():
             break
     else:
-        return _Start("csv" if named_csv else "lines", lineno, None, 0, 0)
+        return _Start("lines", lineno, None, raw)
 
     try:
         header = next(csv.reader([text], strict=True, skipinitialspace=True))
     except (csv.Error, StopIteration) as exc:
-        if named_csv:
+        if token_column is not None:
             raise InputFileError(name, f"malformed CSV header: {exc}", lineno) from None
         header = []
     names = [field.strip().lower() for field in header]
@@ -388,23 +456,36 @@ def _detect(lines: Iterator[bytes], name: str, token_column: str | None = None) 
     if found > 1:
         raise InputFileError(name, f"more than one {wanted!r} column in the CSV header", lineno)
     if found == 1:
-        return _Start("csv", lineno, text, names.index(wanted), len(names))
-    if named_csv:
-        shown = ", ".join(repr(field.strip()) for field in header)
+        return _Start("csv", lineno, text, raw, names.index(wanted), len(names))
+    if token_column is not None or len(header) > 1:
+        shown = ", ".join(repr(for_people(field.strip())) for field in header)
         reason = f"no {wanted!r} column in the CSV header (found: {shown})"
+        if token_column is None:
+            reason += "; name the tokens' column 'token', or choose it with --token-column"
         raise InputFileError(name, reason, lineno)
-    return _Start("lines", lineno, text, 0, 0)
+    first = text.strip()
+    if _COLUMN_NAME.fullmatch(first):
+        raise InputFileError(
+            name,
+            f"the first line {first!r} is a column name, not a token: name the tokens' "
+            f"column 'token', or pass --token-column {first}",
+            lineno,
+        )
+    return _Start("lines", lineno, text, raw)
 
 
-def _iter_lines(lines: Iterator[bytes], name: str, lineno: int, first: str) -> Iterator[str]:
+def _iter_lines(lines: Iterator[bytes], name: str, start: _Start) -> Generator[str, None, _End]:
     """One token per line. The common case stays on bytes: strip, one fullmatch, decode."""
-    token = first.strip()
+    assert start.text is not None
+    lineno = start.lineno
+    token = start.text.strip()
     reason = validate_token(token)
     if reason:
         raise InputFileError(name, reason, lineno)
     yield token
 
     match = _TOKEN_RE_BYTES.fullmatch
+    raw = start.raw
     for raw in lines:
         lineno += 1
         stripped = raw.strip()
@@ -420,23 +501,29 @@ def _iter_lines(lines: Iterator[bytes], name: str, lineno: int, first: str) -> I
             if reason:
                 raise InputFileError(name, reason, lineno)
             yield token
+    return _End(lineno, raw, tokens=True)
 
 
 def _decoded_lines(lines: Iterable[bytes], name: str, lineno: int) -> Iterator[str]:
-    """Feed the csv module decoded lines while keeping per-line checks and numbers."""
+    """Feed the csv module decoded lines while keeping per-line checks and numbers; a last
+    line without its newline is refused before its row is read."""
     for raw in lines:
         lineno += 1
-        yield _decode(raw, name, lineno)
+        text = _decode(raw, name, lineno)
+        if not raw.endswith(b"\n"):
+            raise InputFileError(name, UNTERMINATED, lineno)
+        yield text
 
 
-def _iter_csv(
-    lines: Iterator[bytes], name: str, header_lineno: int, column: int, columns: int
-) -> Iterator[str]:
+def _iter_csv(lines: Iterator[bytes], name: str, start: _Start) -> Generator[str, None, _End]:
     """Rows after the header; only the token column is read, but every row must fit the header.
 
     A row with a different number of columns than the header is refused, not only a shorter
     one: a stray unquoted comma shifts the cells, and the wrong cell must never become a token.
     """
+    header_lineno, column, columns = start.lineno, start.column, start.columns
+    if not start.raw.endswith(b"\n"):
+        raise InputFileError(name, UNTERMINATED, header_lineno)
     reader = csv.reader(
         _decoded_lines(lines, name, header_lineno), strict=True, skipinitialspace=True
     )
@@ -458,5 +545,5 @@ def _iter_csv(
             yield token
     except csv.Error as exc:
         raise InputFileError(name, f"malformed CSV: {exc}", end + 1) from None
-    if not seen:
-        raise InputFileError(name, NO_TOKENS)
+    # Every line ended with a newline (checked as it was read).
+    return _End(header_lineno + reader.line_num, b"\n", tokens=seen)

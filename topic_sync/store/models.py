@@ -28,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from topic_sync.states import (
@@ -323,3 +323,23 @@ class TokenFailure(Base):
         Index("ix_token_failures_token_id", "token_id"),
         Index("ix_token_failures_last_seen", "last_seen"),
     )
+
+
+class Audience(Base):
+    """A campaign's audience of one date, for the audience guard of the next run: the ids of
+    its distinct tokens, sorted, in one array (8 bytes a token; a million-token audience is
+    one row, written and compared by set-based SQL). Only the two latest dates of each
+    campaign are kept."""
+
+    __tablename__ = "audiences"
+
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    run_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    token_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
+    saved_at: Mapped[dt.datetime] = _now()

@@ -30,6 +30,7 @@ __all__ = [
     "Plan",
     "TokenOutcome",
     "AUDIENCE_QUERY_NAME",
+    "audience_query_column",
     "audience_query_connection",
     "audience_query_rows",
     "audit_page",
@@ -70,10 +71,6 @@ class Plan:
     to_remove: int
     suppressed: int = 0  # of skipped_invalid: forgotten (opted out)
     retried_dead: int = 0  # dead tokens back in a later audience, tried once more
-
-    @property
-    def churn(self) -> float:
-        return self.newly_removed / self.members_before if self.members_before else 0.0
 
 
 @dataclass(frozen=True)
@@ -154,10 +151,13 @@ def _token_column(names: list[str], wanted: str | None) -> str:
 
 
 @contextlib.contextmanager
-def audience_query_connection(engine: Engine, url: str | None) -> Iterator[psycopg.Connection[Any]]:
+def audience_query_connection(
+    engine: Engine | None, url: str | None
+) -> Iterator[psycopg.Connection[Any]]:
     """A connection of its own to read the audience from: another database's (url), or one
     more of the job's. The job's load runs its own COPY on another connection meanwhile."""
     if url is None:
+        assert engine is not None, "the job's database is the audience's"
         pooled = engine.raw_connection()
         try:
             raw = pooled.driver_connection
@@ -171,36 +171,91 @@ def audience_query_connection(engine: Engine, url: str | None) -> Iterator[psyco
         yield raw
 
 
+AUDIENCE_FETCH_ROWS = 10_000  # rows fetched from the query's cursor per round trip
+
+
+def _read_only(raw: psycopg.Connection[Any]) -> None:
+    """Start a transaction in which the session cannot write: the transaction is READ ONLY,
+    and so is every later one of the session, until the rollback that ends it undoes that
+    (a SET inside a transaction that is rolled back is undone, so a pooled connection comes
+    back as it was)."""
+    raw.rollback()
+    with raw.cursor() as cur:
+        cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        cur.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
+
+
+@contextlib.contextmanager
+def _one_statement(raw: psycopg.Connection[Any], statement: sql.Composed) -> Iterator[Any]:
+    """A server-side cursor over exactly one statement. DECLARE goes through the extended
+    protocol, whose Parse message takes one statement: a query that smuggles in
+    `...; COMMIT; DELETE ...` is refused whole instead of run in three parts, as the simple
+    protocol would. Declaring plans the query and describes its columns; rows come only
+    when fetched."""
+    cur = raw.cursor(name="topic_sync_audience")
+    cur.itersize = AUDIENCE_FETCH_ROWS
+    try:
+        cur.execute(statement)
+        yield cur
+    finally:
+        cur.close()
+
+
+def _refused(error: psycopg.Error) -> InputFileError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if "multiple commands" in reason:
+        reason = "it is more than one statement; --audience-query takes exactly one query"
+    return InputFileError(AUDIENCE_QUERY_NAME, f"PostgreSQL refused it: {reason}")
+
+
+def _described_column(
+    raw: psycopg.Connection[Any], source: sql.Composable, token_column: str | None
+) -> str:
+    with _one_statement(raw, sql.SQL("SELECT * FROM ({}) AS audience").format(source)) as cur:
+        names = [column.name for column in cur.description or ()]
+    return _token_column(names, token_column)
+
+
+def audience_query_column(
+    raw: psycopg.Connection[Any], query: str, token_column: str | None
+) -> str:
+    """The column the query's tokens would be read from, found by describing the query in
+    a read-only transaction without running it (for `doctor`); the transaction is rolled
+    back. A query PostgreSQL refuses is an input error naming the query."""
+    source = _query_source(query)
+    try:
+        _read_only(raw)
+        return _described_column(raw, source, token_column)
+    except psycopg.Error as error:
+        raise _refused(error) from None
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            raw.rollback()
+
+
 def audience_query_rows(
     raw: psycopg.Connection[Any], query: str, token_column: str | None
-) -> Generator[bytes, None, None]:
-    """The token column of the query's rows, streamed with COPY ... TO STDOUT in a READ ONLY
-    transaction, one row (COPY text format, ``\\N`` for NULL) at a time.
+) -> Generator[str | None, None, None]:
+    """The token column of the query's rows as text (None for NULL), streamed from a cursor
+    over the one statement, in a transaction of a session that cannot write.
 
-    A query PostgreSQL refuses (syntax, a missing table, no privilege, a write) is an input
-    error naming the query; the transaction is rolled back whatever happens.
+    A query PostgreSQL refuses (syntax, several statements, a missing table, no privilege, a
+    write) is an input error naming the query; the transaction is rolled back whatever
+    happens.
     """
     source = _query_source(query)
     try:
-        with raw.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_MS)}")
-            cur.execute(sql.SQL("SELECT * FROM ({}) AS audience LIMIT 0").format(source))
-            names = [column.name for column in cur.description or ()]
-            column = _token_column(names, token_column)
-            copy_sql = sql.SQL("COPY (SELECT a.{} FROM ({}) AS a) TO STDOUT").format(
-                sql.Identifier(column), source
-            )
-            with cur.copy(copy_sql) as copy:
-                pending = b""
-                for block in copy:
-                    *rows, pending = (pending + bytes(block)).split(b"\n")
-                    yield from rows
-                if pending:
-                    yield pending
+        _read_only(raw)
+        column = _described_column(raw, source, token_column)
+        statement = sql.SQL("SELECT CAST(a.{} AS text) FROM ({}) AS a").format(
+            sql.Identifier(column), source
+        )
+        with _one_statement(raw, statement) as cur:
+            for (value,) in cur:
+                yield value
     except psycopg.Error as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputFileError(AUDIENCE_QUERY_NAME, f"PostgreSQL refused it: {reason}") from None
+        raise _refused(error) from None
     finally:
         with contextlib.suppress(psycopg.Error):
             raw.rollback()

@@ -14,7 +14,7 @@ what a forget found.
 
 The downgrade fails if two campaigns ran the same date under one prefix (the old key).
 
-Revision ID: 0010
+Revision ID: 0009
 Revises: 0008
 """
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0010"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
