@@ -189,7 +189,7 @@ def later(days: int) -> dt.date:
 def test_the_first_day_has_nothing_to_compare_with(tmp_path, message_file, deps, recorder):
     result = run_day(opts(tmp_path, message_file, toks(0, 100)), deps)
     assert result.status == "published" and result.audience_change is None
-    assert any("no earlier audience of jobreco" in line for line in recorder.lines)
+    assert any("no earlier audience of campaign 'jobreco'" in line for line in recorder.lines)
     assert result.summary()["audience_change"] is None
     assert kept_dates(deps.engine) == [DAY]
 
