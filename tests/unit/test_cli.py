@@ -118,7 +118,7 @@ def test_today_and_yesterday_are_inside_the_window() -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "warned"),
+    ("changes", "refused"),
     [
         ({"live": True}, True),
         ({"live": False}, False),
@@ -126,15 +126,33 @@ def test_today_and_yesterday_are_inside_the_window() -> None:
         ({"live": True, "emulator_host": "127.0.0.1:9099"}, False),
     ],
 )
-def test_live_production_with_the_embedded_database_warns_loudly(changes, warned) -> None:
-    from topic_sync.app.commands import warn_if_trying_in_production
+def test_live_production_with_the_embedded_database_is_refused(changes, refused) -> None:
+    from topic_sync.app.commands import refuse_embedded_in_production
+    from topic_sync.app.services import Io
+    from topic_sync.errors import ExitCode, Refused
+    from topic_sync.settings import DEFAULTS
+
+    lines: list[str] = []
+    io = Io(log=lines.append, environ={})
+    if refused:
+        with pytest.raises(Refused) as caught:
+            refuse_embedded_in_production(DEFAULTS.replace(**changes), io)
+        assert caught.value.exit_code is ExitCode.REFUSED
+        assert "--allow-embedded-database" in caught.value.message
+    else:
+        refuse_embedded_in_production(DEFAULTS.replace(**changes), io)
+    assert lines == []
+
+
+def test_an_operator_may_allow_the_embedded_database_and_is_warned() -> None:
+    from topic_sync.app.commands import refuse_embedded_in_production
     from topic_sync.app.services import Io
     from topic_sync.settings import DEFAULTS
 
     lines: list[str] = []
-    warn_if_trying_in_production(DEFAULTS.replace(**changes), Io(log=lines.append, environ={}))
-    assert bool(lines) is warned
-    assert all(line.startswith("WARNING: changing production FCM") for line in lines)
+    allowed = DEFAULTS.replace(live=True, allow_embedded_database=True)
+    refuse_embedded_in_production(allowed, Io(log=lines.append, environ={}))
+    assert len(lines) == 1 and lines[0].startswith("WARNING: the embedded PostgreSQL")
 
 
 @pytest.mark.parametrize(

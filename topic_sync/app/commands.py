@@ -27,23 +27,39 @@ from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
-from topic_sync.errors import BadInput, ExitCode, TopicSyncError
+from topic_sync.errors import BadInput, ExitCode, Refused, TopicSyncError
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
 from topic_sync.pool import pool_topics, prefix_of, topic_for, validate_pool
 from topic_sync.settings import SPECS, Settings
 from topic_sync.store import db
 
+EMBEDDED_IN_PRODUCTION = (
+    "the embedded PostgreSQL is for trying topic-sync, not for changing production FCM: the "
+    "subscription table is the only record of who is on each topic, and a folder on one "
+    "machine is neither backed up nor shared"
+)
+EMBEDDED_FIX = (
+    "set DATABASE_URL (or --database-url, or the file's database_url) to a real, backed-up "
+    "PostgreSQL; to rehearse, point FCM_EMULATOR_HOST at an emulator; to do it all the same, "
+    "pass --allow-embedded-database (TOPIC_SYNC_ALLOW_EMBEDDED_DATABASE=1)"
+)
 
-def warn_if_trying_in_production(settings: Settings, io: Io) -> None:
-    """The embedded PostgreSQL is for trying topic-sync; production state must not live in
-    a folder of one user's machine, where nobody backs it up and it dies with the host."""
-    if settings.live and settings.database_url is None and settings.emulator_host is None:
-        io.log(
-            "WARNING: changing production FCM with the embedded PostgreSQL. It is for trying "
-            "topic-sync, not for running it: the subscription table is the only record of "
-            "who is on each topic. Set DATABASE_URL to a real, backed-up PostgreSQL"
-        )
+
+def embedded_in_production(settings: Settings) -> bool:
+    """Whether the settings would change production FCM with the embedded PostgreSQL."""
+    return settings.live and settings.database_url is None and settings.emulator_host is None
+
+
+def refuse_embedded_in_production(settings: Settings, io: Io) -> None:
+    """Refuse --live against production FCM on the embedded PostgreSQL unless the operator
+    allowed it: a DATABASE_URL lost on the way (a cron env file, a typo) must not quietly
+    make a private folder the record of production's topics."""
+    if not embedded_in_production(settings):
+        return
+    if not settings.allow_embedded_database:
+        raise Refused(f"{EMBEDDED_IN_PRODUCTION}. Nothing was changed. To fix: {EMBEDDED_FIX}")
+    io.log(f"WARNING: {EMBEDDED_IN_PRODUCTION} (allowed by --allow-embedded-database)")
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -145,7 +161,7 @@ def run_day(
         )
     except ValueError as error:
         raise BadInput(str(error)) from None
-    warn_if_trying_in_production(s, io)
+    refuse_embedded_in_production(s, io)
     with exported(s, io, "run", s.topic_prefix) as finished, services(s, io) as deps:
         try:
             result = engine_run_day(options, deps)
@@ -236,7 +252,7 @@ def reconcile(
     s = resolved.settings
     if audit and s.transport == "legacy-iid":
         io.log("note: --audit lists subscriptions through the v1 API whatever the transport")
-    warn_if_trying_in_production(s, io)
+    refuse_embedded_in_production(s, io)
     command = "audit" if audit else "reconcile"
     with exported(s, io, command, s.topic_prefix or "all") as finished, services(s, io) as deps:
         try:
@@ -303,7 +319,7 @@ def forget(
     if not tokens and not from_file:
         raise BadInput("give tokens to forget, or --from-file")
     s = resolved.settings
-    warn_if_trying_in_production(s, io)
+    refuse_embedded_in_production(s, io)
     with services(s, io) as deps:
         source: Iterable[str] = itertools.chain(
             tokens, iter_audience(from_file) if from_file else ()
@@ -454,6 +470,19 @@ def check_database(resolved: Resolved, io: Io) -> None:
     """Reachable and migrated, or a message saying what to do."""
     with database(resolved.settings, io):
         pass
+
+
+def stop_embedded(resolved: Resolved, io: Io) -> tuple[Path, bool]:
+    """Stop the embedded PostgreSQL of the settings' folder: the folder, and whether a server
+    ran there (as root, pg_ctl runs as the server's system user, as PostgreSQL requires)."""
+    from topic_sync.app.services import embedded_base
+    from topic_sync.store.embedded import EmbeddedServer
+
+    server = EmbeddedServer(embedded_base(resolved.settings, io))
+    running = server.pid() is not None
+    if running:
+        server.stop()
+    return server.base, running
 
 
 def db_upgrade(resolved: Resolved, io: Io) -> str:

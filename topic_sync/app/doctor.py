@@ -23,7 +23,12 @@ import google.auth.exceptions
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from topic_sync.app.commands import retry_policy
+from topic_sync.app.commands import (
+    EMBEDDED_FIX,
+    EMBEDDED_IN_PRODUCTION,
+    embedded_in_production,
+    retry_policy,
+)
 from topic_sync.app.services import POOL_HEADROOM, Io, database_url, fcm_client, open_engine
 from topic_sync.app.settings import Resolved
 from topic_sync.errors import CredentialsError, ExitCode, TopicSyncError
@@ -219,6 +224,10 @@ def check_database(engine: Engine, url: str, settings: Settings) -> Check:
             f"{settings.concurrency} + {POOL_HEADROOM}), the server has room for {room} more "
             f"(max_connections {facts.max_connections}, {facts.connections_in_use} in use)",
             "lower --concurrency, or raise the server's max_connections",
+        )
+    if embedded_in_production(settings) and not settings.allow_embedded_database:
+        return fail(
+            name, f"{detail}: {EMBEDDED_IN_PRODUCTION}; run would refuse (exit 5)", EMBEDDED_FIX
         )
     if settings.database_url is None and settings.emulator_host is None:
         return warn(

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 import google.auth.exceptions
@@ -30,7 +31,7 @@ from topic_sync.fcm.transports import make_client
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.settings import Settings
 from topic_sync.store.db import check_schema, embedded_url, make_engine
-from topic_sync.store.embedded import default_base
+from topic_sync.store.embedded import SYSTEM_USER, default_base
 
 _app_names = itertools.count()
 POOL_HEADROOM = 2  # connections beyond one per worker: the run's lock, plan and bookkeeping
@@ -61,9 +62,21 @@ def database_url(settings: Settings, io: Io) -> str:
     """The URL to use; without one, start the embedded PostgreSQL and say so."""
     if settings.database_url:
         return settings.database_url
-    base = default_base(io.environ, os.geteuid())
+    base = embedded_base(settings, io)
     io.log(f"DATABASE_URL is not set: using the embedded PostgreSQL in {base}")
+    if os.geteuid() == 0:
+        io.log(
+            f"  as root, that server runs as the system user {SYSTEM_USER} (created if missing) "
+            f"and {base} holds its data and a copy of PostgreSQL (about 300 MB), shared by "
+            "every root session; --embedded-dir (TOPIC_SYNC_EMBEDDED_DIR) picks another "
+            "folder, 'topic-sync db stop-embedded' stops the server"
+        )
     return embedded_url(base)
+
+
+def embedded_base(settings: Settings, io: Io) -> Path:
+    """The embedded PostgreSQL's folder: --embedded-dir, else the per-user default."""
+    return settings.embedded_dir or default_base(io.environ, os.geteuid())
 
 
 def open_engine(settings: Settings, io: Io, *, check: bool = True) -> Engine:

@@ -12,7 +12,14 @@ import click
 from topic_sync.app import commands
 from topic_sync.app.services import database_url
 from topic_sync.app.shutdown import PROCESS as shutdown
-from topic_sync.cli.options import env_option, json_option, resolved, settings, with_config
+from topic_sync.cli.options import (
+    DATABASE,
+    env_option,
+    json_option,
+    resolved,
+    settings,
+    with_config,
+)
 from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish, say
 from topic_sync.errors import BadInput
 
@@ -23,7 +30,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
 @errors_to_exit
 def db_upgrade(**params: Any) -> None:
@@ -32,8 +39,26 @@ def db_upgrade(**params: Any) -> None:
     say(f"database schema is at {commands.db_upgrade(settings_, cli_io())}")
 
 
+@db.command("stop-embedded")
+@settings("embedded_dir")
+@with_config
+@errors_to_exit
+def db_stop_embedded(**params: Any) -> None:
+    """Stop the embedded PostgreSQL (of --embedded-dir or the default folder), if it runs.
+
+    Commands start it when no database URL is given and leave it running for the next one.
+    """
+    settings_ = resolved(click.get_current_context(), params, need_campaign=False)
+    base, running = commands.stop_embedded(settings_, cli_io())
+    say(
+        f"stopped the embedded PostgreSQL in {base}"
+        if running
+        else f"no embedded PostgreSQL runs in {base}"
+    )
+
+
 @click.command()
-@settings("retention", "live", "database_url")
+@settings("retention", "live", *DATABASE)
 @with_config
 @json_option
 @errors_to_exit
@@ -53,7 +78,7 @@ def purge(as_json: bool, **params: Any) -> None:
 
 
 @click.command()
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
 @errors_to_exit
 def schedule(**params: Any) -> None:
@@ -105,7 +130,7 @@ def emulator(host: str, port: int) -> None:
 @env_option(
     "--workdir", type=click.Path(path_type=Path), default=None, help="Where to write inputs."
 )
-@settings("database_url")
+@settings(*DATABASE)
 @errors_to_exit
 def demo(days: int, size: int, workdir: Path | None, **params: Any) -> None:
     """Rehearse a few days end to end on a fresh demo database and the local emulator.

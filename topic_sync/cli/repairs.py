@@ -9,6 +9,7 @@ import click
 
 from topic_sync.app import commands
 from topic_sync.cli.options import (
+    DATABASE,
     FCM,
     MONITORING,
     WORK,
@@ -129,7 +130,7 @@ def target() -> None:
 
 
 @target.command("show")
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
 @json_option
 @errors_to_exit
@@ -165,7 +166,7 @@ def _change(reset: bool, as_json: bool, params: dict[str, Any]) -> None:
 
 
 @target.command("bind")
-@settings("live", *FCM, "database_url")
+@settings("live", *FCM, *DATABASE)
 @with_config
 @json_option
 @errors_to_exit
@@ -179,7 +180,7 @@ def target_bind(as_json: bool, **params: Any) -> None:
 
 
 @target.command("reset")
-@settings("live", *FCM, "database_url")
+@settings("live", *FCM, *DATABASE)
 @with_config
 @json_option
 @errors_to_exit

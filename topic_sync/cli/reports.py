@@ -8,7 +8,14 @@ import click
 
 from topic_sync.app import commands
 from topic_sync.app import report as rep
-from topic_sync.cli.options import env_option, json_option, resolved, settings, with_config
+from topic_sync.cli.options import (
+    DATABASE,
+    env_option,
+    json_option,
+    resolved,
+    settings,
+    with_config,
+)
 from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
 
 
@@ -50,7 +57,7 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
     help="Output format; the JSON shape is versioned and stable.",
 )
 @env_option("--full-tokens", is_flag=True, help="Show tokens whole (they are device identifiers).")
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
 @errors_to_exit
 def report(
@@ -100,7 +107,7 @@ def report(
 
 
 @click.command()
-@settings("topic_prefix", "database_url")
+@settings("topic_prefix", *DATABASE)
 @with_config
 @json_option
 @errors_to_exit

@@ -7,6 +7,7 @@ the two README commands free of setup; production passes DATABASE_URL.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy.pool import NullPool
 from topic_sync.errors import Locked, TopicSyncError
 from topic_sync.store.embedded import EmbeddedServer
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_PACKAGE = "topic_sync.migrations"
 
 
 class SchemaError(TopicSyncError):
@@ -109,9 +110,15 @@ def recreate_database(server_url: str, name: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+def migrations_dir() -> Path:
+    """Alembic's scripts, found as the package `topic_sync.migrations` wherever topic-sync is
+    installed (pyproject.toml maps the repository's `migrations/` folder to it)."""
+    return Path(str(importlib.resources.files(MIGRATIONS_PACKAGE)))
+
+
 def alembic_config(url: str) -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
     return cfg
 
