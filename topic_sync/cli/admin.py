@@ -102,8 +102,14 @@ def schedule(**params: Any) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=int, default=9099, show_default=True, help="Port to listen on.")
+@env_option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@env_option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9099,
+    show_default=True,
+    help="Port to listen on (0: any free port, printed when ready).",
+)
 def emulator(host: str, port: int) -> None:
     """Run the local FCM emulator in the foreground (for rehearsals and tests)."""
     from topic_sync.emulator import FcmEmulator, is_loopback, serve
