@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 8
     NOT_READY = 9
     NO_AUDIENCE = 10
+    DATABASE_UNAVAILABLE = 11
 
 
 class TopicSyncError(Exception):
@@ -103,3 +104,10 @@ class AudienceNeverCame(TopicSyncError):
     """--wait-for timed out: the producer never delivered; nothing synced or published."""
 
     exit_code = ExitCode.NO_AUDIENCE
+
+
+class DatabaseUnavailable(TopicSyncError):
+    """PostgreSQL cannot be reached (down, refused, timed out, unknown database) or was lost:
+    what was committed stands, and a rerun once it is back continues."""
+
+    exit_code = ExitCode.DATABASE_UNAVAILABLE

@@ -104,7 +104,7 @@ def test_a_date_far_from_today_needs_backfill(command, day) -> None:
     assert json.loads(refused.stdout)["kind"] == "bad_input"
     # With --backfill the date is accepted; what stops it next is the (absent) database.
     allowed = CliRunner().invoke(cli, [*args, "--backfill"], env=env)
-    assert allowed.exit_code == 1 and "cannot reach the database" in allowed.stderr
+    assert allowed.exit_code == 11 and "is unavailable" in allowed.stderr
 
 
 def test_today_and_yesterday_are_inside_the_window() -> None:

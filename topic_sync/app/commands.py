@@ -128,6 +128,8 @@ def run_day(
     resolved.check_date_window(backfill=backfill)
     s = resolved.settings
     audience = audience_of(resolved)
+    if s.audience_database_url is not None:
+        db.check_postgres_url(s.audience_database_url, "--audience-database-url")
     for name in ("topic_prefix", "message"):
         if getattr(s, name) is None:
             flag = "--" + name.replace("_", "-")
@@ -487,7 +489,9 @@ def stop_embedded(resolved: Resolved, io: Io) -> tuple[Path, bool]:
 
 def db_upgrade(resolved: Resolved, io: Io) -> str:
     """Create or migrate the schema; returns the revision it is at."""
-    from topic_sync.app.services import database_url
+    from topic_sync.app.services import database_url, reaching
 
-    db.upgrade(database_url(resolved.settings, io))
+    url = database_url(resolved.settings, io)
+    with reaching(url):
+        db.upgrade(url)
     return db.head_revision()

@@ -24,13 +24,19 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, ProgrammingError
 
 from topic_sync.engine.drain import Deps, Progress
-from topic_sync.errors import BadInput, CredentialsError, TopicSyncError
+from topic_sync.errors import BadInput, CredentialsError, DatabaseUnavailable, TopicSyncError
 from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.fcm.transports import make_client
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.settings import Settings
-from topic_sync.store.db import check_schema, embedded_url, make_engine
+from topic_sync.store.db import (
+    check_postgres_url,
+    check_schema,
+    embedded_url,
+    is_disconnect,
+    make_engine,
+)
 from topic_sync.store.embedded import SYSTEM_USER, default_base
 
 _app_names = itertools.count()
@@ -61,6 +67,9 @@ class Io:
 def database_url(settings: Settings, io: Io) -> str:
     """The URL to use; without one, start the embedded PostgreSQL and say so."""
     if settings.database_url:
+        check_postgres_url(
+            settings.database_url, f"the database URL {mask_url(settings.database_url)!r}"
+        )
         return settings.database_url
     base = embedded_base(settings, io)
     io.log(f"DATABASE_URL is not set: using the embedded PostgreSQL in {base}")
@@ -91,12 +100,34 @@ def open_engine(settings: Settings, io: Io, *, check: bool = True) -> Engine:
         raise BadInput(f"database URL {mask_url(url)!r} is not a valid URL") from None
     if check:
         try:
-            check_schema(engine)
-        except (OperationalError, InterfaceError, ProgrammingError) as error:
+            with reaching(url):
+                check_schema(engine)
+        except ProgrammingError as error:
             engine.dispose()
             reason = scrub(str(error.orig), url)
-            raise TopicSyncError(f"cannot reach the database {mask_url(url)}: {reason}") from None
+            raise TopicSyncError(f"cannot use the database {mask_url(url)}: {reason}") from None
+        except BaseException:
+            engine.dispose()
+            raise
     return engine
+
+
+@contextlib.contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """A database that cannot be reached, or is lost midway, is DatabaseUnavailable (its own
+    exit code), with a message that says what to check and never a secret of the URL."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        if isinstance(error, OperationalError) and not is_disconnect(error):
+            raise
+        lines = scrub(str(error.orig), url).strip().splitlines()
+        reason = lines[0] if lines else type(error.orig).__name__
+        raise DatabaseUnavailable(
+            f"the database {mask_url(url)} is unavailable: {reason}. Check that it runs and "
+            "accepts this host's connections (DATABASE_URL: host, port, database, user, "
+            "password); what was committed stands, and a rerun once it is back continues"
+        ) from None
 
 
 def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkClient:
@@ -126,8 +157,7 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkCli
 @contextlib.contextmanager
 def services(settings: Settings, io: Io) -> Iterator[Deps]:
     """The engine's dependencies for one command; the database engine is disposed after."""
-    engine = open_engine(settings, io)
-    try:
+    with database(settings, io) as engine:
         pacer = Pacer(settings.rate_limit)
         yield Deps(
             engine=engine,
@@ -139,8 +169,6 @@ def services(settings: Settings, io: Io) -> Iterator[Deps]:
             progress=io.progress,
             should_stop=io.should_stop,
         )
-    finally:
-        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -148,6 +176,7 @@ def database(settings: Settings, io: Io) -> Iterator[Engine]:
     """Only the database, for commands that do not talk to FCM."""
     engine = open_engine(settings, io)
     try:
-        yield engine
+        with reaching(engine.url.render_as_string(hide_password=False)):
+            yield engine
     finally:
         engine.dispose()

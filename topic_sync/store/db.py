@@ -18,7 +18,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
-from topic_sync.errors import Locked, TopicSyncError
+from topic_sync.errors import BadInput, Locked, TopicSyncError
 from topic_sync.store.embedded import EmbeddedServer
 
 MIGRATIONS_PACKAGE = "topic_sync.migrations"
@@ -26,6 +26,17 @@ MIGRATIONS_PACKAGE = "topic_sync.migrations"
 
 class SchemaError(TopicSyncError):
     """The database is not at the schema this release expects."""
+
+
+def check_postgres_url(url: str, what: str) -> None:
+    """Refuse, as bad input, a URL that is not PostgreSQL's (mysql://, sqlite://, a path):
+    otherwise the failure would be a missing driver module, or worse, a database that works."""
+    scheme, sep, _rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        raise BadInput(
+            f"{what} is not a PostgreSQL URL ({scheme + sep if sep else 'no scheme'}): "
+            "topic-sync needs PostgreSQL 15 or newer, e.g. postgresql://user@host:5432/dbname"
+        )
 
 
 def sqlalchemy_url(url: str) -> str:
