@@ -208,9 +208,61 @@ def test_interrupted_run_is_resumed_on_the_next_start(
 
     clock.at(6, 40)
     again = scheduler_for(database_url, config_file, events)
-    assert sched.resume_interrupted(again, load_config(config_file), engine, clock.now) == ["daily"]
+    resumed = sched.resume_interrupted(again, load_config(config_file), engine, clock.now)
+    assert resumed == [("daily", TODAY)]
     again.tick()
     assert publishes(emulator) == 1
+    again.shutdown()
+
+
+def test_a_run_interrupted_late_is_resumed_after_midnight_for_its_own_day(
+    clock, tmp_path, database_url, emulator, message_file, engine
+) -> None:
+    from topic_sync.app.shutdown import PROCESS
+
+    yesterday = TODAY - dt.timedelta(days=1)
+    tokens = [f"night:{i}" for i in range(10)]
+    write_audience(tmp_path / f"{yesterday}.txt", tokens)
+    path = tmp_path / "night.toml"
+    path.write_text(
+        f"""
+database_url = "{database_url}"
+emulator_host = "{emulator.host_port}"
+mode = "live"
+grace = "2h"
+[defaults]
+propagation_delay = 0
+[campaigns.night]
+topic_prefix = "night"
+pool_size = 3
+message = "{message_file}"
+audience = "{{date}}.txt"
+run_at = "23:50"
+timezone = "UTC"
+"""
+    )
+    events: list[str] = []
+    clock.now = dt.datetime.combine(yesterday, dt.time(23, 40), tzinfo=dt.UTC)
+    scheduler = scheduler_for(database_url, path, events)
+    clock.now = dt.datetime.combine(yesterday, dt.time(23, 50, 1), tzinfo=dt.UTC)
+    PROCESS.requested.set()  # SIGTERM just before midnight: the run stops at a safe point
+    try:
+        scheduler.tick()
+    finally:
+        PROCESS.requested.clear()
+    scheduler.shutdown()
+    assert any("exit code 8" in e for e in events) and emulator.publishes == []
+
+    clock.now = dt.datetime.combine(TODAY, dt.time(0, 15), tzinfo=dt.UTC)  # back after midnight
+    again = scheduler_for(database_url, path, events)
+    resumed = sched.resume_interrupted(again, load_config(path), engine, clock.now)
+    assert resumed == [("night", yesterday)]
+    again.tick()
+    [publish] = emulator.publishes
+    assert publish.topic == topic_for("night", 3, yesterday)  # its own day, not today's
+    assert publish.recipients == frozenset(tokens)
+    # Once resumed and published, a later restart finds nothing left to resume.
+    assert sched.resume_interrupted(again, load_config(path), engine, clock.now) == []
     again.shutdown()
 
 
