@@ -140,7 +140,11 @@ def test_forget_live_removes_from_every_pool_topic(tmp_path, env, emulator, mess
     assert gone not in latest_publish(emulator, topic(PREFIX, POOL, later)).recipients
 
     undone = run_cli("forget", "--undo", gone, "--json", env=env)
-    assert undone.returncode == 0 and json.loads(undone.stdout) == {"restored": 1}, describe(undone)
+    assert undone.returncode == 0 and json.loads(undone.stdout) == {
+        "version": 1,
+        "kind": "forget",
+        "restored": 1,
+    }, describe(undone)
     assert emulator.topics_of(gone) == set()  # nothing sent by the undo itself
     again = later + dt.timedelta(days=1)
     back = run_cli(

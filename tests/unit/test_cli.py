@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -169,3 +170,57 @@ def test_usage_errors_print_exactly_one_json_object(args, capsys) -> None:
     assert len(out) == 1
     document = json.loads(out[0])
     assert document["kind"] == "bad_input" and document["exit_code"] == 2
+
+
+def _all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = [(prefix.strip() or "topic-sync", group)]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _all_commands(command, f"{prefix}{name} ")
+        else:
+            found.append((f"{prefix}{name}", command))
+    return found
+
+
+def test_every_option_of_every_command_can_come_from_topic_sync_option() -> None:
+    """--older-than is TOPIC_SYNC_OLDER_THAN, emulator --port TOPIC_SYNC_PORT, as promised."""
+    from topic_sync.settings import env_name
+
+    checked = 0
+    for name, command in _all_commands(cli):
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in ("help", "version"):
+                continue
+            long = next(opt for opt in param.opts if opt.startswith("--"))
+            envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+            assert env_name(long) in envvars, f"{name} {long}: {envvars}"
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize(
+    ("command", "says", "never"),
+    [
+        (["run"], "Change FCM (and publish)", None),
+        (["doctor"], "changes nothing either way", "Change FCM"),
+        (["reconcile"], "never publishes", "(and publish)"),
+        (["forget"], "reconcile --live", "(and publish)"),
+        (["purge"], "Delete the rows", "FCM"),
+        (["target", "bind"], "Change the binding", "publish"),
+        (["target", "reset"], "Change the binding", "publish"),
+    ],
+)
+def test_live_says_what_it_does_for_each_command(command, says, never) -> None:
+    group = cli
+    for word in command[:-1]:
+        group = group.commands[word]
+    live = next(p for p in group.commands[command[-1]].params if p.name == "live")
+    assert says in live.help
+    assert never is None or never not in live.help
+
+
+def test_report_json_does_not_go_with_another_format() -> None:
+    result = CliRunner().invoke(cli, ["report", "--json", "--format", "csv"])
+    assert result.exit_code == 2
+    assert "--json is --format json" in result.stderr
+    assert json.loads(result.stdout)["kind"] == "bad_input"

@@ -20,7 +20,7 @@ from topic_sync.cli.options import (
     settings,
     with_config,
 )
-from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish, say
+from topic_sync.cli.output import cli_io, emit_result, errors_to_exit, finish, say
 from topic_sync.errors import BadInput
 
 
@@ -32,33 +32,39 @@ def db() -> None:
 @db.command("upgrade")
 @settings(*DATABASE)
 @with_config
+@json_option
 @errors_to_exit
-def db_upgrade(**params: Any) -> None:
+def db_upgrade(as_json: bool, **params: Any) -> None:
     """Create or migrate the schema to the latest version (alembic upgrade head)."""
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
-    say(f"database schema is at {commands.db_upgrade(settings_, cli_io())}")
+    revision = commands.db_upgrade(settings_, cli_io())
+    say(f"database schema is at {revision}")
+    if as_json:
+        emit_result("db-upgrade", {"revision": revision})
 
 
 @db.command("stop-embedded")
 @settings("embedded_dir")
 @with_config
+@json_option
 @errors_to_exit
-def db_stop_embedded(**params: Any) -> None:
+def db_stop_embedded(as_json: bool, **params: Any) -> None:
     """Stop the embedded PostgreSQL (of --embedded-dir or the default folder), if it runs.
 
     Commands start it when no database URL is given and leave it running for the next one.
     """
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
     base, running = commands.stop_embedded(settings_, cli_io())
-    say(
-        f"stopped the embedded PostgreSQL in {base}"
-        if running
-        else f"no embedded PostgreSQL runs in {base}"
-    )
+    if running:
+        say(f"stopped the embedded PostgreSQL in {base}")
+    else:
+        say(f"no embedded PostgreSQL runs in {base}")
+    if as_json:
+        emit_result("db-stop-embedded", {"folder": str(base), "was_running": running})
 
 
 @click.command()
-@settings("retention", "live", *DATABASE)
+@settings("retention", "live", *DATABASE, live="purge")
 @with_config
 @json_option
 @errors_to_exit
@@ -74,7 +80,7 @@ def purge(as_json: bool, **params: Any) -> None:
     with shutdown.on_signals(say):
         result = commands.purge(settings_, io)
     if as_json:
-        emit_json(result.summary())
+        emit_result("purge", result.summary())
 
 
 @click.command()
@@ -137,8 +143,9 @@ def emulator(host: str, port: int) -> None:
     "--workdir", type=click.Path(path_type=Path), default=None, help="Where to write inputs."
 )
 @settings(*DATABASE)
+@json_option
 @errors_to_exit
-def demo(days: int, size: int, workdir: Path | None, **params: Any) -> None:
+def demo(days: int, size: int, workdir: Path | None, as_json: bool, **params: Any) -> None:
     """Rehearse a few days end to end on a fresh demo database and the local emulator.
 
     Writes sample audiences with daily churn, runs each day live against an
@@ -151,7 +158,12 @@ def demo(days: int, size: int, workdir: Path | None, **params: Any) -> None:
     settings_ = resolved(click.get_current_context(), params)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="topic-sync-demo-"))
     outcome = run_demo(settings_.settings, cli_io(), days=days, size=size, workdir=workdir)
-    click.echo(render(outcome.days))
+    if as_json:
+        say(render(outcome.days))
+        days_ = [{**vars(day), "day": day.day.isoformat()} for day in outcome.days]
+        emit_result("demo", {"exit_code": int(outcome.exit_code), "days": days_})
+    else:
+        click.echo(render(outcome.days))
     if outcome.exit_code:
         say("topic-sync: a day's recipients differed from its audience")
     else:

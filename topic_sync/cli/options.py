@@ -127,12 +127,28 @@ def _checked_by(check: Callable[[object], str | None]) -> Callable[..., Any]:
     return callback
 
 
-def settings(*names: str) -> Callable[[F], F]:
-    """The options of several settings, in the order given."""
+# What --live (and --dry-run, its opposite) means to each command that takes it.
+LIVE_HELP = {
+    "run": SPECS["live"].help,
+    "doctor": "Accepted so that a live run's command line can be checked as it is; doctor "
+    "changes nothing either way.",
+    "reconcile": "Send the repairs to FCM (it never publishes). Without it: only report what "
+    "is owed.",
+    "forget": "Also remove the tokens from FCM now. Without it: mark them and queue their "
+    "removal for the next 'reconcile --live'.",
+    "purge": "Delete the rows. Without it: only count what would be deleted.",
+    "target": "Change the binding (reset: and clear the state's FCM facts). Without it: only "
+    "say what would change.",
+}
+
+
+def settings(*names: str, live: str = "run") -> Callable[[F], F]:
+    """The options of several settings, in the order given; `live` names the command whose
+    meaning of --live the option's help gives."""
 
     def decorate(func: F) -> F:
         for name in reversed(names):
-            func = setting(name)(func)
+            func = setting(name, **({"help": LIVE_HELP[live]} if name == "live" else {}))(func)
         return func
 
     return decorate

@@ -16,7 +16,8 @@ from topic_sync.cli.options import (
     settings,
     with_config,
 )
-from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
+from topic_sync.cli.output import cli_io, emit_result, errors_to_exit, finish
+from topic_sync.errors import BadInput
 
 
 @click.command()
@@ -56,6 +57,7 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
     show_default=True,
     help="Output format; the JSON shape is versioned and stable.",
 )
+@json_option
 @env_option("--full-tokens", is_flag=True, help="Show tokens whole (they are device identifiers).")
 @settings(*DATABASE)
 @with_config
@@ -71,6 +73,7 @@ def report(
     include_resolved: bool,
     limit: int | None,
     fmt: str,
+    as_json: bool,
     full_tokens: bool,
     **params: Any,
 ) -> None:
@@ -80,8 +83,12 @@ def report(
     by that run's unresolved failed tokens, grouped by error code and operation. A filter
     (--date, --run, --code, --op, --failed) lists failed tokens one per row; --runs shows
     per run: date, topic, audience, added, removed, failures per code, retries, duration.
-    --dead lists the tokens marked dead.
+    --dead lists the tokens marked dead. --json (--format json) prints one JSON object.
     """
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise BadInput(f"--json is --format json: it does not go with --format {fmt}")
+        fmt = "json"
     settings_ = resolved(click.get_current_context(), params, day=day, need_campaign=False)
     query = commands.ReportQuery(
         date=day,
@@ -120,11 +127,12 @@ def status(as_json: bool, **params: Any) -> None:
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
     outcome = commands.status(settings_, cli_io())
     if as_json:
-        emit_json(
+        emit_result(
+            "status",
             {
                 "exit_code": int(outcome.exit_code),
                 "runs": [rep.run_record(run) for run in outcome.latest],
-            }
+            },
         )
     else:
         click.echo(rep.render_status(outcome.latest))

@@ -26,6 +26,7 @@ from topic_sync.cli.output import (
     cli_io,
     describe_doctor,
     emit_json,
+    emit_result,
     errors_to_exit,
     finish,
     say,
@@ -104,7 +105,7 @@ def run(
     summary = result.summary()
     show_run(summary)
     if as_json:
-        emit_json(summary)
+        emit_result("run", summary)
     finish(result.exit_code)
 
 
@@ -116,7 +117,7 @@ def run(
     show_default=True,
     help="The day to check: YYYY-MM-DD, today or yesterday.",
 )
-@settings(*RUN)
+@settings(*RUN, live="doctor")
 @backfill_option
 @with_config
 @json_option
