@@ -72,6 +72,11 @@ class PublishWithheld(TopicSyncError):
     exit_code = ExitCode.WITHHELD
 
 
+class RemovalsUnconfirmed(PublishWithheld):
+    """Withheld because removals from the day's topic are unconfirmed: a rerun of the day
+    retries them and then publishes."""
+
+
 class Refused(TopicSyncError):
     """A safety guard (churn, empty audience) refused the run before any change."""
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import shlex
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,19 @@ from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
-from topic_sync.errors import BadInput, ExitCode, Refused, TopicSyncError
+from topic_sync.errors import (
+    BadInput,
+    DeadlineReached,
+    ExitCode,
+    Interrupted,
+    Refused,
+    RemovalsUnconfirmed,
+    TopicSyncError,
+)
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
 from topic_sync.pool import pool_topics, prefix_of, topic_for, validate_pool
-from topic_sync.settings import SPECS, Settings
+from topic_sync.settings import SPECS, Kind, Settings, flag_of, format_duration
 from topic_sync.store import db
 
 EMBEDDED_IN_PRODUCTION = (
@@ -164,14 +173,66 @@ def run_day(
     except ValueError as error:
         raise BadInput(str(error)) from None
     refuse_embedded_in_production(s, io)
-    with exported(s, io, "run", s.topic_prefix) as finished, services(s, io) as deps:
-        try:
-            result = engine_run_day(options, deps)
-        finally:
-            tally_pacer(finished, deps)
-        finished.run, finished.exit_code = result, result.exit_code
+    try:
+        with exported(s, io, "run", s.topic_prefix) as finished, services(s, io) as deps:
+            try:
+                result = engine_run_day(options, deps)
+            finally:
+                tally_pacer(finished, deps)
+            finished.run, finished.exit_code = result, result.exit_code
+    except (RemovalsUnconfirmed, DeadlineReached, Interrupted) as error:
+        finish = how_to_finish(resolved, error, backfill=backfill)
+        raise type(error)(f"{error.message}. {finish}") from error
     result.metrics_errors = finished.problems
     return result
+
+
+# The settings that say which day of which campaign a run is: a rerun must repeat them.
+IDENTITY = ("topic_prefix", "pool_size", "audience", "audience_query", "message")
+# Where a repair goes: it must reach the same FCM and database as the run did.
+TARGET = ("emulator_host", "project", "transport", "embedded_dir", "allow_embedded_database")
+
+
+def how_to_finish(resolved: Resolved, error: TopicSyncError, *, backfill: bool = False) -> str:
+    """The exact commands that finish a day a run left unfinished: a rerun of the day (with
+    the date spelled out, and what the command line gave), after a live reconcile of the
+    day's topic when removals withheld it. Never a secret: those come from the environment
+    or the configuration file."""
+    assert resolved.day is not None
+    day = resolved.day.isoformat()
+    scope = ["--date", day, *(["--backfill"] if backfill else [])]
+    if resolved.config is not None:
+        scope += ["--config", str(resolved.config.path)]
+        if resolved.campaign is not None and len(resolved.config.campaigns) > 1:
+            scope += ["--campaign", resolved.campaign.name]
+    rerun = ["topic-sync", "run", *scope, *_given(resolved, lambda name: True), "--live"]
+    if not isinstance(error, RemovalsUnconfirmed):
+        return f"To finish {day}: {shlex.join(rerun)}"
+    s = resolved.settings
+    repair = ["topic-sync", "reconcile", *scope]
+    if resolved.config is None or resolved.sources.get("topic_prefix") is not Source.FILE:
+        repair += ["--topic-prefix", str(s.topic_prefix), "--pool-size", str(s.pool_size)]
+    repair += [*_given(resolved, lambda name: name in TARGET), "--live"]
+    return f"To finish {day}: {shlex.join(repair)}, then {shlex.join(rerun)}"
+
+
+def _given(resolved: Resolved, wanted: Callable[[str], bool]) -> list[str]:
+    """The options that give the wanted settings as the command line did (and the run's
+    identity from the environment when no file gives it): no secret, no --live."""
+    args: list[str] = []
+    for name, value in resolved.settings.as_dict().items():
+        spec, source = SPECS[name], resolved.sources.get(name, Source.DEFAULT)
+        given = source is Source.FLAG or (
+            name in IDENTITY and source is Source.ENV and resolved.config is None
+        )
+        if not given or not wanted(name) or value is None or value is False or spec.secret:
+            continue
+        if name == "live":
+            continue
+        args.append(flag_of(name))
+        if spec.kind is not Kind.FLAG:
+            args.append(format_duration(value) if spec.kind is Kind.DURATION else str(value))
+    return args
 
 
 def audience_of(resolved: Resolved) -> Path | None:

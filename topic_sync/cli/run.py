@@ -34,6 +34,7 @@ from topic_sync.cli.output import (
     use_log_format,
 )
 from topic_sync.pool import topic_for
+from topic_sync.settings import SPECS, Kind, format_duration
 
 RUN = (
     "topic_prefix",
@@ -166,4 +167,6 @@ def config_show(day: str | None, as_json: bool, **params: Any) -> None:
         value = item["value"]
         if name == "database_url" and value is None:
             value = "(embedded PostgreSQL)"
+        elif name in SPECS and SPECS[name].kind is Kind.DURATION:
+            value = format_duration(value)  # as typed: 3h, not 10800.0
         click.echo(f"{name.ljust(width)}  {value!s:<40}  {item['source']}")
