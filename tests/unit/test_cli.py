@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import click
+import hypothesis.strategies as st
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
 
 from topic_sync.cli.main import cli
 from topic_sync.cli.output import ProgressLine
@@ -224,3 +226,38 @@ def test_report_json_does_not_go_with_another_format() -> None:
     assert result.exit_code == 2
     assert "--json is --format json" in result.stderr
     assert json.loads(result.stdout)["kind"] == "bad_input"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (10800.0, "3h"),
+        (7200, "2h"),
+        (5400, "1h30m"),
+        (15.0003, "15s"),
+        (2.5, "2.5s"),
+        (0, "0s"),
+        (90 * 86400.0, "90d"),
+        (86400 + 3600 + 60 + 1, "1d1h1m1s"),
+    ],
+)
+def test_durations_print_the_way_they_are_typed(seconds, shown) -> None:
+    from topic_sync.settings import format_duration
+
+    assert format_duration(seconds) == shown
+    assert parse_duration(shown) == pytest.approx(seconds, abs=0.05)
+
+
+@given(st.integers(min_value=0, max_value=400 * 86400))
+def test_a_printed_duration_reads_back_as_the_same_seconds(seconds: int) -> None:
+    from topic_sync.settings import format_duration
+
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_config_show_prints_durations_as_typed() -> None:
+    result = CliRunner().invoke(cli, ["config", "show", "--deadline", "90m"], env={})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert lines["deadline"][0] == "1h30m" and lines["wait_timeout"][0] == "2h"
+    assert lines["retention"][0] == "90d"

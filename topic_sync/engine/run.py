@@ -229,7 +229,8 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str) -> float:
     assert opts.wait_for is not None
     path = opts.wait_for
     is_audience = arrival.is_same_path(path, opts.audience_path)
-    deps.log(f"waiting up to {format_duration(opts.wait_timeout)} for {path}")
+    awaited = arrival.waiting_for(path, opts.audience_path)
+    deps.log(f"waiting up to {format_duration(opts.wait_timeout)} for {awaited}")
     got = arrival.wait_for(
         path,
         audience=opts.audience_path,
@@ -238,6 +239,7 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str) -> float:
         monotonic=deps.monotonic,
         should_stop=deps.should_stop,
         interval=opts.wait_interval,
+        report=deps.log,
     )
     if got.arrived:
         deps.log(f"{path} is ready after {format_duration(got.waited)}")
