@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -412,35 +410,6 @@ def test_a_bad_audience_line_fails_naming_file_and_line(
 
 
 # --- credentials against a token endpoint ----------------------------------------------------
-
-
-class _TokenEndpoint(BaseHTTPRequestHandler):
-    answer: tuple[int, dict[str, Any]] = (200, {})
-
-    def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        status, body = self.answer
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def token_endpoint() -> Iterator[tuple[str, type[_TokenEndpoint]]]:
-    handler = type("Handler", (_TokenEndpoint,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/token", handler
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.mark.parametrize("minted", [True, False])

@@ -29,7 +29,14 @@ from topic_sync.app.commands import (
     embedded_in_production,
     retry_policy,
 )
-from topic_sync.app.services import POOL_HEADROOM, Io, database_url, fcm_client, open_engine
+from topic_sync.app.services import (
+    POOL_HEADROOM,
+    Io,
+    auth_problem,
+    database_url,
+    fcm_client,
+    open_engine,
+)
 from topic_sync.app.settings import Resolved
 from topic_sync.errors import CredentialsError, ExitCode, TopicSyncError
 from topic_sync.fcm.client import DOCTOR_TOKEN, ApiAnswer, FcmClient, probe_topic_api
@@ -315,12 +322,8 @@ def check_credentials(app: firebase_admin.App, target: FcmTarget) -> Check:
     try:
         email = mint_token(app)
     except google.auth.exceptions.GoogleAuthError as error:
-        return fail(
-            name,
-            f"cannot mint an access token: {error}",
-            "check that the service-account key is current (not deleted or disabled in the "
-            "Google Cloud console) and that this host reaches oauth2.googleapis.com",
-        )
+        what, fix = auth_problem(error)
+        return fail(name, f"cannot mint an access token: {what}", fix)
     who = f"service account {email}" if email else "application default credentials"
     return ok(name, f"{who}; project {target.project_id!r}; an access token was minted")
 

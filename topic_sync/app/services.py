@@ -74,11 +74,12 @@ def database_url(settings: Settings, io: Io) -> str:
     base = embedded_base(settings, io)
     io.log(f"DATABASE_URL is not set: using the embedded PostgreSQL in {base}")
     if os.geteuid() == 0:
+        shared = "" if settings.embedded_dir else ", shared by every root session"
         io.log(
             f"  as root, that server runs as the system user {SYSTEM_USER} (created if missing) "
-            f"and {base} holds its data and a copy of PostgreSQL (about 300 MB), shared by "
-            "every root session; --embedded-dir (TOPIC_SYNC_EMBEDDED_DIR) picks another "
-            "folder, 'topic-sync db stop-embedded' stops the server"
+            f"and {base} holds its data and a copy of PostgreSQL (about 300 MB){shared}; "
+            "--embedded-dir (TOPIC_SYNC_EMBEDDED_DIR) picks another folder, 'topic-sync db "
+            "stop-embedded' stops the server"
         )
     return embedded_url(base)
 
@@ -130,6 +131,65 @@ def reaching(url: str) -> Iterator[None]:
         ) from None
 
 
+NEW_KEY = (
+    "create a new key for the service account (Firebase console: Project settings > Service "
+    "accounts > Generate new private key), point GOOGLE_APPLICATION_CREDENTIALS at it"
+)
+
+
+def auth_problem(error: google.auth.exceptions.GoogleAuthError) -> tuple[str, str]:
+    """What went wrong getting an access token, and how to fix it, in words (google-auth's
+    own message is often a tuple's repr: the reason and the token endpoint's answer)."""
+    if isinstance(error, google.auth.exceptions.RefreshError):
+        answer = next((a for a in error.args[1:] if isinstance(a, dict)), {})
+        code = str(answer.get("error") or "").strip()
+        said = str(answer.get("error_description") or "").strip()
+        if not code:
+            first = str(error.args[0]) if error.args else ""
+            code, _, said = first.partition(": ")
+        reason = f"{code}: {said}" if said else code or "no reason given"
+        if code == "invalid_grant":
+            return (
+                f"Google refused the service-account key ({reason}): the key was deleted or "
+                "disabled, or this host's clock is off",
+                f"{NEW_KEY}; check the clock (timedatectl)",
+            )
+        if code in ("invalid_client", "unauthorized_client"):
+            return (
+                f"Google does not accept this service account ({reason}): it was deleted or "
+                "disabled",
+                f"use an enabled service account of the project: {NEW_KEY}",
+            )
+        return (f"Google refused to issue an access token ({reason})", NEW_KEY)
+    if isinstance(error, google.auth.exceptions.TransportError):
+        cause = error.args[0] if error.args else error
+        return (
+            f"cannot reach Google's token endpoint to get an access token: {cause}",
+            "check this host's route to oauth2.googleapis.com:443 (proxy, firewall, DNS)",
+        )
+    if isinstance(error, google.auth.exceptions.DefaultCredentialsError):
+        return (
+            f"no credentials: {str(error).rstrip('.')}",
+            "point GOOGLE_APPLICATION_CREDENTIALS at the service-account key file (JSON); to "
+            "rehearse without credentials, use the emulator (FCM_EMULATOR_HOST)",
+        )
+    return (f"the credentials do not work: {error}", NEW_KEY)
+
+
+@contextlib.contextmanager
+def credentials_in_words() -> Iterator[None]:
+    """google-auth's errors while a command talks to FCM, as a CredentialsError (a key Google
+    refuses) or a plain error (its token endpoint unreachable) saying how to fix them."""
+    try:
+        yield
+    except google.auth.exceptions.TransportError as error:
+        what, fix = auth_problem(error)
+        raise TopicSyncError(f"{what}. To fix: {fix}") from None
+    except google.auth.exceptions.GoogleAuthError as error:
+        what, fix = auth_problem(error)
+        raise CredentialsError(f"{what}. To fix: {fix}") from None
+
+
 def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkClient:
     """The FCM client of the settings' transport, on a firebase-admin app of its own."""
     from topic_sync.fcm.sdk_bridge import initialize_app
@@ -143,7 +203,12 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkCli
             emulator_host=settings.emulator_host,
             pacer=pacer,
         )
-    except (ValueError, OSError, google.auth.exceptions.GoogleAuthError) as error:
+    except google.auth.exceptions.GoogleAuthError as error:
+        what, fix = auth_problem(error)
+        raise CredentialsError(
+            f"cannot load the Firebase credentials: {what}. To fix: {fix}"
+        ) from None
+    except (ValueError, OSError) as error:
         raise CredentialsError(
             f"cannot load the Firebase credentials: {str(error).rstrip('.')}. Point "
             "GOOGLE_APPLICATION_CREDENTIALS at a readable service-account key file (JSON, "
@@ -157,7 +222,7 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkCli
 @contextlib.contextmanager
 def services(settings: Settings, io: Io) -> Iterator[Deps]:
     """The engine's dependencies for one command; the database engine is disposed after."""
-    with database(settings, io) as engine:
+    with database(settings, io) as engine, credentials_in_words():
         pacer = Pacer(settings.rate_limit)
         yield Deps(
             engine=engine,
