@@ -582,7 +582,7 @@ def test_arguments_pass_through_unchanged_and_the_env_file_is_exported(
     assert f"path:{stub_bin}:{venv}/bin:{SYSTEM_PATH}" in lines
 
 
-@pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6, 7, 9, 42])
+@pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 42])
 def test_every_exit_code_passes_through(stub_env, code):
     stub_env["STUB_EXIT"] = str(code)
 

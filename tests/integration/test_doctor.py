@@ -442,3 +442,21 @@ def test_credentials_mint_a_token_and_name_the_account(
     else:
         assert check.status is CheckStatus.FAIL
         assert "invalid_grant" in check.detail and check.fix
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_live_against_production_on_the_embedded_database_fails_unless_allowed(
+    engine, database_url, allowed: bool
+) -> None:
+    """What run would refuse, doctor fails, with the fix; allowed, it stays a warning."""
+    from topic_sync.app.doctor import check_database
+    from topic_sync.settings import DEFAULTS
+
+    settings = DEFAULTS.replace(live=True, allow_embedded_database=allowed)
+    check = check_database(engine, database_url, settings)
+    if allowed:
+        assert check.status is CheckStatus.WARN
+    else:
+        assert check.status is CheckStatus.FAIL
+        assert "run would refuse (exit 5)" in check.detail
+        assert check.fix and "--allow-embedded-database" in check.fix
