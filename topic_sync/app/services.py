@@ -34,7 +34,7 @@ from topic_sync.store.db import (
     check_postgres_url,
     check_schema,
     embedded_url,
-    is_disconnect,
+    is_unreachable,
     make_engine,
 )
 from topic_sync.store.embedded import SYSTEM_USER, default_base
@@ -120,7 +120,7 @@ def reaching(url: str) -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as error:
-        if isinstance(error, OperationalError) and not is_disconnect(error):
+        if not is_unreachable(error):
             raise
         lines = scrub(str(error.orig), url).strip().splitlines()
         reason = lines[0] if lines else type(error.orig).__name__

@@ -274,6 +274,19 @@ def is_disconnect(error: BaseException) -> bool:
     )
 
 
+def is_unreachable(error: BaseException) -> bool:
+    """The server cannot be reached or the connection is gone (refused, timed out, closed,
+    unknown database or role): not a statement's own failure (a timeout, a deadlock)."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError, InterfaceError
+
+    if not isinstance(error, DBAPIError):
+        return False
+    if isinstance(error, InterfaceError) or error.connection_invalidated:
+        return True
+    return type(error.orig) is psycopg.OperationalError
+
+
 # --- read-only facts for `topic-sync doctor` ------------------------------------------------
 
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
