@@ -261,3 +261,40 @@ def test_config_show_prints_durations_as_typed() -> None:
     lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
     assert lines["deadline"][0] == "1h30m" and lines["wait_timeout"][0] == "2h"
     assert lines["retention"][0] == "90d"
+
+
+def test_the_commands_that_finish_a_day_repeat_the_command_line_and_mask_secrets() -> None:
+    import datetime as dt
+    from pathlib import Path
+
+    from topic_sync.app.commands import how_to_finish
+    from topic_sync.app.settings import Source, resolve
+    from topic_sync.errors import DeadlineReached, RemovalsUnconfirmed
+
+    given = {
+        "topic_prefix": "jobreco",
+        "pool_size": 7,
+        "audience": Path("/data/a b.csv"),
+        "message": Path("/etc/m.json"),
+        "database_url": "postgresql://sync:pw@db/x",
+        "deadline": 5400.0,
+        "allow_large_churn": True,
+        "live": True,
+    }
+    sources = {name: Source.FLAG for name in given}
+    now = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
+    resolved = resolve(given, sources, day="today", environ={}, now=now)
+
+    withheld = how_to_finish(resolved, RemovalsUnconfirmed("x"))
+    repair, rerun = withheld.removeprefix("To finish 2026-11-22: ").split(", then ")
+    assert repair == (
+        "topic-sync reconcile --date 2026-11-22 --topic-prefix jobreco --pool-size 7 "
+        "--database-url 'postgresql://sync:***@db/x' --live"
+    )
+    assert rerun == (
+        "topic-sync run --date 2026-11-22 --topic-prefix jobreco --pool-size 7 "
+        "--audience '/data/a b.csv' --message /etc/m.json --allow-large-churn --deadline 1h30m "
+        "--database-url 'postgresql://sync:***@db/x' --live"
+    )
+    assert "pw" not in withheld
+    assert how_to_finish(resolved, DeadlineReached("x")) == f"To finish 2026-11-22: {rerun}"

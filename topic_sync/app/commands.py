@@ -39,6 +39,7 @@ from topic_sync.errors import (
 )
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
+from topic_sync.inputs.config import mask_url
 from topic_sync.pool import pool_topics, prefix_of, topic_for, validate_pool
 from topic_sync.settings import SPECS, Kind, Settings, flag_of, format_duration
 from topic_sync.store import db
@@ -190,14 +191,21 @@ def run_day(
 # The settings that say which day of which campaign a run is: a rerun must repeat them.
 IDENTITY = ("topic_prefix", "pool_size", "audience", "audience_query", "message")
 # Where a repair goes: it must reach the same FCM and database as the run did.
-TARGET = ("emulator_host", "project", "transport", "embedded_dir", "allow_embedded_database")
+TARGET = (
+    "emulator_host",
+    "project",
+    "transport",
+    "database_url",
+    "embedded_dir",
+    "allow_embedded_database",
+)
 
 
 def how_to_finish(resolved: Resolved, error: TopicSyncError, *, backfill: bool = False) -> str:
     """The exact commands that finish a day a run left unfinished: a rerun of the day (with
     the date spelled out, and what the command line gave), after a live reconcile of the
-    day's topic when removals withheld it. Never a secret: those come from the environment
-    or the configuration file."""
+    day's topic when removals withheld it. Never a secret in clear: a password given on the
+    command line is shown as ***, for the operator to fill in."""
     assert resolved.day is not None
     day = resolved.day.isoformat()
     scope = ["--date", day, *(["--backfill"] if backfill else [])]
@@ -218,20 +226,23 @@ def how_to_finish(resolved: Resolved, error: TopicSyncError, *, backfill: bool =
 
 def _given(resolved: Resolved, wanted: Callable[[str], bool]) -> list[str]:
     """The options that give the wanted settings as the command line did (and the run's
-    identity from the environment when no file gives it): no secret, no --live."""
+    identity from the environment when no file gives it), but --live. A secret one (a URL
+    with a password) is shown masked: leaving it out would send the rerun elsewhere."""
     args: list[str] = []
     for name, value in resolved.settings.as_dict().items():
         spec, source = SPECS[name], resolved.sources.get(name, Source.DEFAULT)
         given = source is Source.FLAG or (
             name in IDENTITY and source is Source.ENV and resolved.config is None
         )
-        if not given or not wanted(name) or value is None or value is False or spec.secret:
-            continue
-        if name == "live":
+        if not given or not wanted(name) or value is None or value is False or name == "live":
             continue
         args.append(flag_of(name))
-        if spec.kind is not Kind.FLAG:
-            args.append(format_duration(value) if spec.kind is Kind.DURATION else str(value))
+        if spec.secret:
+            args.append(mask_url(str(value)) or "")
+        elif spec.kind is Kind.DURATION:
+            args.append(format_duration(value))
+        elif spec.kind is not Kind.FLAG:
+            args.append(str(value))
     return args
 
 
