@@ -281,7 +281,8 @@ def freeze_source(folder: Path) -> dict[str, Any]:
     root = folder / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO_ROOT / "topic_sync", root / "topic_sync", ignore=ignore)
-    shutil.copytree(REPO_ROOT / "migrations", root / "migrations", ignore=ignore)
+    # Where an installed package has them (pyproject.toml maps migrations/ into it).
+    shutil.copytree(REPO_ROOT / "migrations", root / "topic_sync" / "migrations", ignore=ignore)
     shutil.copy2(Path(__file__), root / "bench.py")
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):

@@ -12,15 +12,24 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import firebase_admin
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.support import Recorder, admin_engine, create_database, drop_database, with_database
+from tests.support import (
+    Recorder,
+    TokenEndpoint,
+    admin_engine,
+    create_database,
+    drop_database,
+    with_database,
+)
 from topic_sync.emulator import FcmEmulator
 from topic_sync.engine.drain import Deps
 from topic_sync.fcm.client import SdkClient
@@ -141,3 +150,16 @@ def message_file(tmp_path: Path) -> Path:
         ' "data": {"kind": "jobreco", "date": "{date}"}}'
     )
     return path
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[tuple[str, type[TokenEndpoint]]]:
+    """A local OAuth token endpoint (its URL, and its handler class whose `answer` to set)."""
+    handler = type("Handler", (TokenEndpoint,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/token", handler
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterable, Sequence
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +370,22 @@ def write_service_account_key(
     }
     path.write_text(json.dumps(account))
     return path
+
+
+class TokenEndpoint(BaseHTTPRequestHandler):
+    """Google's OAuth token endpoint, played locally: answers every POST with `answer`."""
+
+    answer: tuple[int, dict[str, Any]] = (200, {})
+
+    def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, body = self.answer
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        return None

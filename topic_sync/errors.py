@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 8
     NOT_READY = 9
     NO_AUDIENCE = 10
+    DATABASE_UNAVAILABLE = 11
 
 
 class TopicSyncError(Exception):
@@ -80,6 +81,11 @@ class PublishUnrecorded(PublishWithheld):
     Its id is in the message, the log and (last resort) an evidence file."""
 
 
+class RemovalsUnconfirmed(PublishWithheld):
+    """Withheld because removals from the day's topic are unconfirmed: a rerun of the day
+    retries them and then publishes."""
+
+
 class Refused(TopicSyncError):
     """A safety guard (churn, empty audience) refused the run before any change."""
 
@@ -112,3 +118,10 @@ class AudienceNeverCame(TopicSyncError):
     """--wait-for timed out: the producer never delivered; nothing synced or published."""
 
     exit_code = ExitCode.NO_AUDIENCE
+
+
+class DatabaseUnavailable(TopicSyncError):
+    """PostgreSQL cannot be reached (down, refused, timed out, unknown database) or was lost:
+    what was committed stands, and a rerun once it is back continues."""
+
+    exit_code = ExitCode.DATABASE_UNAVAILABLE

@@ -136,6 +136,19 @@ _D = re.compile(
 )
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds the way a duration is typed: 10800 is 3h, 5400 is 1h30m, 90 days 90d, 15.0003
+    is 15s (to the second from 10 s up, to a tenth below); parse_duration reads it back."""
+    if seconds < 10 and round(seconds, 1) != round(seconds):
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    units = ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s"))
+    return "".join(f"{n}{unit}" for n, unit in units if n) or "0s"
+
+
 def parse_duration(value: str | float) -> float:
     """Seconds from '90d', '3h', '90m', '1h30m', '45s' or a plain number; ValueError otherwise."""
     if isinstance(value, bool):
@@ -389,6 +402,25 @@ class Settings:
             secret=True,
         ),
     )
+    embedded_dir: Path | None = _s(
+        None,
+        Spec(
+            Kind.PATH,
+            "Folder of the embedded PostgreSQL used when no database URL is given (default: "
+            "~/.local/share/topic-sync/embedded; as root /var/lib/topic-sync/embedded).",
+            Place.TOP,
+        ),
+    )
+    allow_embedded_database: bool = _s(
+        False,
+        Spec(
+            Kind.FLAG,
+            "Allow --live against production FCM with the embedded PostgreSQL (refused "
+            "otherwise: a folder on one machine is no place for the only record of who is "
+            "on each topic).",
+            Place.TOP,
+        ),
+    )
     project: str | None = _s(
         None,
         Spec(
@@ -479,9 +511,22 @@ DEFAULTS = Settings()
 SPECS = Settings.specs()
 
 
+def flag_of(name: str) -> str:
+    """A setting's long option: --<name> unless the table names another."""
+    return SPECS[name].flag or "--" + name.replace("_", "-")
+
+
+def env_name(flag: str) -> str:
+    """The variable an option can also be given as: --older-than is TOPIC_SYNC_OLDER_THAN."""
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
 def env_names(name: str) -> tuple[str, ...]:
-    """The environment variables that set a setting, in the order they are read."""
-    return (ENV_PREFIX + name.upper(), *SPECS[name].env)
+    """The environment variables that set a setting, in the order they are read: the option's
+    TOPIC_SYNC_<OPTION>, then TOPIC_SYNC_<SETTING> where the option has another name, then
+    the conventional ones (DATABASE_URL, ...)."""
+    names = [env_name(flag_of(name)), ENV_PREFIX + name.upper(), *SPECS[name].env]
+    return tuple(dict.fromkeys(names))
 
 
 def file_key(name: str) -> str:

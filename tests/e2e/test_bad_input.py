@@ -55,7 +55,7 @@ DAY2_AUDIENCE = [*BASE[:25], *make_tokens("b", range(30, 35))]
 MESSAGE = '{"notification": {"title": "Jobs for {date}", "body": "Your picks are ready"}}'
 SECRET = "s3cret-pw-42"
 NO_TRACEBACK = "Traceback (most recent call last)"
-KINDS = {1: "failed", 2: "bad_input", 6: "credentials"}
+KINDS = {1: "failed", 2: "bad_input", 6: "credentials", 11: "database_unavailable"}
 
 
 # --- the world a case runs in ---------------------------------------------------------------
@@ -274,8 +274,8 @@ def unreachable_db(w: World, args: list[str]) -> Bad:
     url = f"postgresql://topic_sync:{SECRET}@127.0.0.1:1/topic_sync"
     return Bad(
         args,
-        1,
-        ("cannot reach the database", "127.0.0.1:1"),
+        11,
+        ("is unavailable", "127.0.0.1:1"),
         env={"DATABASE_URL": url},
         secrets=(SECRET,),
     )
@@ -288,8 +288,8 @@ def unknown_role(w: World) -> Bad:
     )
     return Bad(
         run_cmd(w),
-        1,
-        ("cannot reach the database", "no_such_role_xyz"),
+        11,
+        ("is unavailable", "no_such_role_xyz"),
         env={"DATABASE_URL": url.render_as_string(hide_password=False)},
         secrets=(SECRET,),
     )
@@ -667,7 +667,7 @@ def test_audience_of_mode_000(world: World, engine: Engine):
 
 
 def test_wrong_database_password(world: World, engine: Engine):
-    """Refused (exit 1, the password masked) by a server that checks passwords. A server
+    """Refused (exit 11, the password masked) by a server that checks passwords. A server
     that trusts its local socket, as the embedded test server does, accepts any password:
     then the run must work and still never print the password."""
     url = make_url(db.sqlalchemy_url(world.database_url)).set(password=SECRET)
@@ -689,9 +689,9 @@ def test_wrong_database_password(world: World, engine: Engine):
     assert SECRET not in proc.stderr + proc.stdout, describe(proc)
     assert NO_TRACEBACK not in proc.stderr, describe(proc)
     if checked:
-        assert proc.returncode == 1, describe(proc)
-        assert "cannot reach the database" in proc.stderr
-        assert summary(proc)["kind"] == "failed"
+        assert proc.returncode == 11, describe(proc)
+        assert "is unavailable" in proc.stderr
+        assert summary(proc)["kind"] == "database_unavailable"
     else:
         assert proc.returncode == 0, describe(proc)
         assert summary(proc)["status"] == "dry-run"

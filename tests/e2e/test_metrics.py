@@ -4,6 +4,7 @@ and `--log-format json` read line by line."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.server
 import json
@@ -179,8 +180,9 @@ def gateway() -> Iterator[_Gateway]:
 def test_a_run_pushes_its_metrics_to_the_pushgateway(
     env, emulator, tmp_path, message_file, gateway
 ):
-    # Basic auth in the URL goes in a header, never into the path or the output.
-    url = gateway.url.replace("http://", "http://ops:s3cret@")
+    # Basic auth in the URL goes in a header, decoded (a URL percent-encodes an @ or a :),
+    # never into the path or the output.
+    url = gateway.url.replace("http://", "http://ops:s3cr%40t%3A1@")
     ok = _run(tmp_path, message_file, env, make_tokens("p", range(30)), DAY1, "--pushgateway", url)
     assert ok.returncode == 0, describe(ok)
     assert summary(ok)["metrics_errors"] == []
@@ -188,7 +190,8 @@ def test_a_run_pushes_its_metrics_to_the_pushgateway(
     assert method == "PUT"
     assert path == f"/metrics/job/topic-sync/campaign/{PREFIX}/command/run"
     assert auth is not None and auth.startswith("Basic ")
-    assert "s3cret" not in ok.stderr + ok.stdout
+    assert base64.b64decode(auth.removeprefix("Basic ")) == b"ops:s3cr@t:1"
+    assert "s3cr" not in ok.stderr + ok.stdout
     found = _samples(body.decode())
     # The grouping key names campaign and command: the pushed series must not repeat them.
     assert all(not {"campaign", "command", "job"} & dict(labels).keys() for _, labels in found)

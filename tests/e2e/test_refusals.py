@@ -284,3 +284,27 @@ def test_churn_guard_refuses_a_suspicious_audience_until_allowed(
     assert (result["removed"], result["added"]) == (90, 5)
     assert latest_publish(emulator, the_topic).recipients == set(audience2)
     assert len(emulator.publishes) == 2
+
+
+# --- the embedded PostgreSQL against production FCM ------------------------------------------
+
+
+def test_live_against_production_fcm_with_the_embedded_database_is_refused(
+    database_url, emulator, tmp_path, message_file
+):
+    """A DATABASE_URL lost on the way (an env file a shell misread) must not make a private
+    folder the record of production's topics: refused, exit 5, no server started, no call."""
+    env = cli_env(database_url, emulator)
+    for name in ("DATABASE_URL", "FCM_EMULATOR_HOST"):
+        del env[name]
+    folder = tmp_path / "embedded"
+    env["TOPIC_SYNC_EMBEDDED_DIR"] = str(folder)
+    path = write_lines(tmp_path / "audience.txt", make_tokens("x", range(5)))
+
+    proc = run_cli(*run_args(DAY1, path, message_file, prefix=PREFIX, pool_size=1), env=env)
+
+    assert proc.returncode == 5, describe(proc)
+    assert summary(proc)["kind"] == "refused"
+    assert "--allow-embedded-database" in proc.stderr
+    assert not folder.exists()
+    assert subscription_calls(emulator) == 0 and emulator.validations == []

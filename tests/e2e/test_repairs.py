@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import shlex
 
 from tests.support import (
     DAY1,
@@ -140,7 +141,7 @@ def test_forget_live_removes_from_every_pool_topic(tmp_path, env, emulator, mess
     assert gone not in latest_publish(emulator, topic(PREFIX, POOL, later)).recipients
 
     undone = run_cli("forget", "--undo", gone, "--live", "--json", env=env)
-    expected = {"live": True, "restored": 1, "removals_lifted": 0}  # its removals were done
+    expected = {"version": 1, "kind": "forget", "live": True, "restored": 1, "removals_lifted": 0}
     assert undone.returncode == 0 and json.loads(undone.stdout) == expected, describe(undone)
     assert emulator.topics_of(gone) == set()  # nothing sent by the undo itself
     again = later + dt.timedelta(days=1)
@@ -194,3 +195,50 @@ def test_every_report_format(tmp_path, env, emulator, message_file):
     )
     mixed = run_cli("report", "--dead", "--runs", env=env)
     assert mixed.returncode == 2 and "does not combine" in mixed.stderr, describe(mixed)
+
+
+def test_a_withheld_day_names_the_exact_commands_that_finish_it(
+    env, emulator, engine, tmp_path, message_file
+):
+    """Not a bare 'topic-sync reconcile' (a dry run, without scope): the live reconcile of the
+    day's topic and the rerun of the day, with the date spelled out. Run as printed, once FCM
+    recovers, they finish the day."""
+    prefix, day2 = "finishreco", DAY1 + dt.timedelta(days=1)
+    base = make_tokens("f", range(12))
+    first = write_lines(tmp_path / "day1.txt", base)
+    assert (
+        run_cli(
+            *run_args(DAY1, first, message_file, prefix=prefix, pool_size=1), env=env
+        ).returncode
+        == 0
+    )
+    stuck = base[0]
+    emulator.inject_token_error(stuck, "INTERNAL", op="unsubscribe")
+    second = write_lines(tmp_path / "day2.txt", base[1:])
+    args = run_args(
+        day2, second, message_file, prefix=prefix, pool_size=1, extra=["--max-retries", "0"]
+    )
+
+    withheld = run_cli(*args, env=env)
+
+    assert withheld.returncode == 4, describe(withheld)
+    error = summary(withheld)["error"]
+    finish = error.split(f"To finish {day2}: ", 1)[1]
+    repair, rerun = finish.split(", then ")
+    assert repair.startswith(
+        f"topic-sync reconcile --date {day2} --backfill --topic-prefix {prefix} --pool-size 1"
+    )
+    assert repair.endswith(" --live")
+    assert rerun.startswith(f"topic-sync run --date {day2} --backfill") and rerun.endswith(
+        " --live"
+    )
+    assert f"--audience {second}" in rerun and "--max-retries 0" in rerun
+    assert len(emulator.publishes) == 1
+
+    emulator.clear_faults()
+    for printed in (repair, rerun):
+        words = shlex.split(printed)
+        assert words[0] == "topic-sync"
+        done = run_cli(*words[1:], env=env)
+        assert done.returncode == 0, describe(done)
+    assert latest_publish(emulator, f"{prefix}-0").recipients == set(base[1:])

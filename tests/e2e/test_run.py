@@ -301,7 +301,7 @@ def test_unreachable_database_is_reported_as_an_error(emulator, tmp_path, messag
     proc = run_cli(*run_args(DAY1, path, message_file, prefix=PREFIX, pool_size=3), env=env)
 
     assert emulator.state()["stats"] == {}  # nothing was sent to FCM
-    assert proc.returncode == 1, describe(proc)
+    assert proc.returncode == 11, describe(proc)
     assert "Traceback" not in proc.stderr, describe(proc)
     assert "database" in proc.stderr
     assert summary(proc)["status"] == "error"

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -491,35 +489,6 @@ def test_a_manifest_for_another_day_fails(database_url, emulator, message_file, 
 # --- credentials against a token endpoint ----------------------------------------------------
 
 
-class _TokenEndpoint(BaseHTTPRequestHandler):
-    answer: tuple[int, dict[str, Any]] = (200, {})
-
-    def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        status, body = self.answer
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def token_endpoint() -> Iterator[tuple[str, type[_TokenEndpoint]]]:
-    handler = type("Handler", (_TokenEndpoint,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/token", handler
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
 @pytest.mark.parametrize("minted", [True, False])
 def test_credentials_mint_a_token_and_name_the_account(
     tmp_path, token_endpoint, minted: bool
@@ -569,3 +538,21 @@ def test_the_campaign_check_refuses_what_run_would_refuse(engine) -> None:
     wrong = check_campaign(engine, resolved("kept", 5))
     assert wrong.status is CheckStatus.FAIL and "pool of 7 topics" in wrong.detail
     assert "topic-sync campaign update kept --pool-size 5 --live" in wrong.detail
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_live_against_production_on_the_embedded_database_fails_unless_allowed(
+    engine, database_url, allowed: bool
+) -> None:
+    """What run would refuse, doctor fails, with the fix; allowed, it stays a warning."""
+    from topic_sync.app.doctor import check_database
+    from topic_sync.settings import DEFAULTS
+
+    settings = DEFAULTS.replace(live=True, allow_embedded_database=allowed)
+    check = check_database(engine, database_url, settings)
+    if allowed:
+        assert check.status is CheckStatus.WARN
+    else:
+        assert check.status is CheckStatus.FAIL
+        assert "run would refuse (exit 5)" in check.detail
+        assert check.fix and "--allow-embedded-database" in check.fix

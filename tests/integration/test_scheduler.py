@@ -208,19 +208,19 @@ def test_interrupted_run_is_resumed_on_the_next_start(
 
     clock.at(6, 40)
     again = scheduler_for(database_url, config_file, events)
-    assert sched.resume_interrupted(again, load_config(config_file), engine, clock.now) == ["daily"]
+    resumed = sched.resume_interrupted(again, load_config(config_file), engine, clock.now)
+    assert resumed == [("daily", TODAY)]
     again.tick()
     assert publishes(emulator) == 1
     again.shutdown()
 
 
-def test_a_catch_up_after_midnight_runs_the_day_that_was_due(
-    clock, tmp_path, database_url, emulator, message_file
-) -> None:
+def late_campaign(tmp_path, database_url, emulator, message_file, name: str):
+    """A campaign run at 23:50 UTC whose only audience is yesterday's: (config, tokens)."""
     yesterday = TODAY - dt.timedelta(days=1)
-    tokens = [f"late:{i}" for i in range(10)]
-    write_audience(tmp_path / f"{yesterday}.txt", tokens)  # only the missed day's audience
-    path = tmp_path / "late.toml"
+    tokens = [f"{name}:{i}" for i in range(10)]
+    write_audience(tmp_path / f"{yesterday}.txt", tokens)
+    path = tmp_path / f"{name}.toml"
     path.write_text(
         f"""
 database_url = "{database_url}"
@@ -229,8 +229,8 @@ mode = "live"
 grace = "2h"
 [defaults]
 propagation_delay = 0
-[campaigns.late]
-topic_prefix = "late"
+[campaigns.{name}]
+topic_prefix = "{name}"
 pool_size = 3
 message = "{message_file}"
 audience = "{{date}}.txt"
@@ -238,6 +238,47 @@ run_at = "23:50"
 timezone = "UTC"
 """
     )
+    return path, tokens
+
+
+def test_a_run_interrupted_late_is_resumed_after_midnight_for_its_own_day(
+    clock, tmp_path, database_url, emulator, message_file, engine
+) -> None:
+    from topic_sync.app.shutdown import PROCESS
+
+    yesterday = TODAY - dt.timedelta(days=1)
+    path, tokens = late_campaign(tmp_path, database_url, emulator, message_file, "night")
+    events: list[str] = []
+    clock.now = dt.datetime.combine(yesterday, dt.time(23, 40), tzinfo=dt.UTC)
+    scheduler = scheduler_for(database_url, path, events)
+    clock.now = dt.datetime.combine(yesterday, dt.time(23, 50, 1), tzinfo=dt.UTC)
+    PROCESS.requested.set()  # SIGTERM just before midnight: the run stops at a safe point
+    try:
+        scheduler.tick()
+    finally:
+        PROCESS.requested.clear()
+    scheduler.shutdown()
+    assert any("exit code 8" in e for e in events) and emulator.publishes == []
+
+    clock.now = dt.datetime.combine(TODAY, dt.time(0, 15), tzinfo=dt.UTC)  # back after midnight
+    again = scheduler_for(database_url, path, events)
+    resumed = sched.resume_interrupted(again, load_config(path), engine, clock.now)
+    assert resumed == [("night", yesterday)]
+    again.tick()
+    [publish] = emulator.publishes
+    assert publish.topic == topic_for("night", 3, yesterday)  # its own day, not today's
+    assert publish.recipients == frozenset(tokens)
+    # Once resumed and published, a later restart finds nothing left to resume.
+    assert sched.resume_interrupted(again, load_config(path), engine, clock.now) == []
+    again.shutdown()
+
+
+def test_a_catch_up_after_midnight_runs_the_day_that_was_due(
+    clock, tmp_path, database_url, emulator, message_file
+) -> None:
+    yesterday = TODAY - dt.timedelta(days=1)
+    # Only the missed day's audience exists.
+    path, tokens = late_campaign(tmp_path, database_url, emulator, message_file, "late")
     clock.now = dt.datetime.combine(yesterday, dt.time(23, 0), tzinfo=dt.UTC)
     scheduler_for(database_url, path, []).shutdown()  # down before 23:50
     clock.now = dt.datetime.combine(TODAY, dt.time(0, 20), tzinfo=dt.UTC)  # back after midnight

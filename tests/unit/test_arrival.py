@@ -134,3 +134,45 @@ def test_a_link_made_while_waiting_is_the_audience_too(tmp_path: Path) -> None:
     waited = tmp_path / "latest.txt"
     clock = Clock({5: lambda: waited.symlink_to(audience)})
     assert wait(waited, clock, audience=audience) == Arrival(True, 20.0, "ready")
+
+
+def test_a_long_wait_says_what_it_waits_for_every_five_minutes(tmp_path: Path) -> None:
+    audience = tmp_path / "audience.txt"
+    clock = Clock({11 * 60: lambda: audience.write_text("tok:1\n")})
+    said: list[str] = []
+
+    got = wait_for(
+        audience,
+        audience=audience,
+        timeout=7200,
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
+        interval=10,
+        report=said.append,
+    )
+
+    assert got.arrived and got.waited == 11 * 60 + 10
+    assert said == [
+        f"still waiting for the audience file {audience} to be there and stop growing: not "
+        "there yet; waited 5m, at most 1h55m more (--wait-timeout)",
+        f"still waiting for the audience file {audience} to be there and stop growing: not "
+        "there yet; waited 10m, at most 1h50m more (--wait-timeout)",
+    ]
+
+
+def test_a_marker_wait_names_the_marker(tmp_path: Path) -> None:
+    marker, said = tmp_path / "_SUCCESS", []
+    clock = Clock()
+    wait_for(
+        marker,
+        audience=tmp_path / "a.txt",
+        timeout=400,
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
+        interval=10,
+        report=said.append,
+    )
+    assert said == [
+        f"still waiting for the marker {marker} (then the audience is read): not there yet; "
+        "waited 5m, at most 1m40s more (--wait-timeout)"
+    ]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import click
+import hypothesis.strategies as st
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
 
 from topic_sync.cli.main import cli
 from topic_sync.cli.output import ProgressLine
@@ -104,7 +107,7 @@ def test_a_date_far_from_today_needs_backfill(command, day) -> None:
     assert json.loads(refused.stdout)["kind"] == "bad_input"
     # With --backfill the date is accepted; what stops it next is the (absent) database.
     allowed = CliRunner().invoke(cli, [*args, "--backfill"], env=env)
-    assert allowed.exit_code == 1 and "cannot reach the database" in allowed.stderr
+    assert allowed.exit_code == 11 and "is unavailable" in allowed.stderr
 
 
 def test_today_and_yesterday_are_inside_the_window() -> None:
@@ -118,7 +121,7 @@ def test_today_and_yesterday_are_inside_the_window() -> None:
 
 
 @pytest.mark.parametrize(
-    ("changes", "warned"),
+    ("changes", "refused"),
     [
         ({"live": True}, True),
         ({"live": False}, False),
@@ -126,15 +129,33 @@ def test_today_and_yesterday_are_inside_the_window() -> None:
         ({"live": True, "emulator_host": "127.0.0.1:9099"}, False),
     ],
 )
-def test_live_production_with_the_embedded_database_warns_loudly(changes, warned) -> None:
-    from topic_sync.app.commands import warn_if_trying_in_production
+def test_live_production_with_the_embedded_database_is_refused(changes, refused) -> None:
+    from topic_sync.app.commands import refuse_embedded_in_production
+    from topic_sync.app.services import Io
+    from topic_sync.errors import ExitCode, Refused
+    from topic_sync.settings import DEFAULTS
+
+    lines: list[str] = []
+    io = Io(log=lines.append, environ={})
+    if refused:
+        with pytest.raises(Refused) as caught:
+            refuse_embedded_in_production(DEFAULTS.replace(**changes), io)
+        assert caught.value.exit_code is ExitCode.REFUSED
+        assert "--allow-embedded-database" in caught.value.message
+    else:
+        refuse_embedded_in_production(DEFAULTS.replace(**changes), io)
+    assert lines == []
+
+
+def test_an_operator_may_allow_the_embedded_database_and_is_warned() -> None:
+    from topic_sync.app.commands import refuse_embedded_in_production
     from topic_sync.app.services import Io
     from topic_sync.settings import DEFAULTS
 
     lines: list[str] = []
-    warn_if_trying_in_production(DEFAULTS.replace(**changes), Io(log=lines.append, environ={}))
-    assert bool(lines) is warned
-    assert all(line.startswith("WARNING: changing production FCM") for line in lines)
+    allowed = DEFAULTS.replace(live=True, allow_embedded_database=True)
+    refuse_embedded_in_production(allowed, Io(log=lines.append, environ={}))
+    assert len(lines) == 1 and lines[0].startswith("WARNING: the embedded PostgreSQL")
 
 
 @pytest.mark.parametrize(
@@ -151,3 +172,129 @@ def test_usage_errors_print_exactly_one_json_object(args, capsys) -> None:
     assert len(out) == 1
     document = json.loads(out[0])
     assert document["kind"] == "bad_input" and document["exit_code"] == 2
+
+
+def _all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = [(prefix.strip() or "topic-sync", group)]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _all_commands(command, f"{prefix}{name} ")
+        else:
+            found.append((f"{prefix}{name}", command))
+    return found
+
+
+def test_every_option_of_every_command_can_come_from_topic_sync_option() -> None:
+    """--older-than is TOPIC_SYNC_OLDER_THAN, emulator --port TOPIC_SYNC_PORT, as promised."""
+    from topic_sync.settings import env_name
+
+    checked = 0
+    for name, command in _all_commands(cli):
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in ("help", "version"):
+                continue
+            long = next(opt for opt in param.opts if opt.startswith("--"))
+            envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+            assert env_name(long) in envvars, f"{name} {long}: {envvars}"
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize(
+    ("command", "says", "never"),
+    [
+        (["run"], "Change FCM (and publish)", None),
+        (["doctor"], "changes nothing either way", "Change FCM"),
+        (["reconcile"], "never publishes", "(and publish)"),
+        (["forget"], "reconcile --live", "(and publish)"),
+        (["purge"], "Delete the rows", "FCM"),
+        (["target", "bind"], "Change the binding", "publish"),
+        (["target", "reset"], "Change the binding", "publish"),
+    ],
+)
+def test_live_says_what_it_does_for_each_command(command, says, never) -> None:
+    group = cli
+    for word in command[:-1]:
+        group = group.commands[word]
+    live = next(p for p in group.commands[command[-1]].params if p.name == "live")
+    assert says in live.help
+    assert never is None or never not in live.help
+
+
+def test_report_json_does_not_go_with_another_format() -> None:
+    result = CliRunner().invoke(cli, ["report", "--json", "--format", "csv"])
+    assert result.exit_code == 2
+    assert "--json is --format json" in result.stderr
+    assert json.loads(result.stdout)["kind"] == "bad_input"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (10800.0, "3h"),
+        (7200, "2h"),
+        (5400, "1h30m"),
+        (15.0003, "15s"),
+        (2.5, "2.5s"),
+        (0, "0s"),
+        (90 * 86400.0, "90d"),
+        (86400 + 3600 + 60 + 1, "1d1h1m1s"),
+    ],
+)
+def test_durations_print_the_way_they_are_typed(seconds, shown) -> None:
+    from topic_sync.settings import format_duration
+
+    assert format_duration(seconds) == shown
+    assert parse_duration(shown) == pytest.approx(seconds, abs=0.05)
+
+
+@given(st.integers(min_value=0, max_value=400 * 86400))
+def test_a_printed_duration_reads_back_as_the_same_seconds(seconds: int) -> None:
+    from topic_sync.settings import format_duration
+
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_config_show_prints_durations_as_typed() -> None:
+    result = CliRunner().invoke(cli, ["config", "show", "--deadline", "90m"], env={})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert lines["deadline"][0] == "1h30m" and lines["wait_timeout"][0] == "2h"
+    assert lines["retention"][0] == "90d"
+
+
+def test_the_commands_that_finish_a_day_repeat_the_command_line_and_mask_secrets() -> None:
+    import datetime as dt
+    from pathlib import Path
+
+    from topic_sync.app.commands import how_to_finish
+    from topic_sync.app.settings import Source, resolve
+    from topic_sync.errors import DeadlineReached, RemovalsUnconfirmed
+
+    given = {
+        "topic_prefix": "jobreco",
+        "pool_size": 7,
+        "audience": Path("/data/a b.csv"),
+        "message": Path("/etc/m.json"),
+        "database_url": "postgresql://sync:pw@db/x",
+        "deadline": 5400.0,
+        "allow_large_churn": True,
+        "live": True,
+    }
+    sources = {name: Source.FLAG for name in given}
+    now = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
+    resolved = resolve(given, sources, day="today", environ={}, now=now)
+
+    withheld = how_to_finish(resolved, RemovalsUnconfirmed("x"))
+    repair, rerun = withheld.removeprefix("To finish 2026-11-22: ").split(", then ")
+    assert repair == (
+        "topic-sync reconcile --date 2026-11-22 --topic-prefix jobreco --pool-size 7 "
+        "--database-url 'postgresql://sync:***@db/x' --live"
+    )
+    assert rerun == (
+        "topic-sync run --date 2026-11-22 --topic-prefix jobreco --pool-size 7 "
+        "--audience '/data/a b.csv' --message /etc/m.json --allow-large-churn --deadline 1h30m "
+        "--database-url 'postgresql://sync:***@db/x' --live"
+    )
+    assert "pw" not in withheld
+    assert how_to_finish(resolved, DeadlineReached("x")) == f"To finish 2026-11-22: {rerun}"

@@ -184,11 +184,38 @@ def test_config_show_never_prints_a_password_from_the_query_string(tmp_path, as_
     assert "password=***" in result.output
 
 
-def test_a_campaign_keeps_its_name_whatever_sync_settings_it_has(tmp_path) -> None:
-    # The campaign's name is its identity in the database: a sync setting must not replace it.
-    path = tmp_path / "c.toml"
-    path.write_text(
-        '[campaigns.daily]\ntopic_prefix = "d"\nmessage = "m.json"\n'
-        'audience = "/a/{date}.csv"\nmax_retries = 2\nmetrics_file = "metrics.prom"\n'
+def test_a_campaign_keeps_its_name_whatever_sync_settings_it_holds(tmp_path) -> None:
+    """The campaign's name is its table's name, not the last sync key read (max_churn)."""
+    text = BASE.replace('timezone = "Asia/Tokyo"', 'timezone = "Asia/Tokyo"\nmax_churn = 0.3')
+    cfg = load_config(
+        write(
+            tmp_path,
+            text + '[campaigns.other]\ntopic_prefix = "other"\n'
+            'message = "m.json"\naudience = "/d/{date}"\nwait_timeout = "1h"\n',
+        )
     )
-    assert load_config(path).campaigns["daily"].name == "daily"
+    assert sorted((c.name, name) for name, c in cfg.campaigns.items()) == [
+        ("jobreco", "jobreco"),
+        ("other", "other"),
+    ]
+    assert cfg.campaign("jobreco").sync["max_churn"] == 0.3
+
+
+def test_top_level_settings_reach_the_commands(tmp_path) -> None:
+    """retention, embedded_dir and allow_embedded_database at the top level are used, not
+    only checked; a relative folder is relative to the file."""
+    from topic_sync.app.settings import resolve
+
+    text = BASE.replace(
+        'mode = "dry-run"',
+        'mode = "dry-run"\nretention = "30d"\nembedded_dir = "pg"\nallow_embedded_database = true',
+    )
+    path = write(tmp_path, text)
+    resolved = resolve({}, {}, config_path=path, environ={}, now=dt.datetime.now(dt.UTC))
+    s = resolved.settings
+    assert (s.retention, s.embedded_dir, s.allow_embedded_database) == (
+        30 * 86400.0,
+        tmp_path / "pg",
+        True,
+    )
+    assert resolved.sources["retention"] == "file"

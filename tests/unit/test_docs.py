@@ -57,7 +57,13 @@ def test_every_exit_code_is_documented() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     section = README.split("## Run the tests", 1)[1]
     command = re.search(r"```sh\n(.*?)\n```", section, re.S).group(1).strip()
-    assert command in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command in ci
+    # What needs programs beyond Python and pip is a step of CI, not a test.
+    for step in ("promtool check rules ops/prometheus-alerts.yml", ".ci/check-units"):
+        assert step in ci
+    # CI installs topic-sync as users do and runs it from that install.
+    assert "\n.ci/install-check\n" in ci
 
 
 def test_report_json_contract_in_the_docs_matches_code() -> None:
@@ -125,3 +131,46 @@ def test_monitoring_options_and_ops_files_are_in_the_docs() -> None:
         )
     for path in ("ops/prometheus-alerts.yml", "ops/grafana-dashboard.json"):
         assert (ROOT / path).exists(), path
+
+
+def test_the_configuration_reference_is_what_the_code_generates() -> None:
+    """docs/configuration.md is `python -m topic_sync.cli.docs`'s output, to the byte."""
+    from topic_sync.cli.docs import configuration_reference
+
+    generated = configuration_reference()
+    assert (DOCS / "configuration.md").read_text() == generated, (
+        "docs/configuration.md is stale: python -m topic_sync.cli.docs > docs/configuration.md"
+    )
+    from topic_sync.settings import SPECS, env_names
+
+    for name in SPECS:  # every setting, with every variable that sets it
+        assert f"| `{name}` |" in generated
+        if SPECS[name].cli:
+            assert all(f"`{env}`" in generated for env in env_names(name))
+
+
+def test_the_doctor_example_shows_this_releases_schema_head() -> None:
+    from topic_sync.store import db
+
+    assert f"migrated to head ({db.head_revision()})" in OPERATOR_GUIDE
+
+
+def test_the_metrics_textfile_folder_the_guide_names_is_writable_under_the_unit() -> None:
+    folder = re.search(r"--metrics-file (/\S+)/[^/\s]+\.prom", OPERATOR_GUIDE).group(1)
+    unit = (ROOT / "cron" / "topic-sync.service").read_text()
+    assert "ProtectSystem=strict\n" in unit
+    assert f"\nReadWritePaths=-{folder}\n" in unit
+
+
+def test_the_cron_wrapper_describes_every_exit_code() -> None:
+    wrapper = (ROOT / "cron" / "topic-sync-cron").read_text()
+    described = {int(n) for n in re.findall(r"^\s+(\d+)\) echo ", wrapper, re.M)}
+    assert described == {int(code) for code in ExitCode}
+
+
+def test_the_front_page_says_how_to_install_and_how_long_the_tests_take() -> None:
+    for needle in ("pip install .", "pipx install .", "container image"):
+        assert needle in README
+    section = README.split("## Run the tests", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"\d+ minutes?.*\d+[- ]cores?", section, re.S), section
+    assert "load average" in section

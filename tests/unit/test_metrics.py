@@ -3,7 +3,10 @@ timestamps carried across failed commands, and a textfile written whole."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -194,3 +197,39 @@ def test_a_pushgateway_that_is_not_an_http_url_is_refused(url: str) -> None:
 
     result = CliRunner().invoke(cli, ["run", "--date", "2026-11-22", "--pushgateway", url])
     assert result.exit_code == 2 and "--pushgateway" in result.stderr
+
+
+def test_a_new_textfile_is_readable_by_node_exporter_whatever_the_umask(tmp_path: Path) -> None:
+    """The cron wrapper's umask is 027; node_exporter runs as another user."""
+    path = tmp_path / "topic-sync.prom"
+    previous = os.umask(0o027)
+    try:
+        metrics.write_textfile(path, _published())
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == metrics.TEXTFILE_MODE == 0o644
+
+
+def test_an_admins_mode_and_group_on_the_textfile_outlive_the_next_run(tmp_path: Path) -> None:
+    path = tmp_path / "topic-sync.prom"
+    metrics.write_textfile(path, _published())
+    groups = [g for g in os.getgroups() if g != path.stat().st_gid] or [path.stat().st_gid]
+    os.chown(path, -1, groups[0])
+    path.chmod(0o640)
+    metrics.write_textfile(path, _published())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert path.stat().st_gid == groups[0]
+    assert (
+        _sample(
+            list(text_string_to_metric_families(path.read_text())), "topic_sync_audience_tokens"
+        )
+        == 100
+    )
+
+
+def test_a_percent_encoded_pushgateway_password_is_sent_decoded() -> None:
+    url, _handler, headers = metrics._split_auth("http://ops%2Bteam:p%40ss%3Aw%2Frd@gw:9091/")
+    assert url == "http://gw:9091"
+    assert (
+        base64.b64decode(headers["Authorization"].removeprefix("Basic ")) == b"ops+team:p@ss:w/rd"
+    )

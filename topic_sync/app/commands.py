@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import shlex
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,23 +30,48 @@ from topic_sync.engine.drain import Deps, process_owner
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
-from topic_sync.errors import BadInput, ExitCode, TopicSyncError
+from topic_sync.errors import (
+    BadInput,
+    DeadlineReached,
+    ExitCode,
+    Interrupted,
+    Refused,
+    RemovalsUnconfirmed,
+    TopicSyncError,
+)
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import STDIN, iter_audience, shorten, validate_token
+from topic_sync.inputs.config import mask_url
 from topic_sync.pool import is_pool_topic, pool_topics, prefix_of, topic_for, validate_pool
-from topic_sync.settings import SPECS, Settings
+from topic_sync.settings import SPECS, Kind, Settings, flag_of, format_duration
 from topic_sync.store import db
 
+EMBEDDED_IN_PRODUCTION = (
+    "the embedded PostgreSQL is for trying topic-sync, not for changing production FCM: the "
+    "subscription table is the only record of who is on each topic, and a folder on one "
+    "machine is neither backed up nor shared"
+)
+EMBEDDED_FIX = (
+    "set DATABASE_URL (or --database-url, or the file's database_url) to a real, backed-up "
+    "PostgreSQL; to rehearse, point FCM_EMULATOR_HOST at an emulator; to do it all the same, "
+    "pass --allow-embedded-database (TOPIC_SYNC_ALLOW_EMBEDDED_DATABASE=1)"
+)
 
-def warn_if_trying_in_production(settings: Settings, io: Io) -> None:
-    """The embedded PostgreSQL is for trying topic-sync; production state must not live in
-    a folder of one user's machine, where nobody backs it up and it dies with the host."""
-    if settings.live and settings.database_url is None and settings.emulator_host is None:
-        io.log(
-            "WARNING: changing production FCM with the embedded PostgreSQL. It is for trying "
-            "topic-sync, not for running it: the subscription table is the only record of "
-            "who is on each topic. Set DATABASE_URL to a real, backed-up PostgreSQL"
-        )
+
+def embedded_in_production(settings: Settings) -> bool:
+    """Whether the settings would change production FCM with the embedded PostgreSQL."""
+    return settings.live and settings.database_url is None and settings.emulator_host is None
+
+
+def refuse_embedded_in_production(settings: Settings, io: Io) -> None:
+    """Refuse --live against production FCM on the embedded PostgreSQL unless the operator
+    allowed it: a DATABASE_URL lost on the way (a cron env file, a typo) must not quietly
+    make a private folder the record of production's topics."""
+    if not embedded_in_production(settings):
+        return
+    if not settings.allow_embedded_database:
+        raise Refused(f"{EMBEDDED_IN_PRODUCTION}. Nothing was changed. To fix: {EMBEDDED_FIX}")
+    io.log(f"WARNING: {EMBEDDED_IN_PRODUCTION} (allowed by --allow-embedded-database)")
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -154,15 +180,77 @@ def run_day(
         )
     except ValueError as error:
         raise BadInput(str(error)) from None
-    warn_if_trying_in_production(s, io)
-    with exported(s, io, "run", s.topic_prefix) as finished, services(s, io) as deps:
-        try:
-            result = engine_run_day(options, deps)
-        finally:
-            tally_pacer(finished, deps)
-        finished.run, finished.exit_code = result, result.exit_code
+    refuse_embedded_in_production(s, io)
+    try:
+        with exported(s, io, "run", s.topic_prefix) as finished, services(s, io) as deps:
+            try:
+                result = engine_run_day(options, deps)
+            finally:
+                tally_pacer(finished, deps)
+            finished.run, finished.exit_code = result, result.exit_code
+    except (RemovalsUnconfirmed, DeadlineReached, Interrupted) as error:
+        finish = how_to_finish(resolved, error, backfill=backfill)
+        raise type(error)(f"{error.message}. {finish}") from error
     result.metrics_errors = finished.problems
     return result
+
+
+# The settings that say which day of which campaign a run is: a rerun must repeat them.
+IDENTITY = ("topic_prefix", "pool_size", "audience", "audience_query", "message")
+# Where a repair goes: it must reach the same FCM and database as the run did.
+TARGET = (
+    "emulator_host",
+    "project",
+    "transport",
+    "database_url",
+    "embedded_dir",
+    "allow_embedded_database",
+)
+
+
+def how_to_finish(resolved: Resolved, error: TopicSyncError, *, backfill: bool = False) -> str:
+    """The exact commands that finish a day a run left unfinished: a rerun of the day (with
+    the date spelled out, and what the command line gave), after a live reconcile of the
+    day's topic when removals withheld it. Never a secret in clear: a password given on the
+    command line is shown as ***, for the operator to fill in."""
+    assert resolved.day is not None
+    day = resolved.day.isoformat()
+    scope = ["--date", day, *(["--backfill"] if backfill else [])]
+    if resolved.config is not None:
+        scope += ["--config", str(resolved.config.path)]
+        if resolved.campaign is not None and len(resolved.config.campaigns) > 1:
+            scope += ["--campaign", resolved.campaign.name]
+    rerun = ["topic-sync", "run", *scope, *_given(resolved, lambda name: True), "--live"]
+    if not isinstance(error, RemovalsUnconfirmed):
+        return f"To finish {day}: {shlex.join(rerun)}"
+    s = resolved.settings
+    repair = ["topic-sync", "reconcile", *scope]
+    if resolved.config is None or resolved.sources.get("topic_prefix") is not Source.FILE:
+        repair += ["--topic-prefix", str(s.topic_prefix), "--pool-size", str(s.pool_size)]
+    repair += [*_given(resolved, lambda name: name in TARGET), "--live"]
+    return f"To finish {day}: {shlex.join(repair)}, then {shlex.join(rerun)}"
+
+
+def _given(resolved: Resolved, wanted: Callable[[str], bool]) -> list[str]:
+    """The options that give the wanted settings as the command line did (and the run's
+    identity from the environment when no file gives it), but --live. A secret one (a URL
+    with a password) is shown masked: leaving it out would send the rerun elsewhere."""
+    args: list[str] = []
+    for name, value in resolved.settings.as_dict().items():
+        spec, source = SPECS[name], resolved.sources.get(name, Source.DEFAULT)
+        given = source is Source.FLAG or (
+            name in IDENTITY and source is Source.ENV and resolved.config is None
+        )
+        if not given or not wanted(name) or value is None or value is False or name == "live":
+            continue
+        args.append(flag_of(name))
+        if spec.secret:
+            args.append(mask_url(str(value)) or "")
+        elif spec.kind is Kind.DURATION:
+            args.append(format_duration(value))
+        elif spec.kind is not Kind.FLAG:
+            args.append(str(value))
+    return args
 
 
 class AudienceKind(enum.StrEnum):
@@ -206,6 +294,8 @@ def audience_source(resolved: Resolved) -> AudienceSource:
         return AudienceSource(path=s.audience, token_column=s.token_column)
     if s.audience is not None and resolved.sources.get("audience") in (Source.FLAG, Source.ENV):
         raise BadInput("--audience and --audience-query exclude each other: give one of them")
+    if s.audience_database_url is not None:
+        db.check_postgres_url(s.audience_database_url, "--audience-database-url")
     return AudienceSource(
         query=s.audience_query,
         database_url=s.audience_database_url,
@@ -302,7 +392,7 @@ def reconcile(
     s = resolved.settings
     if audit and s.transport == "legacy-iid":
         io.log("note: --audit lists subscriptions through the v1 API whatever the transport")
-    warn_if_trying_in_production(s, io)
+    refuse_embedded_in_production(s, io)
     command = "audit" if audit else "reconcile"
     with exported(s, io, command, s.topic_prefix or "all") as finished, services(s, io) as deps:
         try:
@@ -377,7 +467,7 @@ def forget(
     if not tokens and not from_file:
         raise BadInput("give tokens to forget, or --from-file")
     s = resolved.settings
-    warn_if_trying_in_production(s, io)
+    refuse_embedded_in_production(s, io)
     dry = "" if s.live else " (dry run: nothing changed; pass --live to apply)"
     with services(s, io) as deps:
         source: Iterable[str] = itertools.chain(
@@ -664,9 +754,24 @@ def check_database(resolved: Resolved, io: Io) -> None:
         pass
 
 
+def stop_embedded(resolved: Resolved, io: Io) -> tuple[Path, bool]:
+    """Stop the embedded PostgreSQL of the settings' folder: the folder, and whether a server
+    ran there (as root, pg_ctl runs as the server's system user, as PostgreSQL requires)."""
+    from topic_sync.app.services import embedded_base
+    from topic_sync.store.embedded import EmbeddedServer
+
+    server = EmbeddedServer(embedded_base(resolved.settings, io))
+    running = server.pid() is not None
+    if running:
+        server.stop()
+    return server.base, running
+
+
 def db_upgrade(resolved: Resolved, io: Io) -> str:
     """Create or migrate the schema; returns the revision it is at."""
-    from topic_sync.app.services import database_url
+    from topic_sync.app.services import database_url, reaching
 
-    db.upgrade(database_url(resolved.settings, io))
+    url = database_url(resolved.settings, io)
+    with reaching(url):
+        db.upgrade(url)
     return db.head_revision()

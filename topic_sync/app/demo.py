@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from topic_sync.app.services import Io, database_url, fcm_client
+from topic_sync.app.services import Io, database_url, fcm_client, reaching
 from topic_sync.emulator import FcmEmulator
 from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
@@ -144,8 +144,10 @@ class DemoOutcome:
 
 def demo(settings: Settings, io: Io, *, days: int, size: int, workdir: Path) -> DemoOutcome:
     """Rehearse `days` days on a fresh demo database and an in-process emulator."""
-    url = recreate_database(database_url(settings, io), DEMO_DATABASE)
-    upgrade(url)
+    server = database_url(settings, io)
+    with reaching(server):
+        url = recreate_database(server, DEMO_DATABASE)
+        upgrade(url)
     engine = make_engine(url)
     try:
         with FcmEmulator() as emu:

@@ -25,13 +25,23 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from topic_sync.app.commands import (
+    EMBEDDED_FIX,
+    EMBEDDED_IN_PRODUCTION,
     AudienceKind,
     AudienceSource,
     audience_source,
     campaign_spec,
+    embedded_in_production,
     retry_policy,
 )
-from topic_sync.app.services import POOL_HEADROOM, Io, database_url, fcm_client, open_engine
+from topic_sync.app.services import (
+    POOL_HEADROOM,
+    Io,
+    auth_problem,
+    database_url,
+    fcm_client,
+    open_engine,
+)
 from topic_sync.app.settings import Resolved
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine.run import audience_connection
@@ -237,6 +247,10 @@ def check_database(engine: Engine, url: str, settings: Settings) -> Check:
             f"(max_connections {facts.max_connections}, {facts.connections_in_use} in use)",
             "lower --concurrency, or raise the server's max_connections",
         )
+    if embedded_in_production(settings) and not settings.allow_embedded_database:
+        return fail(
+            name, f"{detail}: {EMBEDDED_IN_PRODUCTION}; run would refuse (exit 5)", EMBEDDED_FIX
+        )
     if settings.database_url is None and settings.emulator_host is None:
         return warn(
             name,
@@ -340,12 +354,8 @@ def check_credentials(app: firebase_admin.App, target: FcmTarget) -> Check:
     try:
         email = mint_token(app)
     except google.auth.exceptions.GoogleAuthError as error:
-        return fail(
-            name,
-            f"cannot mint an access token: {error}",
-            "check that the service-account key is current (not deleted or disabled in the "
-            "Google Cloud console) and that this host reaches oauth2.googleapis.com",
-        )
+        what, fix = auth_problem(error)
+        return fail(name, f"cannot mint an access token: {what}", fix)
     who = f"service account {email}" if email else "application default credentials"
     return ok(name, f"{who}; project {target.project_id!r}; an access token was minted")
 

@@ -19,14 +19,16 @@ the caller to show.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import os
+import stat
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -293,7 +295,9 @@ def write_textfile(path: Path, f: Finished) -> None:
     data = generate_latest(registry(f, carried))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as out:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as out:
+            _keep_access(out.fileno(), path)
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
@@ -307,6 +311,25 @@ def write_textfile(path: Path, f: Finished) -> None:
         os.close(folder)
 
 
+TEXTFILE_MODE = 0o644
+"""A new metrics file's mode, whatever the umask (the cron wrapper's is 027): node_exporter
+runs as another user, and the file holds no secret."""
+
+
+def _keep_access(fd: int, path: Path) -> None:
+    """Give the new file the old one's mode and group (an admin's chmod or chgrp outlives the
+    run), or TEXTFILE_MODE for the first one."""
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        os.fchmod(fd, TEXTFILE_MODE)
+        return
+    if old.st_gid != os.fstat(fd).st_gid:
+        with contextlib.suppress(PermissionError):  # only a group this user is in
+            os.fchown(fd, -1, old.st_gid)
+    os.fchmod(fd, stat.S_IMODE(old.st_mode))
+
+
 Handler = Callable[..., Callable[[], None]]
 
 
@@ -315,7 +338,9 @@ def _split_auth(url: str) -> tuple[str, Handler, dict[str, str]]:
     parts = urlsplit(url)
     headers: dict[str, str] = {}
     if parts.username is not None:
-        secret = f"{parts.username}:{parts.password or ''}".encode()
+        # A URL carries them percent-encoded (a password with @ or : must be): send them as
+        # they are.
+        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(secret).decode()
         host = parts.hostname or ""
         netloc = f"{host}:{parts.port}" if parts.port else host

@@ -93,6 +93,7 @@ from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.error_table import all_codes
 from topic_sync.inputs.audience import shorten
 from topic_sync.pool import is_pool_topic
+from topic_sync.settings import format_duration
 from topic_sync.states import Op, RunStatus
 
 JSON_VERSION = 1
@@ -883,11 +884,4 @@ def _or_dash(value: object) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return "-" if seconds is None else format_duration(seconds)

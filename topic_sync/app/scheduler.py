@@ -124,7 +124,7 @@ def _telling_due_time(executor: Any) -> Any:
     submit = executor.submit_job
 
     def submit_job(job: Any, run_times: list[dt.datetime]) -> None:
-        if job.func_ref == JOB_FUNC and run_times:
+        if job.func_ref == JOB_FUNC and run_times and "due" not in job.kwargs:
             stamped = Job.__new__(Job)
             stamped.__setstate__(
                 {**job.__getstate__(), "kwargs": {**job.kwargs, "due": run_times[-1]}}
@@ -251,29 +251,42 @@ def describe(scheduler: BaseScheduler) -> list[str]:
 
 def resume_interrupted(
     scheduler: BaseScheduler, config: Config, engine: Engine, now: dt.datetime
-) -> list[str]:
-    """Queue, once, today's runs that a shutdown interrupted: the next start resumes them."""
+) -> list[tuple[str, dt.date]]:
+    """Queue, once, the runs a shutdown interrupted: today's (in the campaign's zone), or
+    yesterday's while today has no run yet (a run that started late and was stopped after
+    midnight). Each resumes its own day, not the day the scheduler restarts on."""
     from topic_sync import store
 
     resumed = []
     for name, campaign in config.campaigns.items():
-        day = campaign.today(now)
+        today = campaign.today(now)
         with engine.connect() as conn:
             recorded = store.campaign_by_name(conn, name)
-            record = store.get_run(conn, recorded.id, day) if recorded else None
-        interrupted = record is not None and record.status is RunStatus.INTERRUPTED
-        if interrupted and record is not None and record.publish_state is not PublishState.SENT:
-            scheduler.add_job(
-                JOB_FUNC,
-                "date",
-                run_date=now,
-                args=[str(config.path.resolve()), name],
-                id=f"resume:{name}:{day}",
-                name=f"topic-sync run --campaign {name} (resumed)",
-                replace_existing=True,
-                misfire_grace_time=int(config.grace),
-            )
-            resumed.append(name)
+            days = [
+                (day, store.get_run(conn, recorded.id, day) if recorded else None)
+                for day in (today, today - dt.timedelta(days=1))
+            ]
+        for day, record in days:
+            if record is None:
+                continue  # no run that day yet: look at the day before
+            if (
+                record.status is RunStatus.INTERRUPTED
+                and record.publish_state is not PublishState.SENT
+            ):
+                scheduler.add_job(
+                    JOB_FUNC,
+                    "date",
+                    run_date=now,
+                    args=[str(config.path.resolve()), name],
+                    # The day it resumes, as the time that day's job was due.
+                    kwargs={"due": dt.datetime.combine(day, campaign.run_at, tzinfo=campaign.zone)},
+                    id=f"resume:{name}:{day}",
+                    name=f"topic-sync run --campaign {name} --date {day} (resumed)",
+                    replace_existing=True,
+                    misfire_grace_time=int(config.grace),
+                )
+                resumed.append((name, day))
+            break  # the latest day with a run decides
     return resumed
 
 
@@ -292,8 +305,8 @@ def serve(config: Config, database_url: str, io: Io, shutdown: Shutdown) -> None
         resumed = resume_interrupted(scheduler, config, engine, io.now())
         for name in changed:
             io.log(f"campaign {name}: schedule installed")
-        for name in resumed:
-            io.log(f"campaign {name}: resuming today's interrupted run")
+        for name, day in resumed:
+            io.log(f"campaign {name}: resuming the run of {day} that a stop interrupted")
         for line in describe(scheduler):
             io.log(line)
         scheduler.resume()

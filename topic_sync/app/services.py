@@ -24,14 +24,20 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, ProgrammingError
 
 from topic_sync.engine.drain import Deps, Progress
-from topic_sync.errors import BadInput, CredentialsError, TopicSyncError
+from topic_sync.errors import BadInput, CredentialsError, DatabaseUnavailable, TopicSyncError
 from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.fcm.transports import make_client
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.settings import Settings
-from topic_sync.store.db import check_schema, embedded_url, make_engine
-from topic_sync.store.embedded import default_base
+from topic_sync.store.db import (
+    check_postgres_url,
+    check_schema,
+    embedded_url,
+    is_unreachable,
+    make_engine,
+)
+from topic_sync.store.embedded import SYSTEM_USER, default_base
 
 _app_names = itertools.count()
 POOL_HEADROOM = 2  # connections beyond one per worker: the run's lock, plan and bookkeeping
@@ -61,9 +67,20 @@ class Io:
 def database_url(settings: Settings, io: Io) -> str:
     """The URL to use; without one, start the embedded PostgreSQL and say so."""
     if settings.database_url:
+        check_postgres_url(
+            settings.database_url, f"the database URL {mask_url(settings.database_url)!r}"
+        )
         return settings.database_url
-    base = default_base(io.environ, os.geteuid())
+    base = embedded_base(settings, io)
     io.log(f"DATABASE_URL is not set: using the embedded PostgreSQL in {base}")
+    if os.geteuid() == 0:
+        shared = "" if settings.embedded_dir else ", shared by every root session"
+        io.log(
+            f"  as root, that server runs as the system user {SYSTEM_USER} (created if missing) "
+            f"and {base} holds its data and a copy of PostgreSQL (about 300 MB){shared}; "
+            "--embedded-dir (TOPIC_SYNC_EMBEDDED_DIR) picks another folder, 'topic-sync db "
+            "stop-embedded' stops the server"
+        )
     return embedded_url(base)
 
 
@@ -74,6 +91,11 @@ def state_dir(settings: Settings, io: Io) -> Path:
     if settings.state_dir is not None:
         return settings.state_dir
     return default_base(io.environ, os.geteuid()).parent
+
+
+def embedded_base(settings: Settings, io: Io) -> Path:
+    """The embedded PostgreSQL's folder: --embedded-dir, else the per-user default."""
+    return settings.embedded_dir or default_base(io.environ, os.geteuid())
 
 
 def open_engine(settings: Settings, io: Io, *, check: bool = True) -> Engine:
@@ -88,12 +110,93 @@ def open_engine(settings: Settings, io: Io, *, check: bool = True) -> Engine:
         raise BadInput(f"database URL {mask_url(url)!r} is not a valid URL") from None
     if check:
         try:
-            check_schema(engine)
-        except (OperationalError, InterfaceError, ProgrammingError) as error:
+            with reaching(url):
+                check_schema(engine)
+        except ProgrammingError as error:
             engine.dispose()
             reason = scrub(str(error.orig), url)
-            raise TopicSyncError(f"cannot reach the database {mask_url(url)}: {reason}") from None
+            raise TopicSyncError(f"cannot use the database {mask_url(url)}: {reason}") from None
+        except BaseException:
+            engine.dispose()
+            raise
     return engine
+
+
+@contextlib.contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """A database that cannot be reached, or is lost midway, is DatabaseUnavailable (its own
+    exit code), with a message that says what to check and never a secret of the URL."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        if not is_unreachable(error):
+            raise
+        lines = scrub(str(error.orig), url).strip().splitlines()
+        reason = lines[0] if lines else type(error.orig).__name__
+        raise DatabaseUnavailable(
+            f"the database {mask_url(url)} is unavailable: {reason}. Check that it runs and "
+            "accepts this host's connections (DATABASE_URL: host, port, database, user, "
+            "password); what was committed stands, and a rerun once it is back continues"
+        ) from None
+
+
+NEW_KEY = (
+    "create a new key for the service account (Firebase console: Project settings > Service "
+    "accounts > Generate new private key), point GOOGLE_APPLICATION_CREDENTIALS at it"
+)
+
+
+def auth_problem(error: google.auth.exceptions.GoogleAuthError) -> tuple[str, str]:
+    """What went wrong getting an access token, and how to fix it, in words (google-auth's
+    own message is often a tuple's repr: the reason and the token endpoint's answer)."""
+    if isinstance(error, google.auth.exceptions.RefreshError):
+        answer = next((a for a in error.args[1:] if isinstance(a, dict)), {})
+        code = str(answer.get("error") or "").strip()
+        said = str(answer.get("error_description") or "").strip()
+        if not code:
+            first = str(error.args[0]) if error.args else ""
+            code, _, said = first.partition(": ")
+        reason = f"{code}: {said}" if said else code or "no reason given"
+        if code == "invalid_grant":
+            return (
+                f"Google refused the service-account key ({reason}): the key was deleted or "
+                "disabled, or this host's clock is off",
+                f"{NEW_KEY}; check the clock (timedatectl)",
+            )
+        if code in ("invalid_client", "unauthorized_client"):
+            return (
+                f"Google does not accept this service account ({reason}): it was deleted or "
+                "disabled",
+                f"use an enabled service account of the project: {NEW_KEY}",
+            )
+        return (f"Google refused to issue an access token ({reason})", NEW_KEY)
+    if isinstance(error, google.auth.exceptions.TransportError):
+        cause = error.args[0] if error.args else error
+        return (
+            f"cannot reach Google's token endpoint to get an access token: {cause}",
+            "check this host's route to oauth2.googleapis.com:443 (proxy, firewall, DNS)",
+        )
+    if isinstance(error, google.auth.exceptions.DefaultCredentialsError):
+        return (
+            f"no credentials: {str(error).rstrip('.')}",
+            "point GOOGLE_APPLICATION_CREDENTIALS at the service-account key file (JSON); to "
+            "rehearse without credentials, use the emulator (FCM_EMULATOR_HOST)",
+        )
+    return (f"the credentials do not work: {error}", NEW_KEY)
+
+
+@contextlib.contextmanager
+def credentials_in_words() -> Iterator[None]:
+    """google-auth's errors while a command talks to FCM, as a CredentialsError (a key Google
+    refuses) or a plain error (its token endpoint unreachable) saying how to fix them."""
+    try:
+        yield
+    except google.auth.exceptions.TransportError as error:
+        what, fix = auth_problem(error)
+        raise TopicSyncError(f"{what}. To fix: {fix}") from None
+    except google.auth.exceptions.GoogleAuthError as error:
+        what, fix = auth_problem(error)
+        raise CredentialsError(f"{what}. To fix: {fix}") from None
 
 
 def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkClient:
@@ -109,7 +212,12 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkCli
             emulator_host=settings.emulator_host,
             pacer=pacer,
         )
-    except (ValueError, OSError, google.auth.exceptions.GoogleAuthError) as error:
+    except google.auth.exceptions.GoogleAuthError as error:
+        what, fix = auth_problem(error)
+        raise CredentialsError(
+            f"cannot load the Firebase credentials: {what}. To fix: {fix}"
+        ) from None
+    except (ValueError, OSError) as error:
         raise CredentialsError(
             f"cannot load the Firebase credentials: {str(error).rstrip('.')}. Point "
             "GOOGLE_APPLICATION_CREDENTIALS at a readable service-account key file (JSON, "
@@ -123,8 +231,7 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkCli
 @contextlib.contextmanager
 def services(settings: Settings, io: Io) -> Iterator[Deps]:
     """The engine's dependencies for one command; the database engine is disposed after."""
-    engine = open_engine(settings, io)
-    try:
+    with database(settings, io) as engine, credentials_in_words():
         pacer = Pacer(settings.rate_limit)
         yield Deps(
             engine=engine,
@@ -136,8 +243,6 @@ def services(settings: Settings, io: Io) -> Iterator[Deps]:
             progress=io.progress,
             should_stop=io.should_stop,
         )
-    finally:
-        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -145,6 +250,7 @@ def database(settings: Settings, io: Io) -> Iterator[Engine]:
     """Only the database, for commands that do not talk to FCM."""
     engine = open_engine(settings, io)
     try:
-        yield engine
+        with reaching(engine.url.render_as_string(hide_password=False)):
+            yield engine
     finally:
         engine.dispose()

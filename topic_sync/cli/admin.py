@@ -12,8 +12,15 @@ import click
 from topic_sync.app import commands
 from topic_sync.app.services import database_url
 from topic_sync.app.shutdown import PROCESS as shutdown
-from topic_sync.cli.options import env_option, json_option, resolved, settings, with_config
-from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish, say
+from topic_sync.cli.options import (
+    DATABASE,
+    env_option,
+    json_option,
+    resolved,
+    settings,
+    with_config,
+)
+from topic_sync.cli.output import cli_io, emit_result, errors_to_exit, finish, say
 from topic_sync.errors import BadInput
 
 
@@ -23,17 +30,41 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
+@json_option
 @errors_to_exit
-def db_upgrade(**params: Any) -> None:
+def db_upgrade(as_json: bool, **params: Any) -> None:
     """Create or migrate the schema to the latest version (alembic upgrade head)."""
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
-    say(f"database schema is at {commands.db_upgrade(settings_, cli_io())}")
+    revision = commands.db_upgrade(settings_, cli_io())
+    say(f"database schema is at {revision}")
+    if as_json:
+        emit_result("db-upgrade", {"revision": revision})
+
+
+@db.command("stop-embedded")
+@settings("embedded_dir")
+@with_config
+@json_option
+@errors_to_exit
+def db_stop_embedded(as_json: bool, **params: Any) -> None:
+    """Stop the embedded PostgreSQL (of --embedded-dir or the default folder), if it runs.
+
+    Commands start it when no database URL is given and leave it running for the next one.
+    """
+    settings_ = resolved(click.get_current_context(), params, need_campaign=False)
+    base, running = commands.stop_embedded(settings_, cli_io())
+    if running:
+        say(f"stopped the embedded PostgreSQL in {base}")
+    else:
+        say(f"no embedded PostgreSQL runs in {base}")
+    if as_json:
+        emit_result("db-stop-embedded", {"folder": str(base), "was_running": running})
 
 
 @click.command()
-@settings("retention", "live", "database_url")
+@settings("retention", "live", *DATABASE, live="purge")
 @with_config
 @json_option
 @errors_to_exit
@@ -49,11 +80,11 @@ def purge(as_json: bool, **params: Any) -> None:
     with shutdown.on_signals(say):
         result = commands.purge(settings_, io)
     if as_json:
-        emit_json(result.summary())
+        emit_result("purge", result.summary())
 
 
 @click.command()
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
 @errors_to_exit
 def schedule(**params: Any) -> None:
@@ -77,8 +108,14 @@ def schedule(**params: Any) -> None:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=int, default=9099, show_default=True, help="Port to listen on.")
+@env_option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@env_option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9099,
+    show_default=True,
+    help="Port to listen on (0: any free port, printed when ready).",
+)
 def emulator(host: str, port: int) -> None:
     """Run the local FCM emulator in the foreground (for rehearsals and tests)."""
     from topic_sync.emulator import FcmEmulator, is_loopback, serve
@@ -105,9 +142,10 @@ def emulator(host: str, port: int) -> None:
 @env_option(
     "--workdir", type=click.Path(path_type=Path), default=None, help="Where to write inputs."
 )
-@settings("database_url")
+@settings(*DATABASE)
+@json_option
 @errors_to_exit
-def demo(days: int, size: int, workdir: Path | None, **params: Any) -> None:
+def demo(days: int, size: int, workdir: Path | None, as_json: bool, **params: Any) -> None:
     """Rehearse a few days end to end on a fresh demo database and the local emulator.
 
     Writes sample audiences with daily churn, runs each day live against an
@@ -120,7 +158,12 @@ def demo(days: int, size: int, workdir: Path | None, **params: Any) -> None:
     settings_ = resolved(click.get_current_context(), params)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="topic-sync-demo-"))
     outcome = run_demo(settings_.settings, cli_io(), days=days, size=size, workdir=workdir)
-    click.echo(render(outcome.days))
+    if as_json:
+        say(render(outcome.days))
+        days_ = [{**vars(day), "day": day.day.isoformat()} for day in outcome.days]
+        emit_result("demo", {"exit_code": int(outcome.exit_code), "days": days_})
+    else:
+        click.echo(render(outcome.days))
     if outcome.exit_code:
         say("topic-sync: a day's recipients differed from its audience")
     else:

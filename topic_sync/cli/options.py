@@ -18,7 +18,15 @@ import click
 from click.core import ParameterSource
 
 from topic_sync.app.settings import Resolved, Source, resolve
-from topic_sync.settings import DEFAULTS, ENV_PREFIX, SPECS, Kind, parse_duration
+from topic_sync.settings import (
+    DEFAULTS,
+    SPECS,
+    Kind,
+    env_name,
+    env_names,
+    flag_of,
+    parse_duration,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,8 +43,12 @@ WORK = (
     "emulator_host",
     "project",
     "database_url",
+    "embedded_dir",
+    "allow_embedded_database",
 )
 FCM = ("transport", "emulator_host", "project")
+# Where the database is: a URL, else the embedded PostgreSQL's folder.
+DATABASE = ("database_url", "embedded_dir")
 # What a command that runs for monitoring reports takes: where its metrics and logs go.
 MONITORING = ("metrics_file", "pushgateway", "log_format")
 
@@ -77,14 +89,14 @@ def env_option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option that can also come from TOPIC_SYNC_<OPTION> (and any `envvar` given)."""
     long = next(d for d in decls if d.startswith("--")).split("/", 1)[0]
     extra = kwargs.pop("envvar", None)
-    envs = [ENV_PREFIX + long[2:].upper().replace("-", "_"), *([extra] if extra else [])]
+    envs = [env_name(long), *([extra] if extra else [])]
     return click.option(*decls, envvar=envs, show_envvar=True, **kwargs)
 
 
 def setting(name: str, **overrides: Any) -> Callable[[F], F]:
     """The option of one setting, exactly as the table describes it."""
     spec = SPECS[name]
-    flag = spec.flag or "--" + name.replace("_", "-")
+    flag = flag_of(name)
     decls = [f"{flag}/--dry-run" if name == "live" else flag, name]
     kwargs: dict[str, Any] = {
         "default": getattr(DEFAULTS, name),
@@ -100,8 +112,7 @@ def setting(name: str, **overrides: Any) -> Callable[[F], F]:
     if spec.extra_check is not None:
         kwargs["callback"] = _checked_by(spec.extra_check)
     kwargs.update(overrides)
-    envs = [ENV_PREFIX + name.upper(), *spec.env]
-    return click.option(*decls, envvar=envs, show_envvar=True, **kwargs)
+    return click.option(*decls, envvar=list(env_names(name)), show_envvar=True, **kwargs)
 
 
 def _checked_by(check: Callable[[object], str | None]) -> Callable[..., Any]:
@@ -116,12 +127,28 @@ def _checked_by(check: Callable[[object], str | None]) -> Callable[..., Any]:
     return callback
 
 
-def settings(*names: str) -> Callable[[F], F]:
-    """The options of several settings, in the order given."""
+# What --live (and --dry-run, its opposite) means to each command that takes it.
+LIVE_HELP = {
+    "run": SPECS["live"].help,
+    "doctor": "Accepted so that a live run's command line can be checked as it is; doctor "
+    "changes nothing either way.",
+    "reconcile": "Send the repairs to FCM (it never publishes). Without it: only report what "
+    "is owed.",
+    "forget": "Also remove the tokens from FCM now. Without it: mark them and queue their "
+    "removal for the next 'reconcile --live'.",
+    "purge": "Delete the rows. Without it: only count what would be deleted.",
+    "target": "Change the binding (reset: and clear the state's FCM facts). Without it: only "
+    "say what would change.",
+}
+
+
+def settings(*names: str, live: str = "run") -> Callable[[F], F]:
+    """The options of several settings, in the order given; `live` names the command whose
+    meaning of --live the option's help gives."""
 
     def decorate(func: F) -> F:
         for name in reversed(names):
-            func = setting(name)(func)
+            func = setting(name, **({"help": LIVE_HELP[live]} if name == "live" else {}))(func)
         return func
 
     return decorate

@@ -82,6 +82,16 @@ def emit_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, sort_keys=True))
 
 
+JSON_VERSION = 1
+"""The version of every command's --json document; new keys may come, existing ones keep
+their meaning until it changes."""
+
+
+def emit_result(kind: str, document: dict[str, Any]) -> None:
+    """A command's --json result: what it did, named by `kind`, in a versioned document."""
+    emit_json({"version": JSON_VERSION, "kind": kind, **document})
+
+
 def finish(code: ExitCode) -> NoReturn:
     sys.exit(int(code))
 

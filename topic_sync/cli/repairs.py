@@ -9,6 +9,7 @@ import click
 
 from topic_sync.app import commands
 from topic_sync.cli.options import (
+    DATABASE,
     FCM,
     MONITORING,
     WORK,
@@ -23,7 +24,7 @@ from topic_sync.cli.options import (
 from topic_sync.cli.output import (
     cli_io,
     describe_reconcile,
-    emit_json,
+    emit_result,
     errors_to_exit,
     finish,
     say,
@@ -36,7 +37,7 @@ from topic_sync.cli.output import (
 @env_option("--topic", "topics", multiple=True, help="A topic to repair (repeatable).")
 @settings("topic_prefix", "pool_size")
 @env_option("--date", "day", default=None, help="Only the topic of this date (with a prefix).")
-@settings("live")
+@settings("live", live="reconcile")
 @env_option(
     "--full", is_flag=True, help="Re-assert every subscription and removal the table holds."
 )
@@ -79,12 +80,13 @@ def reconcile(
     if outcome.problem:
         say(f"topic-sync: {outcome.problem}")
     if as_json:
-        emit_json(
+        emit_result(
+            "audit" if audit else "reconcile",
             {
                 **outcome.result.summary(),
                 "exit_code": int(outcome.exit_code),
                 "metrics_errors": outcome.metrics_errors,
-            }
+            },
         )
     finish(outcome.exit_code)
 
@@ -103,7 +105,7 @@ def reconcile(
     help="Take the tokens off the suppression list and lift their owed removals: later "
     "audiences include them again.",
 )
-@settings("live", *WORK)
+@settings("live", *WORK, live="forget")
 @with_config
 @json_option
 @errors_to_exit
@@ -122,7 +124,7 @@ def forget(
     if outcome.repaired is not None:
         say(describe_reconcile(outcome.repaired.result))
     if as_json:
-        emit_json(outcome.summary())
+        emit_result("forget", outcome.summary())
     finish(outcome.exit_code)
 
 
@@ -132,7 +134,7 @@ def target() -> None:
 
 
 @target.command("show")
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
 @json_option
 @errors_to_exit
@@ -140,10 +142,14 @@ def target_show(as_json: bool, **params: Any) -> None:
     """Print the FCM target the state is bound to (bound by the first live command)."""
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
     bound = commands.target_show(settings_, cli_io())
-    click.echo(f"bound to {bound}" if bound else "not bound yet: the first live command binds it")
+    text = f"bound to {bound}" if bound else "not bound yet: the first live command binds it"
+    if as_json:
+        say(text)  # stdout holds the one JSON object
+    else:
+        click.echo(text)
     if as_json:
         shown = {"project_id": bound.project_id, "endpoint": bound.endpoint} if bound else None
-        emit_json({"target": shown})
+        emit_result("target", {"target": shown})
 
 
 def _change(reset: bool, as_json: bool, params: dict[str, Any]) -> None:
@@ -157,18 +163,19 @@ def _change(reset: bool, as_json: bool, params: dict[str, Any]) -> None:
         done = "deleted or cleared" if change.live else "would be deleted or cleared"
         say(f"  reset: {cleared} {done}; tokens and forgotten marks kept")
     if as_json:
-        emit_json(
+        emit_result(
+            "target",
             {
                 "live": change.live,
                 "before": vars(change.before) if change.before else None,
                 "after": vars(change.after),
                 "cleared": change.cleared,
-            }
+            },
         )
 
 
 @target.command("bind")
-@settings("live", *FCM, "database_url")
+@settings("live", *FCM, *DATABASE, live="target")
 @with_config
 @json_option
 @errors_to_exit
@@ -182,7 +189,7 @@ def target_bind(as_json: bool, **params: Any) -> None:
 
 
 @target.command("reset")
-@settings("live", *FCM, "database_url")
+@settings("live", *FCM, *DATABASE, live="target")
 @with_config
 @json_option
 @errors_to_exit

@@ -8,8 +8,16 @@ import click
 
 from topic_sync.app import commands
 from topic_sync.app import report as rep
-from topic_sync.cli.options import env_option, json_option, resolved, settings, with_config
-from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
+from topic_sync.cli.options import (
+    DATABASE,
+    env_option,
+    json_option,
+    resolved,
+    settings,
+    with_config,
+)
+from topic_sync.cli.output import cli_io, emit_result, errors_to_exit, finish
+from topic_sync.errors import BadInput
 
 
 @click.command()
@@ -49,8 +57,9 @@ from topic_sync.cli.output import cli_io, emit_json, errors_to_exit, finish
     show_default=True,
     help="Output format; the JSON shape is versioned and stable.",
 )
+@json_option
 @env_option("--full-tokens", is_flag=True, help="Show tokens whole (they are device identifiers).")
-@settings("database_url")
+@settings(*DATABASE)
 @with_config
 @errors_to_exit
 def report(
@@ -64,6 +73,7 @@ def report(
     include_resolved: bool,
     limit: int | None,
     fmt: str,
+    as_json: bool,
     full_tokens: bool,
     **params: Any,
 ) -> None:
@@ -73,8 +83,12 @@ def report(
     by that run's unresolved failed tokens, grouped by error code and operation. A filter
     (--date, --run, --code, --op, --failed) lists failed tokens one per row; --runs shows
     per run: date, topic, audience, added, removed, failures per code, retries, duration.
-    --dead lists the tokens marked dead.
+    --dead lists the tokens marked dead. --json (--format json) prints one JSON object.
     """
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise BadInput(f"--json is --format json: it does not go with --format {fmt}")
+        fmt = "json"
     settings_ = resolved(click.get_current_context(), params, day=day, need_campaign=False)
     query = commands.ReportQuery(
         date=day,
@@ -100,7 +114,7 @@ def report(
 
 
 @click.command()
-@settings("topic_prefix", "database_url")
+@settings("topic_prefix", *DATABASE)
 @with_config
 @json_option
 @errors_to_exit
@@ -114,14 +128,15 @@ def status(as_json: bool, **params: Any) -> None:
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
     outcome = commands.status(settings_, cli_io())
     if as_json:
-        emit_json(
+        emit_result(
+            "status",
             {
                 "exit_code": int(outcome.exit_code),
                 "runs": [
                     {**rep.run_record(run), "unrecorded_message_id": run.unrecorded}
                     for run in outcome.latest
                 ],
-            }
+            },
         )
     else:
         click.echo(rep.render_status(outcome.latest))

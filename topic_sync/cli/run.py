@@ -26,6 +26,7 @@ from topic_sync.cli.output import (
     cli_io,
     describe_doctor,
     emit_json,
+    emit_result,
     errors_to_exit,
     finish,
     say,
@@ -33,6 +34,7 @@ from topic_sync.cli.output import (
     use_log_format,
 )
 from topic_sync.pool import topic_for
+from topic_sync.settings import SPECS, Kind, format_duration
 
 RUN = (
     "topic_prefix",
@@ -106,7 +108,7 @@ def run(
     summary = result.summary()
     show_run(summary)
     if as_json:
-        emit_json(summary)
+        emit_result("run", summary)
     finish(result.exit_code)
 
 
@@ -118,7 +120,7 @@ def run(
     show_default=True,
     help="The day to check: YYYY-MM-DD, today or yesterday.",
 )
-@settings(*RUN)
+@settings(*RUN, live="doctor")
 @backfill_option
 @with_config
 @json_option
@@ -167,4 +169,6 @@ def config_show(day: str | None, as_json: bool, **params: Any) -> None:
         value = item["value"]
         if name == "database_url" and value is None:
             value = "(embedded PostgreSQL)"
+        elif name in SPECS and SPECS[name].kind is Kind.DURATION:
+            value = format_duration(value)  # as typed: 3h, not 10800.0
         click.echo(f"{name.ljust(width)}  {value!s:<40}  {item['source']}")

@@ -65,6 +65,7 @@ from topic_sync.errors import (
     PublishUnrecorded,
     PublishWithheld,
     Refused,
+    RemovalsUnconfirmed,
     TopicSyncError,
 )
 from topic_sync.fcm.client import PublishError
@@ -75,7 +76,7 @@ from topic_sync.inputs.audience import iter_audience, iter_rows, shorten, source
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import topic_for
-from topic_sync.settings import DEFAULTS
+from topic_sync.settings import DEFAULTS, format_duration
 from topic_sync.states import Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
 from topic_sync.store.db import advisory_lock
@@ -327,7 +328,8 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
     assert opts.wait_for is not None
     path = opts.wait_for
     is_audience = arrival.is_same_path(path, opts.audience_path)
-    deps.log(f"waiting up to {opts.wait_timeout:g}s for {path}")
+    awaited = arrival.waiting_for(path, opts.audience_path)
+    deps.log(f"waiting up to {format_duration(opts.wait_timeout)} for {awaited}")
     got = arrival.wait_for(
         path,
         audience=opts.audience_path,
@@ -336,9 +338,10 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
         monotonic=deps.monotonic,
         should_stop=deps.should_stop,
         interval=opts.wait_interval,
+        report=deps.log,
     )
     if got.arrived:
-        deps.log(f"{path} is ready after {got.waited:g}s")
+        deps.log(f"{path} is ready after {format_duration(got.waited)}")
         audience = opts.audience_path
         marker_only = not is_audience and audience is not None and str(audience) != "-"
         if marker_only and audience is not None and not audience.exists():
@@ -346,7 +349,7 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
         return got.waited
     still = "still growing" if got.seen == "growing" else "not there"
     note = (
-        f"the audience never came: {path} was {still} after waiting {got.waited:g}s "
+        f"the audience never came: {path} was {still} after waiting {format_duration(got.waited)} "
         "(--wait-timeout); nothing synced, nothing published"
     )
     if opts.live:
@@ -636,17 +639,17 @@ def _sync_and_publish(
         )
     if not finished:
         raise DeadlineReached(
-            f"not publishing {opts.day}: the run's deadline ({opts.deadline:g}s) passed with "
-            f"{owed_remove} removals and {owed_add} additions on {topic} still owed. Rerun "
-            "this date (or run 'topic-sync reconcile') to continue where it stopped"
+            f"not publishing {opts.day}: the run's deadline ({format_duration(opts.deadline)}) "
+            f"passed with {owed_remove} removals and {owed_add} additions on {topic} still "
+            "owed; a rerun of this date continues where it stopped"
         )
     if owed_remove:
         names = sample if opts.full_tokens else [shorten(t) for t in sample]
         shown = ", ".join(names) + (" …" if owed_remove > len(sample) else "")
-        raise PublishWithheld(
+        raise RemovalsUnconfirmed(
             f"not publishing {opts.day}: {owed_remove} tokens may still be subscribed to {topic} "
-            f"and would receive a message not meant for them: {shown}. "
-            "Run 'topic-sync reconcile' (or rerun this date) once FCM recovers"
+            f"and would receive a message not meant for them: {shown}. Once FCM recovers, "
+            "reconcile (or a rerun of this date) retries them, and a rerun publishes"
         )
 
     if opts.propagation_delay > 0:
@@ -883,10 +886,10 @@ def _check_no_owed_removals(conn: Connection, topic: str) -> None:
     """What changed since the sync finished: a removal queued meanwhile (forget) blocks."""
     owed = store.pending_counts(conn, topic)[1]
     if owed:
-        raise PublishWithheld(
+        raise RemovalsUnconfirmed(
             f"not publishing: {owed} removals from {topic} became owed since the sync "
-            "finished (e.g. 'topic-sync forget'); run 'topic-sync reconcile --live', then "
-            "rerun this date"
+            "finished (e.g. 'topic-sync forget'); reconcile sends them, then a rerun of this "
+            "date publishes"
         )
 
 

@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from topic_sync.errors import InputFileError, Interrupted
+from topic_sync.settings import format_duration
 
 POLL_SECONDS = 10.0
 """How often the path is looked at."""
+REPORT_SECONDS = 300.0
+"""How often a wait says, while it goes on, what it is waiting for."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,13 @@ def is_same_path(a: Path, b: Path | None) -> bool:
         return False
 
 
+def waiting_for(path: Path, audience: Path | None) -> str:
+    """What a wait for `path` waits for, in words."""
+    if is_same_path(path, audience):
+        return f"the audience file {path} to be there and stop growing"
+    return f"the marker {path} (then the audience is read)"
+
+
 def wait_for(
     path: Path,
     *,
@@ -56,15 +66,20 @@ def wait_for(
     monotonic: Callable[[], float],
     should_stop: Callable[[], bool] = lambda: False,
     interval: float = POLL_SECONDS,
+    report: Callable[[str], None] | None = None,
+    report_every: float = REPORT_SECONDS,
 ) -> Arrival:
     """Poll `path` until it is ready or `timeout` seconds passed; never raises on timeout.
 
     Ready: for the audience file itself (`path` is `audience`), present and unchanged in size
-    and modification time since the previous check; for anything else, present.
+    and modification time since the previous check; for anything else, present. Every
+    `report_every` seconds of waiting, `report` gets a line saying what is awaited, what was
+    last seen and how long is left, so a log shows the job is alive and why.
     """
     if interval <= 0:
         raise ValueError("the polling interval must be positive")
     started = monotonic()
+    next_report = started + report_every
     previous: tuple[int, int] | None = None
     while True:
         seen = "missing"
@@ -79,9 +94,18 @@ def wait_for(
             previous, seen = current, "growing"
         else:
             previous = None
-        remaining = started + timeout - monotonic()
+        now = monotonic()
+        remaining = started + timeout - now
         if remaining <= 0:
-            return Arrival(False, monotonic() - started, seen)
+            return Arrival(False, now - started, seen)
+        if report is not None and now >= next_report:
+            found = "not there yet" if st is None else f"growing ({st.st_size} bytes)"
+            report(
+                f"still waiting for {waiting_for(path, audience)}: {found}; waited "
+                f"{format_duration(now - started)}, at most {format_duration(remaining)} more "
+                "(--wait-timeout)"
+            )
+            next_report = now + report_every
         if should_stop():
             raise Interrupted(f"stopped on request while waiting for {path}; nothing was changed")
         sleep(min(interval, remaining))

@@ -112,6 +112,7 @@ class Config:
     emulator_host: str | None  # rehearse against a local FCM emulator (host:port)
     grace: float  # seconds
     campaigns: Mapping[str, Campaign]
+    top: Mapping[str, Any] = field(default_factory=dict)  # other top-level settings, typed
 
     def campaign(self, name: str | None) -> Campaign:
         if name is None:
@@ -146,7 +147,7 @@ class Config:
             given["project"] = self.project
         if self.emulator_host:
             given["emulator_host"] = self.emulator_host
-        return given
+        return {**self.top, **given}
 
 
 # libpq and SQLAlchemy URL parameters that carry a secret (or are one).
@@ -256,6 +257,12 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         name: _campaign(path, name, table, defaults) for name, table in campaigns_table.items()
     }
     _check_pools(path, campaigns)
+    base = path.resolve().parent
+    others = {
+        name: _relative_to(base, from_file(name, value))
+        for name, value in top.items()
+        if name not in ("database_url", "live", "project", "emulator_host", "grace")
+    }
     return Config(
         path=path,
         database_url=top.get("database_url"),
@@ -264,7 +271,13 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
         emulator_host=top.get("emulator_host"),
         grace=parse_duration(top.get("grace", DEFAULTS.grace)),
         campaigns=campaigns,
+        top=others,
     )
+
+
+def _relative_to(base: Path, value: Any) -> Any:
+    """A path the file gives is relative to the file, as the message's is."""
+    return base / value if isinstance(value, Path) and not value.is_absolute() else value
 
 
 def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> Campaign:
@@ -290,12 +303,11 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
     wait_for = own.get("wait_for")
     if wait_for is not None and not Path(wait_for).is_absolute():
         wait_for = str(base / wait_for)
-    sync = {
-        n: from_file(n, v) for n, v in merged.items() if n in in_file(Place.SYNC) and n != "live"
+    sync = {  # paths, like the message's, are relative to the file
+        setting: _relative_to(base, from_file(setting, value))
+        for setting, value in merged.items()
+        if setting in in_file(Place.SYNC) and setting != "live"
     }
-    for setting, value in sync.items():  # paths, like the message's, are relative to the file
-        if isinstance(value, Path) and not value.is_absolute():
-            sync[setting] = base / value
     return Campaign(
         name=name,
         topic_prefix=own["topic_prefix"],

@@ -7,6 +7,7 @@ the two README commands free of setup; production passes DATABASE_URL.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,14 +18,25 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
-from topic_sync.errors import Locked, TopicSyncError
+from topic_sync.errors import BadInput, Locked, TopicSyncError
 from topic_sync.store.embedded import EmbeddedServer
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_PACKAGE = "topic_sync.migrations"
 
 
 class SchemaError(TopicSyncError):
     """The database is not at the schema this release expects."""
+
+
+def check_postgres_url(url: str, what: str) -> None:
+    """Refuse, as bad input, a URL that is not PostgreSQL's (mysql://, sqlite://, a path):
+    otherwise the failure would be a missing driver module, or worse, a database that works."""
+    scheme, sep, _rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        raise BadInput(
+            f"{what} is not a PostgreSQL URL ({scheme + sep if sep else 'no scheme'}): "
+            "topic-sync needs PostgreSQL 15 or newer, e.g. postgresql://user@host:5432/dbname"
+        )
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -109,9 +121,15 @@ def recreate_database(server_url: str, name: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+def migrations_dir() -> Path:
+    """Alembic's scripts, found as the package `topic_sync.migrations` wherever topic-sync is
+    installed (pyproject.toml maps the repository's `migrations/` folder to it)."""
+    return Path(str(importlib.resources.files(MIGRATIONS_PACKAGE)))
+
+
 def alembic_config(url: str) -> AlembicConfig:
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
     return cfg
 
@@ -254,6 +272,19 @@ def is_disconnect(error: BaseException) -> bool:
     return isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and bool(error.connection_invalidated)
     )
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """The server cannot be reached or the connection is gone (refused, timed out, closed,
+    unknown database or role): not a statement's own failure (a timeout, a deadlock)."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError, InterfaceError
+
+    if not isinstance(error, DBAPIError):
+        return False
+    if isinstance(error, InterfaceError) or error.connection_invalidated:
+        return True
+    return type(error.orig) is psycopg.OperationalError
 
 
 # --- read-only facts for `topic-sync doctor` ------------------------------------------------

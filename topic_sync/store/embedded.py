@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from topic_sync.errors import TopicSyncError
+from topic_sync.errors import DatabaseUnavailable
 
 # PostgreSQL refuses to run as root; as root the server runs as this system user.
 SYSTEM_USER = "topic-sync-pg"
@@ -48,7 +48,7 @@ _SHELL_UNSAFE = frozenset('"$`\\\n')
 _CHILD_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 
-class EmbeddedError(TopicSyncError):
+class EmbeddedError(DatabaseUnavailable):
     """The embedded PostgreSQL could not be prepared or started."""
 
 

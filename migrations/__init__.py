@@ -1,0 +1,1 @@
+"""Alembic's migrations, shipped inside the package as `topic_sync.migrations`."""
