@@ -400,11 +400,12 @@ def test_publish_too_big_is_definitely_not_sent(client, emulator):
     [
         # FCM refused the request before serving it, so it did not take the message.
         (429, "RESOURCE_EXHAUSTED", True),
-        (503, "UNAVAILABLE", True),
-        # A 500 or 504 may come after FCM took the message, and a proxy's 502 is not FCM's
+        # A 5xx may come after FCM took the message (google.rpc.Code: retrying UNAVAILABLE
+        # "is not always safe" for a non-idempotent call), and a proxy's 502 is not FCM's
         # word: nothing proves it did not go out, so it must neither be released nor resent.
         (500, "INTERNAL", False),
-        (502, "UNKNOWN", False),
+        (502, "Bad Gateway", False),
+        (503, "UNAVAILABLE", False),
         (504, "DEADLINE_EXCEEDED", False),
     ],
 )

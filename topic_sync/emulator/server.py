@@ -111,12 +111,16 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # keep the connection answering; surface the bug
                 reply = error_reply(500, "INTERNAL", f"emulator error: {exc!r}")
         self.send_response_only(reply.status)
-        self.send_header("Content-Type", reply.content_type)
+        if reply.content_type is not None:
+            self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(reply.body)
+            # An answer cut short: the length promised, part of the body, the end.
+            self.wfile.write(reply.body if reply.cut is None else reply.body[: reply.cut])
+        if reply.cut is not None:
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = _serve
