@@ -32,7 +32,7 @@ from topic_sync import store
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.errors import CredentialsError, DeadTokenGuard, Fenced, Locked
 from topic_sync.fcm.answers import UNEXPECTED_ANSWER
-from topic_sync.fcm.client import CREDENTIALS_HELP, FcmClient
+from topic_sync.fcm.client import CREDENTIALS_HELP, BatchResult, FcmClient
 from topic_sync.fcm.error_table import RATE_LIMITED, Outcome, rule_for
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.states import Op
@@ -411,14 +411,11 @@ def _one_batch(
         outcomes = []
         successes = 0
         for index, (token_id, _) in enumerate(rows):
-            reason, proven = result.reasons[index], result.proven[index]
-            if result.is_bare_not_found(index) and endpoint_proven:
-                proven = True  # a bare 404 from an endpoint that answers per token
-            outcome = _map(token_id, reason, op, proven=proven)
+            outcome = judge(token_id, result, index, op, endpoint_proven=endpoint_proven)
             if outcome is None:
-                stop_reason = reason
+                stop_reason = result.reasons[index]
                 continue
-            if reason is None and proven:
+            if result.reasons[index] is None and result.proven[index]:
                 successes += 1
             outcomes.append(outcome)
         guard.prove_endpoint(op, successes)
@@ -454,6 +451,18 @@ def _one_batch(
         retry_after=result.retry_after,
         newly_dead=len(newly_dead),
     )
+
+
+def judge(
+    token_id: int, result: BatchResult, index: int, op: Op, *, endpoint_proven: bool
+) -> store.TokenOutcome | None:
+    """What token `index` of a batch's answer settles; None means stop the run.
+
+    Only an answer about the token settles it; a bare v1 404 NOT_FOUND is about the token
+    only on an endpoint this run has seen answer per token (DeadGuard.endpoint_proven).
+    """
+    proven = result.proven[index] or (result.is_bare_not_found(index) and endpoint_proven)
+    return _map(token_id, result.reasons[index], op, proven=proven)
 
 
 def _map(token_id: int, reason: str | None, op: Op, *, proven: bool) -> store.TokenOutcome | None:
