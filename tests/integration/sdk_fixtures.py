@@ -244,28 +244,13 @@ IID_SHAPES: list[TopicShape] = [
         tokens=1,
     ),
     *(
-        TopicShape(
-            f"{_PY_IID}::test_subscribe_to_topic_legacy_error",
-            "iid",
-            status,
-            _PY_IID_ERROR,
-            None,
-            _both(verdict),
+        TopicShape(f"{_PY_IID}::{test}", "iid", status, body, None, _both(verdict))
+        for test, body in (
+            ("test_subscribe_to_topic_legacy_error", _PY_IID_ERROR),
+            ("test_subscribe_to_topic_legacy_non_json_error", b"not json"),
         )
         for status, verdict in _WHOLE.items()
-        if status not in (401,)
-    ),
-    *(
-        TopicShape(
-            f"{_PY_IID}::test_subscribe_to_topic_legacy_non_json_error",
-            "iid",
-            status,
-            b"not json",
-            None,
-            _both(verdict),
-        )
-        for status, verdict in _WHOLE.items()
-        if status not in (401,)
+        if status != 401  # not among the suite's HTTP_ERROR_CODES
     ),
     *(
         TopicShape(

@@ -41,33 +41,16 @@ TABLE_REASONS = all_reasons()
 REASONS = [*TABLE_REASONS, "SOMETHING_NEW"]
 
 
-@pytest.fixture(scope="module")
-def _shared_emulator() -> Iterator[FcmEmulator]:
-    with FcmEmulator() as emu:
-        yield emu
-
-
 @pytest.fixture
-def emulator(_shared_emulator: FcmEmulator) -> FcmEmulator:
+def emulator(module_emulator: FcmEmulator) -> FcmEmulator:
     """One emulator for the module, reset before each test (instead of one per test: speed)."""
-    _shared_emulator.reset()
-    return _shared_emulator
-
-
-@pytest.fixture(scope="module")
-def _shared_app(_shared_emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
-    app = initialize_app(
-        name=f"test-{uuid.uuid4().hex}",
-        project_id=PROJECT,
-        emulator_host=_shared_emulator.host_port,
-    )
-    yield app
-    firebase_admin.delete_app(app)
+    module_emulator.reset()
+    return module_emulator
 
 
 @pytest.fixture
-def fcm_app(_shared_app: firebase_admin.App, emulator: FcmEmulator) -> firebase_admin.App:
-    return _shared_app
+def fcm_app(module_app: firebase_admin.App, emulator: FcmEmulator) -> firebase_admin.App:
+    return module_app
 
 
 def _kind(client: SdkClient, subscribe: bool) -> str:

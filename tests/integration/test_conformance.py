@@ -8,9 +8,6 @@ checks the verdict topic-sync reaches (the engine's own judgement of each token'
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import firebase_admin
 import pytest
 from firebase_admin import messaging
@@ -20,7 +17,6 @@ from topic_sync.emulator import Canned, FcmEmulator
 from topic_sync.engine.drain import judge
 from topic_sync.errors import CredentialsError
 from topic_sync.fcm.client import BatchResult, PublishError
-from topic_sync.fcm.sdk_bridge import initialize_app
 from topic_sync.fcm.transports import make_client
 from topic_sync.states import Op
 from topic_sync.states import SubscriptionStatus as S
@@ -35,27 +31,15 @@ KIND = {
 }
 
 
-@pytest.fixture(scope="module")
-def _shared_emulator() -> Iterator[FcmEmulator]:
-    with FcmEmulator() as emu:
-        yield emu
+@pytest.fixture
+def emulator(module_emulator: FcmEmulator) -> FcmEmulator:
+    module_emulator.reset()
+    return module_emulator
 
 
 @pytest.fixture
-def emulator(_shared_emulator: FcmEmulator) -> FcmEmulator:
-    _shared_emulator.reset()
-    return _shared_emulator
-
-
-@pytest.fixture(scope="module")
-def app(_shared_emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
-    app = initialize_app(
-        name=f"conformance-{uuid.uuid4().hex}",
-        project_id="demo-conformance",
-        emulator_host=_shared_emulator.host_port,
-    )
-    yield app
-    firebase_admin.delete_app(app)
+def app(module_app: firebase_admin.App, emulator: FcmEmulator) -> firebase_admin.App:
+    return module_app
 
 
 def _cases() -> list[pytest.param]:
