@@ -440,8 +440,9 @@ def _settled(sdk_reason: str | None, noted: TokenAnswer | None) -> TokenAnswer:
 
 def _whole_reason(raw: RawAnswer | None) -> str | None:
     """The reason of a legacy batch answer that is about no token, when the raw answer says
-    more than the SDK's exception: a redirect, or a 2xx of no known shape."""
-    if raw is None:
+    more than the SDK's exception: a redirect, or a 2xx of no known shape (one cut short is
+    no answer at all, as on v1)."""
+    if raw is None or raw.body is None:
         return None
     if raw.redirect:
         return REDIRECTED
