@@ -368,11 +368,7 @@ class SdkClient:
             return BatchResult.whole(UNEXPECTED_ANSWER, len(batch))
         # The SDK's reading of `results` is no evidence (a short list confirms the tokens it
         # leaves out): the raw answer is read by our rule instead.
-        raw = evidence.take_batch(path, topic, batch)
-        per_token = read_batch_answer(raw, batch) if raw is not None else None
-        if per_token is None:
-            return BatchResult.whole(_whole_reason(raw) or UNEXPECTED_ANSWER, len(batch))
-        return BatchResult.per_token(per_token)
+        return legacy_result(evidence.take_batch(path, topic, batch), batch)
 
     def list_topics(self, token: str) -> set[str]:
         """Every topic FCM holds for the token (the v1 list API; both transports)."""
@@ -436,6 +432,15 @@ def _settled(sdk_reason: str | None, noted: TokenAnswer | None) -> TokenAnswer:
     if noted.reason is None and sdk_reason is not None:
         return TokenAnswer(sdk_reason, False)  # the SDK failed it after a good answer
     return noted
+
+
+def legacy_result(raw: RawAnswer | None, tokens: Sequence[str]) -> BatchResult:
+    """A legacy batch's result from the raw answer to it: per token only when it holds exactly
+    one result object per token sent; otherwise a whole-request no-verdict."""
+    per_token = read_batch_answer(raw, tokens) if raw is not None else None
+    if per_token is None:
+        return BatchResult.whole(_whole_reason(raw) or UNEXPECTED_ANSWER, len(tokens))
+    return BatchResult.per_token(per_token)
 
 
 def _whole_reason(raw: RawAnswer | None) -> str | None:
