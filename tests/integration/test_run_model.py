@@ -29,7 +29,7 @@ from sqlalchemy import text
 
 from tests.support import write_audience
 from topic_sync.emulator.replies import Reply, error_reply, reason_reply
-from topic_sync.emulator.shapes import Request, build
+from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND, Request, build
 from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
@@ -51,16 +51,8 @@ REASONS = sorted(set(all_reasons()) - STOP) + ["SOMETHING_NEW"]
 DEAD_REASONS = {r for r in REASONS if classify(r).marks_invalid}
 WHOLE_REASONS = ["NOT_FOUND", "INVALID_ARGUMENT", "INTERNAL", "UNAVAILABLE", "RESOURCE_EXHAUSTED"]
 # Strange answers: per request on v1, per batch on the legacy API (see emulator/shapes.py).
-ODD_V1 = ["html", "empty", "text", "json-error", "json-list", "string-error", "redirect", "cut"]
-ODD_LEGACY = [
-    *ODD_V1,
-    "short-results",
-    "empty-results",
-    "long-results",
-    "no-results",
-    "results-not-list",
-    "non-object-results",
-]
+ODD_V1 = list(FOR_EVERY_KIND)
+ODD_LEGACY = [*FOR_EVERY_KIND, *FOR_BATCHES]
 ODD = "odd:"  # a fault whose "reason" is ODD + shape answers with that strange shape
 
 

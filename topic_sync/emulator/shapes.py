@@ -103,6 +103,11 @@ SHAPES: dict[str, tuple[int, frozenset[str] | None, _Builder]] = {
 }
 """The fault menu of strange answers, by name (see FcmEmulator.inject_answer)."""
 
+FOR_EVERY_KIND = tuple(name for name, (_, kinds, _) in SHAPES.items() if kinds is None)
+"""The shapes any request can meet."""
+FOR_BATCHES = tuple(name for name, (_, kinds, _) in SHAPES.items() if kinds == LEGACY_KINDS)
+"""The shapes only a legacy batch can meet (its `results` list wrong)."""
+
 
 def _cut(body: bytes, status: int) -> Reply:
     return Reply(status, body, JSON, (), max(len(body) // 2, 0) if body else None)
