@@ -916,3 +916,16 @@ def test_a_third_party_auth_refusal_names_the_apns_or_web_push_credential(
     assert "not topic-sync's service account" in info.value.message
     assert "GOOGLE_APPLICATION_CREDENTIALS" not in info.value.message
     assert emulator.publishes == []
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_a_validation_answered_with_a_5xx_may_be_asked_again(client, emulator, status):
+    # validate_only delivers nothing: asking again cannot send the day twice.
+    emulator.inject_request_errors(status, count=1, kinds=["send"])
+
+    with pytest.raises(PublishError) as info:
+        client.publish(_message(), validate_only=True)
+
+    assert info.value.retryable is True and info.value.definitely_not_sent is False
+    assert client.publish(_message(), validate_only=True)
+    assert emulator.publishes == []

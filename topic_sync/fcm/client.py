@@ -219,7 +219,9 @@ def _said(answer: RawAnswer) -> str:
     return text + (f" (FCM error {fcm})" if fcm else "")
 
 
-def send_failure(answer: RawAnswer, retry_after: float | None = None) -> TopicSyncError:
+def send_failure(
+    answer: RawAnswer, retry_after: float | None = None, *, validate_only: bool = False
+) -> TopicSyncError:
     """What a send's answer that names no message means: refused, or unknown.
 
     The HTTP status class decides before any error code. Only a 4xx in Google's error format
@@ -228,7 +230,8 @@ def send_failure(answer: RawAnswer, retry_after: float | None = None) -> TopicSy
     page, an `error` that is a bare string) leave open whether it went out. Among refusals,
     UNAUTHENTICATED / PERMISSION_DENIED / SENDER_ID_MISMATCH are topic-sync's credentials
     (or project); THIRD_PARTY_AUTH_ERROR / APNS_AUTH_ERROR are the APNs or web-push
-    credential uploaded to Firebase.
+    credential uploaded to Firebase. A validation delivers nothing, so one answered with a
+    5xx may be asked again.
     """
     body = answer.json()
     error = google_error(body)
@@ -242,6 +245,7 @@ def send_failure(answer: RawAnswer, retry_after: float | None = None) -> TopicSy
         return PublishError(
             f"FCM's answer proves nothing about the message: {said}",
             definitely_not_sent=False,
+            retryable=validate_only and answer.status in RETRYABLE_SEND_STATUSES,
             retry_after=retry_after,
         )
     if fcm in THIRD_PARTY_AUTH_CODES:
@@ -421,7 +425,7 @@ class SdkClient:
         if name is not None:
             return name
         retry = _retry_after(failure) if isinstance(failure, fb_exceptions.FirebaseError) else None
-        raise send_failure(answer, retry) from failure
+        raise send_failure(answer, retry, validate_only=validate_only) from failure
 
 
 def _settled(sdk_reason: str | None, noted: TokenAnswer | None) -> TokenAnswer:
