@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from firebase_admin import messaging
 from topic_sync.emulator import REASON_WIRE, Canned, FcmEmulator
 from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND
 from topic_sync.errors import CredentialsError, ExitCode
-from topic_sync.fcm.answers import REDIRECTED, UNEXPECTED_ANSWER
+from topic_sync.fcm.answers import REDIRECTED, UNEXPECTED_ANSWER, TokenAnswer
 from topic_sync.fcm.client import (
     BatchResult,
     ListError,
@@ -29,7 +30,7 @@ from topic_sync.fcm.client import (
     SdkClient,
 )
 from topic_sync.fcm.error_table import all_reasons
-from topic_sync.fcm.sdk_bridge import initialize_app, messaging_service
+from topic_sync.fcm.sdk_bridge import initialize_app, messaging_service, mounted_adapter
 from topic_sync.fcm.transports import make_client
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 
@@ -929,3 +930,17 @@ def test_a_validation_answered_with_a_5xx_may_be_asked_again(client, emulator, s
     assert info.value.retryable is True and info.value.definitely_not_sent is False
     assert client.publish(_message(), validate_only=True)
     assert emulator.publishes == []
+
+
+def test_an_earlier_attempts_answer_never_stands_for_a_request_that_got_none(fcm_app, emulator):
+    # A batch's first attempt was answered (and noted beneath the SDK), then the process went
+    # on without reading it; the next attempt gets no answer at all. It is no success.
+    client = SdkClient(fcm_app, "v1")
+    evidence = mounted_adapter(fcm_app).evidence
+    evidence.note("POST", "tok-a", TOPIC, TokenAnswer(None, True))  # the earlier answer
+
+    result = client.subscribe(["tok-a"], TOPIC, give_up_at=time.monotonic() - 1)  # never sent
+
+    assert result.reasons != (None,) and result.proven == (False,)
+    assert emulator.stats == {}
+    assert evidence.take("POST", "tok-a", TOPIC) is None

@@ -340,8 +340,9 @@ class SdkClient:
             # v1 never raises for HTTP errors: every answer arrives per token, reduced by the
             # SDK to a reason string (or to nothing, for any 2xx). What FCM really answered
             # was read by our adapter beneath the SDK, by the evidence rule (answers.py).
-            reasons = _reasons(call(batch, topic, app=self.app), len(batch))
             method = "POST" if subscribe else "DELETE"
+            evidence.forget(method, batch, topic)
+            reasons = _reasons(call(batch, topic, app=self.app), len(batch))
             return BatchResult.of_answers(
                 [
                     _settled(reason, evidence.take(method, token, topic))
@@ -354,6 +355,7 @@ class SdkClient:
             else messaging.unsubscribe_from_topic_legacy
         )
         path = "v1:batchAdd" if subscribe else "v1:batchRemove"
+        evidence.take_batch(path, topic, batch)  # an earlier attempt's answer is not this one's
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)

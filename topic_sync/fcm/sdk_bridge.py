@@ -88,6 +88,13 @@ class Evidence:
         with self._lock:
             self._seen[(method, token, topic)] = answer
 
+    def forget(self, method: str, tokens: Sequence[str], topic: str) -> None:
+        """Drop what was noted for these requests: a batch starts from no answer at all, so a
+        request that gets none this time cannot be read by an earlier attempt's answer."""
+        with self._lock:
+            for token in tokens:
+                self._seen.pop((method, token, topic), None)
+
     def take(self, method: str, token: str, topic: str) -> TokenAnswer | None:
         """The answer noted for (method, token, topic), forgotten as it is taken; None if none
         came (the request got no answer at all, or was never sent)."""
