@@ -107,6 +107,25 @@ def emulator() -> Iterator[FcmEmulator]:
         yield emu
 
 
+@pytest.fixture(scope="module")
+def module_emulator() -> Iterator[FcmEmulator]:
+    """One emulator for a whole module (faster than one per test); reset it before each use."""
+    with FcmEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def module_app(module_emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
+    """A firebase-admin app pointed at the module's emulator."""
+    app = initialize_app(
+        name=f"module-{uuid.uuid4().hex}",
+        project_id="demo-test",
+        emulator_host=module_emulator.host_port,
+    )
+    yield app
+    firebase_admin.delete_app(app)
+
+
 @pytest.fixture(params=["v1", "v1-direct", "legacy-iid"])
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)

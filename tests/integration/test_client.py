@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ import firebase_admin
 import pytest
 from firebase_admin import messaging
 
-from topic_sync.emulator import REASON_WIRE, FcmEmulator
+from topic_sync.emulator import REASON_WIRE, Canned, FcmEmulator
+from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND
 from topic_sync.errors import CredentialsError, ExitCode
+from topic_sync.fcm.answers import REDIRECTED, UNEXPECTED_ANSWER, TokenAnswer
 from topic_sync.fcm.client import (
     BatchResult,
     ListError,
@@ -27,7 +30,12 @@ from topic_sync.fcm.client import (
     SdkClient,
 )
 from topic_sync.fcm.error_table import all_reasons
-from topic_sync.fcm.sdk_bridge import initialize_app, messaging_service, registration_segment
+from topic_sync.fcm.sdk_bridge import (
+    initialize_app,
+    messaging_service,
+    mounted_adapter,
+    registration_segment,
+)
 from topic_sync.fcm.transports import make_client
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs.audience import shorten
@@ -42,33 +50,16 @@ TABLE_REASONS = all_reasons()
 REASONS = [*TABLE_REASONS, "SOMETHING_NEW"]
 
 
-@pytest.fixture(scope="module")
-def _shared_emulator() -> Iterator[FcmEmulator]:
-    with FcmEmulator() as emu:
-        yield emu
-
-
 @pytest.fixture
-def emulator(_shared_emulator: FcmEmulator) -> FcmEmulator:
+def emulator(module_emulator: FcmEmulator) -> FcmEmulator:
     """One emulator for the module, reset before each test (instead of one per test: speed)."""
-    _shared_emulator.reset()
-    return _shared_emulator
-
-
-@pytest.fixture(scope="module")
-def _shared_app(_shared_emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
-    app = initialize_app(
-        name=f"test-{uuid.uuid4().hex}",
-        project_id=PROJECT,
-        emulator_host=_shared_emulator.host_port,
-    )
-    yield app
-    firebase_admin.delete_app(app)
+    module_emulator.reset()
+    return module_emulator
 
 
 @pytest.fixture
-def fcm_app(_shared_app: firebase_admin.App, emulator: FcmEmulator) -> firebase_admin.App:
-    return _shared_app
+def fcm_app(module_app: firebase_admin.App, emulator: FcmEmulator) -> firebase_admin.App:
+    return module_app
 
 
 def _kind(client: SdkClient, subscribe: bool) -> str:
@@ -401,11 +392,12 @@ def test_publish_too_big_is_definitely_not_sent(client, emulator):
     [
         # FCM refused the request before serving it, so it did not take the message.
         (429, "RESOURCE_EXHAUSTED", True),
-        (503, "UNAVAILABLE", True),
-        # A 500 or 504 may come after FCM took the message, and a proxy's 502 is not FCM's
+        # A 5xx may come after FCM took the message (google.rpc.Code: retrying UNAVAILABLE
+        # "is not always safe" for a non-idempotent call), and a proxy's 502 is not FCM's
         # word: nothing proves it did not go out, so it must neither be released nor resent.
         (500, "INTERNAL", False),
-        (502, "UNKNOWN", False),
+        (502, "Bad Gateway", False),
+        (503, "UNAVAILABLE", False),
         (504, "DEADLINE_EXCEEDED", False),
     ],
 )
@@ -747,3 +739,227 @@ def test_a_stalled_answer_times_out_instead_of_holding_the_batch(fcm_app, emulat
     emulator.set_latency(3.0)
     result = client.subscribe(["tok-slow"], TOPIC)
     assert result.reasons == ("UNKNOWN_ERROR",) and result.proven == (False,)
+
+
+# ------------------------------------------------------------------ successes need evidence
+
+# The menu's shapes for any request, but for the redirect and the cut body (tests below).
+STRANGE_2XX = [shape for shape in FOR_EVERY_KIND if shape not in ("redirect", "cut")]
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["not-served", "served"])
+@pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
+@pytest.mark.parametrize("shape", STRANGE_2XX)
+def test_a_2xx_of_no_documented_shape_is_no_verdict(client, emulator, shape, subscribe, served):
+    # A proxy's page, an empty body, a JSON error on a 200...: whether or not FCM did the
+    # work behind it, nothing proves it did. Never a success, on any transport.
+    emulator.subscribe_direct("tok-a", TOPIC)
+    emulator.inject_answer(shape, kinds=[_kind(client, subscribe)], served=served)
+
+    call = client.subscribe if subscribe else client.unsubscribe
+    result = call(TOKENS, TOPIC)
+
+    assert result.reasons == (UNEXPECTED_ANSWER,) * 3
+    assert result.proven == (False,) * 3
+    assert result.whole_request is (client.transport == "legacy-iid")
+
+
+@pytest.mark.parametrize("transport", ["v1", "v1-direct"])  # the legacy API names none
+def test_a_subscription_named_for_another_topic_is_no_verdict(fcm_app, emulator, transport):
+    client = make_client(fcm_app, transport)
+    other = (
+        b'{"name":"projects/demo-test/registrations/tok-a/topicSubscriptions/other",'
+        b'"topicName":"other","createTime":"2026-11-22T06:00:00Z"}'
+    )
+    emulator.inject_answer(Canned(200, other), kinds=["subscribe"])
+    result = client.subscribe(["tok-a"], TOPIC)
+    assert result == BatchResult((UNEXPECTED_ANSWER,), (False,))
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
+def test_a_redirect_is_never_followed(client, emulator, status, subscribe):
+    # requests follows a 302 to another host and turns the POST into a GET: the 200 there
+    # would read as a success. No transport follows one, to this host or another.
+    with FcmEmulator() as elsewhere:
+        location = f"{elsewhere.base_url}/landing"
+        redirect = Canned(status, b"", "text/html", (("Location", location),))
+        emulator.inject_answer(redirect, kinds=[_kind(client, subscribe)])
+
+        call = client.subscribe if subscribe else client.unsubscribe
+        result = call(TOKENS, TOPIC)
+
+        assert result.reasons == (REDIRECTED,) * 3
+        assert result.proven == (False,) * 3
+        assert elsewhere.stats == {}  # nobody went there
+    assert emulator.stats[("landing", 200)] == 0
+
+
+@pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
+def test_an_answer_cut_short_is_no_verdict(client, emulator, subscribe):
+    emulator.inject_answer("cut", kinds=[_kind(client, subscribe)], served=True)
+
+    call = client.subscribe if subscribe else client.unsubscribe
+    result = call(TOKENS, TOPIC)
+
+    assert not any(result.proven)
+    assert None not in result.reasons
+
+
+@pytest.mark.parametrize("shape", [*FOR_BATCHES, "string-error", "json-error"])
+@pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
+def test_a_legacy_answer_not_one_object_per_token_is_a_whole_request_no_verdict(
+    fcm_app, emulator, shape, subscribe
+):
+    # A short list used to confirm the tokens it left out; a long one crashed the run
+    # (IndexError), a 200 without `results` aborted it (ValueError). Now: retried like a 5xx.
+    client = SdkClient(fcm_app, "legacy-iid")
+    emulator.inject_answer(shape, kinds=[_kind(client, subscribe)], served=True)
+
+    call = client.subscribe if subscribe else client.unsubscribe
+    result = call(TOKENS, TOPIC)
+
+    assert result == BatchResult.whole(UNEXPECTED_ANSWER, 3)
+
+
+@pytest.mark.parametrize("transport", ["v1", "v1-direct"])  # legacy errors carry no details
+@pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
+def test_a_5xx_is_no_verdict_whatever_details_it_carries(fcm_app, emulator, transport, subscribe):
+    client = make_client(fcm_app, transport)
+    body = (
+        b'{"error":{"code":500,"message":"x","status":"INTERNAL","details":[{"@type":'
+        b'"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}'
+    )
+    emulator.inject_answer(Canned(500, body), kinds=[_kind(client, subscribe)])
+
+    call = client.subscribe if subscribe else client.unsubscribe
+    result = call(["tok-a"], TOPIC)
+
+    assert result == BatchResult(("UNREGISTERED",), (False,))
+
+
+def test_a_bare_404_is_flagged_for_the_engine_on_v1(client, emulator):
+    emulator.inject_token_error("tok-b", "NOT_FOUND", op="unsubscribe")
+
+    result = client.unsubscribe(TOKENS, TOPIC)
+
+    assert result.reasons == (None, "NOT_FOUND", None)
+    if client.transport == "legacy-iid":  # a per-token result of a batch: evidence outright
+        assert result.proven == (True, True, True) and result.bare_not_found == ()
+    else:
+        assert result.proven == (True, False, True)
+        assert result.bare_not_found == (False, True, False)
+
+
+@pytest.mark.parametrize("shape", ["html", "json-list", "json-error", "string-error", "empty"])
+def test_a_topic_list_of_no_documented_shape_is_an_error_not_an_empty_list(client, emulator, shape):
+    emulator.subscribe_direct("tok-a", TOPIC)
+    emulator.inject_answer(shape, kinds=["list"])
+
+    with pytest.raises(ListError) as info:
+        client.list_topics("tok-a")
+
+    assert info.value.retryable and not info.value.not_found
+
+
+# ------------------------------------------------------------------ publish answers
+
+ODD_SENDS = [
+    ("no-name", None),  # {}
+    ("json-list", None),  # []
+    ("null-name", None),  # {"name": null}
+    ("empty", None),
+    ("html", None),
+    ("text", None),
+    ("json-error", None),  # a JSON error object on a 200
+    ("string-error", 200),
+    ("string-error", 400),  # firebase-admin 7.7 itself raises AttributeError on this one
+    ("json-null", 500),  # {"error": null}-like: no Google error format on a 5xx
+    ("redirect", None),
+    ("cut", None),
+]
+
+
+@pytest.mark.parametrize(("shape", "status"), ODD_SENDS)
+def test_an_odd_send_answer_is_an_unknown_outcome_not_a_traceback(client, emulator, shape, status):
+    emulator.inject_answer(shape, status=status, kinds=["send"], served=True)
+
+    with pytest.raises(PublishError) as info:
+        client.publish(_message())
+
+    assert info.value.definitely_not_sent is False  # the intent to publish stays
+    assert info.value.retryable is False
+    assert "FCM" in info.value.message
+    assert emulator.stats[("landing", 200)] == 0
+    assert len(emulator.publishes) == 1  # it did go out: resending would double it
+
+
+@pytest.mark.parametrize("status", [500, 503])
+@pytest.mark.parametrize(
+    "fcm_code", ["THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR", "SENDER_ID_MISMATCH"]
+)
+def test_a_5xx_send_proves_nothing_whatever_its_details(client, emulator, status, fcm_code):
+    # The status class decides before the error code: these used to read as "credentials"
+    # (exit 6), which released the publish record, and the plain rerun sent a second time.
+    body = (
+        f'{{"error":{{"code":{status},"message":"m","status":"INTERNAL","details":[{{"@type":'
+        f'"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"{fcm_code}"}}]}}}}'
+    ).encode()
+    emulator.inject_answer(Canned(status, body), kinds=["send"], served=True)
+
+    with pytest.raises(PublishError) as info:
+        client.publish(_message())
+
+    assert info.value.definitely_not_sent is False
+    assert fcm_code in info.value.message
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in info.value.message
+
+
+@pytest.mark.parametrize("fcm_code", ["THIRD_PARTY_AUTH_ERROR", "APNS_AUTH_ERROR"])
+def test_a_third_party_auth_refusal_names_the_apns_or_web_push_credential(
+    client, emulator, fcm_code
+):
+    body = (
+        b'{"error":{"code":401,"message":"Auth error from APNS or Web Push Service",'
+        b'"status":"UNAUTHENTICATED","details":[{"@type":'
+        b'"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"'
+        + fcm_code.encode()
+        + b'"}]}}'
+    )
+    emulator.inject_answer(Canned(401, body), kinds=["send"])
+
+    with pytest.raises(PublishError) as info:  # not CredentialsError: ours were accepted
+        client.publish(_message())
+
+    assert info.value.definitely_not_sent is True  # a 4xx in Google's format: refused
+    assert "APNs certificate or web-push key" in info.value.message
+    assert "not topic-sync's service account" in info.value.message
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in info.value.message
+    assert emulator.publishes == []
+
+
+@pytest.mark.parametrize("status", [500, 503, 504])
+def test_a_validation_answered_with_a_5xx_may_be_asked_again(client, emulator, status):
+    # validate_only delivers nothing: asking again cannot send the day twice.
+    emulator.inject_request_errors(status, count=1, kinds=["send"])
+
+    with pytest.raises(PublishError) as info:
+        client.publish(_message(), validate_only=True)
+
+    assert info.value.retryable is True and info.value.definitely_not_sent is False
+    assert client.publish(_message(), validate_only=True)
+    assert emulator.publishes == []
+
+
+def test_an_earlier_attempts_answer_never_stands_for_a_request_that_got_none(fcm_app, emulator):
+    # A batch's first attempt was answered (and noted beneath the SDK), then the process went
+    # on without reading it; the next attempt gets no answer at all. It is no success.
+    client = SdkClient(fcm_app, "v1")
+    evidence = mounted_adapter(fcm_app).evidence
+    evidence.note("POST", "tok-a", TOPIC, TokenAnswer(None, True))  # the earlier answer
+
+    result = client.subscribe(["tok-a"], TOPIC, give_up_at=time.monotonic() - 1)  # never sent
+
+    assert result.reasons != (None,) and result.proven == (False,)
+    assert emulator.stats == {}
+    assert evidence.take("POST", "tok-a", TOPIC) is None

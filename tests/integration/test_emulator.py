@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from topic_sync.emulator import REASON_WIRE, FcmEmulator, Publish
+from topic_sync.emulator import REASON_WIRE, SHAPES, Canned, FcmEmulator, Publish
 from topic_sync.fcm.sdk_bridge import has_fcm_details
 
 REASONS = [
@@ -531,6 +531,232 @@ def test_stats_and_direct_changes(http, emu):
     assert emu.members("t") == {"tok-2"}
     emu.unsubscribe_direct("tok-2", "t")
     assert emu.members("t") == set()
+
+
+# --------------------------------------------------------------------------- FCM's own shapes
+
+# FCM's ErrorCode enum (firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode), with the
+# alias APNS_AUTH_ERROR the SDK suites still replay.
+FCM_ERROR_CODES = {
+    "UNSPECIFIED_ERROR",
+    "INVALID_ARGUMENT",
+    "UNREGISTERED",
+    "SENDER_ID_MISMATCH",
+    "QUOTA_EXCEEDED",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "THIRD_PARTY_AUTH_ERROR",
+}
+
+
+def test_the_emulator_carries_only_error_codes_fcm_has():
+    for reason, (_status, _google, fcm_code) in REASON_WIRE.items():
+        assert fcm_code is None or fcm_code in FCM_ERROR_CODES, reason
+    # A per-token NOT_FOUND is the Python suite's bare 404: Google's error, no FcmError.
+    assert REASON_WIRE["NOT_FOUND"] == (404, "NOT_FOUND", None)
+    # Each FcmError code on the HTTP status FCM's reference gives it.
+    documented = {
+        "INVALID_ARGUMENT": 400,
+        "UNREGISTERED": 404,
+        "SENDER_ID_MISMATCH": 403,
+        "QUOTA_EXCEEDED": 429,
+        "UNAVAILABLE": 503,
+        "INTERNAL": 500,
+        "THIRD_PARTY_AUTH_ERROR": 401,
+    }
+    for reason, (status, _google, fcm_code) in REASON_WIRE.items():
+        if fcm_code in documented:
+            assert status == documented[fcm_code], reason
+
+
+def test_a_dead_token_is_answered_as_the_sdk_suites_replay_it(http, emu):
+    emu.unregister("tok-dead")
+    resp = unsubscribe(http, emu, "tok-dead", "t")
+    error = resp.json()["error"]
+    assert resp.status_code == 404 and error["status"] == "NOT_FOUND"
+    assert error["details"] == [
+        {
+            "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+            "errorCode": "UNREGISTERED",
+        }
+    ]
+
+
+# --------------------------------------------------------------------------- strange answers
+
+
+def _request(http, emu, kind: str, token: str = "tok-1", tokens: int = 3) -> requests.Response:
+    """One request of `kind`, redirects not followed (a client must not follow them)."""
+    if kind == "subscribe":
+        return http.post(
+            subs_url(emu, token), params={"topic_name": "t"}, json={}, allow_redirects=False
+        )
+    if kind == "unsubscribe":
+        return http.delete(
+            subs_url(emu, token, "t"), params={"allow_missing": "true"}, allow_redirects=False
+        )
+    if kind in ("batchAdd", "batchRemove"):
+        body = {"to": "/topics/t", "registration_tokens": [f"{token}-{i}" for i in range(tokens)]}
+        return http.post(f"{emu.base_url}/iid/v1:{kind}", json=body, allow_redirects=False)
+    return http.post(
+        f"{emu.base_url}/v1/projects/{PROJECT}/messages:send",
+        json={"message": {"topic": "t"}},
+        allow_redirects=False,
+    )
+
+
+ALL_KINDS = ["subscribe", "unsubscribe", "batchAdd", "batchRemove", "send"]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize(
+    ("shape", "status", "content_type", "body"),
+    [
+        ("html", 200, "text/html", b"<!DOCTYPE html>"),
+        ("empty", 200, "application/json", b""),
+        ("text", 200, "text/plain", b"OK"),
+        ("json-error", 200, "application/json", b'{"error":{"code":404'),
+        ("json-list", 200, "application/json", b"[]"),
+        ("json-null", 200, "application/json", b"null"),
+        ("string-error", 200, "application/json", b'{"error":"NotRegistered"}'),
+    ],
+)
+def test_the_fault_menu_answers_any_request_strangely(
+    http, emu, kind, shape, status, content_type, body
+):
+    emu.inject_answer(shape, kinds=[kind])
+    resp = _request(http, emu, kind)
+    assert resp.status_code == status
+    assert resp.headers["Content-Type"].startswith(content_type)
+    assert resp.content.startswith(body)
+    assert emu.members("t") == set() and emu.publishes == []  # not served
+    assert emu.stats[(kind, status)] == 1
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_a_redirect_points_at_a_landing_that_counts_who_followed_it(http, emu, kind):
+    emu.inject_answer("redirect", kinds=[kind])
+    resp = _request(http, emu, kind)
+    assert resp.status_code == 302 and resp.headers["Location"] == "/landing"
+    assert emu.stats[(kind, 302)] == 1
+    followed = http.get(f"{emu.base_url}{resp.headers['Location']}")
+    assert followed.status_code == 200 and followed.json() == {}
+    assert emu.stats[("landing", 200)] == 1
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_a_cut_answer_promises_more_than_it_sends(http, emu, kind):
+    emu.inject_answer("cut", kinds=[kind], count=1)
+    with pytest.raises(requests.exceptions.RequestException):
+        _request(http, emu, kind)
+    assert _request(http, emu, kind).status_code == 200  # used up; the next is whole
+
+
+@pytest.mark.parametrize(
+    ("shape", "results"),
+    [
+        ("short-results", 2),
+        ("empty-results", 0),
+        ("long-results", 4),
+        ("non-object-results", 3),
+    ],
+)
+def test_legacy_results_of_the_wrong_length_or_kind(http, emu, shape, results):
+    emu.inject_answer(shape, kinds=["batchAdd"])
+    body = _request(http, emu, "batchAdd", tokens=3).json()
+    assert len(body["results"]) == results
+    if shape == "non-object-results":
+        assert not any(isinstance(r, dict) for r in body["results"])
+
+
+def test_legacy_answers_without_a_results_list(http, emu):
+    emu.inject_answer("no-results", kinds=["batchRemove"], count=1)
+    emu.inject_answer("results-not-list", kinds=["batchAdd"], count=1)
+    assert _request(http, emu, "batchRemove").json() == {}
+    assert _request(http, emu, "batchAdd").json() == {"results": {}}
+
+
+def test_send_answers_that_name_no_message(http, emu):
+    emu.inject_answer("no-name", kinds=["send"], count=1)
+    emu.inject_answer("null-name", kinds=["send"], count=1)
+    assert _request(http, emu, "send").json() == {"name": None}  # the newest first
+    assert _request(http, emu, "send").json() == {}
+    assert emu.publishes == []
+
+
+def test_strange_answers_target_tokens_count_and_may_follow_the_work(http, emu):
+    emu.inject_answer("html", kinds=["subscribe"], tokens=["tok-2"], count=1, served=True)
+    emu.inject_answer("empty", status=204, kinds=["unsubscribe"], tokens=["tok-1"])
+    assert _request(http, emu, "subscribe", "tok-1").status_code == 200  # not targeted
+    odd = _request(http, emu, "subscribe", "tok-2")
+    assert odd.status_code == 200 and odd.content.startswith(b"<!DOCTYPE")
+    assert emu.members("t") == {"tok-1", "tok-2"}  # served first: FCM did the work
+    assert subscribe(http, emu, "tok-2", "t").status_code == 409  # count used up
+    for _ in range(2):  # until cleared
+        assert _request(http, emu, "unsubscribe", "tok-1").status_code == 204
+    assert emu.members("t") == {"tok-1", "tok-2"}  # not served
+    emu.clear_faults()
+    assert _request(http, emu, "unsubscribe", "tok-1").status_code == 200
+    assert emu.members("t") == {"tok-2"}
+
+
+def test_a_canned_answer_goes_out_byte_for_byte(http, emu):
+    body = b'{"error": {"status": "NOT_FOUND", "message": "Not found"}}'
+    emu.inject_answer(Canned(404, body, None), kinds=["unsubscribe"])
+    resp = _request(http, emu, "unsubscribe")
+    assert resp.status_code == 404 and resp.content == body
+    assert "Content-Type" not in resp.headers  # as the Python suite's mock adapter answers
+
+
+def test_whole_request_errors_come_before_strange_answers(http, emu):
+    emu.inject_answer("html", kinds=["subscribe"])
+    emu.inject_request_errors(503, count=1)
+    assert _request(http, emu, "subscribe").status_code == 503
+    assert _request(http, emu, "subscribe").content.startswith(b"<!DOCTYPE")
+
+
+def test_strange_answer_arguments_are_checked(emu):
+    with pytest.raises(ValueError, match="shape must be one of"):
+        emu.inject_answer("nonsense")
+    with pytest.raises(ValueError, match="answers only"):
+        emu.inject_answer("short-results", kinds=["subscribe"])
+    with pytest.raises(ValueError, match="answers only"):
+        emu.inject_answer("no-name")  # every kind, but only sends can be answered so
+    with pytest.raises(ValueError, match="kinds must be among"):
+        emu.inject_answer("html", kinds=["publish"])
+    with pytest.raises(ValueError, match="count"):
+        emu.inject_answer("html", count=0)
+    with pytest.raises(ValueError, match="status"):
+        emu.inject_answer("html", status=42)
+    with pytest.raises(ValueError, match="status goes with a named shape"):
+        emu.inject_answer(Canned(200, b"{}"), status=404)
+    with pytest.raises(ValueError, match="cut"):
+        Canned(200, b"{}", cut=2)
+    assert set(SHAPES) >= {"html", "empty", "text", "redirect", "cut", "short-results"}
+
+
+def test_strange_answers_over_the_control_api(http, emu):
+    base = f"{emu.base_url}/emulator"
+    spec = {
+        "answers": [  # in order: the newest a request meets wins
+            {"canned": {"status": 200, "body": "<p>hi</p>", "content_type": "text/html"}},
+            {"canned": {"status": 200, "body_base64": "e30=", "cut": 1}, "kinds": ["send"]},
+            {"shape": "long-results", "kinds": ["batchAdd"], "count": 1},
+        ]
+    }
+    assert http.post(f"{base}/faults", json=spec).status_code == 200
+    assert len(_request(http, emu, "batchAdd", tokens=2).json()["results"]) == 3
+    assert _request(http, emu, "subscribe").content == b"<p>hi</p>"
+    with pytest.raises(requests.exceptions.RequestException):
+        _request(http, emu, "send")  # "{}" promised, "{" sent
+    assert http.post(f"{base}/faults", json={"answers": None}).status_code == 200
+    assert _request(http, emu, "subscribe").status_code == 200
+    bad = http.post(f"{base}/faults", json={"answers": [{"shape": "nonsense"}]})
+    assert bad.status_code == 400 and "shape must be one of" in bad.json()["error"]
+    bad = http.post(
+        f"{base}/faults", json={"answers": [{"canned": {"status": 200, "body_base64": "!"}}]}
+    )
+    assert bad.status_code == 400
 
 
 # --------------------------------------------------------------------------- control API

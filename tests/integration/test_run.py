@@ -72,6 +72,12 @@ def token_row(engine, token: str, topic: str):
         ).one()
 
 
+def _bare_404(reason: str, transport: str) -> bool:
+    """NOT_FOUND on v1 travels as a bare 404 (no FCM details): believed only once the run has
+    seen the endpoint answer per token, so one round after the first proven success."""
+    return reason == "NOT_FOUND" and transport != "legacy-iid"
+
+
 @pytest.mark.parametrize("reason", SUBSCRIBE_REASONS)
 def test_subscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason) -> None:
     audience = toks(0, 5)
@@ -85,7 +91,8 @@ def test_subscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason
     assert result.status == "published"
     assert last_recipients(emulator, topic) == frozenset(audience) - {bad}
     if rule.subscribe is Outcome.PERMANENT:
-        assert status == "unsubscribed" and attempts == 1
+        assert status == "unsubscribed"
+        assert attempts == (2 if _bare_404(reason, deps.client.transport) else 1)
         assert invalid == (rule.code if rule.marks_invalid else None)
     else:
         assert rule.subscribe is Outcome.RETRY
@@ -97,8 +104,8 @@ def test_subscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason
 
 @pytest.mark.parametrize("reason", SUBSCRIBE_REASONS)
 def test_unsubscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason) -> None:
-    run_day(opts(tmp_path, message_file, toks(0, 6)), deps)
-    leaving = toks(0, 6)[5]
+    run_day(opts(tmp_path, message_file, toks(0, 7)), deps)
+    leaving = toks(0, 7)[5]  # toks(0, 7)[6] leaves too, answered as FCM does for most
     emulator.inject_token_error(leaving, reason, op="unsubscribe")
     later = DAY + dt.timedelta(days=POOL)  # same topic again
     topic = topic_for(PREFIX, POOL, later)

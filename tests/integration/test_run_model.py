@@ -1,17 +1,22 @@
 """The sync engine against a model of FCM, driven by hypothesis.
 
 Random audiences over several days, random per-token answers from the error table, random
-whole-request failures (some of them after FCM did the work), and crashes before or after
-FCM served a call, the publish included. After each finished day the model's membership of
-the day's topic is exactly the day's valid audience, the day was published once to exactly
-those tokens, and the database agrees with the model. PostgreSQL is real; FCM is the model
-below, which answers as FCM does (a dead token is dead for every topic and every call).
+whole-request failures (some of them after FCM did the work), strange answers (a proxy's HTML,
+an empty body, a JSON error on a 200, a redirect, a cut body, a legacy `results` list one short
+or one long...; some of them after FCM did the work), and crashes before or after FCM served a
+call, the publish included. After each finished day the model's membership of the day's topic
+is exactly the day's valid audience, the day was published once to exactly those tokens, and
+the database agrees with the model. PostgreSQL is real; FCM is the model below, which answers
+as FCM does (a dead token is dead for every topic and every call) and on the wire: each answer
+is an HTTP status and body, in the shapes the emulator uses, read by the same functions the
+transports use (v1: fcm.answers.read_topic_answer; legacy: fcm.client.legacy_result).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,12 +28,16 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy import text
 
 from tests.support import write_audience
+from topic_sync.emulator.replies import Reply, error_reply, reason_reply
+from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND, Request, build
 from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
 from topic_sync.errors import PublishWithheld
-from topic_sync.fcm.client import BatchResult
+from topic_sync.fcm.answers import RawAnswer, read_topic_answer
+from topic_sync.fcm.client import BatchResult, legacy_result
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
+from topic_sync.fcm.sdk_bridge import topic_error_code
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.pool import topic_for
 from topic_sync.store import db
@@ -41,6 +50,10 @@ STOP = {r for r in all_reasons() if classify(r).subscribe is Outcome.STOP}
 REASONS = sorted(set(all_reasons()) - STOP) + ["SOMETHING_NEW"]
 DEAD_REASONS = {r for r in REASONS if classify(r).marks_invalid}
 WHOLE_REASONS = ["NOT_FOUND", "INVALID_ARGUMENT", "INTERNAL", "UNAVAILABLE", "RESOURCE_EXHAUSTED"]
+# Strange answers: per request on v1, per batch on the legacy API (see emulator/shapes.py).
+ODD_V1 = list(FOR_EVERY_KIND)
+ODD_LEGACY = [*FOR_EVERY_KIND, *FOR_BATCHES]
+ODD = "odd:"  # a fault whose "reason" is ODD + shape answers with that strange shape
 
 
 class Crash(BaseException):
@@ -50,16 +63,26 @@ class Crash(BaseException):
 @dataclass
 class TokenFault:
     op: str
-    reason: str
+    reason: str  # a raw reason, or ODD + a shape
     times: int
     applied: bool  # FCM did the work but answered the error (a retryable answer only)
+
+
+def _raw(reply: Reply) -> RawAnswer:
+    """An answer as a client reads it: a cut one has no body."""
+    location = dict(reply.headers).get("Location")
+    return RawAnswer(reply.status, reply.body if reply.cut is None else None, location)
+
+
+def _odd(shape: str, kind: str, tokens: int) -> RawAnswer:
+    return _raw(build(shape, Request(kind, tokens)))
 
 
 @dataclass
 class ModelFcm:
     """FCM as topic-sync must assume it behaves: idempotent calls, dead tokens stay dead."""
 
-    transport: str = "model"
+    transport: str = "v1"  # "v1" (one answer per token) or "legacy-iid" (one per batch)
     target: FcmTarget = FcmTarget("model-project", "emulator model")
     members: dict[str, set[str]] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
@@ -92,6 +115,7 @@ class ModelFcm:
         return None
 
     def _one(self, token: str, topic: str, op: str) -> str | None:
+        """The raw reason (or ODD + shape) FCM answers for one token, doing its work."""
         faults = self.token_faults.get(token, [])
         fault = next((f for f in faults if f.op == op), None)
         member = token in self.members.get(topic, set())
@@ -111,19 +135,56 @@ class ModelFcm:
             self._apply(token, topic, op)
         return fault.reason
 
+    def _wire(self, token: str, topic: str, op: str, was_member: bool) -> RawAnswer:
+        """FCM's v1 answer for one token, as the emulator gives it."""
+        reason = self._one(token, topic, op)
+        if reason is not None and reason.startswith(ODD):
+            return _odd(reason[len(ODD) :], op, 1)
+        if reason is not None:
+            return _raw(reason_reply(reason))
+        if op == "unsubscribe":
+            return RawAnswer(200, b"{}")
+        if was_member:
+            return _raw(error_reply(409, "ALREADY_EXISTS"))
+        name = f"projects/model-project/registrations/{token}/topicSubscriptions/{topic}"
+        body = {"name": name, "topicName": topic, "createTime": "2026-11-01T06:00:00.000000Z"}
+        return RawAnswer(200, json.dumps(body).encode())
+
     def _manage(self, tokens: Sequence[str], topic: str, op: str) -> BatchResult:
         self.calls += 1
         self._crash(after=False)
+        kind = (
+            op if self.transport == "v1" else ("batchAdd" if op == "subscribe" else "batchRemove")
+        )
         if self.batch_faults:
             reason, applied = self.batch_faults.pop(0)
             if applied:
                 for token in tokens:
                     self._apply(token, topic, op)
             self._crash(after=True)
-            return BatchResult.whole(reason, len(tokens))
-        reasons = [self._one(token, topic, op) for token in tokens]
+            if not reason.startswith(ODD):
+                return BatchResult.whole(reason, len(tokens))
+            answer = _odd(reason[len(ODD) :], kind, len(tokens))
+            if self.transport != "v1":
+                return legacy_result(answer, tokens)
+            return BatchResult.of_answers([self._read(answer, op, topic) for _ in tokens])
+        if self.transport == "v1":
+            held = self.members.get(topic, set())
+            wire = [self._wire(token, topic, op, token in held) for token in tokens]
+            self._crash(after=True)
+            return BatchResult.of_answers([self._read(answer, op, topic) for answer in wire])
+        results = []
+        for token in tokens:
+            reason = self._one(token, topic, op)
+            results.append({} if reason is None else {"error": reason})
         self._crash(after=True)
-        return BatchResult.per_token(reasons)
+        return legacy_result(RawAnswer(200, json.dumps({"results": results}).encode()), tokens)
+
+    @staticmethod
+    def _read(answer: RawAnswer, op: str, topic: str):
+        return read_topic_answer(
+            answer, subscribe=op == "subscribe", topic=topic, error_code=topic_error_code
+        )
 
     def publish(self, message, *, validate_only: bool = False) -> str:
         if validate_only:
@@ -142,13 +203,22 @@ class ModelFcm:
 
 
 # At most one fault per token and operation, each failing at most twice: with two whole-
-# request failures that is at most four failed attempts, within max_retries.
-token_faults = st.dictionaries(
-    st.tuples(st.sampled_from(TOKENS), st.sampled_from(["subscribe", "unsubscribe"])),
-    st.tuples(st.sampled_from(REASONS), st.integers(1, 2), st.booleans()),
-    max_size=4,
-)
-batch_faults = st.lists(st.tuples(st.sampled_from(WHOLE_REASONS), st.booleans()), max_size=2)
+# request failures (or strange batch answers) that is at most four failed attempts, within
+# max_retries. On v1 a token's fault may be a strange answer to its own request.
+def token_faults(transport: str) -> st.SearchStrategy[dict[tuple[str, str], tuple]]:
+    odd = [ODD + shape for shape in ODD_V1] if transport == "v1" else []
+    return st.dictionaries(
+        st.tuples(st.sampled_from(TOKENS), st.sampled_from(["subscribe", "unsubscribe"])),
+        st.tuples(st.sampled_from(REASONS + odd), st.integers(1, 2), st.booleans()),
+        max_size=4,
+    )
+
+
+def batch_faults(transport: str) -> st.SearchStrategy[list[tuple[str, bool]]]:
+    odd = [ODD + shape for shape in (ODD_V1 if transport == "v1" else ODD_LEGACY)]
+    return st.lists(st.tuples(st.sampled_from(WHOLE_REASONS + odd), st.booleans()), max_size=2)
+
+
 crashes = st.none() | st.tuples(st.integers(1, 10), st.booleans())
 
 
@@ -171,12 +241,15 @@ def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_
 
         @rule(
             audience=st.sets(st.sampled_from(TOKENS), min_size=1),
-            faults=token_faults,
-            whole=batch_faults,
+            transport=st.sampled_from(["v1", "legacy-iid"]),
             crash=crashes,
+            data=st.data(),
         )
-        def a_day(self, audience, faults, whole, crash) -> None:
+        def a_day(self, audience, transport, crash, data) -> None:
+            faults = data.draw(token_faults(transport), label="token faults")
+            whole = data.draw(batch_faults(transport), label="batch faults")
             fcm = self.fcm
+            fcm.transport = transport
             fcm.token_faults = {}
             for (token, op), (reason, times, applied) in faults.items():
                 fcm.token_faults.setdefault(token, []).append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from topic_sync.fcm.answers import REDIRECTED, UNEXPECTED_ANSWER
 from topic_sync.fcm.error_table import (
     NO_VERDICT,
     RULES,
@@ -150,7 +151,10 @@ def test_markdown_table_lists_every_rule_with_brief_wording():
     assert lines[0] == "| raw reason(s) | code | meaning | subscribe | unsubscribe |"
     assert len(lines) == 2 + len(RULES) + 2
     assert lines[-2].startswith("| anything else, UNKNOWN_ERROR | unknown-error |")
-    assert lines[-1].startswith("| any of the above without per-token evidence | no-verdict |")
+    assert lines[-1].startswith(
+        "| UNEXPECTED_ANSWER, REDIRECTED, or any of the above without per-token evidence "
+        "| no-verdict |"
+    )
     assert "| NOT_FOUND, UNREGISTERED | registration-token-not-registered |" in lines[3]
     for line in lines[2:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
@@ -180,5 +184,16 @@ def test_an_unproven_answer_never_settles_a_token(reason, op):
 
 def test_no_verdict_is_retried_both_ways_and_marks_nothing():
     assert (NO_VERDICT.subscribe, NO_VERDICT.unsubscribe) == (RETRY, RETRY)
-    assert not NO_VERDICT.marks_invalid and NO_VERDICT.reasons == ()
+    assert not NO_VERDICT.marks_invalid
     assert rule_for_code("no-verdict") is NO_VERDICT
+
+
+@pytest.mark.parametrize("op", list(Op))
+@pytest.mark.parametrize("proven", [True, False])
+def test_an_answer_of_no_documented_shape_or_a_redirect_is_no_verdict(op, proven):
+    # What a transport reports for a 2xx of no documented shape (HTML, empty, an error
+    # object...) or a 3xx: never a success, never a dead mark, whatever claims to prove it.
+    assert NO_VERDICT.reasons == (UNEXPECTED_ANSWER, REDIRECTED)
+    for reason in NO_VERDICT.reasons:
+        assert classify(reason) is NO_VERDICT
+        assert rule_for(reason, op, proven=proven) is NO_VERDICT

@@ -13,14 +13,16 @@ as ``https://fcm.googleapis.com`` and ``https://iid.googleapis.com``:
   every publish together with the tokens subscribed to the topic at that instant, so tests can
   check for misdelivery.
 
-Faults (per-token errors, whole-request errors, a quota, latency) are set in-process or through
-a small HTTP control API under ``/emulator/`` for an emulator started in another process.
+Its answers are the shapes FCM documents and the official Admin SDK suites replay. Faults
+(per-token errors, whole-request errors, strange answers FCM is not known to send, a quota,
+latency) are set in-process or through a small HTTP control API under ``/emulator/`` for an
+emulator started in another process.
 Standard library only; one lock guards all state.
 
 ``core`` holds ``FcmEmulator``, the one entry point, and ``serve()``; the parts are
 ``state`` (what FCM knows), ``faults`` (what to inject), ``routes`` (request kinds),
-``replies`` (how answers travel), ``api`` (FCM's endpoints), ``control`` (``/emulator/``)
-and ``server`` (HTTP).
+``replies`` (how answers travel), ``shapes`` (the strange answers of the fault menu), ``api``
+(FCM's endpoints), ``control`` (``/emulator/``) and ``server`` (HTTP).
 """
 
 from topic_sync.emulator.core import (
@@ -28,6 +30,8 @@ from topic_sync.emulator.core import (
     MAX_MESSAGE_BYTES,
     MAX_TOPICS_PER_TOKEN,
     REASON_WIRE,
+    SHAPES,
+    Canned,
     FcmEmulator,
     Publish,
     is_loopback,
@@ -35,6 +39,8 @@ from topic_sync.emulator.core import (
 )
 
 __all__ = [
+    "SHAPES",
+    "Canned",
     "MAX_BATCH_TOKENS",
     "MAX_MESSAGE_BYTES",
     "MAX_TOPICS_PER_TOKEN",

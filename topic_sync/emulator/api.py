@@ -30,6 +30,7 @@ from topic_sync.emulator.replies import (
     service_disabled_reply,
 )
 from topic_sync.emulator.routes import LEGACY_KINDS, V1_TOKEN_KINDS, route
+from topic_sync.emulator.shapes import Request
 from topic_sync.emulator.state import FcmState
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL, MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
 
@@ -78,6 +79,20 @@ def _subscription_json(project: str, token: str, topic: str, created: str) -> by
     )
 
 
+def _request_tokens(kind: str, args: tuple[str, ...], body: bytes) -> list[str]:
+    """The registration tokens a request is about (a v1 path's, a legacy batch's)."""
+    if kind in V1_TOKEN_KINDS:
+        return [args[1]]
+    if kind in LEGACY_KINDS:
+        try:
+            data = json.loads(body or b"null")
+        except ValueError:
+            return []
+        tokens = data.get("registration_tokens") if isinstance(data, dict) else None
+        return [t for t in tokens if isinstance(t, str)] if isinstance(tokens, list) else []
+    return []
+
+
 class FcmApi:
     """FCM's request handling over the emulator's state, faults and lock."""
 
@@ -89,6 +104,10 @@ class FcmApi:
     def handle(self, method: str, path: str, query: str, body: bytes) -> Reply:
         """Answer one FCM request (anything outside ``/emulator/``)."""
         kind, args = route(method, path)
+        if kind == "landing":
+            with self._lock:
+                self._state.stats[(kind, 200)] += 1
+            return Reply(200, b"{}")
         latency = self._faults.latency
         if latency and kind != "unknown":
             time.sleep(latency)
@@ -116,11 +135,17 @@ class FcmApi:
             project = args[0] if kind not in LEGACY_KINDS else "unknown"
             return service_disabled_reply(project)
         fault = self._faults.take_request_error(kind)
-        if fault is None:
+        if fault is not None:
+            if fault.served:
+                self._serve(kind, args, params, body)
+            return request_error_reply(fault.status, fault.retry_after, legacy=kind in LEGACY_KINDS)
+        tokens = _request_tokens(kind, args, body)
+        odd = self._faults.take_answer(kind, tokens)
+        if odd is None:
             return self._serve(kind, args, params, body)
-        if fault.served:
+        if odd.served:
             self._serve(kind, args, params, body)
-        return request_error_reply(fault.status, fault.retry_after, legacy=kind in LEGACY_KINDS)
+        return odd.reply(Request(kind, len(tokens)))
 
     def _serve(self, kind: str, args: tuple[str, ...], params: Params, body: bytes) -> Reply:
         if kind in V1_TOKEN_KINDS:

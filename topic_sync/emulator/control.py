@@ -12,12 +12,14 @@ never faulted, delayed or counted in stats.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from topic_sync.emulator.replies import Reply, dumps
+from topic_sync.emulator.shapes import Canned
 
 PREFIX = "/emulator/"
 
@@ -30,6 +32,17 @@ class Controlled(Protocol):
     def reset(self) -> None: ...
     def clear_faults(self) -> None: ...
     def _clear_request_errors(self) -> None: ...
+    def _clear_answers(self) -> None: ...
+    def inject_answer(
+        self,
+        answer: str | Canned,
+        *,
+        status: int | None = ...,
+        kinds: Iterable[str] | None = ...,
+        tokens: Iterable[str] | None = ...,
+        count: int | None = ...,
+        served: bool = ...,
+    ) -> None: ...
     def inject_token_error(
         self, token: str, reason: str, op: str = ..., times: int | None = ...
     ) -> None: ...
@@ -83,8 +96,10 @@ def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
     """Apply a ``POST /emulator/faults`` body; a key present with null clears that fault.
 
     ``{"token_errors": [{"token", "reason", "op"?, "times"?}], "request_errors": {"status",
-    "count"?, "rate"?, "retry_after"?, "seed"?, "kinds"?, "served"?}, "quota": rps,
-    "latency": seconds, "api_disabled": bool, "unregister": [token]}``, every key optional.
+    "count"?, "rate"?, "retry_after"?, "seed"?, "kinds"?, "served"?}, "answers": [{"shape"
+    or "canned": {"status", "body"? or "body_base64"?, "content_type"?, "headers"?, "cut"?},
+    "status"?, "kinds"?, "tokens"?, "count"?, "served"?}], "quota": rps, "latency": seconds,
+    "api_disabled": bool, "unregister": [token]}``, every key optional.
     """
     if not isinstance(spec, dict):
         raise ValueError("faults body must be a JSON object")
@@ -106,6 +121,19 @@ def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
                 kinds=rq.get("kinds"),
                 served=bool(rq.get("served", False)),
             )
+    if "answers" in spec:
+        if spec["answers"] is None:
+            emulator._clear_answers()
+        for item in spec["answers"] or ():
+            answer = _canned(item["canned"]) if "canned" in item else str(item["shape"])
+            emulator.inject_answer(
+                answer,
+                status=item.get("status"),
+                kinds=item.get("kinds"),
+                tokens=item.get("tokens"),
+                count=item.get("count"),
+                served=bool(item.get("served", False)),
+            )
     if "quota" in spec:
         emulator.set_quota(spec["quota"])
     if "latency" in spec:
@@ -115,6 +143,22 @@ def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
         emulator.set_api_disabled(False if disabled is None else disabled)
     for token in spec.get("unregister") or ():
         emulator.unregister(token)
+
+
+def _canned(spec: dict[str, Any]) -> Canned:
+    """A canned answer from JSON: the body as text, or as base64 for any bytes."""
+    if "body_base64" in spec:
+        body = base64.b64decode(spec["body_base64"], validate=True)
+    else:
+        body = str(spec.get("body", "")).encode()
+    headers = tuple((str(name), str(value)) for name, value in spec.get("headers") or ())
+    return Canned(
+        int(spec["status"]),
+        body,
+        spec.get("content_type", "application/json; charset=UTF-8"),
+        headers,
+        spec.get("cut"),
+    )
 
 
 def _apply_direct(emulator: Controlled, spec: dict[str, Any]) -> None:

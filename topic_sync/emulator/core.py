@@ -16,10 +16,13 @@ from topic_sync.emulator.control import handle_control
 from topic_sync.emulator.faults import Faults
 from topic_sync.emulator.replies import REASON_WIRE, Reply
 from topic_sync.emulator.server import EmulatorServer
+from topic_sync.emulator.shapes import SHAPES, Canned
 from topic_sync.emulator.state import FcmState, Publish
 from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN
 
 __all__ = [
+    "SHAPES",
+    "Canned",
     "MAX_BATCH_TOKENS",
     "MAX_MESSAGE_BYTES",
     "MAX_TOPICS_PER_TOKEN",
@@ -141,6 +144,34 @@ class FcmEmulator:
                 served=served,
             )
 
+    def inject_answer(
+        self,
+        answer: str | Canned,
+        *,
+        status: int | None = None,
+        kinds: Iterable[str] | None = None,
+        tokens: Iterable[str] | None = None,
+        count: int | None = None,
+        served: bool = False,
+    ) -> None:
+        """Answer FCM requests with a strange answer instead of FCM's own.
+
+        ``answer`` is a shape of the fault menu (``SHAPES``: ``html``, ``empty``, ``text``,
+        ``json-error``, ``json-list``, ``json-null``, ``string-error``, ``redirect``, ``cut``;
+        for legacy batches ``short-results``, ``empty-results``, ``long-results``,
+        ``no-results``, ``results-not-list``, ``non-object-results``; for sends ``no-name``,
+        ``null-name``), built for the request it answers, with ``status`` replacing the
+        shape's own; or a ``Canned`` answer given byte for byte. ``kinds`` limits it to those
+        requests, ``tokens`` to requests about any of those tokens, ``count`` to that many
+        requests (None: until cleared). ``served`` serves the request first (FCM did the
+        work) and answers strangely after. The newest injection a request meets wins; whole-
+        request errors (inject_request_errors) are met first.
+        """
+        with self._lock:
+            self._faults.inject_answer(
+                answer, status=status, kinds=kinds, tokens=tokens, count=count, served=served
+            )
+
     def add_trap(
         self, kind: str, nth: int, action: Callable[[], object], *, after: bool = False
     ) -> None:
@@ -172,8 +203,8 @@ class FcmEmulator:
             self._state.unregister(token)
 
     def clear_faults(self) -> None:
-        """Drop token/request faults, quota, latency and a disabled API; unregistered tokens
-        stay dead."""
+        """Drop token/request faults, strange answers, quota, latency and a disabled API;
+        unregistered tokens stay dead."""
         with self._lock:
             self._faults.clear()
 
@@ -187,6 +218,11 @@ class FcmEmulator:
         """Disarm whole-request errors only (the control API's ``"request_errors": null``)."""
         with self._lock:
             self._faults.clear_request_errors()
+
+    def _clear_answers(self) -> None:
+        """Disarm strange answers only (the control API's ``"answers": null``)."""
+        with self._lock:
+            self._faults.clear_answers()
 
     # ----------------------------------------------------------------- inspection
 

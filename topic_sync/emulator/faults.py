@@ -1,5 +1,6 @@
-"""The faults a test can inject: per-token errors, whole-request errors, quota, latency, traps,
-and a Firebase Cloud Messaging API that is not enabled for the project.
+"""The faults a test can inject: per-token errors, whole-request errors, strange answers (see
+``shapes``), quota, latency, traps, and a Firebase Cloud Messaging API that is not enabled for
+the project.
 
 Why it exists: FCM's per-token errors, failed requests and rate limits cannot be provoked on
 demand against Google, so these are the knobs tests turn. Each setter checks its arguments;
@@ -17,8 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from topic_sync.emulator.replies import REQUEST_ERROR_STATUS
+from topic_sync.emulator.replies import REQUEST_ERROR_STATUS, Reply
 from topic_sync.emulator.routes import KINDS
+from topic_sync.emulator.shapes import Canned, Request, build, check_shape
 
 OPS = ("subscribe", "unsubscribe", "both")
 """What a per-token fault applies to."""
@@ -50,6 +52,28 @@ class RequestError(NamedTuple):
     status: int
     retry_after: int | None
     served: bool
+
+
+@dataclass
+class AnswerFault:
+    """A strange answer armed by inject_answer: a named shape or a canned answer."""
+
+    answer: str | Canned
+    status: int | None  # overrides a named shape's own status
+    kinds: frozenset[str] | None  # None: every kind of FCM request
+    tokens: frozenset[str] | None  # None: whatever tokens the request carries
+    remaining: int | None  # None: until cleared
+    served: bool  # the request is served first, then answered strangely
+
+    def meets(self, kind: str, tokens: list[str]) -> bool:
+        return (self.kinds is None or kind in self.kinds) and (
+            self.tokens is None or not self.tokens.isdisjoint(tokens)
+        )
+
+    def reply(self, request: Request) -> Reply:
+        if isinstance(self.answer, Canned):
+            return self.answer.reply()
+        return build(self.answer, request, self.status)
 
 
 @dataclass
@@ -94,6 +118,7 @@ class Faults:
     def clear(self) -> None:
         self.token_faults: dict[str, list[TokenFault]] = {}  # newest first
         self.request_faults: RequestFaults | None = None
+        self.answer_faults: list[AnswerFault] = []  # newest first
         self.bucket: Bucket | None = None
         self.latency = 0.0
         self.traps: list[Trap] = []
@@ -141,6 +166,38 @@ class Faults:
 
     def clear_request_errors(self) -> None:
         self.request_faults = None
+
+    def inject_answer(
+        self,
+        answer: str | Canned,
+        *,
+        status: int | None,
+        kinds: Iterable[str] | None,
+        tokens: Iterable[str] | None,
+        count: int | None,
+        served: bool,
+    ) -> None:
+        """See FcmEmulator.inject_answer."""
+        kind_set = None if kinds is None else frozenset(kinds)
+        if kind_set is not None and not kind_set <= KINDS:
+            raise ValueError(f"kinds must be among {sorted(KINDS)}")
+        if isinstance(answer, str):
+            check_shape(answer, kind_set)
+        elif not isinstance(answer, Canned):
+            raise ValueError("answer must be a shape name or a Canned answer")
+        elif status is not None:
+            raise ValueError("status goes with a named shape; a Canned answer has its own")
+        if status is not None and not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status (100-599)")
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ValueError("count must be None or a positive integer")
+        token_set = None if tokens is None else frozenset(tokens)
+        self.answer_faults.insert(
+            0, AnswerFault(answer, status, kind_set, token_set, count, served)
+        )
+
+    def clear_answers(self) -> None:
+        self.answer_faults = []
 
     def add_trap(self, kind: str, nth: int, action: Callable[[], object], after: bool) -> None:
         """See FcmEmulator.add_trap."""
@@ -208,6 +265,17 @@ class Faults:
         if rf.count is not None:
             rf.count -= 1
         return RequestError(rf.status, rf.retry_after, rf.served)
+
+    def take_answer(self, kind: str, tokens: list[str]) -> AnswerFault | None:
+        """The newest strange answer armed for this request, used up by one."""
+        for fault in self.answer_faults:
+            if fault.meets(kind, tokens):
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self.answer_faults.remove(fault)
+                return fault
+        return None
 
     def take_quota(self, cost: float) -> bool:
         """Charge ``cost`` requests against the quota; False if it is used up."""

@@ -18,28 +18,35 @@ TEXT = "text/plain; charset=UTF-8"
 
 # How a per-token reason R travels on the v1 API, chosen so that firebase-admin's
 # ``_MessagingService._get_topic_error_code(body, status)`` gives back exactly R:
-# R -> (HTTP status, Google ``error.status``, FcmError ``errorCode``).
-# An answer about a token carries FCM's error details (the FcmError ``errorCode``), as FCM
-# does: that is what lets a client tell it from a front end's bare 404 or 400. Quota and
-# server errors may come without details; they are retried either way.
+# R -> (HTTP status, Google ``error.status``, FcmError ``errorCode``), in the shapes FCM
+# documents and the official SDK suites replay. FcmError codes are only those FCM has
+# (UNSPECIFIED_ERROR, INVALID_ARGUMENT, UNREGISTERED, SENDER_ID_MISMATCH, QUOTA_EXCEEDED,
+# UNAVAILABLE, INTERNAL, THIRD_PARTY_AUTH_ERROR), each on the HTTP status FCM's ErrorCode
+# reference gives it. NOT_FOUND is the Python suite's bare per-token 404 (Google's error,
+# no FcmError detail); RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and the credential codes are
+# Google's canonical errors without details.
 # A ``None`` Google status means a non-JSON body, from which the SDK derives UNKNOWN_ERROR.
 REASON_WIRE: dict[str, tuple[int, str | None, str | None]] = {
     "INVALID_ARGUMENT": (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT"),
-    "NOT_FOUND": (404, "NOT_FOUND", "NOT_FOUND"),
+    "NOT_FOUND": (404, "NOT_FOUND", None),
     "UNREGISTERED": (404, "NOT_FOUND", "UNREGISTERED"),
     "SENDER_ID_MISMATCH": (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
-    "INTERNAL": (500, "INTERNAL", None),
-    "UNAVAILABLE": (503, "UNAVAILABLE", None),
+    "INTERNAL": (500, "INTERNAL", "INTERNAL"),
+    "UNAVAILABLE": (503, "UNAVAILABLE", "UNAVAILABLE"),
     "DEADLINE_EXCEEDED": (504, "DEADLINE_EXCEEDED", None),
-    "TOO_MANY_TOPICS": (400, "FAILED_PRECONDITION", "TOO_MANY_TOPICS"),
     "RESOURCE_EXHAUSTED": (429, "RESOURCE_EXHAUSTED", None),
     "QUOTA_EXCEEDED": (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
     "UNAUTHENTICATED": (401, "UNAUTHENTICATED", None),
     "PERMISSION_DENIED": (403, "PERMISSION_DENIED", None),
+    "THIRD_PARTY_AUTH_ERROR": (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR"),
+    "UNSPECIFIED_ERROR": (500, "UNKNOWN", "UNSPECIFIED_ERROR"),
     "UNKNOWN_ERROR": (502, None, None),
 }
-# Any other reason is carried as an FcmError detail on a 400: a 4xx keeps the SDK's own
-# transport retries (500/503 only) from silently swallowing an injected fault.
+# Any other reason R (TOO_MANY_TOPICS, a code FCM may add) is carried as an FcmError detail
+# with errorCode R on a 400, the shape of the Python suite's own unknown-code fixture
+# (SOME_UNKNOWN_CODE). FCM documents no v1 answer for the 2000-topic limit; this is the
+# emulator's stand-in for it. A 4xx keeps the SDK's own transport retries (500/503 only)
+# from silently swallowing an injected fault.
 _OTHER_REASON_WIRE = (400, "FAILED_PRECONDITION")
 
 # Whole-request failures that can be injected: HTTP status -> Google status (None: a non-JSON
@@ -71,12 +78,18 @@ _MESSAGES = {
 
 
 class Reply(NamedTuple):
-    """One HTTP answer, complete: the HTTP handler only writes it out."""
+    """One HTTP answer, complete: the HTTP handler only writes it out.
+
+    ``content_type=None`` sends no Content-Type (as the SDK suites' mock adapters answer);
+    ``cut=N`` declares the whole body's length, sends its first N bytes and closes the
+    connection: an answer cut short.
+    """
 
     status: int
     body: bytes
-    content_type: str = JSON
+    content_type: str | None = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    cut: int | None = None
 
 
 def dumps(obj: Any) -> bytes:

@@ -40,4 +40,6 @@ def route(method: str, path: str) -> tuple[str, tuple[str, ...]]:
         return "batchAdd", ()
     elif method == "POST" and path == "/iid/v1:batchRemove":
         return "batchRemove", ()
+    elif path == "/landing":
+        return "landing", ()  # where the emulator's own redirects point (see shapes)
     return "unknown", ()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +49,12 @@ class EmulatorServer(ThreadingHTTPServer):
                 self._conns.add(conn)
             else:
                 self._conns.discard(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (a timeout, a cut answer) is no emulator error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._conns_lock:
@@ -111,12 +118,16 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # keep the connection answering; surface the bug
                 reply = error_reply(500, "INTERNAL", f"emulator error: {exc!r}")
         self.send_response_only(reply.status)
-        self.send_header("Content-Type", reply.content_type)
+        if reply.content_type is not None:
+            self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(reply.body)
+            # An answer cut short: the length promised, part of the body, the end.
+            self.wfile.write(reply.body if reply.cut is None else reply.body[: reply.cut])
+        if reply.cut is not None:
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = _serve

@@ -6,7 +6,8 @@ outcome in one transaction that commits only after FCM answered, so a crash anyw
 loses nothing and a rerun redoes at most one batch (FCM's calls are idempotent).
 Retryable tokens are re-batched in rounds under the retry policy, until the deadline.
 Only an answer about a token settles it (error_table.rule_for), and the dead-token guard
-refuses to believe a flood of "dead" answers.
+refuses to believe a flood of "dead" answers. A bare v1 404 NOT_FOUND (no FCM details) is
+believed only on an endpoint proven by this run's own per-token successes (DeadGuard).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from sqlalchemy import Connection, Engine
 from topic_sync import store
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.errors import CredentialsError, DeadTokenGuard, Fenced, Locked
-from topic_sync.fcm.client import CREDENTIALS_HELP, FcmClient
+from topic_sync.fcm.answers import UNEXPECTED_ANSWER
+from topic_sync.fcm.client import CREDENTIALS_HELP, BatchResult, FcmClient
 from topic_sync.fcm.error_table import RATE_LIMITED, Outcome, rule_for
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.states import Op
@@ -67,6 +69,13 @@ class DeadGuard:
     answers at once are likelier a wrong project, an API not enabled or credentials for
     another project: past `limit` verdicts, none is believed any more (the tokens stay
     owed, unmarked) and the run stops without publishing.
+
+    It also keeps the run's proof that the v1 endpoint answers per token: how many proven
+    per-token successes each operation has recorded. A bare 404 NOT_FOUND (Google's error
+    without FCM's details: the Python SDK suite's per-token fixture, but also what a front
+    end answers for a route it does not know, or an API not enabled) is a verdict about its
+    token only once the same run has recorded such a success for the same operation, in an
+    earlier batch; and it counts against the limit like any "dead" answer.
     """
 
     def __init__(self, limit: int) -> None:
@@ -75,6 +84,17 @@ class DeadGuard:
         self.distrusted = 0
         self.tripped = False
         self._lock = threading.Lock()
+        self._successes: Counter[Op] = Counter()
+
+    def endpoint_proven(self, op: Op) -> bool:
+        """Whether `op` has been answered with a proven per-token success in this run."""
+        with self._lock:
+            return self._successes[op] > 0
+
+    def prove_endpoint(self, op: Op, successes: int) -> None:
+        """Count proven per-token successes of `op` (FCM's documented success shape)."""
+        with self._lock:
+            self._successes[op] += successes
 
     @classmethod
     def for_work(cls, share: float, work: int) -> DeadGuard:
@@ -386,14 +406,19 @@ def _one_batch(
         call = deps.client.subscribe if op is Op.SUBSCRIBE else deps.client.unsubscribe
         # The batch holds its transaction open while FCM answers: it ends in bounded time.
         give_up_at = min(deadline_at, deps.monotonic() + BATCH_BUDGET_SECONDS)
+        endpoint_proven = guard.endpoint_proven(op)  # by earlier batches only
         result = call(tokens, topic, give_up_at=give_up_at)
         outcomes = []
-        for (token_id, _), reason, proven in zip(rows, result.reasons, result.proven, strict=True):
-            outcome = _map(token_id, reason, op, proven=proven)
+        successes = 0
+        for index, (token_id, _) in enumerate(rows):
+            outcome = judge(token_id, result, index, op, endpoint_proven=endpoint_proven)
             if outcome is None:
-                stop_reason = reason
+                stop_reason = result.reasons[index]
                 continue
+            if result.reasons[index] is None and result.proven[index]:
+                successes += 1
             outcomes.append(outcome)
+        guard.prove_endpoint(op, successes)
         dead = sum(1 for o in outcomes if o.invalid)
         if dead and not guard.admit(dead):
             outcomes = [o.distrusted(_S.pending_for(op)) if o.invalid else o for o in outcomes]
@@ -428,10 +453,23 @@ def _one_batch(
     )
 
 
+def judge(
+    token_id: int, result: BatchResult, index: int, op: Op, *, endpoint_proven: bool
+) -> store.TokenOutcome | None:
+    """What token `index` of a batch's answer settles; None means stop the run.
+
+    Only an answer about the token settles it; a bare v1 404 NOT_FOUND is about the token
+    only on an endpoint this run has seen answer per token (DeadGuard.endpoint_proven).
+    """
+    proven = result.proven[index] or (result.is_bare_not_found(index) and endpoint_proven)
+    return _map(token_id, result.reasons[index], op, proven=proven)
+
+
 def _map(token_id: int, reason: str | None, op: Op, *, proven: bool) -> store.TokenOutcome | None:
     """One token's FCM answer through the error table; None means stop the run."""
-    if reason is None:
+    if reason is None and proven:
         return store.TokenOutcome(token_id, _S.confirmed_for(op), None, None, False, False)
+    reason = UNEXPECTED_ANSWER if reason is None else reason  # a success nobody proved
     rule = rule_for(reason, op, proven=proven)
     outcome = rule.outcome(op)
     if outcome is Outcome.STOP:

@@ -5,8 +5,10 @@ threads: about 0.7 ms of client CPU per token, spent mostly handing work between
 one process tops out far below FCM's quota. This transport sends the very same bytes (method,
 target, headers in the SDK's order, body: `tests/integration/test_client.py` compares them
 with what firebase-admin sends) from one event-loop thread over persistent HTTP/1.1
-connections, and reads answers with the SDK's own error parser, from the raw answer, so it
-also knows whether an error carried FCM's details (evidence about the token).
+connections, and reads each raw answer by the same evidence rule as the SDK path
+(answers.py, with the SDK's own error parser): a success of the documented shape, or an
+error carrying FCM's details, is about the token; anything else, a redirect included (this
+client never follows one), is no verdict.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import ssl
 import threading
 import time
@@ -27,13 +28,13 @@ from urllib.parse import quote, urlsplit
 import firebase_admin
 import urllib3
 
+from topic_sync.fcm.answers import NO_ANSWER, RawAnswer, TokenAnswer, read_topic_answer
 from topic_sync.fcm.client import BatchResult, SdkClient, check_batch
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.fcm.sdk_bridge import (
     FCM_HOST,
     HTTP_TIMEOUT_SECONDS,
     DirectAuth,
-    has_fcm_details,
     mounted_adapter,
     registration_segment,
     retry_after,
@@ -43,8 +44,7 @@ from topic_sync.fcm.sdk_bridge import (
 # Requests in flight per client, all batches together. At 50 ms of FCM latency the quota
 # (3,000/s) needs 150 in flight; firebase-admin itself opens up to 100 per call.
 DIRECT_CONNECTIONS = 192
-NOT_SENT = "NOT_SENT"  # the batch's time was up before this request could go out
-NO_ANSWER = "UNKNOWN_ERROR"  # as the SDK reports a request that got no answer
+NOT_SENT = TokenAnswer("NOT_SENT", False)  # the batch's time was up before it could go out
 MAX_HEAD_BYTES = 1 << 16
 
 
@@ -251,11 +251,10 @@ class DirectV1Client(SdkClient):
     ) -> BatchResult:
         batch = check_batch(tokens)
         head = self._head(subscribe)  # may refresh the credential: not on the loop
-        future: Future[list[tuple[str | None, bool]]] = asyncio.run_coroutine_threadsafe(
+        future: Future[list[TokenAnswer]] = asyncio.run_coroutine_threadsafe(
             self._batch(batch, topic, subscribe, head, give_up_at), self._loop
         )
-        answers = future.result()
-        return BatchResult(tuple(a[0] for a in answers), tuple(a[1] for a in answers))
+        return BatchResult.of_answers(future.result())
 
     def _head(self, subscribe: bool) -> str:
         """Every header line the SDK would send after the request line, Host first."""
@@ -267,9 +266,9 @@ class DirectV1Client(SdkClient):
 
     async def _batch(
         self, batch: list[str], topic: str, subscribe: bool, head: str, give_up_at: float | None
-    ) -> list[tuple[str | None, bool]]:
+    ) -> list[TokenAnswer]:
         encoded_topic = quote(topic, safe="")
-        answers: list[tuple[str | None, bool]] = [(NOT_SENT, False)] * len(batch)
+        answers: list[TokenAnswer] = [NOT_SENT] * len(batch)
 
         def request(token: str, head: str) -> bytes:
             path = f"{self._path_root}/{registration_segment(token)}/topicSubscriptions"
@@ -280,13 +279,13 @@ class DirectV1Client(SdkClient):
             return (line + head).encode("latin-1")
 
         async def one(index: int, token: str) -> None:
-            answer = await self._send(request(token, head), subscribe, give_up_at)
-            if answer[0] == "UNAUTHENTICATED":
+            answer = await self._send(request(token, head), subscribe, topic, give_up_at)
+            if answer.reason == "UNAUTHENTICATED":
                 # The token may have expired early: refresh once and try again, as
                 # google-auth's session does for the SDK's own requests.
                 self._auth.expire()
                 fresh = await asyncio.to_thread(self._head, subscribe)
-                answer = await self._send(request(token, fresh), subscribe, give_up_at)
+                answer = await self._send(request(token, fresh), subscribe, topic, give_up_at)
             answers[index] = answer
 
         await asyncio.gather(*(one(i, token) for i, token in enumerate(batch)))
@@ -307,31 +306,29 @@ class DirectV1Client(SdkClient):
         return True
 
     async def _send(
-        self, request: bytes, subscribe: bool, give_up_at: float | None
-    ) -> tuple[str | None, bool]:
-        """(raw reason or None, whether the answer is about the token)."""
+        self, request: bytes, subscribe: bool, topic: str, give_up_at: float | None
+    ) -> TokenAnswer:
+        """The answer to one request, read by the evidence rule."""
         async with self._pool.turn():
             if give_up_at is not None and time.monotonic() >= give_up_at:
-                return NOT_SENT, False
+                return NOT_SENT
             if self._pacer is not None and not await self._paced(give_up_at):
-                return NOT_SENT, False
+                return NOT_SENT
             try:
                 answer = await self._pool.request(request, HTTP_TIMEOUT_SECONDS)
-            except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError):
-                return NO_ANSWER, False
+            except (
+                OSError,
+                EOFError,
+                ValueError,
+                IndexError,
+                asyncio.LimitOverrunError,
+                urllib3.exceptions.HTTPError,  # a body whose content coding does not decode
+            ):
+                return TokenAnswer(NO_ANSWER, False)
         if self._pacer is not None:
             self._pacer.observe(answer.status, retry_after(_titled(answer.headers)))
-        if answer.status < 300 or (subscribe and answer.status == 409):
-            return None, True
-        try:
-            parsed = json.loads(answer.body or b"{}")
-        except ValueError:
-            parsed = {}
-        parsed = parsed if isinstance(parsed, dict) else {}
-        error = parsed.get("error")
-        if subscribe and isinstance(error, dict) and error.get("status") == "ALREADY_EXISTS":
-            return None, True
-        return topic_error_code(parsed, answer.status), has_fcm_details(parsed)
+        raw = RawAnswer(answer.status, answer.body, answer.headers.get("location"))
+        return read_topic_answer(raw, subscribe=subscribe, topic=topic, error_code=topic_error_code)
 
 
 def _titled(headers: dict[str, str]) -> dict[str, str]:

@@ -5,10 +5,12 @@ token succeeded, failed for good, should be retried, or whether the whole run
 must stop. The table in docs/errors.md is generated from it (and a test keeps them equal).
 
 A verdict about a token (a removal confirmed, a token found dead) needs an answer
-about that token: a per-token result in a legacy batch response, or a v1 error that
-carries FCM's error details. A whole-request error, or a v1 error without details
-(a front end, a disabled API), proves nothing about any token, so `rule_for` turns
-such an answer into NO_VERDICT: retried, and never a confirmation or a dead mark.
+about that token: a per-token result in a legacy batch response of the documented shape,
+or a v1 4xx that carries FCM's error details. A whole-request error, or a v1 error without
+details (a front end, a disabled API), proves nothing about any token, so `rule_for` turns
+such an answer into NO_VERDICT: retried, and never a confirmation or a dead mark. A success
+needs the same evidence (fcm/answers.py): an answer of no documented shape arrives as
+UNEXPECTED_ANSWER, a redirect as REDIRECTED, and both are NO_VERDICT.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from topic_sync.fcm.answers import REDIRECTED, UNEXPECTED_ANSWER
 from topic_sync.states import Op
 
 __all__ = [
@@ -115,16 +118,16 @@ UNKNOWN = ErrorRule(
 
 NO_VERDICT = ErrorRule(
     "no-verdict",
-    (),
-    "an answer about the request, not the token: a whole-request error, or a v1 error "
-    "without FCM's error details",
+    (UNEXPECTED_ANSWER, REDIRECTED),
+    "an answer about the request, not the token: a whole-request error, a v1 error "
+    "without FCM's error details, an answer of no documented shape, a redirect",
     _R,
     _R,
 )
 
 _VERDICTS = (Outcome.SUCCESS, Outcome.PERMANENT)
 
-_BY_REASON = {reason: rule for rule in (*RULES, UNKNOWN) for reason in rule.reasons}
+_BY_REASON = {reason: rule for rule in (*RULES, UNKNOWN, NO_VERDICT) for reason in rule.reasons}
 _BY_CODE = {rule.code: rule for rule in (*RULES, UNKNOWN, NO_VERDICT)}
 
 
@@ -169,7 +172,7 @@ def markdown_table() -> str:
         if rule is UNKNOWN:
             reasons = "anything else, " + reasons
         if rule is NO_VERDICT:
-            reasons = "any of the above without per-token evidence"
+            reasons = f"{reasons}, or any of the above without per-token evidence"
         lines.append(
             f"| {reasons} | {rule.code} | {rule.meaning} | {rule.subscribe} | {rule.unsubscribe} |"
         )

@@ -26,11 +26,19 @@ import requests.adapters
 from firebase_admin import credentials, messaging
 from urllib3.util import retry as urllib3_retry
 
+from topic_sync.fcm.answers import (
+    NO_ANSWER,
+    RawAnswer,
+    TokenAnswer,
+    has_fcm_details,
+    read_topic_answer,
+)
 from topic_sync.fcm.pacer import Pacer
 
 FCM_HOST = "https://fcm.googleapis.com"
-FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 IID_HOST = "https://iid.googleapis.com"
+__all__ = ["has_fcm_details"]  # re-exported: callers read FCM's answers through this module too
+
 SDK_POOL_SIZE = 100  # firebase-admin fans a v1 call out over up to 100 threads
 HTTP_TIMEOUT_SECONDS = 30.0  # connect and read timeout of every request to FCM, any transport
 
@@ -60,37 +68,55 @@ def registration_segment(token: str) -> str:
     return quote(token, safe="")
 
 
-def has_fcm_details(body: object) -> bool:
-    """Whether a v1 error body carries FCM's own error details (an FcmError with a code).
-
-    FCM says what is wrong with a registration in those details; a front end (an API not
-    enabled, a route not found) answers in Google's error format without them.
-    """
-    error = body.get("error") if isinstance(body, dict) else None
-    details = error.get("details") if isinstance(error, dict) else None
-    return isinstance(details, list) and any(
-        isinstance(d, dict) and d.get("@type") == FCM_ERROR_TYPE and d.get("errorCode")
-        for d in details
-    )
-
-
 class Evidence:
-    """For each failed v1 topic-subscription request the SDK made, whether FCM's answer
-    carried its error details. The SDK folds a response into a reason string and drops
-    the rest; the adapter notes this beneath it, and the client takes it per token."""
+    """What FCM answered, noted beneath the SDK, which folds an answer into a reason string (or
+    into nothing at all, for a 2xx) and drops the rest.
+
+    For each v1 topic-subscription request, the answer read by the evidence rule
+    (answers.read_topic_answer), keyed by (method, token, topic); for each legacy batch, the
+    raw answer, keyed by (path, topic, tokens); for each send, the raw answer, per thread (the
+    SDK sends a message in the caller's thread). The client takes what it needs after the call.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, str, str], bool] = {}
+        self._seen: dict[tuple[str, str, str], TokenAnswer] = {}
+        self._batches: dict[tuple[str, str, tuple[str, ...]], RawAnswer] = {}
+        self._sends = threading.local()
 
-    def note(self, method: str, token: str, topic: str, proven: bool) -> None:
+    def note(self, method: str, token: str, topic: str, answer: TokenAnswer) -> None:
         with self._lock:
-            self._seen[(method, token, topic)] = proven
+            self._seen[(method, token, topic)] = answer
 
-    def take(self, method: str, token: str, topic: str) -> bool:
-        """Whether the failed answer for (method, token, topic) was proven; False if unseen."""
+    def forget(self, method: str, tokens: Sequence[str], topic: str) -> None:
+        """Drop what was noted for these requests: a batch starts from no answer at all, so a
+        request that gets none this time cannot be read by an earlier attempt's answer."""
         with self._lock:
-            return self._seen.pop((method, token, topic), False)
+            for token in tokens:
+                self._seen.pop((method, token, topic), None)
+
+    def take(self, method: str, token: str, topic: str) -> TokenAnswer | None:
+        """The answer noted for (method, token, topic), forgotten as it is taken; None if none
+        came (the request got no answer at all, or was never sent)."""
+        with self._lock:
+            return self._seen.pop((method, token, topic), None)
+
+    def note_batch(self, path: str, topic: str, tokens: Sequence[str], answer: RawAnswer) -> None:
+        with self._lock:
+            self._batches[(path, topic, tuple(tokens))] = answer
+
+    def take_batch(self, path: str, topic: str, tokens: Sequence[str]) -> RawAnswer | None:
+        with self._lock:
+            return self._batches.pop((path, topic, tuple(tokens)), None)
+
+    def note_send(self, answer: RawAnswer | None) -> None:
+        self._sends.answer = answer
+
+    def take_send(self) -> RawAnswer | None:
+        """The raw answer to this thread's last send (None: none came), forgotten as taken."""
+        answer: RawAnswer | None = getattr(self._sends, "answer", None)
+        self._sends.answer = None
+        return answer
 
 
 class Budgets:
@@ -124,19 +150,33 @@ class Budgets:
 
 def _batch_target(request: requests.PreparedRequest) -> tuple[str, str] | None:
     """(first token, topic) of a legacy batch request."""
-    if not str(request.url).split("?", 1)[0].endswith(("/iid/v1:batchAdd", "/iid/v1:batchRemove")):
+    batch = _batch_request(request)
+    return (batch[2][0], batch[1]) if batch and batch[2] else None
+
+
+def _batch_request(request: requests.PreparedRequest) -> tuple[str, str, list[str]] | None:
+    """(path, topic, tokens) of a legacy batch request, else None."""
+    path = urlsplit(str(request.url)).path
+    if not path.endswith(("/iid/v1:batchAdd", "/iid/v1:batchRemove")):
         return None
     body = request.body if isinstance(request.body, str | bytes) else b"{}"
     try:
         data = json.loads(body or b"{}")
-        token, topic = data["registration_tokens"][0], str(data["to"])
-    except (ValueError, KeyError, IndexError, TypeError):
+        tokens, topic = data["registration_tokens"], str(data["to"])
+    except (ValueError, KeyError, TypeError):
         return None
-    return str(token), topic.removeprefix("/topics/")
+    if not isinstance(tokens, list):
+        return None
+    return path.rsplit("/", 1)[-1], topic.removeprefix("/topics/"), [str(t) for t in tokens]
 
 
 class OutOfTime(requests.exceptions.ConnectionError):
     """Not sent: the batch's time was up (its answer is no verdict, and it is retried)."""
+
+
+class Redirected(requests.exceptions.HTTPError):
+    """FCM's host answered a 3xx: never followed (requests would turn a POST into a GET to
+    wherever it points, and take that answer for FCM's), and never a verdict."""
 
 
 def _subscription_target(method: str, url: str) -> tuple[str, str] | None:
@@ -158,8 +198,8 @@ def _subscription_target(method: str, url: str) -> tuple[str, str] | None:
 
 class RedirectingAdapter(requests.adapters.HTTPAdapter):
     """Sends the SDK's requests to another base URL, unchanged otherwise, paces every
-    topic-management request through the shared pacer, and notes for each failed v1
-    subscription answer whether it was evidence about its token (see Evidence)."""
+    topic-management request through the shared pacer, notes what FCM answered beneath the
+    SDK (see Evidence), and never follows a redirect."""
 
     def __init__(
         self, target: str | None, retries: urllib3_retry.Retry, pacer: Pacer | None = None
@@ -190,21 +230,49 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
         response = super().send(request, *args, **kwargs)
         if self.pacer is not None:
             self.pacer.observe(response.status_code, retry_after(response.headers), cost)
-        if response.status_code >= 400:
-            self._note_evidence(request, response)
+        self._note(request, response)
+        if 300 <= response.status_code < 400:
+            raise Redirected(
+                f"FCM answered HTTP {response.status_code} (redirect to "
+                f"{response.headers.get('Location') or 'nowhere'}): not followed",
+                request=request,
+                response=response,
+            )
         return response
 
-    def _note_evidence(
-        self, request: requests.PreparedRequest, response: requests.Response
-    ) -> None:
-        target = _subscription_target(str(request.method), str(request.url))
-        if target is None:
+    def _note(self, request: requests.PreparedRequest, response: requests.Response) -> None:
+        """Note the raw answer of a topic-subscription request, a legacy batch or a send.
+
+        The body is read here (as requests would read it next); a body cut short is noted as
+        such, and the error goes on up as requests would raise it.
+        """
+        method, url = str(request.method), str(request.url)
+        target = _subscription_target(method, url)
+        batch = None if target else _batch_request(request)
+        send = target is None and batch is None and url.split("?", 1)[0].endswith(":send")
+        if target is None and batch is None and not send:
             return
+        failure = None
         try:
-            body = json.loads(response.content or b"{}")
-        except ValueError:
-            body = None
-        self.evidence.note(str(request.method), target[0], target[1], has_fcm_details(body))
+            body: bytes | None = response.content or b""
+        except requests.exceptions.RequestException as error:
+            body, failure = None, error
+        answer = RawAnswer(response.status_code, body, response.headers.get("Location"))
+        if target is not None:
+            if body is None:
+                noted = TokenAnswer(NO_ANSWER, False)
+            else:
+                subscribe = method == "POST"
+                noted = read_topic_answer(
+                    answer, subscribe=subscribe, topic=target[1], error_code=topic_error_code
+                )
+            self.evidence.note(method, target[0], target[1], noted)
+        elif batch is not None:
+            self.evidence.note_batch(*batch, answer)
+        else:
+            self.evidence.note_send(answer)
+        if failure is not None:
+            raise failure  # as requests itself would have, reading the body next
 
 
 def request_cost(request: requests.PreparedRequest) -> int:
@@ -285,19 +353,43 @@ def list_topic_subscriptions(
     )
     page_token = None
     while True:
-        params = {"pageSize": page_size}
+        params: dict[str, str | int] = {"pageSize": page_size}
         if page_token:
             params["pageToken"] = page_token
         body = service._client.body(
             "get", url=url, params=params, headers=dict(service._fcm_headers)
         )
-        for item in body.get("topicSubscriptions", []):
-            name = item.get("topicName") or item.get("name", "").rsplit("/", 1)[-1]
-            if name:
-                yield name
-        page_token = body.get("nextPageToken")
+        names, page_token = _list_page(body)
+        yield from names
         if not page_token:
             return
+
+
+class UnexpectedAnswer(requests.exceptions.RequestException):
+    """A 2xx whose body is not of the documented shape: it proves nothing."""
+
+
+def _list_page(body: object) -> tuple[list[str], str | None]:
+    """The topic names and next page token of a ListTopicSubscriptionsResponse; an answer of
+    another shape (a list, an error object, subscriptions without a topic) is no answer."""
+    items = body.get("topicSubscriptions", []) if isinstance(body, dict) else None
+    page_token = body.get("nextPageToken") if isinstance(body, dict) else None
+    if (
+        not isinstance(body, dict)
+        or "error" in body
+        or not isinstance(items, list)
+        or not isinstance(page_token, str | None)
+    ):
+        raise UnexpectedAnswer(f"a topic list of no known shape: {str(body)[:120]!r}")
+    names = []
+    for item in items:
+        name = item.get("topicName") if isinstance(item, dict) else None
+        if not name and isinstance(item, dict) and isinstance(item.get("name"), str):
+            name = item["name"].rsplit("/topicSubscriptions/", 1)[-1]
+        if not isinstance(name, str) or not name:
+            raise UnexpectedAnswer(f"a listed subscription names no topic: {str(item)[:120]!r}")
+        names.append(name)
+    return names, page_token or None
 
 
 def mint_token(app: firebase_admin.App) -> str | None:
