@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from tests.support import execute, toks
+from tests.support import ensure_campaign, execute, toks
 from topic_sync import store
 from topic_sync.errors import InputFileError
 
@@ -20,10 +20,14 @@ def reco(engine):
     execute(engine, "CREATE TABLE reco (token text, n int)")
     for n, token in enumerate(AUDIENCE):
         execute(engine, "INSERT INTO reco VALUES (:t, :n)", t=token, n=n)
+    with engine.begin() as conn:
+        campaign = ensure_campaign(conn, "jobreco")
     execute(
         engine,
-        "INSERT INTO runs (prefix, run_date, topic, transport, status, publish_state) "
-        "VALUES ('jobreco', '2026-11-22', 'jobreco-0', 'v1', 'published', 'sent')",
+        "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status, "
+        "publish_state) VALUES (:c, 'jobreco', '2026-11-22', 'jobreco-0', 'v1', 'published', "
+        "'sent')",
+        c=campaign,
     )
     execute(
         engine,
