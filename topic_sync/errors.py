@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     NOT_READY = 9
     NO_AUDIENCE = 10
     DATABASE_UNAVAILABLE = 11
+    INCOMPLETE = 12
 
 
 class TopicSyncError(Exception):

@@ -70,7 +70,7 @@ def test_a_legacy_200_without_results_leaves_the_additions_owed(
     day1 = _run(env, tmp_path, message_file, transport, DAY1, AUDIENCE)
 
     _no_traceback(day1)
-    assert day1.returncode == 0, describe(day1)  # published; the additions are owed, and said so
+    assert day1.returncode == 12, describe(day1)  # published; the additions owed: exit 12
     result = summary(day1)
     assert result["owed_subscriptions"] == 30 and result["added"] == 0
     assert result["failed"] == {"no-verdict": 30}

@@ -23,7 +23,13 @@ from tests.support import token_row as token_record
 from topic_sync.engine.reconcile import ReconcileOptions, reconcile
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
-from topic_sync.errors import CredentialsError, InputFileError, PublishWithheld, Refused
+from topic_sync.errors import (
+    CredentialsError,
+    ExitCode,
+    InputFileError,
+    PublishWithheld,
+    Refused,
+)
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
 from topic_sync.inputs.audience import shorten
 from topic_sync.pool import topic_for
@@ -99,6 +105,10 @@ def test_subscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason
         assert status == "pending_subscribe"
         assert attempts == 1 + 2  # first try + max_retries
         assert result.owed_subscriptions == 1
+    # A token that missed the message because no answer proved its subscription: not exit 0.
+    assert result.exit_code == (
+        ExitCode.OK if rule.subscribe is Outcome.PERMANENT else ExitCode.INCOMPLETE
+    )
     assert result.failed == {rule.code: 1}
 
 

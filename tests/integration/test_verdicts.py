@@ -102,6 +102,7 @@ def test_an_addition_answered_strangely_is_owed_not_recorded(
     result = run_day(opts(tmp_path, message_file, audience), deps)
     assert result.status == "published"
     assert result.owed_subscriptions == 5
+    assert result.exit_code is ExitCode.INCOMPLETE  # they missed the message: never exit 0
     assert set(subscriptions(deps.engine, TOPIC).values()) == {"pending_subscribe"}
     assert result.failed == {("unknown-error" if shape == "cut" else "no-verdict"): 5}
     emulator.clear_faults()

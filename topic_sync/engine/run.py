@@ -178,6 +178,10 @@ class RunResult:
 
     @property
     def exit_code(self) -> ExitCode:
+        """Published with additions still owed is not done: those tokens missed the day's
+        message, and exit 0 would hide it from cron and monitoring."""
+        if self.status is RunOutcome.PUBLISHED and self.owed_subscriptions:
+            return ExitCode.INCOMPLETE
         return ExitCode.OK
 
     def summary(self) -> dict[str, Any]:
@@ -692,8 +696,10 @@ def _sync_and_publish(
     )
     if owed_add:
         result.note = (
-            f"{owed_add} tokens could not be subscribed and missed today's message; "
-            "see 'topic-sync report'"
+            f"published, but {owed_add} tokens could not be subscribed (no answer proved their "
+            "subscription) and missed today's message: exit 12. 'topic-sync report' lists "
+            f"them; 'topic-sync reconcile --topic {topic} --live' subscribes them for the next "
+            "message"
         )
     return result
 
