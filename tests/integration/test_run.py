@@ -890,9 +890,9 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     answers: list[tuple[bool, int]] = []  # (quota found yet, HTTP status)
     observe = paced.pacer.observe
 
-    def recording(status, retry_after=None, cost=1.0):
+    def recording(status, retry_after=None, cost=1.0, sent_at=None):
         answers.append((paced.pacer.ceiling is not None, status))
-        observe(status, retry_after, cost)
+        observe(status, retry_after, cost, sent_at)
 
     paced.pacer.observe = recording
     audience = toks(0, 6000)

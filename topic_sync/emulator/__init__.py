@@ -18,7 +18,8 @@ a small HTTP control API under ``/emulator/`` for an emulator started in another
 Standard library only; one lock guards all state.
 
 ``core`` holds ``FcmEmulator``, the one entry point, and ``serve()``; the parts are
-``state`` (what FCM knows), ``faults`` (what to inject), ``routes`` (request kinds),
+``state`` (what FCM knows), ``faults`` (what to inject), ``quota`` (the rate limit's shapes),
+``routes`` (request kinds),
 ``replies`` (how answers travel), ``api`` (FCM's endpoints), ``control`` (``/emulator/``)
 and ``server`` (HTTP).
 """

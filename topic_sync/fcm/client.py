@@ -28,7 +28,7 @@ from topic_sync.errors import CredentialsError, TopicSyncError
 from topic_sync.fcm.sdk_bridge import (
     list_topic_subscriptions,
     mounted_adapter,
-    retry_after,
+    wait_hint,
 )
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE, MAX_TOKENS_PER_CALL
@@ -192,8 +192,18 @@ class PublishError(TopicSyncError):
 
 
 def _retry_after(error: fb_exceptions.FirebaseError) -> float | None:
-    response = error.http_response
-    return retry_after(response.headers) if response is not None else None
+    return _hint(error.http_response)
+
+
+def _hint(response: requests.Response | None) -> float | None:
+    """When an error answer said to ask again (Retry-After or a RetryInfo detail)."""
+    if response is None:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return wait_hint(response.headers, body)
 
 
 def _whole_request_reason(error: fb_exceptions.FirebaseError) -> str:
@@ -308,7 +318,7 @@ class SdkClient:
             raise ListError(
                 f"listing the topics of a token failed: {error}",
                 status=status,
-                retry_after=retry_after(response.headers) if response is not None else None,
+                retry_after=_hint(response),
                 proven=_answer_has_details(response),
             ) from error
 

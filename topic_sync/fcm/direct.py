@@ -36,8 +36,8 @@ from topic_sync.fcm.sdk_bridge import (
     has_fcm_details,
     mounted_adapter,
     registration_segment,
-    retry_after,
     topic_error_code,
+    wait_hint,
 )
 
 # Requests in flight per client, all batches together. At 50 ms of FCM latency the quota
@@ -310,24 +310,30 @@ class DirectV1Client(SdkClient):
         self, request: bytes, subscribe: bool, give_up_at: float | None
     ) -> tuple[str | None, bool]:
         """(raw reason or None, whether the answer is about the token)."""
+        pacer = self._pacer
         async with self._pool.turn():
             if give_up_at is not None and time.monotonic() >= give_up_at:
                 return NOT_SENT, False
-            if self._pacer is not None and not await self._paced(give_up_at):
+            if pacer is not None and not await self._paced(give_up_at):
                 return NOT_SENT, False
+            sent_at = pacer.now() if pacer is not None else 0.0
             try:
                 answer = await self._pool.request(request, HTTP_TIMEOUT_SECONDS)
             except (OSError, EOFError, ValueError, IndexError, asyncio.LimitOverrunError):
                 return NO_ANSWER, False
-        if self._pacer is not None:
-            self._pacer.observe(answer.status, retry_after(_titled(answer.headers)))
-        if answer.status < 300 or (subscribe and answer.status == 409):
+        ok = answer.status < 300 or (subscribe and answer.status == 409)
+        parsed: dict[str, object] = {}
+        if not ok:
+            try:
+                loaded = json.loads(answer.body or b"{}")
+            except ValueError:
+                loaded = {}
+            parsed = loaded if isinstance(loaded, dict) else {}
+        if pacer is not None:
+            hint = wait_hint(_titled(answer.headers), parsed) if not ok else None
+            pacer.observe(answer.status, hint, 1.0, sent_at)
+        if ok:
             return None, True
-        try:
-            parsed = json.loads(answer.body or b"{}")
-        except ValueError:
-            parsed = {}
-        parsed = parsed if isinstance(parsed, dict) else {}
         error = parsed.get("error")
         if subscribe and isinstance(error, dict) and error.get("status") == "ALREADY_EXISTS":
             return None, True

@@ -27,6 +27,7 @@ from firebase_admin import credentials, messaging
 from urllib3.util import retry as urllib3_retry
 
 from topic_sync.fcm.pacer import Pacer
+from topic_sync.fcm.wire import RETRY_INFO_TYPE
 
 FCM_HOST = "https://fcm.googleapis.com"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -187,24 +188,29 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
             raise OutOfTime("not sent: the batch's time was up", request=request)
         if self.pacer is not None and cost and self.pacer.try_acquire(cost, until) is None:
             raise OutOfTime("not sent: the pace would pass the batch's time", request=request)
+        sent_at = self.pacer.now() if self.pacer is not None else 0.0
         response = super().send(request, *args, **kwargs)
+        body = _json(response.content) if response.status_code >= 400 else None
         if self.pacer is not None:
-            self.pacer.observe(response.status_code, retry_after(response.headers), cost)
+            hint = wait_hint(response.headers, body)
+            self.pacer.observe(response.status_code, hint, cost, sent_at)
         if response.status_code >= 400:
-            self._note_evidence(request, response)
+            self._note_evidence(request, body)
         return response
 
-    def _note_evidence(
-        self, request: requests.PreparedRequest, response: requests.Response
-    ) -> None:
+    def _note_evidence(self, request: requests.PreparedRequest, body: object) -> None:
         target = _subscription_target(str(request.method), str(request.url))
         if target is None:
             return
-        try:
-            body = json.loads(response.content or b"{}")
-        except ValueError:
-            body = None
         self.evidence.note(str(request.method), target[0], target[1], has_fcm_details(body))
+
+
+def _json(content: bytes | None) -> object:
+    """An answer's body as JSON, or None if it is not JSON."""
+    try:
+        return json.loads(content or b"{}")
+    except ValueError:
+        return None
 
 
 def request_cost(request: requests.PreparedRequest) -> int:
@@ -234,6 +240,26 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, MAX_RETRY_AFTER)
+
+
+def retry_delay(body: object) -> float | None:
+    """The `retryDelay` of a google.rpc.RetryInfo detail in a Google error body, in seconds
+    (a JSON Duration: "1.5s"); nonsense is ignored."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and detail.get("@type") == RETRY_INFO_TYPE:
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                return retry_after({"Retry-After": delay[:-1]})
+    return None
+
+
+def wait_hint(headers: Mapping[str, str] | None, body: object) -> float | None:
+    """When FCM said to ask again: a `Retry-After` header or a RetryInfo detail, the later
+    if both (FCM may send either, both or neither)."""
+    hints = [h for h in (retry_after(headers), retry_delay(body)) if h is not None]
+    return max(hints) if hints else None
 
 
 def http_retries(*, status_retries: int) -> urllib3_retry.Retry:
