@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from topic_sync.errors import Locked
-from topic_sync.states import Op, PublishState, RunStatus, SubscriptionStatus
+from topic_sync.states import FcmApi, Op, PublishState, RunStatus, SubscriptionStatus
 from topic_sync.store import db
 from topic_sync.store.models import Base
 
@@ -67,6 +67,7 @@ def test_migrations_downgrade_and_upgrade_again(database_url, engine) -> None:
         ("runs", "ck_runs_status_known", RunStatus),
         ("runs", "ck_runs_publish_state_known", PublishState),
         ("token_failures", "ck_token_failures_op_known", Op),
+        ("fcm_quota", "ck_fcm_quota_api_known", FcmApi),
     ],
 )
 def test_the_database_checks_exactly_the_states_the_code_knows(engine, table, constraint, states):
@@ -81,4 +82,4 @@ def test_the_database_checks_exactly_the_states_the_code_knows(engine, table, co
             {"t": table, "c": constraint},
         )
     assert definition, f"{table} has no constraint {constraint}"
-    assert set(re.findall(r"'([a-z_]+)'::text", definition)) == {s.value for s in states}
+    assert set(re.findall(r"'([a-z0-9_]+)'::text", definition)) == {s.value for s in states}

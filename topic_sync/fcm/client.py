@@ -32,6 +32,7 @@ from topic_sync.fcm.sdk_bridge import (
 )
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE, MAX_TOKENS_PER_CALL
+from topic_sync.states import FcmApi
 
 CREDENTIALS_HELP = (
     "FCM rejected topic-sync's credentials ({reason}). Check that "
@@ -247,6 +248,11 @@ class SdkClient:
         redirect = mounted_adapter(app).target
         emulator_host = redirect.removeprefix("http://") if redirect else None
         self.target = FcmTarget.of(str(app.project_id), emulator_host)
+
+    @property
+    def api(self) -> FcmApi:
+        """The API its topic requests go to (each has a quota of its own)."""
+        return FcmApi.IID if self.transport == "legacy-iid" else FcmApi.V1
 
     def subscribe(
         self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None

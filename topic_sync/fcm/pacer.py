@@ -86,22 +86,9 @@ class Pacer:
         an earlier command learned of the quota of the same FCM."""
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive (or None for no limit)")
-        if start is not None and start.rate <= 0:
-            raise ValueError("a learned quota must be positive")
         self.max_rate = rate
-        self.rate = rate
-        self._start = start
-        # Slow start: begin low and double each clean interval up to the configured rate, so
-        # a quota far below it is met at twice its pace at most, not at the full rate with
-        # every worker's requests in flight. What an earlier command learned starts higher.
-        self._starting = self._probing = False
-        if rate is not None and start is not None and start.measured:
-            self.rate = min(rate, max(MIN_RATE, MARGIN * start.rate))
-            self._probing = self.rate < rate
-        elif rate is not None and (slow_start or start is not None):
-            begin = SLOW_START_RATE if start is None else max(SLOW_START_RATE, start.rate)
-            self.rate = min(rate, begin)
-            self._starting = self.rate < rate
+        self._slow_start = slow_start
+        self.start_from(start)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -131,6 +118,26 @@ class Pacer:
         self.throttled = 0  # 429 answers seen
         self.answered = 0  # answers seen, 429s included
         self.waited = 0.0  # seconds requests spent held back
+
+    def start_from(self, learned: Quota | None) -> None:
+        """Begin from what an earlier command learned of this FCM's quota (before the first
+        request). Slow start, with nothing learned: begin low and double each clean
+        interval up to the configured rate, so a quota far below it is met at twice its pace
+        at most, not at the full rate with every worker's requests in flight."""
+        if learned is not None and not learned.rate > 0:
+            raise ValueError("a learned quota must be positive")
+        rate, self._start = self.max_rate, learned
+        self.rate = rate
+        self._starting = self._probing = False
+        if rate is None:
+            return
+        if learned is not None and learned.measured:
+            self.rate = min(rate, max(MIN_RATE, MARGIN * learned.rate))
+            self._probing = self.rate < rate
+        elif learned is not None or self._slow_start:
+            begin = SLOW_START_RATE if learned is None else max(SLOW_START_RATE, learned.rate)
+            self.rate = min(rate, begin)
+            self._starting = self.rate < rate
 
     def now(self) -> float:
         """The pacer's clock: callers give `observe` the time they sent a request by it."""

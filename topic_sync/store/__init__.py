@@ -1,14 +1,17 @@
 """The store layer: every SQL statement topic-sync runs, the schema, connections and locks.
 
 `from topic_sync import store` gives the statements (`store.plan_topic`, ...), from
-`store.subscriptions` (the subscription table: diff, claims, outcomes, repairs) and
-`store.runs` (runs, publish records, fences, the FCM target, report reads). The schema is
-`store.models`; connections, migrations and locks are `store.db`.
+`store.subscriptions` (the subscription table: diff, claims, outcomes, repairs),
+`store.runs` (runs, publish records, fences, the FCM target, report reads) and
+`store.quota` (the quota learned per FCM target). The schema is `store.models`;
+connections, migrations and locks are `store.db`.
 """
 
+from topic_sync.store.quota import *  # noqa: F403
+from topic_sync.store.quota import __all__ as _quota
 from topic_sync.store.runs import *  # noqa: F403
 from topic_sync.store.runs import __all__ as _runs
 from topic_sync.store.subscriptions import *  # noqa: F403
 from topic_sync.store.subscriptions import __all__ as _subscriptions
 
-__all__ = [*_subscriptions, *_runs]
+__all__ = [*_subscriptions, *_runs, *_quota]
