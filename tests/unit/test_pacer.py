@@ -268,3 +268,38 @@ def test_slow_start_does_not_hold_legacy_batches_for_seconds() -> None:
         p.acquire(1000)
         p.observe(200, cost=1000)
     assert t.now - start < 0.5
+
+
+def ride(p: Pacer, t: FakeTime, seconds: float) -> None:
+    """Send at the pace for `seconds`, every answer a 200 at once."""
+    end = t.now + seconds
+    while t.now < end:
+        p.acquire()
+        p.observe(200, sent_at=p.now())
+
+
+def test_an_idle_pace_is_not_raised() -> None:
+    # Intervals in which the pace held nothing back (a plan running, a batch being recorded)
+    # are no evidence that more would get through: slow start must not double through them.
+    p, t = pacer(3000.0)
+    for _ in range(12):
+        t.now += 0.3
+        p.acquire()
+        p.observe(200, sent_at=p.now())
+    assert p.rate == 100.0
+    ride(p, t, 0.6)  # used: now it doubles
+    assert p.rate >= 400.0
+
+
+def test_429s_judged_after_an_idle_spell_are_measured_as_they_came() -> None:
+    # A few 429s at the end of a round, then the drainer waits before the next: the interval
+    # is closed on the next call, when nothing got through for a second. The pace must be
+    # measured as it was when the 429s came, not collapse to what got through while idle.
+    p, t = pacer(3000.0, start=Quota(700.0, True))
+    ride(p, t, 3.0)
+    before = p.rate
+    for _ in range(3):
+        p.observe(429, sent_at=p.now())
+    t.now += 1.5
+    p.acquire()
+    assert p.ceiling is not None and p.rate >= 0.9 * before

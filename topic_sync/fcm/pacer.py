@@ -58,7 +58,9 @@ MIN_RATE = 1.0
 SLOW_START_RATE = 100.0  # requests per second to begin with (doubled every clean interval)
 FLOOR_FACTOR = 0.25  # one adjustment never cuts the pace below a quarter of what it was
 RETURN_SHARE = 0.5  # of the way back to just under the last measured quota, per interval
+EDGE = 1.1  # at the edge of the quota, it is measured at most this far above what got through
 FULL = 0.9  # 429s from this share of answers on: a full window, not an excess over a rate
+USED = 0.5  # an interval that sent less than this share of its pace says nothing about more
 MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
 
@@ -104,6 +106,7 @@ class Pacer:
         self._sent_from: float | None = None
         self._answered = self._refused = self._since_refused = 0.0
         self._first_refused_at: float | None = None
+        self._answered_at = self._through_then = 0.0  # the last answer; the last 429's
         # Every send of the last two windows: times and running cost totals, from _head on.
         self._send_times: list[float] = []
         self._send_totals: list[float] = []
@@ -219,8 +222,12 @@ class Pacer:
             if not fresh:
                 return
             self._answered += cost
+            self._answered_at = now
             if refused:
                 self._refused += cost
+                # What got through as this 429 came: an interval is closed only on the next
+                # call, which may come after an idle spell that would measure nothing.
+                self._through_then = self._through(now)
                 if self._first_refused_at is None:
                     self._first_refused_at = now
             if self._first_refused_at is not None:
@@ -297,9 +304,11 @@ class Pacer:
                 self._decrease(now)
             elif self._refused:
                 pass  # a few 429s within a second of a decrease: the old pace's
-            elif self._starting:
+            elif self._sent < USED * self.rate * elapsed:
+                pass  # the pace was not what held requests back: no evidence for more
+            elif self._starting or self.rate < SLOW_START_RATE:
                 self.rate = min(self.max_rate, self.rate * 2.0)
-                self._starting = self.rate < self.max_rate
+                self._starting = self._starting and self.rate < self.max_rate
             elif self._probing:
                 self.rate = min(self.max_rate, self.rate * (1.0 + PROBE_STEP))
                 self._probing = self.rate < self.max_rate
@@ -317,15 +326,19 @@ class Pacer:
     def _decrease(self, now: float) -> None:
         """FCM refused what was sent at the current pace: measure the quota, go under it."""
         assert self.rate is not None
-        through = self._through(now)
-        sending = now - (self._interval_start if self._sent_from is None else self._sent_from)
+        through = self._through_then
+        sending = self._answered_at - (
+            self._interval_start if self._sent_from is None else self._sent_from
+        )
         sent = self._sent / max(sending, EARLY_AFTER)
         if self._refused < EARLY_REFUSED:
             # A few 429s: the pace is at the edge of the quota (or just past a bucket's
-            # burst). What got through in the last second measures it (a sliding window
-            # refuses only when full, a bucket only once its burst is spent), unless the
-            # pace itself was lower.
-            quota = min(through, sent * (1.0 - self._refused / max(self._answered, 1.0)))
+            # burst): a sliding window refuses only when full, a bucket only once its burst
+            # is spent. What got through in the last second measures it, within the jitter
+            # between FCM's clock and the answers', as does what was sent less what was
+            # refused; well above it, what was sent is no measure (the burst just spent).
+            edge = sent * (1.0 - self._refused / max(self._answered, 1.0))
+            quota, floor = min(max(through, edge), EDGE * through), FLOOR_FACTOR
         elif now - self._last_decrease < 2 * WINDOW and self._refused < FULL * self._since_refused:
             # A run of 429s soon after a decrease, some requests still getting through: what
             # got through in the last second was more than the quota (a bucket's burst was
@@ -333,11 +346,13 @@ class Pacer:
             # share refused of what was sent since the 429s began is the quota. (Nothing
             # getting through at all is a full sliding window instead.)
             share = self._refused / max(self._since_refused, MIN_SAMPLE)
-            quota = min(through, sent * (1.0 - share))
+            quota, floor = min(through, sent * (1.0 - share)), FLOOR_FACTOR
         else:
-            quota = through  # exactly a sliding window's quota; at least a bucket's
-        # One measure can be wrong: never below FLOOR_FACTOR of the pace at once.
-        self.ceiling = max(quota, FLOOR_FACTOR * self.rate)
+            # Exactly a sliding window's quota; at least a bucket's. A whole second of
+            # answers is a surer measure than a share of a few: it may cut deeper.
+            quota, floor = through, FLOOR_FACTOR**2
+        # One measure can be wrong: never below `floor` of the pace at once.
+        self.ceiling = max(quota, floor * self.rate)
         self.rate = max(MIN_RATE, MARGIN * min(self.rate, self.ceiling))
         # What was sent at the old pace stays in a sliding window for a second: until it
         # has left, the new pace counts it.
