@@ -19,6 +19,14 @@ def test_migrations_and_models_agree(engine) -> None:
     assert diff == []
 
 
+def test_the_head_revision_is_alembics() -> None:
+    # Read from the migration files without Alembic (every command checks it at start-up).
+    from alembic.script import ScriptDirectory
+
+    alembic = ScriptDirectory.from_config(db.alembic_config("postgresql://"))
+    assert db.head_revision() == alembic.get_current_head()
+
+
 def test_check_schema_accepts_head(engine) -> None:
     db.check_schema(engine)
 

@@ -151,3 +151,47 @@ def test_usage_errors_print_exactly_one_json_object(args, capsys) -> None:
     assert len(out) == 1
     document = json.loads(out[0])
     assert document["kind"] == "bad_input" and document["exit_code"] == 2
+
+
+def test_every_command_is_found_by_its_name() -> None:
+    import click
+
+    from topic_sync.cli.main import COMMANDS
+
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted([*COMMANDS, "config"])
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+
+
+def test_a_run_imports_only_what_it_needs() -> None:
+    # Every command's module used to be imported at start-up (seconds of a day's run on a
+    # loaded machine): a run must not load the scheduler, the reports, the emulator, or
+    # Alembic (the schema check reads the migrations' head without it).
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, click\n"
+        "from topic_sync.cli.main import cli\n"
+        "cli.get_command(click.Context(cli), 'run')\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "topic_sync.cli.run" in loaded and "topic_sync.engine.run" in loaded
+    unneeded = {
+        "alembic",
+        "apscheduler",
+        "topic_sync.app.scheduler",
+        "topic_sync.app.demo",
+        "topic_sync.emulator",
+        "topic_sync.cli.admin",
+        "topic_sync.cli.reports",
+        "topic_sync.cli.repairs",
+    }
+    assert loaded & unneeded == set()
