@@ -3,7 +3,8 @@ publish the day's message to it once.
 
 Order of a live run, and why:
 1. Validate the message (locally and with FCM's validate_only) before anything
-   changes, so a bad message never leaves a synced topic without its push.
+   changes, so a bad message never leaves a synced topic without its push. FCM's
+   answer is awaited while the plan is made: the plan commits only once it came.
 2. Plan in one transaction: COPY the audience, diff in SQL, apply the churn
    guard. A bad line or a refused plan rolls back: nothing changes.
 3. Removals first, then additions, each batch in its own transaction that
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,21 +353,20 @@ def _live_run(
             "nothing). It may have gone out. Check FCM (or the devices): if it went out, "
             "rerun with --mark-published to record it; if not, with --republish to send it"
         )
-    send_message(deps, opts.retry, template, topic, validate_only=True)
-
-    with deps.engine.begin() as conn:
-        check_target(conn, deps.client.target, bind=True)
-        run = store.start_run(
-            conn,
-            prefix=opts.prefix,
-            day=opts.day,
-            topic=topic,
-            transport=deps.client.transport,
-            audience_path=opts.audience_name,
-        )
-        fence = take_fence(conn, topic, process_owner(f"run {opts.prefix} {opts.day}"), run.id)
-        plan = _plan(opts, conn, topic, run.id, deps, phases)
-        store.save_plan(conn, run.id, plan)
+    # FCM validates the message while the plan is made; the plan commits only once FCM
+    # accepted it, so a message FCM refuses leaves nothing planned, as when it went first.
+    # (An audience read from standard input cannot be read again: that plan waits for
+    # FCM's answer with its transaction open.)
+    validation = Validation(deps, opts.retry, template, topic)
+    once = opts.audience_path is not None and str(opts.audience_path) == "-"
+    try:
+        run, fence, plan = _plan_live(opts, deps, topic, phases, validation, wait=once)
+    except _NotValidatedYet:
+        validation.wait()  # retrying, or slow: not with the plan's transaction open
+        run, fence, plan = _plan_live(opts, deps, topic, phases, validation, wait=True)
+    except Exception:
+        validation.wait()  # the message's verdict first, as when it went first
+        raise
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
         f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
@@ -381,6 +382,68 @@ def _live_run(
         # Whatever ended the run, its record says so: it must not look still in progress.
         _record_stop(deps, run.id, topic, error)
         raise
+
+
+class _NotValidatedYet(Exception):
+    """The plan was made before FCM answered the validation: it is rolled back."""
+
+
+class Validation:
+    """The message's validate_only send, in a thread of its own from its creation."""
+
+    def __init__(
+        self, deps: Deps, policy: RetryPolicy, template: MessageTemplate, topic: str
+    ) -> None:
+        self._error: BaseException | None = None
+
+        def validate() -> None:
+            try:
+                send_message(deps, policy, template, topic, validate_only=True)
+            except BaseException as error:  # re-raised by wait(), in the run's thread
+                self._error = error
+
+        self._thread = threading.Thread(target=validate, name="validate", daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Until FCM answered (retries included); raises what the validation raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _plan_live(
+    opts: RunOptions,
+    deps: Deps,
+    topic: str,
+    phases: Phases,
+    validation: Validation,
+    *,
+    wait: bool,
+) -> tuple[store.RunRecord, store.Fence, store.Plan]:
+    """Record the run, take the topic's fence and plan it, in one transaction that commits
+    only if FCM accepted the message (unless `wait`, raises _NotValidatedYet if FCM has not
+    answered yet)."""
+    with deps.engine.begin() as conn:
+        check_target(conn, deps.client.target, bind=True)
+        run = store.start_run(
+            conn,
+            prefix=opts.prefix,
+            day=opts.day,
+            topic=topic,
+            transport=deps.client.transport,
+            audience_path=opts.audience_name,
+        )
+        fence = take_fence(conn, topic, process_owner(f"run {opts.prefix} {opts.day}"), run.id)
+        plan = _plan(opts, conn, topic, run.id, deps, phases)
+        store.save_plan(conn, run.id, plan)
+        if not wait and not validation.done():
+            raise _NotValidatedYet
+        validation.wait()
+    return run, fence, plan
 
 
 def _sync_and_publish(
