@@ -44,7 +44,9 @@ from dataclasses import dataclass
 
 from topic_sync.settings import DEFAULTS
 
-BURST_SECONDS = 0.05  # how much unused pace may be spent at once
+# How much unused pace may be spent at once. Little: into a sliding window that is nearly
+# full, a catch-up after a stall is refused a second later, when the stall's hole leaves it.
+BURST_SECONDS = 0.01
 INTERVAL = 0.25  # seconds: the pace is adjusted at least this often while answers come
 # ...and sooner once an interval has this much evidence of 429s: overshooting a quota for a
 # whole interval would cost hundreds of refused requests.
@@ -58,7 +60,6 @@ MIN_RATE = 1.0
 SLOW_START_RATE = 100.0  # requests per second to begin with (doubled every clean interval)
 FLOOR_FACTOR = 0.25  # one adjustment never cuts the pace below a quarter of what it was
 RETURN_SHARE = 0.5  # of the way back to just under the last measured quota, per interval
-EDGE = 1.1  # at the edge of the quota, it is measured at most this far above what got through
 FULL = 0.9  # 429s from this share of answers on: a full window, not an excess over a rate
 USED = 0.5  # an interval that sent less than this share of its pace says nothing about more
 MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
@@ -114,7 +115,7 @@ class Pacer:
         self._total = 0.0
         self._capped_until = float("-inf")  # sends until then fit the pace in any WINDOW
         self._accepted: collections.deque[tuple[float, float]] = collections.deque()
-        self._accepted_sum = 0.0  # cost accepted within the last WINDOW
+        self._accepted_sum = 0.0  # cost accepted of what was sent within the last WINDOW
         self._last_decrease = float("-inf")
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
         self.peak = 0.0  # the most that got through in one WINDOW, per second
@@ -210,10 +211,11 @@ class Pacer:
                 else:
                     self._not_before = max(self._not_before, now + retry_after)
             self.answered += 1
+            at = now if sent_at is None else sent_at
             if refused:
                 self.throttled += 1
             else:
-                self._accept(now, cost)
+                self._accept(at, cost)
             # Answers to requests sent before the pace last fell are not evidence about it.
             if sent_at is not None:
                 fresh = sent_at >= self._last_decrease
@@ -227,7 +229,7 @@ class Pacer:
                 self._refused += cost
                 # What got through as this 429 came: an interval is closed only on the next
                 # call, which may come after an idle spell that would measure nothing.
-                self._through_then = self._through(now)
+                self._through_then = self._through(at)
                 if self._first_refused_at is None:
                     self._first_refused_at = now
             if self._first_refused_at is not None:
@@ -281,16 +283,20 @@ class Pacer:
         i = bisect.bisect_left(self._send_totals, need, lo=self._head)
         return self._send_times[min(i, len(self._send_times) - 1)] + WINDOW
 
-    def _accept(self, now: float, cost: float) -> None:
-        self._accepted.append((now, cost))
+    def _accept(self, at: float, cost: float) -> None:
+        """Count `cost` that got through, sent at `at`."""
+        self._accepted.append((at, cost))
         self._accepted_sum += cost
-        through = self._through(now)
-        self.peak = max(self.peak, through)
+        self.peak = max(self.peak, self._through(at))
 
-    def _through(self, now: float) -> float:
-        """Requests per second that got through in the last WINDOW."""
+    def _through(self, at: float) -> float:
+        """Requests per second that got through of those sent in the WINDOW up to `at`.
+
+        Counted by when they were sent, which is when FCM counted them (give or take the
+        way there), not by when their answers were read: a client that stalls reads a
+        second's answers late and all at once."""
         log = self._accepted
-        while log and log[0][0] <= now - WINDOW:
+        while log and log[0][0] <= at - WINDOW:
             self._accepted_sum -= log.popleft()[1]
         return self._accepted_sum / WINDOW
 
@@ -331,15 +337,8 @@ class Pacer:
             self._interval_start if self._sent_from is None else self._sent_from
         )
         sent = self._sent / max(sending, EARLY_AFTER)
-        if self._refused < EARLY_REFUSED:
-            # A few 429s: the pace is at the edge of the quota (or just past a bucket's
-            # burst): a sliding window refuses only when full, a bucket only once its burst
-            # is spent. What got through in the last second measures it, within the jitter
-            # between FCM's clock and the answers', as does what was sent less what was
-            # refused; well above it, what was sent is no measure (the burst just spent).
-            edge = sent * (1.0 - self._refused / max(self._answered, 1.0))
-            quota, floor = min(max(through, edge), EDGE * through), FLOOR_FACTOR
-        elif now - self._last_decrease < 2 * WINDOW and self._refused < FULL * self._since_refused:
+        soon = now - self._last_decrease < 2 * WINDOW
+        if soon and EARLY_REFUSED <= self._refused < FULL * self._since_refused:
             # A run of 429s soon after a decrease, some requests still getting through: what
             # got through in the last second was more than the quota (a bucket's burst was
             # in it). The bucket is empty now and refuses the excess over its rate: the
@@ -348,8 +347,10 @@ class Pacer:
             share = self._refused / max(self._since_refused, MIN_SAMPLE)
             quota, floor = min(through, sent * (1.0 - share)), FLOOR_FACTOR
         else:
-            # Exactly a sliding window's quota; at least a bucket's. A whole second of
-            # answers is a surer measure than a share of a few: it may cut deeper.
+            # What got through of what was sent in the second before the 429: exactly a
+            # sliding window's quota (it refuses only when full), at least a bucket's (it
+            # refuses once its burst is spent, which may be in that second). A whole
+            # second of answers is a surer measure than a share of a few: it may cut deeper.
             quota, floor = through, FLOOR_FACTOR**2
         # One measure can be wrong: never below `floor` of the pace at once.
         self.ceiling = max(quota, floor * self.rate)
