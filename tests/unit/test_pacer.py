@@ -201,10 +201,9 @@ def test_the_quota_is_measured_right_on_a_loaded_machine(quota, max_rate, limite
         stalls=random.Random(seed),
     )
     found = p.learned()
-    # A bucket refills while the client stalls: what got through in a second may include
-    # some of its burst, so its measure may be high (the next command finds out at once).
-    high = 1.2 if limiter == "bucket" else 1.05
-    assert found is not None and 0.95 * quota <= found.rate <= high * quota
+    # What got through while riding: the stalls and the pace's margin below the quota make
+    # it a little low (the next command probes up from it), a bucket's burst a little high.
+    assert found is not None and 0.9 * quota <= found.rate <= 1.1 * quota
     assert refused < 0.01
     assert used >= 0.85
 

@@ -62,6 +62,7 @@ FLOOR_FACTOR = 0.25  # one adjustment never cuts the pace below a quarter of wha
 RETURN_SHARE = 0.5  # of the way back to just under the last measured quota, per interval
 FULL = 0.9  # 429s from this share of answers on: a full window, not an excess over a rate
 USED = 0.5  # an interval that sent less than this share of its pace says nothing about more
+RIDE = WINDOW  # riding the quota at least this long, what got through is its measure
 MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
 
@@ -118,6 +119,8 @@ class Pacer:
         self._accepted_sum = 0.0  # cost accepted of what was sent within the last WINDOW
         self._last_decrease = float("-inf")
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
+        self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
+        self._interval_accepted = 0.0  # cost that got through, answered in the interval
         self.peak = 0.0  # the most that got through in one WINDOW, per second
         self.throttled = 0  # 429 answers seen
         self.answered = 0  # answers seen, 429s included
@@ -216,6 +219,7 @@ class Pacer:
                 self.throttled += 1
             else:
                 self._accept(at, cost)
+                self._interval_accepted += cost
             # Answers to requests sent before the pace last fell are not evidence about it.
             if sent_at is not None:
                 fresh = sent_at >= self._last_decrease
@@ -252,6 +256,11 @@ class Pacer:
         FCM; None if nothing beyond what it started from."""
         with self._lock:
             if self.ceiling is not None:
+                # What got through per second while the pace held requests back, since the
+                # quota was first found: a single measure can be high (a bucket's burst in
+                # the second it was taken over) or low (the client stalled in it).
+                if self._ride_time >= RIDE:
+                    return Quota(self._ride_accepted / self._ride_time, measured=True)
                 return Quota(self.ceiling, measured=True)
             start = self._start
             if self.peak <= 0 or (start is not None and self.peak <= start.rate):
@@ -305,12 +314,16 @@ class Pacer:
         elapsed = now - self._interval_start
         if elapsed < (EARLY_AFTER if early else INTERVAL):
             return
+        used = self.rate is not None and self._sent >= USED * self.rate * elapsed
+        if used and self.ceiling is not None:
+            self._ride_time += elapsed
+            self._ride_accepted += self._interval_accepted
         if self.rate is not None and self.max_rate is not None:
             if self._refused >= EARLY_REFUSED or (self._refused and now >= self._capped_until):
                 self._decrease(now)
             elif self._refused:
                 pass  # a few 429s within a second of a decrease: the old pace's
-            elif self._sent < USED * self.rate * elapsed:
+            elif not used:
                 pass  # the pace was not what held requests back: no evidence for more
             elif self._starting or self.rate < SLOW_START_RATE:
                 self.rate = min(self.max_rate, self.rate * 2.0)
@@ -328,6 +341,7 @@ class Pacer:
         self._interval_start, self._sent, self._sent_from = now, 0.0, None
         self._answered = self._refused = self._since_refused = 0.0
         self._first_refused_at = None
+        self._interval_accepted = 0.0
 
     def _decrease(self, now: float) -> None:
         """FCM refused what was sent at the current pace: measure the quota, go under it."""
