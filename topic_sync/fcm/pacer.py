@@ -44,9 +44,12 @@ from dataclasses import dataclass
 
 from topic_sync.settings import DEFAULTS
 
-# How much unused pace may be spent at once. Little: into a sliding window that is nearly
-# full, a catch-up after a stall is refused a second later, when the stall's hole leaves it.
-BURST_SECONDS = 0.01
+# How much unused pace may be spent at once (a stalled client catching up). Little near a
+# measured quota: into a sliding window that is nearly full, a catch-up is refused a second
+# later, when the stall's hole leaves it.
+BURST_SECONDS = 0.05
+EDGE_BURST_SECONDS = 0.01
+EDGE = 0.9  # a pace this close to the last measured quota is near it
 INTERVAL = 0.25  # seconds: the pace is adjusted at least this often while answers come
 # ...and sooner once an interval has this much evidence of 429s: overshooting a quota for a
 # whole interval would cost hundreds of refused requests.
@@ -189,7 +192,9 @@ class Pacer:
                     spacing = cost / self.rate
                 # Unused pace may be spent at once, but not across a hold: after one, the
                 # pace resumes from its end.
-                credit = now - BURST_SECONDS if start <= now else start
+                near = self.ceiling is not None and self.rate > EDGE * self.ceiling
+                burst = EDGE_BURST_SECONDS if near else BURST_SECONDS
+                credit = now - burst if start <= now else start
                 self._next_free = max(self._next_free, credit) + spacing
             self._log_send(now, start, cost)
             wait = max(start - now, 0.0)
