@@ -13,19 +13,25 @@ The pacer rides the quota whatever they look like:
 - Evidence is what was sent since the pace last fell: answers to requests sent before a
   decrease say nothing about the new pace, so a burst of 429s lowers the pace once.
 - On that evidence the quota is measured and the pace goes 5% under it. The measure is
-  what got through in the last second: exactly a sliding window's quota, at least a
-  bucket's (it may include the burst). If a run of 429s follows soon after, the bucket's
-  burst was in it: the share refused of what was sent is then the measure.
+  what got through of what was sent in the second before the 429, counted by when it was
+  sent (as FCM counted it; a stalled client reads a second's answers late and at once):
+  exactly a sliding window's quota, at least a bucket's (it may include the burst). If a
+  run of 429s follows soon after, the bucket's burst was in it: the share refused of what
+  was sent is then the measure.
 - For a second after a decrease, what was sent in the last second at the old pace counts
   against the new one (a sliding window still holds it), so nothing is sent into a full
-  window; a few 429s in that second are the old pace's, not evidence.
-- After a clean interval: well below the last measure, the pace returns halfway to it;
-  near it, it climbs 0.5% a second, so a raised quota is found again.
+  window; a few 429s in that second are the old pace's, not evidence. Near a measured
+  quota a stalled client catches up little, as a window refuses a catch-up a second later.
+- After a clean interval in which the pace held requests back: well below the last measure,
+  the pace returns halfway to it; near it, it climbs 0.5% a second, so a raised quota is
+  found again. An interval that did not use the pace (a plan, a transaction) raises nothing.
 - A command starts from what an earlier one learned (`start`, a `Quota`): just under a
   measured quota, probing up 2% each clean quarter second until the first 429 (a low
   measure cannot stick); from a rate that merely got through, doubling from it. With
   nothing learned: from 100 requests/s, doubling each clean quarter second (slow start).
-  `learned()` is what this command found, for the next one.
+  `learned()` is what this command found, for the next one: what got through per second
+  while the pace held requests back, once the quota was found (one measure may be high or
+  low; the ride is a little low, which costs the next command a second of probing).
 - A `Retry-After` on a 429 says when to ask again for what was refused: the refused
   requests are not asked again before then (`hold_remaining`, which the batch drainer
   waits), while the others go on at the lowered pace, as firebase-admin itself honours it
