@@ -155,6 +155,17 @@ class DayResult:
         return count / seconds
 
     @property
+    def sync_rate(self) -> float | None:
+        """Operations per second of the sync phases (removals and additions) together."""
+        seconds = self.phases.get("removals", 0.0) + self.phases.get("additions", 0.0)
+        return self.operations / seconds if seconds and self.operations else None
+
+    @property
+    def throttled_share(self) -> float | None:
+        """The share of topic-management requests FCM answered 429."""
+        return self.throttled / self.topic_requests if self.topic_requests else None
+
+    @property
     def other_seconds(self) -> float | None:
         """Wall time outside the phases: interpreter start, imports, connecting, the
         message's validation, recording the run."""
@@ -394,13 +405,19 @@ class Emulator:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return json.loads(answer.read() or b"null")
 
-    def reset(self, latency_ms: float, quota: float) -> None:
-        """Forget everything, then re-apply latency and quota (0: unlimited)."""
+    def reset(self, settings: Settings) -> None:
+        """Forget everything, then re-apply latency and quota (0: unlimited) and its shape."""
         self.call("POST", "/emulator/reset", {})
+        quota = None
+        if settings.quota > 0:
+            quota = {
+                "rate": settings.quota,
+                "window": settings.quota_window,
+                "retry_after": settings.retry_after,
+                "retry_delay": settings.retry_delay,
+            }
         self.call(
-            "POST",
-            "/emulator/faults",
-            {"latency": latency_ms / 1000.0, "quota": quota if quota > 0 else None},
+            "POST", "/emulator/faults", {"latency": settings.latency_ms / 1000.0, "quota": quota}
         )
 
     def state(self) -> dict[str, Any]:
@@ -620,6 +637,9 @@ class Settings:
     churn: float
     latency_ms: float
     quota: float
+    quota_window: str  # how the emulator counts its quota: "bucket" or "sliding"
+    retry_after: float | None  # a Retry-After header on its 429s
+    retry_delay: float | None  # a RetryInfo detail on its 429s
     transports: list[str]
     baselines: list[str]
     runs: int
@@ -698,7 +718,7 @@ def _topic_sync_run(
 ) -> list[DayResult]:
     name = f"bench_{transport.replace('-', '_')}_{run}"
     url = pg.fresh(name)
-    emulator.reset(settings.latency_ms, settings.quota)
+    emulator.reset(settings)
     env = child_env(
         DATABASE_URL=url, FCM_EMULATOR_HOST=emulator.host_port, GOOGLE_CLOUD_PROJECT=PROJECT
     )
@@ -763,7 +783,7 @@ def _baseline_run(
     workdir: Path,
     log: Callable[[str], None],
 ) -> list[DayResult]:
-    emulator.reset(settings.latency_ms, settings.quota)
+    emulator.reset(settings)
     env = child_env()
     per_device = baseline == "per-device"
     days = settings.per_device_days if per_device else 2
@@ -1015,6 +1035,21 @@ def summarise(settings: Settings, results: list[DayResult]) -> dict[str, Any]:
                         for phase in ("removals", "additions")
                     },
                     "median_rate": rate,
+                    "sync_rate": spread([r.sync_rate for r in ok]),
+                    "held": spread(
+                        [
+                            100 * r.sync_rate / settings.quota
+                            if r.sync_rate and settings.quota
+                            else None
+                            for r in ok
+                        ]
+                    ),
+                    "throttled_share": spread(
+                        [
+                            100 * r.throttled_share if r.throttled_share is not None else None
+                            for r in ok
+                        ]
+                    ),
                 }
             )
     return {"rows": rows}
@@ -1076,7 +1111,15 @@ def render(
     rows = summary["rows"]
     source = env["source"]
     replaced = round(settings.churn * settings.tokens)
-    quota = f"{settings.quota:g} requests/s" if settings.quota > 0 else "unlimited"
+    quota = "unlimited"
+    if settings.quota > 0:
+        hints = [
+            f"Retry-After: {settings.retry_after:g}" if settings.retry_after is not None else "",
+            f"RetryInfo {settings.retry_delay:g}s" if settings.retry_delay is not None else "",
+        ]
+        carry = " and ".join(h for h in hints if h) or "no hint"
+        window = "token bucket" if settings.quota_window == "bucket" else "sliding window"
+        quota = f"{settings.quota:g} requests/s ({window}; its 429s carry {carry})"
     rate_limit = settings.rate_limit or "topic-sync's default"
     lines = [
         "## topic-sync benchmark",
@@ -1169,6 +1212,26 @@ def render(
             for r in rows
         ],
     )
+    if settings.quota > 0:
+        lines += [
+            "",
+            "### Riding the quota (sync: the removals and additions phases together)",
+            "",
+        ]
+        lines += markdown(
+            ["subject", "day", "sync tokens/s", "% of the quota", "429s", "% of requests 429"],
+            [
+                [
+                    r["subject"],
+                    str(r["day"]),
+                    r["sync_rate"],
+                    r["held"],
+                    r["throttled"],
+                    r["throttled_share"],
+                ]
+                for r in rows
+            ],
+        )
     pg_lines = _pg_lines(pg_log)
     if pg_lines:
         lines += [
@@ -1225,6 +1288,19 @@ def parse_settings(argv: Sequence[str]) -> tuple[Settings, Path | None]:
     parser.add_argument("--churn", type=float, default=0.2, help="share replaced on day 2")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="emulator latency")
     parser.add_argument("--quota", type=float, default=0.0, help="emulator quota/s, 0: none")
+    parser.add_argument(
+        "--quota-window",
+        choices=("bucket", "sliding"),
+        default="bucket",
+        help="how the emulator counts its quota: a token bucket (a second's burst, then the "
+        "rate) or a sliding one-second window",
+    )
+    parser.add_argument(
+        "--retry-after", type=float, help="seconds of Retry-After on the quota's 429s (none)"
+    )
+    parser.add_argument(
+        "--retry-delay", type=float, help="seconds of RetryInfo detail on the quota's 429s (none)"
+    )
     parser.add_argument(
         "--transport",
         help=f"topic-sync transports, comma-separated (default: all of {','.join(TRANSPORTS)})",
@@ -1297,6 +1373,9 @@ def parse_settings(argv: Sequence[str]) -> tuple[Settings, Path | None]:
         churn=args.churn,
         latency_ms=args.latency_ms,
         quota=args.quota,
+        quota_window=args.quota_window,
+        retry_after=args.retry_after,
+        retry_delay=args.retry_delay,
         transports=transports,
         baselines=baselines,
         runs=runs,

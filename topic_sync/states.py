@@ -114,3 +114,10 @@ class CheckStatus(enum.StrEnum):
     WARN = "warn"  # works, but something deserves a look
     FAIL = "fail"  # a run would fail (or do harm): fix it first
     SKIP = "skip"  # not checked: what it needs failed (that failure is reported)
+
+
+class FcmApi(enum.StrEnum):
+    """An FCM API for topic management; each counts its own quota."""
+
+    V1 = "v1"  # the topic subscription API: one request per token
+    IID = "iid"  # the legacy Instance ID batch API: a batch costs its token count

@@ -18,11 +18,10 @@ def write(tmp_path, text: str):
     return path
 
 
-def test_a_config_file_alone_drives_a_run(tmp_path, database_url, emulator, message_file) -> None:
-    day = dt.date(2026, 11, 22)
-    tokens = [f"cfg:{i}" for i in range(40)]
-    write_audience(tmp_path / f"{day}.csv", ["token", *tokens])
-    config = write(
+def rehearsal(tmp_path, database_url, emulator, message_file, *, prefix: str, pool: int):
+    """A configuration file for a live rehearsal: the test's database and emulator, one
+    campaign whose audience is `{date}.csv` beside it, no waiting."""
+    return write(
         tmp_path,
         f"""
 database_url = "{database_url}"
@@ -33,12 +32,19 @@ propagation_delay = 0
 retry_min_wait = 0
 retry_max_wait = 0
 [campaigns.jobreco]
-topic_prefix = "cfg"
-pool_size = 3
+topic_prefix = "{prefix}"
+pool_size = {pool}
 message = "{message_file}"
 audience = "{{date}}.csv"
 """,
     )
+
+
+def test_a_config_file_alone_drives_a_run(tmp_path, database_url, emulator, message_file) -> None:
+    day = dt.date(2026, 11, 22)
+    tokens = [f"cfg:{i}" for i in range(40)]
+    write_audience(tmp_path / f"{day}.csv", ["token", *tokens])
+    config = rehearsal(tmp_path, database_url, emulator, message_file, prefix="cfg", pool=3)
     result = CliRunner().invoke(
         cli,
         ["run", "--config", str(config), "--date", day.isoformat(), "--backfill", "--json"],
@@ -66,3 +72,60 @@ audience = "{{date}}.csv"
     forgot = CliRunner().invoke(cli, ["forget", *base, tokens[0], "--json"], env=clean)
     assert forgot.exit_code == 0, forgot.output
     assert json.loads(forgot.stdout)["forgotten"] == 1
+
+
+def test_each_command_starts_from_the_quota_the_last_one_learned(
+    tmp_path, database_url, emulator, message_file, engine
+) -> None:
+    from sqlalchemy import text
+
+    emulator.set_quota(100, window="sliding")  # well under the configured 3000/s
+    day = dt.date(2026, 11, 22)
+    for offset, count in ((0, 300), (1, 350)):
+        tokens = [f"q:{i}" for i in range(count)]
+        write_audience(tmp_path / f"{day + dt.timedelta(days=offset)}.csv", ["token", *tokens])
+    config = rehearsal(tmp_path, database_url, emulator, message_file, prefix="quota", pool=1)
+
+    def run(when: dt.date, *extra: str):
+        argv = ["run", "--config", str(config), "--date", when.isoformat(), "--backfill"]
+        result = CliRunner().invoke(cli, [*argv, *extra], env={})
+        assert result.exit_code == 0, result.output
+        return result
+
+    first = run(day)
+    assert "FCM quota: starting from" not in first.stderr  # nothing learned yet: slow start
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT endpoint, api, rate, measured FROM fcm_quota")).all()
+    assert [(r.endpoint, r.api, r.measured) for r in rows] == [
+        (f"emulator {emulator.host_port}", "v1", True)
+    ]
+    learned = rows[0].rate
+    assert 50 <= learned <= 150  # FCM refused above it: the quota, measured
+    second = run(day + dt.timedelta(days=1))
+    assert f"FCM quota: starting from {learned:,.0f} requests/s (measured" in second.stderr
+    # The Instance ID API counts a quota of its own: nothing learned for it yet.
+    legacy = run(day + dt.timedelta(days=1), "--transport", "legacy-iid")
+    assert "FCM quota: starting from" not in legacy.stderr
+
+
+def test_a_quota_that_cannot_be_kept_costs_a_warning_not_the_command(
+    database_url, emulator, monkeypatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from topic_sync import store
+    from topic_sync.app.services import Io, services
+    from topic_sync.settings import DEFAULTS
+
+    def gone(*_args, **_kwargs):
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "remember_quota", gone)
+    lines: list[str] = []
+    settings = DEFAULTS.replace(
+        database_url=database_url, emulator_host=emulator.host_port, project="demo-test"
+    )
+    with services(settings, Io(log=lines.append, environ={})) as deps:
+        result = deps.client.subscribe([f"w:{i}" for i in range(50)], "t")
+    assert result.reasons == (None,) * 50
+    assert any(line.startswith("WARNING: the FCM quota learned") for line in lines), lines

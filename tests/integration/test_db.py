@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from topic_sync.errors import Locked
-from topic_sync.states import Op, PublishState, RunStatus, SubscriptionStatus
+from topic_sync.states import FcmApi, Op, PublishState, RunStatus, SubscriptionStatus
 from topic_sync.store import db
 from topic_sync.store.models import Base
 
@@ -17,6 +17,14 @@ def test_migrations_and_models_agree(engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_the_head_revision_is_alembics() -> None:
+    # Read from the migration files without Alembic (every command checks it at start-up).
+    from alembic.script import ScriptDirectory
+
+    alembic = ScriptDirectory.from_config(db.alembic_config("postgresql://"))
+    assert db.head_revision() == alembic.get_current_head()
 
 
 def test_check_schema_accepts_head(engine) -> None:
@@ -67,6 +75,7 @@ def test_migrations_downgrade_and_upgrade_again(database_url, engine) -> None:
         ("runs", "ck_runs_status_known", RunStatus),
         ("runs", "ck_runs_publish_state_known", PublishState),
         ("token_failures", "ck_token_failures_op_known", Op),
+        ("fcm_quota", "ck_fcm_quota_api_known", FcmApi),
     ],
 )
 def test_the_database_checks_exactly_the_states_the_code_knows(engine, table, constraint, states):
@@ -81,4 +90,4 @@ def test_the_database_checks_exactly_the_states_the_code_knows(engine, table, co
             {"t": table, "c": constraint},
         )
     assert definition, f"{table} has no constraint {constraint}"
-    assert set(re.findall(r"'([a-z_]+)'::text", definition)) == {s.value for s in states}
+    assert set(re.findall(r"'([a-z0-9_]+)'::text", definition)) == {s.value for s in states}

@@ -512,6 +512,90 @@ def test_quota_charges_legacy_batches_per_token(http, emu):
     assert len(emu.members("t")) == 10
 
 
+class FrozenClock:
+    """The quota's clock, moved by hand: a window's second passes without waiting it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import topic_sync.emulator.quota as quota
+
+        self.now = 1000.0
+        monkeypatch.setattr(quota.time, "monotonic", lambda: self.now)
+
+
+def test_a_sliding_window_admits_its_rate_in_any_second_then_frees(http, emu, monkeypatch):
+    clock = FrozenClock(monkeypatch)
+    emu.set_quota(5, window="sliding")
+    codes = [subscribe(http, emu, f"tok-{i}", "t").status_code for i in range(8)]
+    assert codes == [200] * 5 + [429] * 3
+    clock.now += 0.9  # the five are still in the window
+    assert subscribe(http, emu, "tok-a", "t").status_code == 429
+    clock.now += 0.1  # ...and now they have left it, all at once
+    codes = [subscribe(http, emu, f"tok-b{i}", "t").status_code for i in range(6)]
+    assert codes == [200] * 5 + [429]
+
+
+def test_a_bucket_lets_a_burst_through_then_its_rate(http, emu, monkeypatch):
+    clock = FrozenClock(monkeypatch)
+    emu.set_quota(4)
+    assert [subscribe(http, emu, f"tok-{i}", "t").status_code for i in range(5)] == [200] * 4 + [
+        429
+    ]
+    clock.now += 0.5  # half a second refills two
+    codes = [subscribe(http, emu, f"tok-b{i}", "t").status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "retry_delay", "header", "detail"),
+    [
+        (None, None, None, None),
+        (1, None, "1", None),
+        (None, 0.25, None, "0.25s"),
+        (0.4, 1.5, "1", "1.5s"),
+    ],
+)
+def test_a_quota_429_carries_the_hints_it_was_given(
+    http, emu, retry_after, retry_delay, header, detail
+):
+    from topic_sync.fcm.sdk_bridge import wait_hint
+    from topic_sync.fcm.wire import RETRY_INFO_TYPE
+
+    emu.set_quota(1, window="sliding", retry_after=retry_after, retry_delay=retry_delay)
+    assert subscribe(http, emu, "tok-1", "t").status_code == 200
+    refused = subscribe(http, emu, "tok-2", "t")
+    assert refused.status_code == 429
+    assert refused.headers.get("Retry-After") == header
+    error = refused.json()["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    infos = [d for d in error.get("details", []) if d["@type"] == RETRY_INFO_TYPE]
+    assert [d["retryDelay"] for d in infos] == ([detail] if detail else [])
+    assert sdk_reason(refused) == "RESOURCE_EXHAUSTED"
+    expected = [float(h) for h in (header, detail and detail[:-1]) if h is not None]
+    assert wait_hint(refused.headers, refused.json()) == (max(expected) if expected else None)
+
+
+def test_a_legacy_batch_over_the_quota_gets_the_header_in_its_own_format(http, emu):
+    emu.set_quota(10, window="sliding", retry_after=2, retry_delay=2)
+    assert batch(http, emu, "batchAdd", "t", [f"a{i}" for i in range(10)]).status_code == 200
+    over = batch(http, emu, "batchAdd", "t", ["b"])
+    assert over.status_code == 429 and over.json() == {"error": "RESOURCE_EXHAUSTED"}
+    assert over.headers["Retry-After"] == "2"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"rate": 0},
+        {"rate": 10, "window": "fixed"},
+        {"rate": 10, "retry_after": -1},
+        {"rate": 10, "retry_delay": float("nan")},
+    ],
+)
+def test_a_quota_with_nonsense_is_refused(emu, bad):
+    with pytest.raises(ValueError):
+        emu.set_quota(bad.pop("rate"), **bad)
+
+
 def test_latency(http, emu):
     emu.set_latency(0.05)
     start = time.monotonic()
@@ -816,6 +900,20 @@ def test_control_api_round_trip(http, emu):
     assert bad.status_code == 400
     assert http.post(f"{base}/faults", data=b"{").status_code == 400
     assert http.get(f"{base}/nothing").status_code == 404
+
+
+def test_control_api_sets_a_quota_and_its_shape(http, emu):
+    base = f"{emu.base_url}/emulator"
+    shape = {"rate": 1, "window": "sliding", "retry_after": 1, "retry_delay": 0.5}
+    assert http.post(f"{base}/faults", json={"quota": shape}).status_code == 200
+    assert subscribe(http, emu, "tok-1", "t").status_code == 200
+    refused = subscribe(http, emu, "tok-2", "t")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["details"][0]["retryDelay"] == "0.5s"
+    bad = http.post(f"{base}/faults", json={"quota": {"rate": 5, "window": "fixed"}})
+    assert bad.status_code == 400 and "window" in bad.json()["error"]
+    assert http.post(f"{base}/faults", json={"quota": None}).status_code == 200
+    assert subscribe(http, emu, "tok-2", "t").status_code == 200
 
 
 # --------------------------------------------------------------------------- real SDK

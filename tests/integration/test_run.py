@@ -366,35 +366,89 @@ def test_kill_between_send_and_record_never_sends_twice(
     assert result.status == "published" and len(emulator.publishes) == 2
 
 
+class OrderSpy:
+    """A client that notes the order of its calls (and may hold the validation back)."""
+
+    def __init__(self, inner, before_validating=lambda: None) -> None:
+        self.inner, self.before_validating = inner, before_validating
+        self.transport, self.target = inner.transport, inner.target
+        self.order: list[str] = []
+
+    def subscribe(self, tokens, topic, **kw):
+        self.order.append("subscribe")
+        return self.inner.subscribe(tokens, topic, **kw)
+
+    def unsubscribe(self, tokens, topic, **kw):
+        self.order.append("unsubscribe")
+        return self.inner.unsubscribe(tokens, topic, **kw)
+
+    def publish(self, message, validate_only=False):
+        if validate_only:
+            self.before_validating()
+        self.order.append("validate" if validate_only else "publish")
+        return self.inner.publish(message, validate_only=validate_only)
+
+
 def test_removals_run_before_additions(tmp_path, message_file, deps, emulator) -> None:
     run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
     later = DAY + dt.timedelta(days=POOL)
-    order: list[str] = []
-    inner = deps.client
-
-    class Spy:
-        transport = inner.transport
-        target = inner.target
-
-        def subscribe(self, tokens, topic, **kw):
-            order.append("subscribe")
-            return inner.subscribe(tokens, topic, **kw)
-
-        def unsubscribe(self, tokens, topic, **kw):
-            order.append("unsubscribe")
-            return inner.unsubscribe(tokens, topic, **kw)
-
-        def publish(self, message, validate_only=False):
-            order.append("validate" if validate_only else "publish")
-            return inner.publish(message, validate_only=validate_only)
-
+    spy = OrderSpy(deps.client)
     run_day(
         opts(tmp_path, message_file, toks(5, 25), later, batch_size=2),
-        dataclasses.replace(deps, client=Spy()),
+        dataclasses.replace(deps, client=spy),
     )
+    order = spy.order
     assert order[0] == "validate" and order[-1] == "publish"
     body = order[1:-1]
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
+
+
+def test_a_message_fcm_refuses_leaves_nothing_planned(
+    tmp_path, message_file, deps, emulator, engine
+) -> None:
+    # FCM validates the message while the plan is made: the plan must not commit.
+    from topic_sync.fcm.client import PublishError
+
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    before = snapshot(engine)
+    emulator.inject_request_errors(400, kinds=["send"])
+    with pytest.raises(PublishError, match="refused the message"):
+        run_day(opts(tmp_path, message_file, toks(5, 25), later), deps)
+    assert snapshot(engine) == before
+    assert emulator.members(topic_for(PREFIX, POOL, later)) == set(toks(0, 20))
+
+
+def test_a_validation_answered_after_the_plan_was_made_plans_again(
+    tmp_path, message_file, deps, emulator, engine, monkeypatch
+) -> None:
+    # FCM answers the validation only once the plan is made (a slow answer, or retries): the
+    # plan is not kept open meanwhile; it commits once FCM accepted the message, once.
+    import threading
+
+    from topic_sync import store
+
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    planned = threading.Event()
+    save_plan = store.save_plan
+
+    def saved(*args, **kwargs):
+        save_plan(*args, **kwargs)
+        planned.set()
+
+    monkeypatch.setattr(store, "save_plan", saved)
+    spy = OrderSpy(deps.client, before_validating=lambda: planned.wait(30))
+    audience = toks(5, 25)
+    result = run_day(
+        opts(tmp_path, message_file, audience, later), dataclasses.replace(deps, client=spy)
+    )
+    order = spy.order
+    assert result.status == "published" and order[0] == "validate" and order[-1] == "publish"
+    assert last_recipients(emulator, result.topic) == frozenset(audience)
+    with engine.connect() as conn:
+        runs = conn.scalar(text("SELECT count(*) FROM runs WHERE run_date = :d"), {"d": later})
+    assert runs == 1
 
 
 # --- under load: retries, pacing, deadline, lost connections ---------------------------------
@@ -935,9 +989,9 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     answers: list[tuple[bool, int]] = []  # (quota found yet, HTTP status)
     observe = paced.pacer.observe
 
-    def recording(status, retry_after=None, cost=1.0):
+    def recording(status, retry_after=None, cost=1.0, sent_at=None):
         answers.append((paced.pacer.ceiling is not None, status))
-        observe(status, retry_after, cost)
+        observe(status, retry_after, cost, sent_at)
 
     paced.pacer.observe = recording
     audience = toks(0, 6000)

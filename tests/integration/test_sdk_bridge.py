@@ -305,6 +305,7 @@ def test_adapter_paces_topic_requests_and_reports_answers(base_send, mocker):
     response.status_code = 429
     response.headers["Retry-After"] = "3"
     pacer = mocker.Mock(spec=Pacer)
+    pacer.now.return_value = 12.5
     adapter = RedirectingAdapter(TARGET, NO_RETRIES, pacer)
 
     adapter.send(
@@ -313,7 +314,12 @@ def test_adapter_paces_topic_requests_and_reports_answers(base_send, mocker):
         ).prepare()
     )
 
-    assert pacer.mock_calls == [mocker.call.try_acquire(2, None), mocker.call.observe(429, 3.0, 2)]
+    # The answer is told with the time its request went out, by the pacer's own clock.
+    assert pacer.mock_calls == [
+        mocker.call.try_acquire(2, None),
+        mocker.call.now(),
+        mocker.call.observe(429, 3.0, 2, 12.5),
+    ]
     assert base_send.call_args.args[1].url == f"{TARGET}/iid/v1:batchAdd"
 
 
@@ -343,12 +349,13 @@ def test_the_pacer_gives_up_rather_than_wait_past_a_time():
 
 def test_adapter_does_not_pace_sends_but_still_observes_them(base_send, mocker):
     pacer = mocker.Mock(spec=Pacer)
+    pacer.now.return_value = 7.0
     adapter = RedirectingAdapter(TARGET, NO_RETRIES, pacer)
 
     adapter.send(_prepared(f"{FCM_HOST}/v1/projects/p/messages:send"))
 
     pacer.acquire.assert_not_called()
-    pacer.observe.assert_called_once_with(200, None, 0)
+    pacer.observe.assert_called_once_with(200, None, 0, 7.0)
 
 
 def test_initialize_app_wires_the_pacer_under_the_sdk(emulator):
@@ -372,6 +379,38 @@ def test_initialize_app_wires_the_pacer_under_the_sdk(emulator):
         assert result.reasons == ("RESOURCE_EXHAUSTED",) * 3
         assert pacer.throttled == 3
         assert 4.0 < pacer.hold_remaining() <= 5.0
+    finally:
+        firebase_admin.delete_app(app)
+
+
+@pytest.mark.parametrize("transport", ["v1", "v1-direct", "legacy-iid"])
+@pytest.mark.parametrize(
+    ("retry_after", "retry_delay", "hold"),
+    [(None, None, 0.0), (3, None, 3.0), (None, 4.5, 4.5), (2, 4.5, 4.5)],
+)
+def test_every_transport_tells_the_pacer_what_a_quota_429_says(
+    emulator, transport, retry_after, retry_delay, hold
+):
+    # FCM's 429 may carry a Retry-After header, a RetryInfo detail, both or neither: each
+    # transport hands the pacer the later of the two, with every refused request. (The
+    # Instance ID API's error is a bare string: only its header can say anything.)
+    from topic_sync.fcm.transports import make_client
+
+    pacer = Pacer(None)
+    app = initialize_app(
+        name=uuid.uuid4().hex, project_id="demo-test", emulator_host=emulator.host_port, pacer=pacer
+    )
+    try:
+        emulator.set_quota(1, window="sliding", retry_after=retry_after, retry_delay=retry_delay)
+        client = make_client(app, transport)
+        client.subscribe(["tok-a"], "t")  # the one the window lets through
+        result = client.subscribe(["tok-b", "tok-c"], "t")
+        assert set(result.reasons) == {"RESOURCE_EXHAUSTED"}
+        assert pacer.throttled >= 1
+        if transport == "legacy-iid":
+            hold = float(retry_after or 0)
+        assert pacer.hold_remaining() == pytest.approx(hold, abs=0.5)
+        assert pacer.acquire() == 0.0  # a 429's hint holds what was refused, not the pace
     finally:
         firebase_admin.delete_app(app)
 

@@ -175,8 +175,12 @@ def test_usage_errors_print_exactly_one_json_object(args, capsys) -> None:
 
 
 def _all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every command, as click finds them (the group loads its commands lazily)."""
+    ctx = click.Context(group)
     found: list[tuple[str, click.Command]] = [(prefix.strip() or "topic-sync", group)]
-    for name, command in group.commands.items():
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
         if isinstance(command, click.Group):
             found += _all_commands(command, f"{prefix}{name} ")
         else:
@@ -213,10 +217,8 @@ def test_every_option_of_every_command_can_come_from_topic_sync_option() -> None
     ],
 )
 def test_live_says_what_it_does_for_each_command(command, says, never) -> None:
-    group = cli
-    for word in command[:-1]:
-        group = group.commands[word]
-    live = next(p for p in group.commands[command[-1]].params if p.name == "live")
+    found = dict(_all_commands(cli))[" ".join(command)]
+    live = next(p for p in found.params if p.name == "live")
     assert says in live.help
     assert never is None or never not in live.help
 
@@ -298,3 +300,47 @@ def test_the_commands_that_finish_a_day_repeat_the_command_line_and_mask_secrets
     )
     assert "pw" not in withheld
     assert how_to_finish(resolved, DeadlineReached("x")) == f"To finish 2026-11-22: {rerun}"
+
+
+def test_every_command_is_found_by_its_name() -> None:
+    import click
+
+    from topic_sync.cli.main import COMMANDS
+
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted([*COMMANDS, "config"])
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+
+
+def test_a_run_imports_only_what_it_needs() -> None:
+    # Every command's module used to be imported at start-up (seconds of a day's run on a
+    # loaded machine): a run must not load the scheduler, the reports, the emulator, or
+    # Alembic (the schema check reads the migrations' head without it).
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, click\n"
+        "from topic_sync.cli.main import cli\n"
+        "cli.get_command(click.Context(cli), 'run')\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "topic_sync.cli.run" in loaded and "topic_sync.engine.run" in loaded
+    unneeded = {
+        "alembic",
+        "apscheduler",
+        "topic_sync.app.scheduler",
+        "topic_sync.app.demo",
+        "topic_sync.emulator",
+        "topic_sync.cli.admin",
+        "topic_sync.cli.reports",
+        "topic_sync.cli.repairs",
+    }
+    assert loaded & unneeded == set()

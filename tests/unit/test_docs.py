@@ -22,8 +22,12 @@ ARCHITECTURE = (DOCS / "architecture.md").read_text()
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every command below the group, as click finds them (the CLI loads them lazily)."""
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         full = f"{prefix}{name}"
         if isinstance(command, click.Group):
             found += _commands(command, f"{full} ")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import heapq
+import random
 
 import pytest
 
-from topic_sync.fcm.pacer import Pacer
+from topic_sync.fcm.pacer import Pacer, Quota
 
 
 class FakeTime:
@@ -20,9 +22,9 @@ class FakeTime:
         self.now += seconds
 
 
-def pacer(rate):
+def pacer(rate, start=None):
     t = FakeTime()
-    return Pacer(rate, clock=t.clock, sleep=t.sleep), t
+    return Pacer(rate, clock=t.clock, sleep=t.sleep, start=start), t
 
 
 def test_paces_requests_to_the_rate() -> None:
@@ -52,54 +54,214 @@ def test_no_rate_means_no_waiting_but_retry_after_still_holds() -> None:
     assert p.hold_remaining() == 0
 
 
-def simulate(quota, latency, *, concurrency=64, requests=50_000, max_rate=3000.0):
-    """Virtual time: workers send through the pacer to an FCM whose quota is a token bucket
-    (one second of burst, as the emulator's), answers arrive `latency` later. Returns (the
-    share of the quota used, the share of requests answered 429, the pacer)."""
+class Bucket:
+    """A token bucket holding one second's worth (the emulator's default quota)."""
+
+    def __init__(self, quota: float, now: float) -> None:
+        self.quota, self.level, self.last = quota, quota, now
+
+    def take(self, now: float) -> bool:
+        self.level = min(self.quota, self.level + (now - self.last) * self.quota)
+        self.last = now
+        if self.level >= 1:
+            self.level -= 1
+            return True
+        return False
+
+
+class Sliding:
+    """At most `quota` requests let through in any one second."""
+
+    def __init__(self, quota: float, now: float) -> None:
+        self.quota, self.log = quota, collections.deque()
+
+    def take(self, now: float) -> bool:
+        while self.log and self.log[0] <= now - 1.0:
+            self.log.popleft()
+        if len(self.log) < self.quota:
+            self.log.append(now)
+            return True
+        return False
+
+
+LIMITERS = {"bucket": Bucket, "sliding": Sliding}
+
+
+def simulate(
+    quota,
+    latency,
+    *,
+    limiter="bucket",
+    retry_after=None,
+    concurrency=192,
+    requests=30_000,
+    max_rate=3000.0,
+    start=None,
+    stalls=None,
+):
+    """Virtual time: workers (`concurrency` in flight, as the v1-direct client's connections)
+    send through the pacer to an FCM whose quota is a token bucket or a sliding window; its
+    429s carry `retry_after` (a Retry-After or RetryInfo, as the client reads either) or not;
+    answers arrive `latency` later. With `stalls` (a seeded random.Random), the client stops
+    for 20-150 ms every 2 s or so (a loaded machine) and each way takes up to 30% more or
+    less. Returns (the share of the quota used, the share of requests answered 429, the
+    pacer)."""
     t = FakeTime()
-    start = t.now
-    p = Pacer(max_rate, clock=t.clock, sleep=t.sleep)
-    level, last, flight, accepted, refused = float(quota), start, [], 0, 0
+    begin = t.now
+    p = Pacer(max_rate, clock=t.clock, sleep=t.sleep, start=start)
+    fcm = LIMITERS[limiter](quota, begin)
+    flight: list[tuple[float, int, int, float]] = []
+    accepted = refused = 0
+    next_stall = begin + (stalls.expovariate(0.5) if stalls else float("inf"))
+
+    def way() -> float:
+        return latency / 2 * (1 + stalls.uniform(-0.3, 0.3) if stalls else 1)
 
     def deliver(upto: float) -> None:
         while flight and flight[0][0] <= upto:
-            _, status = heapq.heappop(flight)
-            p.observe(status)
+            _, _, status, sent_at = heapq.heappop(flight)
+            p.observe(status, retry_after if status == 429 else None, sent_at=sent_at)
 
-    sent = 0
-    while sent < requests:
+    for n in range(requests):
         deliver(t.now)
-        if len(flight) >= concurrency:
+        while len(flight) >= concurrency:
             t.now = flight[0][0]
-            continue
+            deliver(t.now)
+        if stalls and t.now >= next_stall:
+            t.now += stalls.uniform(0.02, 0.15)
+            next_stall = t.now + stalls.expovariate(0.5)
+            deliver(t.now)
         p.acquire()
         deliver(t.now)
-        level = min(quota, level + (t.now - last) * quota)
-        last = t.now
-        if level >= 1:
-            level, status, accepted = level - 1, 200, accepted + 1
+        sent_at, arrive = p.now(), t.now + way()
+        if fcm.take(arrive):
+            status, accepted = 200, accepted + 1
         else:
             status, refused = 429, refused + 1
-        heapq.heappush(flight, (t.now + latency, status))
-        sent += 1
+        heapq.heappush(flight, (arrive + way(), n, status, sent_at))
     deliver(float("inf"))
-    return accepted / (t.now - start) / quota, refused / sent, p
+    return accepted / (t.now - begin) / quota, refused / requests, p
 
 
-@pytest.mark.parametrize(
-    ("quota", "latency"), [(700, 0.0), (700, 0.05), (400, 0.0), (1000, 0.02), (2800, 0.0)]
-)
-def test_the_pace_finds_the_quota_and_holds_it(quota, latency) -> None:
-    # The configured rate (3000/s, FCM's published quota) is above what this project gets:
-    # the pacer must find the real quota and ride it, not bounce off it.
-    used, refused, p = simulate(quota, latency)
-    assert used >= 0.9, f"only {used:.0%} of the quota used"
+# Where a quota below the configured rate must be found (3000/s configured, FCM's published
+# figure; 6000/s for a 3000/s quota) and ridden: 50 ms away with the v1-direct client's
+# connections in flight, and on a local network with the SDK's.
+RIDES = [
+    pytest.param(q, lat, conc, mr, id=f"{q}/s-{lat * 1000:g}ms-{conc}")
+    for q, lat, conc, mr in [
+        (700, 0.05, 192, 3000.0),
+        (3000, 0.05, 192, 6000.0),
+        (700, 0.0, 64, 3000.0),
+        (400, 0.02, 64, 3000.0),
+    ]
+]
+
+
+@pytest.mark.parametrize("learned", [True, False], ids=["learned", "first-command"])
+@pytest.mark.parametrize("limiter", ["bucket", "sliding"])
+@pytest.mark.parametrize("retry_after", [None, 1.0], ids=["no-hint", "retry-after-1s"])
+@pytest.mark.parametrize(("quota", "latency", "concurrency", "max_rate"), RIDES)
+def test_the_pace_rides_the_quota_whatever_the_429s_look_like(
+    quota, latency, concurrency, max_rate, limiter, retry_after, learned
+) -> None:
+    # From the quota an earlier command measured: >= 95% of the quota held and < 1% of
+    # requests answered 429, however FCM counts and whatever its 429s carry. The first
+    # command against an FCM starts slowly instead, and its first 429s cost what was in
+    # flight when they came: it must still find the quota, with a looser bound on the share.
+    used, refused, p = simulate(
+        quota,
+        latency,
+        limiter=limiter,
+        retry_after=retry_after,
+        concurrency=concurrency,
+        max_rate=max_rate,
+        start=Quota(quota, measured=True) if learned else None,
+    )
+    assert used >= (0.95 if learned else 0.85), f"only {used:.1%} of the quota used"
     assert refused < 0.01, f"{refused:.2%} of requests answered 429"
-    assert p.ceiling is not None and p.rate <= 1.1 * quota
+    found = p.learned()
+    assert found is not None and found.measured
+    assert 0.9 * quota <= found.rate <= 1.1 * quota
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("limiter", ["bucket", "sliding"])
+@pytest.mark.parametrize(("quota", "max_rate"), [(700, 3000.0), (3000, 6000.0)])
+def test_the_quota_is_measured_right_on_a_loaded_machine(quota, max_rate, limiter, seed) -> None:
+    # The client stalls now and then and the answers come unevenly: the quota is measured
+    # by what got through of what was sent in a second, not by when the answers were read
+    # (a stall reads them late, all at once), and a stall's catch-up is small, as a sliding
+    # window refuses it a second later. The stalls themselves cost their time.
+    used, refused, p = simulate(
+        quota,
+        0.05,
+        limiter=limiter,
+        max_rate=max_rate,
+        start=Quota(quota, measured=True),
+        stalls=random.Random(seed),
+    )
+    found = p.learned()
+    # What got through while riding: the stalls and the pace's margin below the quota make
+    # it a little low (the next command probes up from it), a bucket's burst a little high.
+    assert found is not None and 0.9 * quota <= found.rate <= 1.1 * quota
+    assert refused < 0.01
+    assert used >= 0.85
+
+
+@pytest.mark.parametrize("limiter", ["bucket", "sliding"])
+def test_a_low_measure_does_not_stick(limiter) -> None:
+    # Learned on a bad day at a sixth of the quota: the probe finds the real one within
+    # the command, and that is what the next command starts from.
+    used, refused, p = simulate(700, 0.05, limiter=limiter, start=Quota(700 / 6, True))
+    found = p.learned()
+    assert found is not None and 0.9 * 700 <= found.rate <= 1.1 * 700
+    assert refused < 0.01
+    assert used >= 0.75
+
+
+@pytest.mark.parametrize("limiter", ["bucket", "sliding"])
+def test_a_quota_lowered_since_it_was_learned_is_found_again(limiter) -> None:
+    used, refused, p = simulate(700, 0.05, limiter=limiter, start=Quota(1400, True))
+    found = p.learned()
+    assert found is not None and 0.9 * 700 <= found.rate <= 1.1 * 700
+    assert used >= 0.95 and refused < 0.01
+
+
+def test_what_merely_got_through_is_learned_as_a_floor_and_doubled_from() -> None:
+    used, refused, p = simulate(5000, 0.0, concurrency=64, requests=20_000)
+    assert refused == 0 and p.ceiling is None
+    found = p.learned()
+    assert found is not None and not found.measured and found.rate > 2000
+    p2, _ = pacer(3000.0, start=found)
+    assert p2.rate == pytest.approx(min(3000.0, found.rate))
+    # Nothing beyond what it started from: nothing new to remember.
+    again, _ = pacer(3000.0, start=Quota(10_000.0, False))
+    assert again.learned() is None
+
+
+def test_a_measured_quota_starts_just_under_it_and_probes_gently() -> None:
+    p, t = pacer(3000.0, start=Quota(700.0, True))
+    assert p.rate == pytest.approx(665.0)
+    rates = []
+    for _ in range(8):  # two clean seconds of answers
+        end = t.now + 0.25
+        while t.now < end:
+            p.acquire()
+            p.observe(200, sent_at=p.now())
+        rates.append(p.rate)
+    assert rates[-1] > 665.0 * 1.1  # it probes up...
+    assert all(b / a <= 1.02 + 1e-9 for a, b in zip([665.0, *rates], rates, strict=False))
+
+
+def test_a_retry_after_on_a_429_holds_the_refused_not_the_pace() -> None:
+    p, t = pacer(3000.0)
+    p.observe(429, retry_after=5, sent_at=p.now())
+    assert p.hold_remaining() == pytest.approx(5.0)  # the refused wait for it...
+    assert p.acquire() < 1.0  # ...the rest go on at the pace
 
 
 def test_the_pace_never_exceeds_the_configured_rate() -> None:
-    used, refused, p = simulate(5000, 0.0, max_rate=1000.0)
+    used, refused, p = simulate(5000, 0.0, concurrency=64, requests=50_000, max_rate=1000.0)
     assert refused == 0 and p.rate <= 1000.0
     assert used == pytest.approx(0.2, rel=0.02)  # 1000 of a 5000/s quota: the cap holds
 
@@ -143,3 +305,38 @@ def test_slow_start_does_not_hold_legacy_batches_for_seconds() -> None:
         p.acquire(1000)
         p.observe(200, cost=1000)
     assert t.now - start < 0.5
+
+
+def ride(p: Pacer, t: FakeTime, seconds: float) -> None:
+    """Send at the pace for `seconds`, every answer a 200 at once."""
+    end = t.now + seconds
+    while t.now < end:
+        p.acquire()
+        p.observe(200, sent_at=p.now())
+
+
+def test_an_idle_pace_is_not_raised() -> None:
+    # Intervals in which the pace held nothing back (a plan running, a batch being recorded)
+    # are no evidence that more would get through: slow start must not double through them.
+    p, t = pacer(3000.0)
+    for _ in range(12):
+        t.now += 0.3
+        p.acquire()
+        p.observe(200, sent_at=p.now())
+    assert p.rate == 100.0
+    ride(p, t, 0.6)  # used: now it doubles
+    assert p.rate >= 400.0
+
+
+def test_429s_judged_after_an_idle_spell_are_measured_as_they_came() -> None:
+    # A few 429s at the end of a round, then the drainer waits before the next: the interval
+    # is closed on the next call, when nothing got through for a second. The pace must be
+    # measured as it was when the 429s came, not collapse to what got through while idle.
+    p, t = pacer(3000.0, start=Quota(700.0, True))
+    ride(p, t, 3.0)
+    before = p.rate
+    for _ in range(3):
+        p.observe(429, sent_at=p.now())
+    t.now += 1.5
+    p.acquire()
+    assert p.ceiling is not None and p.rate >= 0.9 * before

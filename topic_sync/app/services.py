@@ -21,12 +21,19 @@ from typing import BinaryIO
 
 import google.auth.exceptions
 from sqlalchemy import Engine
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
+from topic_sync import store
 from topic_sync.engine.drain import Deps, Progress
 from topic_sync.errors import BadInput, CredentialsError, DatabaseUnavailable, TopicSyncError
 from topic_sync.fcm.client import SdkClient
-from topic_sync.fcm.pacer import Pacer
+from topic_sync.fcm.pacer import Pacer, Quota
 from topic_sync.fcm.transports import make_client
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.settings import Settings
@@ -230,19 +237,55 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkCli
 
 @contextlib.contextmanager
 def services(settings: Settings, io: Io) -> Iterator[Deps]:
-    """The engine's dependencies for one command; the database engine is disposed after."""
+    """The engine's dependencies for one command; the database engine is disposed after.
+
+    The pacer starts from the quota an earlier command learned against the same FCM target
+    and API, and what this command learned is kept for the next one."""
     with database(settings, io) as engine, credentials_in_words():
         pacer = Pacer(settings.rate_limit)
-        yield Deps(
-            engine=engine,
-            client=fcm_client(settings, io, pacer),
-            sleep=io.sleep,
-            now=io.now,
-            log=io.log,
-            pacer=pacer,
-            progress=io.progress,
-            should_stop=io.should_stop,
-        )
+        client = fcm_client(settings, io, pacer)
+        _start_from_learned(engine, client, pacer, io)
+        try:
+            yield Deps(
+                engine=engine,
+                client=client,
+                sleep=io.sleep,
+                now=io.now,
+                log=io.log,
+                pacer=pacer,
+                progress=io.progress,
+                should_stop=io.should_stop,
+            )
+        finally:
+            _remember_learned(engine, client, pacer, io)
+
+
+def _start_from_learned(engine: Engine, client: SdkClient, pacer: Pacer, io: Io) -> None:
+    target = client.target
+    with engine.connect() as conn:
+        learned = store.learned_quota(conn, target.project_id, target.endpoint, client.api)
+    if learned is None:
+        return
+    pacer.start_from(Quota(learned.rate, learned.measured))
+    how = "measured" if learned.measured else "held without a 429"
+    when = learned.learned_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    io.log(f"FCM quota: starting from {learned.rate:,.0f} requests/s ({how} {when})")
+
+
+def _remember_learned(engine: Engine, client: SdkClient, pacer: Pacer, io: Io) -> None:
+    """Keep what the pacer learned; a failure (the database gone) only costs the next
+    command a slower start, so it is logged, never raised over the command's outcome."""
+    learned = pacer.learned()
+    if learned is None:
+        return
+    target = client.target
+    try:
+        with engine.begin() as conn:
+            store.remember_quota(
+                conn, target.project_id, target.endpoint, client.api, learned.rate, learned.measured
+            )
+    except SQLAlchemyError as error:
+        io.log(f"WARNING: the FCM quota learned ({learned.rate:,.0f}/s) was not kept: {error}")
 
 
 @contextlib.contextmanager

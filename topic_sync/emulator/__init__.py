@@ -20,9 +20,10 @@ emulator started in another process.
 Standard library only; one lock guards all state.
 
 ``core`` holds ``FcmEmulator``, the one entry point, and ``serve()``; the parts are
-``state`` (what FCM knows), ``faults`` (what to inject), ``routes`` (request kinds),
-``replies`` (how answers travel), ``shapes`` (the strange answers of the fault menu), ``api``
-(FCM's endpoints), ``control`` (``/emulator/``) and ``server`` (HTTP).
+``state`` (what FCM knows), ``faults`` (what to inject), ``quota`` (the rate limit's shapes),
+``routes`` (request kinds), ``replies`` (how answers travel), ``shapes`` (the strange answers
+of the fault menu), ``api`` (FCM's endpoints), ``control`` (``/emulator/``) and ``server``
+(HTTP).
 """
 
 from topic_sync.emulator.core import (

@@ -149,8 +149,9 @@ class FcmApi:
 
     def _serve(self, kind: str, args: tuple[str, ...], params: Params, body: bytes) -> Reply:
         if kind in V1_TOKEN_KINDS:
-            if not self._faults.take_quota(1):
-                return error_reply(429, "RESOURCE_EXHAUSTED")
+            refused = self._faults.take_quota(1)
+            if refused is not None:
+                return refused
             if kind == "subscribe":
                 topics = params.get("topic_name") or params.get("topicName")
                 return self._v1_subscribe(args[0], args[1], topics[-1] if topics else None)
@@ -272,8 +273,9 @@ class FcmApi:
             or not all(isinstance(t, str) and t for t in tokens)
         ):
             return bad
-        if not self._faults.take_quota(len(tokens)):
-            return legacy_error_reply(429, "RESOURCE_EXHAUSTED")
+        refused = self._faults.take_quota(len(tokens), legacy=True)
+        if refused is not None:
+            return refused
         op = "subscribe" if add else "unsubscribe"
         now = time.time()
         results: list[dict[str, str]] = []

@@ -57,7 +57,14 @@ class Controlled(Protocol):
         kinds: Iterable[str] | None = ...,
         served: bool = ...,
     ) -> None: ...
-    def set_quota(self, requests_per_second: float | None) -> None: ...
+    def set_quota(
+        self,
+        requests_per_second: float | None,
+        *,
+        window: str = ...,
+        retry_after: float | None = ...,
+        retry_delay: float | None = ...,
+    ) -> None: ...
     def set_latency(self, seconds: float) -> None: ...
     def set_api_disabled(self, disabled: bool = ...) -> None: ...
     def unregister(self, token: str) -> None: ...
@@ -98,8 +105,9 @@ def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
     ``{"token_errors": [{"token", "reason", "op"?, "times"?}], "request_errors": {"status",
     "count"?, "rate"?, "retry_after"?, "seed"?, "kinds"?, "served"?}, "answers": [{"shape"
     or "canned": {"status", "body"? or "body_base64"?, "content_type"?, "headers"?, "cut"?},
-    "status"?, "kinds"?, "tokens"?, "count"?, "served"?}], "quota": rps, "latency": seconds,
-    "api_disabled": bool, "unregister": [token]}``, every key optional.
+    "status"?, "kinds"?, "tokens"?, "count"?, "served"?}], "quota": rps or {"rate",
+    "window"?, "retry_after"?, "retry_delay"?}, "latency": seconds, "api_disabled": bool,
+    "unregister": [token]}``, every key optional.
     """
     if not isinstance(spec, dict):
         raise ValueError("faults body must be a JSON object")
@@ -135,7 +143,16 @@ def _apply_faults(emulator: Controlled, spec: dict[str, Any]) -> None:
                 served=bool(item.get("served", False)),
             )
     if "quota" in spec:
-        emulator.set_quota(spec["quota"])
+        quota = spec["quota"]
+        if isinstance(quota, dict):
+            emulator.set_quota(
+                quota["rate"],
+                window=quota.get("window", "bucket"),
+                retry_after=quota.get("retry_after"),
+                retry_delay=quota.get("retry_delay"),
+            )
+        else:
+            emulator.set_quota(quota)
     if "latency" in spec:
         emulator.set_latency(float(spec["latency"] or 0.0))
     if "api_disabled" in spec:

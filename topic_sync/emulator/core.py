@@ -181,10 +181,28 @@ class FcmEmulator:
         with self._lock:
             self._faults.add_trap(kind, nth, action, after)
 
-    def set_quota(self, requests_per_second: float | None) -> None:
-        """Rate-limit topic management (v1 request = 1, legacy batch = its token count)."""
+    def set_quota(
+        self,
+        requests_per_second: float | None,
+        *,
+        window: str = "bucket",
+        retry_after: float | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
+        """Rate-limit topic management (v1 request = 1, legacy batch = its token count).
+
+        ``window``: ``"bucket"`` (a token bucket holding one second's worth: a burst, then
+        the rate) or ``"sliding"`` (at most the rate in any one second). Each 429 carries a
+        ``Retry-After`` header of ``retry_after`` seconds (whole), and a RetryInfo detail of
+        ``retry_delay`` seconds, when given; ``None`` clears the quota.
+        """
         with self._lock:
-            self._faults.set_quota(requests_per_second)
+            self._faults.set_quota(
+                requests_per_second,
+                window=window,
+                retry_after=retry_after,
+                retry_delay=retry_delay,
+            )
 
     def set_api_disabled(self, disabled: bool = True) -> None:
         """Answer every FCM request as Google does when the Firebase Cloud Messaging API is

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from topic_sync.emulator.quota import Quota
 from topic_sync.emulator.replies import REQUEST_ERROR_STATUS, Reply
 from topic_sync.emulator.routes import KINDS
 from topic_sync.emulator.shapes import Canned, Request, build, check_shape
@@ -86,29 +86,6 @@ class Trap:
     after: bool
 
 
-class Bucket:
-    """Token bucket holding one second's worth of requests.
-
-    A request costing more than the capacity (a legacy batch of 1000 at a lower rate) passes
-    once the bucket is full and drives it negative, so big batches are slowed, not starved.
-    """
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = rate
-        self.level = rate
-        self.last = time.monotonic()
-
-    def take(self, cost: float) -> bool:
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
-        self.last = now
-        if self.level >= min(cost, self.capacity):
-            self.level -= cost
-            return True
-        return False
-
-
 class Faults:
     """Every armed fault; clear() disarms them all."""
 
@@ -119,7 +96,7 @@ class Faults:
         self.token_faults: dict[str, list[TokenFault]] = {}  # newest first
         self.request_faults: RequestFaults | None = None
         self.answer_faults: list[AnswerFault] = []  # newest first
-        self.bucket: Bucket | None = None
+        self.quota: Quota | None = None
         self.latency = 0.0
         self.traps: list[Trap] = []
         self.api_disabled = False
@@ -207,11 +184,25 @@ class Faults:
             raise ValueError("nth must be at least 1")
         self.traps.append(Trap(kind, nth, action, after))
 
-    def set_quota(self, requests_per_second: float | None) -> None:
+    def set_quota(
+        self,
+        requests_per_second: float | None,
+        *,
+        window: str,
+        retry_after: float | None,
+        retry_delay: float | None,
+    ) -> None:
         """See FcmEmulator.set_quota."""
-        if requests_per_second is not None and requests_per_second <= 0:
-            raise ValueError("requests_per_second must be positive or None")
-        self.bucket = None if requests_per_second is None else Bucket(float(requests_per_second))
+        self.quota = (
+            None
+            if requests_per_second is None
+            else Quota.of(
+                requests_per_second,
+                window=window,
+                retry_after=retry_after,
+                retry_delay=retry_delay,
+            )
+        )
 
     def set_api_disabled(self, disabled: bool) -> None:
         """See FcmEmulator.set_api_disabled."""
@@ -277,6 +268,8 @@ class Faults:
                 return fault
         return None
 
-    def take_quota(self, cost: float) -> bool:
-        """Charge ``cost`` requests against the quota; False if it is used up."""
-        return self.bucket is None or self.bucket.take(cost)
+    def take_quota(self, cost: float, *, legacy: bool = False) -> Reply | None:
+        """Charge ``cost`` requests against the quota: None, or the 429 if it is used up."""
+        if self.quota is None or self.quota.limiter.take(cost):
+            return None
+        return self.quota.refusal(legacy=legacy)

@@ -3,7 +3,8 @@ publish the day's message to it once.
 
 Order of a live run, and why:
 1. Validate the message (locally and with FCM's validate_only) before anything
-   changes, so a bad message never leaves a synced topic without its push.
+   changes, so a bad message never leaves a synced topic without its push. FCM's
+   answer is awaited while the plan is made: the plan commits only once it came.
 2. Plan in one transaction: COPY the audience (checked whole: every line, its
    end, its producer's manifest), diff in SQL, apply the audience guard (the day's
    audience against the campaign's previous one). A bad line or a refused plan
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,35 +543,26 @@ def _live_run(
             "nothing). It may have gone out. Check FCM (or the devices): if it went out, "
             "rerun with --mark-published to record it; if not, with --republish to send it"
         )
-    send_message(deps, opts.retry, template, topic, validate_only=True)
-
-    with deps.engine.begin() as conn:
-        check_target(conn, deps.client.target, bind=True)
-        owner = process_owner(f"run {locked_name} {opts.day}")
-        campaign = campaigns.settle(conn, opts.spec, pool_size=pool_size, by=owner)
-        if campaign.name != locked_name:
-            raise CampaignMismatch(
-                f"campaign {locked_name!r} was renamed {campaign.name!r} while this run "
-                "started; nothing was done: run it again"
-            )
-        if found is None:
-            deps.log(
-                f"campaign {campaign.name!r} registered: topic prefix {campaign.prefix}, "
-                f"pool of {campaign.pool_size}, time zone {campaign.timezone}"
-            )
-        run = store.start_run(
-            conn,
-            campaign_id=campaign.id,
-            prefix=opts.prefix,
-            day=opts.day,
-            topic=topic,
-            transport=deps.client.transport,
-            audience_path=opts.audience_name,
+    # FCM validates the message while the plan is made; the plan commits only once FCM
+    # accepted it, so a message FCM refuses leaves nothing planned, as when it went first.
+    # (An audience read from standard input cannot be read again: that plan waits for
+    # FCM's answer with its transaction open.)
+    validation = Validation(deps, opts.retry, template, topic)
+    once = opts.audience_path is not None and str(opts.audience_path) == "-"
+    planning = _Planning(opts, deps, topic, phases, validation, found, locked_name, pool_size)
+    try:
+        campaign, run, fence, plan, change = planning.plan(wait=once)
+    except _NotValidatedYet:
+        validation.wait()  # retrying, or slow: not with the plan's transaction open
+        campaign, run, fence, plan, change = planning.plan(wait=True)
+    except Exception:
+        validation.wait()  # the message's verdict first, as when it went first
+        raise
+    if found is None:
+        deps.log(
+            f"campaign {campaign.name!r} registered: topic prefix {campaign.prefix}, "
+            f"pool of {campaign.pool_size}, time zone {campaign.timezone}"
         )
-        fence = take_fence(conn, topic, owner, run.id)
-        plan, change = _plan(opts, conn, topic, run.id, deps, phases, campaign)
-        store.save_plan(conn, run.id, plan)
-        store.save_audience(conn, campaign.id, opts.day, run.id)
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
         f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
@@ -597,6 +590,87 @@ def _live_run(
         # Whatever ended the run, its record says so: it must not look still in progress.
         _record_stop(deps, run.id, topic, error)
         raise
+
+
+class _NotValidatedYet(Exception):
+    """The plan was made before FCM answered the validation: it is rolled back."""
+
+
+class Validation:
+    """The message's validate_only send, in a thread of its own from its creation."""
+
+    def __init__(
+        self, deps: Deps, policy: RetryPolicy, template: MessageTemplate, topic: str
+    ) -> None:
+        self._error: BaseException | None = None
+
+        def validate() -> None:
+            try:
+                send_message(deps, policy, template, topic, validate_only=True)
+            except BaseException as error:  # re-raised by wait(), in the run's thread
+                self._error = error
+
+        self._thread = threading.Thread(target=validate, name="validate", daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Until FCM answered (retries included); raises what the validation raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass
+class _Planning:
+    """Record the campaign and the run, take the topic's fence and plan it, in one
+    transaction that commits only if FCM accepted the message (unless `wait`, raises
+    _NotValidatedYet if FCM has not answered yet)."""
+
+    opts: RunOptions
+    deps: Deps
+    topic: str
+    phases: Phases
+    validation: Validation
+    found: store.CampaignRecord | None
+    locked_name: str
+    pool_size: int
+
+    def plan(
+        self, *, wait: bool
+    ) -> tuple[
+        store.CampaignRecord, store.RunRecord, store.Fence, store.Plan, store.AudienceChange | None
+    ]:
+        with self.deps.engine.begin() as conn:
+            check_target(conn, self.deps.client.target, bind=True)
+            owner = process_owner(f"run {self.locked_name} {self.opts.day}")
+            campaign = campaigns.settle(conn, self.opts.spec, pool_size=self.pool_size, by=owner)
+            if campaign.name != self.locked_name:
+                raise CampaignMismatch(
+                    f"campaign {self.locked_name!r} was renamed {campaign.name!r} while this run "
+                    "started; nothing was done: run it again"
+                )
+            run = store.start_run(
+                conn,
+                campaign_id=campaign.id,
+                prefix=self.opts.prefix,
+                day=self.opts.day,
+                topic=self.topic,
+                transport=self.deps.client.transport,
+                audience_path=self.opts.audience_name,
+            )
+            fence = take_fence(conn, self.topic, owner, run.id)
+            plan, change = _plan(
+                self.opts, conn, self.topic, run.id, self.deps, self.phases, campaign
+            )
+            store.save_plan(conn, run.id, plan)
+            store.save_audience(conn, campaign.id, self.opts.day, run.id)
+            if not wait and not self.validation.done():
+                raise _NotValidatedYet
+            self.validation.wait()
+        return campaign, run, fence, plan, change
 
 
 def _sync_and_publish(

@@ -42,11 +42,12 @@ from topic_sync.fcm.sdk_bridge import (
     list_topic_subscriptions,
     mounted_adapter,
     registration_segment,
-    retry_after,
+    wait_hint,
 )
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE, MAX_TOKENS_PER_CALL
 from topic_sync.inputs.audience import shorten
+from topic_sync.states import FcmApi
 
 CREDENTIALS_HELP = (
     "FCM rejected topic-sync's credentials ({reason}). Check that "
@@ -271,8 +272,18 @@ def send_failure(
 
 
 def _retry_after(error: fb_exceptions.FirebaseError) -> float | None:
-    response = error.http_response
-    return retry_after(response.headers) if response is not None else None
+    return _hint(error.http_response)
+
+
+def _hint(response: requests.Response | None) -> float | None:
+    """When an error answer said to ask again (Retry-After or a RetryInfo detail)."""
+    if response is None:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return wait_hint(response.headers, body)
 
 
 def _whole_request_reason(error: fb_exceptions.FirebaseError) -> str:
@@ -314,6 +325,11 @@ class SdkClient:
         redirect = mounted_adapter(app).target
         emulator_host = redirect.removeprefix("http://") if redirect else None
         self.target = FcmTarget.of(str(app.project_id), emulator_host)
+
+    @property
+    def api(self) -> FcmApi:
+        """The API its topic requests go to (each has a quota of its own)."""
+        return FcmApi.IID if self.transport == "legacy-iid" else FcmApi.V1
 
     def subscribe(
         self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None
@@ -398,7 +414,7 @@ class SdkClient:
                 f"listing the topics of token {shorten(token)} failed: "
                 + _without_token(str(error), token),
                 status=status,
-                retry_after=retry_after(response.headers) if response is not None else None,
+                retry_after=_hint(response),
                 proven=_answer_has_details(response),
             ) from error
 

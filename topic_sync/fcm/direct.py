@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import ssl
 import threading
 import time
@@ -37,8 +38,8 @@ from topic_sync.fcm.sdk_bridge import (
     DirectAuth,
     mounted_adapter,
     registration_segment,
-    retry_after,
     topic_error_code,
+    wait_hint,
 )
 
 # Requests in flight per client, all batches together. At 50 ms of FCM latency the quota
@@ -309,11 +310,13 @@ class DirectV1Client(SdkClient):
         self, request: bytes, subscribe: bool, topic: str, give_up_at: float | None
     ) -> TokenAnswer:
         """The answer to one request, read by the evidence rule."""
+        pacer = self._pacer
         async with self._pool.turn():
             if give_up_at is not None and time.monotonic() >= give_up_at:
                 return NOT_SENT
-            if self._pacer is not None and not await self._paced(give_up_at):
+            if pacer is not None and not await self._paced(give_up_at):
                 return NOT_SENT
+            sent_at = pacer.now() if pacer is not None else 0.0
             try:
                 answer = await self._pool.request(request, HTTP_TIMEOUT_SECONDS)
             except (
@@ -325,8 +328,14 @@ class DirectV1Client(SdkClient):
                 urllib3.exceptions.HTTPError,  # a body whose content coding does not decode
             ):
                 return TokenAnswer(NO_ANSWER, False)
-        if self._pacer is not None:
-            self._pacer.observe(answer.status, retry_after(_titled(answer.headers)))
+        if pacer is not None:
+            parsed: object = None
+            if answer.status >= 400:
+                try:
+                    parsed = json.loads(answer.body or b"{}")
+                except ValueError:
+                    parsed = None
+            pacer.observe(answer.status, wait_hint(_titled(answer.headers), parsed), 1.0, sent_at)
         raw = RawAnswer(answer.status, answer.body, answer.headers.get("location"))
         return read_topic_answer(raw, subscribe=subscribe, topic=topic, error_code=topic_error_code)
 

@@ -4,37 +4,85 @@ and holds just under it.
 FCM's topic-management quota (3,000 requests per second per project, per the docs) is
 counted per token on the v1 API, where one token is one request, so pacing is done per
 request at the HTTP layer, beneath firebase-admin's thread fan-out (a legacy batch costs
-its token count). The quota a project really has may be lower, and it is enforced as a
-token bucket, so 429s come late and in bursts. The pacer therefore looks at short
-intervals: when an interval saw 429s, the pace drops to what was actually sent, less the
-share refused, less a margin (a multiplicative decrease sized by the evidence); after a
-clean interval it climbs 1% a second (an additive probe, so a raised quota is found
-again). Riding at the quota this way keeps 429s to a fraction of a percent. A
-`Retry-After` answer holds every request until it has passed.
+its token count). The quota a project really has may be lower, and nobody says how it is
+enforced: a token bucket lets a second's burst through, then refuses the excess over its
+rate; a sliding one-second window refuses everything until old requests leave it. Either
+way 429s come late and in bursts, with a `Retry-After` (or a RetryInfo detail) or without.
+The pacer rides the quota whatever they look like:
+
+- Evidence is what was sent since the pace last fell: answers to requests sent before a
+  decrease say nothing about the new pace, so a burst of 429s lowers the pace once.
+- On that evidence the quota is measured and the pace goes 5% under it. The measure is
+  what got through of what was sent in the second before the 429, counted by when it was
+  sent (as FCM counted it; a stalled client reads a second's answers late and at once):
+  exactly a sliding window's quota, at least a bucket's (it may include the burst). If a
+  run of 429s follows soon after, the bucket's burst was in it: the share refused of what
+  was sent is then the measure.
+- For a second after a decrease, what was sent in the last second at the old pace counts
+  against the new one (a sliding window still holds it), so nothing is sent into a full
+  window; a few 429s in that second are the old pace's, not evidence. Near a measured
+  quota a stalled client catches up little, as a window refuses a catch-up a second later.
+- After a clean interval in which the pace held requests back: well below the last measure,
+  the pace returns halfway to it; near it, it climbs 0.5% a second, so a raised quota is
+  found again. An interval that did not use the pace (a plan, a transaction) raises nothing.
+- A command starts from what an earlier one learned (`start`, a `Quota`): just under a
+  measured quota, probing up 2% each clean quarter second until the first 429 (a low
+  measure cannot stick); from a rate that merely got through, doubling from it. With
+  nothing learned: from 100 requests/s, doubling each clean quarter second (slow start).
+  `learned()` is what this command found, for the next one: what got through per second
+  while the pace held requests back, once the quota was found (one measure may be high or
+  low; the ride is a little low, which costs the next command a second of probing).
+- A `Retry-After` on a 429 says when to ask again for what was refused: the refused
+  requests are not asked again before then (`hold_remaining`, which the batch drainer
+  waits), while the others go on at the lowered pace, as firebase-admin itself honours it
+  per request. On any other answer (a 503: the service, not the quota) every request
+  waits until it has passed.
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from topic_sync.settings import DEFAULTS
 
-BURST_SECONDS = 0.05  # how much unused pace may be spent at once
+# How much unused pace may be spent at once (a stalled client catching up). Little near a
+# measured quota: into a sliding window that is nearly full, a catch-up is refused a second
+# later, when the stall's hole leaves it.
+BURST_SECONDS = 0.05
+EDGE_BURST_SECONDS = 0.01
+EDGE = 0.9  # a pace this close to the last measured quota is near it
 INTERVAL = 0.25  # seconds: the pace is adjusted at least this often while answers come
 # ...and sooner once an interval has this much evidence of 429s: overshooting a quota for a
 # whole interval would cost hundreds of refused requests.
 EARLY_REFUSED = 10.0
 EARLY_AFTER = 0.02  # seconds: the shortest interval whose rate means anything
-MARGIN = 0.95  # after 429s, the pace goes this far below what got through
-CLIMB_PER_SECOND = 0.005  # after clean intervals, the pace rises by this share per second
+WINDOW = 1.0  # seconds: FCM's quota is per second; what got through is measured over this
+MARGIN = 0.95  # after 429s, the pace goes this far below the quota measured
+CLIMB_PER_SECOND = 0.005  # near the last measure, the pace rises by this share per second
+PROBE_STEP = 0.02  # from a measured quota, the pace rises by this share per clean interval
 MIN_RATE = 1.0
 SLOW_START_RATE = 100.0  # requests per second to begin with (doubled every clean interval)
 FLOOR_FACTOR = 0.25  # one adjustment never cuts the pace below a quarter of what it was
 RETURN_SHARE = 0.5  # of the way back to just under the last measured quota, per interval
+FULL = 0.9  # 429s from this share of answers on: a full window, not an excess over a rate
+USED = 0.5  # an interval that sent less than this share of its pace says nothing about more
+RIDE = WINDOW  # riding the quota at least this long, what got through is its measure
 MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What was learned about one FCM's quota: `rate` requests per second, `measured` if
+    FCM refused above it (else that much merely got through: the quota is at least it)."""
+
+    rate: float
+    measured: bool
 
 
 class Pacer:
@@ -45,31 +93,71 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         slow_start: bool = True,
+        start: Quota | None = None,
     ) -> None:
+        """`rate`: the most requests per second ever sent (None: no limit); `start`: what
+        an earlier command learned of the quota of the same FCM."""
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive (or None for no limit)")
         self.max_rate = rate
-        # Slow start: begin low and double each clean interval up to the configured rate, so
-        # a quota far below it is met at twice its pace at most, not at the full rate with
-        # every worker's requests in flight.
-        self._starting = slow_start and rate is not None
-        self.rate = min(rate, SLOW_START_RATE) if self._starting and rate is not None else rate
+        self._slow_start = slow_start
+        self.start_from(start)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._next_free = clock()
-        self._not_before = 0.0
-        self._interval_start = clock()
-        self._sent = 0.0  # cost answered in the current interval
-        self._refused = 0.0  # ...of which answered 429
-        self._first_refused_at: float | None = None  # the interval's first 429
-        self._through_since = 0.0  # cost that got through since then
-        self._refused_since = 0.0  # cost refused since then
-        self.ceiling: float | None = None  # the quota as last measured (after 429s)
+        now = clock()
+        self._next_free = now
+        self._not_before = 0.0  # every request waits until then (Retry-After, not a 429)
+        self._reask_after = 0.0  # requests refused with a 429 are not asked again before
+        # The current interval's evidence: cost sent (from when), and of the cost sent
+        # since the pace last fell, what was answered, refused, and answered since the
+        # first refusal.
+        self._interval_start = now
+        self._sent = 0.0
+        self._sent_from: float | None = None
+        self._answered = self._refused = self._since_refused = 0.0
+        self._first_refused_at: float | None = None
+        self._answered_at = self._through_then = 0.0  # the last answer; the last 429's
+        # Every send of the last two windows: times and running cost totals, from _head on.
+        self._send_times: list[float] = []
+        self._send_totals: list[float] = []
+        self._head = 0
+        self._total = 0.0
+        self._capped_until = float("-inf")  # sends until then fit the pace in any WINDOW
+        self._accepted: collections.deque[tuple[float, float]] = collections.deque()
+        self._accepted_sum = 0.0  # cost accepted of what was sent within the last WINDOW
         self._last_decrease = float("-inf")
+        self.ceiling: float | None = None  # the quota as last measured (after 429s)
+        self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
+        self._interval_accepted = 0.0  # cost that got through, answered in the interval
+        self.peak = 0.0  # the most that got through in one WINDOW, per second
         self.throttled = 0  # 429 answers seen
         self.answered = 0  # answers seen, 429s included
         self.waited = 0.0  # seconds requests spent held back
+
+    def start_from(self, learned: Quota | None) -> None:
+        """Begin from what an earlier command learned of this FCM's quota (before the first
+        request). Slow start, with nothing learned: begin low and double each clean
+        interval up to the configured rate, so a quota far below it is met at twice its pace
+        at most, not at the full rate with every worker's requests in flight."""
+        if learned is not None and not learned.rate > 0:
+            raise ValueError("a learned quota must be positive")
+        rate, self._start = self.max_rate, learned
+        self.rate = rate
+        self._starting = self._probing = False
+        if rate is None:
+            return
+        if learned is not None and learned.measured:
+            self.rate = min(rate, max(MIN_RATE, MARGIN * learned.rate))
+            self._probing = self.rate < rate
+        elif learned is not None or self._slow_start:
+            begin = SLOW_START_RATE if learned is None else max(SLOW_START_RATE, learned.rate)
+            self.rate = min(rate, begin)
+            self._starting = self.rate < rate
+
+    def now(self) -> float:
+        """The pacer's clock: callers give `observe` the time they sent a request by it."""
+        return self._clock()
 
     def acquire(self, cost: float = 1.0) -> float:
         """Block until `cost` requests may go out; returns the seconds waited."""
@@ -95,6 +183,8 @@ class Pacer:
             start = max(now, self._not_before)
             if self.rate is not None:
                 start = max(start, self._next_free)
+                if start < self._capped_until:
+                    start = max(start, self._window_free(cost, self.rate * WINDOW))
             if not_after is not None and start > not_after:
                 return None
             if self.rate is not None:
@@ -106,63 +196,152 @@ class Pacer:
                     spacing = max(1.0 / self.rate, cost / self.max_rate)
                 else:
                     spacing = cost / self.rate
-                self._next_free = max(self._next_free, now - BURST_SECONDS) + spacing
+                # Unused pace may be spent at once, but not across a hold: after one, the
+                # pace resumes from its end.
+                near = self.ceiling is not None and self.rate > EDGE * self.ceiling
+                burst = EDGE_BURST_SECONDS if near else BURST_SECONDS
+                credit = now - burst if start <= now else start
+                self._next_free = max(self._next_free, credit) + spacing
+            self._log_send(now, start, cost)
             wait = max(start - now, 0.0)
             self.waited += wait
         return wait
 
-    def observe(self, status: int, retry_after: float | None = None, cost: float = 1.0) -> None:
-        """Learn from an answer: count it (and a 429) toward the interval's evidence, and hold
-        everything on Retry-After."""
+    def observe(
+        self,
+        status: int,
+        retry_after: float | None = None,
+        cost: float = 1.0,
+        sent_at: float | None = None,
+    ) -> None:
+        """Learn from the answer to `cost` requests sent at `sent_at` (by `now()`; None if not
+        known): count it toward the interval's evidence, and honour a Retry-After."""
         with self._lock:
             now = self._clock()
+            refused = status == 429
             if retry_after is not None and retry_after > 0:
-                self._not_before = max(self._not_before, now + retry_after)
+                if refused:
+                    self._reask_after = max(self._reask_after, now + retry_after)
+                else:
+                    self._not_before = max(self._not_before, now + retry_after)
             self.answered += 1
-            self._sent += cost
-            if status == 429:
+            at = now if sent_at is None else sent_at
+            if refused:
                 self.throttled += 1
+            else:
+                self._accept(at, cost)
+                self._interval_accepted += cost
+            # Answers to requests sent before the pace last fell are not evidence about it.
+            if sent_at is not None:
+                fresh = sent_at >= self._last_decrease
+            else:
+                fresh = now - self._last_decrease >= INTERVAL
+            if not fresh:
+                return
+            self._answered += cost
+            self._answered_at = now
+            if refused:
                 self._refused += cost
+                # What got through as this 429 came: an interval is closed only on the next
+                # call, which may come after an idle spell that would measure nothing.
+                self._through_then = self._through(at)
                 if self._first_refused_at is None:
-                    self._first_refused_at, self._through_since = now, 0.0
-                    self._refused_since = 0.0
-                self._refused_since += cost
-            elif self._first_refused_at is not None:
-                self._through_since += cost
-            # Early only once per episode: the 429s that follow a decrease answer requests sent
-            # before it, and must not decrease the pace again.
-            settled = now - self._last_decrease >= INTERVAL
-            early = settled and self._refused >= EARLY_REFUSED
-            if early and self._first_refused_at is not None:
-                early = now - self._first_refused_at >= EARLY_AFTER
-            self._adjust(now, early=early)
+                    self._first_refused_at = now
+            if self._first_refused_at is not None:
+                self._since_refused += cost
+                early = self._refused >= EARLY_REFUSED
+                early = early and now - self._first_refused_at >= EARLY_AFTER
+                self._adjust(now, early=early)
+            else:
+                self._adjust(now)
 
     def hold_remaining(self) -> float:
-        """Seconds until the latest Retry-After has passed (0 if none is pending)."""
+        """Seconds until the latest Retry-After has passed (0 if none is pending): requests
+        FCM refused are not to be asked again before then."""
         with self._lock:
-            return max(0.0, self._not_before - self._clock())
+            now = self._clock()
+            return max(0.0, self._not_before - now, self._reask_after - now)
+
+    def learned(self) -> Quota | None:
+        """What this pacer found out about the quota, for the next command against the same
+        FCM; None if nothing beyond what it started from."""
+        with self._lock:
+            if self.ceiling is not None:
+                # What got through per second while the pace held requests back, since the
+                # quota was first found: a single measure can be high (a bucket's burst in
+                # the second it was taken over) or low (the client stalled in it).
+                if self._ride_time >= RIDE:
+                    return Quota(self._ride_accepted / self._ride_time, measured=True)
+                return Quota(self.ceiling, measured=True)
+            start = self._start
+            if self.peak <= 0 or (start is not None and self.peak <= start.rate):
+                return None
+            return Quota(self.peak, measured=False)
+
+    # Everything below runs under the lock.
+
+    def _log_send(self, now: float, at: float, cost: float) -> None:
+        self._sent += cost
+        if self._sent_from is None:
+            self._sent_from = at
+        self._total += cost
+        self._send_times.append(at)
+        self._send_totals.append(self._total)
+        times = self._send_times
+        while self._head < len(times) and times[self._head] <= now - 2 * WINDOW:
+            self._head += 1
+        if self._head > 4096:
+            del self._send_times[: self._head], self._send_totals[: self._head]
+            self._head = 0
+
+    def _window_free(self, cost: float, cap: float) -> float:
+        """The earliest time `cost` more can go out with at most `cap` sent in any WINDOW,
+        counting what was sent already."""
+        need = self._total + cost - cap  # the running total that must have left the window
+        if need <= 0 or self._head >= len(self._send_totals):
+            return float("-inf")
+        i = bisect.bisect_left(self._send_totals, need, lo=self._head)
+        return self._send_times[min(i, len(self._send_times) - 1)] + WINDOW
+
+    def _accept(self, at: float, cost: float) -> None:
+        """Count `cost` that got through, sent at `at`."""
+        self._accepted.append((at, cost))
+        self._accepted_sum += cost
+        self.peak = max(self.peak, self._through(at))
+
+    def _through(self, at: float) -> float:
+        """Requests per second that got through of those sent in the WINDOW up to `at`.
+
+        Counted by when they were sent, which is when FCM counted them (give or take the
+        way there), not by when their answers were read: a client that stalls reads a
+        second's answers late and all at once."""
+        log = self._accepted
+        while log and log[0][0] <= at - WINDOW:
+            self._accepted_sum -= log.popleft()[1]
+        return self._accepted_sum / WINDOW
 
     def _adjust(self, now: float, early: bool = False) -> None:
         """Close the interval if it is over, and move the pace on its evidence."""
         elapsed = now - self._interval_start
         if elapsed < (EARLY_AFTER if early else INTERVAL):
             return
+        used = self.rate is not None and self._sent >= USED * self.rate * elapsed
+        if used and self.ceiling is not None:
+            self._ride_time += elapsed
+            self._ride_accepted += self._interval_accepted
         if self.rate is not None and self.max_rate is not None:
-            if self._refused:
-                # The share FCM refused since it began refusing, applied to what was really
-                # sent (the configured pace may be far above it), is the quota as measured:
-                # go below it, but never below FLOOR_FACTOR of what was sent at once (a
-                # short interval can mismeasure).
-                sent = self._sent / elapsed
-                answered = self._through_since + self._refused_since
-                # (A lone 429 at the end of an interval is a share of a sample, not of one.)
-                share = self._refused_since / max(answered, MIN_SAMPLE)
-                self.ceiling = max(sent * (1.0 - share), sent * FLOOR_FACTOR)
-                self.rate = max(MIN_RATE, MARGIN * min(self.rate, self.ceiling))
-                self._last_decrease, self._starting = now, False
-            elif self._starting:
+            if self._refused >= EARLY_REFUSED or (self._refused and now >= self._capped_until):
+                self._decrease(now)
+            elif self._refused:
+                pass  # a few 429s within a second of a decrease: the old pace's
+            elif not used:
+                pass  # the pace was not what held requests back: no evidence for more
+            elif self._starting or self.rate < SLOW_START_RATE:
                 self.rate = min(self.max_rate, self.rate * 2.0)
-                self._starting = self.rate < self.max_rate
+                self._starting = self._starting and self.rate < self.max_rate
+            elif self._probing:
+                self.rate = min(self.max_rate, self.rate * (1.0 + PROBE_STEP))
+                self._probing = self.rate < self.max_rate
             elif self.ceiling is not None and self.rate < NEAR * MARGIN * self.ceiling:
                 # Well below the last quota measured: go back toward it quickly (and, once
                 # near, probe above it: the measure itself may have been low).
@@ -170,5 +349,39 @@ class Pacer:
                 self.rate = min(self.max_rate, self.rate + gap * RETURN_SHARE)
             else:
                 self.rate = min(self.max_rate, self.rate * (1 + CLIMB_PER_SECOND * elapsed))
-        self._interval_start, self._sent, self._refused = now, 0.0, 0.0
-        self._first_refused_at, self._through_since, self._refused_since = None, 0.0, 0.0
+        self._interval_start, self._sent, self._sent_from = now, 0.0, None
+        self._answered = self._refused = self._since_refused = 0.0
+        self._first_refused_at = None
+        self._interval_accepted = 0.0
+
+    def _decrease(self, now: float) -> None:
+        """FCM refused what was sent at the current pace: measure the quota, go under it."""
+        assert self.rate is not None
+        through = self._through_then
+        sending = self._answered_at - (
+            self._interval_start if self._sent_from is None else self._sent_from
+        )
+        sent = self._sent / max(sending, EARLY_AFTER)
+        soon = now - self._last_decrease < 2 * WINDOW
+        if soon and EARLY_REFUSED <= self._refused < FULL * self._since_refused:
+            # A run of 429s soon after a decrease, some requests still getting through: what
+            # got through in the last second was more than the quota (a bucket's burst was
+            # in it). The bucket is empty now and refuses the excess over its rate: the
+            # share refused of what was sent since the 429s began is the quota. (Nothing
+            # getting through at all is a full sliding window instead.)
+            share = self._refused / max(self._since_refused, MIN_SAMPLE)
+            quota, floor = min(through, sent * (1.0 - share)), FLOOR_FACTOR
+        else:
+            # What got through of what was sent in the second before the 429: exactly a
+            # sliding window's quota (it refuses only when full), at least a bucket's (it
+            # refuses once its burst is spent, which may be in that second). A whole
+            # second of answers is a surer measure than a share of a few: it may cut deeper.
+            quota, floor = through, FLOOR_FACTOR**2
+        # One measure can be wrong: never below `floor` of the pace at once.
+        self.ceiling = max(quota, floor * self.rate)
+        self.rate = max(MIN_RATE, MARGIN * min(self.rate, self.ceiling))
+        # What was sent at the old pace stays in a sliding window for a second: until it
+        # has left, the new pace counts it.
+        self._capped_until = now + WINDOW
+        self._last_decrease = now
+        self._starting = self._probing = False

@@ -34,6 +34,7 @@ from topic_sync.fcm.answers import (
     read_topic_answer,
 )
 from topic_sync.fcm.pacer import Pacer
+from topic_sync.fcm.wire import RETRY_INFO_TYPE
 
 FCM_HOST = "https://fcm.googleapis.com"
 IID_HOST = "https://iid.googleapis.com"
@@ -227,10 +228,21 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
             raise OutOfTime("not sent: the batch's time was up", request=request)
         if self.pacer is not None and cost and self.pacer.try_acquire(cost, until) is None:
             raise OutOfTime("not sent: the pace would pass the batch's time", request=request)
+        sent_at = self.pacer.now() if self.pacer is not None else 0.0
         response = super().send(request, *args, **kwargs)
+        # The body is read here (as requests would read it next), once, for the pacer's hint
+        # and the evidence; a body cut short is noted as such and its error goes on up.
+        failure = None
+        try:
+            body: bytes | None = response.content or b""
+        except requests.exceptions.RequestException as error:
+            body, failure = None, error
         if self.pacer is not None:
-            self.pacer.observe(response.status_code, retry_after(response.headers), cost)
-        self._note(request, response)
+            parsed = _json(body) if response.status_code >= 400 and body is not None else None
+            self.pacer.observe(
+                response.status_code, wait_hint(response.headers, parsed), cost, sent_at
+            )
+        self._note(request, response, body, failure)
         if 300 <= response.status_code < 400:
             raise Redirected(
                 f"FCM answered HTTP {response.status_code} (redirect to "
@@ -240,23 +252,24 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
             )
         return response
 
-    def _note(self, request: requests.PreparedRequest, response: requests.Response) -> None:
-        """Note the raw answer of a topic-subscription request, a legacy batch or a send.
-
-        The body is read here (as requests would read it next); a body cut short is noted as
-        such, and the error goes on up as requests would raise it.
+    def _note(
+        self,
+        request: requests.PreparedRequest,
+        response: requests.Response,
+        body: bytes | None,
+        failure: requests.exceptions.RequestException | None,
+    ) -> None:
+        """Note the raw answer of a topic-subscription request, a legacy batch or a send
+        (`body` None: it was cut short, and `failure` goes on up as requests would raise it).
         """
         method, url = str(request.method), str(request.url)
         target = _subscription_target(method, url)
         batch = None if target else _batch_request(request)
         send = target is None and batch is None and url.split("?", 1)[0].endswith(":send")
         if target is None and batch is None and not send:
+            if failure is not None:
+                raise failure
             return
-        failure = None
-        try:
-            body: bytes | None = response.content or b""
-        except requests.exceptions.RequestException as error:
-            body, failure = None, error
         answer = RawAnswer(response.status_code, body, response.headers.get("Location"))
         if target is not None:
             if body is None:
@@ -273,6 +286,14 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
             self.evidence.note_send(answer)
         if failure is not None:
             raise failure  # as requests itself would have, reading the body next
+
+
+def _json(content: bytes | None) -> object:
+    """An answer's body as JSON, or None if it is not JSON."""
+    try:
+        return json.loads(content or b"{}")
+    except ValueError:
+        return None
 
 
 def request_cost(request: requests.PreparedRequest) -> int:
@@ -302,6 +323,26 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, MAX_RETRY_AFTER)
+
+
+def retry_delay(body: object) -> float | None:
+    """The `retryDelay` of a google.rpc.RetryInfo detail in a Google error body, in seconds
+    (a JSON Duration: "1.5s"); nonsense is ignored."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and detail.get("@type") == RETRY_INFO_TYPE:
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                return retry_after({"Retry-After": delay[:-1]})
+    return None
+
+
+def wait_hint(headers: Mapping[str, str] | None, body: object) -> float | None:
+    """When FCM said to ask again: a `Retry-After` header or a RetryInfo detail, the later
+    if both (FCM may send either, both or neither)."""
+    hints = [h for h in (retry_after(headers), retry_delay(body)) if h is not None]
+    return max(hints) if hints else None
 
 
 def http_retries(*, status_retries: int) -> urllib3_retry.Retry:

@@ -19,6 +19,10 @@ ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 """The `@type` of Google's ErrorInfo detail; its `reason` SERVICE_DISABLED means an API that
 is not enabled for the project."""
 
+RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+"""The `@type` of Google's RetryInfo detail: its `retryDelay` (a JSON Duration, "1.5s") says
+when to ask again, as a `Retry-After` header does."""
+
 TOPIC_MANAGEMENT_QUOTA = 3000
 """FCM's published topic-management quota: requests per second per project."""
 

@@ -3,8 +3,9 @@
 `from topic_sync import store` gives the statements (`store.plan_topic`, ...), from
 `store.subscriptions` (the subscription table: diff, claims, outcomes, repairs),
 `store.runs` (runs, publish records, fences, the FCM target, report reads),
-`store.campaigns` (campaigns and their recorded changes) and `store.audiences` (the
-campaigns' previous audiences, for the audience guard). The schema is `store.models`;
+`store.campaigns` (campaigns and their recorded changes), `store.audiences` (the
+campaigns' previous audiences, for the audience guard) and `store.quota` (the quota
+learned per FCM target). The schema is `store.models`;
 connections, migrations and locks are `store.db`.
 """
 
@@ -12,9 +13,11 @@ from topic_sync.store.audiences import *  # noqa: F403
 from topic_sync.store.audiences import __all__ as _audiences
 from topic_sync.store.campaigns import *  # noqa: F403
 from topic_sync.store.campaigns import __all__ as _campaigns
+from topic_sync.store.quota import *  # noqa: F403
+from topic_sync.store.quota import __all__ as _quota
 from topic_sync.store.runs import *  # noqa: F403
 from topic_sync.store.runs import __all__ as _runs
 from topic_sync.store.subscriptions import *  # noqa: F403
 from topic_sync.store.subscriptions import __all__ as _subscriptions
 
-__all__ = [*_subscriptions, *_runs, *_campaigns, *_audiences]
+__all__ = [*_subscriptions, *_runs, *_campaigns, *_audiences, *_quota]

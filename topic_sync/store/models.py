@@ -34,6 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from topic_sync.states import (
     PENDING_SQL,
     CampaignChange,
+    FcmApi,
     Op,
     PublishState,
     RunStatus,
@@ -293,6 +294,25 @@ class FcmTarget(Base):
     bound_at: Mapped[dt.datetime] = _now()
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class FcmQuota(Base):
+    """The topic-management quota learned against one FCM target, per API: the next
+    command starts from it instead of finding it again from a slow start."""
+
+    __tablename__ = "fcm_quota"
+
+    project_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(Text, primary_key=True)
+    api: Mapped[str] = mapped_column(Text, primary_key=True)
+    rate: Mapped[float] = mapped_column(Double, nullable=False)  # requests per second
+    measured: Mapped[bool] = mapped_column(nullable=False)  # refused above it (else: held)
+    learned_at: Mapped[dt.datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint(one_of("api", FcmApi), name="api_known"),
+        CheckConstraint("rate > 0", name="rate_positive"),
+    )
 
 
 class TokenFailure(Base):
