@@ -6,6 +6,8 @@ FCM served a call, the publish included. After each finished day the model's mem
 the day's topic is exactly the day's valid audience, the day was published once to exactly
 those tokens, and the database agrees with the model. PostgreSQL is real; FCM is the model
 below, which answers as FCM does (a dead token is dead for every topic and every call).
+It runs under both pool policies: under the cost policy a crashed day's rerun must land on
+the topic it recorded, whatever the costs say by then.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import text
 
-from tests.support import write_audience
+from tests.support import a_day_passes, write_audience
 from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
@@ -30,7 +33,7 @@ from topic_sync.errors import PublishWithheld
 from topic_sync.fcm.client import BatchResult
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
 from topic_sync.fcm.target import FcmTarget
-from topic_sync.pool import topic_for
+from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.store import db
 
 TOKENS = [f"m:{i:02d}" for i in range(12)]
@@ -152,7 +155,10 @@ batch_faults = st.lists(st.tuples(st.sampled_from(WHOLE_REASONS), st.booleans())
 crashes = st.none() | st.tuples(st.integers(1, 10), st.booleans())
 
 
-def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_path: Path):
+@pytest.mark.parametrize("policy", list(PoolPolicy))
+def test_engine_against_a_model_of_fcm(
+    fresh_databases, message_file: Path, tmp_path: Path, policy: PoolPolicy
+):
     class Days(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -186,7 +192,7 @@ def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_
             fcm.calls, fcm.refused_today = 0, set()
             fcm.crash_at = crash
             self.day += dt.timedelta(days=1)
-            topic = topic_for(PREFIX, POOL, self.day)
+            a_day_passes(self.engine)  # yesterday's topic has rested
             path = write_audience(tmp_path / f"{self.day}-{uuid.uuid4().hex[:6]}.txt", audience)
             options = RunOptions(
                 day=self.day,
@@ -200,6 +206,7 @@ def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_
                 retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=4),
                 batch_size=3,
                 concurrency=1,
+                pool_policy=policy,
             )
             before = len(fcm.publishes)
             for _attempt in range(6):
@@ -219,6 +226,9 @@ def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_
                 break
             else:
                 raise AssertionError(f"{self.day} did not finish")
+            topic = result.topic
+            if policy is PoolPolicy.ORDINAL:
+                assert topic == topic_for(PREFIX, POOL, self.day)
 
             expected = set(audience) - fcm.dead - fcm.refused_today
             assert fcm.members.get(topic, set()) == expected

@@ -31,7 +31,7 @@ from topic_sync.engine.run import run_day as engine_run_day
 from topic_sync.errors import BadInput, ExitCode, TopicSyncError
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
-from topic_sync.pool import is_pool_topic, pool_topics, prefix_of, topic_for, validate_pool
+from topic_sync.pool import PoolPolicy, is_pool_topic, pool_topics, prefix_of, validate_pool
 from topic_sync.settings import SPECS, Settings
 from topic_sync.store import db
 
@@ -132,6 +132,8 @@ def run_day(
             live=s.live,
             max_churn=s.max_churn,
             allow_large_churn=s.allow_large_churn,
+            pool_policy=PoolPolicy(s.pool_policy),
+            rest_period=s.rest_period,
             republish=republish,
             mark_published=mark_published,
             full_tokens=full_tokens,
@@ -188,8 +190,8 @@ def audience_of(resolved: Resolved) -> Path | None:
 
 @dataclass(frozen=True)
 class Scope:
-    """The topics a repair covers: --topic, else the pool of the prefix (or the topic of
-    --date), else every topic the database knows."""
+    """The topics a repair covers: --topic, else the pool of the prefix (or the topic
+    --date was planned on), else every topic the database knows."""
 
     topics: tuple[str, ...] = ()
     day: str | None = None
@@ -211,7 +213,8 @@ def campaign_spec(resolved: Resolved) -> campaigns.CampaignSpec:
 def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> tuple[str, ...]:
     """The topics a repair covers. A campaign's pool is its recorded one (a configured pool
     size must agree with it); a prefix with no recorded pool covers the topics of that
-    prefix the database knows, never topics that were never used."""
+    prefix the database knows, never topics that were never used. A date covers the topic
+    its run recorded (whatever the pool policy chose); a date never planned, none."""
     if scope.topics:
         return scope.topics
     s = resolved.settings
@@ -221,8 +224,15 @@ def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> t
         with engine.connect() as conn:
             found = campaigns.find(conn, spec)
             if resolved.day is not None:
-                pool_size, _ = campaigns.pool_size_of(conn, spec, found)
-                return (topic_for(spec.prefix, pool_size, resolved.day),)
+                campaigns.pool_size_of(conn, spec, found)
+                recorded = store.recorded_topic(conn, found.id, resolved.day) if found else None
+                if recorded is None:
+                    raise BadInput(
+                        f"--date {resolved.day}: campaign {spec.campaign_name!r} has no run of "
+                        "that date that chose a topic (a date's topic is chosen when it runs); "
+                        "give --topic, or leave out --date to cover the whole pool"
+                    )
+                return (recorded,)
             if found is not None and found.pool_size is not None:
                 pool_size, _ = campaigns.pool_size_of(conn, spec, found)
                 return tuple(pool_topics(spec.prefix, pool_size))

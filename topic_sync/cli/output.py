@@ -78,6 +78,11 @@ def use_log_format(
     LOG.configure(log_format, command=command, campaign=campaign, topic=topic)
 
 
+def log_topic(topic: str) -> None:
+    """From now on every JSON line names the topic (a run's, once chosen)."""
+    LOG.context["topic"] = topic
+
+
 def emit_json(document: dict[str, Any]) -> None:
     click.echo(json.dumps(document, sort_keys=True))
 
@@ -206,6 +211,7 @@ def _event_fields(summary: dict[str, Any]) -> dict[str, Any]:
 def describe_run(summary: dict[str, Any]) -> str:
     s = summary
     lines = [f"{s['date']} {s['prefix']} -> {s['topic']}: {s['status']}"]
+    lines += describe_choice(s.get("choice"), every_topic=s["status"] == "dry-run")
     if s["audience"] is not None:
         lines.append(
             f"  audience {s['audience']} tokens ({s['duplicates']} duplicates merged, "
@@ -225,6 +231,29 @@ def describe_run(summary: dict[str, Any]) -> str:
     if s["note"]:
         lines.append(f"  {s['note']}")
     return "\n".join(lines)
+
+
+def describe_choice(choice: dict[str, Any] | None, *, every_topic: bool) -> list[str]:
+    """Why the run has its topic; with `every_topic`, each pool topic's operations and
+    whether it may change (a dry run shows them)."""
+    if not choice:
+        return []
+    lines = [f"  topic {choice['topic']}: {choice['reason']}"]
+    if not every_topic:
+        return lines
+    width = max((len(t["topic"]) for t in choice["topics"]), default=0)
+    for t in choice["topics"]:
+        mark = "*" if t["topic"] == choice["topic"] else " "
+        state = "resting" if t["resting"] else "NOT resting (within the rest period)"
+        if t["last_published"]:
+            state += f", last published {t['last_published']}"
+        elif not t["used"]:
+            state += ", never used"
+        lines.append(
+            f"  {mark} {t['topic']:<{width}}  {t['operations']:>9,} operations "
+            f"(+{t['to_add']:,} -{t['to_remove']:,}), {state}"
+        )
+    return lines
 
 
 _MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}

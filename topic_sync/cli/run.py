@@ -28,11 +28,12 @@ from topic_sync.cli.output import (
     emit_json,
     errors_to_exit,
     finish,
+    log_topic,
     say,
     show_run,
     use_log_format,
 )
-from topic_sync.pool import topic_for
+from topic_sync.pool import PoolPolicy, topic_for
 
 RUN = (
     "topic_prefix",
@@ -49,6 +50,8 @@ RUN = (
     "live",
     "max_churn",
     "allow_large_churn",
+    "pool_policy",
+    "rest_period",
     "propagation_delay",
     *WORK,
     *MONITORING,
@@ -87,11 +90,12 @@ def run(
     """
     settings_ = resolved(click.get_current_context(), params, day=day)
     s = settings_.settings
-    topic = None
-    if s.topic_prefix and settings_.day and s.pool_size:
+    topic = None  # the cost policy chooses it once the audience is loaded (topic_chosen)
+    ordinal = s.pool_policy == PoolPolicy.ORDINAL
+    if ordinal and s.topic_prefix and settings_.day and s.pool_size:
         topic = topic_for(s.topic_prefix, s.pool_size, settings_.day)
     use_log_format(s.log_format, "run", s.topic_prefix, topic)
-    io = cli_io(sleep=shutdown.sleep, should_stop=shutdown.should_stop)
+    io = cli_io(sleep=shutdown.sleep, should_stop=shutdown.should_stop, topic_chosen=log_topic)
     with shutdown.on_signals(say):
         result = commands.run_day(
             settings_,

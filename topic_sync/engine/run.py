@@ -36,6 +36,7 @@ from sqlalchemy import Connection
 from topic_sync import store
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine import evidence
+from topic_sync.engine.choice import TopicChoice, choose, explain
 from topic_sync.engine.drain import (
     DeadGuard,
     Deps,
@@ -70,7 +71,7 @@ from topic_sync.inputs import arrival
 from topic_sync.inputs.audience import iter_audience, iter_rows, shorten, source_name
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
-from topic_sync.pool import topic_for
+from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import DEFAULTS
 from topic_sync.states import Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
@@ -106,6 +107,8 @@ class RunOptions:
     concurrency: int = DEFAULTS.concurrency
     deadline: float = DEFAULTS.deadline  # seconds from the start of the run
     max_dead: float = DEFAULTS.max_dead
+    pool_policy: PoolPolicy = PoolPolicy(DEFAULTS.pool_policy)
+    rest_period: float = DEFAULTS.rest_period  # seconds a published topic rests (cost policy)
     token_column: str | None = DEFAULTS.token_column
     audience_query: str | None = DEFAULTS.audience_query  # a SELECT or a table name
     audience_database_url: str | None = DEFAULTS.audience_database_url  # None: the job's
@@ -167,6 +170,7 @@ class RunResult:
     metrics_errors: list[str] = field(default_factory=list)  # exports that failed (app layer)
     warnings: list[str] = field(default_factory=list)  # for people; the exit code ignores them
     campaign: str | None = None  # the campaign's name (None: named after the prefix)
+    choice: TopicChoice | None = None  # how the topic was chosen (None: the date published)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -201,6 +205,7 @@ class RunResult:
             "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "metrics_errors": self.metrics_errors,
             "warnings": list(self.warnings),
+            "choice": self.choice.summary() if self.choice else None,
         }
 
 
@@ -209,10 +214,15 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     with deps.engine.connect() as conn:
         found = campaigns.find(conn, spec)
         pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
+        recorded = store.recorded_topic(conn, found.id, opts.day) if found else None
         conn.rollback()
-    topic = topic_for(opts.prefix, pool_size, opts.day)
+    # The date's topic is chosen once its audience is loaded (engine.choice). Before that,
+    # the message is validated for the recorded topic, else the ordinal one: FCM checks
+    # only a topic name's form, the same for every topic of the pool.
+    topic = recorded or topic_for(opts.prefix, pool_size, opts.day)
     if opts.wait_for is not None:
-        await_audience(opts, deps, topic, pool_size)
+        ordinal = opts.pool_policy is PoolPolicy.ORDINAL
+        await_audience(opts, deps, recorded or (topic if ordinal else ""), pool_size)
     template = load_message(
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
@@ -220,7 +230,7 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     for warning in warnings:
         deps.log(f"warning: {warning}")
     if not opts.live:
-        result = _dry_run(opts, deps, topic, template, found)
+        result = _dry_run(opts, deps, template, found, pool_size, recorded)
     else:
         name = found.name if found else spec.campaign_name
         lock_name = campaigns.lock_name(name)
@@ -253,7 +263,8 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
     """Before anything else, wait for --wait-for; returns the seconds waited.
 
     Timed out: a live run records the day as `no_audience` (nothing synced, nothing
-    published) and AudienceNeverCame ends it with its own exit code.
+    published; `topic` is what the row shows: '' while none is chosen) and
+    AudienceNeverCame ends it with its own exit code.
     """
     assert opts.wait_for is not None
     path = opts.wait_for
@@ -329,13 +340,44 @@ def audience_tokens(opts: RunOptions, deps: Deps) -> Iterator[Iterator[str]]:
         yield stack.enter_context(contextlib.closing(iter_rows(rows, store.AUDIENCE_QUERY_NAME)))
 
 
-def _plan(
-    opts: RunOptions, conn: Connection, topic: str, run_id: int | None, deps: Deps, phases: Phases
-) -> store.Plan:
+def _load(
+    opts: RunOptions,
+    conn: Connection,
+    deps: Deps,
+    phases: Phases,
+    pool_size: int,
+    recorded: str | None,
+    *,
+    explain: bool,
+) -> tuple[store.StagedAudience, TopicChoice]:
+    """Load and stage the audience, then choose the date's topic over it."""
     with phases.timing("load"), audience_tokens(opts, deps) as tokens:
         lines = store.load_audience(conn, tokens)
     with phases.timing("plan"):
-        plan = store.plan_topic(conn, topic, run_id, lines, opts.day)
+        staged = store.stage_audience(conn, lines, opts.day)
+        choice = choose(
+            conn,
+            prefix=opts.prefix,
+            pool_size=pool_size,
+            day=opts.day,
+            policy=opts.pool_policy,
+            rest=dt.timedelta(seconds=opts.rest_period),
+            recorded=recorded,
+            explain=explain,
+        )
+    return staged, choice
+
+
+def _plan(
+    opts: RunOptions,
+    conn: Connection,
+    topic: str,
+    run_id: int | None,
+    staged: store.StagedAudience,
+    phases: Phases,
+) -> store.Plan:
+    with phases.timing("plan"):
+        plan = store.plan_topic(conn, topic, run_id, staged.lines, staged=staged)
     _guard(opts, plan)
     return plan
 
@@ -343,15 +385,19 @@ def _plan(
 def _dry_run(
     opts: RunOptions,
     deps: Deps,
-    topic: str,
     template: MessageTemplate,
     found: store.CampaignRecord | None,
+    pool_size: int,
+    recorded: str | None,
 ) -> RunResult:
+    phases = Phases(deps.monotonic)
     with deps.engine.connect() as conn:
         try:
             check_target(conn, deps.client.target, bind=False)
             existing = store.get_run(conn, found.id, opts.day) if found else None
-            plan = _plan(opts, conn, topic, None, deps, Phases(deps.monotonic))
+            staged, choice = _load(opts, conn, deps, phases, pool_size, recorded, explain=True)
+            topic = choice.topic
+            plan = _plan(opts, conn, topic, None, staged, phases)
         finally:
             conn.rollback()
     send_message(deps, opts.retry, template, topic, validate_only=True)
@@ -360,7 +406,9 @@ def _dry_run(
         note += f" (its first live run registers campaign {opts.spec.campaign_name!r})"
     if existing and existing.publish_state is PublishState.SENT:
         note = "already published; a live run would do nothing"
-    return RunResult(RunOutcome.DRY_RUN, opts.day, opts.prefix, topic, plan=plan, note=note)
+    return RunResult(
+        RunOutcome.DRY_RUN, opts.day, opts.prefix, topic, plan=plan, note=note, choice=choice
+    )
 
 
 def _live_run(
@@ -414,6 +462,9 @@ def _live_run(
                 f"campaign {campaign.name!r} registered: topic prefix {campaign.prefix}, "
                 f"pool of {campaign.pool_size}, time zone {campaign.timezone}"
             )
+        recorded = store.recorded_topic(conn, campaign.id, opts.day)
+        staged, choice = _load(opts, conn, deps, phases, pool_size, recorded, explain=False)
+        topic = choice.topic  # chosen once per date, here; the run row records it
         run = store.start_run(
             conn,
             campaign_id=campaign.id,
@@ -424,8 +475,10 @@ def _live_run(
             audience_path=opts.audience_name,
         )
         fence = take_fence(conn, topic, owner, run.id)
-        plan = _plan(opts, conn, topic, run.id, deps, phases)
+        plan = _plan(opts, conn, topic, run.id, staged, phases)
         store.save_plan(conn, run.id, plan)
+    deps.topic_chosen(topic)
+    deps.log(f"{topic}: {explain(choice)}")
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
         f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
@@ -434,7 +487,7 @@ def _live_run(
     )
 
     try:
-        return _sync_and_publish(
+        result = _sync_and_publish(
             opts,
             deps,
             topic,
@@ -451,6 +504,8 @@ def _live_run(
         # Whatever ended the run, its record says so: it must not look still in progress.
         _record_stop(deps, run.id, topic, error)
         raise
+    result.choice = choice
+    return result
 
 
 def _sync_and_publish(
