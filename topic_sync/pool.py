@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from topic_sync.errors import BadInput
 from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
+from topic_sync.settings import format_duration
 
 __all__ = [
     "MAX_TOPICS_PER_TOKEN",
@@ -166,8 +167,11 @@ def decide_topic(
     if not resting:
         earliest = min(c.last_published for c in candidates if c.last_published is not None)
         raise NoRestingTopic(
-            f"every topic of the pool had a message within the rest period ({rest}); the "
-            f"first may change again at {(earliest + rest).isoformat()} (see --rest-period)"
+            "every topic of the pool had a message within the rest period "
+            f"({format_duration(rest.total_seconds())}), and a topic is not changed while "
+            f"FCM may still be fanning its message out; the first may change again at "
+            f"{(earliest + rest).isoformat()}. Run this date then, or see --rest-period and "
+            "--pool-size"
         )
     ordinal = next((c for c in resting if c.topic == ordinal_topic), None)
     unused = [c for c in resting if not c.used]

@@ -152,6 +152,19 @@ def parse_duration(value: str | float) -> float:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as parse_duration reads it back: 6h, 1h30m, 45s, 2d."""
+    whole = round(seconds)
+    if whole == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    return "".join(parts)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The settings of every command, with their defaults. Read by the engine as `DEFAULTS`."""

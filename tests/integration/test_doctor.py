@@ -20,6 +20,8 @@ from tests.support import (
     Recorder,
     admin_engine,
     drop_database,
+    ensure_campaign,
+    execute,
     subscription_calls,
     with_database,
     write_audience,
@@ -131,14 +133,49 @@ def test_all_checks_pass_and_nothing_changes(
     assert "skipped" in checks["credentials"].detail and "emulator" in checks["credentials"].detail
     assert "not bound yet" in checks["target"].detail
     assert "30 tokens" in checks["audience"].detail
+    # The cost policy chooses the date's topic once its audience is loaded: the message is
+    # validated for a topic of the pool, the ordinal one, and said to be no more than that.
     the_topic = topic_for(PREFIX, 3, DAY)
-    assert the_topic in checks["message"].detail and the_topic in checks["pool"].detail
+    assert f"for {the_topic} (a topic of the pool" in checks["message"].detail
+    assert "pool policy cost" in checks["pool"].detail and "6h" in checks["pool"].detail
     assert [v.topic for v in emulator.validations] == [the_topic]  # the validate_only send
     # Nothing changed: no migration, run row or binding; no subscription, no publish.
     assert everything(engine) == db_before
     assert fcm_facts(emulator) == fcm_before
     assert subscription_calls(emulator) == 0
     assert emulator.stats[("list", 200)] == 1  # the probe: a read
+
+
+def test_a_date_already_planned_shows_its_recorded_topic_and_validates_for_it(
+    database_url, engine, emulator, message_file, audience
+) -> None:
+    with engine.begin() as conn:
+        campaign = ensure_campaign(conn, PREFIX, 3)
+    chosen = f"{PREFIX}-2"  # not the date's ordinal topic: the cost policy chose it
+    assert chosen != topic_for(PREFIX, 3, DAY)
+    execute(
+        engine,
+        "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status) "
+        "VALUES (:c, :p, :d, :t, 'v1', 'withheld')",
+        c=campaign,
+        p=PREFIX,
+        d=DAY,
+        t=chosen,
+    )
+    checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
+    assert f"{DAY} was planned on {chosen}" in checks["campaign"].detail
+    assert f"FCM accepted it for {chosen} (validate_only" in checks["message"].detail
+    assert [v.topic for v in emulator.validations] == [chosen]
+
+
+def test_the_ordinal_policy_names_the_dates_topic(
+    database_url, emulator, message_file, audience
+) -> None:
+    values = given(database_url, emulator, message_file, audience, pool_policy="ordinal")
+    checks = by_name(check_up(values))
+    the_topic = topic_for(PREFIX, 3, DAY)
+    assert f"{DAY} uses {the_topic} (pool policy ordinal)" in checks["pool"].detail
+    assert f"FCM accepted it for {the_topic} (validate_only" in checks["message"].detail
 
 
 def test_an_audience_larger_than_the_sample_is_sampled(
@@ -485,10 +522,10 @@ def test_the_campaign_check_refuses_what_run_would_refuse(engine) -> None:
         settings = DEFAULTS.replace(topic_prefix=prefix, pool_size=pool_size)
         return Resolved(settings, {"topic_prefix": Source.FLAG, "pool_size": Source.FLAG})
 
-    assert check_campaign(engine, resolved("fresh", 7)).status is CheckStatus.OK
+    assert check_campaign(engine, resolved("fresh", 7))[0].status is CheckStatus.OK
     with engine.begin() as conn:
         ensure_campaign(conn, "kept", 7)
-    assert check_campaign(engine, resolved("kept", 7)).status is CheckStatus.OK
-    wrong = check_campaign(engine, resolved("kept", 5))
+    assert check_campaign(engine, resolved("kept", 7))[0].status is CheckStatus.OK
+    wrong, _ = check_campaign(engine, resolved("kept", 5))
     assert wrong.status is CheckStatus.FAIL and "pool of 7 topics" in wrong.detail
     assert "topic-sync campaign update kept --pool-size 5 --live" in wrong.detail
