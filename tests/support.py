@@ -218,6 +218,21 @@ def db_snapshot(engine: Engine) -> dict[str, list[tuple]]:
         }
 
 
+def record_planned_day(
+    engine: Engine, prefix: str, pool_size: int, day: dt.date, topic: str, status: str = "withheld"
+) -> None:
+    """A run row written by hand: the campaign's `day` planned on `topic` (not published)."""
+    with engine.begin() as conn:
+        campaign = ensure_campaign(conn, prefix, pool_size)
+        conn.execute(
+            text(
+                "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status) "
+                "VALUES (:c, :p, :d, :t, 'v1', :s)"
+            ),
+            {"c": campaign, "p": prefix, "d": day, "t": topic, "s": status},
+        )
+
+
 def a_day_passes(engine: Engine, days: int = 1) -> None:
     """Make every publish recorded so far `days` older, as if the next run came that much
     later: the cost policy's rest period is judged on the database's clock, and the tests

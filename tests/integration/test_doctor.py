@@ -20,8 +20,7 @@ from tests.support import (
     Recorder,
     admin_engine,
     drop_database,
-    ensure_campaign,
-    execute,
+    record_planned_day,
     subscription_calls,
     with_database,
     write_audience,
@@ -149,19 +148,9 @@ def test_all_checks_pass_and_nothing_changes(
 def test_a_date_already_planned_shows_its_recorded_topic_and_validates_for_it(
     database_url, engine, emulator, message_file, audience
 ) -> None:
-    with engine.begin() as conn:
-        campaign = ensure_campaign(conn, PREFIX, 3)
     chosen = f"{PREFIX}-2"  # not the date's ordinal topic: the cost policy chose it
     assert chosen != topic_for(PREFIX, 3, DAY)
-    execute(
-        engine,
-        "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status) "
-        "VALUES (:c, :p, :d, :t, 'v1', 'withheld')",
-        c=campaign,
-        p=PREFIX,
-        d=DAY,
-        t=chosen,
-    )
+    record_planned_day(engine, PREFIX, 3, DAY, chosen)
     checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
     assert f"{DAY} was planned on {chosen}" in checks["campaign"].detail
     assert f"FCM accepted it for {chosen} (validate_only" in checks["message"].detail

@@ -7,11 +7,13 @@ prints or reads the environment: log lines go to `io.log`, the environment comes
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
@@ -23,16 +25,18 @@ from topic_sync.app.settings import Resolved, Source
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine import evidence, retention
 from topic_sync.engine import reconcile as repairs
+from topic_sync.engine import simulate as simulation
 from topic_sync.engine import target as tgt
 from topic_sync.engine.drain import Deps, process_owner
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
+from topic_sync.engine.simulate import Simulation
 from topic_sync.errors import BadInput, ExitCode, TopicSyncError
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import iter_audience, validate_token
 from topic_sync.pool import PoolPolicy, is_pool_topic, pool_topics, prefix_of, validate_pool
-from topic_sync.settings import SPECS, Settings
+from topic_sync.settings import SPECS, Settings, format_duration
 from topic_sync.store import db
 
 
@@ -183,6 +187,41 @@ def audience_of(resolved: Resolved) -> Path | None:
     if s.audience is not None and resolved.sources.get("audience") in (Source.FLAG, Source.ENV):
         raise BadInput("--audience and --audience-query exclude each other: give one of them")
     return None
+
+
+# --- simulate ---------------------------------------------------------------------------------
+
+
+def simulate(resolved: Resolved, io: Io, sources: Sequence[str], *, quota: float) -> Simulation:
+    """What the pool size and policy would have cost over past audience files, next to the
+    ordinal rule; in temporary tables of the database, changing nothing."""
+    s = resolved.settings
+    if not quota > 0:
+        raise BadInput(f"--quota must be a number of requests per second above 0, not {quota}")
+    prefix = s.topic_prefix or "topic"
+    validate_pool(prefix, s.pool_size)
+    files, passed_over = simulation.audience_history(sources)
+    for path in passed_over:
+        io.log(f"note: {path}: no date in its name, passed over")
+    io.log(
+        f"simulate: {len(files)} audiences, {files[0].day} to {files[-1].day}; pool of "
+        f"{s.pool_size}, policy {s.pool_policy}, rest {format_duration(s.rest_period)}; "
+        "in temporary tables, changing nothing"
+    )
+    with database(s, io) as engine:
+        return simulation.simulate(
+            engine,
+            files,
+            prefix=prefix,
+            pool_size=s.pool_size,
+            policy=PoolPolicy(s.pool_policy),
+            rest=dt.timedelta(seconds=s.rest_period),
+            quota=quota,
+            run_at=dt.time.fromisoformat(s.run_at),
+            zone=ZoneInfo(s.timezone),
+            token_column=s.token_column,
+            log=io.log,
+        )
 
 
 # --- repairs ----------------------------------------------------------------------------------

@@ -562,8 +562,8 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
                 str(row.removed),
                 _per_code(row.failed) or "-",
                 str(row.retries),
-                _duration(row.wait_seconds),
-                _duration(row.duration_seconds),
+                duration_text(row.wait_seconds),
+                duration_text(row.duration_seconds),
                 _minutes(row.started_at),
                 row.why if row.tries == 1 else f"{row.why} (totals of {row.tries} attempts)",
             )
@@ -581,8 +581,8 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
                     str(a.removed),
                     _per_code(a.failed) or "-",
                     str(a.retries),
-                    _duration(a.wait_seconds),
-                    _duration(a.duration_seconds),
+                    duration_text(a.wait_seconds),
+                    duration_text(a.duration_seconds),
                     _minutes(a.started_at),
                     a.why,
                 )
@@ -648,7 +648,7 @@ def render_overview(
             f"  run {run.run_id}{tries}: audience {run.audience}, added {run.added}, "
             f"removed {run.removed}, newly dead {run.newly_dead}, suppressed "
             f"{run.suppressed}, retries {run.retries}, waited "
-            f"{_duration(run.wait_seconds)}, took {_duration(run.duration_seconds)}",
+            f"{duration_text(run.wait_seconds)}, took {duration_text(run.duration_seconds)}",
         ]
         if run.tries > 1:
             lines += [f"    {_attempt_line(a)}" for a in run.history]
@@ -742,7 +742,7 @@ def _attempt_line(a: AttemptSummary) -> str:
     return (
         f"#{a.attempt} {a.status}: audience {a.audience}, added {a.added}, removed "
         f"{a.removed}, newly dead {a.newly_dead}, retries {a.retries}, took "
-        f"{_duration(a.duration_seconds)}; {a.why}"
+        f"{duration_text(a.duration_seconds)}; {a.why}"
     )
 
 
@@ -882,7 +882,8 @@ def _or_dash(value: object) -> str:
     return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
+    """Seconds for people: 4.2s, 37s, 3m07s, 2h05m (- for none)."""
     if seconds is None:
         return "-"
     whole = round(seconds)

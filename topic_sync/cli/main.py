@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 
 from topic_sync import __version__
-from topic_sync.cli import admin, campaigns, repairs, reports
+from topic_sync.cli import admin, campaigns, repairs, reports, simulate
 from topic_sync.cli import run as run_commands
 from topic_sync.cli.output import emit_json, error_document, say
 from topic_sync.errors import ExitCode
@@ -42,6 +42,7 @@ config_group.add_command(run_commands.config_show)
 for command in (
     run_commands.run,
     run_commands.doctor,
+    simulate.simulate,
     repairs.reconcile,
     repairs.forget,
     repairs.target,

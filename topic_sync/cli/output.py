@@ -21,11 +21,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from topic_sync.app.report import duration_text
 from topic_sync.app.services import Io
 from topic_sync.engine.drain import Progress
 from topic_sync.engine.reconcile import ReconcileResult
 from topic_sync.errors import ExitCode, TopicSyncError
 from topic_sync.inputs.audience import shorten
+from topic_sync.settings import format_duration
 from topic_sync.states import Op
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -254,6 +256,58 @@ def describe_choice(choice: dict[str, Any] | None, *, every_topic: bool) -> list
             f"(+{t['to_add']:,} -{t['to_remove']:,}), {state}"
         )
     return lines
+
+
+def describe_simulation(summary: dict[str, Any]) -> str:
+    """simulate's table: a row per day, a column group per policy, then the totals."""
+    s = summary
+    policies = list(s["totals"])
+    names = {"cost": "cost policy", "ordinal": "ordinal rule"}
+    width = max([len(d[p]["topic"]) for d in s["days"] for p in policies] + [5])
+    group = f"{{:<{width}}}  {{:>10}} {{:>10}} {{:>11}} {{:>8}}"
+    head = f"{'':<10}  {'':>10}"
+    cols = f"{'date':<10}  {'audience':>10}"
+    for policy in policies:
+        title = names.get(policy, policy)
+        head += "  |  " + title.center(len(group.format("", "", "", "", "")))
+        cols += "  |  " + group.format("topic", "added", "removed", "operations", "time")
+    lines = [
+        f"pool of {s['pool_size']} ({s['prefix']}-0..{s['pool_size'] - 1}), rest "
+        f"{format_duration(s['rest_seconds'])}, quota {s['quota']:,g} requests/s; "
+        f"{len(s['days'])} days",
+        head,
+        cols,
+    ]
+    for day in s["days"]:
+        row = f"{day['date']:<10}  {day['audience']:>10,}"
+        for policy in policies:
+            c = day[policy]
+            row += "  |  " + group.format(
+                c["topic"],
+                f"{c['to_add']:,}",
+                f"{c['to_remove']:,}",
+                f"{c['operations']:,}",
+                duration_text(c["seconds"]),
+            )
+        lines.append(row)
+    total = f"{'total':<10}  {'':>10}"
+    for policy in policies:
+        t = s["totals"][policy]
+        total += "  |  " + group.format(
+            "", "", "", f"{t['operations']:,}", duration_text(t["seconds"])
+        )
+    lines.append(total)
+    chosen = s["totals"][s["policy"]]
+    verdict = f"{names.get(s['policy'], s['policy'])}: {chosen['operations']:,} operations"
+    verdict += f" ({duration_text(chosen['seconds'])} at the quota)"
+    if s["policy"] != "ordinal" and s["ratio"] is not None:
+        ordinal = s["totals"]["ordinal"]
+        verdict += (
+            f", {s['ratio']:.2f}x the ordinal rule's {ordinal['operations']:,} "
+            f"({duration_text(ordinal['seconds'])})"
+        )
+    lines.append(verdict)
+    return "\n".join(lines)
 
 
 _MARKS = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}

@@ -3,7 +3,8 @@
 `from topic_sync import store` gives the statements (`store.plan_topic`, ...), from
 `store.subscriptions` (the subscription table: diff, claims, outcomes, repairs),
 `store.runs` (runs, publish records, fences, the FCM target, report reads) and
-`store.campaigns` (campaigns and their recorded changes). The schema is
+`store.campaigns` (campaigns and their recorded changes) and `store.simulation` (the job's
+statements on temporary copies of its tables, for `simulate`). The schema is
 `store.models`; connections, migrations and locks are `store.db`.
 """
 
@@ -11,7 +12,9 @@ from topic_sync.store.campaigns import *  # noqa: F403
 from topic_sync.store.campaigns import __all__ as _campaigns
 from topic_sync.store.runs import *  # noqa: F403
 from topic_sync.store.runs import __all__ as _runs
+from topic_sync.store.simulation import *  # noqa: F403
+from topic_sync.store.simulation import __all__ as _simulation
 from topic_sync.store.subscriptions import *  # noqa: F403
 from topic_sync.store.subscriptions import __all__ as _subscriptions
 
-__all__ = [*_subscriptions, *_runs, *_campaigns]
+__all__ = [*_subscriptions, *_runs, *_campaigns, *_simulation]
