@@ -384,7 +384,7 @@ class TopicCost:
     topic: str
     to_add: int  # what plan_topic would queue: usable audience - confirmed members
     to_remove: int  # members and owed work outside the usable audience
-    used: bool  # it has subscription rows, or a run was planned on it
+    used: bool  # it has members or owed work, or a run was planned on it
     last_published: dt.datetime | None  # its latest publish, sent or possibly sent (intent)
 
     @property
@@ -398,22 +398,21 @@ class TopicCost:
 #   to_remove = members outside it + owed rows outside it (they become owed removals)
 # which is exactly what plan_topic then queues. One statement for the whole pool.
 POOL_COSTS_SQL = f"""
-WITH usable AS MATERIALIZED (SELECT id FROM audience_ids WHERE NOT unusable),
-held AS (
+WITH held AS (
     SELECT s.topic,
            count(*) FILTER (WHERE s.status = '{_S.SUBSCRIBED}') AS members,
-           count(u.id) FILTER (WHERE s.status = '{_S.SUBSCRIBED}') AS members_kept,
+           count(a.id) FILTER (WHERE s.status = '{_S.SUBSCRIBED}') AS members_kept,
            count(*) FILTER (WHERE s.status <> '{_S.SUBSCRIBED}') AS owed,
-           count(u.id) FILTER (WHERE s.status <> '{_S.SUBSCRIBED}') AS owed_kept
-    FROM subscriptions s LEFT JOIN usable u ON u.id = s.token_id
+           count(a.id) FILTER (WHERE s.status <> '{_S.SUBSCRIBED}') AS owed_kept
+    FROM subscriptions s LEFT JOIN audience_ids a ON a.id = s.token_id AND NOT a.unusable
     WHERE s.topic = ANY(:topics) AND s.status <> '{_S.UNSUBSCRIBED}'
     GROUP BY s.topic
 )
 SELECT p.topic,
-       (SELECT count(*) FROM usable) - coalesce(h.members_kept, 0) AS to_add,
+       (SELECT count(*) FROM audience_ids WHERE NOT unusable) - coalesce(h.members_kept, 0)
+           AS to_add,
        coalesce(h.members - h.members_kept + h.owed - h.owed_kept, 0) AS to_remove,
-       (EXISTS (SELECT 1 FROM subscriptions s WHERE s.topic = p.topic)
-        OR EXISTS (SELECT 1 FROM runs r WHERE r.topic = p.topic)) AS used,
+       (h.topic IS NOT NULL OR EXISTS (SELECT 1 FROM runs r WHERE r.topic = p.topic)) AS used,
        (SELECT max(coalesce(r.published_at, r.publish_intent_at)) FROM runs r
         WHERE r.topic = p.topic AND r.publish_state IN ('{_P.SENT}', '{_P.INTENT}'))
            AS last_published
