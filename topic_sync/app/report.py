@@ -554,7 +554,7 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
             (
                 row.date.isoformat(),
                 row.prefix,
-                row.topic,
+                row.topic or "-",
                 row.status,
                 "yes" if row.published else "no",
                 str(row.audience),
@@ -644,7 +644,7 @@ def render_overview(
         state = "published" if run.published else f"{run.status.upper()}: {run.why}"
         tries = f" (totals of {run.tries} attempts)" if run.tries > 1 else ""
         lines = [
-            f"{_campaign_label(run)}  {run.date.isoformat()}  {run.topic}  {state}",
+            f"{_campaign_label(run)}  {run.date.isoformat()}  {run.topic or '-'}  {state}",
             f"  run {run.run_id}{tries}: audience {run.audience}, added {run.added}, "
             f"removed {run.removed}, newly dead {run.newly_dead}, suppressed "
             f"{run.suppressed}, retries {run.retries}, waited "
@@ -729,7 +729,8 @@ def render_status(summaries: Iterable[RunSummary]) -> str:
                 )
         else:
             state, detail = run.status.upper(), run.why
-        body.append((_campaign_label(run), run.date.isoformat(), run.topic, state, detail))
+        topic = run.topic or "-"  # a day whose audience never came chose none
+        body.append((_campaign_label(run), run.date.isoformat(), topic, state, detail))
     return _table(None, body, right=set())
 
 
