@@ -64,7 +64,9 @@ class TopicChoice:
                     "to_remove": c.to_remove,
                     "operations": c.operations,
                     "used": c.used,
-                    "last_published": c.last_published.isoformat() if c.last_published else None,
+                    "last_published": (
+                        c.last_published.isoformat(timespec="seconds") if c.last_published else None
+                    ),
                     "resting": self.resting(c),
                 }
                 for c in self.costs
