@@ -20,6 +20,7 @@ from tests.support import (
     Recorder,
     admin_engine,
     drop_database,
+    execute,
     record_planned_day,
     subscription_calls,
     with_database,
@@ -155,6 +156,33 @@ def test_a_date_already_planned_shows_its_recorded_topic_and_validates_for_it(
     assert f"{DAY} was planned on {chosen}" in checks["campaign"].detail
     assert f"FCM accepted it for {chosen} (validate_only" in checks["message"].detail
     assert [v.topic for v in emulator.validations] == [chosen]
+
+
+def test_a_pool_with_no_rested_topic_fails_naming_when_one_will_be(
+    database_url, engine, emulator, message_file, audience
+) -> None:
+    for slot in range(3):  # every topic published an hour ago (and a date planned, another)
+        day = DAY - dt.timedelta(days=slot + 1)
+        record_planned_day(engine, PREFIX, 3, day, f"{PREFIX}-{slot}", status="published")
+    execute(
+        engine,
+        "UPDATE runs SET publish_state = 'sent', published_at = now() - interval '1 hour'",
+    )
+    checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
+    assert checks["campaign"].status is CheckStatus.FAIL
+    assert "every topic of the pool had a message within the rest period (6h)" in (
+        checks["campaign"].detail
+    )
+    assert "--pool-size N" in checks["campaign"].fix
+    # The ordinal rule does not wait for a rest: fine.
+    values = given(database_url, emulator, message_file, audience, pool_policy="ordinal")
+    assert by_name(check_up(values))["campaign"].status is CheckStatus.OK
+    # Five hours later the oldest has rested.
+    execute(engine, "UPDATE runs SET published_at = published_at - interval '5 hours'")
+    assert (
+        by_name(check_up(given(database_url, emulator, message_file, audience)))["campaign"].status
+        is CheckStatus.OK
+    )
 
 
 def test_the_ordinal_policy_names_the_dates_topic(

@@ -11,6 +11,7 @@ dummy registration's topics and a validate_only send, which delivers nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 from collections.abc import Callable, Iterator
@@ -28,7 +29,13 @@ from topic_sync.app.commands import campaign_spec, retry_policy
 from topic_sync.app.services import POOL_HEADROOM, Io, database_url, fcm_client, open_engine
 from topic_sync.app.settings import Resolved
 from topic_sync.engine import campaign as campaigns
-from topic_sync.errors import CampaignMismatch, CredentialsError, ExitCode, TopicSyncError
+from topic_sync.errors import (
+    BadInput,
+    CampaignMismatch,
+    CredentialsError,
+    ExitCode,
+    TopicSyncError,
+)
 from topic_sync.fcm.client import DOCTOR_TOKEN, ApiAnswer, FcmClient, probe_topic_api
 from topic_sync.fcm.sdk_bridge import mint_token
 from topic_sync.fcm.target import FcmTarget
@@ -36,7 +43,14 @@ from topic_sync.fcm.wire import TOPIC_MANAGEMENT_QUOTA
 from topic_sync.inputs.audience import audience_format, iter_audience
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import load_message
-from topic_sync.pool import PoolPolicy, topic_for, validate_pool
+from topic_sync.pool import (
+    Candidate,
+    PoolPolicy,
+    is_resting,
+    pool_topics,
+    topic_for,
+    validate_pool,
+)
 from topic_sync.settings import Settings, format_duration
 from topic_sync.states import CheckStatus
 from topic_sync.store import bound_target, db
@@ -294,15 +308,23 @@ def check_grants(engine: Engine) -> Check:
 def check_campaign(engine: Engine, resolved: Resolved) -> tuple[Check, str | None]:
     """The configuration agrees with the campaign's record (prefix, pool size), as `run`
     requires; a campaign not recorded yet is registered by its first live run. Also the
-    topic the date was already planned on, if it was (every rerun of the date uses it)."""
+    topic the date was already planned on, if it was (every rerun of the date uses it),
+    and, for the cost policy, whether any topic of the pool has rested (else a run now
+    is refused)."""
     name = "campaign"
     spec = campaign_spec(resolved)
     day = resolved.day
+    s = resolved.settings
     try:
         with db.read_only(engine) as conn:
             found = campaigns.find(conn, spec)
             pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
             recorded = store.recorded_topic(conn, found.id, day) if found and day else None
+            lasts: dict[str, dt.datetime | None] = {}
+            if s.pool_policy == PoolPolicy.COST and recorded is None:
+                with contextlib.suppress(BadInput):  # a bad pool: the pool check says so
+                    lasts = store.last_publishes(conn, pool_topics(spec.prefix, pool_size))
+            now = store.db_now(conn)
     except CampaignMismatch as error:
         fix = "see the message: update the configuration or record it"
         return fail(name, error.message, fix), None
@@ -312,6 +334,21 @@ def check_campaign(engine: Engine, resolved: Resolved) -> tuple[Check, str | Non
     detail = f"{found.name!r}: prefix {found.prefix}, pool of {pool_size}, as configured"
     if recorded is not None:
         detail += f"; {day} was planned on {recorded}: every rerun of it uses that topic"
+    elif lasts:
+        rest = dt.timedelta(seconds=s.rest_period)
+        if not any(is_resting(Candidate(t, 0, True, at), now, rest) for t, at in lasts.items()):
+            first = min(at for at in lasts.values() if at is not None) + rest
+            problem = (
+                f"{detail}; but every topic of the pool had a message within the rest period "
+                f"({format_duration(s.rest_period)}): a run now is refused until "
+                f"{first.isoformat(timespec='seconds')}"
+            )
+            fix = (
+                "run the date after that; if runs come this often, give the pool more topics "
+                f"(topic-sync campaign update {found.name} --pool-size N --live) or lower "
+                "--rest-period"
+            )
+            return fail(name, problem, fix), None
     return (warn(name, f"{detail}; {warnings[0]}") if warnings else ok(name, detail)), recorded
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "db_now",
     "forget_tokens",
     "unforget_tokens",
+    "last_publishes",
     "load_audience",
     "pending_counts",
     "pending_sample",
@@ -392,6 +393,10 @@ class TopicCost:
         return self.to_add + self.to_remove
 
 
+# When a message last went to a topic (sent, or possibly sent: an intent), for the rest period.
+_LAST_PUBLISHED_SQL = f"""(SELECT max(coalesce(r.published_at, r.publish_intent_at)) FROM runs r
+        WHERE r.topic = p.topic AND r.publish_state IN ('{_P.SENT}', '{_P.INTENT}'))"""
+
 # Per pool topic, from the rows that can cost anything (members and owed work; a confirmed
 # removal costs nothing either way), joined to the usable audience:
 #   to_add    = |usable| - members in it (an owed row in it becomes an owed subscription)
@@ -413,9 +418,7 @@ SELECT p.topic,
            AS to_add,
        coalesce(h.members - h.members_kept + h.owed - h.owed_kept, 0) AS to_remove,
        (h.topic IS NOT NULL OR EXISTS (SELECT 1 FROM runs r WHERE r.topic = p.topic)) AS used,
-       (SELECT max(coalesce(r.published_at, r.publish_intent_at)) FROM runs r
-        WHERE r.topic = p.topic AND r.publish_state IN ('{_P.SENT}', '{_P.INTENT}'))
-           AS last_published
+       {_LAST_PUBLISHED_SQL} AS last_published
 FROM unnest(CAST(:topics AS text[])) WITH ORDINALITY AS p(topic, slot)
 LEFT JOIN held h ON h.topic = p.topic
 ORDER BY p.slot
@@ -429,6 +432,17 @@ def pool_costs(conn: Connection, topics: Sequence[str]) -> list[TopicCost]:
     forgotten audience tokens count as outside the audience, as the diff counts them."""
     rows = conn.execute(text(POOL_COSTS_SQL), {"topics": list(topics)}).all()
     return [TopicCost(str(r[0]), int(r[1]), int(r[2]), bool(r[3]), r[4]) for r in rows]
+
+
+def last_publishes(conn: Connection, topics: Sequence[str]) -> dict[str, dt.datetime | None]:
+    """When a message last went to each topic (None: never), as pool_costs reads it."""
+    rows = conn.execute(
+        text(
+            f"SELECT p.topic, {_LAST_PUBLISHED_SQL} FROM unnest(CAST(:topics AS text[])) p(topic)"
+        ),
+        {"topics": list(topics)},
+    ).all()
+    return {str(topic): at for topic, at in rows}
 
 
 def pending_counts(conn: Connection, topic: str) -> tuple[int, int]:
