@@ -401,7 +401,9 @@ _LAST_PUBLISHED_SQL = f"""(SELECT max(coalesce(r.published_at, r.publish_intent_
 # removal costs nothing either way), joined to the usable audience:
 #   to_add    = |usable| - members in it (an owed row in it becomes an owed subscription)
 #   to_remove = members outside it + owed rows outside it (they become owed removals)
-# which is exactly what plan_topic then queues. One statement for the whole pool.
+# which is exactly what plan_topic then queues. One statement for the whole pool; the live
+# rows it reads are an index-only scan of ix_subscriptions_live (migration 0012), so its cost
+# follows the pool's members and owed work, never the confirmed removals piling up.
 POOL_COSTS_SQL = f"""
 WITH held AS (
     SELECT s.topic,
