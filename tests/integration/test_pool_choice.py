@@ -35,7 +35,13 @@ from topic_sync.app.commands import Scope, repair_topics
 from topic_sync.app.services import Io
 from topic_sync.app.settings import Resolved, Source
 from topic_sync.engine.run import run_day
-from topic_sync.errors import BadInput, ExitCode, PublishWithheld
+from topic_sync.errors import (
+    AudienceNeverCame,
+    BadInput,
+    CredentialsError,
+    ExitCode,
+    PublishWithheld,
+)
 from topic_sync.pool import NoRestingTopic, PoolPolicy, Why, pool_topics, topic_for
 from topic_sync.settings import DEFAULTS
 from topic_sync.states import SubscriptionStatus
@@ -189,6 +195,33 @@ def test_a_rerun_of_a_date_lands_on_its_recorded_topic_even_when_the_costs_chang
     assert emulator.members(two.topic) == set(toks(0, 40))
     assert emulator.members(one.topic) == set(toks(0, 40))  # untouched, day 1's members
     assert [p.topic for p in emulator.publishes] == [one.topic, two.topic, two.topic]
+
+
+def test_a_day_whose_audience_never_came_keeps_the_topic_it_had_planned_and_no_other(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    never = {"wait_for": tmp_path / "never" / "_SUCCESS", "wait_timeout": 0}
+    with pytest.raises(AudienceNeverCame):
+        run_day(cost_opts(tmp_path, message_file, toks(0, 10), pool_size=1, **never), deps)
+    assert run_row(deps.engine, PREFIX, DAY)["topic"] == ""  # nothing chosen: report shows -
+    first = run_day(cost_opts(tmp_path, message_file, toks(0, 10), pool_size=1), deps)
+    assert (first.topic, first.choice.why) == (f"{PREFIX}-0", Why.NEVER_USED)
+    a_day_passes(deps.engine)
+    # The next date plans and fails (FCM refuses the credentials), then its rerun's audience
+    # never comes: the row says no_audience and keeps the planned topic, the next rerun's.
+    day2 = DAY + dt.timedelta(days=1)
+    emulator.inject_token_error(toks(10, 11)[0], "UNAUTHENTICATED", op="subscribe")
+    with pytest.raises(CredentialsError):
+        run_day(cost_opts(tmp_path, message_file, toks(1, 11), day2, pool_size=1), deps)
+    assert run_row(deps.engine, PREFIX, day2)["status"] == "failed"
+    emulator.clear_faults()
+    with pytest.raises(AudienceNeverCame):
+        run_day(cost_opts(tmp_path, message_file, toks(1, 11), day2, pool_size=1, **never), deps)
+    row = run_row(deps.engine, PREFIX, day2)
+    assert (row["status"], row["topic"]) == ("no_audience", first.topic)
+    done = run_day(cost_opts(tmp_path, message_file, toks(1, 11), day2, pool_size=1), deps)
+    assert (done.topic, done.choice.why, done.status) == (first.topic, Why.RECORDED, "published")
+    assert last_recipients(emulator, first.topic) == frozenset(toks(1, 11))
 
 
 def test_a_dry_run_shows_its_choice_and_records_nothing(
