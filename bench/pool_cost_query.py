@@ -10,8 +10,11 @@ d*N/5+N): topic k holds the members of the latest day it synced, plus a confirme
 for every token an earlier week of it held. 160-character tokens, as FCM's. Then, `--runs`
 times, in one transaction rolled back each time, as a run does it: COPY the next day's
 audience (load_audience), stage it (stage_audience), time `store.pool_costs` over the pool
-(the one statement the choice adds) and the diff of the topic it picks (plan_topic).
-Prints each step's median and range, and the query's EXPLAIN (ANALYZE, BUFFERS).
+(the one statement the choice adds) and the diff of the topic it picks (plan_topic), then
+settle the diff's first 200,000 rows in batches of 1000 as the drain records answers (what
+an index costs every batch). Prints each step's median and range, and the query's EXPLAIN
+(ANALYZE, BUFFERS). With `--without-live-index`, the same runs again after dropping the
+index of live rows (migration 0012), in the same invocation.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ def one_run(engine, size: int, today: int, pool: int, *, explain: bool) -> dict[
             plan = store.plan_topic(conn, choice.topic, None, lines, staged=staged)
             seconds["plan_topic (chosen)"] = time.perf_counter() - start
             assert plan.to_add + plan.to_remove == choice.chosen_cost().operations
+            seconds["settle up to 200,000 rows"] = settle(conn, choice.topic, 200_000)
             if explain:
                 print(f"chosen: {choice.topic} ({choice.why}); per topic:")
                 for c in costs:
@@ -158,12 +162,47 @@ def one_run(engine, size: int, today: int, pool: int, *, explain: bool) -> dict[
     return seconds
 
 
+def settle(conn, topic: str, rows: int) -> float:
+    """Seconds to record `rows` pending rows as done, 1000 a statement, as the drain does."""
+    ids = list(
+        conn.scalars(
+            text(
+                "SELECT token_id FROM subscriptions WHERE topic = :t "
+                "AND status IN ('pending_subscribe', 'pending_unsubscribe') "
+                "ORDER BY token_id LIMIT :n"
+            ),
+            {"t": topic, "n": rows},
+        )
+    )
+    start = time.perf_counter()
+    for at in range(0, len(ids), 1000):
+        conn.execute(
+            text(
+                "UPDATE subscriptions s SET status = CASE s.status WHEN 'pending_subscribe' "
+                "THEN 'subscribed' ELSE 'unsubscribed' END, attempts = s.attempts + 1, "
+                "last_attempt_at = clock_timestamp() "
+                "FROM unnest(CAST(:ids AS bigint[])) AS o(id) "
+                "WHERE s.topic = :t AND s.token_id = o.id"
+            ),
+            {"t": topic, "ids": ids[at : at + 1000]},
+        )
+    return time.perf_counter() - start
+
+
+def report(title: str, runs: list[dict[str, float]]) -> None:
+    print(f"{title}: {len(runs)} runs, median (min-max) seconds:")
+    for step in runs[0]:
+        xs = [r[step] for r in runs]
+        print(f"- {step}: {statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=1_000_000)
     parser.add_argument("--pool", type=int, default=7)
     parser.add_argument("--weeks", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--without-live-index", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="topic-sync-poolcost-"))
     folder.chmod(0o755)  # the server's own user reads the data folder's parent when root
@@ -194,10 +233,16 @@ def main() -> None:
         runs = [
             one_run(engine, args.tokens, today, args.pool, explain=n == 0) for n in range(args.runs)
         ]
-        print(f"{args.runs} runs, median (min-max) seconds:")
-        for step in runs[0]:
-            xs = [r[step] for r in runs]
-            print(f"- {step}: {statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")
+        report("with ix_subscriptions_live", runs)
+        if args.without_live_index:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("DROP INDEX ix_subscriptions_live"))
+                conn.execute(text("VACUUM ANALYZE subscriptions"))
+            runs = [
+                one_run(engine, args.tokens, today, args.pool, explain=n == 0)
+                for n in range(args.runs)
+            ]
+            report("without it", runs)
         engine.dispose()
     finally:
         server.stop()
