@@ -13,8 +13,8 @@ audience (load_audience), stage it (stage_audience), time `store.pool_costs` ove
 (the one statement the choice adds) and the diff of the topic it picks (plan_topic), then
 settle the diff's first 200,000 rows in batches of 1000 as the drain records answers (what
 an index costs every batch). Prints each step's median and range, and the query's EXPLAIN
-(ANALYZE, BUFFERS). With `--without-live-index`, the same runs again after dropping the
-index of live rows (migration 0012), in the same invocation.
+(ANALYZE, BUFFERS). With `--without-live-index`, each run is paired with one made without
+the index of live rows (migration 0012), dropped and made again in between.
 """
 
 from __future__ import annotations
@@ -189,6 +189,21 @@ def settle(conn, topic: str, rows: int) -> float:
     return time.perf_counter() - start
 
 
+def live_index(engine, *, drop: bool) -> None:
+    """Drop migration 0012's index, or make it again; then VACUUM ANALYZE, as before a run."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if drop:
+            conn.execute(text("DROP INDEX ix_subscriptions_live"))
+        else:
+            conn.execute(
+                text(
+                    "CREATE INDEX ix_subscriptions_live ON subscriptions (topic, status, "
+                    "token_id) WHERE status <> 'unsubscribed'"
+                )
+            )
+        conn.execute(text("VACUUM ANALYZE subscriptions"))
+
+
 def report(title: str, runs: list[dict[str, float]]) -> None:
     print(f"{title}: {len(runs)} runs, median (min-max) seconds:")
     for step in runs[0]:
@@ -230,19 +245,21 @@ def main() -> None:
             f"churn: {tokens:,} tokens, {rows:,} subscription rows ({members:,} members); "
             f"built in {time.perf_counter() - start:.0f} s"
         )
-        runs = [
-            one_run(engine, args.tokens, today, args.pool, explain=n == 0) for n in range(args.runs)
-        ]
-        report("with ix_subscriptions_live", runs)
-        if args.without_live_index:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("DROP INDEX ix_subscriptions_live"))
-                conn.execute(text("VACUUM ANALYZE subscriptions"))
+        if not args.without_live_index:
             runs = [
                 one_run(engine, args.tokens, today, args.pool, explain=n == 0)
                 for n in range(args.runs)
             ]
-            report("without it", runs)
+            report("with ix_subscriptions_live", runs)
+        else:  # pairs, one with the index and one without, so both see the same machine
+            with_index, without = [], []
+            for n in range(args.runs):
+                with_index.append(one_run(engine, args.tokens, today, args.pool, explain=n == 0))
+                live_index(engine, drop=True)
+                without.append(one_run(engine, args.tokens, today, args.pool, explain=n == 0))
+                live_index(engine, drop=False)
+            report("with ix_subscriptions_live", with_index)
+            report("without it", without)
         engine.dispose()
     finally:
         server.stop()
