@@ -746,6 +746,8 @@ def _topic_sync_run(
                 transport,
                 "--pool-size",
                 "1",
+                "--pool-policy",  # one topic, two days back to back: no rest period
+                "ordinal",
                 "--topic-prefix",
                 PREFIX,
                 "--max-churn",

@@ -12,6 +12,8 @@ hour, so yesterday's topic has rested 24 h). Needs neither PostgreSQL nor FCM:
 Prints, per series (bench/pool_series.py), the operations of both policies and their ratio
 (median over the seeds, and the worst seed), and checks the targets: at most 0.5x the
 ordinal rule on the 20% walk, at most 1.02x on every series. Exit 1 if one is missed.
+With `--pool-sizes 2 3 7 14`, also the cost policy's operations at each pool size as a
+share of the ordinal rule's with a pool of 7 (the configuration recommended before).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout's topic_sync
 
-from pool_series import compare, missed_targets  # noqa: E402  (beside this script)
+from pool_series import REST, by_pool_size, compare, missed_targets  # noqa: E402  (beside it)
+
+from topic_sync.settings import format_duration  # noqa: E402
 
 
 def main() -> int:
@@ -32,10 +36,12 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--pool", type=int, default=7)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--pool-sizes", type=int, nargs="*", default=[])
     args = parser.parse_args()
     ratios = compare(args.audience, args.days, args.pool, args.seeds)
     print(
-        f"{args.days} days, audience {args.audience:,}, pool {args.pool}, rest 6 h, "
+        f"{args.days} days, audience {args.audience:,}, pool {args.pool}, "
+        f"rest {format_duration(REST.total_seconds())}, "
         f"seeds {' '.join(map(str, args.seeds))}"
     )
     print()
@@ -46,6 +52,16 @@ def main() -> int:
     missed = missed_targets(ratios)
     print()
     print("targets: " + ("met" if not missed else "MISSED: " + "; ".join(missed)))
+    if args.pool_sizes:
+        shares = by_pool_size(args.audience, args.days, args.pool_sizes, args.seeds)
+        print()
+        print("cost policy by pool size, ÷ the ordinal rule with a pool of 7 (median of seeds):")
+        print()
+        print("| series | " + " | ".join(f"pool {p}" for p in args.pool_sizes) + " |")
+        print("|---|" + "---|" * len(args.pool_sizes))
+        for name, per_pool in shares.items():
+            cells = " | ".join(f"{statistics.median(per_pool[p]):.3f}" for p in args.pool_sizes)
+            print(f"| {name} | {cells} |")
     return 1 if missed else 0
 
 

@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from topic_sync.pool import Candidate, PoolPolicy, choose_topic
+from topic_sync.settings import DEFAULTS
 
 Series = list[set[int] | None]
 
@@ -121,9 +122,10 @@ TARGET_WALK_20 = 0.5
 TARGET_EVERY = 1.02
 
 
-def operations(
-    series: Series, pool: int, policy: PoolPolicy, rest: dt.timedelta = dt.timedelta(hours=6)
-) -> int:
+REST = dt.timedelta(seconds=DEFAULTS.rest_period)  # run's default
+
+
+def operations(series: Series, pool: int, policy: PoolPolicy, rest: dt.timedelta = REST) -> int:
     """Total subscribes + unsubscribes of the series under a policy."""
     names = [f"t-{slot}" for slot in range(pool)]
     members: dict[str, set[int]] = {name: set() for name in names}
@@ -157,6 +159,22 @@ def compare(size: int, days: int, pool: int, seeds: list[int]) -> dict[str, list
             cost = operations(series, pool, PoolPolicy.COST)
             ratios.setdefault(name, []).append(cost / ordinal)
     return ratios
+
+
+def by_pool_size(
+    size: int, days: int, pools: list[int], seeds: list[int], *, baseline: int = 7
+) -> dict[str, dict[int, list[float]]]:
+    """Per series and pool size, the cost policy's operations as a share of the ordinal
+    rule's with a pool of `baseline` (the configuration recommended before), per seed."""
+    shares: dict[str, dict[int, list[float]]] = {}
+    for name, make in SERIES.items():
+        for seed in seeds:
+            series = make(size, days, random.Random(seed))
+            before = operations(series, baseline, PoolPolicy.ORDINAL)
+            for pool in pools:
+                share = operations(series, pool, PoolPolicy.COST) / before
+                shares.setdefault(name, {}).setdefault(pool, []).append(share)
+    return shares
 
 
 def missed_targets(ratios: dict[str, list[float]]) -> list[str]:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from topic_sync.emulator import FcmEmulator, Publish
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions
-from topic_sync.pool import topic_for
+from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.store import db
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +37,10 @@ FAST = (
     "0",
     "--backfill",
 )
+# Most tests name a date's topic by the ordinal rule (topic_for: the same topic again POOL
+# days later), so the helpers below run under it; the cost policy, the default, has its own
+# tests (tests/integration/test_pool_choice.py), which ask for it.
+ORDINAL = ("--pool-policy", "ordinal")
 TABLES = (
     "tokens",
     "subscriptions",
@@ -162,8 +166,10 @@ def run_args(
     transport: str = "v1",
     live: bool = True,
     extra: Sequence[str] = (),
+    policy: Sequence[str] = ORDINAL,
 ) -> list[str]:
-    """Arguments of `topic-sync run` for one day, with --json and no waiting."""
+    """Arguments of `topic-sync run` for one day, with --json and no waiting (under the
+    ordinal rule unless `policy` says otherwise: () for the default)."""
     args = [
         "run",
         "--date",
@@ -180,6 +186,7 @@ def run_args(
         transport,
         "--json",
         *FAST,
+        *policy,
         *extra,
     ]
     if live:
@@ -218,6 +225,33 @@ def db_snapshot(engine: Engine) -> dict[str, list[tuple]]:
             )
             for table in TABLES
         }
+
+
+def record_planned_day(
+    engine: Engine, prefix: str, pool_size: int, day: dt.date, topic: str, status: str = "withheld"
+) -> None:
+    """A run row written by hand: the campaign's `day` planned on `topic` (not published)."""
+    with engine.begin() as conn:
+        campaign = ensure_campaign(conn, prefix, pool_size)
+        conn.execute(
+            text(
+                "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status) "
+                "VALUES (:c, :p, :d, :t, 'v1', :s)"
+            ),
+            {"c": campaign, "p": prefix, "d": day, "t": topic, "s": status},
+        )
+
+
+def a_day_passes(engine: Engine, days: int = 1) -> None:
+    """Make every publish recorded so far `days` older, as if the next run came that much
+    later: the cost policy's rest period is judged on the database's clock, and the tests
+    run a month of dates in seconds."""
+    execute(
+        engine,
+        "UPDATE runs SET published_at = published_at - make_interval(days => :n), "
+        "publish_intent_at = publish_intent_at - make_interval(days => :n)",
+        n=days,
+    )
 
 
 def row_counts(snapshot: dict[str, list[tuple]]) -> dict[str, int]:
@@ -318,6 +352,7 @@ def opts(
         live=True,
         propagation_delay=0,
         retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=2),
+        pool_policy=PoolPolicy.ORDINAL,  # see ORDINAL
     )
     base.update(kw)
     return RunOptions(**base)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from topic_sync.errors import BadInput
 from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
+from topic_sync.settings import format_duration
 
 __all__ = [
     "MAX_TOPICS_PER_TOKEN",
@@ -27,7 +28,10 @@ __all__ = [
     "Candidate",
     "NoRestingTopic",
     "PoolPolicy",
+    "Why",
     "choose_topic",
+    "decide_topic",
+    "is_resting",
     "is_pool_topic",
     "pool_topics",
     "prefix_of",
@@ -113,6 +117,21 @@ class NoRestingTopic(BadInput):
     """Every topic of the pool had a message within the rest period: none may change yet."""
 
 
+class Why(enum.StrEnum):
+    """Why a day got its topic (shown by a dry run and logged by a live one)."""
+
+    RECORDED = "recorded"  # the date already planned on it: a rerun never picks again
+    ORDINAL = "ordinal"  # the ordinal policy: the date's ordinal modulo the pool size
+    NEVER_USED = "never used"  # the cost policy fills never-used topics first
+    CHEAPEST = "cheapest"  # the resting topic needing the fewest operations
+    NEAR_TIE = "near tie"  # the ordinal topic, within ORDINAL_MARGIN of the cheapest
+
+
+def is_resting(candidate: Candidate, now: dt.datetime, rest: dt.timedelta) -> bool:
+    """No message went to the topic within the rest period: it may change."""
+    return candidate.last_published is None or now - candidate.last_published >= rest
+
+
 def choose_topic(
     candidates: Sequence[Candidate],
     *,
@@ -121,7 +140,21 @@ def choose_topic(
     rest: dt.timedelta,
     margin: float = ORDINAL_MARGIN,
 ) -> Candidate:
-    """The day's topic under the cost policy.
+    """The day's topic under the cost policy (see decide_topic)."""
+    return decide_topic(candidates, ordinal_topic=ordinal_topic, now=now, rest=rest, margin=margin)[
+        0
+    ]
+
+
+def decide_topic(
+    candidates: Sequence[Candidate],
+    *,
+    ordinal_topic: str,
+    now: dt.datetime,
+    rest: dt.timedelta,
+    margin: float = ORDINAL_MARGIN,
+) -> tuple[Candidate, Why]:
+    """The day's topic under the cost policy, and why.
 
     Only resting topics (no message within `rest`) may change: FCM fans a topic message
     out over time, and a member added or removed meanwhile changes who receives it. Never
@@ -130,18 +163,23 @@ def choose_topic(
     reusing yesterday's topic from day one would never let it form. Once every topic has
     been used, the cheapest resting topic wins, near-ties going to the ordinal topic.
     """
-    resting = [c for c in candidates if c.last_published is None or now - c.last_published >= rest]
+    resting = [c for c in candidates if is_resting(c, now, rest)]
     if not resting:
         earliest = min(c.last_published for c in candidates if c.last_published is not None)
         raise NoRestingTopic(
-            f"every topic of the pool had a message within the rest period ({rest}); the "
-            f"first may change again at {(earliest + rest).isoformat()} (see --rest-period)"
+            "every topic of the pool had a message within the rest period "
+            f"({format_duration(rest.total_seconds())}), and a topic is not changed while "
+            f"FCM may still be fanning its message out; the first may change again at "
+            f"{(earliest + rest).isoformat()}. Run this date then, or see --rest-period and "
+            "--pool-size"
         )
     ordinal = next((c for c in resting if c.topic == ordinal_topic), None)
     unused = [c for c in resting if not c.used]
     if unused:
-        return ordinal if ordinal is not None and not ordinal.used else unused[0]
+        first = ordinal if ordinal is not None and not ordinal.used else unused[0]
+        return first, Why.NEVER_USED
     cheapest = min(resting, key=lambda c: c.operations)
     if ordinal is not None and ordinal.operations <= cheapest.operations * (1 + margin):
-        return ordinal
-    return cheapest
+        tie = ordinal.operations > cheapest.operations
+        return ordinal, Why.NEAR_TIE if tie else Why.CHEAPEST
+    return cheapest, Why.CHEAPEST

@@ -25,6 +25,7 @@ TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
 MODES = ("dry-run", "live")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "TOPIC_SYNC_"
+POOL_POLICIES = ("cost", "ordinal")  # topic_sync.pool.PoolPolicy's values (a test keeps them so)
 
 
 class Place(enum.Enum):
@@ -173,6 +174,28 @@ class Settings:
         None, Spec(Kind.TEXT, "Topic pool prefix: topics are PREFIX-<slot>.", Place.CAMPAIGN)
     )
     pool_size: int = _s(7, Spec(Kind.INT, "Topics in the pool.", Place.CAMPAIGN, low=1, high=2000))
+    pool_policy: str = _s(
+        "cost",
+        Spec(
+            Kind.CHOICE,
+            "How a date's topic is picked from the pool: cost (the resting topic whose members "
+            "are closest to the audience: fewest operations) or ordinal (the date's ordinal "
+            "modulo the pool size, whatever it costs). Picked once per date and recorded.",
+            Place.SYNC,
+            choices=POOL_POLICIES,
+        ),
+    )
+    rest_period: float = _s(
+        6 * 3600.0,
+        Spec(
+            Kind.DURATION,
+            "cost policy: a topic that had a message less than this long ago is not changed "
+            "(FCM may still be fanning it out); must be shorter than the time between runs "
+            "for yesterday's topic to be reused.",
+            Place.SYNC,
+            shown_default="6h",
+        ),
+    )
     audience: Path | None = _s(
         None,
         Spec(

@@ -12,5 +12,10 @@ def test_demo_runs_days_with_exact_recipients(tmp_path, env) -> None:
     rows = done.stdout.strip().splitlines()
     assert rows[0].split()[:3] == ["date", "topic", "audience"]
     assert len(rows) == 4 and all(row.endswith("yes") for row in rows[1:])
+    # Day 3 reuses the topic closest to its audience, day 2's: a day's churn, not two.
+    day2, day3 = rows[2].split(), rows[3].split()
+    assert day3[1] == day2[1] != rows[1].split()[1]
+    # 60 joined; 60 left, less the devices found dead on day 2 (never subscribed to it).
+    assert int(day3[3]) == 60 and 55 <= int(day3[4]) <= 60
     assert "exactly that day's valid audience" in done.stderr
     assert (tmp_path / "message.json").exists()

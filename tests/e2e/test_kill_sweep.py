@@ -10,6 +10,11 @@ valid audience, there is exactly one publish for the date, and nothing is left o
 
 Every case starts from the same day-1 state (a database cloned from a template, and the
 emulator's membership restored), so the sweep costs two or three CLI runs per point.
+
+Day 2 runs under the cost policy, the default: of the pool's two topics it picks day 1's,
+a third of the audience away (the other holds an unrelated audience, and is the date's
+ordinal topic). A run killed after its plan committed recorded that topic, and the rerun
+must land on it; one killed before chooses again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from tests.support import (
     CLI_TIMEOUT,
     DAY1,
     REPO_ROOT,
+    a_day_passes,
     cli_command,
     cli_env,
     create_database,
@@ -50,8 +56,11 @@ SEED = 20261203
 POINTS = 32
 PREFIX = "sweep"
 POOL = 2
-DAY2 = DAY1 + dt.timedelta(days=POOL)  # the same pool topic as day 1: removals and additions
+DAY0 = DAY1 - dt.timedelta(days=1)
+DAY2 = DAY1 + dt.timedelta(days=1)  # the cost policy picks day 1's topic: removals, additions
 TOPIC = topic(PREFIX, POOL, DAY1)
+OTHER = topic(PREFIX, POOL, DAY0)  # day 2's ordinal topic, holding an unrelated audience
+DAY0_AUDIENCE = make_tokens("o", range(300))
 DAY1_AUDIENCE = make_tokens("k", range(300))
 DAY2_AUDIENCE = make_tokens("k", range(100, 400))  # 100 leave, 100 join
 DEAD = DAY2_AUDIENCE[-3:]  # joining tokens whose devices are gone: never in a publish
@@ -130,18 +139,24 @@ def sweep_emulator() -> Iterator[FcmEmulator]:
 
 @pytest.fixture(scope="module")
 def day1_template(pg_server_url: str, template_db: str, sweep_emulator, tmp_path_factory):
-    """A database holding day 1 as the CLI left it, to clone per case."""
+    """A database holding days 0 and 1 as the CLI left them, a day ago, to clone per case."""
     name, url = create_database(pg_server_url, template_db, prefix="sweep_day1")
     work = tmp_path_factory.mktemp("sweep")
     message = work / "message.json"
     message.write_text(json.dumps({"notification": {"title": "Jobs for {date}", "body": "x"}}))
     sweep_emulator.reset()
-    args = run_args(
-        DAY1, write_lines(work / "day1.txt", DAY1_AUDIENCE), message, prefix=PREFIX, pool_size=POOL
-    )
-    done = run_cli(*args, env=cli_env(url, sweep_emulator))
-    assert done.returncode == 0, describe(done)
+    for day, audience in ((DAY0, DAY0_AUDIENCE), (DAY1, DAY1_AUDIENCE)):
+        path = write_lines(work / f"{day}.txt", audience)
+        args = run_args(day, path, message, prefix=PREFIX, pool_size=POOL, policy=())
+        done = run_cli(*args, env=cli_env(url, sweep_emulator))
+        assert done.returncode == 0, describe(done)
     assert sweep_emulator.members(TOPIC) == set(DAY1_AUDIENCE)
+    assert sweep_emulator.members(OTHER) == set(DAY0_AUDIENCE)
+    engine = create_engine(url)
+    try:
+        a_day_passes(engine)  # both topics have rested by day 2
+    finally:
+        engine.dispose()
     yield name, message
     drop_database(pg_server_url, name)
 
@@ -154,6 +169,8 @@ def case(pg_server_url, day1_template, sweep_emulator):
     sweep_emulator.reset()
     for token in DAY1_AUDIENCE:
         sweep_emulator.subscribe_direct(token, TOPIC)
+    for token in DAY0_AUDIENCE:
+        sweep_emulator.subscribe_direct(token, OTHER)
     for token in DEAD:
         sweep_emulator.unregister(token)
     sweep_emulator.set_latency(0.001)  # so a run takes long enough to be cut anywhere
@@ -252,7 +269,7 @@ def test_killed_at_any_point_then_rerun_reaches_exactly_the_audience_once(
 
     def args(path: Path, *more: str) -> list[str]:
         built = run_args(
-            DAY2, path, message, prefix=PREFIX, pool_size=POOL, transport=point.transport
+            DAY2, path, message, prefix=PREFIX, pool_size=POOL, transport=point.transport, policy=()
         )
         if extra:  # replace run_args' own --propagation-delay 0
             at = built.index("--propagation-delay")
@@ -263,6 +280,8 @@ def test_killed_at_any_point_then_rerun_reaches_exactly_the_audience_once(
     assert status == -signal.SIGKILL, f"{point.name}: the run was not killed at its point"
     wait_for_backends_to_go(url)
     sweep_emulator.set_latency(0)
+    recorded = day2_topic(url)
+    assert recorded in (None, TOPIC), point.name  # None: killed before the plan committed
 
     rerun = run_cli(*args(audience), env=env)
     if rerun.returncode == 4 and "--republish" in rerun.stderr:
@@ -292,3 +311,16 @@ def test_killed_at_any_point_then_rerun_reaches_exactly_the_audience_once(
         engine.dispose()
     assert owed == 0
     assert tuple(published) == ("sent", "published")
+    assert day2_topic(url) == TOPIC
+    assert publishes_to(sweep_emulator, OTHER) == []
+    assert sweep_emulator.members(OTHER) == set(DAY0_AUDIENCE)
+
+
+def day2_topic(url: str) -> str | None:
+    """The topic day 2's run recorded, if its plan committed."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.scalar(text("SELECT topic FROM runs WHERE run_date = :d"), {"d": DAY2})
+    finally:
+        engine.dispose()

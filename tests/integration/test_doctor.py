@@ -18,6 +18,8 @@ from tests.support import (
     Recorder,
     admin_engine,
     drop_database,
+    execute,
+    record_planned_day,
     subscription_calls,
     with_database,
     write_audience,
@@ -130,14 +132,66 @@ def test_all_checks_pass_and_nothing_changes(
     assert "skipped" in checks["credentials"].detail and "emulator" in checks["credentials"].detail
     assert "not bound yet" in checks["target"].detail
     assert "30 tokens" in checks["audience"].detail
+    # The cost policy chooses the date's topic once its audience is loaded: the message is
+    # validated for a topic of the pool, the ordinal one, and said to be no more than that.
     the_topic = topic_for(PREFIX, 3, DAY)
-    assert the_topic in checks["message"].detail and the_topic in checks["pool"].detail
+    assert f"for {the_topic} (a topic of the pool" in checks["message"].detail
+    assert "pool policy cost" in checks["pool"].detail and "6h" in checks["pool"].detail
     assert [v.topic for v in emulator.validations] == [the_topic]  # the validate_only send
     # Nothing changed: no migration, run row or binding; no subscription, no publish.
     assert everything(engine) == db_before
     assert fcm_facts(emulator) == fcm_before
     assert subscription_calls(emulator) == 0
     assert emulator.stats[("list", 200)] == 1  # the probe: a read
+
+
+def test_a_date_already_planned_shows_its_recorded_topic_and_validates_for_it(
+    database_url, engine, emulator, message_file, audience
+) -> None:
+    chosen = f"{PREFIX}-2"  # not the date's ordinal topic: the cost policy chose it
+    assert chosen != topic_for(PREFIX, 3, DAY)
+    record_planned_day(engine, PREFIX, 3, DAY, chosen)
+    checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
+    assert f"{DAY} was planned on {chosen}" in checks["campaign"].detail
+    assert f"FCM accepted it for {chosen} (validate_only" in checks["message"].detail
+    assert [v.topic for v in emulator.validations] == [chosen]
+
+
+def test_a_pool_with_no_rested_topic_fails_naming_when_one_will_be(
+    database_url, engine, emulator, message_file, audience
+) -> None:
+    for slot in range(3):  # every topic published an hour ago (and a date planned, another)
+        day = DAY - dt.timedelta(days=slot + 1)
+        record_planned_day(engine, PREFIX, 3, day, f"{PREFIX}-{slot}", status="published")
+    execute(
+        engine,
+        "UPDATE runs SET publish_state = 'sent', published_at = now() - interval '1 hour'",
+    )
+    checks = by_name(check_up(given(database_url, emulator, message_file, audience)))
+    assert checks["campaign"].status is CheckStatus.FAIL
+    assert "every topic of the pool had a message within the rest period (6h)" in (
+        checks["campaign"].detail
+    )
+    assert "--pool-size N" in checks["campaign"].fix
+    # The ordinal rule does not wait for a rest: fine.
+    values = given(database_url, emulator, message_file, audience, pool_policy="ordinal")
+    assert by_name(check_up(values))["campaign"].status is CheckStatus.OK
+    # Five hours later the oldest has rested.
+    execute(engine, "UPDATE runs SET published_at = published_at - interval '5 hours'")
+    assert (
+        by_name(check_up(given(database_url, emulator, message_file, audience)))["campaign"].status
+        is CheckStatus.OK
+    )
+
+
+def test_the_ordinal_policy_names_the_dates_topic(
+    database_url, emulator, message_file, audience
+) -> None:
+    values = given(database_url, emulator, message_file, audience, pool_policy="ordinal")
+    checks = by_name(check_up(values))
+    the_topic = topic_for(PREFIX, 3, DAY)
+    assert f"{DAY} uses {the_topic} (pool policy ordinal)" in checks["pool"].detail
+    assert f"FCM accepted it for {the_topic} (validate_only" in checks["message"].detail
 
 
 def test_an_audience_larger_than_the_sample_is_sampled(
@@ -531,11 +585,11 @@ def test_the_campaign_check_refuses_what_run_would_refuse(engine) -> None:
         settings = DEFAULTS.replace(topic_prefix=prefix, pool_size=pool_size)
         return Resolved(settings, {"topic_prefix": Source.FLAG, "pool_size": Source.FLAG})
 
-    assert check_campaign(engine, resolved("fresh", 7)).status is CheckStatus.OK
+    assert check_campaign(engine, resolved("fresh", 7))[0].status is CheckStatus.OK
     with engine.begin() as conn:
         ensure_campaign(conn, "kept", 7)
-    assert check_campaign(engine, resolved("kept", 7)).status is CheckStatus.OK
-    wrong = check_campaign(engine, resolved("kept", 5))
+    assert check_campaign(engine, resolved("kept", 7))[0].status is CheckStatus.OK
+    wrong, _ = check_campaign(engine, resolved("kept", 5))
     assert wrong.status is CheckStatus.FAIL and "pool of 7 topics" in wrong.detail
     assert "topic-sync campaign update kept --pool-size 5 --live" in wrong.detail
 

@@ -10,6 +10,8 @@ the database agrees with the model. PostgreSQL is real; FCM is the model below, 
 as FCM does (a dead token is dead for every topic and every call) and on the wire: each answer
 is an HTTP status and body, in the shapes the emulator uses, read by the same functions the
 transports use (v1: fcm.answers.read_topic_answer; legacy: fcm.client.legacy_result).
+It runs under both pool policies: under the cost policy a crashed day's rerun must land on
+the topic it recorded, whatever the costs say by then.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import text
 
-from tests.support import write_audience
+from tests.support import a_day_passes, write_audience
 from topic_sync.emulator.replies import Reply, error_reply, reason_reply
 from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND, Request, build
 from topic_sync.engine.drain import Deps
@@ -39,7 +42,7 @@ from topic_sync.fcm.client import BatchResult, legacy_result
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
 from topic_sync.fcm.sdk_bridge import topic_error_code
 from topic_sync.fcm.target import FcmTarget
-from topic_sync.pool import topic_for
+from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.store import db
 
 TOKENS = [f"m:{i:02d}" for i in range(12)]
@@ -222,7 +225,10 @@ def batch_faults(transport: str) -> st.SearchStrategy[list[tuple[str, bool]]]:
 crashes = st.none() | st.tuples(st.integers(1, 10), st.booleans())
 
 
-def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_path: Path):
+@pytest.mark.parametrize("policy", list(PoolPolicy))
+def test_engine_against_a_model_of_fcm(
+    fresh_databases, message_file: Path, tmp_path: Path, policy: PoolPolicy
+):
     class Days(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -259,7 +265,7 @@ def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_
             fcm.calls, fcm.refused_today = 0, set()
             fcm.crash_at = crash
             self.day += dt.timedelta(days=1)
-            topic = topic_for(PREFIX, POOL, self.day)
+            a_day_passes(self.engine)  # yesterday's topic has rested
             path = write_audience(tmp_path / f"{self.day}-{uuid.uuid4().hex[:6]}.txt", audience)
             options = RunOptions(
                 day=self.day,
@@ -273,6 +279,7 @@ def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_
                 retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=4),
                 batch_size=3,
                 concurrency=1,
+                pool_policy=policy,
             )
             before = len(fcm.publishes)
             for _attempt in range(6):
@@ -292,6 +299,9 @@ def test_engine_against_a_model_of_fcm(fresh_databases, message_file: Path, tmp_
                 break
             else:
                 raise AssertionError(f"{self.day} did not finish")
+            topic = result.topic
+            if policy is PoolPolicy.ORDINAL:
+                assert topic == topic_for(PREFIX, POOL, self.day)
 
             expected = set(audience) - fcm.dead - fcm.refused_today
             assert fcm.members.get(topic, set()) == expected

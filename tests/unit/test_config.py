@@ -70,6 +70,14 @@ def test_loads_campaign_with_paths_relative_to_the_file(tmp_path) -> None:
             ('run_at = "06:30"', 'run_at = "06:30"\ndeadline = "soon"'),
             "campaigns.jobreco.deadline: must be a duration",
         ),
+        (
+            ('run_at = "06:30"', 'run_at = "06:30"\npool_policy = "cheapest"'),
+            "campaigns.jobreco.pool_policy: must be one of cost, ordinal",
+        ),
+        (
+            ('run_at = "06:30"', 'run_at = "06:30"\nrest_period = "a while"'),
+            "campaigns.jobreco.rest_period: must be a duration",
+        ),
         (('mode = "dry-run"', 'mode = "dry-run"\nretention = "1h"'), "retention: must be at"),
         (('mode = "dry-run"', 'mode = "dry-run"\nretention = "ever"'), "retention: must be a"),
         (
@@ -128,6 +136,18 @@ def show(tmp_path, *args, env=None) -> dict:
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def test_the_pool_policy_and_rest_period_come_from_a_campaign_or_the_command_line(
+    tmp_path,
+) -> None:
+    assert show(tmp_path)["pool_policy"] == {"value": "cost", "source": "default"}
+    assert show(tmp_path)["rest_period"] == {"value": 6 * 3600.0, "source": "default"}
+    config = write(tmp_path, BASE + 'pool_policy = "ordinal"\nrest_period = "4h"\n')
+    args = ["config", "show", "--json", "--config", str(config), "--rest-period", "90m"]
+    shown = json.loads(CliRunner().invoke(cli, args, env={}).stdout)
+    assert shown["pool_policy"] == {"value": "ordinal", "source": "file"}
+    assert shown["rest_period"] == {"value": 5400.0, "source": "flag"}
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path) -> None:

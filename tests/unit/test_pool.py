@@ -12,12 +12,17 @@ from topic_sync.pool import (
     MAX_TOPICS_PER_TOKEN,
     Candidate,
     NoRestingTopic,
+    PoolPolicy,
+    Why,
     choose_topic,
+    decide_topic,
+    is_resting,
     pool_topics,
     slot_for,
     topic_for,
     validate_pool,
 )
+from topic_sync.settings import DEFAULTS, POOL_POLICIES, format_duration, parse_duration
 
 DAY = dt.date(2026, 11, 22)
 
@@ -231,3 +236,45 @@ def test_the_cost_policy_meets_its_targets_on_every_series():
     assert missed_targets(ratios) == []
     assert max(ratios["walk 20%"]) < 0.5
     assert min(ratios["weekly 5%"]) >= 0.99  # a weekly rhythm keeps the ordinal alignment
+
+
+def test_the_settings_offer_exactly_the_pool_policies():
+    assert tuple(PoolPolicy) == POOL_POLICIES
+    assert PoolPolicy(DEFAULTS.pool_policy) is PoolPolicy.COST
+
+
+def test_the_default_rest_lets_a_daily_run_reuse_yesterdays_topic():
+    """Six hours: far longer than FCM fans out a large audience (10 million tokens at about
+    10,000/s is 17 minutes), far shorter than the time between two daily runs."""
+    assert DEFAULTS.rest_period == 6 * 3600
+    a_day_later = Candidate("p-0", 0, True, NOW - dt.timedelta(hours=19))  # late publish
+    assert is_resting(a_day_later, NOW, dt.timedelta(seconds=DEFAULTS.rest_period))
+
+
+@pytest.mark.parametrize("seconds", [0, 45, 90 * 60, 6 * 3600, 86400 + 3600 + 60 + 1])
+def test_durations_print_as_they_are_written(seconds):
+    assert parse_duration(format_duration(seconds)) == seconds
+    assert format_duration(6 * 3600) == "6h" and format_duration(5400) == "1h30m"
+
+
+def test_decide_topic_says_why():
+    def why(*candidates: Candidate, ordinal: str = "p-0") -> tuple[str, Why]:
+        chosen, reason = decide_topic(candidates, ordinal_topic=ordinal, now=NOW, rest=REST)
+        return chosen.topic, reason
+
+    assert why(Candidate("p-0", 5, True, None), Candidate("p-1", 5, False, None)) == (
+        "p-1",
+        Why.NEVER_USED,
+    )
+    assert why(Candidate("p-0", 5, True, None), Candidate("p-1", 9, True, None)) == (
+        "p-0",
+        Why.CHEAPEST,
+    )
+    assert why(Candidate("p-0", 1010, True, None), Candidate("p-1", 1000, True, None)) == (
+        "p-0",
+        Why.NEAR_TIE,
+    )
+    assert why(Candidate("p-0", 1000, True, None), Candidate("p-1", 1000, True, None)) == (
+        "p-0",
+        Why.CHEAPEST,
+    )

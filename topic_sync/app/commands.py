@@ -7,6 +7,7 @@ prints or reads the environment: log lines go to `io.log`, the environment comes
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import enum
 import itertools
 import shlex
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
@@ -25,11 +27,13 @@ from topic_sync.app.settings import Resolved, Source
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine import evidence, retention
 from topic_sync.engine import reconcile as repairs
+from topic_sync.engine import simulate as simulation
 from topic_sync.engine import target as tgt
 from topic_sync.engine.drain import Deps, process_owner
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
+from topic_sync.engine.simulate import Simulation
 from topic_sync.errors import (
     BadInput,
     DeadlineReached,
@@ -42,7 +46,13 @@ from topic_sync.errors import (
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.inputs.audience import STDIN, iter_audience, shorten, validate_token
 from topic_sync.inputs.config import mask_url
-from topic_sync.pool import is_pool_topic, pool_topics, prefix_of, topic_for, validate_pool
+from topic_sync.pool import (
+    PoolPolicy,
+    is_pool_topic,
+    pool_topics,
+    prefix_of,
+    validate_pool,
+)
 from topic_sync.settings import SPECS, Kind, Settings, flag_of, format_duration
 from topic_sync.store import db
 
@@ -161,6 +171,8 @@ def run_day(
             max_size_change=s.max_size_change,
             max_operations=s.max_operations,
             allow_large_churn=s.allow_large_churn,
+            pool_policy=PoolPolicy(s.pool_policy),
+            rest_period=s.rest_period,
             republish=republish,
             mark_published=mark_published,
             full_tokens=full_tokens,
@@ -303,13 +315,48 @@ def audience_source(resolved: Resolved) -> AudienceSource:
     )
 
 
+# --- simulate ---------------------------------------------------------------------------------
+
+
+def simulate(resolved: Resolved, io: Io, sources: Sequence[str], *, quota: float) -> Simulation:
+    """What the pool size and policy would have cost over past audience files, next to the
+    ordinal rule; in temporary tables of the database, changing nothing."""
+    s = resolved.settings
+    if not quota > 0:
+        raise BadInput(f"--quota must be a number of requests per second above 0, not {quota}")
+    prefix = s.topic_prefix or "topic"
+    validate_pool(prefix, s.pool_size)
+    files, passed_over = simulation.audience_history(sources)
+    for path in passed_over:
+        io.log(f"note: {path}: no date in its name, passed over")
+    io.log(
+        f"simulate: {len(files)} audiences, {files[0].day} to {files[-1].day}; pool of "
+        f"{s.pool_size}, policy {s.pool_policy}, rest {format_duration(s.rest_period)}; "
+        "in temporary tables, changing nothing"
+    )
+    with database(s, io) as engine:
+        return simulation.simulate(
+            engine,
+            files,
+            prefix=prefix,
+            pool_size=s.pool_size,
+            policy=PoolPolicy(s.pool_policy),
+            rest=dt.timedelta(seconds=s.rest_period),
+            quota=quota,
+            run_at=dt.time.fromisoformat(s.run_at),
+            zone=ZoneInfo(s.timezone),
+            token_column=s.token_column,
+            log=io.log,
+        )
+
+
 # --- repairs ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Scope:
-    """The topics a repair covers: --topic, else the pool of the prefix (or the topic of
-    --date), else every topic the database knows."""
+    """The topics a repair covers: --topic, else the pool of the prefix (or the topic
+    --date was planned on), else every topic the database knows."""
 
     topics: tuple[str, ...] = ()
     day: str | None = None
@@ -331,7 +378,8 @@ def campaign_spec(resolved: Resolved) -> campaigns.CampaignSpec:
 def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> tuple[str, ...]:
     """The topics a repair covers. A campaign's pool is its recorded one (a configured pool
     size must agree with it); a prefix with no recorded pool covers the topics of that
-    prefix the database knows, never topics that were never used."""
+    prefix the database knows, never topics that were never used. A date covers the topic
+    its run recorded (whatever the pool policy chose); a date never planned, none."""
     if scope.topics:
         return scope.topics
     s = resolved.settings
@@ -341,8 +389,15 @@ def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> t
         with engine.connect() as conn:
             found = campaigns.find(conn, spec)
             if resolved.day is not None:
-                pool_size, _ = campaigns.pool_size_of(conn, spec, found)
-                return (topic_for(spec.prefix, pool_size, resolved.day),)
+                campaigns.pool_size_of(conn, spec, found)
+                recorded = store.recorded_topic(conn, found.id, resolved.day) if found else None
+                if recorded is None:
+                    raise BadInput(
+                        f"--date {resolved.day}: campaign {spec.campaign_name!r} has no run of "
+                        "that date that chose a topic (a date's topic is chosen when it runs); "
+                        "give --topic, or leave out --date to cover the whole pool"
+                    )
+                return (recorded,)
             if found is not None and found.pool_size is not None:
                 pool_size, _ = campaigns.pool_size_of(conn, spec, found)
                 return tuple(pool_topics(spec.prefix, pool_size))

@@ -17,14 +17,16 @@ from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
 from topic_sync.errors import ExitCode
-from topic_sync.pool import topic_for
 from topic_sync.settings import Settings
 from topic_sync.store.db import make_engine, recreate_database, upgrade
 
 DEMO_DATABASE = "topic_sync_demo"
 DEMO_PROJECT = "demo-topic-sync"
 DEMO_PREFIX = "demo-jobreco"
-DEMO_POOL_SIZE = 2  # small, so the third day reuses the first day's topic
+DEMO_POOL_SIZE = 2  # small, so the third day reuses a topic: the one closest to its audience
+# The demo's days run seconds apart, so it lets a topic change right after its publish; a
+# real pool lets it rest (--rest-period, 6 h) while FCM fans the message out.
+DEMO_REST_SECONDS = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,11 @@ def run_demo(
                 live=True,
                 propagation_delay=0,
                 retry=RetryPolicy(min_wait=0.1, max_wait=1, max_retries=2),
+                rest_period=DEMO_REST_SECONDS,
             ),
             deps,
         )
-        topic = topic_for(DEMO_PREFIX, DEMO_POOL_SIZE, day)
+        topic = result.topic  # the topic the day chose and recorded
         sent = [p for p in emulator.publishes if str(result.message_id).endswith(p.message_id)]
         recipients = sent[0].recipients if sent else frozenset()
         expected = audience - dead

@@ -24,6 +24,7 @@ import google.auth.exceptions
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from topic_sync import store
 from topic_sync.app.commands import (
     EMBEDDED_FIX,
     EMBEDDED_IN_PRODUCTION,
@@ -45,7 +46,13 @@ from topic_sync.app.services import (
 from topic_sync.app.settings import Resolved
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine.run import audience_connection
-from topic_sync.errors import CampaignMismatch, CredentialsError, ExitCode, TopicSyncError
+from topic_sync.errors import (
+    BadInput,
+    CampaignMismatch,
+    CredentialsError,
+    ExitCode,
+    TopicSyncError,
+)
 from topic_sync.fcm.client import DOCTOR_TOKEN, ApiAnswer, FcmClient, probe_topic_api
 from topic_sync.fcm.sdk_bridge import mint_token
 from topic_sync.fcm.target import FcmTarget
@@ -60,8 +67,15 @@ from topic_sync.inputs.audience import (
 )
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import load_message
-from topic_sync.pool import topic_for, validate_pool
-from topic_sync.settings import Settings
+from topic_sync.pool import (
+    Candidate,
+    PoolPolicy,
+    is_resting,
+    pool_topics,
+    topic_for,
+    validate_pool,
+)
+from topic_sync.settings import Settings, format_duration
 from topic_sync.states import CheckStatus
 from topic_sync.store import audience_query_column, bound_target, db
 
@@ -169,7 +183,10 @@ def check_config(
 
 
 def check_pool(settings: Settings, day: dt.date | None) -> tuple[Check, str | None]:
-    """The prefix and pool size FCM accepts, the day's topic, pacing against the quota."""
+    """The prefix and pool size FCM accepts, how the day's topic is picked, pacing against
+    the quota. Returns the topic the message is validated for: the ordinal one (under the
+    cost policy the day's own is chosen once its audience is loaded; the campaign check
+    names the one a date already planned on)."""
     name = "pool"
     if settings.topic_prefix is None:
         return (
@@ -184,9 +201,18 @@ def check_pool(settings: Settings, day: dt.date | None) -> tuple[Check, str | No
     except TopicSyncError as error:
         return fail(name, error.message, "choose a prefix and pool size FCM accepts"), None
     topic = topic_for(settings.topic_prefix, settings.pool_size, day) if day else None
+    if settings.pool_policy == PoolPolicy.ORDINAL:
+        picked = f"; {day} uses {topic} (pool policy ordinal)" if topic else ""
+    else:
+        rest = format_duration(settings.rest_period)
+        picked = (
+            f"; pool policy cost: {day or 'a date'} gets the topic needing the fewest "
+            f"operations among those with no message in the last {rest} (--rest-period), "
+            "chosen when its audience is loaded"
+        )
     detail = (
         f"{settings.pool_size} topics {settings.topic_prefix}-0..{settings.pool_size - 1}"
-        + (f"; {day} uses {topic}" if topic else "")
+        + picked
         + f"; {settings.rate_limit:g} requests/s, {settings.concurrency} batches in flight"
     )
     if settings.rate_limit > TOPIC_MANAGEMENT_QUOTA:
@@ -307,21 +333,51 @@ def check_grants(engine: Engine) -> Check:
     return ok(name, f"role {user!r} may {', '.join(db.PRIVILEGES)} on all {checked} tables")
 
 
-def check_campaign(engine: Engine, resolved: Resolved) -> Check:
+def check_campaign(engine: Engine, resolved: Resolved) -> tuple[Check, str | None]:
     """The configuration agrees with the campaign's record (prefix, pool size), as `run`
-    requires; a campaign not recorded yet is registered by its first live run."""
+    requires; a campaign not recorded yet is registered by its first live run. Also the
+    topic the date was already planned on, if it was (every rerun of the date uses it),
+    and, for the cost policy, whether any topic of the pool has rested (else a run now
+    is refused)."""
     name = "campaign"
     spec = campaign_spec(resolved)
+    day = resolved.day
+    s = resolved.settings
     try:
         with db.read_only(engine) as conn:
             found = campaigns.find(conn, spec)
             pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
+            recorded = store.recorded_topic(conn, found.id, day) if found and day else None
+            lasts: dict[str, dt.datetime | None] = {}
+            if s.pool_policy == PoolPolicy.COST and recorded is None:
+                with contextlib.suppress(BadInput):  # a bad pool: the pool check says so
+                    lasts = store.last_publishes(conn, pool_topics(spec.prefix, pool_size))
+            now = store.db_now(conn)
     except CampaignMismatch as error:
-        return fail(name, error.message, "see the message: update the configuration or record it")
+        fix = "see the message: update the configuration or record it"
+        return fail(name, error.message, fix), None
     if found is None:
-        return ok(name, f"{spec.campaign_name!r}: not recorded yet; its first live run records it")
+        detail = f"{spec.campaign_name!r}: not recorded yet; its first live run records it"
+        return ok(name, detail), None
     detail = f"{found.name!r}: prefix {found.prefix}, pool of {pool_size}, as configured"
-    return warn(name, f"{detail}; {warnings[0]}") if warnings else ok(name, detail)
+    if recorded is not None:
+        detail += f"; {day} was planned on {recorded}: every rerun of it uses that topic"
+    elif lasts:
+        rest = dt.timedelta(seconds=s.rest_period)
+        if not any(is_resting(Candidate(t, 0, True, at), now, rest) for t, at in lasts.items()):
+            first = min(at for at in lasts.values() if at is not None) + rest
+            problem = (
+                f"{detail}; but every topic of the pool had a message within the rest period "
+                f"({format_duration(s.rest_period)}): a run now is refused until "
+                f"{first.isoformat(timespec='seconds')}"
+            )
+            fix = (
+                "run the date after that; if runs come this often, give the pool more topics "
+                f"(topic-sync campaign update {found.name} --pool-size N --live) or lower "
+                "--rest-period"
+            )
+            return fail(name, problem, fix), None
+    return (warn(name, f"{detail}; {warnings[0]}") if warnings else ok(name, detail)), recorded
 
 
 def check_target(engine: Engine, target: FcmTarget) -> Check:
@@ -421,8 +477,12 @@ def check_message(
     topic: str | None,
     client: FcmClient | None,
     now: dt.datetime,
+    *,
+    chosen: bool = True,
 ) -> Check:
-    """The message file is valid, and FCM accepts the day's message (validate_only)."""
+    """The message file is valid, and FCM accepts the day's message (validate_only), for
+    the day's topic or, when that is not `chosen` yet, another of the pool: FCM checks
+    only a topic name's form, the same for the whole pool."""
     name = "message"
     if settings.message is None:
         return fail(name, "no message file", "pass --message, or a --config campaign that sets it")
@@ -453,7 +513,8 @@ def check_message(
             f"{valid}, but FCM refused it (validate_only, to {topic}): {error.message}",
             "correct the message file (FCM's reason above), or the credentials",
         )
-    return ok(name, f"{valid}; FCM accepted it for {topic} (validate_only: nothing delivered)")
+    where = topic if chosen else f"{topic} (a topic of the pool; the date's is chosen later)"
+    return ok(name, f"{valid}; FCM accepted it for {where} (validate_only: nothing delivered)")
 
 
 def check_audience(resolved: Resolved, engine: Engine | None) -> Check:
@@ -562,6 +623,7 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
     s, day = resolved.settings, resolved.day
     pool, topic = check_pool(s, day)
     yield pool
+    chosen = s.pool_policy == PoolPolicy.ORDINAL  # else only once the date planned
     engine = client = None
     try:
         try:
@@ -589,7 +651,10 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
         elif s.topic_prefix is None:
             yield skip("campaign", "no topic prefix (see the pool check)")
         else:
-            yield check_campaign(engine, resolved)
+            campaign, recorded = check_campaign(engine, resolved)
+            yield campaign
+            if recorded is not None:
+                topic, chosen = recorded, True
 
         credentials = None
         try:
@@ -619,7 +684,7 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
             api = check_topic_api(client.app, client.target)
             yield api
         usable = client if api is not None and api.status is not CheckStatus.FAIL else None
-        yield check_message(s, day, topic, usable, io.now())
+        yield check_message(s, day, topic, usable, io.now(), chosen=chosen)
         yield check_audience(resolved, engine)
     finally:
         if engine is not None:

@@ -555,7 +555,7 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
             (
                 row.date.isoformat(),
                 row.prefix,
-                row.topic,
+                row.topic or "-",
                 row.status,
                 "yes" if row.published else "no",
                 str(row.audience),
@@ -563,8 +563,8 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
                 str(row.removed),
                 _per_code(row.failed) or "-",
                 str(row.retries),
-                _duration(row.wait_seconds),
-                _duration(row.duration_seconds),
+                duration_text(row.wait_seconds),
+                duration_text(row.duration_seconds),
                 _minutes(row.started_at),
                 row.why if row.tries == 1 else f"{row.why} (totals of {row.tries} attempts)",
             )
@@ -582,8 +582,8 @@ def render_runs(rows: Sequence[RunSummary], fmt: str) -> str:
                     str(a.removed),
                     _per_code(a.failed) or "-",
                     str(a.retries),
-                    _duration(a.wait_seconds),
-                    _duration(a.duration_seconds),
+                    duration_text(a.wait_seconds),
+                    duration_text(a.duration_seconds),
                     _minutes(a.started_at),
                     a.why,
                 )
@@ -645,11 +645,11 @@ def render_overview(
         state = "published" if run.published else f"{run.status.upper()}: {run.why}"
         tries = f" (totals of {run.tries} attempts)" if run.tries > 1 else ""
         lines = [
-            f"{_campaign_label(run)}  {run.date.isoformat()}  {run.topic}  {state}",
+            f"{_campaign_label(run)}  {run.date.isoformat()}  {run.topic or '-'}  {state}",
             f"  run {run.run_id}{tries}: audience {run.audience}, added {run.added}, "
             f"removed {run.removed}, newly dead {run.newly_dead}, suppressed "
             f"{run.suppressed}, retries {run.retries}, waited "
-            f"{_duration(run.wait_seconds)}, took {_duration(run.duration_seconds)}",
+            f"{duration_text(run.wait_seconds)}, took {duration_text(run.duration_seconds)}",
         ]
         if run.tries > 1:
             lines += [f"    {_attempt_line(a)}" for a in run.history]
@@ -730,7 +730,8 @@ def render_status(summaries: Iterable[RunSummary]) -> str:
                 )
         else:
             state, detail = run.status.upper(), run.why
-        body.append((_campaign_label(run), run.date.isoformat(), run.topic, state, detail))
+        topic = run.topic or "-"  # a day whose audience never came chose none
+        body.append((_campaign_label(run), run.date.isoformat(), topic, state, detail))
     return _table(None, body, right=set())
 
 
@@ -743,7 +744,7 @@ def _attempt_line(a: AttemptSummary) -> str:
     return (
         f"#{a.attempt} {a.status}: audience {a.audience}, added {a.added}, removed "
         f"{a.removed}, newly dead {a.newly_dead}, retries {a.retries}, took "
-        f"{_duration(a.duration_seconds)}; {a.why}"
+        f"{duration_text(a.duration_seconds)}; {a.why}"
     )
 
 
@@ -883,5 +884,6 @@ def _or_dash(value: object) -> str:
     return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
+    """A duration as it is typed (3m7s, 2h5m), - for none."""
     return "-" if seconds is None else format_duration(seconds)

@@ -69,6 +69,7 @@ class Io:
     should_stop: Callable[[], bool] = _never
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     stdin: BinaryIO | None = None  # what `--audience -` reads (the CLI's standard input)
+    topic_chosen: Callable[[str], None] = lambda _topic: None  # a run chose its topic
 
 
 def database_url(settings: Settings, io: Io) -> str:
@@ -255,6 +256,7 @@ def services(settings: Settings, io: Io) -> Iterator[Deps]:
                 pacer=pacer,
                 progress=io.progress,
                 should_stop=io.should_stop,
+                topic_chosen=io.topic_chosen,
             )
         finally:
             _remember_learned(engine, client, pacer, io)

@@ -46,6 +46,7 @@ class LazyGroup(click.Group):
 COMMANDS = {
     "run": ("topic_sync.cli.run", "run"),
     "doctor": ("topic_sync.cli.run", "doctor"),
+    "simulate": ("topic_sync.cli.simulate", "simulate"),
     "reconcile": ("topic_sync.cli.repairs", "reconcile"),
     "forget": ("topic_sync.cli.repairs", "forget"),
     "target": ("topic_sync.cli.repairs", "target"),

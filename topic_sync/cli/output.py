@@ -21,11 +21,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from topic_sync.app.report import duration_text
 from topic_sync.app.services import Io
 from topic_sync.engine.drain import Progress
 from topic_sync.engine.reconcile import ReconcileResult
 from topic_sync.errors import ExitCode, TopicSyncError
 from topic_sync.inputs.audience import shorten
+from topic_sync.settings import format_duration
 from topic_sync.states import Op
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,6 +78,11 @@ def use_log_format(
 ) -> None:
     """Set the stderr format and what every JSON line says about the command."""
     LOG.configure(log_format, command=command, campaign=campaign, topic=topic)
+
+
+def log_topic(topic: str) -> None:
+    """From now on every JSON line names the topic (a run's, once chosen)."""
+    LOG.context["topic"] = topic
 
 
 def emit_json(document: dict[str, Any]) -> None:
@@ -216,6 +223,7 @@ def _event_fields(summary: dict[str, Any]) -> dict[str, Any]:
 def describe_run(summary: dict[str, Any]) -> str:
     s = summary
     lines = [f"{s['date']} {s['prefix']} -> {s['topic']}: {s['status']}"]
+    lines += describe_choice(s.get("choice"), every_topic=s["status"] == "dry-run")
     if s["audience"] is not None:
         lines.append(
             f"  audience {s['audience']} tokens ({s['duplicates']} duplicates merged, "
@@ -234,6 +242,81 @@ def describe_run(summary: dict[str, Any]) -> str:
         lines.append(f"  message: {s['message_id']}")
     if s["note"]:
         lines.append(f"  {s['note']}")
+    return "\n".join(lines)
+
+
+def describe_choice(choice: dict[str, Any] | None, *, every_topic: bool) -> list[str]:
+    """Why the run has its topic; with `every_topic`, each pool topic's operations and
+    whether it may change (a dry run shows them)."""
+    if not choice:
+        return []
+    lines = [f"  topic {choice['topic']}: {choice['reason']}"]
+    if not every_topic:
+        return lines
+    width = max((len(t["topic"]) for t in choice["topics"]), default=0)
+    for t in choice["topics"]:
+        mark = "*" if t["topic"] == choice["topic"] else " "
+        state = "resting" if t["resting"] else "NOT resting (within the rest period)"
+        if t["last_published"]:
+            state += f", last published {t['last_published']}"
+        elif not t["used"]:
+            state += ", never used"
+        lines.append(
+            f"  {mark} {t['topic']:<{width}}  {t['operations']:>9,} operations "
+            f"(+{t['to_add']:,} -{t['to_remove']:,}), {state}"
+        )
+    return lines
+
+
+def describe_simulation(summary: dict[str, Any]) -> str:
+    """simulate's table: a row per day, a column group per policy, then the totals."""
+    s = summary
+    policies = list(s["totals"])
+    names = {"cost": "cost policy", "ordinal": "ordinal rule"}
+    width = max([len(d[p]["topic"]) for d in s["days"] for p in policies] + [5])
+    group = f"{{:<{width}}}  {{:>10}} {{:>10}} {{:>11}} {{:>8}}"
+    head = f"{'':<10}  {'':>10}"
+    cols = f"{'date':<10}  {'audience':>10}"
+    for policy in policies:
+        title = names.get(policy, policy)
+        head += "  |  " + title.center(len(group.format("", "", "", "", "")))
+        cols += "  |  " + group.format("topic", "added", "removed", "operations", "time")
+    lines = [
+        f"pool of {s['pool_size']} ({s['prefix']}-0..{s['pool_size'] - 1}), rest "
+        f"{format_duration(s['rest_seconds'])}, quota {s['quota']:,g} requests/s; "
+        f"{len(s['days'])} days",
+        head,
+        cols,
+    ]
+    for day in s["days"]:
+        row = f"{day['date']:<10}  {day['audience']:>10,}"
+        for policy in policies:
+            c = day[policy]
+            row += "  |  " + group.format(
+                c["topic"],
+                f"{c['to_add']:,}",
+                f"{c['to_remove']:,}",
+                f"{c['operations']:,}",
+                duration_text(c["seconds"]),
+            )
+        lines.append(row)
+    total = f"{'total':<10}  {'':>10}"
+    for policy in policies:
+        t = s["totals"][policy]
+        total += "  |  " + group.format(
+            "", "", "", f"{t['operations']:,}", duration_text(t["seconds"])
+        )
+    lines.append(total)
+    chosen = s["totals"][s["policy"]]
+    verdict = f"{names.get(s['policy'], s['policy'])}: {chosen['operations']:,} operations"
+    verdict += f" ({duration_text(chosen['seconds'])} at the quota)"
+    if s["policy"] != "ordinal" and s["ratio"] is not None:
+        ordinal = s["totals"]["ordinal"]
+        verdict += (
+            f", {s['ratio']:.2f}x the ordinal rule's {ordinal['operations']:,} "
+            f"({duration_text(ordinal['seconds'])})"
+        )
+    lines.append(verdict)
     return "\n".join(lines)
 
 

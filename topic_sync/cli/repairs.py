@@ -36,7 +36,9 @@ from topic_sync.cli.output import (
 @click.command()
 @env_option("--topic", "topics", multiple=True, help="A topic to repair (repeatable).")
 @settings("topic_prefix", "pool_size")
-@env_option("--date", "day", default=None, help="Only the topic of this date (with a prefix).")
+@env_option(
+    "--date", "day", default=None, help="Only the topic this date's run chose (with a prefix)."
+)
 @settings("live", live="reconcile")
 @env_option(
     "--full", is_flag=True, help="Re-assert every subscription and removal the table holds."

@@ -29,11 +29,12 @@ from topic_sync.cli.output import (
     emit_result,
     errors_to_exit,
     finish,
+    log_topic,
     say,
     show_run,
     use_log_format,
 )
-from topic_sync.pool import topic_for
+from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import SPECS, Kind, format_duration
 
 RUN = (
@@ -53,6 +54,8 @@ RUN = (
     "max_size_change",
     "max_operations",
     "allow_large_churn",
+    "pool_policy",
+    "rest_period",
     "propagation_delay",
     *WORK,
     *MONITORING,
@@ -91,11 +94,12 @@ def run(
     """
     settings_ = resolved(click.get_current_context(), params, day=day)
     s = settings_.settings
-    topic = None
-    if s.topic_prefix and settings_.day and s.pool_size:
+    topic = None  # the cost policy chooses it once the audience is loaded (topic_chosen)
+    ordinal = s.pool_policy == PoolPolicy.ORDINAL
+    if ordinal and s.topic_prefix and settings_.day and s.pool_size:
         topic = topic_for(s.topic_prefix, s.pool_size, settings_.day)
     use_log_format(s.log_format, "run", s.topic_prefix, topic)
-    io = cli_io(sleep=shutdown.sleep, should_stop=shutdown.should_stop)
+    io = cli_io(sleep=shutdown.sleep, should_stop=shutdown.should_stop, topic_chosen=log_topic)
     with shutdown.on_signals(say):
         result = commands.run_day(
             settings_,

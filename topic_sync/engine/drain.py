@@ -153,6 +153,8 @@ class Deps:
     progress: Callable[[Progress], None] = lambda _p: None
     # True once a shutdown was asked for: workers stop after their current batch.
     should_stop: Callable[[], bool] = lambda: False
+    # Told the day's topic once a run chose it (the CLI's JSON log lines then carry it).
+    topic_chosen: Callable[[str], None] = lambda _topic: None
 
 
 @dataclass

@@ -41,6 +41,7 @@ from sqlalchemy import Connection, Engine
 from topic_sync import store
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine import evidence
+from topic_sync.engine.choice import TopicChoice, choose, explain
 from topic_sync.engine.drain import (
     DeadGuard,
     Deps,
@@ -77,7 +78,7 @@ from topic_sync.inputs import manifest as mf
 from topic_sync.inputs.audience import iter_audience, iter_rows, shorten, source_name
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
-from topic_sync.pool import topic_for
+from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import DEFAULTS, format_duration
 from topic_sync.states import Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
@@ -115,6 +116,8 @@ class RunOptions:
     concurrency: int = DEFAULTS.concurrency
     deadline: float = DEFAULTS.deadline  # seconds from the start of the run
     max_dead: float = DEFAULTS.max_dead
+    pool_policy: PoolPolicy = PoolPolicy(DEFAULTS.pool_policy)
+    rest_period: float = DEFAULTS.rest_period  # seconds a published topic rests (cost policy)
     token_column: str | None = DEFAULTS.token_column
     audience_query: str | None = DEFAULTS.audience_query  # a SELECT or a table name
     audience_database_url: str | None = DEFAULTS.audience_database_url  # None: the job's
@@ -177,6 +180,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)  # for people; the exit code ignores them
     campaign: str | None = None  # the campaign's name (None: named after the prefix)
     audience_change: store.AudienceChange | None = None  # against the previous audience
+    choice: TopicChoice | None = None  # how the topic was chosen (None: the date published)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -216,6 +220,7 @@ class RunResult:
             "metrics_errors": self.metrics_errors,
             "warnings": list(self.warnings),
             "audience_change": self.audience_change.summary() if self.audience_change else None,
+            "choice": self.choice.summary() if self.choice else None,
         }
 
 
@@ -224,10 +229,15 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     with deps.engine.connect() as conn:
         found = campaigns.find(conn, spec)
         pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
+        recorded = store.recorded_topic(conn, found.id, opts.day) if found else None
         conn.rollback()
-    topic = topic_for(opts.prefix, pool_size, opts.day)
+    # The date's topic is chosen once its audience is loaded (engine.choice). Before that,
+    # the message is validated for the recorded topic, else the ordinal one: FCM checks
+    # only a topic name's form, the same for every topic of the pool.
+    topic = recorded or topic_for(opts.prefix, pool_size, opts.day)
     if opts.wait_for is not None:
-        await_audience(opts, deps, topic, pool_size)
+        ordinal = opts.pool_policy is PoolPolicy.ORDINAL
+        await_audience(opts, deps, recorded or (topic if ordinal else ""), pool_size)
     template = load_message(
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
@@ -235,7 +245,7 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     for warning in warnings:
         deps.log(f"warning: {warning}")
     if not opts.live:
-        result = _dry_run(opts, deps, topic, template, found)
+        result = _dry_run(opts, deps, template, found, pool_size, recorded)
     else:
         name = found.name if found else spec.campaign_name
         lock_name = campaigns.lock_name(name)
@@ -329,7 +339,8 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
     """Before anything else, wait for --wait-for; returns the seconds waited.
 
     Timed out: a live run records the day as `no_audience` (nothing synced, nothing
-    published) and AudienceNeverCame ends it with its own exit code.
+    published; `topic` is what the row shows: '' while none is chosen) and
+    AudienceNeverCame ends it with its own exit code.
     """
     assert opts.wait_for is not None
     path = opts.wait_for
@@ -446,21 +457,48 @@ def audience_tokens(opts: RunOptions, deps: Deps) -> Iterator[Iterator[str]]:
         )
 
 
+def _load(
+    opts: RunOptions,
+    conn: Connection,
+    deps: Deps,
+    phases: Phases,
+    pool_size: int,
+    recorded: str | None,
+    *,
+    explain: bool,
+) -> tuple[store.StagedAudience, TopicChoice]:
+    """Load and stage the audience, then choose the date's topic over it."""
+    with phases.timing("load"), audience_tokens(opts, deps) as tokens:
+        lines = store.load_audience(conn, tokens)
+    with phases.timing("plan"):
+        staged = store.stage_audience(conn, lines, opts.day)
+        choice = choose(
+            conn,
+            prefix=opts.prefix,
+            pool_size=pool_size,
+            day=opts.day,
+            policy=opts.pool_policy,
+            rest=dt.timedelta(seconds=opts.rest_period),
+            recorded=recorded,
+            explain=explain,
+        )
+    return staged, choice
+
+
 def _plan(
     opts: RunOptions,
     conn: Connection,
     topic: str,
     run_id: int | None,
+    staged: store.StagedAudience,
     deps: Deps,
     phases: Phases,
     campaign: store.CampaignRecord | None,
 ) -> tuple[store.Plan, store.AudienceChange | None]:
-    """Load, diff and guard the day's audience; `campaign` None: not registered yet (a dry
-    run of its first day), so there is no earlier audience to compare with."""
-    with phases.timing("load"), audience_tokens(opts, deps) as tokens:
-        lines = store.load_audience(conn, tokens)
+    """Diff and guard the staged audience; `campaign` None: not registered yet (a dry run
+    of its first day), so there is no earlier audience to compare with."""
     with phases.timing("plan"):
-        plan = store.plan_topic(conn, topic, run_id, lines, opts.day)
+        plan = store.plan_topic(conn, topic, run_id, staged.lines, staged=staged)
         change = store.audience_change(conn, campaign.id, opts.day) if campaign else None
     if change is None:
         deps.log(
@@ -480,15 +518,19 @@ def _plan(
 def _dry_run(
     opts: RunOptions,
     deps: Deps,
-    topic: str,
     template: MessageTemplate,
     found: store.CampaignRecord | None,
+    pool_size: int,
+    recorded: str | None,
 ) -> RunResult:
+    phases = Phases(deps.monotonic)
     with deps.engine.connect() as conn:
         try:
             check_target(conn, deps.client.target, bind=False)
             existing = store.get_run(conn, found.id, opts.day) if found else None
-            plan, change = _plan(opts, conn, topic, None, deps, Phases(deps.monotonic), found)
+            staged, choice = _load(opts, conn, deps, phases, pool_size, recorded, explain=True)
+            topic = choice.topic
+            plan, change = _plan(opts, conn, topic, None, staged, deps, phases, found)
         finally:
             conn.rollback()
     send_message(deps, opts.retry, template, topic, validate_only=True)
@@ -505,6 +547,7 @@ def _dry_run(
         plan=plan,
         note=note,
         audience_change=change,
+        choice=choice,
     )
 
 
@@ -549,20 +592,24 @@ def _live_run(
     # FCM's answer with its transaction open.)
     validation = Validation(deps, opts.retry, template, topic)
     once = opts.audience_path is not None and str(opts.audience_path) == "-"
-    planning = _Planning(opts, deps, topic, phases, validation, found, locked_name, pool_size)
+    planning = _Planning(opts, deps, phases, validation, found, locked_name, pool_size)
     try:
-        campaign, run, fence, plan, change = planning.plan(wait=once)
+        planned = planning.plan(wait=once)
     except _NotValidatedYet:
         validation.wait()  # retrying, or slow: not with the plan's transaction open
-        campaign, run, fence, plan, change = planning.plan(wait=True)
+        planned = planning.plan(wait=True)
     except Exception:
         validation.wait()  # the message's verdict first, as when it went first
         raise
+    campaign, run, plan, choice = planned.campaign, planned.run, planned.plan, planned.choice
+    topic = choice.topic  # chosen once per date, in the plan's transaction; the run records it
     if found is None:
         deps.log(
             f"campaign {campaign.name!r} registered: topic prefix {campaign.prefix}, "
             f"pool of {campaign.pool_size}, time zone {campaign.timezone}"
         )
+    deps.topic_chosen(topic)
+    deps.log(f"{topic}: {explain(choice)}")
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
         f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
@@ -579,17 +626,18 @@ def _live_run(
             verify_lock,
             campaign,
             run,
-            fence,
+            planned.fence,
             plan,
             deadline_at,
             phases,
         )
-        result.audience_change = change
-        return result
     except Exception as error:
         # Whatever ended the run, its record says so: it must not look still in progress.
         _record_stop(deps, run.id, topic, error)
         raise
+    result.audience_change = planned.change
+    result.choice = choice
+    return result
 
 
 class _NotValidatedYet(Exception):
@@ -624,53 +672,63 @@ class Validation:
 
 
 @dataclass
+class _Planned:
+    campaign: store.CampaignRecord
+    run: store.RunRecord
+    fence: store.Fence
+    plan: store.Plan
+    change: store.AudienceChange | None
+    choice: TopicChoice
+
+
+@dataclass
 class _Planning:
-    """Record the campaign and the run, take the topic's fence and plan it, in one
-    transaction that commits only if FCM accepted the message (unless `wait`, raises
-    _NotValidatedYet if FCM has not answered yet)."""
+    """Record the campaign, choose the date's topic, record the run, take the topic's fence
+    and plan it, in one transaction that commits only if FCM accepted the message (unless
+    `wait`, raises _NotValidatedYet if FCM has not answered yet)."""
 
     opts: RunOptions
     deps: Deps
-    topic: str
     phases: Phases
     validation: Validation
     found: store.CampaignRecord | None
     locked_name: str
     pool_size: int
 
-    def plan(
-        self, *, wait: bool
-    ) -> tuple[
-        store.CampaignRecord, store.RunRecord, store.Fence, store.Plan, store.AudienceChange | None
-    ]:
-        with self.deps.engine.begin() as conn:
-            check_target(conn, self.deps.client.target, bind=True)
-            owner = process_owner(f"run {self.locked_name} {self.opts.day}")
-            campaign = campaigns.settle(conn, self.opts.spec, pool_size=self.pool_size, by=owner)
+    def plan(self, *, wait: bool) -> _Planned:
+        opts, deps = self.opts, self.deps
+        with deps.engine.begin() as conn:
+            check_target(conn, deps.client.target, bind=True)
+            owner = process_owner(f"run {self.locked_name} {opts.day}")
+            campaign = campaigns.settle(conn, opts.spec, pool_size=self.pool_size, by=owner)
             if campaign.name != self.locked_name:
                 raise CampaignMismatch(
                     f"campaign {self.locked_name!r} was renamed {campaign.name!r} while this run "
                     "started; nothing was done: run it again"
                 )
+            recorded = store.recorded_topic(conn, campaign.id, opts.day)
+            staged, choice = _load(
+                opts, conn, deps, self.phases, self.pool_size, recorded, explain=False
+            )
             run = store.start_run(
                 conn,
                 campaign_id=campaign.id,
-                prefix=self.opts.prefix,
-                day=self.opts.day,
-                topic=self.topic,
-                transport=self.deps.client.transport,
-                audience_path=self.opts.audience_name,
+                prefix=opts.prefix,
+                day=opts.day,
+                topic=choice.topic,
+                transport=deps.client.transport,
+                audience_path=opts.audience_name,
             )
-            fence = take_fence(conn, self.topic, owner, run.id)
+            fence = take_fence(conn, choice.topic, owner, run.id)
             plan, change = _plan(
-                self.opts, conn, self.topic, run.id, self.deps, self.phases, campaign
+                opts, conn, choice.topic, run.id, staged, deps, self.phases, campaign
             )
             store.save_plan(conn, run.id, plan)
-            store.save_audience(conn, campaign.id, self.opts.day, run.id)
+            store.save_audience(conn, campaign.id, opts.day, run.id)
             if not wait and not self.validation.done():
                 raise _NotValidatedYet
             self.validation.wait()
-        return campaign, run, fence, plan, change
+        return _Planned(campaign, run, fence, plan, change, choice)
 
 
 def _sync_and_publish(

@@ -4,9 +4,10 @@
 `store.subscriptions` (the subscription table: diff, claims, outcomes, repairs),
 `store.runs` (runs, publish records, fences, the FCM target, report reads),
 `store.campaigns` (campaigns and their recorded changes), `store.audiences` (the
-campaigns' previous audiences, for the audience guard) and `store.quota` (the quota
-learned per FCM target). The schema is `store.models`;
-connections, migrations and locks are `store.db`.
+campaigns' previous audiences, for the audience guard), `store.quota` (the quota
+learned per FCM target) and `store.simulation` (the job's statements on temporary copies
+of its tables, for `simulate`). The schema is `store.models`; connections, migrations and
+locks are `store.db`.
 """
 
 from topic_sync.store.audiences import *  # noqa: F403
@@ -17,7 +18,9 @@ from topic_sync.store.quota import *  # noqa: F403
 from topic_sync.store.quota import __all__ as _quota
 from topic_sync.store.runs import *  # noqa: F403
 from topic_sync.store.runs import __all__ as _runs
+from topic_sync.store.simulation import *  # noqa: F403
+from topic_sync.store.simulation import __all__ as _simulation
 from topic_sync.store.subscriptions import *  # noqa: F403
 from topic_sync.store.subscriptions import __all__ as _subscriptions
 
-__all__ = [*_subscriptions, *_runs, *_campaigns, *_audiences, *_quota]
+__all__ = [*_subscriptions, *_runs, *_campaigns, *_audiences, *_quota, *_simulation]

@@ -259,6 +259,15 @@ class Subscription(Base):
             postgresql_where=text(f"status IN {PENDING_SQL}"),
         ),
         Index("ix_subscriptions_token_id", "token_id"),
+        # Members and owed work: what the pool's costs count (store.pool_costs), read
+        # index-only, however many confirmed removals a topic's history holds.
+        Index(
+            "ix_subscriptions_live",
+            "topic",
+            "status",
+            "token_id",
+            postgresql_where=text(f"status <> '{SubscriptionStatus.UNSUBSCRIBED}'"),
+        ),
     )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "get_run",
     "publish_in_flight",
     "record_no_audience",
+    "recorded_topic",
     "read_fence",
     "refresh_publish_intent",
     "release_publish",
@@ -156,6 +157,26 @@ def start_run(
     return RunRecord.of(row)
 
 
+def recorded_topic(conn: Connection, campaign_id: int, day: dt.date) -> str | None:
+    """The topic the campaign's date was planned on, if it was: every rerun of the date
+    lands on it and never picks again. A day whose audience never came planned nothing,
+    unless an earlier attempt of it did (its topic then stays the row's)."""
+    topic: str | None = conn.scalar(
+        text(
+            f"""
+            SELECT r.topic FROM runs r
+            WHERE r.campaign_id = :c AND r.run_date = :day AND r.topic <> ''
+              AND (r.status <> '{_R.NO_AUDIENCE}' OR EXISTS (
+                  SELECT 1 FROM run_attempts a
+                  WHERE a.run_id = r.id AND a.topic = r.topic
+                    AND a.status <> '{_R.NO_AUDIENCE}'))
+            """
+        ),
+        {"c": campaign_id, "day": day},
+    )
+    return topic
+
+
 def record_no_audience(
     conn: Connection,
     *,
@@ -169,7 +190,9 @@ def record_no_audience(
 ) -> bool:
     """Record that the day's audience never came. A row of the day that says more (a run
     that planned, synced or published) is left as it is; returns whether it was written.
-    An earlier attempt it replaces (an audience that never came, a failure) is kept."""
+    An earlier attempt it replaces (an audience that never came, a failure) is kept, and
+    the topic a failed attempt planned stays the day's (recorded_topic). `topic` is what
+    the row shows otherwise: the ordinal rule's, or '' while no topic is chosen."""
     replaceable = (
         f"AND publish_state = '{_P.NONE}' AND status IN ('{_R.NO_AUDIENCE}', '{_R.FAILED}')"
     )
@@ -183,7 +206,9 @@ def record_no_audience(
             VALUES (:campaign, :prefix, :day, :topic, :transport, :path, '{_R.NO_AUDIENCE}',
                     :note, now())
             ON CONFLICT (campaign_id, run_date) DO UPDATE
-            SET prefix = excluded.prefix, topic = excluded.topic,
+            SET prefix = excluded.prefix,
+                topic = CASE WHEN runs.status = '{_R.NO_AUDIENCE}' THEN excluded.topic
+                             ELSE runs.topic END,
                 transport = excluded.transport, audience_path = excluded.audience_path,
                 status = excluded.status, note = excluded.note, finished_at = now(),
                 {_NEW_ATTEMPT}

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, text
 
 from topic_sync.errors import InputFileError
 from topic_sync.states import PENDING_SQL
+from topic_sync.states import PublishState as _P
 from topic_sync.states import SubscriptionStatus as _S
 from topic_sync.store.db import STATEMENT_TIMEOUT_MS, connect_args, libpq_url
 
@@ -40,10 +41,15 @@ __all__ = [
     "db_now",
     "forget_tokens",
     "unforget_tokens",
+    "last_publishes",
     "load_audience",
     "pending_counts",
     "pending_sample",
     "plan_topic",
+    "pool_costs",
+    "stage_audience",
+    "StagedAudience",
+    "TopicCost",
     "queue_full_reassert",
     "queue_heals",
     "queue_stale_removals",
@@ -264,18 +270,22 @@ def audience_query_rows(
             raw.rollback()
 
 
-def plan_topic(
-    conn: Connection,
-    topic: str,
-    run_id: int | None,
-    audience_lines: int,
-    day: dt.date | None = None,
-) -> Plan:
-    """Diff audience_in against the topic's subscription rows and queue the work.
+@dataclass(frozen=True)
+class StagedAudience:
+    """The day's audience as the diff sees it (stage_audience), whatever the topic."""
 
-    to subscribe = usable audience - confirmed members;
-    to unsubscribe = (members and owed subscriptions) - usable audience.
-    Pending rows are the queue the batches drain; replanning is idempotent.
+    lines: int
+    size: int  # distinct tokens
+    skipped: int  # dead or forgotten, left out
+    suppressed: int  # of skipped: forgotten (opted out)
+    retried: int  # dead tokens back in the audience, tried once more
+
+
+def stage_audience(
+    conn: Connection, audience_lines: int, day: dt.date | None = None
+) -> StagedAudience:
+    """Turn audience_in into `audience_ids` (each distinct token's id, and whether it is
+    unusable: dead or forgotten), adding the tokens never seen before.
 
     With the audience's `day`: a token marked dead by a run of an earlier date and back in
     this audience is tried once more (its mark lifted, `retried_on` = day): an unregistered
@@ -283,6 +293,9 @@ def plan_topic(
     "sender id mismatch" can be one transient systemic answer about a valid token. If FCM
     says so again on this later date, it is marked again, with `dead_on` = day, and that
     second observation is final: not tried again until it has been alive and died anew.
+
+    What it stages is the same for every topic, so the pool's costs (pool_costs) and the
+    chosen topic's diff (plan_topic) read the one audience_ids.
     """
     # Each distinct token once, with its key (the tokens table is unique on md5(token)).
     conn.execute(
@@ -319,31 +332,62 @@ def plan_topic(
             ),
             {"day": day},
         ).rowcount
-    # Whether the topic has a row for each token is read here, before anything writes the
-    # table: asked while inserting into it, an anti-join planned on an empty table rescans
-    # every page the insert adds, for every row (44 s for 50,000 rows on the first day).
-    conn.execute(text(f"ANALYZE subscriptions {SUBSCRIPTION_STATS}"))
     conn.execute(
         text(
             """
             CREATE TEMP TABLE audience_ids ON COMMIT DROP AS
             SELECT t.id,
                    (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL) AS unusable,
-                   t.forgotten_at IS NOT NULL AS suppressed,
-                   EXISTS (SELECT 1 FROM subscriptions s
-                           WHERE s.topic = :topic AND s.token_id = t.id) AS listed
+                   t.forgotten_at IS NOT NULL AS suppressed
             FROM audience_keys k JOIN tokens t ON t.token_key = k.key
             """
-        ),
-        {"topic": topic},
+        )
     )
     conn.execute(text("ANALYZE audience_ids"))
+    conn.execute(text(f"ANALYZE subscriptions {SUBSCRIPTION_STATS}"))
     size, skipped, suppressed = conn.execute(
         text(
             "SELECT count(*), count(*) FILTER (WHERE unusable), "
             "count(*) FILTER (WHERE suppressed) FROM audience_ids"
         )
     ).one()
+    return StagedAudience(audience_lines, size, skipped, suppressed, retried)
+
+
+def plan_topic(
+    conn: Connection,
+    topic: str,
+    run_id: int | None,
+    audience_lines: int,
+    day: dt.date | None = None,
+    *,
+    staged: StagedAudience | None = None,
+) -> Plan:
+    """Diff the staged audience against the topic's subscription rows and queue the work
+    (stages audience_in first unless `staged` says it was: see stage_audience).
+
+    to subscribe = usable audience - confirmed members;
+    to unsubscribe = (members and owed subscriptions) - usable audience.
+    Pending rows are the queue the batches drain; replanning is idempotent.
+    """
+    if staged is None:
+        staged = stage_audience(conn, audience_lines, day)
+    # The usable audience without a row for the topic is read here, before anything writes
+    # the table: asked while inserting into it, an anti-join planned on an empty table
+    # rescans every page the insert adds, for every row (44 s for 50,000 rows on day one).
+    conn.execute(text("DROP TABLE IF EXISTS audience_unlisted"))
+    conn.execute(
+        text(
+            """
+            CREATE TEMP TABLE audience_unlisted ON COMMIT DROP AS
+            SELECT a.id FROM audience_ids a
+            WHERE NOT a.unusable
+              AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                              WHERE s.topic = :topic AND s.token_id = a.id)
+            """
+        ),
+        {"topic": topic},
+    )
     members_before = conn.scalar(
         text(
             "SELECT count(*) FROM subscriptions WHERE topic = :topic "
@@ -386,8 +430,7 @@ def plan_topic(
         text(
             f"""
             INSERT INTO subscriptions (topic, token_id, status, run_id)
-            SELECT :topic, a.id, '{_S.PENDING_SUBSCRIBE}', :run_id
-            FROM audience_ids a WHERE NOT a.unusable AND NOT a.listed
+            SELECT :topic, a.id, '{_S.PENDING_SUBSCRIBE}', :run_id FROM audience_unlisted a
             ON CONFLICT (topic, token_id) DO NOTHING
             """
         ),
@@ -397,17 +440,86 @@ def plan_topic(
     to_add, to_remove = pending_counts(conn, topic)
     return Plan(
         topic=topic,
-        audience_lines=audience_lines,
-        audience_size=size,
-        duplicates=audience_lines - size,
-        skipped_invalid=skipped,
+        audience_lines=staged.lines,
+        audience_size=staged.size,
+        duplicates=staged.lines - staged.size,
+        skipped_invalid=staged.skipped,
         members_before=members_before,
         newly_removed=newly_removed,
         to_add=to_add,
         to_remove=to_remove,
-        suppressed=suppressed,
-        retried_dead=retried,
+        suppressed=staged.suppressed,
+        retried_dead=staged.retried,
     )
+
+
+@dataclass(frozen=True)
+class TopicCost:
+    """What syncing one pool topic to the staged audience would take, and its history."""
+
+    topic: str
+    to_add: int  # what plan_topic would queue: usable audience - confirmed members
+    to_remove: int  # members and owed work outside the usable audience
+    used: bool  # it has members or owed work, or a run was planned on it
+    last_published: dt.datetime | None  # its latest publish, sent or possibly sent (intent)
+
+    @property
+    def operations(self) -> int:
+        return self.to_add + self.to_remove
+
+
+# When a message last went to a topic (sent, or possibly sent: an intent), for the rest period.
+_LAST_PUBLISHED_SQL = f"""(SELECT max(coalesce(r.published_at, r.publish_intent_at)) FROM runs r
+        WHERE r.topic = p.topic AND r.publish_state IN ('{_P.SENT}', '{_P.INTENT}'))"""
+
+# Per pool topic, from the rows that can cost anything (members and owed work; a confirmed
+# removal costs nothing either way), joined to the usable audience:
+#   to_add    = |usable| - members in it (an owed row in it becomes an owed subscription)
+#   to_remove = members outside it + owed rows outside it (they become owed removals)
+# which is exactly what plan_topic then queues. One statement for the whole pool; the live
+# rows it reads are an index-only scan of ix_subscriptions_live (migration 0012), so its cost
+# follows the pool's members and owed work, never the confirmed removals piling up.
+POOL_COSTS_SQL = f"""
+WITH held AS (
+    SELECT s.topic,
+           count(*) FILTER (WHERE s.status = '{_S.SUBSCRIBED}') AS members,
+           count(a.id) FILTER (WHERE s.status = '{_S.SUBSCRIBED}') AS members_kept,
+           count(*) FILTER (WHERE s.status <> '{_S.SUBSCRIBED}') AS owed,
+           count(a.id) FILTER (WHERE s.status <> '{_S.SUBSCRIBED}') AS owed_kept
+    FROM subscriptions s LEFT JOIN audience_ids a ON a.id = s.token_id AND NOT a.unusable
+    WHERE s.topic = ANY(:topics) AND s.status <> '{_S.UNSUBSCRIBED}'
+    GROUP BY s.topic
+)
+SELECT p.topic,
+       (SELECT count(*) FROM audience_ids WHERE NOT unusable) - coalesce(h.members_kept, 0)
+           AS to_add,
+       coalesce(h.members - h.members_kept + h.owed - h.owed_kept, 0) AS to_remove,
+       (h.topic IS NOT NULL OR EXISTS (SELECT 1 FROM runs r WHERE r.topic = p.topic)) AS used,
+       {_LAST_PUBLISHED_SQL} AS last_published
+FROM unnest(CAST(:topics AS text[])) WITH ORDINALITY AS p(topic, slot)
+LEFT JOIN held h ON h.topic = p.topic
+ORDER BY p.slot
+"""
+
+
+def pool_costs(conn: Connection, topics: Sequence[str]) -> list[TopicCost]:
+    """Each topic's cost against the staged audience (stage_audience), in the order given.
+
+    Set-based: no member is read into Python, whatever the audience's size. Dead and
+    forgotten audience tokens count as outside the audience, as the diff counts them."""
+    rows = conn.execute(text(POOL_COSTS_SQL), {"topics": list(topics)}).all()
+    return [TopicCost(str(r[0]), int(r[1]), int(r[2]), bool(r[3]), r[4]) for r in rows]
+
+
+def last_publishes(conn: Connection, topics: Sequence[str]) -> dict[str, dt.datetime | None]:
+    """When a message last went to each topic (None: never), as pool_costs reads it."""
+    rows = conn.execute(
+        text(
+            f"SELECT p.topic, {_LAST_PUBLISHED_SQL} FROM unnest(CAST(:topics AS text[])) p(topic)"
+        ),
+        {"topics": list(topics)},
+    ).all()
+    return {str(topic): at for topic, at in rows}
 
 
 def pending_counts(conn: Connection, topic: str) -> tuple[int, int]:
