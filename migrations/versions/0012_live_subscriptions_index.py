@@ -4,8 +4,8 @@ The cost policy counts, for every topic of a pool, its members and owed rows and
 of them are in the day's audience (store.pool_costs). Those are the rows not `unsubscribed`;
 the confirmed removals, which pile up with every day a topic ever had, cost nothing. This
 partial index holds exactly the live rows with all the columns the count reads, so the
-count is an index-only scan of the pool's live rows, whatever the history: at a million
-tokens and 7 topics, 6 s instead of 9-11 s (bench/RESULTS.md, section H).
+count is an index-only scan of the pool's live rows, whatever the history (bench/RESULTS.md,
+section H, measures it at a million tokens and 7 topics).
 
 Revision ID: 0012
 Revises: 0011
