@@ -125,3 +125,8 @@ class FcmApi(enum.StrEnum):
 
     V1 = "v1"  # the topic subscription API: one request per token
     IID = "iid"  # the legacy Instance ID batch API: a batch costs its token count
+
+    @classmethod
+    def of_transport(cls, transport: str) -> FcmApi:
+        """The API a transport's topic requests go to (each has a quota of its own)."""
+        return cls.IID if transport == "legacy-iid" else cls.V1

@@ -242,3 +242,50 @@ def test_window_defaults_and_crossing_midnight() -> None:
     assert late.publish_by == dt.datetime.combine(
         DAY + dt.timedelta(days=1), dt.time(1, 0), tzinfo=dt.UTC
     )
+
+
+def test_the_run_and_doctor_warn_when_the_sync_will_likely_not_be_done_by_publish_at(
+    tmp_path, message_file, deps, recorder, emulator, engine
+) -> None:
+    from tests.support import ensure_campaign
+    from topic_sync import store
+    from topic_sync.app.doctor import check_publish_window
+    from topic_sync.app.settings import resolve
+    from topic_sync.states import CheckStatus, FcmApi
+
+    with engine.begin() as conn:  # the day before planned a million operations
+        campaign_id = ensure_campaign(conn, PREFIX, 2)
+        conn.execute(
+            text(
+                "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, status, "
+                "to_add, to_remove) VALUES (:c, :p, :d, 't', 'v1', 'published', 600000, 400000)"
+            ),
+            {"c": campaign_id, "p": PREFIX, "d": DAY - dt.timedelta(days=1)},
+        )
+    options = opts(tmp_path, message_file, toks(0, 30), publish_at=AT)
+    # 1,000,000 operations at --rate-limit 3,000/s: 5m33s; started at 07:50, done in time.
+    on_time = run_day(options, clocked(deps, Clock(at(7, 50))))
+    assert not any("will likely not finish" in w for w in on_time.warnings)
+    assert any("1,000,000 operations" in line for line in recorder.lines)
+    # The quota learned against this target is 700/s: 23m49s, past 08:00 from 07:50.
+    with engine.begin() as conn:
+        project, endpoint = store.bound_target(conn)
+        api = FcmApi.of_transport(deps.client.transport)
+        store.remember_quota(conn, project, endpoint, api, 700.0, True)
+    again = run_day(options, clocked(deps, Clock(at(7, 50))))
+    warning = next(w for w in again.warnings if "will likely not finish" in w)
+    assert "700/s" in warning and "the quota learned" in warning
+
+    def checked(now: dt.datetime):
+        resolved = resolve(
+            {"topic_prefix": PREFIX, "pool_size": 2, "publish_at": "08:00"},
+            {},
+            day=str(DAY),
+            environ={},
+            now=now,
+        )
+        return check_publish_window(engine, resolved, now)
+
+    early, late = checked(at(6)), checked(at(7, 50))
+    assert early.status is CheckStatus.OK and "start it by 07:06 UTC" in early.detail
+    assert late.status is CheckStatus.WARN and "will likely not finish" in late.detail

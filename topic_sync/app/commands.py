@@ -195,6 +195,7 @@ def run_day(
             publish_by=_time_of_day(s.publish_by),
             publish_late=publish_late,
             step=step,
+            rate_limit=s.rate_limit,
             **work_settings(s),
         )
     except ValueError as error:

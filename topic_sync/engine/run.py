@@ -51,6 +51,7 @@ from topic_sync.engine.drain import (
     process_owner,
     take_fence,
 )
+from topic_sync.engine.estimate import estimate, late_warning
 from topic_sync.engine.publish import (
     PublishPlan,
     Receipt,
@@ -92,7 +93,7 @@ from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import DEFAULTS, format_duration
-from topic_sync.states import Op, PublishState, RunStatus
+from topic_sync.states import FcmApi, Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
 from topic_sync.store.db import advisory_lock
 
@@ -149,6 +150,7 @@ class RunOptions:
     publish_by: dt.time | None = None  # the latest it may go out; None: publish_at + 2 h
     publish_late: bool = False  # send even past publish_by (recorded as late)
     step: Step = Step.SYNC_AND_PUBLISH
+    rate_limit: float = DEFAULTS.rate_limit  # what the sync estimate assumes at most
 
     def __post_init__(self) -> None:
         if (self.audience_path is None) == (self.audience_query is None):
@@ -291,6 +293,8 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
     warnings += convention_warnings(template, opts.message_path, opts.convention_keys)
+    if opts.live and found is not None and opts.step is not Step.PUBLISH:
+        warnings += _estimate_warnings(opts, deps, found)
     for warning in warnings:
         deps.log(f"warning: {warning}")
     if not opts.live:
@@ -326,6 +330,27 @@ def _held_by(deps: Deps, campaign: store.CampaignRecord, error: Locked) -> Locke
         f"synced to {waiting.topic} and waiting to publish {when} (run #{waiting.id}). Not "
         "starting a second one: that run publishes it; 'topic-sync status' shows it"
     )
+
+
+def _estimate_warnings(opts: RunOptions, deps: Deps, campaign: store.CampaignRecord) -> list[str]:
+    """Log how long the day's sync will likely take; warn when, started now, it will
+    likely not be done by publish_at (engine.estimate)."""
+    window = window_for(opts, campaign.timezone)
+    if window is None:
+        return []
+    with deps.engine.connect() as conn:
+        found = estimate(
+            conn,
+            campaign.id,
+            opts.day,
+            rate_limit=opts.rate_limit,
+            api=FcmApi.of_transport(deps.client.transport),
+        )
+        conn.rollback()
+    if found is not None:
+        deps.log(f"today's sync: {found.describe()}; publish_at {window.local()}")
+    warning = late_warning(found, deps.now(), window.publish_at)
+    return [warning] if warning else []
 
 
 def window_for(opts: RunOptions, zone: str) -> Window | None:

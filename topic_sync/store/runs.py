@@ -46,6 +46,7 @@ __all__ = [
     "waiting_run",
     "publish_in_flight",
     "record_no_audience",
+    "recent_operations",
     "recorded_topic",
     "read_fence",
     "refresh_publish_intent",
@@ -384,6 +385,24 @@ def waiting_run(conn: Connection, campaign_id: int) -> RunRecord | None:
         {"c": campaign_id},
     ).one_or_none()
     return RunRecord.of(row) if row else None
+
+
+def recent_operations(conn: Connection, campaign_id: int, before: dt.date, days: int) -> list[int]:
+    """The FCM operations (subscribes plus removals) each of the campaign's days planned in
+    the `days` before `before`, the latest first: per day, its largest attempt's plan (the
+    first attempt's, as a rule: a rerun plans only what is left)."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT greatest(r.to_add + r.to_remove, coalesce(max(a.to_add + a.to_remove), 0))
+            FROM runs r LEFT JOIN run_attempts a ON a.run_id = r.id
+            WHERE r.campaign_id = :c AND r.run_date < :before AND r.run_date >= :since
+            GROUP BY r.id ORDER BY r.run_date DESC
+            """
+        ),
+        {"c": campaign_id, "before": before, "since": before - dt.timedelta(days=days)},
+    ).all()
+    return [int(row[0]) for row in rows]
 
 
 def run_status(conn: Connection, run_id: int) -> _R:
