@@ -278,7 +278,12 @@ def test_the_run_and_doctor_warn_when_the_sync_will_likely_not_be_done_by_publis
 
     def checked(now: dt.datetime):
         resolved = resolve(
-            {"topic_prefix": PREFIX, "pool_size": 2, "publish_at": "08:00"},
+            {
+                "topic_prefix": PREFIX,
+                "pool_size": 2,
+                "publish_at": "08:00",
+                "transport": deps.client.transport,  # the quota is learned per API
+            },
             {},
             day=str(DAY),
             environ={},

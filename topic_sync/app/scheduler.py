@@ -290,9 +290,10 @@ def describe(scheduler: BaseScheduler) -> list[str]:
 def resume_interrupted(
     scheduler: BaseScheduler, config: Config, engine: Engine, now: dt.datetime
 ) -> list[tuple[str, dt.date]]:
-    """Queue, once, the runs a shutdown interrupted: today's (in the campaign's zone), or
-    yesterday's while today has no run yet (a run that started late and was stopped after
-    midnight). Each resumes its own day, not the day the scheduler restarts on."""
+    """Queue, once, the runs a shutdown interrupted (or a kill left waiting to publish):
+    today's (in the campaign's zone), or yesterday's while today has no run yet (a run that
+    started late and was stopped after midnight). Each resumes its own day, not the day the
+    scheduler restarts on."""
     from topic_sync import store
 
     resumed = []
@@ -307,8 +308,10 @@ def resume_interrupted(
         for day, record in days:
             if record is None:
                 continue  # no run that day yet: look at the day before
+            # A run stopped, or killed while it waited synced to publish (its rerun resumes
+            # into the wait; one still waiting elsewhere holds the lock, and this is refused).
             if (
-                record.status is RunStatus.INTERRUPTED
+                record.status in (RunStatus.INTERRUPTED, RunStatus.WAITING)
                 and record.publish_state is not PublishState.SENT
             ):
                 scheduler.add_job(
