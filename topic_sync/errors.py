@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     NO_AUDIENCE = 10
     DATABASE_UNAVAILABLE = 11
     INCOMPLETE = 12
+    MISSED_WINDOW = 13
 
 
 class TopicSyncError(Exception):
@@ -126,3 +127,16 @@ class DatabaseUnavailable(TopicSyncError):
     what was committed stands, and a rerun once it is back continues."""
 
     exit_code = ExitCode.DATABASE_UNAVAILABLE
+
+
+class MissedWindow(TopicSyncError):
+    """The day could not publish by its publish_by: it is not sent at all (a stale morning
+    message is worse than none) unless an operator passes --publish-late."""
+
+    exit_code = ExitCode.MISSED_WINDOW
+
+
+class NotSynced(TopicSyncError):
+    """--publish-only found no completed sync of the day still standing: nothing was sent."""
+
+    exit_code = ExitCode.NOT_READY

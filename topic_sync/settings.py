@@ -274,6 +274,38 @@ class Settings:
             file_key="mode",
         ),
     )
+    # --- when the message goes out
+    publish_at: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "Local time (HH:MM, the campaign's time zone) the day's message goes out: run "
+            "syncs as early as started, then waits for it (default: publish once synced).",
+            Place.SYNC,
+            extra_check=_time_of_day,
+        ),
+    )
+    publish_by: str | None = _s(
+        None,
+        Spec(
+            Kind.TEXT,
+            "The latest local time (HH:MM) the message may still go out; a day that cannot "
+            "publish by then is not sent (exit 13) unless --publish-late (default: "
+            "publish_at + 2h).",
+            Place.SYNC,
+            extra_check=_time_of_day,
+        ),
+    )
+    sync_margin: float = _s(
+        30 * 60.0,
+        Spec(
+            Kind.DURATION,
+            "Slack between the sync's estimated end and publish_at: the scheduler starts the "
+            "sync this much before it must (publish_at - estimate - margin).",
+            Place.SYNC,
+            shown_default="30m",
+        ),
+    )
     # --- guards
     max_churn: float = _s(
         0.5,

@@ -43,6 +43,7 @@ class RunStatus(enum.StrEnum):
 
     PLANNED = "planned"
     SYNCING = "syncing"
+    WAITING = "waiting"  # synced; the publish waits for publish_at (or for --publish-only)
     PUBLISHING = "publishing"
     PUBLISHED = "published"
     WITHHELD = "withheld"
@@ -52,6 +53,7 @@ class RunStatus(enum.StrEnum):
     GUARDED = "guarded"
     FAILED = "failed"
     NO_AUDIENCE = "no_audience"
+    MISSED = "missed"  # synced, but publish_by passed first: not published that day
 
     @property
     def why(self) -> str:
@@ -61,6 +63,7 @@ class RunStatus(enum.StrEnum):
 _WHY = {
     RunStatus.PLANNED: "in progress",
     RunStatus.SYNCING: "in progress",
+    RunStatus.WAITING: "synced, waiting to publish",
     RunStatus.PUBLISHING: (
         "publish not confirmed: in progress, or stopped between sending and recording"
     ),
@@ -72,6 +75,7 @@ _WHY = {
     RunStatus.GUARDED: "stopped by the dead-token guard: likelier a systemic fault",
     RunStatus.FAILED: "failed",
     RunStatus.NO_AUDIENCE: "the audience never came: nothing synced, nothing published",
+    RunStatus.MISSED: "missed its window: publish_by passed before it could publish",
 }
 
 
@@ -121,3 +125,8 @@ class FcmApi(enum.StrEnum):
 
     V1 = "v1"  # the topic subscription API: one request per token
     IID = "iid"  # the legacy Instance ID batch API: a batch costs its token count
+
+    @classmethod
+    def of_transport(cls, transport: str) -> FcmApi:
+        """The API a transport's topic requests go to (each has a quota of its own)."""
+        return cls.IID if transport == "legacy-iid" else cls.V1

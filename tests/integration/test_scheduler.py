@@ -331,3 +331,36 @@ def test_a_stored_job_that_is_not_topic_syncs_is_never_loaded(
     again.shutdown()
     assert loaded == {sched.job_id("daily")}  # topic-sync's own job, nothing else
     assert not marker.exists()  # the malicious pickle ran nothing
+
+
+def test_a_campaign_publishing_at_a_set_time_starts_its_sync_early_enough(
+    config_file, engine
+) -> None:
+    # publish_at and no run_at of its own: the scheduler chooses the start.
+    text_ = config_file.read_text().replace('run_at = "06:30"\n', "")
+    config_file.write_text(text_ + 'publish_at = "08:00"\nsync_margin = "30m"\n')
+    config = load_config(config_file)
+    campaign = config.campaigns["daily"]
+    assert sched.start_time(campaign, TODAY, None) == dt.time(7, 30)  # no estimate yet
+    assert sched.start_time(campaign, TODAY, 3600 + 59) == dt.time(6, 29)  # rounded earlier
+    assert sched.start_time(campaign, TODAY, 12 * 3600) == dt.time(0, 0)  # not the day before
+    # From the campaign's recent days: the largest, 90,000 operations at --rate-limit 3000/s
+    # is 30 s; with the margin, 07:29.
+    from tests.support import ensure_campaign
+
+    with engine.begin() as conn:
+        campaign_id = ensure_campaign(conn, "daily", 3)
+        for back, ops in ((1, 60_000), (2, 90_000), (9, 900_000)):  # the 9th day is too old
+            conn.execute(
+                text(
+                    "INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, "
+                    "status, to_add, to_remove) VALUES (:c, :p, :d, 't', 'v1', 'published', "
+                    ":n, 0)"
+                ),
+                {"c": campaign_id, "p": PREFIX, "d": TODAY - dt.timedelta(days=back), "n": ops},
+            )
+    now = dt.datetime.combine(TODAY, dt.time(0, 5), tzinfo=dt.UTC)
+    assert sched.start_times(config, engine, now) == {"daily": dt.time(7, 29)}
+    # A campaign that sets run_at keeps it: that is its configured sync start.
+    config_file.write_text(config_file.read_text() + 'run_at = "05:00"\n')
+    assert sched.start_times(load_config(config_file), engine, now) == {"daily": dt.time(5, 0)}

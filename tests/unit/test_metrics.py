@@ -233,3 +233,29 @@ def test_a_percent_encoded_pushgateway_password_is_sent_decoded() -> None:
     assert (
         base64.b64decode(headers["Authorization"].removeprefix("Basic ")) == b"ops+team:p@ss:w/rd"
     )
+
+
+def test_a_publish_window_exports_lateness_margin_and_missed() -> None:
+    from topic_sync.engine.publish import Window
+    from topic_sync.errors import MissedWindow
+
+    finished = _published()
+    run = finished.run
+    assert run is not None
+    run.window = Window.of(STARTED.date(), dt.time(8, 0), None, "UTC")
+    run.synced_at = STARTED + dt.timedelta(minutes=20)  # 06:50: 70 minutes to spare
+    run.sent_at = run.window.publish_at + dt.timedelta(seconds=3)
+    families = _families(finished)
+    assert _sample(families, "topic_sync_publish_lateness_seconds") == 3
+    assert _sample(families, "topic_sync_sync_margin_seconds") == 70 * 60
+    assert _sample(families, "topic_sync_missed_window") == 0
+    missed = metrics.Finished(
+        "run", "jobreco", True, STARTED, ENDED, ExitCode.MISSED_WINDOW, error=MissedWindow("x")
+    )
+    assert _sample(_families(missed), "topic_sync_missed_window") == 1
+    # Without a window there is no lateness to speak of: the series is absent.
+    assert not any(
+        s.name == "topic_sync_publish_lateness_seconds"
+        for f in _families(_published())
+        for s in f.samples
+    )

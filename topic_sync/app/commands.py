@@ -30,6 +30,7 @@ from topic_sync.engine import reconcile as repairs
 from topic_sync.engine import simulate as simulation
 from topic_sync.engine import target as tgt
 from topic_sync.engine.drain import Deps, process_owner
+from topic_sync.engine.publish import Step
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
@@ -143,6 +144,8 @@ def run_day(
     *,
     republish: bool = False,
     mark_published: bool = False,
+    publish_late: bool = False,
+    step: Step = Step.SYNC_AND_PUBLISH,
     backfill: bool = False,
     full_tokens: bool = False,
 ) -> RunResult:
@@ -188,6 +191,11 @@ def run_day(
             pool_size_given=spec.pool_size_given,
             timezone=spec.timezone,
             evidence_dir=state_dir(s, io),
+            publish_at=_time_of_day(s.publish_at),
+            publish_by=_time_of_day(s.publish_by),
+            publish_late=publish_late,
+            step=step,
+            rate_limit=s.rate_limit,
             **work_settings(s),
         )
     except ValueError as error:
@@ -205,6 +213,11 @@ def run_day(
         raise type(error)(f"{error.message}. {finish}") from error
     result.metrics_errors = finished.problems
     return result
+
+
+def _time_of_day(value: str | None) -> dt.time | None:
+    """A checked HH:MM setting as a time (the settings table checked its form)."""
+    return None if value is None else dt.time.fromisoformat(value)
 
 
 # The settings that say which day of which campaign a run is: a rerun must repeat them.

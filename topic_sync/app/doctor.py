@@ -45,6 +45,8 @@ from topic_sync.app.services import (
 )
 from topic_sync.app.settings import Resolved
 from topic_sync.engine import campaign as campaigns
+from topic_sync.engine.estimate import estimate, late_warning, sync_start
+from topic_sync.engine.publish import Window
 from topic_sync.engine.run import audience_connection
 from topic_sync.errors import (
     BadInput,
@@ -76,7 +78,7 @@ from topic_sync.pool import (
     validate_pool,
 )
 from topic_sync.settings import Settings, format_duration
-from topic_sync.states import CheckStatus
+from topic_sync.states import CheckStatus, FcmApi
 from topic_sync.store import audience_query_column, bound_target, db
 
 AUDIENCE_SAMPLE = 1000  # tokens of the audience file checked (a run checks every line)
@@ -618,6 +620,51 @@ def _check_file(source: AudienceSource, wait_for: Path | None, day: dt.date | No
 # --- all together -------------------------------------------------------------------------------
 
 
+def check_publish_window(engine: Engine, resolved: Resolved, now: dt.datetime) -> Check:
+    """With publish_at: the day's window, and whether a sync started now will likely be
+    done by publish_at, estimated from the campaign's recent days (engine.estimate)."""
+    name = "publish"
+    s, day = resolved.settings, resolved.day or now.date()
+    assert s.publish_at is not None
+    with db.read_only(engine) as conn:
+        found = campaigns.find(conn, campaign_spec(resolved))
+        zone = found.timezone if found else s.timezone
+        window = Window.of(
+            day,
+            dt.time.fromisoformat(s.publish_at),
+            dt.time.fromisoformat(s.publish_by) if s.publish_by else None,
+            zone,
+        )
+        guess = (
+            estimate(
+                conn,
+                found.id,
+                day,
+                rate_limit=s.rate_limit,
+                api=FcmApi.of_transport(s.transport),
+            )
+            if found
+            else None
+        )
+    detail = f"{day} publishes at {window.local()}, not after {window.local(window.publish_by)}"
+    if guess is None:
+        return ok(name, f"{detail}; no earlier day of the campaign to estimate its sync from")
+    start = sync_start(window.publish_at, guess.seconds, s.sync_margin)
+    detail += (
+        f"; its sync takes {guess.describe()}: start it by {window.local(start)} "
+        f"(sync_margin {format_duration(s.sync_margin)})"
+    )
+    problem = late_warning(guess, now, window.publish_at)
+    if problem is not None:
+        return warn(
+            name,
+            f"{detail}; {problem}",
+            "start the sync earlier ('run --sync-only' ahead, or the scheduler's start), or "
+            "move publish_at later",
+        )
+    return ok(name, detail)
+
+
 def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
     """Every check but the first, over the settings it resolved."""
     s, day = resolved.settings, resolved.day
@@ -686,6 +733,11 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
         usable = client if api is not None and api.status is not CheckStatus.FAIL else None
         yield check_message(s, day, topic, usable, io.now(), chosen=chosen)
         yield check_audience(resolved, engine)
+        if s.publish_at is not None:
+            if engine is None or not _has_table(engine, "campaigns"):
+                yield skip("publish", no_db)
+            else:
+                yield check_publish_window(engine, resolved, io.now())
     finally:
         if engine is not None:
             engine.dispose()

@@ -91,6 +91,22 @@ METRICS: tuple[MetricDef, ...] = (
         "gauge",
         "run: when a run last ended with its day published (Unix time); kept across runs.",
     ),
+    _m(
+        "publish_lateness_seconds",
+        "gauge",
+        "run: seconds the message was sent after publish_at (0: on time); only with publish_at.",
+    ),
+    _m(
+        "sync_margin_seconds",
+        "gauge",
+        "run: publish_at minus the sync's end (negative: it ended after publish_at); only with "
+        "publish_at.",
+    ),
+    _m(
+        "missed_window",
+        "gauge",
+        "run: 1 if the day missed its publish window (not sent by publish_by: exit 13), else 0.",
+    ),
     _m("phase_duration_seconds", "gauge", "run: seconds the last run spent per phase.", "phase"),
     _m("audience_tokens", "gauge", "run: distinct tokens in the day's audience."),
     _m("audience_duplicates", "gauge", "run: duplicate audience lines merged."),
@@ -187,6 +203,10 @@ def samples(f: Finished, carried: Mapping[str, float]) -> Samples:
             if published
             else carried.get(PREFIX + "last_publish_timestamp_seconds"),
         )
+        put("missed_window", int(f.exit_code is ExitCode.MISSED_WINDOW))
+        if r is not None:
+            put("publish_lateness_seconds", r.lateness_seconds)
+            put("sync_margin_seconds", r.sync_margin_seconds)
     counts = f.run.counts if f.run else f.reconcile.counts if f.reconcile else None
     if f.run is not None:
         for phase, seconds in sorted(f.run.phases.items()):

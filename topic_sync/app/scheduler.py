@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,11 @@ from sqlalchemy import Engine
 
 from topic_sync.app.services import Io
 from topic_sync.app.shutdown import PROCESS, Shutdown
+from topic_sync.engine.estimate import estimate, sync_start
 from topic_sync.errors import TopicSyncError
-from topic_sync.inputs.config import Config
-from topic_sync.states import PublishState, RunStatus
+from topic_sync.inputs.config import Campaign, Config
+from topic_sync.settings import DEFAULTS
+from topic_sync.states import FcmApi, PublishState, RunStatus
 from topic_sync.store.db import sqlalchemy_url
 
 JOBS_TABLE = "scheduler_jobs"
@@ -68,15 +70,51 @@ def make_scheduler(
     )
 
 
-def trigger_for(config: Config, name: str) -> CronTrigger:
+def start_time(campaign: Campaign, day: dt.date, estimate_seconds: float | None) -> dt.time:
+    """When the scheduler starts the campaign's day: its run_at, unless it sets publish_at
+    and no run_at of its own; then early enough for the sync to end sync_margin before
+    publish_at (publish_at - estimate - sync_margin, to the minute, earlier rounding),
+    never before midnight: the day is the date the job fires on. Without an estimate (no
+    earlier day), publish_at - sync_margin."""
+    publish_at = campaign.sync.get("publish_at")
+    if publish_at is None or campaign.run_at_given:
+        return campaign.run_at
+    margin = float(campaign.sync.get("sync_margin", DEFAULTS.sync_margin))
+    at = dt.datetime.combine(day, dt.time.fromisoformat(publish_at), tzinfo=campaign.zone)
+    start = sync_start(at, estimate_seconds or 0.0, margin).astimezone(campaign.zone)
+    if start.date() < day:
+        return dt.time(0, 0)
+    return start.time().replace(second=0, microsecond=0)
+
+
+def start_times(config: Config, engine: Engine, now: dt.datetime) -> dict[str, dt.time]:
+    """Each campaign's start for its next day, from its recent days' sync estimates."""
+    from topic_sync import store
+
+    starts = {}
+    for name, campaign in config.campaigns.items():
+        day = campaign.today(now)
+        rate = float(campaign.sync.get("rate_limit", DEFAULTS.rate_limit))
+        api = FcmApi.of_transport(str(campaign.sync.get("transport", DEFAULTS.transport)))
+        with engine.connect() as conn:
+            recorded = store.campaign_by_name(conn, name)
+            guess = estimate(conn, recorded.id, day, rate_limit=rate, api=api) if recorded else None
+            conn.rollback()
+        starts[name] = start_time(campaign, day, guess.seconds if guess else None)
+    return starts
+
+
+def trigger_for(config: Config, name: str, start: dt.time | None = None) -> CronTrigger:
     campaign = config.campaigns[name]
-    return CronTrigger(
-        hour=campaign.run_at.hour, minute=campaign.run_at.minute, timezone=campaign.zone
-    )
+    at = start or campaign.run_at
+    return CronTrigger(hour=at.hour, minute=at.minute, timezone=campaign.zone)
 
 
-def install_jobs(scheduler: BaseScheduler, config: Config) -> list[str]:
-    """Make the stored jobs match the configuration.
+def install_jobs(
+    scheduler: BaseScheduler, config: Config, starts: Mapping[str, dt.time] | None = None
+) -> list[str]:
+    """Make the stored jobs match the configuration (and the starts computed for
+    campaigns that publish at a set time; see start_times).
 
     A job whose schedule did not change is left alone, keeping its next run time:
     that is how a restarted scheduler sees the run it missed.
@@ -85,7 +123,7 @@ def install_jobs(scheduler: BaseScheduler, config: Config) -> list[str]:
     args = [str(config.path.resolve())]
     changed = []
     for name in config.campaigns:
-        trigger = trigger_for(config, name)
+        trigger = trigger_for(config, name, (starts or {}).get(name))
         existing = scheduler.get_job(job_id(name))
         if (
             existing is not None
@@ -252,9 +290,10 @@ def describe(scheduler: BaseScheduler) -> list[str]:
 def resume_interrupted(
     scheduler: BaseScheduler, config: Config, engine: Engine, now: dt.datetime
 ) -> list[tuple[str, dt.date]]:
-    """Queue, once, the runs a shutdown interrupted: today's (in the campaign's zone), or
-    yesterday's while today has no run yet (a run that started late and was stopped after
-    midnight). Each resumes its own day, not the day the scheduler restarts on."""
+    """Queue, once, the runs a shutdown interrupted (or a kill left waiting to publish):
+    today's (in the campaign's zone), or yesterday's while today has no run yet (a run that
+    started late and was stopped after midnight). Each resumes its own day, not the day the
+    scheduler restarts on."""
     from topic_sync import store
 
     resumed = []
@@ -269,8 +308,10 @@ def resume_interrupted(
         for day, record in days:
             if record is None:
                 continue  # no run that day yet: look at the day before
+            # A run stopped, or killed while it waited synced to publish (its rerun resumes
+            # into the wait; one still waiting elsewhere holds the lock, and this is refused).
             if (
-                record.status is RunStatus.INTERRUPTED
+                record.status in (RunStatus.INTERRUPTED, RunStatus.WAITING)
                 and record.publish_state is not PublishState.SENT
             ):
                 scheduler.add_job(
@@ -299,9 +340,16 @@ def serve(config: Config, database_url: str, io: Io, shutdown: Shutdown) -> None
     engine = make_engine(database_url)
     scheduler = make_scheduler(database_url)
     watch(scheduler, io.log)
+
+    def restart_times(_event: JobEvent) -> None:
+        """After each day, the next day's start follows the latest estimates."""
+        for name in install_jobs(scheduler, config, start_times(config, engine, io.now())):
+            io.log(f"campaign {name}: start moved to follow its sync estimate")
+
+    scheduler.add_listener(restart_times, EVENT_JOB_EXECUTED)
     scheduler.start(paused=True)
     try:
-        changed = install_jobs(scheduler, config)
+        changed = install_jobs(scheduler, config, start_times(config, engine, io.now()))
         resumed = resume_interrupted(scheduler, config, engine, io.now())
         for name in changed:
             io.log(f"campaign {name}: schedule installed")

@@ -34,6 +34,7 @@ from topic_sync.cli.output import (
     show_run,
     use_log_format,
 )
+from topic_sync.engine.publish import Step
 from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import SPECS, Kind, format_duration
 
@@ -57,6 +58,9 @@ RUN = (
     "pool_policy",
     "rest_period",
     "propagation_delay",
+    "publish_at",
+    "publish_by",
+    "sync_margin",
     *WORK,
     *MONITORING,
 )
@@ -73,6 +77,21 @@ RUN = (
     is_flag=True,
     help="A publish that was started but never confirmed did go out: record it, send nothing.",
 )
+@env_option(
+    "--publish-late",
+    is_flag=True,
+    help="Publish even past publish_by (recorded as late); without it such a day is not sent.",
+)
+@env_option(
+    "--sync-only",
+    is_flag=True,
+    help="Sync the day now; neither wait nor publish (a later run or --publish-only does).",
+)
+@env_option(
+    "--publish-only",
+    is_flag=True,
+    help="Publish a day already synced, at publish_at; never sync (refused if not synced).",
+)
 @backfill_option
 @full_tokens_option
 @with_config
@@ -82,6 +101,9 @@ def run(
     day: str,
     republish: bool,
     mark_published: bool,
+    publish_late: bool,
+    sync_only: bool,
+    publish_only: bool,
     backfill: bool,
     full_tokens: bool,
     as_json: bool,
@@ -91,7 +113,12 @@ def run(
 
     Dry run unless --live: prints the plan and validates the message with FCM.
     With --config, a campaign supplies whatever the command line does not.
+    With publish_at, the synced day waits for that local time, and is not sent past
+    publish_by (exit 13) unless --publish-late.
     """
+    if sync_only and publish_only:
+        raise click.UsageError("--sync-only and --publish-only exclude each other")
+    step = Step.SYNC if sync_only else Step.PUBLISH if publish_only else Step.SYNC_AND_PUBLISH
     settings_ = resolved(click.get_current_context(), params, day=day)
     s = settings_.settings
     topic = None  # the cost policy chooses it once the audience is loaded (topic_chosen)
@@ -106,6 +133,8 @@ def run(
             io,
             republish=republish,
             mark_published=mark_published,
+            publish_late=publish_late,
+            step=step,
             backfill=backfill,
             full_tokens=full_tokens,
         )

@@ -13,7 +13,9 @@ Order of a live run, and why:
    commits only after FCM answered. Retryable tokens are re-batched per the
    retry policy; what still fails stays recorded.
 4. Publish only when no removal from the topic is unconfirmed, and record the
-   intent before sending so a crash can never lead to a second send.
+   intent before sending so a crash can never lead to a second send. With a publish
+   window (publish_at/publish_by), the synced day waits for publish_at first, and a day
+   that cannot publish by publish_by is not sent (engine.publish).
 
 Two proofs guard every irreversible step. The topic's fence (store.take_fence):
 the plan takes a new epoch, and every batch and the publish check it in their own
@@ -35,12 +37,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import psycopg
-import tenacity
 from sqlalchemy import Connection, Engine
 
 from topic_sync import store
 from topic_sync.engine import campaign as campaigns
-from topic_sync.engine import evidence
 from topic_sync.engine.choice import TopicChoice, choose, explain
 from topic_sync.engine.drain import (
     DeadGuard,
@@ -48,9 +48,21 @@ from topic_sync.engine.drain import (
     Phases,
     SyncCounts,
     Work,
-    check_fence,
     process_owner,
     take_fence,
+)
+from topic_sync.engine.estimate import estimate, late_warning
+from topic_sync.engine.publish import (
+    PublishPlan,
+    Receipt,
+    Sent,
+    Step,
+    Window,
+    publish_day,
+    record_evidence,
+    send_message,
+    still_synced,
+    window_of,
 )
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
@@ -58,20 +70,21 @@ from topic_sync.errors import (
     AudienceNeverCame,
     BadInput,
     CampaignMismatch,
-    CredentialsError,
     DeadlineReached,
     DeadTokenGuard,
     ExitCode,
     Fenced,
     InputFileError,
     Interrupted,
+    Locked,
+    MissedWindow,
+    NotSynced,
     PublishUnrecorded,
     PublishWithheld,
     Refused,
     RemovalsUnconfirmed,
     TopicSyncError,
 )
-from topic_sync.fcm.client import PublishError
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs import arrival
 from topic_sync.inputs import manifest as mf
@@ -80,7 +93,7 @@ from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import DEFAULTS, format_duration
-from topic_sync.states import Op, PublishState, RunStatus
+from topic_sync.states import FcmApi, Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
 from topic_sync.store.db import advisory_lock
 
@@ -91,6 +104,7 @@ class RunOutcome(enum.StrEnum):
     """How a call of run_day ended (its exit code is 0); other endings are exceptions."""
 
     DRY_RUN = "dry-run"
+    SYNCED = "synced"  # --sync-only: synced, waiting for a later run to publish
     PUBLISHED = "published"
     ALREADY_PUBLISHED = "already-published"
 
@@ -132,6 +146,11 @@ class RunOptions:
     timezone: str | None = None  # the configuration file's time zone of the campaign, if any
     # Where a publish FCM accepted is kept when the database cannot record it (last resort).
     evidence_dir: Path | None = None
+    publish_at: dt.time | None = None  # local time the message goes out; None: once synced
+    publish_by: dt.time | None = None  # the latest it may go out; None: publish_at + 2 h
+    publish_late: bool = False  # send even past publish_by (recorded as late)
+    step: Step = Step.SYNC_AND_PUBLISH
+    rate_limit: float = DEFAULTS.rate_limit  # what the sync estimate assumes at most
 
     def __post_init__(self) -> None:
         if (self.audience_path is None) == (self.audience_query is None):
@@ -144,6 +163,10 @@ class RunOptions:
             raise ValueError("max dead must be a share between 0 and 1")
         if self.republish and self.mark_published:
             raise ValueError("--republish and --mark-published contradict each other")
+        if self.publish_by is not None and self.publish_at is None:
+            raise ValueError("--publish-by goes with --publish-at")
+        if self.publish_by is not None and self.publish_by == self.publish_at:
+            raise ValueError("--publish-by must be later than --publish-at")
 
     @property
     def spec(self) -> campaigns.CampaignSpec:
@@ -181,6 +204,11 @@ class RunResult:
     campaign: str | None = None  # the campaign's name (None: named after the prefix)
     audience_change: store.AudienceChange | None = None  # against the previous audience
     choice: TopicChoice | None = None  # how the topic was chosen (None: the date published)
+    window: Window | None = None  # the day's publish window, if it has one
+    synced_at: dt.datetime | None = None  # when the sync completed (the injected clock)
+    sent_at: dt.datetime | None = None  # when the message was handed to FCM
+    late: bool = False  # sent past publish_by (--publish-late)
+    resumed: bool = False  # a synced day's wait taken over: no sync this time
 
     @property
     def exit_code(self) -> ExitCode:
@@ -221,7 +249,30 @@ class RunResult:
             "warnings": list(self.warnings),
             "audience_change": self.audience_change.summary() if self.audience_change else None,
             "choice": self.choice.summary() if self.choice else None,
+            "publish_at": self.window.publish_at.isoformat() if self.window else None,
+            "publish_by": self.window.publish_by.isoformat() if self.window else None,
+            "synced_at": self.synced_at.isoformat() if self.synced_at else None,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "lateness_seconds": self.lateness_seconds,
+            "sync_margin_seconds": self.sync_margin_seconds,
+            "late": self.late,
+            "resumed": self.resumed,
         }
+
+    @property
+    def lateness_seconds(self) -> float | None:
+        """The send time against publish_at (negative: never; 0: on time)."""
+        if self.window is None or self.sent_at is None:
+            return None
+        return round((self.sent_at - self.window.publish_at).total_seconds(), 3)
+
+    @property
+    def sync_margin_seconds(self) -> float | None:
+        """publish_at minus the sync's end: how much sooner the sync could have started
+        late (negative: it finished after publish_at)."""
+        if self.window is None or self.synced_at is None or self.resumed:
+            return None
+        return round((self.window.publish_at - self.synced_at).total_seconds(), 3)
 
 
 def run_day(opts: RunOptions, deps: Deps) -> RunResult:
@@ -242,6 +293,8 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
     warnings += convention_warnings(template, opts.message_path, opts.convention_keys)
+    if opts.live and found is not None and opts.step is not Step.PUBLISH:
+        warnings += _estimate_warnings(opts, deps, found)
     for warning in warnings:
         deps.log(f"warning: {warning}")
     if not opts.live:
@@ -249,11 +302,62 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     else:
         name = found.name if found else spec.campaign_name
         lock_name = campaigns.lock_name(name)
-        with advisory_lock(deps.engine, lock_name, what="run", log=deps.log) as lock:
-            result = _live_run(opts, deps, topic, template, lock.verify, found, name, pool_size)
+        locked = False
+        try:
+            with advisory_lock(deps.engine, lock_name, what="run", log=deps.log) as lock:
+                locked = True
+                result = _live_run(opts, deps, topic, template, lock.verify, found, name, pool_size)
+        except Locked as error:
+            if locked or found is None:
+                raise
+            raise _held_by(deps, found, error) from None
     result.warnings = [*warnings, *_audience_warnings(result.audience_change, deps)]
     result.campaign = found.name if found else spec.campaign_name
     return result
+
+
+def _held_by(deps: Deps, campaign: store.CampaignRecord, error: Locked) -> Locked:
+    """The lock's refusal, saying what the holder is doing when it waits to publish."""
+    with deps.engine.connect() as conn:
+        waiting = store.waiting_run(conn, campaign.id)
+        conn.rollback()
+    window = window_of(waiting) if waiting else None
+    if waiting is None:
+        return error
+    when = f"at {window.local()}" if window else "when a 'run --publish-only' says so"
+    return Locked(
+        f"another run of campaign {campaign.name!r} holds its lock: {waiting.run_date} is "
+        f"synced to {waiting.topic} and waiting to publish {when} (run #{waiting.id}). Not "
+        "starting a second one: that run publishes it; 'topic-sync status' shows it"
+    )
+
+
+def _estimate_warnings(opts: RunOptions, deps: Deps, campaign: store.CampaignRecord) -> list[str]:
+    """Log how long the day's sync will likely take; warn when, started now, it will
+    likely not be done by publish_at (engine.estimate)."""
+    window = window_for(opts, campaign.timezone)
+    if window is None:
+        return []
+    with deps.engine.connect() as conn:
+        found = estimate(
+            conn,
+            campaign.id,
+            opts.day,
+            rate_limit=opts.rate_limit,
+            api=FcmApi.of_transport(deps.client.transport),
+        )
+        conn.rollback()
+    if found is not None:
+        deps.log(f"today's sync: {found.describe()}; publish_at {window.local()}")
+    warning = late_warning(found, deps.now(), window.publish_at)
+    return [warning] if warning else []
+
+
+def window_for(opts: RunOptions, zone: str) -> Window | None:
+    """The day's publish window in the campaign's recorded time zone (None: no publish_at)."""
+    if opts.publish_at is None:
+        return None
+    return Window.of(opts.day, opts.publish_at, opts.publish_by, zone)
 
 
 def _days(change: store.AudienceChange, opts: RunOptions) -> int:
@@ -586,6 +690,21 @@ def _live_run(
             "nothing). It may have gone out. Check FCM (or the devices): if it went out, "
             "rerun with --mark-published to record it; if not, with --republish to send it"
         )
+    with deps.engine.begin() as conn:
+        synced = (
+            existing is not None
+            and existing.publish_state is PublishState.NONE
+            and still_synced(conn, existing)
+        )
+    if opts.step is Step.PUBLISH and not synced:
+        raise NotSynced(_not_synced(opts, existing))
+    if synced:
+        assert found is not None and existing is not None
+        return _resume(opts, deps, template, verify_lock, found, existing, phases)
+    window = window_for(opts, found.timezone if found else opts.timezone or DEFAULTS.timezone)
+    late = window is not None and deps.now() > window.publish_by
+    if window is not None and late and not opts.publish_late and opts.step is not Step.SYNC:
+        _missed_before_start(opts, deps, window, found, existing, pool_size)
     # FCM validates the message while the plan is made; the plan commits only once FCM
     # accepted it, so a message FCM refuses leaves nothing planned, as when it went first.
     # (An audience read from standard input cannot be read again: that plan waits for
@@ -638,6 +757,190 @@ def _live_run(
     result.audience_change = planned.change
     result.choice = choice
     return result
+
+
+def _not_synced(opts: RunOptions, existing: store.RunRecord | None) -> str:
+    if existing is None:
+        why = "it has no run yet"
+    elif existing.synced_at is None:
+        why = f"its run is {existing.status} ({existing.status.why}), not synced"
+    else:
+        why = (
+            f"its sync of {existing.topic} no longer stands (the topic was planned again since, "
+            "or removals from it became owed)"
+        )
+    return (
+        f"--publish-only: {opts.day} is not synced: {why}; nothing was sent. Sync it first "
+        f"('topic-sync run --date {opts.day} --live --sync-only', or without --sync-only to "
+        "sync and publish)"
+    )
+
+
+def _missed_before_start(
+    opts: RunOptions,
+    deps: Deps,
+    window: Window,
+    found: store.CampaignRecord | None,
+    existing: store.RunRecord | None,
+    pool_size: int,
+) -> None:
+    """Started past publish_by: nothing is synced or sent; the day is recorded `missed`."""
+    note = (
+        f"missed its window: the run started at {window.local(deps.now())}, past publish_by "
+        f"{window.local(window.publish_by)} (publish_at {window.local()}); nothing synced, "
+        "nothing published"
+    )
+    with deps.engine.begin() as conn:
+        if existing is not None:
+            store.finish_run(conn, existing.id, RunStatus.MISSED, note)
+        else:
+            campaign = found or campaigns.settle(
+                conn, opts.spec, pool_size=pool_size, by=process_owner("run")
+            )
+            store.record_no_audience(
+                conn,
+                campaign_id=campaign.id,
+                prefix=opts.prefix,
+                day=opts.day,
+                topic=topic_for(opts.prefix, pool_size, opts.day)
+                if opts.pool_policy is PoolPolicy.ORDINAL
+                else "",
+                transport=deps.client.transport,
+                audience_path=opts.audience_name,
+                note=note,
+                status=RunStatus.MISSED,
+            )
+    raise MissedWindow(
+        f"{opts.day} {note}. To send it anyway: 'topic-sync run --date {opts.day} --live "
+        "--publish-late' (recorded as late)"
+    )
+
+
+def _resume(
+    opts: RunOptions,
+    deps: Deps,
+    template: MessageTemplate,
+    verify_lock: Callable[[], None],
+    campaign: store.CampaignRecord,
+    existing: store.RunRecord,
+    phases: Phases,
+) -> RunResult:
+    """The day is synced and its plan still stands (its fence is its run's, nothing owed
+    to remove): take over its wait and publish, without loading or syncing anything."""
+    assert existing.synced_at is not None
+    topic = existing.topic
+    deps.topic_chosen(topic)
+    if opts.step is Step.SYNC:
+        return RunResult(
+            RunOutcome.SYNCED,
+            opts.day,
+            opts.prefix,
+            topic,
+            note=f"{opts.day} is already synced to {topic}; nothing to do",
+            resumed=True,
+        )
+    send_message(deps, opts.retry, template, topic, validate_only=True)
+    window = window_for(opts, campaign.timezone)
+    with deps.engine.begin() as conn:
+        fence = store.read_fence(conn, topic, lock=False)
+        resumed = store.resume_waiting(
+            conn,
+            existing.id,
+            publish_at=window.publish_at if window else None,
+            publish_by=window.publish_by if window else None,
+            note=_waiting_note(window),
+        )
+    if fence is None or not resumed:
+        raise NotSynced(_not_synced(opts, existing))
+    deps.log(
+        f"{opts.day} was synced to {topic} at {existing.synced_at.isoformat()} and its plan "
+        "still stands: resuming into the publish, nothing synced again"
+    )
+    try:
+        sent = _publish(
+            opts,
+            deps,
+            template,
+            verify_lock,
+            campaign,
+            existing.id,
+            topic,
+            fence.epoch,
+            window,
+            existing.synced_at,
+            phases,
+        )
+    except Exception as error:
+        _record_stop(deps, existing.id, topic, error)
+        raise
+    with deps.engine.connect() as conn:
+        owed_add = store.pending_counts(conn, topic)[0]
+        conn.rollback()
+    result = RunResult(
+        RunOutcome.PUBLISHED if sent.message_id else RunOutcome.ALREADY_PUBLISHED,
+        opts.day,
+        opts.prefix,
+        topic,
+        owed_subscriptions=owed_add,
+        message_id=sent.message_id,
+        phases=phases.seconds,
+        window=window,
+        synced_at=existing.synced_at,
+        sent_at=sent.sent_at,
+        late=sent.late,
+        resumed=True,
+    )
+    if owed_add:
+        result.note = _owed_note(owed_add, topic)
+    return result
+
+
+def _publish(
+    opts: RunOptions,
+    deps: Deps,
+    template: MessageTemplate,
+    verify_lock: Callable[[], None],
+    campaign: store.CampaignRecord,
+    run_id: int,
+    topic: str,
+    epoch: int,
+    window: Window | None,
+    synced_at: dt.datetime,
+    phases: Phases,
+) -> Sent:
+    """The publish step of a synced day (engine.publish), with the run's options."""
+    plan = PublishPlan(
+        run_id=run_id,
+        day=opts.day,
+        topic=topic,
+        epoch=epoch,
+        window=window,
+        publish_late=opts.publish_late,
+        republish=opts.republish,
+        propagation_delay=opts.propagation_delay,
+        policy=opts.retry,
+        synced_at=synced_at,
+    )
+    receipt = Receipt(campaign.name, campaign.id, opts.day, opts.evidence_dir)
+    return publish_day(deps, plan, template, verify_lock, receipt, phases)
+
+
+def _waiting_note(window: Window | None) -> str:
+    if window is None:
+        return "synced; not published yet ('run --publish-only' publishes it)"
+    return (
+        f"synced, waiting to publish at {window.local()} (publish_by "
+        f"{window.local(window.publish_by)})"
+    )
+
+
+def _owed_note(owed_add: int, topic: str) -> str:
+    return (
+        f"published, but {owed_add} tokens could not be subscribed (no answer proved their "
+        "subscription) and missed today's message: exit 12. 'topic-sync report' lists "
+        f"them; 'topic-sync reconcile --topic {topic} --live' subscribes them for the next "
+        "message"
+    )
 
 
 class _NotValidatedYet(Exception):
@@ -788,34 +1091,19 @@ def _sync_and_publish(
             "reconcile (or a rerun of this date) retries them, and a rerun publishes"
         )
 
-    if opts.propagation_delay > 0:
-        deps.log(f"waiting {opts.propagation_delay:g}s for subscriptions to propagate")
-        with phases.timing("propagation"):
-            deps.sleep(opts.propagation_delay)
-    if deps.should_stop():
-        with deps.engine.begin() as conn:
-            store.finish_run(
-                conn, run.id, RunStatus.INTERRUPTED, "stopped on request before publishing"
-            )
-        raise Interrupted(
-            f"stopped on request before publishing {opts.day}; the sync is complete: "
-            "rerun this date to publish"
-        )
-    verify_lock()
-    receipt = Receipt(campaign.name, campaign.id, opts.day, opts.evidence_dir)
-    with phases.timing("publish"):
-        message_id = publish_once(
-            deps,
+    window = window_for(opts, campaign.timezone)
+    synced_at = deps.now()
+    with deps.engine.begin() as conn:
+        store.mark_synced(
+            conn,
             run.id,
-            template,
-            topic,
-            republish=opts.republish,
-            policy=opts.retry,
-            epoch=fence.epoch,
-            receipt=receipt,
+            at=synced_at,
+            publish_at=window.publish_at if window else None,
+            publish_by=window.publish_by if window else None,
+            note=_waiting_note(window),
         )
     result = RunResult(
-        RunOutcome.PUBLISHED if message_id else RunOutcome.ALREADY_PUBLISHED,
+        RunOutcome.SYNCED,
         opts.day,
         opts.prefix,
         topic,
@@ -823,16 +1111,35 @@ def _sync_and_publish(
         counts=counts,
         failed=failed,
         owed_subscriptions=owed_add,
-        message_id=message_id,
         phases=phases.seconds,
+        window=window,
+        synced_at=synced_at,
     )
-    if owed_add:
-        result.note = (
-            f"published, but {owed_add} tokens could not be subscribed (no answer proved their "
-            "subscription) and missed today's message: exit 12. 'topic-sync report' lists "
-            f"them; 'topic-sync reconcile --topic {topic} --live' subscribes them for the next "
-            "message"
+    if opts.step is Step.SYNC:
+        result.note = f"{opts.day} {_waiting_note(window)}"
+        return result
+    if window is not None and synced_at > window.publish_at:
+        deps.log(
+            f"the sync ended after publish_at {window.local()}; publishing at once "
+            f"(publish_by {window.local(window.publish_by)})"
         )
+    sent = _publish(
+        opts,
+        deps,
+        template,
+        verify_lock,
+        campaign,
+        run.id,
+        topic,
+        fence.epoch,
+        window,
+        synced_at,
+        phases,
+    )
+    result.status = RunOutcome.PUBLISHED if sent.message_id else RunOutcome.ALREADY_PUBLISHED
+    result.message_id, result.sent_at, result.late = sent.message_id, sent.sent_at, sent.late
+    if owed_add:
+        result.note = _owed_note(owed_add, topic)
     return result
 
 
@@ -854,188 +1161,12 @@ def _mark_published(opts: RunOptions, deps: Deps, existing: store.RunRecord | No
     )
 
 
-def send_message(
-    deps: Deps,
-    policy: RetryPolicy,
-    template: MessageTemplate,
-    topic: str,
-    *,
-    validate_only: bool = False,
-) -> str:
-    """One send (or validation), retried on FCM's quota and server errors per the policy."""
-    for attempt in policy.retrying(
-        retryable=lambda e: isinstance(e, PublishError) and e.retryable,
-        sleep=deps.sleep,
-        retry_after=lambda e: getattr(e, "retry_after", None),
-    ):
-        with attempt:
-            message_id = deps.client.publish(template.to_sdk(topic), validate_only=validate_only)
-    return message_id
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """Whose publish it is, for the evidence of a send the database could not record."""
-
-    campaign: str
-    campaign_id: int
-    day: dt.date
-    evidence_dir: Path | None  # None: no last-resort file (the message id is still logged)
-
-
-# A publish FCM accepted is recorded on a new connection after a database blip, waiting
-# 1, 2, 4, ... 60 s between tries (about 4 minutes in all) before the last resort.
-CONFIRM_ATTEMPTS = 9
-
-
-def publish_once(
-    deps: Deps,
-    run_id: int,
-    template: MessageTemplate,
-    topic: str,
-    *,
-    republish: bool,
-    policy: RetryPolicy,
-    epoch: int,
-    receipt: Receipt,
-) -> str | None:
-    """Send the day's message unless someone already has. Returns its id, or None.
-
-    Before every attempt, one transaction proves the topic is still this run's (the
-    fence), that no removal from it is owed, and stamps the intent: an intent is always
-    recorded before the message can leave, and another planner waits while it is fresh.
-    Once FCM accepted it, its id is logged before anything else, then recorded (see
-    _record_sent).
-    """
-    with deps.engine.begin() as conn:
-        check_fence(conn, topic, epoch, "this run")
-        _check_no_owed_removals(conn, topic)
-        intent_at = store.claim_publish(conn, run_id, republish=republish)
-    if intent_at is None:
-        return None
-    first = True
-    try:
-        for attempt in policy.retrying(
-            retryable=lambda e: isinstance(e, PublishError) and e.retryable,
-            sleep=deps.sleep,
-            retry_after=lambda e: getattr(e, "retry_after", None),
-        ):
-            with attempt:
-                if not first:
-                    with deps.engine.begin() as conn:
-                        check_fence(conn, topic, epoch, "this run")
-                        _check_no_owed_removals(conn, topic)
-                        intent_at = store.refresh_publish_intent(conn, run_id) or intent_at
-                first = False
-                message_id = deps.client.publish(template.to_sdk(topic))
-    except CredentialsError as error:
-        with deps.engine.begin() as conn:  # refused: it did not go out
-            store.release_publish(conn, run_id, error.message)
-        raise
-    except PublishError as error:
-        if error.definitely_not_sent:
-            with deps.engine.begin() as conn:
-                store.release_publish(conn, run_id, error.message)
-            raise
-        with deps.engine.begin() as conn:
-            store.finish_run(
-                conn, run_id, RunStatus.PUBLISHING, f"publish unconfirmed: {error.message}"
-            )
-        raise PublishWithheld(
-            f"the publish to {topic} got an answer that does not prove FCM did not take it "
-            f"({error.message}). It may have gone out. Check FCM (or the devices), then "
-            "rerun with --republish to send it again"
-        ) from error
-    _record_sent(deps, run_id, topic, message_id, intent_at, receipt)
-    deps.log(f"published to {topic}: {message_id}")
-    return message_id
-
-
-def _record_sent(
-    deps: Deps,
-    run_id: int,
-    topic: str,
-    message_id: str,
-    intent_at: dt.datetime,
-    receipt: Receipt,
-) -> None:
-    """FCM accepted the message: say so first (the log outlives any database), then record
-    it, retrying on new connections; if the database stays out of reach, leave the
-    evidence in a file the next run and `status` read, and stop with exit 4."""
-    accepted_at = deps.now()
-    deps.log(
-        f"FCM accepted the publish of {receipt.day} to {topic}: message id {message_id}; "
-        "recording it"
-    )
-    try:
-        for attempt in tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(CONFIRM_ATTEMPTS),
-            wait=tenacity.wait_exponential(multiplier=1, max=60),
-            sleep=deps.sleep,
-            before_sleep=lambda state: deps.log(
-                f"recording message id {message_id} failed ({_reason(state)}); trying again "
-                "on a new connection"
-            ),
-            reraise=True,
-        ):
-            with attempt, deps.engine.begin() as conn:
-                store.confirm_publish(conn, run_id, message_id)
-        return
-    except Exception as error:
-        failure = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
-    kept = "no state folder to keep evidence in"
-    if receipt.evidence_dir is not None:
-        found = evidence.PublishEvidence(
-            project_id=deps.client.target.project_id,
-            endpoint=deps.client.target.endpoint,
-            campaign=receipt.campaign,
-            campaign_id=receipt.campaign_id,
-            run_id=run_id,
-            date=receipt.day.isoformat(),
-            topic=topic,
-            message_id=message_id,
-            intent_at=intent_at.isoformat(),
-            accepted_at=accepted_at.isoformat(),
-        )
-        try:
-            kept = f"evidence kept in {evidence.write(receipt.evidence_dir, found)}"
-        except OSError as error:
-            kept = f"the evidence file could not be written either ({error})"
-    raise PublishUnrecorded(
-        f"FCM accepted the publish of {receipt.day} to {topic} as message id {message_id}, "
-        f"but the database could not record it after {CONFIRM_ATTEMPTS} tries ({failure}). "
-        f"It went out: do NOT resend it. {kept[0].upper()}{kept[1:]}; the next live run of "
-        f"campaign {receipt.campaign!r} on this host records it. From another host, once the "
-        f"database is back: topic-sync run --date {receipt.day} --mark-published"
-    )
-
-
-def _reason(state: tenacity.RetryCallState) -> str:
-    error = state.outcome.exception() if state.outcome else None
-    return type(error).__name__ if error else "unknown"
-
-
-def record_evidence(deps: Deps, evidence_dir: Path, campaign_id: int) -> None:
-    """Record the publishes this host's evidence files prove for the campaign."""
-    evidence.record_pending(deps.engine, deps.client.target, evidence_dir, campaign_id, deps.log)
-
-
-def _check_no_owed_removals(conn: Connection, topic: str) -> None:
-    """What changed since the sync finished: a removal queued meanwhile (forget) blocks."""
-    owed = store.pending_counts(conn, topic)[1]
-    if owed:
-        raise RemovalsUnconfirmed(
-            f"not publishing: {owed} removals from {topic} became owed since the sync "
-            "finished (e.g. 'topic-sync forget'); reconcile sends them, then a rerun of this "
-            "date publishes"
-        )
-
-
 def _record_stop(deps: Deps, run_id: int, topic: str, error: Exception) -> None:
     """Say on the run's record why it ended, unless the run already said so.
 
-    A record still open (syncing) gets a status and the reason; one already closed
-    (withheld, deadline, interrupted, an unconfirmed publish) is left as it is. A run
+    A record still open (syncing, or synced and waiting) gets a status and the reason; one
+    already closed (withheld, deadline, interrupted, missed, an unconfirmed publish) is left
+    as it is. A run
     fenced out by another process of the same run leaves the record to that one.
     """
     if isinstance(error, PublishUnrecorded):
@@ -1057,7 +1188,8 @@ def _record_stop(deps: Deps, run_id: int, topic: str, error: Exception) -> None:
             fence = store.read_fence(conn, topic, lock=False)
             if fence is not None and fence.run_id == run_id:
                 return
-        if store.run_status(conn, run_id) not in (RunStatus.PLANNED, RunStatus.SYNCING):
+        open_states = (RunStatus.PLANNED, RunStatus.SYNCING, RunStatus.WAITING)
+        if store.run_status(conn, run_id) not in open_states:
             return
         store.settle_failures(conn, run_id)
         store.finish_run(conn, run_id, status, message)

@@ -329,7 +329,7 @@ class SdkClient:
     @property
     def api(self) -> FcmApi:
         """The API its topic requests go to (each has a quota of its own)."""
-        return FcmApi.IID if self.transport == "legacy-iid" else FcmApi.V1
+        return FcmApi.of_transport(self.transport)
 
     def subscribe(
         self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None

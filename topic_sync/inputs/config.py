@@ -77,6 +77,7 @@ class Campaign:
     mode: str
     sync: Mapping[str, Any] = field(default_factory=dict)  # sync settings the file sets
     wait_for: str | None = None  # a path template with {date}: the audience or its marker
+    run_at_given: bool = True  # False: run_at is the default (the scheduler may choose)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -319,6 +320,7 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
         mode=merged.get("live", "dry-run"),
         sync=sync,
         wait_for=wait_for,
+        run_at_given="run_at" in own,
     )
 
 

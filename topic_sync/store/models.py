@@ -194,6 +194,11 @@ class Run(AttemptFigures, Base):
     message_id: Mapped[str | None] = mapped_column(Text)
     publish_intent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The day's publish window (NULL: publish as soon as synced) and when the current
+    # attempt's sync completed (NULL: not synced): a rerun of a synced day resumes the wait.
+    publish_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    publish_by: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    synced_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "run_date"),

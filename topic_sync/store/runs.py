@@ -41,8 +41,12 @@ __all__ = [
     "confirm_publish",
     "finish_run",
     "get_run",
+    "mark_synced",
+    "resume_waiting",
+    "waiting_run",
     "publish_in_flight",
     "record_no_audience",
+    "recent_operations",
     "recorded_topic",
     "read_fence",
     "refresh_publish_intent",
@@ -67,6 +71,9 @@ class RunRecord:
     publish_state: _P
     message_id: str | None
     attempt: int = 1  # the day's current attempt (earlier ones are in run_attempts)
+    synced_at: dt.datetime | None = None  # the current attempt's sync completed then
+    publish_at: dt.datetime | None = None  # the day's window (None: publish once synced)
+    publish_by: dt.datetime | None = None
 
     @classmethod
     def of(cls, row: Any) -> RunRecord:
@@ -80,13 +87,17 @@ class RunRecord:
             _P(row[6]),
             row[7],
             int(row[8]),
+            row[9],
+            row[10],
+            row[11],
         )
 
 
 # --- runs -------------------------------------------------------------------------------------
 
 _RUN_COLUMNS = (
-    "id, campaign_id, prefix, run_date, topic, status, publish_state, message_id, attempt"
+    "id, campaign_id, prefix, run_date, topic, status, publish_state, message_id, attempt, "
+    "synced_at, publish_at, publish_by"
 )
 
 ATTEMPT_COLUMNS = tuple(
@@ -107,7 +118,7 @@ _NEW_ATTEMPT = """
     attempt = runs.attempt + 1, started_at = now(), audience_lines = 0, audience_size = 0,
     duplicates = 0, skipped_invalid = 0, suppressed = 0, newly_dead = 0, to_add = 0,
     to_remove = 0, added = 0, removed = 0, failed = '{}', outcomes = '{}', attempts = 0,
-    retries = 0, wait_seconds = 0
+    retries = 0, wait_seconds = 0, synced_at = NULL, publish_at = NULL, publish_by = NULL
 """
 
 
@@ -187,8 +198,10 @@ def record_no_audience(
     transport: str,
     audience_path: str,
     note: str,
+    status: _R = _R.NO_AUDIENCE,
 ) -> bool:
-    """Record that the day's audience never came. A row of the day that says more (a run
+    """Record that the day's audience never came (or, `status` missed, that it started
+    past its publish_by: nothing synced, nothing sent). A row of the day that says more (a run
     that planned, synced or published) is left as it is; returns whether it was written.
     An earlier attempt it replaces (an audience that never came, a failure) is kept, and
     the topic a failed attempt planned stays the day's (recorded_topic). `topic` is what
@@ -203,7 +216,7 @@ def record_no_audience(
             f"""
             INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, audience_path,
                               status, note, finished_at)
-            VALUES (:campaign, :prefix, :day, :topic, :transport, :path, '{_R.NO_AUDIENCE}',
+            VALUES (:campaign, :prefix, :day, :topic, :transport, :path, :status,
                     :note, now())
             ON CONFLICT (campaign_id, run_date) DO UPDATE
             SET prefix = excluded.prefix,
@@ -224,6 +237,7 @@ def record_no_audience(
             "transport": transport,
             "path": audience_path,
             "note": note,
+            "status": status.value,
         },
     ).one_or_none()
     return row is not None
@@ -312,6 +326,83 @@ def settle_failures(conn: Connection, run_id: int) -> dict[str, int]:
         {"id": run_id},
     )
     return dict(failed or {})
+
+
+def mark_synced(
+    conn: Connection,
+    run_id: int,
+    *,
+    at: dt.datetime,
+    publish_at: dt.datetime | None,
+    publish_by: dt.datetime | None,
+    note: str,
+) -> None:
+    """The sync is complete (nothing owed to remove): the run waits to publish, and a rerun
+    of the day resumes into the wait rather than syncing again (while its fence stands)."""
+    conn.execute(
+        text(
+            f"""
+            UPDATE runs SET status = '{_R.WAITING}', synced_at = :at, publish_at = :publish_at,
+                publish_by = :publish_by, note = :note
+            WHERE id = :id
+            """
+        ),
+        {"id": run_id, "at": at, "publish_at": publish_at, "publish_by": publish_by, "note": note},
+    )
+
+
+def resume_waiting(
+    conn: Connection,
+    run_id: int,
+    *,
+    publish_at: dt.datetime | None,
+    publish_by: dt.datetime | None,
+    note: str,
+) -> bool:
+    """A rerun takes over a synced, unpublished day's wait (its window as now configured);
+    whether the day was still synced and unpublished."""
+    row = conn.execute(
+        text(
+            f"""
+            UPDATE runs SET status = '{_R.WAITING}', note = :note, finished_at = NULL,
+                publish_at = :publish_at, publish_by = :publish_by
+            WHERE id = :id AND synced_at IS NOT NULL AND publish_state = '{_P.NONE}'
+            RETURNING id
+            """
+        ),
+        {"id": run_id, "publish_at": publish_at, "publish_by": publish_by, "note": note},
+    ).one_or_none()
+    return row is not None
+
+
+def waiting_run(conn: Connection, campaign_id: int) -> RunRecord | None:
+    """The campaign's latest day that is synced and waiting to publish, if any."""
+    row = conn.execute(
+        text(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE campaign_id = :c AND status = '{_R.WAITING}' "
+            "ORDER BY run_date DESC LIMIT 1"
+        ),
+        {"c": campaign_id},
+    ).one_or_none()
+    return RunRecord.of(row) if row else None
+
+
+def recent_operations(conn: Connection, campaign_id: int, before: dt.date, days: int) -> list[int]:
+    """The FCM operations (subscribes plus removals) each of the campaign's days planned in
+    the `days` before `before`, the latest first: per day, its largest attempt's plan (the
+    first attempt's, as a rule: a rerun plans only what is left)."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT greatest(r.to_add + r.to_remove, coalesce(max(a.to_add + a.to_remove), 0))
+            FROM runs r LEFT JOIN run_attempts a ON a.run_id = r.id
+            WHERE r.campaign_id = :c AND r.run_date < :before AND r.run_date >= :since
+            GROUP BY r.id ORDER BY r.run_date DESC
+            """
+        ),
+        {"c": campaign_id, "before": before, "since": before - dt.timedelta(days=days)},
+    ).all()
+    return [int(row[0]) for row in rows]
 
 
 def run_status(conn: Connection, run_id: int) -> _R:
