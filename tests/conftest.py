@@ -32,9 +32,8 @@ from tests.support import (
 )
 from topic_sync.emulator import FcmEmulator
 from topic_sync.engine.drain import Deps
-from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.sdk_bridge import initialize_app
-from topic_sync.fcm.transports import make_client
+from topic_sync.fcm.transports import SdkTransport, make_client
 from topic_sync.store import db
 from topic_sync.store.embedded import EmbeddedServer
 
@@ -141,7 +140,7 @@ def fcm_app(emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
 
 
 @pytest.fixture
-def client(fcm_app: firebase_admin.App, transport: str) -> SdkClient:
+def client(fcm_app: firebase_admin.App, transport: str) -> SdkTransport:
     return make_client(fcm_app, transport)
 
 
@@ -151,7 +150,7 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def deps(engine: Engine, client: SdkClient, recorder: Recorder) -> Deps:
+def deps(engine: Engine, client: SdkTransport, recorder: Recorder) -> Deps:
     return Deps(
         engine=engine,
         client=client,

@@ -1007,7 +1007,7 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     assert last_recipients(emulator, result.topic) == frozenset(audience)
     # Answers to requests already in flight when the quota was found (at most one per
     # connection of the client) belong to the first episode, not to holding the quota.
-    from topic_sync.fcm.direct import DIRECT_CONNECTIONS
+    from topic_sync.fcm.v1_direct import DIRECT_CONNECTIONS
 
     held = [status for found, status in answers if found][DIRECT_CONNECTIONS:]
     refused_after = sum(1 for status in held if status == 429)

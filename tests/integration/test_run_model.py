@@ -9,7 +9,7 @@ is exactly the day's valid audience, the day was published once to exactly those
 the database agrees with the model. PostgreSQL is real; FCM is the model below, which answers
 as FCM does (a dead token is dead for every topic and every call) and on the wire: each answer
 is an HTTP status and body, in the shapes the emulator uses, read by the same functions the
-transports use (v1: fcm.answers.read_topic_answer; legacy: fcm.client.legacy_result).
+transports use (v1: fcm.answers.read_topic_answer; legacy: fcm.legacy_iid.legacy_result).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
 from topic_sync.errors import PublishWithheld
 from topic_sync.fcm.answers import RawAnswer, read_topic_answer
-from topic_sync.fcm.client import BatchResult, legacy_result
+from topic_sync.fcm.client import BatchResult
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
+from topic_sync.fcm.legacy_iid import legacy_result
 from topic_sync.fcm.sdk_bridge import topic_error_code
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.pool import topic_for
