@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 import urllib3
 
+from topic_sync.errors import BadInput
+
 MAX_HEAD_BYTES = 1 << 16
 
 
@@ -43,12 +45,13 @@ class Proxy:
 
     @classmethod
     def of(cls, url: str) -> Proxy:
-        """The proxy a URL names; ValueError for a kind this client does not speak."""
+        """The proxy a URL names; BadInput for a kind this client does not speak."""
         parts = urlsplit(url if "://" in url else "http://" + url)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(
-                f"proxy {parts.scheme}://{parts.hostname or ''}: the v1-direct transport "
-                "speaks to http:// proxies only (use --transport v1 for others)"
+            raise BadInput(
+                f"proxy {parts.scheme}://{parts.hostname or ''} (from HTTPS_PROXY, HTTP_PROXY "
+                "or ALL_PROXY): the v1-direct transport reaches FCM through http:// proxies "
+                "only; name the proxy as http://HOST:PORT, or use --transport v1"
             )
         authorization = None
         if parts.username is not None:
@@ -227,6 +230,8 @@ class Pool:
                     await writer.start_tls(context, server_hostname=self.hostname)
                 except BaseException:
                     writer.close()
+                    with contextlib.suppress(Exception):
+                        await writer.wait_closed()
                     raise
         sock = writer.get_extra_info("socket")
         if sock is not None:
