@@ -22,6 +22,7 @@ import firebase_admin
 import pytest
 from sqlalchemy import Engine, text
 
+from tests.fakes import ModelFcm
 from tests.support import (
     Recorder,
     TokenEndpoint,
@@ -32,9 +33,9 @@ from tests.support import (
 )
 from topic_sync.emulator import FcmEmulator
 from topic_sync.engine.drain import Deps
-from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.sdk_bridge import initialize_app
-from topic_sync.fcm.transports import make_client
+from topic_sync.fcm.target import FcmTarget
+from topic_sync.fcm.transports import SdkTransport, make_client
 from topic_sync.store import db
 from topic_sync.store.embedded import EmbeddedServer
 
@@ -141,7 +142,7 @@ def fcm_app(emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
 
 
 @pytest.fixture
-def client(fcm_app: firebase_admin.App, transport: str) -> SdkClient:
+def client(fcm_app: firebase_admin.App, transport: str) -> SdkTransport:
     return make_client(fcm_app, transport)
 
 
@@ -151,10 +152,28 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def deps(engine: Engine, client: SdkClient, recorder: Recorder) -> Deps:
+def deps(engine: Engine, client: SdkTransport, recorder: Recorder) -> Deps:
     return Deps(
         engine=engine,
         client=client,
+        sleep=recorder.sleep,
+        now=lambda: dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC),
+        log=recorder.log,
+    )
+
+
+@pytest.fixture
+def model_fcm() -> ModelFcm:
+    """An in-memory FCM (tests/fakes.py) for engine tests that do not need HTTP."""
+    return ModelFcm(target=FcmTarget("demo-test", "emulator model"))
+
+
+@pytest.fixture
+def model_deps(engine: Engine, model_fcm: ModelFcm, recorder: Recorder) -> Deps:
+    """As `deps`, with the in-memory FCM in place of a transport and the emulator."""
+    return Deps(
+        engine=engine,
+        client=model_fcm,
         sleep=recorder.sleep,
         now=lambda: dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC),
         log=recorder.log,

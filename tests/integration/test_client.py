@@ -1,6 +1,6 @@
-"""SdkClient through the real firebase-admin SDK, against the local FCM emulator.
+"""The transports through the real firebase-admin SDK, against the local FCM emulator.
 
-Every test here goes over real HTTP: SdkClient -> firebase-admin -> our redirecting adapter
+Every test here goes over real HTTP: a transport -> firebase-admin -> our redirecting adapter
 -> the emulator (or, for the wire-format checks, a small recording server of our own).
 """
 
@@ -27,16 +27,16 @@ from topic_sync.fcm.client import (
     BatchResult,
     ListError,
     PublishError,
-    SdkClient,
 )
 from topic_sync.fcm.error_table import all_reasons
 from topic_sync.fcm.sdk_bridge import (
+    TopicRequest,
     initialize_app,
     messaging_service,
     mounted_adapter,
     registration_segment,
 )
-from topic_sync.fcm.transports import make_client
+from topic_sync.fcm.transports import SdkTransport, make_client
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs.audience import shorten
 
@@ -62,7 +62,7 @@ def fcm_app(module_app: firebase_admin.App, emulator: FcmEmulator) -> firebase_a
     return module_app
 
 
-def _kind(client: SdkClient, subscribe: bool) -> str:
+def _kind(client: SdkTransport, subscribe: bool) -> str:
     """The emulator's stats key for one subscribe/unsubscribe request on this transport."""
     if client.transport.startswith("v1"):
         return "subscribe" if subscribe else "unsubscribe"
@@ -156,7 +156,7 @@ def test_per_token_reason_on_unsubscribe(client, emulator, reason):
 
 
 def _assert_one_request_per_token(
-    client: SdkClient, emulator: FcmEmulator, reason: str, *, subscribe: bool
+    client: SdkTransport, emulator: FcmEmulator, reason: str, *, subscribe: bool
 ) -> None:
     kind = _kind(client, subscribe)
     if not client.transport.startswith("v1"):
@@ -179,7 +179,7 @@ def _assert_one_request_per_token(
 
 
 def test_injected_internal_error_is_seen_once_and_then_clears(fcm_app, emulator):
-    client = SdkClient(fcm_app, "v1")
+    client = make_client(fcm_app, "v1")
     emulator.inject_token_error("tok-b", "INTERNAL", times=1)
 
     assert client.subscribe(TOKENS, TOPIC).reasons == (None, "INTERNAL", None)
@@ -211,7 +211,7 @@ def test_unregistered_token_fails_subscribe_but_unsubscribe_reports_it(client, e
 
 @pytest.mark.parametrize("subscribe", [True, False], ids=["subscribe", "unsubscribe"])
 def test_legacy_whole_request_503_with_retry_after(fcm_app, emulator, subscribe):
-    client = SdkClient(fcm_app, "legacy-iid")
+    client = make_client(fcm_app, "legacy-iid")
     emulator.subscribe_direct("tok-a", TOPIC)
     emulator.inject_request_errors(503, retry_after=7)
 
@@ -226,7 +226,7 @@ def test_legacy_whole_request_503_with_retry_after(fcm_app, emulator, subscribe)
 
 
 def test_legacy_whole_request_429(fcm_app, emulator):
-    client = SdkClient(fcm_app, "legacy-iid")
+    client = make_client(fcm_app, "legacy-iid")
     emulator.inject_request_errors(429, retry_after=3)
 
     result = client.subscribe(TOKENS, TOPIC)
@@ -236,7 +236,7 @@ def test_legacy_whole_request_429(fcm_app, emulator):
 
 
 def test_legacy_whole_request_without_retry_after(fcm_app, emulator):
-    client = SdkClient(fcm_app, "legacy-iid")
+    client = make_client(fcm_app, "legacy-iid")
     emulator.inject_request_errors(500)
 
     result = client.unsubscribe(TOKENS, TOPIC)
@@ -246,7 +246,7 @@ def test_legacy_whole_request_without_retry_after(fcm_app, emulator):
 
 
 def test_legacy_quota_rejects_whole_batch(fcm_app, emulator):
-    client = SdkClient(fcm_app, "legacy-iid")
+    client = make_client(fcm_app, "legacy-iid")
     emulator.set_quota(1)  # a batch of 3 costs 3: the first passes, the next is refused
 
     assert client.subscribe(TOKENS, TOPIC).reasons == (None, None, None)
@@ -261,12 +261,12 @@ def test_v1_request_failures_arrive_per_token(fcm_app, emulator):
     # On v1 every token is its own request, so there is no whole-request failure. The SDK
     # drops the response headers, so a Retry-After does not reach the BatchResult (only the
     # pacer at the HTTP layer sees it; see test_sdk_bridge).
-    client = SdkClient(fcm_app, "v1")
+    client = make_client(fcm_app, "v1")
     emulator.inject_request_errors(429, retry_after=5)
 
     result = client.subscribe(TOKENS, TOPIC)
 
-    assert result == BatchResult(("RESOURCE_EXHAUSTED",) * 3, (False,) * 3)
+    assert result == BatchResult.of_answers([TokenAnswer("RESOURCE_EXHAUSTED", False)] * 3)
     assert emulator.stats == {("subscribe", 429): 3}
 
 
@@ -593,7 +593,7 @@ FCM_TOKENS = ["fAbC:APA91b-x_y.z", "plain-token"]  # real FCM tokens contain ':'
 def test_v1_subscribe_wire_format(recording):
     app, recorded = recording
 
-    assert SdkClient(app, "v1").subscribe(FCM_TOKENS, TOPIC).reasons == (None, None)
+    assert make_client(app, "v1").subscribe(FCM_TOKENS, TOPIC).reasons == (None, None)
 
     assert len(recorded) == 2
     for token, req in zip(FCM_TOKENS, sorted(recorded, key=lambda r: r.segments()[5]), strict=True):
@@ -630,7 +630,7 @@ def test_the_direct_transport_sends_what_firebase_admin_sends_byte_for_byte(reco
 def test_v1_unsubscribe_wire_format(recording):
     app, recorded = recording
 
-    assert SdkClient(app, "v1").unsubscribe(FCM_TOKENS, TOPIC).reasons == (None, None)
+    assert make_client(app, "v1").unsubscribe(FCM_TOKENS, TOPIC).reasons == (None, None)
 
     assert len(recorded) == 2
     for token, req in zip(FCM_TOKENS, sorted(recorded, key=lambda r: r.segments()[5]), strict=True):
@@ -650,7 +650,7 @@ def test_v1_unsubscribe_wire_format(recording):
 )
 def test_legacy_wire_format(recording, subscribe, path):
     app, recorded = recording
-    client = SdkClient(app, "legacy-iid")
+    client = make_client(app, "legacy-iid")
 
     call = client.subscribe if subscribe else client.unsubscribe
     assert call(FCM_TOKENS, TOPIC).reasons == (None, None)
@@ -665,7 +665,7 @@ def test_legacy_wire_format(recording, subscribe, path):
 def test_publish_wire_format(recording, validate_only):
     app, recorded = recording
 
-    name = SdkClient(app).publish(_message(), validate_only=validate_only)
+    name = make_client(app, "v1").publish(_message(), validate_only=validate_only)
 
     assert name == f"projects/{PROJECT}/messages/m-1"
     [req] = recorded
@@ -682,7 +682,7 @@ def test_publish_is_not_resent_when_the_answer_is_lost(recording, recording_serv
     # What topic-sync needs: the send is attempted once and reported as possibly sent, so
     # publish_once keeps its claim and the message goes out at most once.
     with pytest.raises(PublishError) as info:
-        SdkClient(app).publish(_message())
+        make_client(app, "v1").publish(_message())
 
     assert info.value.definitely_not_sent is False
     assert len(recorded) == 1
@@ -692,7 +692,7 @@ def test_v1_list_wire_format(recording):
     app, recorded = recording
     token = FCM_TOKENS[0]
 
-    assert SdkClient(app, "v1").list_topics(token) == set()
+    assert make_client(app, "v1").list_topics(token) == set()
 
     [req] = recorded
     assert req.method == "GET"
@@ -720,7 +720,7 @@ def test_publish_with_nobody_answering_says_so_and_proves_it_was_not_sent():
     )
     try:
         with pytest.raises(PublishError) as info:
-            SdkClient(app, "v1").publish(_message())
+            make_client(app, "v1").publish(_message())
     finally:
         firebase_admin.delete_app(app)
     assert "no answer from FCM" in info.value.message
@@ -732,9 +732,9 @@ def test_publish_with_nobody_answering_says_so_and_proves_it_was_not_sent():
 
 def test_a_stalled_answer_times_out_instead_of_holding_the_batch(fcm_app, emulator, monkeypatch):
     # A socket that never answers must not hold a batch (and its row locks) for ever.
-    from topic_sync.fcm import direct
+    from topic_sync.fcm import v1_direct
 
-    monkeypatch.setattr(direct, "HTTP_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(v1_direct, "HTTP_TIMEOUT_SECONDS", 0.3)
     client = make_client(fcm_app, "v1-direct")
     emulator.set_latency(3.0)
     result = client.subscribe(["tok-slow"], TOPIC)
@@ -773,7 +773,7 @@ def test_a_subscription_named_for_another_topic_is_no_verdict(fcm_app, emulator,
     )
     emulator.inject_answer(Canned(200, other), kinds=["subscribe"])
     result = client.subscribe(["tok-a"], TOPIC)
-    assert result == BatchResult((UNEXPECTED_ANSWER,), (False,))
+    assert result == BatchResult.of_answers([TokenAnswer(UNEXPECTED_ANSWER, False)])
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -813,7 +813,7 @@ def test_a_legacy_answer_not_one_object_per_token_is_a_whole_request_no_verdict(
 ):
     # A short list used to confirm the tokens it left out; a long one crashed the run
     # (IndexError), a 200 without `results` aborted it (ValueError). Now: retried like a 5xx.
-    client = SdkClient(fcm_app, "legacy-iid")
+    client = make_client(fcm_app, "legacy-iid")
     emulator.inject_answer(shape, kinds=[_kind(client, subscribe)], served=True)
 
     call = client.subscribe if subscribe else client.unsubscribe
@@ -835,7 +835,7 @@ def test_a_5xx_is_no_verdict_whatever_details_it_carries(fcm_app, emulator, tran
     call = client.subscribe if subscribe else client.unsubscribe
     result = call(["tok-a"], TOPIC)
 
-    assert result == BatchResult(("UNREGISTERED",), (False,))
+    assert result == BatchResult.of_answers([TokenAnswer("UNREGISTERED", False)])
 
 
 def test_a_bare_404_is_flagged_for_the_engine_on_v1(client, emulator):
@@ -954,12 +954,12 @@ def test_a_validation_answered_with_a_5xx_may_be_asked_again(client, emulator, s
 def test_an_earlier_attempts_answer_never_stands_for_a_request_that_got_none(fcm_app, emulator):
     # A batch's first attempt was answered (and noted beneath the SDK), then the process went
     # on without reading it; the next attempt gets no answer at all. It is no success.
-    client = SdkClient(fcm_app, "v1")
+    client = make_client(fcm_app, "v1")
     evidence = mounted_adapter(fcm_app).evidence
-    evidence.note("POST", "tok-a", TOPIC, TokenAnswer(None, True))  # the earlier answer
+    evidence.note(TopicRequest(True, "tok-a", TOPIC), TokenAnswer(None, True))  # the earlier answer
 
     result = client.subscribe(["tok-a"], TOPIC, give_up_at=time.monotonic() - 1)  # never sent
 
     assert result.reasons != (None,) and result.proven == (False,)
     assert emulator.stats == {}
-    assert evidence.take("POST", "tok-a", TOPIC) is None
+    assert evidence.take(TopicRequest(True, "tok-a", TOPIC)) is None

@@ -408,7 +408,7 @@ def test_a_404_without_fcm_details_is_not_fcm(
 def test_an_unknown_token_answer_with_fcm_details_means_the_api_works(
     database_url, emulator, message_file, audience
 ) -> None:
-    from topic_sync.fcm.client import DOCTOR_TOKEN
+    from topic_sync.fcm.sdk_messaging import DOCTOR_TOKEN
 
     emulator.unregister(DOCTOR_TOKEN)  # the list answers 404 with FCM's UNREGISTERED
     api = by_name(check_up(given(database_url, emulator, message_file, audience)))["fcm-api"]

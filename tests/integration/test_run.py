@@ -54,12 +54,12 @@ def test_three_days_with_churn_reach_exactly_each_audience(
     assert len(emulator.publishes) == 3
 
 
-def test_rerun_of_a_published_day_publishes_nothing(tmp_path, message_file, deps, emulator):
-    first = run_day(opts(tmp_path, message_file, toks(0, 50)), deps)
-    again = run_day(opts(tmp_path, message_file, toks(0, 50)), deps)
+def test_rerun_of_a_published_day_publishes_nothing(tmp_path, message_file, model_deps, model_fcm):
+    first = run_day(opts(tmp_path, message_file, toks(0, 50)), model_deps)
+    again = run_day(opts(tmp_path, message_file, toks(0, 50)), model_deps)
     assert again.status == "already-published"
     assert again.message_id == first.message_id
-    assert len(emulator.publishes) == 1
+    assert len(model_fcm.publishes) == 1
 
 
 STOPS = {"UNAUTHENTICATED", "PERMISSION_DENIED"}  # tested separately: they stop the run
@@ -282,29 +282,33 @@ def test_a_retry_is_planned_in_a_dry_run_but_recorded_only_live(
     assert row["invalid_at"] is not None and row["retried_on"] is None
 
 
-def test_dry_run_changes_nothing(tmp_path, message_file, deps, emulator) -> None:
-    run_day(opts(tmp_path, message_file, toks(0, 30)), deps)
-    before, members = snapshot(deps.engine), emulator.members(topic_for(PREFIX, POOL, DAY))
+def test_dry_run_changes_nothing(tmp_path, message_file, model_deps, model_fcm) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 30)), model_deps)
+    before, members = (
+        snapshot(model_deps.engine),
+        model_fcm.members_of(topic_for(PREFIX, POOL, DAY)),
+    )
     later = DAY + dt.timedelta(days=POOL)
-    result = run_day(opts(tmp_path, message_file, toks(10, 35), later, live=False), deps)
+    result = run_day(opts(tmp_path, message_file, toks(10, 35), later, live=False), model_deps)
     assert result.status == "dry-run"
     assert (result.plan.to_remove, result.plan.to_add) == (10, 5)
-    assert snapshot(deps.engine) == before
-    assert emulator.members(topic_for(PREFIX, POOL, later)) == members
-    assert len(emulator.publishes) == 1 and len(emulator.validations) == 2
+    assert snapshot(model_deps.engine) == before
+    assert model_fcm.members_of(topic_for(PREFIX, POOL, later)) == members
+    assert len(model_fcm.publishes) == 1 and len(model_fcm.validations) == 2
 
 
-def test_bad_audience_line_changes_nothing(tmp_path, message_file, deps, emulator) -> None:
-    run_day(opts(tmp_path, message_file, toks(0, 30)), deps)
-    before = snapshot(deps.engine)
+def test_bad_audience_line_changes_nothing(tmp_path, message_file, model_deps, model_fcm) -> None:
+    run_day(opts(tmp_path, message_file, toks(0, 30)), model_deps)
+    before = snapshot(model_deps.engine)
     bad = toks(0, 30) + ["has space"] + toks(30, 40)
     with pytest.raises(InputFileError, match=r":31: whitespace inside token"):
-        run_day(opts(tmp_path, message_file, bad, DAY + dt.timedelta(days=POOL)), deps)
-    assert snapshot(deps.engine) == before
-    assert len(emulator.publishes) == 1
+        run_day(opts(tmp_path, message_file, bad, DAY + dt.timedelta(days=POOL)), model_deps)
+    assert snapshot(model_deps.engine) == before
+    assert len(model_fcm.publishes) == 1
 
 
-def test_churn_guard_refuses_then_allows(tmp_path, message_file, deps, emulator) -> None:
+def test_churn_guard_refuses_then_allows(tmp_path, message_file, model_deps, model_fcm) -> None:
+    deps = model_deps
     run_day(opts(tmp_path, message_file, toks(0, 100)), deps)
     before = snapshot(deps.engine)
     later = DAY + dt.timedelta(days=POOL)
@@ -312,7 +316,7 @@ def test_churn_guard_refuses_then_allows(tmp_path, message_file, deps, emulator)
         run_day(opts(tmp_path, message_file, toks(0, 10), later), deps)
     assert snapshot(deps.engine) == before
     result = run_day(opts(tmp_path, message_file, toks(0, 10), later, allow_large_churn=True), deps)
-    assert last_recipients(emulator, result.topic) == frozenset(toks(0, 10))
+    assert model_fcm.last_recipients(result.topic) == frozenset(toks(0, 10))
 
 
 class CrashAfter:
@@ -389,7 +393,8 @@ class OrderSpy:
         return self.inner.publish(message, validate_only=validate_only)
 
 
-def test_removals_run_before_additions(tmp_path, message_file, deps, emulator) -> None:
+def test_removals_run_before_additions(tmp_path, message_file, model_deps) -> None:
+    deps = model_deps
     run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
     later = DAY + dt.timedelta(days=POOL)
     spy = OrderSpy(deps.client)
@@ -1007,7 +1012,7 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     assert last_recipients(emulator, result.topic) == frozenset(audience)
     # Answers to requests already in flight when the quota was found (at most one per
     # connection of the client) belong to the first episode, not to holding the quota.
-    from topic_sync.fcm.direct import DIRECT_CONNECTIONS
+    from topic_sync.fcm.v1_direct import DIRECT_CONNECTIONS
 
     held = [status for found, status in answers if found][DIRECT_CONNECTIONS:]
     refused_after = sum(1 for status in held if status == 429)

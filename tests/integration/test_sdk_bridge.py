@@ -20,7 +20,6 @@ from urllib3.util import retry as urllib3_retry
 
 from tests.support import write_service_account_key
 from topic_sync.fcm import sdk_bridge
-from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.pacer import Pacer
 from topic_sync.fcm.sdk_bridge import (
     FCM_HOST,
@@ -34,6 +33,7 @@ from topic_sync.fcm.sdk_bridge import (
     request_cost,
     retry_after,
 )
+from topic_sync.fcm.transports import make_client
 
 TARGET = "http://127.0.0.1:9099"
 NO_RETRIES = urllib3_retry.Retry(0)
@@ -326,15 +326,17 @@ def test_adapter_paces_topic_requests_and_reports_answers(base_send, mocker):
 def test_a_request_past_its_batch_time_is_not_sent(base_send):
     import time
 
-    from topic_sync.fcm.sdk_bridge import OutOfTime
+    from topic_sync.fcm.sdk_bridge import OutOfTime, TopicRequest
 
     adapter = RedirectingAdapter(TARGET, NO_RETRIES, Pacer(1000.0))
     url = f"{FCM_HOST}/v1/projects/p/registrations/tok-1/topicSubscriptions?topic_name=t"
-    adapter.budgets.register(["tok-1"], "t", time.monotonic() - 1)
-    with pytest.raises(OutOfTime):
+    past = time.monotonic() - 1
+    with (
+        adapter.budgets.v1_batch([TopicRequest(True, "tok-1", "t")], past),
+        pytest.raises(OutOfTime),
+    ):
         adapter.send(requests.Request("POST", url, json={}).prepare())
     base_send.assert_not_called()
-    adapter.budgets.release(["tok-1"], "t")
     adapter.send(requests.Request("POST", url, json={}).prepare())  # no budget: sent
     base_send.assert_called_once()
 
@@ -374,7 +376,7 @@ def test_initialize_app_wires_the_pacer_under_the_sdk(emulator):
 
         # Each v1 token is its own request: the pacer sees every 429 and its Retry-After,
         # which the SDK's per-token result would otherwise drop.
-        result = SdkClient(app, "v1").subscribe(["tok-a", "tok-b", "tok-c"], "t")
+        result = make_client(app, "v1").subscribe(["tok-a", "tok-b", "tok-c"], "t")
 
         assert result.reasons == ("RESOURCE_EXHAUSTED",) * 3
         assert pacer.throttled == 3

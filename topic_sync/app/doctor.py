@@ -55,8 +55,9 @@ from topic_sync.errors import (
     ExitCode,
     TopicSyncError,
 )
-from topic_sync.fcm.client import DOCTOR_TOKEN, ApiAnswer, FcmClient, probe_topic_api
+from topic_sync.fcm.client import FcmClient
 from topic_sync.fcm.sdk_bridge import mint_token
+from topic_sync.fcm.sdk_messaging import DOCTOR_TOKEN, ApiAnswer, probe_topic_api
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import TOPIC_MANAGEMENT_QUOTA
 from topic_sync.inputs import arrival

@@ -32,9 +32,8 @@ from sqlalchemy.exc import (
 from topic_sync import store
 from topic_sync.engine.drain import Deps, Progress
 from topic_sync.errors import BadInput, CredentialsError, DatabaseUnavailable, TopicSyncError
-from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.pacer import Pacer, Quota
-from topic_sync.fcm.transports import make_client
+from topic_sync.fcm.transports import SdkTransport, make_client
 from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.settings import Settings
 from topic_sync.store.db import (
@@ -207,7 +206,7 @@ def credentials_in_words() -> Iterator[None]:
         raise CredentialsError(f"{what}. To fix: {fix}") from None
 
 
-def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkClient:
+def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkTransport:
     """The FCM client of the settings' transport, on a firebase-admin app of its own."""
     from topic_sync.fcm.sdk_bridge import initialize_app
 
@@ -262,7 +261,7 @@ def services(settings: Settings, io: Io) -> Iterator[Deps]:
             _remember_learned(engine, client, pacer, io)
 
 
-def _start_from_learned(engine: Engine, client: SdkClient, pacer: Pacer, io: Io) -> None:
+def _start_from_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: Io) -> None:
     target = client.target
     with engine.connect() as conn:
         learned = store.learned_quota(conn, target.project_id, target.endpoint, client.api)
@@ -274,7 +273,7 @@ def _start_from_learned(engine: Engine, client: SdkClient, pacer: Pacer, io: Io)
     io.log(f"FCM quota: starting from {learned.rate:,.0f} requests/s ({how} {when})")
 
 
-def _remember_learned(engine: Engine, client: SdkClient, pacer: Pacer, io: Io) -> None:
+def _remember_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: Io) -> None:
     """Keep what the pacer learned; a failure (the database gone) only costs the next
     command a slower start, so it is logged, never raised over the command's outcome."""
     learned = pacer.learned()

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from topic_sync.emulator.faults import Faults
+from topic_sync.emulator.limits import MAX_TOKENS_PER_CALL, MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
 from topic_sync.emulator.replies import (
     Reply,
     dumps,
@@ -32,7 +33,6 @@ from topic_sync.emulator.replies import (
 from topic_sync.emulator.routes import LEGACY_KINDS, V1_TOKEN_KINDS, route
 from topic_sync.emulator.shapes import Request
 from topic_sync.emulator.state import FcmState
-from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL, MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
 
 MAX_BATCH_TOKENS = MAX_TOKENS_PER_CALL
 MAX_MESSAGE_BYTES = 4096

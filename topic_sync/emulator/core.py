@@ -14,11 +14,11 @@ from topic_sync.emulator.api import MAX_BATCH_TOKENS, MAX_MESSAGE_BYTES, FcmApi
 from topic_sync.emulator.control import PREFIX as _CONTROL_PREFIX
 from topic_sync.emulator.control import handle_control
 from topic_sync.emulator.faults import Faults
+from topic_sync.emulator.limits import MAX_TOPICS_PER_TOKEN
 from topic_sync.emulator.replies import REASON_WIRE, Reply
 from topic_sync.emulator.server import EmulatorServer
 from topic_sync.emulator.shapes import SHAPES, Canned
 from topic_sync.emulator.state import FcmState, Publish
-from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN
 
 __all__ = [
     "SHAPES",

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from topic_sync.emulator.limits import RETRY_INFO_TYPE
 from topic_sync.emulator.replies import JSON, Reply, dumps
-from topic_sync.fcm.wire import RETRY_INFO_TYPE
 
 WINDOWS = ("bucket", "sliding")
 """How the quota counts: a token bucket, or a sliding one-second window."""

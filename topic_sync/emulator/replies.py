@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE
+from topic_sync.emulator.limits import ERROR_INFO_TYPE, FCM_ERROR_TYPE
 
 JSON = "application/json; charset=UTF-8"
 TEXT = "text/plain; charset=UTF-8"

@@ -415,9 +415,9 @@ def _one_batch(
         for index, (token_id, _) in enumerate(rows):
             outcome = judge(token_id, result, index, op, endpoint_proven=endpoint_proven)
             if outcome is None:
-                stop_reason = result.reasons[index]
+                stop_reason = result.answers[index].reason
                 continue
-            if result.reasons[index] is None and result.proven[index]:
+            if result.answers[index].reason is None and result.answers[index].proven:
                 successes += 1
             outcomes.append(outcome)
         guard.prove_endpoint(op, successes)
@@ -463,8 +463,9 @@ def judge(
     Only an answer about the token settles it; a bare v1 404 NOT_FOUND is about the token
     only on an endpoint this run has seen answer per token (DeadGuard.endpoint_proven).
     """
-    proven = result.proven[index] or (result.is_bare_not_found(index) and endpoint_proven)
-    return _map(token_id, result.reasons[index], op, proven=proven)
+    answer = result.answers[index]
+    proven = answer.proven or (answer.bare_not_found and endpoint_proven)
+    return _map(token_id, answer.reason, op, proven=proven)
 
 
 def _map(token_id: int, reason: str | None, op: Op, *, proven: bool) -> store.TokenOutcome | None:

@@ -1,5 +1,5 @@
 """Talking to FCM: the client transports, the error table, pacing, the SDK bridge.
 
 Importing this package imports nothing heavy; `topic_sync.fcm.wire` holds FCM's own limits and
-wire constants, shared with the emulator (which must stay standard-library only).
+wire constants (the emulator keeps its own copy, to catch a wrong one here).
 """

@@ -11,11 +11,13 @@ also sets the HTTP-level retry policy in production, so both paths behave alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -69,106 +71,117 @@ def registration_segment(token: str) -> str:
     return quote(token, safe="")
 
 
+@dataclass(frozen=True)
+class TopicRequest:
+    """One v1 subscribe or unsubscribe request, as read back from its URL beneath the SDK."""
+
+    subscribe: bool
+    token: str
+    topic: str
+
+
 class Evidence:
     """What FCM answered, noted beneath the SDK, which folds an answer into a reason string (or
     into nothing at all, for a 2xx) and drops the rest.
 
-    For each v1 topic-subscription request, the answer read by the evidence rule
-    (answers.read_topic_answer), keyed by (method, token, topic); for each legacy batch, the
-    raw answer, keyed by (path, topic, tokens); for each send, the raw answer, per thread (the
-    SDK sends a message in the caller's thread). The client takes what it needs after the call.
+    A legacy batch and a send are made in the caller's thread: their raw answer waits in a
+    slot of that thread. The SDK fans a v1 call out over threads of its own, which carry
+    nothing of the caller's: each v1 answer, read by the evidence rule
+    (answers.read_topic_answer), waits under its request. The client takes what it needs
+    after the call.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, str, str], TokenAnswer] = {}
-        self._batches: dict[tuple[str, str, tuple[str, ...]], RawAnswer] = {}
-        self._sends = threading.local()
+        self._seen: dict[TopicRequest, TokenAnswer] = {}
+        self._thread = threading.local()
 
-    def note(self, method: str, token: str, topic: str, answer: TokenAnswer) -> None:
+    def note(self, request: TopicRequest, answer: TokenAnswer) -> None:
         with self._lock:
-            self._seen[(method, token, topic)] = answer
+            self._seen[request] = answer
 
-    def forget(self, method: str, tokens: Sequence[str], topic: str) -> None:
+    def forget(self, requests_: Sequence[TopicRequest]) -> None:
         """Drop what was noted for these requests: a batch starts from no answer at all, so a
         request that gets none this time cannot be read by an earlier attempt's answer."""
         with self._lock:
-            for token in tokens:
-                self._seen.pop((method, token, topic), None)
+            for request in requests_:
+                self._seen.pop(request, None)
 
-    def take(self, method: str, token: str, topic: str) -> TokenAnswer | None:
-        """The answer noted for (method, token, topic), forgotten as it is taken; None if none
-        came (the request got no answer at all, or was never sent)."""
+    def take(self, request: TopicRequest) -> TokenAnswer | None:
+        """The answer noted for a request, forgotten as it is taken; None if none came (the
+        request got no answer at all, or was never sent)."""
         with self._lock:
-            return self._seen.pop((method, token, topic), None)
+            return self._seen.pop(request, None)
 
-    def note_batch(self, path: str, topic: str, tokens: Sequence[str], answer: RawAnswer) -> None:
-        with self._lock:
-            self._batches[(path, topic, tuple(tokens))] = answer
+    def note_batch(self, answer: RawAnswer | None) -> None:
+        self._thread.batch = answer
 
-    def take_batch(self, path: str, topic: str, tokens: Sequence[str]) -> RawAnswer | None:
-        with self._lock:
-            return self._batches.pop((path, topic, tuple(tokens)), None)
+    def take_batch(self) -> RawAnswer | None:
+        """The raw answer to this thread's last legacy batch (None: none came), forgotten."""
+        answer: RawAnswer | None = getattr(self._thread, "batch", None)
+        self._thread.batch = None
+        return answer
 
     def note_send(self, answer: RawAnswer | None) -> None:
-        self._sends.answer = answer
+        self._thread.send = answer
 
     def take_send(self) -> RawAnswer | None:
         """The raw answer to this thread's last send (None: none came), forgotten as taken."""
-        answer: RawAnswer | None = getattr(self._sends, "answer", None)
-        self._sends.answer = None
+        answer: RawAnswer | None = getattr(self._thread, "send", None)
+        self._thread.send = None
         return answer
 
 
 class Budgets:
-    """Until when each batch may still send, keyed like Evidence (the SDK's threads do not
-    carry the caller's context). A request past its batch's time is not sent."""
+    """Until when each batch may still send. A request past its batch's time is not sent.
+
+    A legacy batch goes out in the caller's thread, whose budget is held there; the SDK's v1
+    threads carry nothing of the caller's, so a v1 batch's budget is kept per request.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._until: dict[tuple[str, str], float] = {}
+        self._until: dict[TopicRequest, float] = {}
+        self._thread = threading.local()
 
-    def register(self, tokens: Sequence[str], topic: str, until: float) -> None:
+    @contextlib.contextmanager
+    def v1_batch(self, requests_: Sequence[TopicRequest], until: float | None) -> Iterator[None]:
+        """Hold `until` for these v1 requests while the SDK sends them."""
+        if until is None:
+            yield
+            return
         with self._lock:
-            for token in tokens:
-                self._until[(token, topic)] = until
+            for request in requests_:
+                self._until[request] = until
+        try:
+            yield
+        finally:
+            with self._lock:
+                for request in requests_:
+                    self._until.pop(request, None)
 
-    def release(self, tokens: Sequence[str], topic: str) -> None:
-        with self._lock:
-            for token in tokens:
-                self._until.pop((token, topic), None)
+    @contextlib.contextmanager
+    def this_thread(self, until: float | None) -> Iterator[None]:
+        """Hold `until` for what this thread sends meanwhile (a legacy batch)."""
+        self._thread.until = until
+        try:
+            yield
+        finally:
+            self._thread.until = None
 
     def of(self, request: requests.PreparedRequest) -> float | None:
         """The time by which this request must have gone out, if its batch has one."""
-        target = _subscription_target(str(request.method), str(request.url)) or _batch_target(
-            request
-        )
+        target = _subscription_target(str(request.method), str(request.url))
         if target is None:
-            return None
+            until: float | None = getattr(self._thread, "until", None)
+            return until
         with self._lock:
             return self._until.get(target)
 
 
-def _batch_target(request: requests.PreparedRequest) -> tuple[str, str] | None:
-    """(first token, topic) of a legacy batch request."""
-    batch = _batch_request(request)
-    return (batch[2][0], batch[1]) if batch and batch[2] else None
-
-
-def _batch_request(request: requests.PreparedRequest) -> tuple[str, str, list[str]] | None:
-    """(path, topic, tokens) of a legacy batch request, else None."""
-    path = urlsplit(str(request.url)).path
-    if not path.endswith(("/iid/v1:batchAdd", "/iid/v1:batchRemove")):
-        return None
-    body = request.body if isinstance(request.body, str | bytes) else b"{}"
-    try:
-        data = json.loads(body or b"{}")
-        tokens, topic = data["registration_tokens"], str(data["to"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(tokens, list):
-        return None
-    return path.rsplit("/", 1)[-1], topic.removeprefix("/topics/"), [str(t) for t in tokens]
+def _is_batch(url: str) -> bool:
+    """Whether a URL is the legacy API's batchAdd or batchRemove."""
+    return urlsplit(url).path.endswith(("/iid/v1:batchAdd", "/iid/v1:batchRemove"))
 
 
 class OutOfTime(requests.exceptions.ConnectionError):
@@ -180,8 +193,8 @@ class Redirected(requests.exceptions.HTTPError):
     wherever it points, and take that answer for FCM's), and never a verdict."""
 
 
-def _subscription_target(method: str, url: str) -> tuple[str, str] | None:
-    """(token, topic) of a v1 subscribe (POST) or unsubscribe (DELETE) URL, else None."""
+def _subscription_target(method: str, url: str) -> TopicRequest | None:
+    """The v1 subscribe (POST) or unsubscribe (DELETE) request of a URL, else None."""
     parts = urlsplit(url)
     segments = parts.path.split("/")
     try:
@@ -191,9 +204,9 @@ def _subscription_target(method: str, url: str) -> tuple[str, str] | None:
     rest = segments[at + 1 :]
     if method == "POST" and len(rest) == 2 and rest[1] == "topicSubscriptions":
         topics = parse_qs(parts.query).get("topic_name")
-        return (unquote(rest[0]), topics[-1]) if topics else None
+        return TopicRequest(True, unquote(rest[0]), topics[-1]) if topics else None
     if method == "DELETE" and len(rest) == 3 and rest[1] == "topicSubscriptions":
-        return unquote(rest[0]), unquote(rest[2])
+        return TopicRequest(False, unquote(rest[0]), unquote(rest[2]))
     return None
 
 
@@ -264,9 +277,9 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
         """
         method, url = str(request.method), str(request.url)
         target = _subscription_target(method, url)
-        batch = None if target else _batch_request(request)
-        send = target is None and batch is None and url.split("?", 1)[0].endswith(":send")
-        if target is None and batch is None and not send:
+        batch = target is None and _is_batch(url)
+        send = target is None and not batch and url.split("?", 1)[0].endswith(":send")
+        if target is None and not batch and not send:
             if failure is not None:
                 raise failure
             return
@@ -275,13 +288,15 @@ class RedirectingAdapter(requests.adapters.HTTPAdapter):
             if body is None:
                 noted = TokenAnswer(NO_ANSWER, False)
             else:
-                subscribe = method == "POST"
                 noted = read_topic_answer(
-                    answer, subscribe=subscribe, topic=target[1], error_code=topic_error_code
+                    answer,
+                    subscribe=target.subscribe,
+                    topic=target.topic,
+                    error_code=topic_error_code,
                 )
-            self.evidence.note(method, target[0], target[1], noted)
-        elif batch is not None:
-            self.evidence.note_batch(*batch, answer)
+            self.evidence.note(target, noted)
+        elif batch:
+            self.evidence.note_batch(answer)
         else:
             self.evidence.note_send(answer)
         if failure is not None:
@@ -470,6 +485,14 @@ class DirectAuth:
         self._session = service._client.session
         self._fcm_headers: dict[str, str] = dict(service._fcm_headers)
         self._lock = threading.Lock()
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy the SDK's session would go through to reach `url`, by requests' own
+        rules (the session's proxies, then HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless
+        NO_PROXY names the host); None to connect directly."""
+        settings = self._session.merge_environment_settings(url, {}, None, None, None)
+        proxy = requests.utils.select_proxy(url, settings["proxies"])
+        return str(proxy) if proxy else None
 
     def expire(self) -> None:
         """Forget the current token: FCM refused it."""

@@ -1,7 +1,7 @@
-"""FCM's own limits and wire constants: facts about the service, in one place.
+"""FCM's own limits and wire constants: facts about the service, in one place for the client.
 
-Standard library only, so the emulator (a fake of the service) shares them without
-importing firebase-admin.
+The emulator keeps its own copy (emulator/limits.py), as the service it stands for would, so
+a wrong value here fails a test against it rather than agreeing with itself.
 """
 
 from __future__ import annotations
