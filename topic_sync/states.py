@@ -93,29 +93,6 @@ class PublishState(enum.StrEnum):
     SENT = "sent"
 
 
-def sql_list(values: type[enum.StrEnum]) -> str:
-    """An enum's values as a SQL list: ('a', 'b')."""
-    return "(" + ", ".join(f"'{v.value}'" for v in values) + ")"
-
-
-PENDING_SQL = (
-    f"('{SubscriptionStatus.PENDING_SUBSCRIBE.value}', "
-    f"'{SubscriptionStatus.PENDING_UNSUBSCRIBE.value}')"
-)
-"""The pending statuses as a SQL list: the work queue's partial index is `status IN` this, a
-predicate PostgreSQL can prove from `status = 'pending_subscribe'`, so every query on the
-queue can use the index."""
-
-
-class CheckStatus(enum.StrEnum):
-    """How one check of `topic-sync doctor` came out. Only FAIL makes it not ready."""
-
-    OK = "ok"
-    WARN = "warn"  # works, but something deserves a look
-    FAIL = "fail"  # a run would fail (or do harm): fix it first
-    SKIP = "skip"  # not checked: what it needs failed (that failure is reported)
-
-
 class FcmApi(enum.StrEnum):
     """An FCM API for topic management; each counts its own quota."""
 

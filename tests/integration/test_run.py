@@ -461,7 +461,7 @@ def paced(emulator, engine, transport, recorder):
 
     import firebase_admin
 
-    from topic_sync.engine.drain import Deps
+    from topic_sync.engine.types import Deps
     from topic_sync.fcm.pacer import Pacer
     from topic_sync.fcm.sdk_bridge import initialize_app
     from topic_sync.fcm.transports import make_client
@@ -915,7 +915,7 @@ def test_publish_answer_that_proves_nothing_keeps_the_intent(
 def test_the_deadline_cuts_a_batch_short(
     tmp_path, message_file, engine, emulator, fcm_app, recorder, transport_name
 ) -> None:
-    from topic_sync.engine.drain import Deps
+    from topic_sync.engine.types import Deps
     from topic_sync.errors import DeadlineReached
     from topic_sync.fcm.transports import make_client
 

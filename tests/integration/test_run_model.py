@@ -33,9 +33,9 @@ from sqlalchemy import text
 from tests.support import a_day_passes, write_audience
 from topic_sync.emulator.replies import Reply, error_reply, reason_reply
 from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND, Request, build
-from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
+from topic_sync.engine.types import Deps
 from topic_sync.errors import PublishWithheld
 from topic_sync.fcm.answers import RawAnswer, read_topic_answer
 from topic_sync.fcm.client import BatchResult, legacy_result

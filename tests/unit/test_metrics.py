@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from topic_sync import store
 from topic_sync.app import metrics
-from topic_sync.engine.drain import SyncCounts
 from topic_sync.engine.run import RunOutcome, RunResult
+from topic_sync.engine.types import SyncCounts
 from topic_sync.errors import DeadTokenGuard, ExitCode
 
 STARTED = dt.datetime(2026, 11, 22, 6, 30, tzinfo=dt.UTC)

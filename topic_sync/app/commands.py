@@ -29,11 +29,12 @@ from topic_sync.engine import evidence, retention
 from topic_sync.engine import reconcile as repairs
 from topic_sync.engine import simulate as simulation
 from topic_sync.engine import target as tgt
-from topic_sync.engine.drain import Deps, process_owner
+from topic_sync.engine.drain import process_owner
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
 from topic_sync.engine.simulate import Simulation
+from topic_sync.engine.types import Deps
 from topic_sync.errors import (
     BadInput,
     DeadlineReached,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,7 +77,6 @@ from topic_sync.pool import (
     validate_pool,
 )
 from topic_sync.settings import Settings, format_duration
-from topic_sync.states import CheckStatus
 from topic_sync.store import audience_query_column, bound_target, db
 
 AUDIENCE_SAMPLE = 1000  # tokens of the audience file checked (a run checks every line)
@@ -96,6 +96,15 @@ NAMES = (
     "audience",
 )
 """Every check, in the order they run and are shown."""
+
+
+class CheckStatus(enum.StrEnum):
+    """How one check of `topic-sync doctor` came out. Only FAIL makes it not ready."""
+
+    OK = "ok"
+    WARN = "warn"  # works, but something deserves a look
+    FAIL = "fail"  # a run would fail (or do harm): fix it first
+    SKIP = "skip"  # not checked: what it needs failed (that failure is reported)
 
 
 @dataclass(frozen=True)

@@ -402,27 +402,12 @@ def dead_tokens(engine: Engine, limit: int | None = DEFAULT_FAILURE_LIMIT) -> li
     ]
 
 
-def latest_by_campaign(summaries: Iterable[RunSummary]) -> dict[str, RunSummary]:
-    """The latest of the given runs per campaign, ordered by campaign; input order is
-    irrelevant."""
-    latest: dict[str, RunSummary] = {}
-    for run in summaries:
-        seen = latest.get(run.campaign)
-        if seen is None or _recency(run) > _recency(seen):
-            latest[run.campaign] = run
-    return dict(sorted(latest.items()))
-
-
-def status_exit_code(engine: Engine, prefix: str | None = None) -> ExitCode:
+def status_exit_code_of(latest: Sequence[RunSummary]) -> ExitCode:
     """OK when the latest run of every campaign (or of the one selected) was published;
     WITHHELD when one was not (withheld, past its deadline, failed or still running);
-    FAILED when there is no run at all, so monitoring notices a job that never ran."""
-    return status_exit_code_of(latest_runs(engine, prefix))
-
-
-def status_exit_code_of(latest: Sequence[RunSummary]) -> ExitCode:
-    """status_exit_code for runs already read. A publish FCM accepted that only this host's
-    evidence file records counts as published: it went out (see engine.evidence)."""
+    FAILED when there is no run at all, so monitoring notices a job that never ran. A publish
+    FCM accepted that only this host's evidence file records counts as published: it went
+    out (see engine.evidence)."""
     if not latest:
         return ExitCode.FAILED
     if all(run.published or run.unrecorded for run in latest):
@@ -440,10 +425,6 @@ def with_evidence(latest: Sequence[RunSummary], found: Iterable[Any]) -> list[Ru
         else run
         for run in latest
     ]
-
-
-def _recency(run: RunSummary) -> tuple[dt.date, dt.datetime, int]:
-    return (run.date, run.started_at, run.run_id)
 
 
 def _figures(row: Any) -> dict[str, Any]:
@@ -705,10 +686,10 @@ def render_dead(rows: Sequence[DeadToken], fmt: str, *, full_tokens: bool = Fals
     return _table(headers, body, right=set())
 
 
-def render_status(summaries: Iterable[RunSummary]) -> str:
-    """One line per campaign for its latest day: published with the day's totals, or why
-    not (a publish FCM accepted that only this host's evidence file records says so)."""
-    latest = list(latest_by_campaign(summaries).values())
+def render_status(latest: Sequence[RunSummary]) -> str:
+    """One line per campaign for its latest day (`latest_runs`, which chose them): published
+    with the day's totals, or why not (a publish FCM accepted that only this host's evidence
+    file records says so)."""
     if not latest:
         return "no runs"
     body = []

@@ -17,9 +17,10 @@ from typing import Any
 
 from topic_sync import store
 from topic_sync.engine import campaign as campaigns
-from topic_sync.engine.drain import DeadGuard, Deps, SyncCounts, Work, process_owner, take_fence
+from topic_sync.engine.drain import DeadGuard, Work, process_owner, take_fence
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
+from topic_sync.engine.types import Deps, SyncCounts
 from topic_sync.fcm.client import ListError
 from topic_sync.fcm.error_table import Op
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL

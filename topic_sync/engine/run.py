@@ -42,18 +42,10 @@ from topic_sync import store
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine import evidence
 from topic_sync.engine.choice import TopicChoice, choose, explain
-from topic_sync.engine.drain import (
-    DeadGuard,
-    Deps,
-    Phases,
-    SyncCounts,
-    Work,
-    check_fence,
-    process_owner,
-    take_fence,
-)
+from topic_sync.engine.drain import DeadGuard, Work, check_fence, process_owner, take_fence
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
+from topic_sync.engine.types import Deps, Phases, SyncCounts
 from topic_sync.errors import (
     AudienceNeverCame,
     BadInput,
