@@ -93,6 +93,18 @@ class PublishState(enum.StrEnum):
     SENT = "sent"
 
 
+class Transport(enum.StrEnum):
+    """How topic requests travel to FCM (the `transport` setting), and the API each uses."""
+
+    V1 = "v1"  # the topic subscription API through firebase-admin's calls
+    V1_DIRECT = "v1-direct"  # the same API and requests, over persistent connections
+    LEGACY_IID = "legacy-iid"  # the Instance ID batch API (until 2027-09-29)
+
+    @property
+    def api(self) -> FcmApi:
+        return FcmApi.IID if self is Transport.LEGACY_IID else FcmApi.V1
+
+
 class FcmApi(enum.StrEnum):
     """An FCM API for topic management; each counts its own quota."""
 

@@ -211,9 +211,9 @@ def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_fi
 
 
 def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:
-    from topic_sync.store.db import advisory_lock
+    from topic_sync.store.db import advisory_lock, campaign_lock
 
-    with advisory_lock(deps.engine, f"campaign:{PREFIX}", what="run"), pytest.raises(Locked):
+    with advisory_lock(deps.engine, campaign_lock(PREFIX), what="run"), pytest.raises(Locked):
         repair(deps)
 
 

@@ -689,13 +689,13 @@ def test_a_stopped_run_says_why_on_its_record(tmp_path, message_file, deps, emul
 def terminate_lock_holder(engine, prefix: str) -> int:
     """End the backend holding the run's advisory lock, as a network blip or a failover
     would: nobody tells the run that its lock is gone."""
-    from topic_sync.store.db import lock_key
+    from topic_sync.store.db import campaign_lock, lock_key
 
     held = text(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
         "AND ((classid::bigint << 32) | objid::bigint) = :k"
     )
-    key = {"k": lock_key(f"campaign:{prefix}")}
+    key = {"k": lock_key(campaign_lock(prefix))}
     with engine.connect() as conn:
         pids = conn.scalars(held, key).all()
         for pid in pids:

@@ -161,7 +161,7 @@ ALLOWED = {
     "config": {"pool", "fcm.wire", "settings", "states", "errors", "redact"},
     "redact": set(),
     "pool": {"fcm.wire", "settings", "errors"},
-    "settings": set(),
+    "settings": {"states"},
     "states": set(),
     "errors": set(),
 }

@@ -77,6 +77,7 @@ from topic_sync.pool import (
     validate_pool,
 )
 from topic_sync.settings import Settings, format_duration
+from topic_sync.states import Transport
 from topic_sync.store import audience_query_column, bound_target, db
 
 AUDIENCE_SAMPLE = 1000  # tokens of the audience file checked (a run checks every line)
@@ -668,7 +669,7 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
         credentials = None
         try:
             # The transport changes only how subscriptions travel, which doctor never sends.
-            client = fcm_client(s.replace(transport="v1"), io)
+            client = fcm_client(s.replace(transport=Transport.V1.value), io)
         except TopicSyncError as error:
             yield fail(
                 "credentials",

@@ -74,7 +74,7 @@ from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import DEFAULTS, format_duration
 from topic_sync.states import Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
-from topic_sync.store.db import advisory_lock
+from topic_sync.store.db import advisory_lock, campaign_lock
 
 BLOCKING_SAMPLE = 10  # tokens named when owed removals withhold a publish
 
@@ -240,8 +240,7 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         result = _dry_run(opts, deps, template, found, pool_size, recorded)
     else:
         name = found.name if found else spec.campaign_name
-        lock_name = campaigns.lock_name(name)
-        with advisory_lock(deps.engine, lock_name, what="run", log=deps.log) as lock:
+        with advisory_lock(deps.engine, campaign_lock(name), what="run", log=deps.log) as lock:
             result = _live_run(opts, deps, topic, template, lock.verify, found, name, pool_size)
     result.warnings = [*warnings, *_audience_warnings(result.audience_change, deps)]
     result.campaign = found.name if found else spec.campaign_name

@@ -47,7 +47,7 @@ from topic_sync.fcm.sdk_bridge import (
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE, MAX_TOKENS_PER_CALL
 from topic_sync.inputs.audience import shorten
-from topic_sync.states import FcmApi
+from topic_sync.states import FcmApi, Transport
 
 CREDENTIALS_HELP = (
     "FCM rejected topic-sync's credentials ({reason}). Check that "
@@ -317,8 +317,8 @@ def _reasons(response: messaging.TopicManagementResponse, size: int) -> list[str
 class SdkClient:
     """Both transports, through the firebase-admin app given."""
 
-    def __init__(self, app: firebase_admin.App, transport: str = "v1") -> None:
-        if transport not in ("v1", "legacy-iid"):
+    def __init__(self, app: firebase_admin.App, transport: str = Transport.V1) -> None:
+        if transport not in (Transport.V1, Transport.LEGACY_IID):
             raise ValueError(f"SdkClient speaks v1 or legacy-iid, not {transport!r}")
         self.app = app
         self.transport = transport
@@ -329,7 +329,7 @@ class SdkClient:
     @property
     def api(self) -> FcmApi:
         """The API its topic requests go to (each has a quota of its own)."""
-        return FcmApi.IID if self.transport == "legacy-iid" else FcmApi.V1
+        return Transport(self.transport).api
 
     def subscribe(
         self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None
@@ -349,7 +349,9 @@ class SdkClient:
         batch = check_batch(tokens)
         budgets = mounted_adapter(self.app).budgets
         if give_up_at is not None:
-            budgets.register(batch[:1] if self.transport != "v1" else batch, topic, give_up_at)
+            budgets.register(
+                batch[:1] if self.transport != Transport.V1 else batch, topic, give_up_at
+            )
         try:
             return self._call(batch, topic, subscribe=subscribe)
         finally:
@@ -358,7 +360,7 @@ class SdkClient:
 
     def _call(self, batch: list[str], topic: str, *, subscribe: bool) -> BatchResult:
         evidence = mounted_adapter(self.app).evidence
-        if self.transport == "v1":
+        if self.transport == Transport.V1:
             call = messaging.subscribe_to_topic if subscribe else messaging.unsubscribe_from_topic
             # v1 never raises for HTTP errors: every answer arrives per token, reduced by the
             # SDK to a reason string (or to nothing, for any 2xx). What FCM really answered

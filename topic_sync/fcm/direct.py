@@ -41,6 +41,7 @@ from topic_sync.fcm.sdk_bridge import (
     topic_error_code,
     wait_hint,
 )
+from topic_sync.states import Transport
 
 # Requests in flight per client, all batches together. At 50 ms of FCM latency the quota
 # (3,000/s) needs 150 in flight; firebase-admin itself opens up to 100 per call.
@@ -234,8 +235,8 @@ class DirectV1Client(SdkClient):
     """
 
     def __init__(self, app: firebase_admin.App, connections: int = DIRECT_CONNECTIONS) -> None:
-        super().__init__(app, "v1")
-        self.transport = "v1-direct"
+        super().__init__(app, Transport.V1)
+        self.transport = Transport.V1_DIRECT
         adapter = mounted_adapter(app)
         self._pacer: Pacer | None = adapter.pacer
         self._auth = DirectAuth(app)

@@ -7,6 +7,7 @@ import firebase_admin
 from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.direct import DirectV1Client
 from topic_sync.settings import TRANSPORTS
+from topic_sync.states import Transport
 
 __all__ = ["TRANSPORTS", "make_client"]
 
@@ -15,6 +16,6 @@ def make_client(app: firebase_admin.App, transport: str) -> SdkClient:
     """The client for a transport name (see TRANSPORTS)."""
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; choose from {', '.join(TRANSPORTS)}")
-    if transport == "v1-direct":
+    if transport == Transport.V1_DIRECT:
         return DirectV1Client(app)
     return SdkClient(app, transport)
