@@ -187,7 +187,7 @@ def test_permanent_failures_are_not_retried(
     # Back in a later audience, a dead token is tried once more: still dead, marked again.
     day2 = DAY + dt.timedelta(days=1)
     again = run_day(opts(tmp_path, message_file, toks(0, 10), day2), deps)
-    assert (again.plan.retried_dead, again.plan.skipped_invalid, again.counts.newly_dead) == (
+    assert (again.plan.retried_dead, again.plan.skipped, again.counts.newly_dead) == (
         1,
         0,
         1,
@@ -199,7 +199,7 @@ def test_permanent_failures_are_not_retried(
     for offset in (2, 3):
         day = DAY + dt.timedelta(days=offset)
         result = run_day(opts(tmp_path, message_file, toks(0, 10), day), deps)
-        assert (result.plan.skipped_invalid, result.plan.retried_dead) == (1, 0)
+        assert (result.plan.skipped, result.plan.retried_dead) == (1, 0)
         assert result.counts.newly_dead == 0
         assert dead not in last_recipients(emulator, topic_for(PREFIX, POOL, day))
     tried = [f for f in failures(deps.engine) if f["token"] == dead]
@@ -264,7 +264,7 @@ def test_a_code_that_can_be_systemic_needs_a_second_observation(
     assert (row["dead_on"], row["retried_on"]) == (day2, day2) and row["invalid_at"]
     day3 = DAY + dt.timedelta(days=2)
     third = run_day(opts(tmp_path, message_file, audience, day3), deps)
-    assert (third.plan.retried_dead, third.plan.skipped_invalid) == (0, 1)
+    assert (third.plan.retried_dead, third.plan.skipped) == (0, 1)
     assert y not in last_recipients(emulator, topic_for(PREFIX, POOL, day3))
     assert x in last_recipients(emulator, topic_for(PREFIX, POOL, day3))
 

@@ -34,7 +34,7 @@ def _published() -> metrics.Finished:
         audience_lines=103,
         audience_size=100,
         duplicates=3,
-        skipped_invalid=1,
+        skipped=1,
         to_add=92,
         to_remove=10,
         members_before=20,

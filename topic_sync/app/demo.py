@@ -115,8 +115,7 @@ def run_demo(
                 audience=result.plan.audience_size if result.plan else 0,
                 added=result.counts.added,
                 removed=result.counts.removed,
-                invalid=(result.plan.skipped_invalid if result.plan else 0)
-                + sum(result.failed.values()),
+                invalid=(result.plan.skipped if result.plan else 0) + sum(result.failed.values()),
                 recipients=len(recipients),
                 exact=recipients == expected,
             )

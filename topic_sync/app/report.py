@@ -89,6 +89,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from topic_sync import store
+from topic_sync.engine.choice import TopicChoice, explain
+from topic_sync.engine.run import RunOutcome
+from topic_sync.engine.run import RunResult as RunResult  # the run's summary, typed
 from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.error_table import all_codes
 from topic_sync.inputs.audience import shorten
@@ -868,3 +871,55 @@ def _or_dash(value: object) -> str:
 def duration_text(seconds: float | None) -> str:
     """A duration as it is typed (3m7s, 2h5m), - for none."""
     return "-" if seconds is None else format_duration(seconds)
+
+
+# --- a run's summary, for people -------------------------------------------------------------
+
+
+def describe_run(result: RunResult) -> str:
+    """What a run did, for people: the plan, what was done, what failed, the message."""
+    plan, counts = result.plan, result.counts
+    lines = [f"{result.day.isoformat()} {result.prefix} -> {result.topic}: {result.status}"]
+    lines += describe_choice(result.choice, every_topic=result.status is RunOutcome.DRY_RUN)
+    if plan is not None:
+        lines.append(
+            f"  audience {plan.audience_size} tokens ({plan.duplicates} duplicates merged, "
+            f"{plan.skipped_dead} known-dead and {plan.suppressed} "
+            f"suppressed (forgotten) skipped, {plan.retried_dead} dead tried once more)"
+        )
+        lines.append(f"  plan: {plan.to_remove} to remove, {plan.to_add} to add")
+    if result.status is not RunOutcome.DRY_RUN:
+        lines.append(f"  done: {counts.removed} removed, {counts.added} added")
+    if counts.newly_dead:
+        lines.append(f"  newly dead: {counts.newly_dead} (see 'topic-sync report --dead')")
+    if result.failed:
+        failed = ", ".join(f"{code} {n}" for code, n in sorted(result.failed.items()))
+        lines.append(f"  failed tokens: {failed}")
+    if result.message_id:
+        lines.append(f"  message: {result.message_id}")
+    if result.note:
+        lines.append(f"  {result.note}")
+    return "\n".join(lines)
+
+
+def describe_choice(choice: TopicChoice | None, *, every_topic: bool) -> list[str]:
+    """Why the run has its topic; with `every_topic`, each pool topic's operations and
+    whether it may change (a dry run shows them)."""
+    if choice is None:
+        return []
+    lines = [f"  topic {choice.topic}: {explain(choice)}"]
+    if not every_topic:
+        return lines
+    width = max((len(c.topic) for c in choice.costs), default=0)
+    for c in choice.costs:
+        mark = "*" if c.topic == choice.topic else " "
+        state = "resting" if choice.resting(c) else "NOT resting (within the rest period)"
+        if c.last_published:
+            state += f", last published {c.last_published.isoformat(timespec='seconds')}"
+        elif not c.used:
+            state += ", never used"
+        lines.append(
+            f"  {mark} {c.topic:<{width}}  {c.operations:>9,} operations "
+            f"(+{c.to_add:,} -{c.to_remove:,}), {state}"
+        )
+    return lines

@@ -182,7 +182,13 @@ class RunResult:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
+    @property
+    def duration_seconds(self) -> float:
+        """The run's time, phase by phase added up."""
+        return sum(self.phases.values())
+
     def summary(self) -> dict[str, Any]:
+        """The JSON summary (`--json`, the `run finished` event); people read describe_run."""
         plan = self.plan
         return {
             "status": self.status,
@@ -192,7 +198,8 @@ class RunResult:
             "topic": self.topic,
             "audience": plan.audience_size if plan else None,
             "duplicates": plan.duplicates if plan else None,
-            "skipped_invalid": plan.skipped_invalid if plan else None,
+            "skipped_invalid": plan.skipped if plan else None,  # dead or forgotten
+            "skipped_dead": plan.skipped_dead if plan else None,
             "suppressed": plan.suppressed if plan else None,
             "retried_dead": plan.retried_dead if plan else None,
             "newly_dead": self.counts.newly_dead,
@@ -289,7 +296,7 @@ def _guard(opts: RunOptions, plan: store.Plan, change: store.AudienceChange | No
     gone wrong) next to the campaign's previous one, and a plan over --max-operations."""
     if opts.allow_large_churn:
         return
-    usable = plan.audience_size - plan.skipped_invalid
+    usable = plan.audience_size - plan.skipped
     if usable == 0:
         raise Refused(
             f"the audience has no usable tokens ({plan.audience_size} all invalid or "
@@ -603,7 +610,7 @@ def _live_run(
     deps.log(f"{topic}: {explain(choice)}")
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
-        f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
+        f"{plan.skipped_dead} dead and {plan.suppressed} suppressed "
         f"skipped, {plan.retried_dead} dead tried once more); {plan.to_remove} to remove, "
         f"{plan.to_add} to add"
     )

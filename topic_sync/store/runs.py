@@ -246,7 +246,7 @@ def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
             "lines": plan.audience_lines,
             "size": plan.audience_size,
             "dups": plan.duplicates,
-            "skipped": plan.skipped_invalid,
+            "skipped": plan.skipped,
             "suppressed": plan.suppressed,
             "to_add": plan.to_add,
             "to_remove": plan.to_remove,

@@ -73,13 +73,18 @@ class Plan:
     audience_lines: int
     audience_size: int
     duplicates: int
-    skipped_invalid: int  # dead or forgotten audience tokens, left out
+    skipped: int  # audience tokens left out: dead or forgotten (runs.skipped_invalid)
     members_before: int
     newly_removed: int
     to_add: int
     to_remove: int
-    suppressed: int = 0  # of skipped_invalid: forgotten (opted out)
+    suppressed: int = 0  # of skipped: forgotten (opted out)
     retried_dead: int = 0  # dead tokens back in a later audience, tried once more
+
+    @property
+    def skipped_dead(self) -> int:
+        """Of skipped: known dead and not forgotten (a forgotten token counts as suppressed)."""
+        return self.skipped - self.suppressed
 
 
 @dataclass(frozen=True)
@@ -440,7 +445,7 @@ def plan_topic(
         audience_lines=staged.lines,
         audience_size=staged.size,
         duplicates=staged.lines - staged.size,
-        skipped_invalid=staged.skipped,
+        skipped=staged.skipped,
         members_before=members_before,
         newly_removed=newly_removed,
         to_add=to_add,
