@@ -32,7 +32,7 @@ from tests.support import (
     with_database,
 )
 from topic_sync.emulator import FcmEmulator
-from topic_sync.engine.drain import Deps
+from topic_sync.engine.types import Deps
 from topic_sync.fcm.sdk_bridge import initialize_app
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.transports import SdkTransport, make_client

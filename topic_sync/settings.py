@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-TRANSPORTS = ("v1", "v1-direct", "legacy-iid")
+from topic_sync.states import Transport
+
+TRANSPORTS = tuple(t.value for t in Transport)
 MODES = ("dry-run", "live")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "TOPIC_SYNC_"
@@ -406,7 +408,7 @@ class Settings:
         ),
     )
     transport: str = _s(
-        "v1-direct",
+        Transport.V1_DIRECT.value,
         Spec(
             Kind.CHOICE,
             "v1-direct: FCM topic subscription API, firebase-admin's own requests byte for byte "

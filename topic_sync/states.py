@@ -97,27 +97,16 @@ class PublishState(enum.StrEnum):
     SENT = "sent"
 
 
-def sql_list(values: type[enum.StrEnum]) -> str:
-    """An enum's values as a SQL list: ('a', 'b')."""
-    return "(" + ", ".join(f"'{v.value}'" for v in values) + ")"
+class Transport(enum.StrEnum):
+    """How topic requests travel to FCM (the `transport` setting), and the API each uses."""
 
+    V1 = "v1"  # the topic subscription API through firebase-admin's calls
+    V1_DIRECT = "v1-direct"  # the same API and requests, over persistent connections
+    LEGACY_IID = "legacy-iid"  # the Instance ID batch API (until 2027-09-29)
 
-PENDING_SQL = (
-    f"('{SubscriptionStatus.PENDING_SUBSCRIBE.value}', "
-    f"'{SubscriptionStatus.PENDING_UNSUBSCRIBE.value}')"
-)
-"""The pending statuses as a SQL list: the work queue's partial index is `status IN` this, a
-predicate PostgreSQL can prove from `status = 'pending_subscribe'`, so every query on the
-queue can use the index."""
-
-
-class CheckStatus(enum.StrEnum):
-    """How one check of `topic-sync doctor` came out. Only FAIL makes it not ready."""
-
-    OK = "ok"
-    WARN = "warn"  # works, but something deserves a look
-    FAIL = "fail"  # a run would fail (or do harm): fix it first
-    SKIP = "skip"  # not checked: what it needs failed (that failure is reported)
+    @property
+    def api(self) -> FcmApi:
+        return FcmApi.IID if self is Transport.LEGACY_IID else FcmApi.V1
 
 
 class FcmApi(enum.StrEnum):

@@ -351,7 +351,7 @@ def test_locked_exit_code_3_passes_through(env, emulator, engine, tmp_path, mess
 
     assert proc.returncode == 3, explain(proc)
     assert json_summary(proc)["kind"] == "locked"
-    assert last_line(proc).endswith("exited 3 (locked: another run holds this prefix's lock)")
+    assert last_line(proc).endswith("exited 3 (locked: another run holds this campaign's lock)")
     assert subscription_calls(emulator) == 0 and emulator.publishes == []
 
 

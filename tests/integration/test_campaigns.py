@@ -157,7 +157,7 @@ def test_the_lock_is_the_campaigns(tmp_path, message_file, deps) -> None:
 
     run_day(opts(tmp_path, message_file, toks(0, 5)), deps)
     rename(deps.engine, PREFIX, prefix="jobs")
-    with db.advisory_lock(deps.engine, f"campaign:{PREFIX}", what="test"):
+    with db.advisory_lock(deps.engine, db.campaign_lock(PREFIX), what="test"):
         later = opts(tmp_path, message_file, toks(0, 5), DAY + dt.timedelta(POOL), prefix="jobs")
         with pytest.raises(Locked, match="campaign:jobreco"):
             run_day(later, deps)

@@ -25,7 +25,7 @@ from tests.support import (
     write_audience,
     write_service_account_key,
 )
-from topic_sync.app.doctor import NAMES, Check, check_credentials, doctor
+from topic_sync.app.doctor import NAMES, Check, CheckStatus, check_credentials, doctor
 from topic_sync.app.services import Io
 from topic_sync.app.settings import Resolved, Source, resolve
 from topic_sync.emulator import FcmEmulator
@@ -33,7 +33,6 @@ from topic_sync.errors import ExitCode
 from topic_sync.fcm.sdk_bridge import initialize_app
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.pool import topic_for
-from topic_sync.states import CheckStatus
 from topic_sync.store import db
 
 DAY = dt.date(2026, 11, 22)

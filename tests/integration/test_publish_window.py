@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.support import DAY, PREFIX, opts, toks
-from topic_sync.engine.drain import Deps
 from topic_sync.engine.publish import Step, Window
 from topic_sync.engine.run import run_day
+from topic_sync.engine.types import Deps
 from topic_sync.errors import ExitCode, Locked, MissedWindow, NotSynced
 from topic_sync.pool import topic_for
 from topic_sync.states import RunStatus

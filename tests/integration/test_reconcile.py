@@ -178,7 +178,7 @@ def test_forget_removes_a_token_from_every_pool_topic(tmp_path, message_file, de
         opts(tmp_path, message_file, toks(20, 50), later, allow_large_churn=True), deps
     )
     assert gone not in last_recipients(emulator, result.topic)
-    assert result.plan.skipped_invalid == 1
+    assert result.plan.skipped == 1
     assert result.plan.suppressed == result.summary()["suppressed"] == 1
     with deps.engine.connect() as conn:
         stored = conn.scalar(text("SELECT suppressed FROM runs WHERE run_date = :d"), {"d": later})
@@ -200,7 +200,7 @@ def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_fi
         opts(tmp_path, message_file, toks(20, 50), later, allow_large_churn=True), deps
     )
     assert gone in last_recipients(emulator, result.topic)
-    assert (result.plan.skipped_invalid, result.plan.suppressed) == (0, 0)
+    assert (result.plan.skipped, result.plan.suppressed) == (0, 0)
     # "never-seen-token" was forgotten by nobody: it stays off the list, and a forget of it
     # still suppresses it later.
     forget(deps, ["never-seen-token"], live=True)
@@ -211,9 +211,9 @@ def test_forget_undo_lets_later_audiences_include_the_token(tmp_path, message_fi
 
 
 def test_reconcile_takes_the_prefix_lock(tmp_path, message_file, deps) -> None:
-    from topic_sync.store.db import advisory_lock
+    from topic_sync.store.db import advisory_lock, campaign_lock
 
-    with advisory_lock(deps.engine, f"campaign:{PREFIX}", what="run"), pytest.raises(Locked):
+    with advisory_lock(deps.engine, campaign_lock(PREFIX), what="run"), pytest.raises(Locked):
         repair(deps)
 
 

@@ -26,7 +26,6 @@ from topic_sync.app.report import (
     RunSummary,
     dead_tokens,
     failed_tokens,
-    latest_by_campaign,
     latest_runs,
     overview,
     render_dead,
@@ -36,7 +35,7 @@ from topic_sync.app.report import (
     render_status,
     run_summaries,
     shorten,
-    status_exit_code,
+    status_exit_code_of,
 )
 from topic_sync.engine.run import run_day
 from topic_sync.errors import BadInput, ExitCode, PublishWithheld
@@ -357,30 +356,30 @@ def test_run_summaries_order_prefix_and_limit(engine) -> None:
 
 
 def test_status_exit_code_is_failed_when_nothing_ever_ran(engine) -> None:
-    assert status_exit_code(engine) is ExitCode.FAILED
-    assert status_exit_code(engine, "jobreco") is ExitCode.FAILED
+    assert status_exit_code_of(latest_runs(engine)) is ExitCode.FAILED
+    assert status_exit_code_of(latest_runs(engine, "jobreco")) is ExitCode.FAILED
     assert latest_runs(engine) == []
 
 
 def test_status_exit_code_follows_the_latest_run(withheld, engine, deps, emulator) -> None:
-    assert status_exit_code(engine) is ExitCode.WITHHELD
-    assert status_exit_code(engine, PREFIX) is ExitCode.WITHHELD
-    assert status_exit_code(engine, "other") is ExitCode.FAILED
+    assert status_exit_code_of(latest_runs(engine)) is ExitCode.WITHHELD
+    assert status_exit_code_of(latest_runs(engine, PREFIX)) is ExitCode.WITHHELD
+    assert status_exit_code_of(latest_runs(engine, "other")) is ExitCode.FAILED
     emulator.clear_faults()
     run_day(withheld.later_options, deps)
-    assert status_exit_code(engine) is ExitCode.OK
-    assert status_exit_code(engine, PREFIX) is ExitCode.OK
+    assert status_exit_code_of(latest_runs(engine)) is ExitCode.OK
+    assert status_exit_code_of(latest_runs(engine, PREFIX)) is ExitCode.OK
 
 
 def test_status_exit_code_checks_every_prefix(engine) -> None:
     add_run(engine, "jobreco", DAY, "withheld")
     add_run(engine, "jobreco", DAY + dt.timedelta(days=1), "published")  # the latest counts
     add_run(engine, "other", DAY + dt.timedelta(days=1), "published")
-    assert status_exit_code(engine) is ExitCode.OK
+    assert status_exit_code_of(latest_runs(engine)) is ExitCode.OK
     add_run(engine, "other", DAY + dt.timedelta(days=2), "deadline")
-    assert status_exit_code(engine) is ExitCode.WITHHELD
-    assert status_exit_code(engine, "jobreco") is ExitCode.OK
-    assert status_exit_code(engine, "other") is ExitCode.WITHHELD
+    assert status_exit_code_of(latest_runs(engine)) is ExitCode.WITHHELD
+    assert status_exit_code_of(latest_runs(engine, "jobreco")) is ExitCode.OK
+    assert status_exit_code_of(latest_runs(engine, "other")) is ExitCode.WITHHELD
     assert [(run.prefix, run.status) for run in latest_runs(engine)] == [
         ("jobreco", "published"),
         ("other", "deadline"),
@@ -412,23 +411,16 @@ def summary(prefix: str, day: dt.date, hour: int = 6, **kw) -> RunSummary:
     return RunSummary(**values)
 
 
-def test_latest_by_campaign_ignores_input_order() -> None:
-    runs = [
-        summary("jobreco", DAY, 6),
-        summary("alerts", DAY),
-        summary("jobreco", DAY + dt.timedelta(days=1), 5),
-        summary("jobreco", DAY, 9),
-    ]
-    for ordering in (runs, runs[::-1]):
-        latest = latest_by_campaign(ordering)
-        assert list(latest) == ["alerts", "jobreco"]
-        assert latest["jobreco"] is runs[2] and latest["alerts"] is runs[1]
-    assert latest_by_campaign([]) == {}
+def test_latest_runs_are_each_campaigns_latest_whatever_the_order_written(engine) -> None:
+    newest = add_run(engine, "jobreco", DAY + dt.timedelta(days=1), "published")
+    add_run(engine, "jobreco", DAY, "withheld")  # written after, but of an earlier date
+    alerts = add_run(engine, "alerts", DAY, "published")
+    latest = latest_runs(engine)
+    assert [(run.prefix, run.run_id) for run in latest] == [("alerts", alerts), ("jobreco", newest)]
 
 
 def test_render_status_shows_published_counts_or_why_not() -> None:
-    runs = [
-        summary("jobreco", DAY, failed={"internal-error": 2, "invalid-argument": 1}),
+    runs = [  # each campaign's latest, by campaign name, as latest_runs reads them
         summary(
             "alerts",
             DAY + dt.timedelta(days=1),
@@ -437,7 +429,7 @@ def test_render_status_shows_published_counts_or_why_not() -> None:
             message_id=None,
             why="3 removals from alerts-3 unconfirmed",
         ),
-        summary("alerts", DAY),  # older: not shown
+        summary("jobreco", DAY, failed={"internal-error": 2, "invalid-argument": 1}),
     ]
     lines = render_status(runs).splitlines()
     assert len(lines) == 2
@@ -456,7 +448,7 @@ def test_render_status_shows_published_counts_or_why_not() -> None:
 
 
 def test_render_status_of_real_runs(withheld, engine) -> None:
-    (line,) = render_status(run_summaries(engine)).splitlines()
+    (line,) = render_status(latest_runs(engine)).splitlines()
     topic = topic_for(PREFIX, POOL, DAY)
     assert line.split()[:4] == [PREFIX, LATER.isoformat(), topic, "WITHHELD"]
     assert line.endswith(f"1 removals from {topic} unconfirmed")

@@ -187,7 +187,7 @@ def test_permanent_failures_are_not_retried(
     # Back in a later audience, a dead token is tried once more: still dead, marked again.
     day2 = DAY + dt.timedelta(days=1)
     again = run_day(opts(tmp_path, message_file, toks(0, 10), day2), deps)
-    assert (again.plan.retried_dead, again.plan.skipped_invalid, again.counts.newly_dead) == (
+    assert (again.plan.retried_dead, again.plan.skipped, again.counts.newly_dead) == (
         1,
         0,
         1,
@@ -199,7 +199,7 @@ def test_permanent_failures_are_not_retried(
     for offset in (2, 3):
         day = DAY + dt.timedelta(days=offset)
         result = run_day(opts(tmp_path, message_file, toks(0, 10), day), deps)
-        assert (result.plan.skipped_invalid, result.plan.retried_dead) == (1, 0)
+        assert (result.plan.skipped, result.plan.retried_dead) == (1, 0)
         assert result.counts.newly_dead == 0
         assert dead not in last_recipients(emulator, topic_for(PREFIX, POOL, day))
     tried = [f for f in failures(deps.engine) if f["token"] == dead]
@@ -264,7 +264,7 @@ def test_a_code_that_can_be_systemic_needs_a_second_observation(
     assert (row["dead_on"], row["retried_on"]) == (day2, day2) and row["invalid_at"]
     day3 = DAY + dt.timedelta(days=2)
     third = run_day(opts(tmp_path, message_file, audience, day3), deps)
-    assert (third.plan.retried_dead, third.plan.skipped_invalid) == (0, 1)
+    assert (third.plan.retried_dead, third.plan.skipped) == (0, 1)
     assert y not in last_recipients(emulator, topic_for(PREFIX, POOL, day3))
     assert x in last_recipients(emulator, topic_for(PREFIX, POOL, day3))
 
@@ -466,7 +466,7 @@ def paced(emulator, engine, transport, recorder):
 
     import firebase_admin
 
-    from topic_sync.engine.drain import Deps
+    from topic_sync.engine.types import Deps
     from topic_sync.fcm.pacer import Pacer
     from topic_sync.fcm.sdk_bridge import initialize_app
     from topic_sync.fcm.transports import make_client
@@ -694,13 +694,13 @@ def test_a_stopped_run_says_why_on_its_record(tmp_path, message_file, deps, emul
 def terminate_lock_holder(engine, prefix: str) -> int:
     """End the backend holding the run's advisory lock, as a network blip or a failover
     would: nobody tells the run that its lock is gone."""
-    from topic_sync.store.db import lock_key
+    from topic_sync.store.db import campaign_lock, lock_key
 
     held = text(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
         "AND ((classid::bigint << 32) | objid::bigint) = :k"
     )
-    key = {"k": lock_key(f"campaign:{prefix}")}
+    key = {"k": lock_key(campaign_lock(prefix))}
     with engine.connect() as conn:
         pids = conn.scalars(held, key).all()
         for pid in pids:
@@ -920,7 +920,7 @@ def test_publish_answer_that_proves_nothing_keeps_the_intent(
 def test_the_deadline_cuts_a_batch_short(
     tmp_path, message_file, engine, emulator, fcm_app, recorder, transport_name
 ) -> None:
-    from topic_sync.engine.drain import Deps
+    from topic_sync.engine.types import Deps
     from topic_sync.errors import DeadlineReached
     from topic_sync.fcm.transports import make_client
 

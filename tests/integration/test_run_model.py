@@ -30,9 +30,9 @@ from sqlalchemy import text
 from tests.fakes import ODD, Crash, ModelFcm, TokenFault
 from tests.support import a_day_passes, write_audience
 from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND
-from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
+from topic_sync.engine.types import Deps
 from topic_sync.errors import PublishWithheld
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
 from topic_sync.pool import PoolPolicy, topic_for

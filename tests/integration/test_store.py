@@ -72,7 +72,7 @@ def test_invalid_tokens_are_skipped_and_removed(engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE tokens SET invalid_at = now() WHERE token = 'dead'"))
     result = plan(engine, ["good", "dead"])
-    assert result.skipped_invalid == 1
+    assert result.skipped == 1 and result.skipped_dead == 1
     assert statuses(engine) == {"good": "subscribed", "dead": "pending_unsubscribe"}
 
 

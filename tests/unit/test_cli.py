@@ -12,7 +12,7 @@ from hypothesis import given
 
 from topic_sync.cli.main import cli
 from topic_sync.cli.output import ProgressLine
-from topic_sync.engine.drain import Progress
+from topic_sync.engine.types import Progress
 from topic_sync.fcm.error_table import Op
 from topic_sync.settings import parse_duration
 

@@ -166,10 +166,31 @@ def test_the_metrics_textfile_folder_the_guide_names_is_writable_under_the_unit(
     assert f"\nReadWritePaths=-{folder}\n" in unit
 
 
-def test_the_cron_wrapper_describes_every_exit_code() -> None:
+def _exit_code_names() -> dict[int, str]:
+    """The reference's exit-code table: code -> name."""
+    rows = re.findall(r"^\| (\d+) \| ([a-z ]+) \| ", REFERENCE, re.M)
+    return {int(code): name for code, name in rows}
+
+
+def test_every_exit_code_is_named_in_the_reference_as_in_the_code() -> None:
+    # ExitCode.OK is "done" for people; every other name is the enum's, in words.
+    names = {code: code.name.lower().replace("_", " ") for code in ExitCode}
+    names[ExitCode.OK] = "done"
+    assert _exit_code_names() == {int(code): name for code, name in names.items()}
+
+
+def test_the_cron_wrapper_describes_every_exit_code_by_its_name() -> None:
+    # The shell wrapper cannot import ExitCode: its copy is held to the code here.
     wrapper = (ROOT / "cron" / "topic-sync-cron").read_text()
-    described = {int(n) for n in re.findall(r"^\s+(\d+)\) echo ", wrapper, re.M)}
-    assert described == {int(code) for code in ExitCode}
+    described = {
+        int(n): text for n, text in re.findall(r'^\s+(\d+)\) echo "([^"]+)"', wrapper, re.M)
+    }
+    assert sorted(described) == sorted(int(code) for code in ExitCode)
+    for code, name in _exit_code_names().items():
+        assert described[code].startswith(name), (code, described[code])
+    # Its own exits: bad input (an env file it cannot read), or the shell's "not found".
+    own = {int(n) for n in re.findall(r"^\s*exit (\d+)$", wrapper, re.M)}
+    assert own == {int(ExitCode.BAD_INPUT), 127}
 
 
 def test_the_front_page_says_how_to_install_and_how_long_the_tests_take() -> None:

@@ -1,4 +1,5 @@
-"""The package's modules import each other without cycles (the layers stay layers)."""
+"""The package's modules import each other without cycles, and only along the allowed layer
+edges (the layers stay layers: no arrow runs sideways or back up)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,119 @@ def test_the_core_never_reads_the_environment_or_prints() -> None:
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
         ]
         assert "print" not in calls, name
+
+
+# --- the allowed layer edges --------------------------------------------------------------
+
+# Every module belongs to the layer of the longest prefix here that names it. A few modules
+# are layers of their own because everyone may read them: the engine's shared types and
+# FCM's own limits. `config` and `redact` are the rooms the configuration is moving into.
+LAYERS = (
+    "topic_sync",  # the package's face: its version
+    "topic_sync.cli",
+    "topic_sync.app",
+    "topic_sync.engine",
+    "topic_sync.engine.types",
+    "topic_sync.inputs",
+    "topic_sync.fcm",
+    "topic_sync.fcm.wire",
+    "topic_sync.store",
+    "topic_sync.emulator",
+    "topic_sync.config",
+    "topic_sync.redact",
+    "topic_sync.pool",
+    "topic_sync.settings",
+    "topic_sync.states",
+    "topic_sync.errors",
+)
+
+# The foundation every layer may import: settings, states, errors and the redaction helpers.
+_BASE = {"settings", "config", "states", "errors", "redact"}
+
+ALLOWED = {
+    "topic_sync": set(),
+    # The CLI parses and renders over the application layer; it shows the engine's progress.
+    "cli": {"topic_sync", "app", "engine.types", "emulator", "pool", "fcm.wire", *_BASE},
+    "app": {"engine", "engine.types", "inputs", "fcm", "fcm.wire", "store", "emulator", "pool"}
+    | _BASE,
+    "engine": {"engine.types", "inputs", "fcm", "fcm.wire", "store", "pool", *_BASE},
+    "engine.types": {"fcm", "states"},
+    # The three adapters (files, FCM, PostgreSQL) never import each other.
+    "inputs": {"pool", "fcm.wire", *_BASE},
+    "fcm": {"fcm.wire", *_BASE},
+    "fcm.wire": set(),
+    "store": {"states", "errors"},
+    "emulator": set(),  # a stand-in for FCM: nothing of the client it tests
+    "config": {"pool", "fcm.wire", "settings", "states", "errors", "redact"},
+    "redact": set(),
+    "pool": {"fcm.wire", "settings", "errors"},
+    "settings": {"states"},
+    "states": set(),
+    "errors": set(),
+}
+
+# Arrows that still run sideways, each with the change that removes it. A test fails when
+# one is gone, so the list only shrinks.
+KNOWN_SIDEWAYS = {
+    ("cli", "inputs"): "token shortening lives in the audience parser (a redact module)",
+    ("fcm", "inputs"): "token shortening lives in the audience parser (a redact module)",
+    ("cli", "engine"): "the CLI renders the repair's result type (engine.reconcile)",
+}
+
+
+def _layer(module: str) -> str | None:
+    found = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return None if found == "topic_sync" and module != "topic_sync" else found
+
+
+def _layer_name(prefix: str) -> str:
+    return prefix.removeprefix("topic_sync.") if prefix != "topic_sync" else prefix
+
+
+def _edges(graph: dict[str, set[str]]) -> dict[tuple[str, str], set[str]]:
+    """(importing layer, imported layer) -> the module arrows behind it."""
+    edges: dict[tuple[str, str], set[str]] = {}
+    for name, targets in graph.items():
+        source = _layer(name)
+        assert source is not None, f"{name} is in no layer: add its package to LAYERS"
+        for target in targets:
+            layer = _layer(target)
+            assert layer is not None, f"{target} is in no layer: add its package to LAYERS"
+            if layer != source:
+                pair = (_layer_name(source), _layer_name(layer))
+                edges.setdefault(pair, set()).add(f"{name} -> {target}")
+    return edges
+
+
+def _sideways(edges: dict[tuple[str, str], set[str]]) -> list[str]:
+    return sorted(
+        arrow
+        for (source, target), arrows in edges.items()
+        if target not in ALLOWED[source] and (source, target) not in KNOWN_SIDEWAYS
+        for arrow in arrows
+    )
+
+
+def test_every_layer_is_in_the_allowed_list() -> None:
+    assert sorted(ALLOWED) == sorted(_layer_name(p) for p in LAYERS)
+    assert all(t in ALLOWED for targets in ALLOWED.values() for t in targets)
+    assert all(s in ALLOWED and t in ALLOWED for s, t in KNOWN_SIDEWAYS)
+
+
+def test_no_import_runs_outside_the_allowed_layer_edges() -> None:
+    assert _sideways(_edges(_graph())) == []
+
+
+def test_every_known_sideways_arrow_still_exists() -> None:
+    # Once the change that removes one has landed, take it off the list.
+    edges = _edges(_graph())
+    assert sorted(pair for pair in KNOWN_SIDEWAYS if pair not in edges) == []
+
+
+def test_a_sideways_import_fails() -> None:
+    graph = {
+        "topic_sync.store.runs": {"topic_sync.fcm.client", "topic_sync.states"},
+        "topic_sync.fcm.client": {"topic_sync.fcm.wire"},
+        "topic_sync.engine.run": {"topic_sync.engine.types", "topic_sync.store.runs"},
+    }
+    assert _sideways(_edges(graph)) == ["topic_sync.store.runs -> topic_sync.fcm.client"]

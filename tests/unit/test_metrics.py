@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from topic_sync import store
 from topic_sync.app import metrics
-from topic_sync.engine.drain import SyncCounts
 from topic_sync.engine.run import RunOutcome, RunResult
+from topic_sync.engine.types import SyncCounts
 from topic_sync.errors import DeadTokenGuard, ExitCode
 
 STARTED = dt.datetime(2026, 11, 22, 6, 30, tzinfo=dt.UTC)
@@ -34,7 +34,7 @@ def _published() -> metrics.Finished:
         audience_lines=103,
         audience_size=100,
         duplicates=3,
-        skipped_invalid=1,
+        skipped=1,
         to_add=92,
         to_remove=10,
         members_before=20,

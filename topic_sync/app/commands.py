@@ -29,12 +29,13 @@ from topic_sync.engine import evidence, retention
 from topic_sync.engine import reconcile as repairs
 from topic_sync.engine import simulate as simulation
 from topic_sync.engine import target as tgt
-from topic_sync.engine.drain import Deps, process_owner
+from topic_sync.engine.drain import process_owner
 from topic_sync.engine.publish import Step
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, RunResult
 from topic_sync.engine.run import run_day as engine_run_day
 from topic_sync.engine.simulate import Simulation
+from topic_sync.engine.types import Deps
 from topic_sync.errors import (
     BadInput,
     DeadlineReached,
@@ -55,6 +56,7 @@ from topic_sync.pool import (
     validate_pool,
 )
 from topic_sync.settings import SPECS, Kind, Settings, flag_of, format_duration
+from topic_sync.states import Transport
 from topic_sync.store import db
 
 EMBEDDED_IN_PRODUCTION = (
@@ -458,7 +460,7 @@ def reconcile(
     if sample and not audit:
         raise BadInput("--sample goes with --audit")
     s = resolved.settings
-    if audit and s.transport == "legacy-iid":
+    if audit and s.transport == Transport.LEGACY_IID:
         io.log("note: --audit lists subscriptions through the v1 API whatever the transport")
     refuse_embedded_in_production(s, io)
     command = "audit" if audit else "reconcile"
@@ -766,7 +768,7 @@ def campaign_update(
         new_values = {key: becomes for key, (_, becomes) in changed.items()}
         with contextlib.ExitStack() as held:
             if s.live and changed:  # no run of the campaign is in flight while it changes
-                lock = campaigns.lock_name(before.name)
+                lock = db.campaign_lock(before.name)
                 held.enter_context(db.advisory_lock(engine, lock, what="run or campaign update"))
             with engine.begin() as conn:
                 _check_free(conn, before, new_values)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from topic_sync.app.services import Io, database_url, fcm_client, reaching
 from topic_sync.emulator import FcmEmulator
-from topic_sync.engine.drain import Deps
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions, run_day
+from topic_sync.engine.types import Deps
 from topic_sync.errors import ExitCode
 from topic_sync.settings import Settings
 from topic_sync.store.db import make_engine, recreate_database, upgrade
@@ -115,8 +115,7 @@ def run_demo(
                 audience=result.plan.audience_size if result.plan else 0,
                 added=result.counts.added,
                 removed=result.counts.removed,
-                invalid=(result.plan.skipped_invalid if result.plan else 0)
-                + sum(result.failed.values()),
+                invalid=(result.plan.skipped if result.plan else 0) + sum(result.failed.values()),
                 recipients=len(recipients),
                 exact=recipients == expected,
             )

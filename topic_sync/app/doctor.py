@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ from topic_sync.pool import (
     validate_pool,
 )
 from topic_sync.settings import Settings, format_duration
-from topic_sync.states import CheckStatus, FcmApi
+from topic_sync.states import FcmApi, Transport
 from topic_sync.store import audience_query_column, bound_target, db
 
 AUDIENCE_SAMPLE = 1000  # tokens of the audience file checked (a run checks every line)
@@ -99,6 +100,15 @@ NAMES = (
     "audience",
 )
 """Every check, in the order they run and are shown."""
+
+
+class CheckStatus(enum.StrEnum):
+    """How one check of `topic-sync doctor` came out. Only FAIL makes it not ready."""
+
+    OK = "ok"
+    WARN = "warn"  # works, but something deserves a look
+    FAIL = "fail"  # a run would fail (or do harm): fix it first
+    SKIP = "skip"  # not checked: what it needs failed (that failure is reported)
 
 
 @dataclass(frozen=True)
@@ -707,7 +717,7 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
         credentials = None
         try:
             # The transport changes only how subscriptions travel, which doctor never sends.
-            client = fcm_client(s.replace(transport="v1"), io)
+            client = fcm_client(s.replace(transport=Transport.V1.value), io)
         except TopicSyncError as error:
             yield fail(
                 "credentials",

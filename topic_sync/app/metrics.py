@@ -215,7 +215,7 @@ def samples(f: Finished, carried: Mapping[str, float]) -> Samples:
         if plan is not None:
             put("audience_tokens", plan.audience_size)
             put("audience_duplicates", plan.duplicates)
-            put("audience_skipped_tokens", plan.skipped_invalid)
+            put("audience_skipped_tokens", plan.skipped)
             put("planned_tokens", plan.to_add, op="subscribe")
             put("planned_tokens", plan.to_remove, op="unsubscribe")
         for code, n in sorted(f.run.failed.items()):

@@ -89,6 +89,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from topic_sync import store
+from topic_sync.engine.choice import TopicChoice, explain
+from topic_sync.engine.run import RunOutcome
+from topic_sync.engine.run import RunResult as RunResult  # the run's summary, typed
 from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.error_table import all_codes
 from topic_sync.inputs.audience import shorten
@@ -402,27 +405,12 @@ def dead_tokens(engine: Engine, limit: int | None = DEFAULT_FAILURE_LIMIT) -> li
     ]
 
 
-def latest_by_campaign(summaries: Iterable[RunSummary]) -> dict[str, RunSummary]:
-    """The latest of the given runs per campaign, ordered by campaign; input order is
-    irrelevant."""
-    latest: dict[str, RunSummary] = {}
-    for run in summaries:
-        seen = latest.get(run.campaign)
-        if seen is None or _recency(run) > _recency(seen):
-            latest[run.campaign] = run
-    return dict(sorted(latest.items()))
-
-
-def status_exit_code(engine: Engine, prefix: str | None = None) -> ExitCode:
+def status_exit_code_of(latest: Sequence[RunSummary]) -> ExitCode:
     """OK when the latest run of every campaign (or of the one selected) was published;
     WITHHELD when one was not (withheld, past its deadline, failed or still running);
-    FAILED when there is no run at all, so monitoring notices a job that never ran."""
-    return status_exit_code_of(latest_runs(engine, prefix))
-
-
-def status_exit_code_of(latest: Sequence[RunSummary]) -> ExitCode:
-    """status_exit_code for runs already read. A publish FCM accepted that only this host's
-    evidence file records counts as published: it went out (see engine.evidence)."""
+    FAILED when there is no run at all, so monitoring notices a job that never ran. A publish
+    FCM accepted that only this host's evidence file records counts as published: it went
+    out (see engine.evidence)."""
     if not latest:
         return ExitCode.FAILED
     if all(run.published or run.unrecorded for run in latest):
@@ -440,10 +428,6 @@ def with_evidence(latest: Sequence[RunSummary], found: Iterable[Any]) -> list[Ru
         else run
         for run in latest
     ]
-
-
-def _recency(run: RunSummary) -> tuple[dt.date, dt.datetime, int]:
-    return (run.date, run.started_at, run.run_id)
 
 
 def _figures(row: Any) -> dict[str, Any]:
@@ -705,10 +689,10 @@ def render_dead(rows: Sequence[DeadToken], fmt: str, *, full_tokens: bool = Fals
     return _table(headers, body, right=set())
 
 
-def render_status(summaries: Iterable[RunSummary]) -> str:
-    """One line per campaign for its latest day: published with the day's totals, or why
-    not (a publish FCM accepted that only this host's evidence file records says so)."""
-    latest = list(latest_by_campaign(summaries).values())
+def render_status(latest: Sequence[RunSummary]) -> str:
+    """One line per campaign for its latest day (`latest_runs`, which chose them): published
+    with the day's totals, or why not (a publish FCM accepted that only this host's evidence
+    file records says so)."""
     if not latest:
         return "no runs"
     body = []
@@ -887,3 +871,55 @@ def _or_dash(value: object) -> str:
 def duration_text(seconds: float | None) -> str:
     """A duration as it is typed (3m7s, 2h5m), - for none."""
     return "-" if seconds is None else format_duration(seconds)
+
+
+# --- a run's summary, for people -------------------------------------------------------------
+
+
+def describe_run(result: RunResult) -> str:
+    """What a run did, for people: the plan, what was done, what failed, the message."""
+    plan, counts = result.plan, result.counts
+    lines = [f"{result.day.isoformat()} {result.prefix} -> {result.topic}: {result.status}"]
+    lines += describe_choice(result.choice, every_topic=result.status is RunOutcome.DRY_RUN)
+    if plan is not None:
+        lines.append(
+            f"  audience {plan.audience_size} tokens ({plan.duplicates} duplicates merged, "
+            f"{plan.skipped_dead} known-dead and {plan.suppressed} "
+            f"suppressed (forgotten) skipped, {plan.retried_dead} dead tried once more)"
+        )
+        lines.append(f"  plan: {plan.to_remove} to remove, {plan.to_add} to add")
+    if result.status is not RunOutcome.DRY_RUN:
+        lines.append(f"  done: {counts.removed} removed, {counts.added} added")
+    if counts.newly_dead:
+        lines.append(f"  newly dead: {counts.newly_dead} (see 'topic-sync report --dead')")
+    if result.failed:
+        failed = ", ".join(f"{code} {n}" for code, n in sorted(result.failed.items()))
+        lines.append(f"  failed tokens: {failed}")
+    if result.message_id:
+        lines.append(f"  message: {result.message_id}")
+    if result.note:
+        lines.append(f"  {result.note}")
+    return "\n".join(lines)
+
+
+def describe_choice(choice: TopicChoice | None, *, every_topic: bool) -> list[str]:
+    """Why the run has its topic; with `every_topic`, each pool topic's operations and
+    whether it may change (a dry run shows them)."""
+    if choice is None:
+        return []
+    lines = [f"  topic {choice.topic}: {explain(choice)}"]
+    if not every_topic:
+        return lines
+    width = max((len(c.topic) for c in choice.costs), default=0)
+    for c in choice.costs:
+        mark = "*" if c.topic == choice.topic else " "
+        state = "resting" if choice.resting(c) else "NOT resting (within the rest period)"
+        if c.last_published:
+            state += f", last published {c.last_published.isoformat(timespec='seconds')}"
+        elif not c.used:
+            state += ", never used"
+        lines.append(
+            f"  {mark} {c.topic:<{width}}  {c.operations:>9,} operations "
+            f"(+{c.to_add:,} -{c.to_remove:,}), {state}"
+        )
+    return lines

@@ -30,7 +30,7 @@ from sqlalchemy.exc import (
 )
 
 from topic_sync import store
-from topic_sync.engine.drain import Deps, Progress
+from topic_sync.engine.types import Deps, Progress
 from topic_sync.errors import BadInput, CredentialsError, DatabaseUnavailable, TopicSyncError
 from topic_sync.fcm.pacer import Pacer, Quota
 from topic_sync.fcm.transports import SdkTransport, make_client

@@ -21,10 +21,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from topic_sync.app.report import duration_text
+from topic_sync.app.report import RunResult, describe_run, duration_text
 from topic_sync.app.services import Io
-from topic_sync.engine.drain import Progress
 from topic_sync.engine.reconcile import ReconcileResult
+from topic_sync.engine.types import Progress
 from topic_sync.errors import ExitCode, TopicSyncError
 from topic_sync.inputs.audience import shorten
 from topic_sync.settings import format_duration
@@ -203,69 +203,17 @@ def cli_io(**overrides: Any) -> Io:
     return Io(**values)
 
 
-def show_run(summary: dict[str, Any]) -> None:
-    """The run's outcome on stderr: text for people, or one `run finished` event."""
-    LOG.event("run finished", describe_run(summary), "info", **_event_fields(summary))
+def show_run(result: RunResult) -> None:
+    """The run's outcome on stderr: text for people, or one `run finished` event (its
+    fields: the run's JSON summary; "date" is the run's date, the event has its own ts)."""
+    fields = result.summary()
+    fields["duration_seconds"] = round(result.duration_seconds, 3)
+    LOG.event("run finished", describe_run(result), "info", **fields)
 
 
 def show_reconcile(result: ReconcileResult, *, full_tokens: bool = False) -> None:
     text = describe_reconcile(result, full_tokens=full_tokens)
     LOG.event("reconcile finished", text, "info", **result.summary())
-
-
-def _event_fields(summary: dict[str, Any]) -> dict[str, Any]:
-    """A run summary as event fields ("date" is the run's date; the event has its own ts)."""
-    fields = dict(summary)
-    fields["duration_seconds"] = round(sum(summary["phases"].values()), 3)
-    return fields
-
-
-def describe_run(summary: dict[str, Any]) -> str:
-    s = summary
-    lines = [f"{s['date']} {s['prefix']} -> {s['topic']}: {s['status']}"]
-    lines += describe_choice(s.get("choice"), every_topic=s["status"] == "dry-run")
-    if s["audience"] is not None:
-        lines.append(
-            f"  audience {s['audience']} tokens ({s['duplicates']} duplicates merged, "
-            f"{s['skipped_invalid'] - s['suppressed']} known-dead and {s['suppressed']} "
-            f"suppressed (forgotten) skipped, {s['retried_dead']} dead tried once more)"
-        )
-        lines.append(f"  plan: {s['to_remove']} to remove, {s['to_add']} to add")
-    if s["status"] != "dry-run":
-        lines.append(f"  done: {s['removed']} removed, {s['added']} added")
-    if s["newly_dead"]:
-        lines.append(f"  newly dead: {s['newly_dead']} (see 'topic-sync report --dead')")
-    if s["failed"]:
-        failed = ", ".join(f"{code} {n}" for code, n in sorted(s["failed"].items()))
-        lines.append(f"  failed tokens: {failed}")
-    if s["message_id"]:
-        lines.append(f"  message: {s['message_id']}")
-    if s["note"]:
-        lines.append(f"  {s['note']}")
-    return "\n".join(lines)
-
-
-def describe_choice(choice: dict[str, Any] | None, *, every_topic: bool) -> list[str]:
-    """Why the run has its topic; with `every_topic`, each pool topic's operations and
-    whether it may change (a dry run shows them)."""
-    if not choice:
-        return []
-    lines = [f"  topic {choice['topic']}: {choice['reason']}"]
-    if not every_topic:
-        return lines
-    width = max((len(t["topic"]) for t in choice["topics"]), default=0)
-    for t in choice["topics"]:
-        mark = "*" if t["topic"] == choice["topic"] else " "
-        state = "resting" if t["resting"] else "NOT resting (within the rest period)"
-        if t["last_published"]:
-            state += f", last published {t['last_published']}"
-        elif not t["used"]:
-            state += ", never used"
-        lines.append(
-            f"  {mark} {t['topic']:<{width}}  {t['operations']:>9,} operations "
-            f"(+{t['to_add']:,} -{t['to_remove']:,}), {state}"
-        )
-    return lines
 
 
 def describe_simulation(summary: dict[str, Any]) -> str:

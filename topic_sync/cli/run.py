@@ -138,10 +138,9 @@ def run(
             backfill=backfill,
             full_tokens=full_tokens,
         )
-    summary = result.summary()
-    show_run(summary)
+    show_run(result)
     if as_json:
-        emit_result("run", summary)
+        emit_result("run", result.summary())
     finish(result.exit_code)
 
 

@@ -22,7 +22,7 @@ from topic_sync import store
 from topic_sync.errors import CampaignMismatch
 from topic_sync.pool import topic_for
 
-__all__ = ["CampaignSpec", "find", "lock_name", "pool_size_of", "settle"]
+__all__ = ["CampaignSpec", "find", "pool_size_of", "settle"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ class CampaignSpec:
     @property
     def campaign_name(self) -> str:
         return self.name if self.name is not None else self.prefix
-
-
-def lock_name(name: str) -> str:
-    """The advisory lock a campaign's runs, repairs and changes hold."""
-    return f"campaign:{name}"
 
 
 def find(

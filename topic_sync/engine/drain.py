@@ -12,29 +12,26 @@ believed only on an endpoint proven by this run's own per-token successes (DeadG
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import os
 import socket
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import tenacity
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from topic_sync import store
 from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.types import Deps, Progress, SyncCounts
 from topic_sync.errors import CredentialsError, DeadTokenGuard, Fenced, Locked
 from topic_sync.fcm.answers import UNEXPECTED_ANSWER
-from topic_sync.fcm.client import CREDENTIALS_HELP, BatchResult, FcmClient
+from topic_sync.fcm.client import CREDENTIALS_HELP, BatchResult
 from topic_sync.fcm.error_table import RATE_LIMITED, Outcome, rule_for
-from topic_sync.fcm.pacer import Pacer
 from topic_sync.states import Op
 from topic_sync.states import SubscriptionStatus as _S
 from topic_sync.store.db import is_disconnect
@@ -126,66 +123,6 @@ class DeadGuard:
 def process_owner(what: str) -> str:
     """Who holds a fence, for people: what it is, and which process on which host."""
     return f"{what} (pid {os.getpid()} on {socket.gethostname()})"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a sync phase stands, for a progress bar or a log line."""
-
-    op: Op
-    done: int
-    total: int
-    failed: int
-    started: float  # monotonic clock
-
-
-@dataclass
-class Deps:
-    """What the engine needs from the outside world, passed in for testability."""
-
-    engine: Engine
-    client: FcmClient
-    sleep: Callable[[float], None]
-    now: Callable[[], dt.datetime]
-    log: Callable[[str], None] = lambda _msg: None
-    pacer: Pacer | None = None
-    monotonic: Callable[[], float] = time.monotonic
-    progress: Callable[[Progress], None] = lambda _p: None
-    # True once a shutdown was asked for: workers stop after their current batch.
-    should_stop: Callable[[], bool] = lambda: False
-    # Told the day's topic once a run chose it (the CLI's JSON log lines then carry it).
-    topic_chosen: Callable[[str], None] = lambda _topic: None
-
-
-@dataclass
-class Phases:
-    """Seconds spent per phase of a run (load, plan, removals, additions, publish, ...)."""
-
-    clock: Callable[[], float]
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextlib.contextmanager
-    def timing(self, name: str) -> Iterator[None]:
-        started = self.clock()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + self.clock() - started
-
-
-@dataclass
-class SyncCounts:
-    """Tallies shared by the workers of one run."""
-
-    added: int = 0
-    removed: int = 0
-    attempts: int = 0  # token attempts, every try counted
-    retries: int = 0  # token attempts that were retries
-    wait_seconds: float = 0.0
-    newly_dead: int = 0  # tokens FCM answered "dead" for, marked as such
-    outcomes: Counter[str] = field(default_factory=Counter)  # per attempt: "ok" or error code
-    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # failed, by (op, code)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 def take_fence(conn: Connection, topic: str, owner: str, run_id: int | None) -> store.Fence:

@@ -25,8 +25,9 @@ from sqlalchemy import Connection
 
 from topic_sync import store
 from topic_sync.engine import evidence
-from topic_sync.engine.drain import Deps, Phases, check_fence
+from topic_sync.engine.drain import check_fence
 from topic_sync.engine.retry import RetryPolicy
+from topic_sync.engine.types import Deps, Phases
 from topic_sync.errors import (
     CredentialsError,
     Interrupted,

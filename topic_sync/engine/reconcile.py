@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from topic_sync import store
-from topic_sync.engine import campaign as campaigns
-from topic_sync.engine.drain import DeadGuard, Deps, SyncCounts, Work, process_owner, take_fence
+from topic_sync.engine.drain import DeadGuard, Work, process_owner, take_fence
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
+from topic_sync.engine.types import Deps, SyncCounts
 from topic_sync.fcm.client import ListError
 from topic_sync.fcm.error_table import Op
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.pool import prefix_of
 from topic_sync.settings import DEFAULTS
 from topic_sync.states import SubscriptionStatus
-from topic_sync.store.db import advisory_lock
+from topic_sync.store.db import advisory_lock, campaign_lock
 
 AUDIT_WORKERS = 32
 DRIFT_SHOWN = 1000  # drift lines kept for display; counts are always complete
@@ -104,7 +104,7 @@ def reconcile(opts: ReconcileOptions, deps: Deps) -> ReconcileResult:
     by_lock: dict[str, list[str]] = defaultdict(list)
     for topic in opts.topics:
         owner = owners.get(topic)
-        by_lock[campaigns.lock_name(owner.name if owner else prefix_of(topic))].append(topic)
+        by_lock[campaign_lock(owner.name if owner else prefix_of(topic))].append(topic)
     result = ReconcileResult(live=opts.live, topics=[])
     deadline_at = deps.monotonic() + opts.deadline
     for lock_name, topics in sorted(by_lock.items()):

@@ -42,15 +42,7 @@ from sqlalchemy import Connection, Engine
 from topic_sync import store
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine.choice import TopicChoice, choose, explain
-from topic_sync.engine.drain import (
-    DeadGuard,
-    Deps,
-    Phases,
-    SyncCounts,
-    Work,
-    process_owner,
-    take_fence,
-)
+from topic_sync.engine.drain import DeadGuard, Work, process_owner, take_fence
 from topic_sync.engine.estimate import estimate, late_warning
 from topic_sync.engine.publish import (
     PublishPlan,
@@ -66,6 +58,7 @@ from topic_sync.engine.publish import (
 )
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.target import check_target
+from topic_sync.engine.types import Deps, Phases, SyncCounts
 from topic_sync.errors import (
     AudienceNeverCame,
     BadInput,
@@ -95,7 +88,7 @@ from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.settings import DEFAULTS, format_duration
 from topic_sync.states import FcmApi, Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
-from topic_sync.store.db import advisory_lock
+from topic_sync.store.db import advisory_lock, campaign_lock
 
 BLOCKING_SAMPLE = 10  # tokens named when owed removals withhold a publish
 
@@ -218,7 +211,13 @@ class RunResult:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
+    @property
+    def duration_seconds(self) -> float:
+        """The run's time, phase by phase added up."""
+        return sum(self.phases.values())
+
     def summary(self) -> dict[str, Any]:
+        """The JSON summary (`--json`, the `run finished` event); people read describe_run."""
         plan = self.plan
         return {
             "status": self.status,
@@ -228,7 +227,8 @@ class RunResult:
             "topic": self.topic,
             "audience": plan.audience_size if plan else None,
             "duplicates": plan.duplicates if plan else None,
-            "skipped_invalid": plan.skipped_invalid if plan else None,
+            "skipped_invalid": plan.skipped if plan else None,  # dead or forgotten
+            "skipped_dead": plan.skipped_dead if plan else None,
             "suppressed": plan.suppressed if plan else None,
             "retried_dead": plan.retried_dead if plan else None,
             "newly_dead": self.counts.newly_dead,
@@ -301,7 +301,7 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         result = _dry_run(opts, deps, template, found, pool_size, recorded)
     else:
         name = found.name if found else spec.campaign_name
-        lock_name = campaigns.lock_name(name)
+        lock_name = campaign_lock(name)
         locked = False
         try:
             with advisory_lock(deps.engine, lock_name, what="run", log=deps.log) as lock:
@@ -402,7 +402,7 @@ def _guard(opts: RunOptions, plan: store.Plan, change: store.AudienceChange | No
     gone wrong) next to the campaign's previous one, and a plan over --max-operations."""
     if opts.allow_large_churn:
         return
-    usable = plan.audience_size - plan.skipped_invalid
+    usable = plan.audience_size - plan.skipped
     if usable == 0:
         raise Refused(
             f"the audience has no usable tokens ({plan.audience_size} all invalid or "
@@ -731,7 +731,7 @@ def _live_run(
     deps.log(f"{topic}: {explain(choice)}")
     deps.log(
         f"{topic}: audience {plan.audience_size} ({plan.duplicates} duplicates, "
-        f"{plan.skipped_invalid - plan.suppressed} dead and {plan.suppressed} suppressed "
+        f"{plan.skipped_dead} dead and {plan.suppressed} suppressed "
         f"skipped, {plan.retried_dead} dead tried once more); {plan.to_remove} to remove, "
         f"{plan.to_add} to add"
     )

@@ -33,7 +33,6 @@ __all__ = [
     "classify",
     "markdown_table",
     "rule_for",
-    "rule_for_code",
 ]
 
 
@@ -128,7 +127,6 @@ NO_VERDICT = ErrorRule(
 _VERDICTS = (Outcome.SUCCESS, Outcome.PERMANENT)
 
 _BY_REASON = {reason: rule for rule in (*RULES, UNKNOWN, NO_VERDICT) for reason in rule.reasons}
-_BY_CODE = {rule.code: rule for rule in (*RULES, UNKNOWN, NO_VERDICT)}
 
 
 def classify(reason: str) -> ErrorRule:
@@ -146,10 +144,6 @@ def rule_for(reason: str, op: Op, *, proven: bool) -> ErrorRule:
     if not proven and rule.outcome(op) in _VERDICTS:
         return NO_VERDICT
     return rule
-
-
-def rule_for_code(code: str) -> ErrorRule:
-    return _BY_CODE[code]
 
 
 def all_reasons() -> list[str]:

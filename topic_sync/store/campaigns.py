@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from topic_sync.states import CampaignChange
+from topic_sync.store.fragments import latest_run_first
 
 __all__ = [
     "CampaignRecord",
@@ -187,10 +188,10 @@ def campaigns_of_topics(
     topic (a prefix since changed), else None."""
     rows = conn.execute(
         text(
-            """
+            f"""
             SELECT t.topic, coalesce(c.id, (
                 SELECT r.campaign_id FROM runs r WHERE r.topic = t.topic
-                ORDER BY r.run_date DESC, r.id DESC LIMIT 1))
+                ORDER BY {latest_run_first("r")} LIMIT 1))
             FROM unnest(CAST(:topics AS text[]), CAST(:prefixes AS text[])) AS t(topic, prefix)
             LEFT JOIN campaigns c ON c.prefix = t.prefix
             """

@@ -174,8 +174,13 @@ def check_schema(engine: Engine) -> None:
         )
 
 
+def campaign_lock(name: str) -> str:
+    """The name of the advisory lock a campaign's runs, repairs and changes hold."""
+    return f"campaign:{name}"
+
+
 def lock_key(name: str) -> int:
-    """A stable 63-bit advisory-lock key for a name."""
+    """A stable 63-bit advisory-lock key for a lock's name (e.g. campaign_lock's)."""
     return zlib.crc32(f"topic-sync:{name}".encode()) | (0x7A5 << 32)
 
 

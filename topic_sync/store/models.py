@@ -32,15 +32,14 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from topic_sync.states import (
-    PENDING_SQL,
     CampaignChange,
     FcmApi,
     Op,
     PublishState,
     RunStatus,
     SubscriptionStatus,
-    sql_list,
 )
+from topic_sync.store.fragments import MEMBER_SQL, PENDING_SQL, sql_list
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -252,8 +251,7 @@ class Subscription(Base):
             name="status_known",
         ),
         CheckConstraint(
-            f"forgotten_from IN ('{SubscriptionStatus.SUBSCRIBED}', "
-            f"'{SubscriptionStatus.PENDING_SUBSCRIBE}')",
+            f"forgotten_from IN {MEMBER_SQL}",
             name="forgotten_from_known",
         ),
         Index(

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from topic_sync.states import PENDING_SQL
 from topic_sync.states import PublishState as _P
 from topic_sync.states import RunStatus as _R
+from topic_sync.store.fragments import PENDING_SQL, latest_run_first
 from topic_sync.store.models import RunAttempt
 from topic_sync.store.subscriptions import Plan
 
@@ -260,7 +260,7 @@ def save_plan(conn: Connection, run_id: int, plan: Plan) -> None:
             "lines": plan.audience_lines,
             "size": plan.audience_size,
             "dups": plan.duplicates,
-            "skipped": plan.skipped_invalid,
+            "skipped": plan.skipped,
             "suppressed": plan.suppressed,
             "to_add": plan.to_add,
             "to_remove": plan.to_remove,
@@ -704,10 +704,7 @@ def run_summary_rows(
 ) -> list[Any]:
     """Days' runs, the most recent first (by date, then start time); `campaigns` narrows
     them to those campaigns' (None: every campaign's)."""
-    sql = (
-        f"{_RUN_SELECT} {_CAMPAIGN_FILTER} "
-        "ORDER BY r.run_date DESC, r.started_at DESC, r.id DESC LIMIT :limit"
-    )
+    sql = f"{_RUN_SELECT} {_CAMPAIGN_FILTER} ORDER BY {latest_run_first('r')} LIMIT :limit"
     return list(conn.execute(text(sql), {"campaigns": campaigns, "limit": limit}).all())
 
 
@@ -715,8 +712,8 @@ def latest_run_rows(conn: Connection, *, campaigns: list[int] | None) -> list[An
     """The latest run of every campaign (or of the given ones), ordered by campaign name."""
     sql = (
         f"SELECT * FROM (SELECT DISTINCT ON (r.campaign_id) * FROM ({_RUN_SELECT} "
-        f"{_CAMPAIGN_FILTER}) r ORDER BY r.campaign_id, r.run_date DESC, r.started_at DESC, "
-        "r.id DESC) latest ORDER BY campaign"
+        f"{_CAMPAIGN_FILTER}) r ORDER BY r.campaign_id, {latest_run_first('r')}) latest "
+        "ORDER BY campaign"
     )
     return list(conn.execute(text(sql), {"campaigns": campaigns}).all())
 
@@ -786,7 +783,7 @@ _PURGEABLE = f"""
     WHERE f.last_seen < :cutoff
       AND (f.run_id IS NULL OR f.run_id NOT IN (
           SELECT DISTINCT ON (campaign_id) id FROM runs
-          ORDER BY campaign_id, run_date DESC, started_at DESC, id DESC))
+          ORDER BY campaign_id, {latest_run_first()}))
       AND NOT (f.resolved_at IS NULL AND EXISTS (
           SELECT 1 FROM subscriptions s
           WHERE s.topic = f.topic AND s.token_id = f.token_id AND s.status IN {PENDING_SQL}))

@@ -14,9 +14,9 @@ import datetime as dt
 from sqlalchemy import Connection, text
 
 from topic_sync.errors import TopicSyncError
-from topic_sync.states import PENDING_SQL
 from topic_sync.states import PublishState as _P
 from topic_sync.states import SubscriptionStatus as _S
+from topic_sync.store.fragments import PENDING_SQL
 
 __all__ = ["SHADOWED", "drop_staged_audience", "settle_simulated_day", "shadow_tables"]
 

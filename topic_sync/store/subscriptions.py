@@ -18,10 +18,10 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, text
 
 from topic_sync.errors import InputFileError
-from topic_sync.states import PENDING_SQL
 from topic_sync.states import PublishState as _P
 from topic_sync.states import SubscriptionStatus as _S
 from topic_sync.store.db import STATEMENT_TIMEOUT_MS, connect_args, libpq_url
+from topic_sync.store.fragments import MEMBER_SQL, PENDING_SQL
 
 __all__ = [
     "CLAIM_BATCH_SQL",
@@ -73,13 +73,18 @@ class Plan:
     audience_lines: int
     audience_size: int
     duplicates: int
-    skipped_invalid: int  # dead or forgotten audience tokens, left out
+    skipped: int  # audience tokens left out: dead or forgotten (runs.skipped_invalid)
     members_before: int
     newly_removed: int
     to_add: int
     to_remove: int
-    suppressed: int = 0  # of skipped_invalid: forgotten (opted out)
+    suppressed: int = 0  # of skipped: forgotten (opted out)
     retried_dead: int = 0  # dead tokens back in a later audience, tried once more
+
+    @property
+    def skipped_dead(self) -> int:
+        """Of skipped: known dead and not forgotten (a forgotten token counts as suppressed)."""
+        return self.skipped - self.suppressed
 
 
 @dataclass(frozen=True)
@@ -389,10 +394,7 @@ def plan_topic(
         {"topic": topic},
     )
     members_before = conn.scalar(
-        text(
-            "SELECT count(*) FROM subscriptions WHERE topic = :topic "
-            f"AND status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')"
-        ),
+        text(f"SELECT count(*) FROM subscriptions WHERE topic = :topic AND status IN {MEMBER_SQL}"),
         {"topic": topic},
     )
     newly_removed = conn.execute(
@@ -402,7 +404,7 @@ def plan_topic(
             SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, last_code = NULL,
                 last_reason = NULL, run_id = :run_id, forgotten_from = NULL, updated_at = now()
             WHERE s.topic = :topic
-              AND s.status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')
+              AND s.status IN {MEMBER_SQL}
               AND NOT EXISTS (
                   SELECT 1 FROM audience_ids a WHERE a.id = s.token_id AND NOT a.unusable)
             """
@@ -443,7 +445,7 @@ def plan_topic(
         audience_lines=staged.lines,
         audience_size=staged.size,
         duplicates=staged.lines - staged.size,
-        skipped_invalid=staged.skipped,
+        skipped=staged.skipped,
         members_before=members_before,
         newly_removed=newly_removed,
         to_add=to_add,
@@ -693,7 +695,7 @@ def stale_members(conn: Connection, topics: Sequence[str]) -> int:
                 f"""
             SELECT count(*) FROM subscriptions s JOIN tokens t ON t.id = s.token_id
             WHERE s.topic = ANY(:topics)
-              AND s.status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')
+              AND s.status IN {MEMBER_SQL}
               AND (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL)
             """
             ),
@@ -712,7 +714,7 @@ def queue_stale_removals(conn: Connection, topics: Sequence[str]) -> int:
                 updated_at = now()
             FROM tokens t
             WHERE t.id = s.token_id AND s.topic = ANY(:topics)
-              AND s.status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')
+              AND s.status IN {MEMBER_SQL}
               AND (t.invalid_at IS NOT NULL OR t.forgotten_at IS NOT NULL)
             """
         ),
@@ -874,7 +876,7 @@ def forget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
             FROM tokens t
             WHERE t.id = s.token_id AND t.forgotten_at IS NOT NULL
               AND t.token_key IN (SELECT md5(token)::uuid FROM forget_in)
-              AND s.status IN ('{_S.SUBSCRIBED}', '{_S.PENDING_SUBSCRIBE}')
+              AND s.status IN {MEMBER_SQL}
             """
         )
     ).rowcount
