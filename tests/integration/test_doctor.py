@@ -27,7 +27,7 @@ from tests.support import (
 )
 from topic_sync.app.doctor import NAMES, Check, check_credentials, doctor
 from topic_sync.app.services import Io
-from topic_sync.app.settings import Resolved, Source, resolve
+from topic_sync.config.resolve import Resolved, Source, resolve
 from topic_sync.emulator import FcmEmulator
 from topic_sync.errors import ExitCode
 from topic_sync.fcm.sdk_bridge import initialize_app
@@ -578,8 +578,8 @@ def test_credentials_mint_a_token_and_name_the_account(
 def test_the_campaign_check_refuses_what_run_would_refuse(engine) -> None:
     from tests.support import ensure_campaign
     from topic_sync.app.doctor import check_campaign
-    from topic_sync.app.settings import Resolved, Source
-    from topic_sync.settings import DEFAULTS
+    from topic_sync.config.resolve import Resolved, Source
+    from topic_sync.config.table import DEFAULTS
 
     def resolved(prefix: str, pool_size: int) -> Resolved:
         settings = DEFAULTS.replace(topic_prefix=prefix, pool_size=pool_size)
@@ -600,7 +600,7 @@ def test_live_against_production_on_the_embedded_database_fails_unless_allowed(
 ) -> None:
     """What run would refuse, doctor fails, with the fix; allowed, it stays a warning."""
     from topic_sync.app.doctor import check_database
-    from topic_sync.settings import DEFAULTS
+    from topic_sync.config.table import DEFAULTS
 
     settings = DEFAULTS.replace(live=True, allow_embedded_database=allowed)
     check = check_database(engine, database_url, settings)

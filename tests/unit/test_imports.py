@@ -114,3 +114,18 @@ def test_the_core_never_reads_the_environment_or_prints() -> None:
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
         ]
         assert "print" not in calls, name
+
+
+def test_below_the_application_layer_nothing_reads_the_settings_table() -> None:
+    # Defaults are applied once, when settings are resolved: the engine and the adapters get
+    # plain values, so none of them imports the configuration package (table, file, resolver).
+    graph = _graph()
+    above = ("topic_sync.cli", "topic_sync.app", "topic_sync.config")
+    readers = {
+        name
+        for name, targets in graph.items()
+        if not name.startswith(above) and any(t.startswith("topic_sync.config") for t in targets)
+    }
+    assert readers == set()
+    # ...while the application layer does (the check sees such imports).
+    assert any(t.startswith("topic_sync.config") for t in graph["topic_sync.app.commands"])

@@ -46,7 +46,7 @@ from topic_sync.fcm.sdk_bridge import (
 )
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import ERROR_INFO_TYPE, FCM_ERROR_TYPE, MAX_TOKENS_PER_CALL
-from topic_sync.inputs.audience import shorten
+from topic_sync.redact import shorten
 from topic_sync.states import FcmApi
 
 CREDENTIALS_HELP = (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import firebase_admin
 
+from topic_sync.fcm import TRANSPORTS
 from topic_sync.fcm.client import SdkClient
 from topic_sync.fcm.direct import DirectV1Client
-from topic_sync.settings import TRANSPORTS
 
 __all__ = ["TRANSPORTS", "make_client"]
 

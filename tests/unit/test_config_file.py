@@ -10,8 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from topic_sync.cli import cli
+from topic_sync.config.file import load_config
+from topic_sync.dates import parse_duration
 from topic_sync.errors import BadInput, InputFileError
-from topic_sync.inputs.config import load_config, mask_url, parse_duration
+from topic_sync.redact import mask_url
 
 BASE = """
 database_url = "postgresql://u:secret@db/x"
@@ -186,7 +188,7 @@ def test_every_secret_a_url_can_carry_is_masked(url, masked) -> None:
 
 
 def test_a_drivers_message_is_scrubbed_of_the_urls_secrets() -> None:
-    from topic_sync.inputs.config import scrub
+    from topic_sync.redact import scrub
 
     url = "postgresql://u:p%40ss@h/db?sslpassword=k3y"
     message = f"bad conninfo {url}: password p@ss, p%40ss and k3y"
@@ -224,7 +226,7 @@ def test_a_campaign_keeps_its_name_whatever_sync_settings_it_holds(tmp_path) -> 
 def test_top_level_settings_reach_the_commands(tmp_path) -> None:
     """retention, embedded_dir and allow_embedded_database at the top level are used, not
     only checked; a relative folder is relative to the file."""
-    from topic_sync.app.settings import resolve
+    from topic_sync.config.resolve import resolve
 
     text = BASE.replace(
         'mode = "dry-run"',
