@@ -27,7 +27,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout's t
 
 from pool_series import REST, by_pool_size, compare, missed_targets  # noqa: E402  (beside it)
 
-from topic_sync.settings import format_duration  # noqa: E402
+from topic_sync.dates import format_duration  # noqa: E402
 
 
 def main() -> int:

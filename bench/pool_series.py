@@ -20,8 +20,8 @@ import datetime as dt
 import random
 from collections.abc import Callable, Iterator
 
+from topic_sync.config.table import DEFAULTS
 from topic_sync.pool import Candidate, PoolPolicy, choose_topic
-from topic_sync.settings import DEFAULTS
 
 Series = list[set[int] | None]
 

@@ -17,7 +17,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, make_url, text
 
+from topic_sync.app import commands
+from topic_sync.config.table import DEFAULTS
 from topic_sync.emulator import FcmEmulator, Publish
+from topic_sync.engine.reconcile import ReconcileOptions
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import RunOptions
 from topic_sync.pool import PoolPolicy, topic_for
@@ -355,7 +358,18 @@ def opts(
         pool_policy=PoolPolicy.ORDINAL,  # see ORDINAL
     )
     base.update(kw)
-    return RunOptions(**base)
+    return run_options(**base)
+
+
+def run_options(**given: Any) -> RunOptions:
+    """A day's run options as `run` builds them from the default settings, `given` over them."""
+    return commands.run_options(DEFAULTS, **given)
+
+
+def reconcile_options(**given: Any) -> ReconcileOptions:
+    """A repair's options as `reconcile` builds them from the default settings, `given` over
+    them."""
+    return commands.engine_options(ReconcileOptions, DEFAULTS, **given)
 
 
 def last_recipients(emulator: FcmEmulator, topic: str) -> frozenset[str]:

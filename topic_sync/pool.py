@@ -17,9 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from topic_sync.dates import format_duration
 from topic_sync.errors import BadInput
 from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
-from topic_sync.settings import format_duration
 
 __all__ = [
     "MAX_TOPICS_PER_TOKEN",

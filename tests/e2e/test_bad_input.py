@@ -39,9 +39,9 @@ from tests.support import (
 )
 from topic_sync.app import commands
 from topic_sync.app.services import Io
-from topic_sync.app.settings import Resolved
+from topic_sync.config.resolve import Resolved
+from topic_sync.config.table import DEFAULTS
 from topic_sync.emulator import FcmEmulator
-from topic_sync.settings import DEFAULTS
 from topic_sync.store import db
 
 PREFIX = "badreco"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from tests.support import REPO_ROOT
-from topic_sync.settings import DEFAULTS, TRANSPORTS
+from topic_sync.config.table import DEFAULTS, TRANSPORTS
 
 BENCH = REPO_ROOT / "bench" / "bench.py"
 TIMEOUT = 300.0  # a smoke run takes about a minute on a 2-core machine

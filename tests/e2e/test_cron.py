@@ -38,7 +38,7 @@ from tests.support import (
     write_lines,
 )
 from topic_sync.emulator import FcmEmulator
-from topic_sync.inputs.audience import shorten
+from topic_sync.redact import shorten
 from topic_sync.store import db
 
 CRON_DIR = REPO_ROOT / "cron"

@@ -20,7 +20,7 @@ from tests.support import (
     topic,
     write_lines,
 )
-from topic_sync.inputs.audience import shorten
+from topic_sync.redact import shorten
 
 PREFIX = "errreco"
 NOT_REGISTERED = "registration-token-not-registered"

@@ -20,7 +20,7 @@ from tests.support import (
     topic,
     write_lines,
 )
-from topic_sync.inputs.audience import shorten
+from topic_sync.redact import shorten
 
 PREFIX = "fix"
 NO_WAIT = ("--retry-min-wait", "0", "--retry-max-wait", "0")

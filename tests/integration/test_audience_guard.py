@@ -31,7 +31,7 @@ from tests.support import (
 )
 from topic_sync.app import commands
 from topic_sync.app.services import Io
-from topic_sync.app.settings import Source, resolve
+from topic_sync.config.resolve import Source, resolve
 from topic_sync.emulator import FcmEmulator
 from topic_sync.engine.run import RunResult, run_day
 from topic_sync.errors import InputFileError, Refused, TopicSyncError

@@ -14,11 +14,11 @@ from tests.support import DAY, POOL, PREFIX, last_recipients, opts, snapshot, to
 from topic_sync import store
 from topic_sync.app.commands import Scope, repair_topics
 from topic_sync.app.services import Io
-from topic_sync.app.settings import Resolved, Source
+from topic_sync.config.resolve import Resolved, Source
+from topic_sync.config.table import DEFAULTS
 from topic_sync.engine.run import run_day
 from topic_sync.errors import CampaignMismatch
 from topic_sync.pool import pool_topics, topic_for
-from topic_sync.settings import DEFAULTS
 from topic_sync.store import db
 
 

@@ -38,7 +38,7 @@ from topic_sync.fcm.sdk_bridge import (
 )
 from topic_sync.fcm.transports import SdkTransport, make_client
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
-from topic_sync.inputs.audience import shorten
+from topic_sync.redact import shorten
 
 PROJECT = "demo-test"  # the project id the fcm_app fixture uses
 TOPIC = "jobreco-3"

@@ -116,7 +116,7 @@ def test_a_quota_that_cannot_be_kept_costs_a_warning_not_the_command(
 
     from topic_sync import store
     from topic_sync.app.services import Io, services
-    from topic_sync.settings import DEFAULTS
+    from topic_sync.config.table import DEFAULTS
 
     def gone(*_args, **_kwargs):
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))

@@ -27,9 +27,9 @@ from tests.support import (
 )
 from topic_sync.app.doctor import NAMES, Check, CheckStatus, check_credentials, doctor
 from topic_sync.app.services import Io
-from topic_sync.app.settings import Resolved, Source, resolve
+from topic_sync.config.resolve import Resolved, Source, resolve
 from topic_sync.emulator import FcmEmulator
-from topic_sync.errors import ExitCode
+from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.sdk_bridge import initialize_app
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.pool import topic_for
@@ -577,8 +577,8 @@ def test_credentials_mint_a_token_and_name_the_account(
 def test_the_campaign_check_refuses_what_run_would_refuse(engine) -> None:
     from tests.support import ensure_campaign
     from topic_sync.app.doctor import check_campaign
-    from topic_sync.app.settings import Resolved, Source
-    from topic_sync.settings import DEFAULTS
+    from topic_sync.config.resolve import Resolved, Source
+    from topic_sync.config.table import DEFAULTS
 
     def resolved(prefix: str, pool_size: int) -> Resolved:
         settings = DEFAULTS.replace(topic_prefix=prefix, pool_size=pool_size)
@@ -599,7 +599,7 @@ def test_live_against_production_on_the_embedded_database_fails_unless_allowed(
 ) -> None:
     """What run would refuse, doctor fails, with the fix; allowed, it stays a warning."""
     from topic_sync.app.doctor import check_database
-    from topic_sync.settings import DEFAULTS
+    from topic_sync.config.table import DEFAULTS
 
     settings = DEFAULTS.replace(live=True, allow_embedded_database=allowed)
     check = check_database(engine, database_url, settings)
@@ -609,3 +609,49 @@ def test_live_against_production_on_the_embedded_database_fails_unless_allowed(
         assert check.status is CheckStatus.FAIL
         assert "run would refuse (exit 5)" in check.detail
         assert check.fix and "--allow-embedded-database" in check.fix
+
+
+def test_doctor_fails_what_run_would_refuse_in_runs_own_words(
+    database_url, emulator, tmp_path
+) -> None:
+    # One check of what a run needs: doctor reports each problem under the check it concerns,
+    # in the words run refuses with.
+    from topic_sync.config.needs import run_needs, run_problems
+
+    values = given(database_url, emulator, None, None, topic_prefix=None)
+    problems = run_problems(resolver(values)())
+    assert set(problems) == {"topic_prefix", "message", "audience"}
+    checks = by_name(check_up(values))
+    for check, setting in (
+        ("pool", "topic_prefix"),
+        ("message", "message"),
+        ("audience", "audience"),
+    ):
+        assert checks[check].status is CheckStatus.FAIL, check
+        assert checks[check].detail == problems[setting]
+    with pytest.raises(BadInput) as refused:
+        run_needs(resolver(values)())
+    assert refused.value.message == problems["audience"]
+
+
+def test_a_query_on_the_command_line_outranks_the_campaigns_audience_for_doctor_too(
+    database_url, engine, emulator, message_file, tmp_path
+) -> None:
+    # The campaign's audience file does not exist: doctor must check the query instead,
+    # as run reads it, not the file.
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE reco_cfg (token text)"))
+    config = tmp_path / "topic-sync.toml"
+    config.write_text(
+        f'[campaigns.jobreco]\ntopic_prefix = "{PREFIX}"\npool_size = 3\n'
+        f'message = "{message_file}"\naudience = "{tmp_path}/never/{{date}}.csv"\n'
+    )
+    values = {
+        "database_url": database_url,
+        "emulator_host": emulator.host_port,
+        "project": PROJECT,
+        "audience_query": "SELECT token FROM reco_cfg",
+    }
+    check = by_name(check_up(values, config=config))["audience"]
+    assert check.status is CheckStatus.OK, check
+    assert check.detail.startswith("query on the job's database")

@@ -33,7 +33,8 @@ from tests.support import (
 from topic_sync import store
 from topic_sync.app.commands import Scope, repair_topics
 from topic_sync.app.services import Io
-from topic_sync.app.settings import Resolved, Source
+from topic_sync.config.resolve import Resolved, Source
+from topic_sync.config.table import DEFAULTS
 from topic_sync.engine.run import run_day
 from topic_sync.errors import (
     AudienceNeverCame,
@@ -43,7 +44,6 @@ from topic_sync.errors import (
     PublishWithheld,
 )
 from topic_sync.pool import NoRestingTopic, PoolPolicy, Why, pool_topics, topic_for
-from topic_sync.settings import DEFAULTS
 from topic_sync.states import SubscriptionStatus
 
 COST = PoolPolicy.COST

@@ -250,7 +250,7 @@ def test_the_run_and_doctor_warn_when_the_sync_will_likely_not_be_done_by_publis
     from tests.support import ensure_campaign
     from topic_sync import store
     from topic_sync.app.doctor import check_publish_window
-    from topic_sync.app.settings import resolve
+    from topic_sync.config.resolve import resolve
     from topic_sync.states import CheckStatus, FcmApi
 
     with engine.begin() as conn:  # the day before planned a million operations

@@ -7,9 +7,17 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
-from tests.support import DAY, POOL, PREFIX, last_recipients, opts, snapshot, toks
+from tests.support import (
+    DAY,
+    POOL,
+    PREFIX,
+    last_recipients,
+    opts,
+    reconcile_options,
+    snapshot,
+    toks,
+)
 from topic_sync.engine.reconcile import (
-    ReconcileOptions,
     forget,
     prefix_of,
     reconcile,
@@ -25,7 +33,7 @@ POOL_TOPICS = tuple(pool_topics(PREFIX, POOL))
 
 
 def repair(deps, **kw):
-    return reconcile(ReconcileOptions(topics=POOL_TOPICS, retry=FAST, **kw), deps)
+    return reconcile(reconcile_options(topics=POOL_TOPICS, retry=FAST, **kw), deps)
 
 
 def two_days(tmp_path, message_file, deps) -> None:
@@ -118,7 +126,7 @@ def test_full_is_resumable_after_a_kill(tmp_path, message_file, deps, emulator) 
 
     with pytest.raises(SystemExit):
         reconcile(
-            ReconcileOptions(
+            reconcile_options(
                 topics=(topic,), full=True, live=True, retry=FAST, batch_size=5, concurrency=1
             ),
             dataclasses.replace(deps, client=DiesOnce()),
@@ -271,9 +279,9 @@ def test_forget_undo_lifts_the_removals_still_owed(tmp_path, message_file, deps,
     assert subscription(deps.engine, gone, owed) == ("pending_unsubscribe", "subscribed")
     # The removal from one topic is confirmed; the other's is tried and proves nothing.
     emulator.inject_token_error(gone, "INTERNAL", op="unsubscribe")
-    reconcile(ReconcileOptions(topics=(owed,), retry=FAST, live=True), deps)
+    reconcile(reconcile_options(topics=(owed,), retry=FAST, live=True), deps)
     emulator.clear_faults()
-    reconcile(ReconcileOptions(topics=(done,), retry=FAST, live=True), deps)
+    reconcile(reconcile_options(topics=(done,), retry=FAST, live=True), deps)
     assert emulator.topics_of(gone) == {owed}
     assert subscription(deps.engine, gone, owed) == ("pending_unsubscribe", "subscribed")
 

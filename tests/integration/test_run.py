@@ -15,12 +15,13 @@ from tests.support import (
     failures,
     last_recipients,
     opts,
+    reconcile_options,
     snapshot,
     subscriptions,
     toks,
 )
 from tests.support import token_row as token_record
-from topic_sync.engine.reconcile import ReconcileOptions, reconcile
+from topic_sync.engine.reconcile import reconcile
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
 from topic_sync.errors import (
@@ -31,8 +32,8 @@ from topic_sync.errors import (
     Refused,
 )
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
-from topic_sync.inputs.audience import shorten
 from topic_sync.pool import topic_for
+from topic_sync.redact import shorten
 
 
 def test_three_days_with_churn_reach_exactly_each_audience(
@@ -226,9 +227,9 @@ def test_a_dead_token_leaves_every_pool_topic_and_can_come_back(
     # removes at once (and the topic's next plan removes before anything is published to it).
     assert x not in last_recipients(emulator, topic2)
     assert emulator.topics_of(x) == {topic1}
-    dry = reconcile(ReconcileOptions(topics=(topic1, topic2)), deps)
+    dry = reconcile(reconcile_options(topics=(topic1, topic2)), deps)
     assert {t.topic: t.stale for t in dry.topics} == {topic1: 1, topic2: 0}
-    repaired = reconcile(ReconcileOptions(topics=(topic1, topic2), live=True), deps)
+    repaired = reconcile(reconcile_options(topics=(topic1, topic2), live=True), deps)
     assert repaired.finished
     assert emulator.topics_of(x) == set()
     assert subscriptions(deps.engine, topic1)[x] == "unsubscribed"
@@ -969,7 +970,7 @@ def test_any_exception_closes_the_run_record_with_its_reason(
 
 def test_the_connection_pool_fits_the_workers(database_url) -> None:
     from topic_sync.app.services import Io, open_engine
-    from topic_sync.settings import DEFAULTS
+    from topic_sync.config.table import DEFAULTS
 
     settings = DEFAULTS.replace(database_url=database_url, concurrency=40)
     engine = open_engine(settings, Io(log=lambda _l: None, environ={}))

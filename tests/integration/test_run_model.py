@@ -28,10 +28,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy import text
 
 from tests.fakes import ODD, Crash, ModelFcm, TokenFault
-from tests.support import a_day_passes, write_audience
+from tests.support import a_day_passes, run_options, write_audience
 from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND
 from topic_sync.engine.retry import RetryPolicy
-from topic_sync.engine.run import RunOptions, run_day
+from topic_sync.engine.run import run_day
 from topic_sync.engine.types import Deps
 from topic_sync.errors import PublishWithheld
 from topic_sync.fcm.error_table import Outcome, all_reasons, classify
@@ -112,7 +112,7 @@ def test_engine_against_a_model_of_fcm(
             self.day += dt.timedelta(days=1)
             a_day_passes(self.engine)  # yesterday's topic has rested
             path = write_audience(tmp_path / f"{self.day}-{uuid.uuid4().hex[:6]}.txt", audience)
-            options = RunOptions(
+            options = run_options(
                 day=self.day,
                 prefix=PREFIX,
                 pool_size=POOL,

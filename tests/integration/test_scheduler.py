@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from tests.support import write_audience
 from topic_sync.app import scheduler as sched
-from topic_sync.inputs.config import load_config
+from topic_sync.config.file import load_config
 from topic_sync.pool import topic_for
 
 TODAY = dt.datetime.now(dt.UTC).date()  # `run --date today` uses the real date

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import run_options
 from topic_sync.engine.run import RunOptions, audience_problems
 from topic_sync.store import AudienceChange
 
@@ -25,7 +26,7 @@ def options(**kw: object) -> RunOptions:
         "max_size_change": 0.5,
     }
     base.update(kw)
-    return RunOptions(**base)  # type: ignore[arg-type]
+    return run_options(**base)
 
 
 def change(previous: int, size: int, kept: int, days: int = 1) -> AudienceChange:

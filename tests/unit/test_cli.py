@@ -12,9 +12,9 @@ from hypothesis import given
 
 from topic_sync.cli.main import cli
 from topic_sync.cli.output import ProgressLine
+from topic_sync.dates import parse_duration
 from topic_sync.engine.types import Progress
 from topic_sync.fcm.error_table import Op
-from topic_sync.settings import parse_duration
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_a_date_far_from_today_needs_backfill(command, day) -> None:
 def test_today_and_yesterday_are_inside_the_window() -> None:
     import datetime as dt
 
-    from topic_sync.app.settings import resolve
+    from topic_sync.config.resolve import resolve
 
     for day in ("today", "yesterday"):
         resolved = resolve({}, {}, day=day, environ={}, now=dt.datetime.now(dt.UTC))
@@ -132,8 +132,8 @@ def test_today_and_yesterday_are_inside_the_window() -> None:
 def test_live_production_with_the_embedded_database_is_refused(changes, refused) -> None:
     from topic_sync.app.commands import refuse_embedded_in_production
     from topic_sync.app.services import Io
+    from topic_sync.config.table import DEFAULTS
     from topic_sync.errors import ExitCode, Refused
-    from topic_sync.settings import DEFAULTS
 
     lines: list[str] = []
     io = Io(log=lines.append, environ={})
@@ -150,7 +150,7 @@ def test_live_production_with_the_embedded_database_is_refused(changes, refused)
 def test_an_operator_may_allow_the_embedded_database_and_is_warned() -> None:
     from topic_sync.app.commands import refuse_embedded_in_production
     from topic_sync.app.services import Io
-    from topic_sync.settings import DEFAULTS
+    from topic_sync.config.table import DEFAULTS
 
     lines: list[str] = []
     allowed = DEFAULTS.replace(live=True, allow_embedded_database=True)
@@ -190,7 +190,7 @@ def _all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click
 
 def test_every_option_of_every_command_can_come_from_topic_sync_option() -> None:
     """--older-than is TOPIC_SYNC_OLDER_THAN, emulator --port TOPIC_SYNC_PORT, as promised."""
-    from topic_sync.settings import env_name
+    from topic_sync.config.table import env_name
 
     checked = 0
     for name, command in _all_commands(cli):
@@ -244,7 +244,7 @@ def test_report_json_does_not_go_with_another_format() -> None:
     ],
 )
 def test_durations_print_the_way_they_are_typed(seconds, shown) -> None:
-    from topic_sync.settings import format_duration
+    from topic_sync.dates import format_duration
 
     assert format_duration(seconds) == shown
     assert parse_duration(shown) == pytest.approx(seconds, abs=0.05)
@@ -252,7 +252,7 @@ def test_durations_print_the_way_they_are_typed(seconds, shown) -> None:
 
 @given(st.integers(min_value=0, max_value=400 * 86400))
 def test_a_printed_duration_reads_back_as_the_same_seconds(seconds: int) -> None:
-    from topic_sync.settings import format_duration
+    from topic_sync.dates import format_duration
 
     assert parse_duration(format_duration(seconds)) == seconds
 
@@ -270,7 +270,7 @@ def test_the_commands_that_finish_a_day_repeat_the_command_line_and_mask_secrets
     from pathlib import Path
 
     from topic_sync.app.commands import how_to_finish
-    from topic_sync.app.settings import Source, resolve
+    from topic_sync.config.resolve import Source, resolve
     from topic_sync.errors import DeadlineReached, RemovalsUnconfirmed
 
     given = {

@@ -145,7 +145,7 @@ def test_the_configuration_reference_is_what_the_code_generates() -> None:
     assert (DOCS / "configuration.md").read_text() == generated, (
         "docs/configuration.md is stale: python -m topic_sync.cli.docs > docs/configuration.md"
     )
-    from topic_sync.settings import SPECS, env_names
+    from topic_sync.config.table import SPECS, env_names
 
     for name in SPECS:  # every setting, with every variable that sets it
         assert f"| `{name}` |" in generated

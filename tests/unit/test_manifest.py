@@ -176,12 +176,13 @@ def test_a_plain_cut_at_a_line_boundary_is_caught(tmp_path: Path) -> None:
 
 
 def test_a_query_is_held_to_the_markers_row_count(tmp_path: Path) -> None:
-    from topic_sync.engine.run import RunOptions, audience_manifests
+    from tests.support import run_options
+    from topic_sync.engine.run import audience_manifests
     from topic_sync.inputs.audience import iter_rows
 
     marker = tmp_path / "_SUCCESS"
     marker.write_text("lines=3\n")
-    options = RunOptions(
+    options = run_options(
         day=DAY,
         prefix="p",
         pool_size=1,

@@ -7,6 +7,8 @@ import datetime as dt
 import pytest
 
 from bench.pool_series import SERIES, compare, missed_targets
+from topic_sync.config.table import DEFAULTS, POOL_POLICIES
+from topic_sync.dates import format_duration, parse_duration
 from topic_sync.errors import BadInput, ExitCode
 from topic_sync.pool import (
     MAX_TOPICS_PER_TOKEN,
@@ -22,7 +24,6 @@ from topic_sync.pool import (
     topic_for,
     validate_pool,
 )
-from topic_sync.settings import DEFAULTS, POOL_POLICIES, format_duration, parse_duration
 
 DAY = dt.date(2026, 11, 22)
 

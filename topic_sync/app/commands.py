@@ -7,14 +7,14 @@ prints or reads the environment: log lines go to `io.log`, the environment comes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
-import enum
 import itertools
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -23,7 +23,10 @@ from topic_sync import store
 from topic_sync.app import metrics
 from topic_sync.app import report as rep
 from topic_sync.app.services import Io, database, fcm_client, services, state_dir
-from topic_sync.app.settings import Resolved, Source
+from topic_sync.config.needs import run_needs
+from topic_sync.config.resolve import Resolved, Source
+from topic_sync.config.table import SPECS, Kind, Settings, flag_of
+from topic_sync.dates import format_duration
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine import evidence, retention
 from topic_sync.engine import reconcile as repairs
@@ -46,8 +49,7 @@ from topic_sync.errors import (
     TopicSyncError,
 )
 from topic_sync.fcm.target import FcmTarget
-from topic_sync.inputs.audience import STDIN, iter_audience, shorten, validate_token
-from topic_sync.inputs.config import mask_url
+from topic_sync.inputs.audience import iter_audience, validate_token
 from topic_sync.pool import (
     PoolPolicy,
     is_pool_topic,
@@ -55,9 +57,11 @@ from topic_sync.pool import (
     prefix_of,
     validate_pool,
 )
-from topic_sync.settings import SPECS, Kind, Settings, flag_of, format_duration
+from topic_sync.redact import mask_url, shorten
 from topic_sync.states import Transport
 from topic_sync.store import db
+
+_Options = TypeVar("_Options")
 
 EMBEDDED_IN_PRODUCTION = (
     "the embedded PostgreSQL is for trying topic-sync, not for changing production FCM: the "
@@ -108,6 +112,26 @@ def work_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def engine_options(options: type[_Options], settings: Settings, **given: Any) -> _Options:
+    """The engine's `options` (a dataclass) from the settings named as its fields, plain
+    values, with `given` for the rest and over them. A setting reaches the engine by a
+    field of its own name: a new setting touches the table and the code that uses it."""
+    names = {f.name for f in dataclasses.fields(options)}  # type: ignore[arg-type]
+    same = {name: value for name, value in settings.as_dict().items() if name in names}
+    return options(**{**same, **work_settings(settings), **given})
+
+
+def run_options(settings: Settings, **given: Any) -> RunOptions:
+    """A day's run options from the settings (see engine_options), `given` for the rest."""
+    typed = {
+        "pool_policy": PoolPolicy(settings.pool_policy),
+        "convention_keys": (settings.message_type_key, settings.message_version_key),
+        "publish_at": _time_of_day(settings.publish_at),
+        "publish_by": _time_of_day(settings.publish_by),
+    }
+    return engine_options(RunOptions, settings, **{**typed, **given})
+
+
 @contextlib.contextmanager
 def exported(settings: Settings, io: Io, command: str, campaign: str) -> Iterator[metrics.Finished]:
     """Export the command's metrics when it ends, however it ends (--metrics-file,
@@ -154,57 +178,35 @@ def run_day(
     """Sync the day's topic to the audience and publish the day's message once."""
     resolved.check_date_window(backfill=backfill)
     s = resolved.settings
-    audience = audience_source(resolved)
-    for name in ("topic_prefix", "message"):
-        if getattr(s, name) is None:
-            flag = "--" + name.replace("_", "-")
-            raise BadInput(f"{flag} is required (or a --config campaign that sets it)")
-    if resolved.day is None:
-        raise BadInput("--date is required")
-    assert s.topic_prefix is not None and s.message is not None
-    validate_pool(s.topic_prefix, s.pool_size)
+    needs = run_needs(resolved)
+    audience = needs.audience
+    validate_pool(needs.topic_prefix, s.pool_size)
     spec = campaign_spec(resolved)
     try:
-        options = RunOptions(
-            day=resolved.day,
-            prefix=s.topic_prefix,
-            pool_size=s.pool_size,
+        options = run_options(
+            s,
+            day=needs.day,
+            prefix=needs.topic_prefix,
             audience_path=audience.path,
-            message_path=s.message,
-            live=s.live,
-            max_churn=s.max_churn,
-            max_size_change=s.max_size_change,
-            max_operations=s.max_operations,
-            allow_large_churn=s.allow_large_churn,
-            pool_policy=PoolPolicy(s.pool_policy),
-            rest_period=s.rest_period,
+            message_path=needs.message,
             republish=republish,
             mark_published=mark_published,
             full_tokens=full_tokens,
-            propagation_delay=s.propagation_delay,
-            token_column=s.token_column,
             audience_query=audience.query,
             audience_database_url=audience.database_url,
             stdin=io.stdin,
-            wait_for=s.wait_for,
-            wait_timeout=s.wait_timeout,
-            convention_keys=(s.message_type_key, s.message_version_key),
             campaign=spec.name,
             pool_size_given=spec.pool_size_given,
             timezone=spec.timezone,
             evidence_dir=state_dir(s, io),
-            publish_at=_time_of_day(s.publish_at),
-            publish_by=_time_of_day(s.publish_by),
             publish_late=publish_late,
             step=step,
-            rate_limit=s.rate_limit,
-            **work_settings(s),
         )
     except ValueError as error:
         raise BadInput(str(error)) from None
     refuse_embedded_in_production(s, io)
     try:
-        with exported(s, io, "run", s.topic_prefix) as finished, services(s, io) as deps:
+        with exported(s, io, "run", needs.topic_prefix) as finished, services(s, io) as deps:
             try:
                 result = engine_run_day(options, deps)
             finally:
@@ -278,56 +280,6 @@ def _given(resolved: Resolved, wanted: Callable[[str], bool]) -> list[str]:
         elif spec.kind is not Kind.FLAG:
             args.append(str(value))
     return args
-
-
-class AudienceKind(enum.StrEnum):
-    FILE = "file"
-    STDIN = "stdin"
-    QUERY = "query"
-
-
-@dataclass(frozen=True)
-class AudienceSource:
-    """Where a run's audience comes from: a file, standard input, or a query. `run` reads
-    it; `doctor` checks what it can of it without consuming it."""
-
-    path: Path | None = None  # a file, or "-" (standard input); None for a query
-    query: str | None = None
-    database_url: str | None = None  # the query's database; None: the job's own
-    token_column: str | None = None
-
-    @property
-    def kind(self) -> AudienceKind:
-        if self.query is not None:
-            return AudienceKind.QUERY
-        return AudienceKind.STDIN if str(self.path) == STDIN else AudienceKind.FILE
-
-
-def audience_source(resolved: Resolved) -> AudienceSource:
-    """The one rule of where the audience comes from, for `run` and `doctor` alike.
-
-    --audience and --audience-query exclude each other; a campaign's audience template
-    yields to a query given on the command line or in the environment (which rank higher).
-    """
-    s = resolved.settings
-    if s.audience_query is None:
-        if s.audience_database_url is not None:
-            raise BadInput("--audience-database-url goes with --audience-query")
-        if s.audience is None:
-            raise BadInput(
-                "--audience (or --audience-query) is required (or a --config campaign that "
-                "sets the audience)"
-            )
-        return AudienceSource(path=s.audience, token_column=s.token_column)
-    if s.audience is not None and resolved.sources.get("audience") in (Source.FLAG, Source.ENV):
-        raise BadInput("--audience and --audience-query exclude each other: give one of them")
-    if s.audience_database_url is not None:
-        db.check_postgres_url(s.audience_database_url, "--audience-database-url")
-    return AudienceSource(
-        query=s.audience_query,
-        database_url=s.audience_database_url,
-        token_column=s.token_column,
-    )
 
 
 # --- simulate ---------------------------------------------------------------------------------
@@ -470,13 +422,13 @@ def reconcile(
             prefixes = {prefix_of(topic) for topic in topics}
             if not s.topic_prefix and len(prefixes) == 1:
                 finished.campaign = prefixes.pop()
-            options = repairs.ReconcileOptions(
+            options = engine_options(
+                repairs.ReconcileOptions,
+                s,
                 topics=topics,
-                live=s.live,
                 full=full,
                 audit=audit,
                 sample=sample,
-                **work_settings(s),
             )
             outcome = ReconcileOutcome(repairs.reconcile(options, deps))
         finally:
@@ -556,7 +508,7 @@ def forget(
         io.log(f"{verb} {marked} tokens; {queued} removals queued on {len(owing)} topics{dry}")
         repaired = None
         if s.live and owing:
-            options = repairs.ReconcileOptions(topics=tuple(owing), live=True, **work_settings(s))
+            options = engine_options(repairs.ReconcileOptions, s, topics=tuple(owing), live=True)
             repaired = ReconcileOutcome(repairs.reconcile(options, deps))
     return ForgetOutcome(marked, queued, owing, repaired, live=s.live)
 

@@ -11,13 +11,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from topic_sync.app.commands import run_options
 from topic_sync.app.services import Io, database_url, fcm_client, reaching
+from topic_sync.config.table import Settings
 from topic_sync.emulator import FcmEmulator
-from topic_sync.engine.retry import RetryPolicy
-from topic_sync.engine.run import RunOptions, run_day
+from topic_sync.engine.run import run_day
 from topic_sync.engine.types import Deps
 from topic_sync.errors import ExitCode
-from topic_sync.settings import Settings
 from topic_sync.store.db import make_engine, recreate_database, upgrade
 
 DEMO_DATABASE = "topic_sync_demo"
@@ -79,8 +79,23 @@ def write_inputs(
 
 
 def run_demo(
-    deps: Deps, emulator: FcmEmulator, workdir: Path, start: dt.date, days: int, size: int
+    settings: Settings,
+    deps: Deps,
+    emulator: FcmEmulator,
+    workdir: Path,
+    start: dt.date,
+    days: int,
+    size: int,
 ) -> list[DemoDay]:
+    """Run the demo's days, live, quickly: no propagation wait, short retries."""
+    settings = settings.replace(
+        live=True,
+        propagation_delay=0,
+        retry_min_wait=0.1,
+        retry_max_wait=1,
+        max_retries=2,
+        rest_period=DEMO_REST_SECONDS,
+    )
     message, inputs = write_inputs(workdir, start, days, size)
     dead: set[str] = set()
     results = []
@@ -91,16 +106,13 @@ def run_demo(
             for token in dead:
                 emulator.unregister(token)
         result = run_day(
-            RunOptions(
+            run_options(
+                settings,
                 day=day,
                 prefix=DEMO_PREFIX,
                 pool_size=DEMO_POOL_SIZE,
                 audience_path=audience_path,
                 message_path=message,
-                live=True,
-                propagation_delay=0,
-                retry=RetryPolicy(min_wait=0.1, max_wait=1, max_retries=2),
-                rest_period=DEMO_REST_SECONDS,
             ),
             deps,
         )
@@ -165,6 +177,6 @@ def demo(settings: Settings, io: Io, *, days: int, size: int, workdir: Path) -> 
                 now=io.now,
                 log=lambda line: io.log(f"  {line}"),
             )
-            return DemoOutcome(run_demo(deps, emu, workdir, io.now().date(), days, size))
+            return DemoOutcome(run_demo(target, deps, emu, workdir, io.now().date(), days, size))
     finally:
         engine.dispose()

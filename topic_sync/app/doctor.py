@@ -29,9 +29,6 @@ from topic_sync import store
 from topic_sync.app.commands import (
     EMBEDDED_FIX,
     EMBEDDED_IN_PRODUCTION,
-    AudienceKind,
-    AudienceSource,
-    audience_source,
     campaign_spec,
     embedded_in_production,
     retry_policy,
@@ -44,7 +41,10 @@ from topic_sync.app.services import (
     fcm_client,
     open_engine,
 )
-from topic_sync.app.settings import Resolved
+from topic_sync.config.needs import AudienceKind, AudienceSource, audience_source, run_problems
+from topic_sync.config.resolve import Resolved
+from topic_sync.config.table import Settings
+from topic_sync.dates import format_duration
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine.estimate import estimate, late_warning, sync_start
 from topic_sync.engine.publish import Window
@@ -69,7 +69,6 @@ from topic_sync.inputs.audience import (
     ends_with_newline,
     iter_audience,
 )
-from topic_sync.inputs.config import mask_url, scrub
 from topic_sync.inputs.message import load_message
 from topic_sync.pool import (
     Candidate,
@@ -79,7 +78,7 @@ from topic_sync.pool import (
     topic_for,
     validate_pool,
 )
-from topic_sync.settings import Settings, format_duration
+from topic_sync.redact import mask_url, scrub
 from topic_sync.states import FcmApi, Transport
 from topic_sync.store import audience_query_column, bound_target, db
 
@@ -201,13 +200,7 @@ def check_pool(settings: Settings, day: dt.date | None) -> tuple[Check, str | No
     cost policy the day's own is chosen once its audience is loaded; the campaign check
     names the one a date already planned on)."""
     name = "pool"
-    if settings.topic_prefix is None:
-        return (
-            fail(
-                name, "no topic prefix", "pass --topic-prefix, or a --config campaign that sets it"
-            ),
-            None,
-        )
+    assert settings.topic_prefix is not None  # else the run's needs fail the check
     try:
         validate_pool(settings.topic_prefix, settings.pool_size)
         retry_policy(settings)
@@ -497,8 +490,7 @@ def check_message(
     the day's topic or, when that is not `chosen` yet, another of the pool: FCM checks
     only a topic name's form, the same for the whole pool."""
     name = "message"
-    if settings.message is None:
-        return fail(name, "no message file", "pass --message, or a --config campaign that sets it")
+    assert settings.message is not None  # else the run's needs fail the check
     if day is None:
         return skip(name, "no date")
     try:
@@ -532,7 +524,7 @@ def check_message(
 
 def check_audience(resolved: Resolved, engine: Engine | None) -> Check:
     """What can be checked of the run's audience without consuming it, whatever its source
-    (the rule of where it comes from is `run`'s own: commands.audience_source)."""
+    (the rule of where it comes from is `run`'s own: config.needs.audience_source)."""
     name = "audience"
     try:
         source = audience_source(resolved)
@@ -679,7 +671,11 @@ def check_publish_window(engine: Engine, resolved: Resolved, now: dt.datetime) -
 def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
     """Every check but the first, over the settings it resolved."""
     s, day = resolved.settings, resolved.day
-    pool, topic = check_pool(s, day)
+    needs = run_problems(resolved)  # what run would refuse, said by the check it concerns
+    if "topic_prefix" in needs:
+        pool, topic = _missing("pool", needs["topic_prefix"]), None
+    else:
+        pool, topic = check_pool(s, day)
     yield pool
     chosen = s.pool_policy == PoolPolicy.ORDINAL  # else only once the date planned
     engine = client = None
@@ -742,7 +738,10 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
             api = check_topic_api(client.app, client.target)
             yield api
         usable = client if api is not None and api.status is not CheckStatus.FAIL else None
-        yield check_message(s, day, topic, usable, io.now(), chosen=chosen)
+        if "message" in needs:
+            yield _missing("message", needs["message"])
+        else:
+            yield check_message(s, day, topic, usable, io.now(), chosen=chosen)
         yield check_audience(resolved, engine)
         if s.publish_at is not None:
             if engine is None or not _has_table(engine, "campaigns"):
@@ -754,6 +753,11 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
             engine.dispose()
         if client is not None:
             firebase_admin.delete_app(client.app)
+
+
+def _missing(name: str, problem: str) -> Check:
+    """A check failed because the run would lack a setting it cannot do without."""
+    return fail(name, problem, "give it on the command line or in a --config campaign")
 
 
 def _has_target_table(engine: Engine) -> bool:

@@ -36,11 +36,11 @@ from prometheus_client.exposition import default_handler, generate_latest, push_
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from topic_sync.config.table import Settings
 from topic_sync.engine.reconcile import ReconcileResult
 from topic_sync.engine.run import RunOutcome, RunResult
 from topic_sync.errors import DeadTokenGuard, ExitCode
-from topic_sync.inputs.config import mask_url, scrub
-from topic_sync.settings import Settings
+from topic_sync.redact import mask_url, scrub
 
 JOB = "topic-sync"
 PREFIX = "topic_sync_"

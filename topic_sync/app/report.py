@@ -89,14 +89,14 @@ from typing import Any
 from sqlalchemy import Engine
 
 from topic_sync import store
+from topic_sync.dates import format_duration
 from topic_sync.engine.choice import TopicChoice, explain
 from topic_sync.engine.run import RunOutcome
 from topic_sync.engine.run import RunResult as RunResult  # the run's summary, typed
 from topic_sync.errors import BadInput, ExitCode
 from topic_sync.fcm.error_table import all_codes
-from topic_sync.inputs.audience import shorten
 from topic_sync.pool import is_pool_topic
-from topic_sync.settings import format_duration
+from topic_sync.redact import shorten
 from topic_sync.states import Op, RunStatus
 
 JSON_VERSION = 1

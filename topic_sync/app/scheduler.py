@@ -30,10 +30,10 @@ from sqlalchemy import Engine
 
 from topic_sync.app.services import Io
 from topic_sync.app.shutdown import PROCESS, Shutdown
+from topic_sync.config.file import Campaign, Config
+from topic_sync.config.table import DEFAULTS
 from topic_sync.engine.estimate import estimate, sync_start
 from topic_sync.errors import TopicSyncError
-from topic_sync.inputs.config import Campaign, Config
-from topic_sync.settings import DEFAULTS
 from topic_sync.states import FcmApi, PublishState, RunStatus
 from topic_sync.store.db import sqlalchemy_url
 
@@ -237,7 +237,7 @@ def run_with_app(config_path: str, campaign: str, due: dt.datetime | None = None
     The day is the date the job was due, in the campaign's time zone (today without one).
     """
     from topic_sync.app import commands
-    from topic_sync.app.settings import resolve
+    from topic_sync.config.resolve import resolve
 
     io = _IO or Io(log=log.info, environ={}, sleep=PROCESS.sleep, should_stop=PROCESS.should_stop)
     try:

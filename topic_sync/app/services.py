@@ -30,12 +30,12 @@ from sqlalchemy.exc import (
 )
 
 from topic_sync import store
+from topic_sync.config.table import Settings
 from topic_sync.engine.types import Deps, Progress
 from topic_sync.errors import BadInput, CredentialsError, DatabaseUnavailable, TopicSyncError
 from topic_sync.fcm.pacer import Pacer, Quota
 from topic_sync.fcm.transports import SdkTransport, make_client
-from topic_sync.inputs.config import mask_url, scrub
-from topic_sync.settings import Settings
+from topic_sync.redact import mask_url, scrub
 from topic_sync.store.db import (
     check_postgres_url,
     check_schema,

@@ -1,4 +1,4 @@
-"""Command-line options, generated from the settings table (topic_sync.settings).
+"""Command-line options, generated from the settings table (topic_sync.config.table).
 
 A setting's flag, type, bounds, default, help and environment variables all come from its
 entry in `Settings`; a command lists the settings it takes and gets their options. What
@@ -17,16 +17,17 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from topic_sync.app.settings import Resolved, Source, resolve
-from topic_sync.settings import (
+from topic_sync.config.resolve import Resolved, Source, resolve
+from topic_sync.config.table import (
+    DATE_WINDOW_DAYS,
     DEFAULTS,
     SPECS,
     Kind,
     env_name,
     env_names,
     flag_of,
-    parse_duration,
 )
+from topic_sync.dates import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,7 +175,8 @@ full_tokens_option = env_option(
 backfill_option = env_option(
     "--backfill",
     is_flag=True,
-    help="Allow a --date more than 2 days from today (in the campaign's time zone).",
+    help=f"Allow a --date more than {DATE_WINDOW_DAYS} days from today (in the campaign's time "
+    "zone).",
 )
 
 

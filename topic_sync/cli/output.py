@@ -23,11 +23,11 @@ import click
 
 from topic_sync.app.report import RunResult, describe_run, duration_text
 from topic_sync.app.services import Io
+from topic_sync.dates import format_duration
 from topic_sync.engine.reconcile import ReconcileResult
 from topic_sync.engine.types import Progress
 from topic_sync.errors import ExitCode, TopicSyncError
-from topic_sync.inputs.audience import shorten
-from topic_sync.settings import format_duration
+from topic_sync.redact import shorten
 from topic_sync.states import Op
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -11,8 +11,6 @@ from topic_sync.app import commands
 from topic_sync.app import doctor as preflight
 from topic_sync.app.shutdown import PROCESS as shutdown
 from topic_sync.cli.options import (
-    MONITORING,
-    WORK,
     backfill_option,
     env_option,
     full_tokens_option,
@@ -34,36 +32,15 @@ from topic_sync.cli.output import (
     show_run,
     use_log_format,
 )
+from topic_sync.config.needs import run_problems
+from topic_sync.config.table import SPECS, Kind, run_takes
+from topic_sync.dates import format_duration
 from topic_sync.engine.publish import Step
 from topic_sync.pool import PoolPolicy, topic_for
-from topic_sync.settings import SPECS, Kind, format_duration
 
-RUN = (
-    "topic_prefix",
-    "pool_size",
-    "audience",
-    "token_column",
-    "audience_query",
-    "audience_database_url",
-    "wait_for",
-    "wait_timeout",
-    "message",
-    "message_type_key",
-    "message_version_key",
-    "live",
-    "max_churn",
-    "max_size_change",
-    "max_operations",
-    "allow_large_churn",
-    "pool_policy",
-    "rest_period",
-    "propagation_delay",
-    "publish_at",
-    "publish_by",
-    "sync_margin",
-    *WORK,
-    *MONITORING,
-)
+# Every setting run takes an option for (the table says which): doctor and config show take
+# the same, so that they judge and show what that command line would do.
+RUN = run_takes()
 
 
 @click.command()
@@ -188,9 +165,13 @@ def config_show(day: str | None, as_json: bool, **params: Any) -> None:
     """Print the settings a `run` would use, each with its source; secrets masked.
 
     Takes the same options as `run` (e.g. --config F --campaign N --pool-size 9), so it
-    shows exactly what that command line would do: flag > env > file > default.
+    shows exactly what that command line would do: flag > env > file > default. What run
+    would refuse (a required setting missing, two audience sources) is noted on stderr.
     """
-    shown = resolved(click.get_current_context(), params, day=day or "today").shown()
+    settings_ = resolved(click.get_current_context(), params, day=day or "today")
+    for problem in run_problems(settings_).values():
+        say(f"note: run would refuse this: {problem}")
+    shown = settings_.shown()
     if day is None:
         shown["date"]["source"] = "default"
     if as_json:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from topic_sync import store
-from topic_sync.settings import format_duration
+from topic_sync.dates import format_duration
 from topic_sync.states import FcmApi
 
 ESTIMATE_DAYS = 7  # the campaign's recent days an estimate looks at

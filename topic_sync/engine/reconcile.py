@@ -24,7 +24,6 @@ from topic_sync.fcm.client import ListError
 from topic_sync.fcm.error_table import Op
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.pool import prefix_of
-from topic_sync.settings import DEFAULTS
 from topic_sync.states import SubscriptionStatus
 from topic_sync.store.db import advisory_lock, campaign_lock
 
@@ -33,18 +32,21 @@ DRIFT_SHOWN = 1000  # drift lines kept for display; counts are always complete
 AUDIT_PAGE = 1000  # tokens an audit holds in memory at once
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReconcileOptions:
+    """What a repair is told, as plain values (the application layer fills those named as
+    settings from the resolved settings)."""
+
     topics: tuple[str, ...]
     live: bool = False
     full: bool = False
     audit: bool = False
     sample: int | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy
     batch_size: int = MAX_TOKENS_PER_CALL
-    concurrency: int = DEFAULTS.concurrency
-    deadline: float = DEFAULTS.deadline
-    max_dead: float = DEFAULTS.max_dead
+    concurrency: int
+    deadline: float
+    max_dead: float
 
 
 @dataclass(frozen=True)

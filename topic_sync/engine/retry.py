@@ -15,14 +15,12 @@ from dataclasses import dataclass
 
 import tenacity
 
-from topic_sync.settings import DEFAULTS
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    min_wait: float = DEFAULTS.retry_min_wait
-    max_wait: float = DEFAULTS.retry_max_wait
-    max_retries: int = DEFAULTS.max_retries
+    min_wait: float
+    max_wait: float
+    max_retries: int
     jitter: bool = True
 
     def __post_init__(self) -> None:

@@ -40,6 +40,7 @@ import psycopg
 from sqlalchemy import Connection, Engine
 
 from topic_sync import store
+from topic_sync.dates import format_duration
 from topic_sync.engine import campaign as campaigns
 from topic_sync.engine.choice import TopicChoice, choose, explain
 from topic_sync.engine.drain import DeadGuard, Work, process_owner, take_fence
@@ -81,11 +82,10 @@ from topic_sync.errors import (
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.inputs import arrival
 from topic_sync.inputs import manifest as mf
-from topic_sync.inputs.audience import iter_audience, iter_rows, shorten, source_name
-from topic_sync.inputs.config import mask_url, scrub
+from topic_sync.inputs.audience import iter_audience, iter_rows, source_name
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import PoolPolicy, topic_for
-from topic_sync.settings import DEFAULTS, format_duration
+from topic_sync.redact import mask_url, scrub, shorten
 from topic_sync.states import FcmApi, Op, PublishState, RunStatus
 from topic_sync.states import SubscriptionStatus as _S
 from topic_sync.store.db import advisory_lock, campaign_lock
@@ -102,38 +102,41 @@ class RunOutcome(enum.StrEnum):
     ALREADY_PUBLISHED = "already-published"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
+    """What a day's run is told, as plain values: the application layer fills every field
+    named as a setting from the resolved settings (defaults applied there, once)."""
+
     day: dt.date
     prefix: str
     pool_size: int
     audience_path: Path | None  # None: audience_query says where the audience is; - : stdin
     message_path: Path
-    live: bool = DEFAULTS.live
-    max_churn: float = DEFAULTS.max_churn
-    max_size_change: float = DEFAULTS.max_size_change
-    max_operations: int | None = DEFAULTS.max_operations
-    allow_large_churn: bool = DEFAULTS.allow_large_churn
+    live: bool
+    max_churn: float
+    max_size_change: float
+    max_operations: int | None
+    allow_large_churn: bool
     republish: bool = False
     mark_published: bool = False  # an unconfirmed publish did go out: record it, send nothing
     full_tokens: bool = False  # name tokens whole in messages (they are device identifiers)
-    propagation_delay: float = DEFAULTS.propagation_delay
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    propagation_delay: float
+    retry: RetryPolicy
     batch_size: int = MAX_TOKENS_PER_CALL
-    concurrency: int = DEFAULTS.concurrency
-    deadline: float = DEFAULTS.deadline  # seconds from the start of the run
-    max_dead: float = DEFAULTS.max_dead
-    pool_policy: PoolPolicy = PoolPolicy(DEFAULTS.pool_policy)
-    rest_period: float = DEFAULTS.rest_period  # seconds a published topic rests (cost policy)
-    token_column: str | None = DEFAULTS.token_column
-    audience_query: str | None = DEFAULTS.audience_query  # a SELECT or a table name
-    audience_database_url: str | None = DEFAULTS.audience_database_url  # None: the job's
+    concurrency: int
+    deadline: float  # seconds from the start of the run
+    max_dead: float
+    pool_policy: PoolPolicy
+    rest_period: float  # seconds a published topic rests (cost policy)
+    token_column: str | None
+    audience_query: str | None = None  # a SELECT or a table name
+    audience_database_url: str | None = None  # None: the job's
     stdin: BinaryIO | None = None  # what audience path "-" reads
-    wait_for: Path | None = DEFAULTS.wait_for
-    wait_timeout: float = DEFAULTS.wait_timeout
+    wait_for: Path | None
+    wait_timeout: float
     wait_interval: float = arrival.POLL_SECONDS
     # The message's data keys naming its kind and version: missing ones are warned about.
-    convention_keys: tuple[str, str] = (DEFAULTS.message_type_key, DEFAULTS.message_version_key)
+    convention_keys: tuple[str, str]
     campaign: str | None = None  # the configuration file's campaign; None: named after prefix
     pool_size_given: bool = True  # False: not configured: the campaign's recorded one is used
     timezone: str | None = None  # the configuration file's time zone of the campaign, if any
@@ -143,7 +146,7 @@ class RunOptions:
     publish_by: dt.time | None = None  # the latest it may go out; None: publish_at + 2 h
     publish_late: bool = False  # send even past publish_by (recorded as late)
     step: Step = Step.SYNC_AND_PUBLISH
-    rate_limit: float = DEFAULTS.rate_limit  # what the sync estimate assumes at most
+    rate_limit: float  # what the sync estimate assumes at most
 
     def __post_init__(self) -> None:
         if (self.audience_path is None) == (self.audience_query is None):
@@ -701,7 +704,9 @@ def _live_run(
     if synced:
         assert found is not None and existing is not None
         return _resume(opts, deps, template, verify_lock, found, existing, phases)
-    window = window_for(opts, found.timezone if found else opts.timezone or DEFAULTS.timezone)
+    window = window_for(
+        opts, found.timezone if found else opts.timezone or "UTC"
+    )  # as a campaign registers
     late = window is not None and deps.now() > window.publish_by
     if window is not None and late and not opts.publish_late and opts.step is not Step.SYNC:
         _missed_before_start(opts, deps, window, found, existing, pool_size)

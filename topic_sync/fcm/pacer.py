@@ -48,8 +48,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from topic_sync.settings import DEFAULTS
-
 # How much unused pace may be spent at once (a stalled client catching up). Little near a
 # measured quota: into a sliding window that is nearly full, a catch-up is refused a second
 # later, when the stall's hole leaves it.
@@ -88,7 +86,7 @@ class Quota:
 class Pacer:
     def __init__(
         self,
-        rate: float | None = DEFAULTS.rate_limit,
+        rate: float | None,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,

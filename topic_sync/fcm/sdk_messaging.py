@@ -28,7 +28,7 @@ from topic_sync.fcm.sdk_bridge import (
 )
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import ERROR_INFO_TYPE
-from topic_sync.inputs.audience import shorten
+from topic_sync.redact import shorten
 
 
 def _without_token(text: str, token: str) -> str:

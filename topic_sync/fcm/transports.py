@@ -14,13 +14,13 @@ from typing import Protocol
 import firebase_admin
 from firebase_admin import messaging
 
+from topic_sync.fcm import TRANSPORTS
 from topic_sync.fcm.client import BatchResult, check_batch
 from topic_sync.fcm.legacy_iid import LegacyIidTopics
 from topic_sync.fcm.sdk_messaging import SdkMessaging
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.v1_direct import V1DirectTopics
 from topic_sync.fcm.v1_sdk import V1SdkTopics
-from topic_sync.settings import TRANSPORTS
 from topic_sync.states import FcmApi
 
 __all__ = ["TRANSPORTS", "SdkTransport", "TopicCalls", "make_client"]

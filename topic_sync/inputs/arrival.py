@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from topic_sync.dates import format_duration
 from topic_sync.errors import InputFileError, Interrupted
-from topic_sync.settings import format_duration
 
 POLL_SECONDS = 10.0
 """How often the path is looked at."""

@@ -39,6 +39,7 @@ import zstandard
 
 from topic_sync.errors import InputFileError
 from topic_sync.inputs import manifest as mf
+from topic_sync.redact import shorten
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -89,18 +90,6 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_INPUT = 1 << 14
 # What a corrupt or truncated compressed stream raises while it is read.
 _DECOMPRESSION_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
-
-
-def shorten(token: str) -> str:
-    """Enough of a token to recognise it, not enough to use it: first 8 + "…" + last 4;
-    a token of 16 characters or fewer shows only its start (never the whole token).
-
-    Tokens are device identifiers: output that ends up in cron mail and journals shows
-    them shortened unless a --full-tokens flag asks otherwise.
-    """
-    if len(token) > 16:
-        return f"{token[:8]}…{token[-4:]}"
-    return f"{token[: min(4, len(token) // 2)]}…"
 
 
 def for_people(text: str) -> str:

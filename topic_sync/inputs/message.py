@@ -63,6 +63,7 @@ from typing import Any
 
 from firebase_admin import messaging
 
+from topic_sync.dates import with_date
 from topic_sync.errors import InputFileError
 
 TOPIC_PAYLOAD_LIMIT_BYTES = 2048
@@ -71,8 +72,6 @@ TOPIC_PAYLOAD_LIMIT_BYTES = 2048
 
 DEFAULT_TTL = datetime.timedelta(hours=24)
 """How long the day's message may wait for an offline device: it must not arrive tomorrow."""
-
-DATE_PLACEHOLDER = "{date}"
 
 MAX_TTL = datetime.timedelta(weeks=4)
 """FCM keeps a message at most four weeks; a longer ``android.ttl`` is refused."""
@@ -176,7 +175,7 @@ def load_message(
             raise InputFileError(
                 path, f"{target}: remove this field; topic-sync sends to the day's topic"
             )
-    raw = _substitute(raw, day.isoformat())
+    raw = _substitute(raw, day)
     try:
         fields = _MESSAGE(raw, "")
     except _Invalid as e:
@@ -287,14 +286,14 @@ def _line_of(text: str, problem: _BadJson) -> int | None:
     return None
 
 
-def _substitute(value: Any, day_text: str) -> Any:
+def _substitute(value: Any, day: datetime.date) -> Any:
     """Replace the placeholder in string values only; keys name fields and stay as written."""
     if isinstance(value, str):
-        return value.replace(DATE_PLACEHOLDER, day_text)
+        return with_date(value, day)
     if isinstance(value, dict):
-        return {key: _substitute(item, day_text) for key, item in value.items()}
+        return {key: _substitute(item, day) for key, item in value.items()}
     if isinstance(value, list):
-        return [_substitute(item, day_text) for item in value]
+        return [_substitute(item, day) for item in value]
     return value
 
 

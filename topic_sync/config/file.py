@@ -31,36 +31,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from topic_sync.errors import BadInput, InputFileError
-from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN
-from topic_sync.pool import pool_topics
-from topic_sync.settings import (
+from topic_sync.config.table import (
     DEFAULTS,
-    MODES,
     Place,
     check_file_value,
     file_key,
     from_file,
     in_file,
-    parse_duration,
+    required,
 )
-
-__all__ = ["MODES", "Campaign", "Config", "dated", "load_config", "mask_url", "parse_duration"]
+from topic_sync.dates import DATE_PLACEHOLDER, parse_duration, with_date
+from topic_sync.errors import BadInput, InputFileError
+from topic_sync.fcm.wire import MAX_TOPICS_PER_TOKEN
+from topic_sync.pool import pool_topics
 
 # The keys each place of the file may hold, from the settings table.
 _TOP = {file_key(n) for n in in_file(Place.TOP, Place.ANYWHERE)} | {"defaults", "campaigns"}
 _DEFAULTS = {file_key(n) for n in in_file(Place.SYNC, Place.ANYWHERE)}
 _CAMPAIGN = {file_key(n) for n in in_file(Place.CAMPAIGN, Place.SYNC, Place.ANYWHERE)}
 _NAME_OF = {file_key(n): n for n in in_file(*Place)}
-_REQUIRED = ("topic_prefix", "message", "audience")
+_REQUIRED = required()
 
 
 def dated(template: str | Path, day: dt.date) -> Path:
     """A path template with ``{date}`` made the day's path."""
-    return Path(str(template).replace("{date}", day.isoformat()))
+    return Path(with_date(str(template), day))
 
 
 @dataclass(frozen=True)
@@ -74,8 +71,7 @@ class Campaign:
     audience: str  # a template with {date}
     run_at: dt.time
     timezone: str
-    mode: str
-    sync: Mapping[str, Any] = field(default_factory=dict)  # sync settings the file sets
+    sync: Mapping[str, Any] = field(default_factory=dict)  # sync settings the file sets (live too)
     wait_for: str | None = None  # a path template with {date}: the audience or its marker
     run_at_given: bool = True  # False: run_at is the default (the scheduler may choose)
 
@@ -84,7 +80,7 @@ class Campaign:
         return ZoneInfo(self.timezone)
 
     def audience_for(self, day: dt.date) -> Path:
-        return Path(self.audience.replace("{date}", day.isoformat()))
+        return dated(self.audience, day)
 
     def wait_for_on(self, day: dt.date) -> Path | None:
         return None if self.wait_for is None else dated(self.wait_for, day)
@@ -99,7 +95,6 @@ class Campaign:
             "topic_prefix": self.topic_prefix,
             "pool_size": self.pool_size,
             "message": self.message,
-            "live": self.mode == "live",
             **self.sync,
         }
 
@@ -108,7 +103,6 @@ class Campaign:
 class Config:
     path: Path
     database_url: str | None  # a URL or "env:NAME"
-    mode: str
     project: str | None
     emulator_host: str | None  # rehearse against a local FCM emulator (host:port)
     grace: float  # seconds
@@ -149,64 +143,6 @@ class Config:
         if self.emulator_host:
             given["emulator_host"] = self.emulator_host
         return {**self.top, **given}
-
-
-# libpq and SQLAlchemy URL parameters that carry a secret (or are one).
-_SECRET_PARAMS = re.compile(r"pass|secret|token|key$|sslkey", re.IGNORECASE)
-MASK = "***"
-
-
-def mask_url(url: str | None) -> str | None:
-    """A URL fit to print anywhere (config show, logs, errors, --json): every secret it can
-    carry replaced by ***: the password in its userinfo, and query parameters such as
-    password=, sslpassword= or any other whose name says pass, secret, token or key."""
-    if not url or url.startswith("env:"):
-        return url
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    head, question, query = rest.partition("?")
-    at = head.rfind("@")
-    if at != -1:
-        userinfo, hostpart = head[:at], head[at + 1 :]
-        user, colon, _password = userinfo.partition(":")
-        head = f"{user}{':' + MASK if colon else ''}@{hostpart}"
-    if question:
-        parts = []
-        for item in query.split("&"):
-            name, eq, _value = item.partition("=")
-            secret = eq and _SECRET_PARAMS.search(unquote(name))
-            parts.append(f"{name}={MASK}" if secret else item)
-        query = "&".join(parts)
-    return f"{scheme}://{head}{question}{query}"
-
-
-def scrub(message: str, url: str | None) -> str:
-    """A message (a driver's error, say) with every secret of the URL in it masked."""
-    if not url:
-        return message
-    masked = mask_url(url) or ""
-    message = message.replace(url, masked)
-    for secret in _secrets(url):
-        message = message.replace(secret, MASK)
-    return message
-
-
-def _secrets(url: str) -> list[str]:
-    """The secret values a URL carries, decoded and as written, longest first."""
-    _scheme, _sep, rest = url.partition("://")
-    head, _q, query = rest.partition("?")
-    found = []
-    at = head.rfind("@")
-    if at != -1:
-        _user, colon, password = head[:at].partition(":")
-        if colon and password:
-            found += [password, unquote(password)]
-    for item in query.split("&") if query else ():
-        name, eq, value = item.partition("=")
-        if eq and value and _SECRET_PARAMS.search(unquote(name)):
-            found += [value, unquote(value)]
-    return sorted(set(found), key=len, reverse=True)
 
 
 def load_config(path: str | Path) -> Config:
@@ -267,7 +203,6 @@ def _validate(path: Path, raw: dict[str, Any]) -> Config:
     return Config(
         path=path,
         database_url=top.get("database_url"),
-        mode="live" if top.get("live") == "live" else "dry-run",
         project=top.get("project"),
         emulator_host=top.get("emulator_host"),
         grace=parse_duration(top.get("grace", DEFAULTS.grace)),
@@ -295,7 +230,7 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
     except BadInput as error:
         key = "pool_size" if "pool size" in error.message else "topic_prefix"
         raise _fail(path, where + key, error.message) from None
-    if "{date}" not in own["audience"]:
+    if DATE_PLACEHOLDER not in own["audience"]:
         raise _fail(path, where + "audience", "must contain {date}, e.g. /data/reco/{date}.csv")
     merged = {**inherited, **own}
     base = path.resolve().parent
@@ -307,7 +242,7 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
     sync = {  # paths, like the message's, are relative to the file
         setting: _relative_to(base, from_file(setting, value))
         for setting, value in merged.items()
-        if setting in in_file(Place.SYNC) and setting != "live"
+        if setting in in_file(Place.SYNC, Place.ANYWHERE)
     }
     return Campaign(
         name=name,
@@ -317,7 +252,6 @@ def _campaign(path: Path, name: str, table: Any, inherited: dict[str, Any]) -> C
         audience=audience if Path(audience).is_absolute() else str(base / audience),
         run_at=dt.time.fromisoformat(own.get("run_at", DEFAULTS.run_at)),
         timezone=own.get("timezone", DEFAULTS.timezone),
-        mode=merged.get("live", "dry-run"),
         sync=sync,
         wait_for=wait_for,
         run_at_given="run_at" in own,

@@ -1,5 +1,8 @@
 """Resolving a command's settings: flag > environment > configuration file > default.
 
+The one place defaults are applied: what comes out is a full `Settings` of plain values,
+which the application layer hands down to the engine and the adapters field by field.
+
 The CLI hands over what it parsed (each value with where it came from: a flag, a
 TOPIC_SYNC_* variable, or the built-in default); a configuration file, when one is given,
 fills in what the command line left at its default. Every command resolves the same way,
@@ -15,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from topic_sync.config.file import Campaign, Config, dated, load_config
+from topic_sync.config.table import DATE_WINDOW_DAYS, DEFAULTS, SPECS, Settings
 from topic_sync.errors import BadInput
-from topic_sync.inputs.config import Campaign, Config, dated, load_config, mask_url
-from topic_sync.settings import DEFAULTS, SPECS, Settings
-
-DATE_WINDOW_DAYS = 2  # how far from today a --date may be without --backfill
+from topic_sync.redact import mask_url
 
 
 class Source(enum.StrEnum):

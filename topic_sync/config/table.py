@@ -2,10 +2,12 @@
 
 `Settings` is that table. Each field's metadata (a `Spec`) says how the setting is checked,
 whether a configuration file may hold it (and where: top level, `[defaults]` or a campaign),
-which environment variables set it besides `TOPIC_SYNC_<NAME>`, and whether it is secret.
-The command-line options, the configuration file's validation and `config show` are all
-generated from it, and the engine's defaults are read from `DEFAULTS`, so a default is never
-written twice. Standard library only: the engine imports it.
+which environment variables set it besides `TOPIC_SYNC_<NAME>`, whether it is secret,
+whether a run cannot do without it, and whether `run` takes it as an option. The
+command-line options, the configuration file's validation, `config show` and
+docs/configuration.md are all generated from it. Defaults are applied once, when settings
+are resolved (topic_sync.config.resolve): the engine and the adapters get plain values and
+never import this table.
 """
 
 from __future__ import annotations
@@ -14,20 +16,22 @@ import dataclasses
 import datetime as dt
 import enum
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from topic_sync.dates import parse_duration
+from topic_sync.fcm import TRANSPORTS
+from topic_sync.pool import PoolPolicy
 from topic_sync.states import Transport
 
-TRANSPORTS = tuple(t.value for t in Transport)
-MODES = ("dry-run", "live")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "TOPIC_SYNC_"
-POOL_POLICIES = ("cost", "ordinal")  # topic_sync.pool.PoolPolicy's values (a test keeps them so)
+POOL_POLICIES = tuple(policy.value for policy in PoolPolicy)
+DATE_WINDOW_DAYS = 2
+"""How far from today (in the campaign's time zone) a --date may be without --backfill."""
 
 
 class Place(enum.Enum):
@@ -66,6 +70,9 @@ class Spec:
     flag: str | None = None  # the option, when not --<name>
     shown_default: str | None = None  # how --help shows the default, when not the value
     cli: bool = True  # False: a configuration file setting only (no option)
+    run: bool = True  # run (and doctor and config show, which take run's options) take it
+    required: bool = False  # a run cannot do without it; a file's campaign must give it
+    words: tuple[str, str] | None = None  # a flag a file writes as a word: (off, on)
     extra_check: Callable[[object], str | None] | None = None
 
     def check(self, value: object) -> str | None:
@@ -133,47 +140,19 @@ def _http_url(value: object) -> str | None:
     return None
 
 
-_D = re.compile(
-    r"\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?"
-    r"\s*(?:(\d+(?:\.\d+)?)s?)?\s*"
-)
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds the way a duration is typed: 10800 is 3h, 5400 is 1h30m, 90 days 90d, 15.0003
-    is 15s (to the second from 10 s up, to a tenth below); parse_duration reads it back."""
-    if seconds < 10 and round(seconds, 1) != round(seconds):
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    units = ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s"))
-    return "".join(f"{n}{unit}" for n, unit in units if n) or "0s"
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds from '90d', '3h', '90m', '1h30m', '45s' or a plain number; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is not true or false")
-    if isinstance(value, int | float):
-        if value < 0 or not math.isfinite(value):
-            raise ValueError("a duration is a finite number of seconds, not negative")
-        return float(value)
-    match = _D.fullmatch(str(value))
-    if not str(value).strip() or not match or not any(match.groups()):
-        raise ValueError(f"{value!r}: expected a duration such as 3h, 90m, 45s")
-    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return days * 86400 + hours * 3600 + minutes * 60 + seconds
-
-
 @dataclass(frozen=True)
 class Settings:
     """The settings of every command, with their defaults. Read by the engine as `DEFAULTS`."""
 
     # --- the campaign: what to send, and to which pool
     topic_prefix: str | None = _s(
-        None, Spec(Kind.TEXT, "Topic pool prefix: topics are PREFIX-<slot>.", Place.CAMPAIGN)
+        None,
+        Spec(
+            Kind.TEXT,
+            "Topic pool prefix: topics are PREFIX-<slot>.",
+            Place.CAMPAIGN,
+            required=True,
+        ),
     )
     pool_size: int = _s(7, Spec(Kind.INT, "Topics in the pool.", Place.CAMPAIGN, low=1, high=2000))
     pool_policy: str = _s(
@@ -205,6 +184,7 @@ class Settings:
             "Audience file, - for standard input; gzip or zstd read as such (a file's "
             "campaign gives a template with {date}).",
             Place.CAMPAIGN,
+            required=True,
         ),
     )
     token_column: str | None = _s(
@@ -250,7 +230,9 @@ class Settings:
             shown_default="2h",
         ),
     )
-    message: Path | None = _s(None, Spec(Kind.PATH, "Message JSON file.", Place.CAMPAIGN))
+    message: Path | None = _s(
+        None, Spec(Kind.PATH, "Message JSON file.", Place.CAMPAIGN, required=True)
+    )
     message_type_key: str = _s(
         "type",
         Spec(
@@ -274,6 +256,7 @@ class Settings:
             "Change FCM (and publish). Without it: only report what would be done.",
             Place.ANYWHERE,
             file_key="mode",
+            words=("dry-run", "live"),
         ),
     )
     # --- when the message goes out
@@ -503,6 +486,7 @@ class Settings:
             "Folder for this host's last-resort evidence of a publish FCM accepted that the "
             "database could not record (default: topic-sync's per-user data folder; "
             "/var/lib/topic-sync as root).",
+            run=False,
         ),
     )
     retention: float = _s(
@@ -514,6 +498,7 @@ class Settings:
             Place.TOP,
             shown_default="90d",
             flag="--older-than",
+            run=False,
             extra_check=lambda v: (
                 None
                 if parse_duration(v) >= 86400  # type: ignore[arg-type]
@@ -596,10 +581,10 @@ def in_file(*places: Place) -> list[str]:
 
 
 def from_file(name: str, value: object) -> Any:
-    """A file value as the setting's own type (the file's `mode` sets `live`)."""
+    """A file value as the setting's own type (the file's `mode = "live"` sets `live`)."""
     spec = SPECS[name]
-    if name == "live":
-        return value == "live"
+    if spec.words is not None:
+        return value == spec.words[1]
     if spec.kind is Kind.DURATION:
         return parse_duration(value)  # type: ignore[arg-type]
     if spec.kind is Kind.FLOAT:
@@ -610,7 +595,19 @@ def from_file(name: str, value: object) -> Any:
 
 
 def check_file_value(name: str, value: object) -> str | None:
-    """Why a file value is wrong for the setting, or None."""
-    if name == "live":
-        return None if value in MODES else f"must be one of {', '.join(MODES)}"
-    return SPECS[name].check(value)
+    """Why a file value is wrong for the setting, or None (a flag written as a word must be
+    one of its two words)."""
+    spec = SPECS[name]
+    if spec.words is not None:
+        return None if value in spec.words else f"must be one of {', '.join(spec.words)}"
+    return spec.check(value)
+
+
+def required() -> list[str]:
+    """The settings a run cannot do without (a campaign of a file must give each)."""
+    return [name for name, spec in SPECS.items() if spec.required]
+
+
+def run_takes() -> tuple[str, ...]:
+    """The settings `run` (and `doctor`, `config show`) has options for, in table order."""
+    return tuple(name for name, spec in SPECS.items() if spec.cli and spec.run)
