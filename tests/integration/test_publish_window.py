@@ -249,9 +249,9 @@ def test_the_run_and_doctor_warn_when_the_sync_will_likely_not_be_done_by_publis
 ) -> None:
     from tests.support import ensure_campaign
     from topic_sync import store
-    from topic_sync.app.doctor import check_publish_window
+    from topic_sync.app.doctor import CheckStatus, check_publish_window
     from topic_sync.config.resolve import resolve
-    from topic_sync.states import CheckStatus, FcmApi
+    from topic_sync.states import FcmApi
 
     with engine.begin() as conn:  # the day before planned a million operations
         campaign_id = ensure_campaign(conn, PREFIX, 2)
