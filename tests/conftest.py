@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from tests.support import (
     drop_database,
     with_database,
 )
+from topic_sync.config.table import DEFAULTS, TRANSPORTS
 from topic_sync.emulator import FcmEmulator
 from topic_sync.engine.types import Deps
 from topic_sync.fcm.sdk_bridge import initialize_app
@@ -127,9 +128,35 @@ def module_app(module_emulator: FcmEmulator) -> Iterator[firebase_admin.App]:
     firebase_admin.delete_app(app)
 
 
-@pytest.fixture(params=["v1", "v1-direct", "legacy-iid"])
+@pytest.fixture
 def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    """The transport of the test's `client` (and `deps`): the default one. Where the transport
+    matters (what a transport sends and reads: the contract tests), a test or module is marked
+    `every_transport` and runs once per transport; a test may also ask for some by
+    `@pytest.mark.parametrize("transport", [...])`."""
+    return str(getattr(request, "param", DEFAULTS.transport))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`@pytest.mark.every_transport`: the test runs once per transport, unless it names its
+    transports itself (a parametrize of `transport`) or uses no client."""
+    if metafunc.definition.get_closest_marker("every_transport") is None:
+        return
+    if "transport" not in metafunc.fixturenames:
+        return
+    named = (
+        mark
+        for mark in metafunc.definition.iter_markers("parametrize")
+        if "transport" in _argnames(mark.args[0])
+    )
+    if next(named, None) is None:
+        metafunc.parametrize("transport", TRANSPORTS, indirect=True)
+
+
+def _argnames(argnames: str | Sequence[str]) -> list[str]:
+    if isinstance(argnames, str):
+        return [name.strip() for name in argnames.split(",")]
+    return list(argnames)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import REPO_ROOT
 from topic_sync.config.table import DEFAULTS, TRANSPORTS
 
@@ -37,6 +39,7 @@ def test_the_benchmark_knows_the_transports_and_the_default() -> None:
     assert DEFAULTS.transport == bench.DEFAULT_TRANSPORT
 
 
+@pytest.mark.heavy  # the benchmark, run whole
 def test_smoke_run_is_correct_and_prints_the_tables() -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH), "--smoke", "--tokens", "10000"],

@@ -1,9 +1,11 @@
-"""FCM's per-token errors end to end, on both transports: dead tokens, a removal that keeps
+"""FCM's per-token errors end to end, on every transport: dead tokens, a removal that keeps
 failing (the publish is withheld), and credentials FCM rejects (the run stops)."""
 
 from __future__ import annotations
 
 import datetime as dt
+
+import pytest
 
 from tests.support import (
     DAY1,
@@ -23,6 +25,8 @@ from tests.support import (
 from topic_sync.redact import shorten
 
 PREFIX = "errreco"
+# Per-token errors as each transport reads them, end to end: every test runs on each.
+pytestmark = pytest.mark.every_transport
 NOT_REGISTERED = "registration-token-not-registered"
 DAY2 = DAY1 + dt.timedelta(days=1)
 

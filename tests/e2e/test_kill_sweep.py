@@ -262,6 +262,7 @@ def killed_run(point: KillPoint, args: list[str], env, emulator, fifo: Path | No
     return proc.returncode
 
 
+@pytest.mark.heavy  # two or three CLI runs per point
 @pytest.mark.parametrize("point", POINT_LIST, ids=lambda p: p.name)
 def test_killed_at_any_point_then_rerun_reaches_exactly_the_audience_once(
     point: KillPoint, case, sweep_emulator, tmp_path

@@ -135,6 +135,7 @@ def measured(pg_server_url, template_db) -> dict[int, dict[str, int]]:
     return figures
 
 
+@pytest.mark.heavy  # a million rows, every command in a subprocess
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_peak_memory_is_flat_from_100k_to_1m_subscriptions(measured, command):
     small, large = measured[SMALL][command], measured[LARGE][command]

@@ -8,6 +8,8 @@ import datetime as dt
 import math
 import subprocess
 
+import pytest
+
 from tests.support import (
     CLI_TIMEOUT,
     DAY1,
@@ -61,6 +63,7 @@ def _check_published_day(
     return result
 
 
+@pytest.mark.every_transport  # a whole run on each transport
 def test_three_days_with_churn_reuse_the_pool_without_misdelivery(
     env, emulator, engine, tmp_path, message_file, transport
 ):

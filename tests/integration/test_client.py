@@ -41,6 +41,8 @@ from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
 from topic_sync.redact import shorten
 
 PROJECT = "demo-test"  # the project id the fcm_app fixture uses
+# What each transport sends and reads: every test here runs once per transport.
+pytestmark = pytest.mark.every_transport
 TOPIC = "jobreco-3"
 TOKENS = ["tok-a", "tok-b", "tok-c"]
 

@@ -1,4 +1,5 @@
-"""The cost policy through the engine: real PostgreSQL, the emulator, every transport.
+"""The cost policy through the engine: real PostgreSQL, the emulator, the default transport
+(a month of churn on every transport).
 
 A date's topic is the resting pool topic whose members are closest to its audience (after
 the never-used ones are filled), chosen once in the plan's transaction and recorded; a
@@ -68,6 +69,7 @@ def walk(days: int, size: int, churn: float, seed: int = 5) -> list[list[str]]:
     return out
 
 
+@pytest.mark.every_transport
 def test_a_month_of_churn_reuses_the_cheapest_topic_and_reaches_exactly_each_audience(
     tmp_path, message_file, deps, emulator
 ) -> None:

@@ -1,4 +1,7 @@
-"""The sync engine against real PostgreSQL and the emulator, through the real SDK."""
+"""The sync engine against real PostgreSQL and the emulator, through the real SDK.
+
+On the default transport, except the tests of how the engine meets FCM's answers (per-token
+and whole-request errors, retries, quota): those run on every transport (`every_transport`)."""
 
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ def _bare_404(reason: str, transport: str) -> bool:
     return reason == "NOT_FOUND" and transport != "legacy-iid"
 
 
+@pytest.mark.every_transport
 @pytest.mark.parametrize("reason", SUBSCRIBE_REASONS)
 def test_subscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason) -> None:
     audience = toks(0, 5)
@@ -113,6 +117,7 @@ def test_subscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason
     assert result.failed == {rule.code: 1}
 
 
+@pytest.mark.every_transport
 @pytest.mark.parametrize("reason", SUBSCRIBE_REASONS)
 def test_unsubscribe_error_outcomes(tmp_path, message_file, deps, emulator, reason) -> None:
     run_day(opts(tmp_path, message_file, toks(0, 7)), deps)
@@ -143,6 +148,7 @@ def test_unsubscribe_error_outcomes(tmp_path, message_file, deps, emulator, reas
         assert last_recipients(emulator, topic) == frozenset(toks(0, 5))
 
 
+@pytest.mark.every_transport
 @pytest.mark.parametrize("reason", ["UNAUTHENTICATED", "PERMISSION_DENIED"])
 def test_credential_errors_stop_the_run(tmp_path, message_file, deps, emulator, reason) -> None:
     for token in toks(0, 20):
@@ -158,6 +164,7 @@ def test_credential_errors_stop_the_run(tmp_path, message_file, deps, emulator, 
     assert emulator.publishes == []
 
 
+@pytest.mark.every_transport
 def test_retryable_failures_are_retried_then_succeed(
     tmp_path, message_file, deps, emulator, recorder
 ):
@@ -490,6 +497,7 @@ def paced(emulator, engine, transport, recorder):
     firebase_admin.delete_app(app)
 
 
+@pytest.mark.every_transport
 def test_finishes_exactly_through_503s_quota_and_flaky_tokens(
     tmp_path, message_file, paced, emulator
 ) -> None:
@@ -521,6 +529,7 @@ def test_finishes_exactly_through_503s_quota_and_flaky_tokens(
     assert result.counts.retries >= 40
 
 
+@pytest.mark.every_transport
 def test_retry_after_is_waited_in_full(tmp_path, message_file, paced, emulator, recorder) -> None:
     import time as real_time
 
@@ -815,6 +824,7 @@ def arm_on_first(inner, op: str, arm):
 WHOLE_REQUEST = [400, 404]
 
 
+@pytest.mark.every_transport
 @pytest.mark.parametrize("status", WHOLE_REQUEST)
 def test_whole_request_error_never_confirms_a_removal(
     tmp_path, message_file, deps, emulator, status
@@ -840,6 +850,7 @@ def test_whole_request_error_never_confirms_a_removal(
     assert last_recipients(emulator, topic) == frozenset(toks(0, 6))
 
 
+@pytest.mark.every_transport
 @pytest.mark.parametrize("status", WHOLE_REQUEST)
 def test_whole_request_error_never_marks_a_token_dead(
     tmp_path, message_file, deps, emulator, status

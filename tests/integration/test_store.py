@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from topic_sync import store
@@ -136,6 +137,7 @@ def _scan_rows(node: dict) -> int:
     return max([here, *(_scan_rows(child) for child in node.get("Plans", []))])
 
 
+@pytest.mark.heavy  # 200,000 tokens
 def test_a_batch_claim_reads_one_batch_not_the_whole_queue(engine) -> None:
     # 200,000 tokens planned (the plan refreshes the statistics), 180,000 of them done since
     # (the statistics are stale again, as they are during every run): a claim must still read

@@ -68,6 +68,8 @@ def test_ci_runs_the_readme_test_command() -> None:
         assert step in ci
     # CI installs topic-sync as users do and runs it from that install.
     assert "\n.ci/install-check\n" in ci
+    # The heavy tests the command leaves out are a step of CI after it.
+    assert ci.index(command) < ci.index("\n.venv/bin/python -m pytest -n auto -m heavy\n")
 
 
 def test_report_json_contract_in_the_docs_matches_code() -> None:
