@@ -62,48 +62,59 @@ class ErrorRule:
         return self.subscribe if op is Op.SUBSCRIBE else self.unsubscribe
 
 
-_P, _R, _S, _OK = Outcome.PERMANENT, Outcome.RETRY, Outcome.STOP, Outcome.SUCCESS
-
 RULES: tuple[ErrorRule, ...] = (
-    ErrorRule("invalid-argument", ("INVALID_ARGUMENT",), "malformed token", _P, _OK, True),
+    ErrorRule(
+        "invalid-argument",
+        ("INVALID_ARGUMENT",),
+        "malformed token",
+        Outcome.PERMANENT,
+        Outcome.SUCCESS,
+        marks_invalid=True,
+    ),
     ErrorRule(
         "registration-token-not-registered",
         ("NOT_FOUND", "UNREGISTERED"),
         "token no longer valid",
-        _P,
-        _OK,
-        True,
+        Outcome.PERMANENT,
+        Outcome.SUCCESS,
+        marks_invalid=True,
     ),
     ErrorRule(
         "sender-id-mismatch",
         ("SENDER_ID_MISMATCH",),
         "token belongs to another project",
-        _P,
-        _OK,
-        True,
+        Outcome.PERMANENT,
+        Outcome.SUCCESS,
+        marks_invalid=True,
     ),
     ErrorRule(
         "internal-error",
         ("INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED"),
         "FCM server error",
-        _R,
-        _R,
+        Outcome.RETRY,
+        Outcome.RETRY,
     ),
     # Not a success on unsubscribe: a token over the topic limit may still be a member.
-    ErrorRule("too-many-topics", ("TOO_MANY_TOPICS",), "token already in 2000 topics", _P, _R),
+    ErrorRule(
+        "too-many-topics",
+        ("TOO_MANY_TOPICS",),
+        "token already in 2000 topics",
+        Outcome.PERMANENT,
+        Outcome.RETRY,
+    ),
     ErrorRule(
         RATE_LIMITED,
         ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
         "too many requests too fast",
-        _R,
-        _R,
+        Outcome.RETRY,
+        Outcome.RETRY,
     ),
     ErrorRule(
         "credentials",
         ("UNAUTHENTICATED", "PERMISSION_DENIED"),
         "our credentials are wrong: not the token's fault",
-        _S,
-        _S,
+        Outcome.STOP,
+        Outcome.STOP,
     ),
 )
 
@@ -111,8 +122,8 @@ UNKNOWN = ErrorRule(
     "unknown-error",
     ("UNKNOWN_ERROR",),
     "unexplained backend failure (anything not listed above)",
-    _R,
-    _R,
+    Outcome.RETRY,
+    Outcome.RETRY,
 )
 
 NO_VERDICT = ErrorRule(
@@ -120,8 +131,8 @@ NO_VERDICT = ErrorRule(
     (UNEXPECTED_ANSWER, REDIRECTED),
     "an answer about the request, not the token: a whole-request error, a v1 error "
     "without FCM's error details, an answer of no documented shape, a redirect",
-    _R,
-    _R,
+    Outcome.RETRY,
+    Outcome.RETRY,
 )
 
 _VERDICTS = (Outcome.SUCCESS, Outcome.PERMANENT)
