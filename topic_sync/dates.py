@@ -19,7 +19,7 @@ def with_date(template: str, day: dt.date) -> str:
     return template.replace(DATE_PLACEHOLDER, day.isoformat())
 
 
-_D = re.compile(
+_DURATION = re.compile(
     r"\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?"
     r"\s*(?:(\d+(?:\.\d+)?)s?)?\s*"
 )
@@ -46,7 +46,7 @@ def parse_duration(value: str | float) -> float:
         if value < 0 or not math.isfinite(value):
             raise ValueError("a duration is a finite number of seconds, not negative")
         return float(value)
-    match = _D.fullmatch(str(value))
+    match = _DURATION.fullmatch(str(value))
     if not str(value).strip() or not match or not any(match.groups()):
         raise ValueError(f"{value!r}: expected a duration such as 3h, 90m, 45s")
     days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())

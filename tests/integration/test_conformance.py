@@ -18,8 +18,7 @@ from topic_sync.engine.drain import judge
 from topic_sync.errors import CredentialsError
 from topic_sync.fcm.client import BatchResult, PublishError
 from topic_sync.fcm.transports import make_client
-from topic_sync.states import Op
-from topic_sync.states import SubscriptionStatus as S
+from topic_sync.states import Op, SubscriptionStatus
 
 TOPIC = "conformance"
 TRANSPORTS = {"v1": ("v1", "v1-direct"), "iid": ("legacy-iid",)}
@@ -61,13 +60,19 @@ def verdict(result: BatchResult, index: int, op: Op, *, endpoint_proven: bool) -
     if outcome is None:
         return "stop"
     if outcome.invalid:
-        assert outcome.status is (S.UNSUBSCRIBED if op is Op.SUBSCRIBE else S.UNSUBSCRIBED)
+        assert outcome.status is (
+            SubscriptionStatus.UNSUBSCRIBED
+            if op is Op.SUBSCRIBE
+            else SubscriptionStatus.UNSUBSCRIBED
+        )
         return "dead"
-    if outcome.status is S.confirmed_for(op) and outcome.code is None:
+    if outcome.status is SubscriptionStatus.confirmed_for(op) and outcome.code is None:
         return "confirmed"
-    if outcome.status is S.pending_for(op):
+    if outcome.status is SubscriptionStatus.pending_for(op):
         return f"retried:{outcome.code}"
-    assert op is Op.SUBSCRIBE and outcome.status is S.UNSUBSCRIBED and outcome.failed
+    assert (
+        op is Op.SUBSCRIBE and outcome.status is SubscriptionStatus.UNSUBSCRIBED and outcome.failed
+    )
     return f"refused:{outcome.code}"
 
 

@@ -32,8 +32,7 @@ from topic_sync.errors import CredentialsError, DeadTokenGuard, Fenced, Locked
 from topic_sync.fcm.answers import UNEXPECTED_ANSWER
 from topic_sync.fcm.client import CREDENTIALS_HELP, BatchResult
 from topic_sync.fcm.error_table import RATE_LIMITED, Outcome, rule_for
-from topic_sync.states import Op
-from topic_sync.states import SubscriptionStatus as _S
+from topic_sync.states import Op, SubscriptionStatus
 from topic_sync.store.db import is_disconnect
 
 DB_ATTEMPTS = 3  # a batch whose database connection dropped is redone (FCM is idempotent)
@@ -338,7 +337,9 @@ def _one_batch(
     stop_reason = None
     with deps.engine.begin() as conn:
         check_fence(conn, topic, epoch, "this run" if run_id is not None else "this repair")
-        rows = store.claim_batch(conn, topic, _S.pending_for(op), round_start, limit)
+        rows = store.claim_batch(
+            conn, topic, SubscriptionStatus.pending_for(op), round_start, limit
+        )
         if not rows:
             return None
         tokens = [token for _, token in rows]
@@ -360,9 +361,12 @@ def _one_batch(
         guard.prove_endpoint(op, successes)
         dead = sum(1 for o in outcomes if o.invalid)
         if dead and not guard.admit(dead):
-            outcomes = [o.distrusted(_S.pending_for(op)) if o.invalid else o for o in outcomes]
+            outcomes = [
+                o.distrusted(SubscriptionStatus.pending_for(op)) if o.invalid else o
+                for o in outcomes
+            ]
         newly_dead = store.record_outcomes(conn, topic, op.value, run_id, outcomes)
-        confirmed = sum(1 for o in outcomes if o.status == _S.confirmed_for(op))
+        confirmed = sum(1 for o in outcomes if o.status == SubscriptionStatus.confirmed_for(op))
         codes = Counter(o.code or "ok" for o in outcomes)
         if run_id is not None:
             store.add_progress(
@@ -379,7 +383,7 @@ def _one_batch(
         raise CredentialsError(CREDENTIALS_HELP.format(reason=stop_reason))
     if guard.tripped:
         raise guard.error("syncing " + topic)
-    settled = sum(1 for o in outcomes if o.status != _S.pending_for(op))
+    settled = sum(1 for o in outcomes if o.status != SubscriptionStatus.pending_for(op))
     return BatchTally(
         attempts=len(outcomes),
         confirmed=confirmed,
@@ -408,7 +412,9 @@ def judge(
 def _map(token_id: int, reason: str | None, op: Op, *, proven: bool) -> store.TokenOutcome | None:
     """One token's FCM answer through the error table; None means stop the run."""
     if reason is None and proven:
-        return store.TokenOutcome(token_id, _S.confirmed_for(op), None, None, False, False)
+        return store.TokenOutcome(
+            token_id, SubscriptionStatus.confirmed_for(op), None, None, False, False
+        )
     reason = UNEXPECTED_ANSWER if reason is None else reason  # a success nobody proved
     rule = rule_for(reason, op, proven=proven)
     outcome = rule.outcome(op)
@@ -416,11 +422,18 @@ def _map(token_id: int, reason: str | None, op: Op, *, proven: bool) -> store.To
         return None
     if outcome is Outcome.SUCCESS:
         return store.TokenOutcome(
-            token_id, _S.confirmed_for(op), rule.code, reason, False, rule.marks_invalid
+            token_id,
+            SubscriptionStatus.confirmed_for(op),
+            rule.code,
+            reason,
+            False,
+            rule.marks_invalid,
         )
     if outcome is Outcome.PERMANENT and op is Op.SUBSCRIBE:
         # FCM did not subscribe it and never will: the topic does not hold it.
         return store.TokenOutcome(
-            token_id, _S.UNSUBSCRIBED, rule.code, reason, True, rule.marks_invalid
+            token_id, SubscriptionStatus.UNSUBSCRIBED, rule.code, reason, True, rule.marks_invalid
         )
-    return store.TokenOutcome(token_id, _S.pending_for(op), rule.code, reason, True, False)
+    return store.TokenOutcome(
+        token_id, SubscriptionStatus.pending_for(op), rule.code, reason, True, False
+    )

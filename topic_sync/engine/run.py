@@ -86,8 +86,7 @@ from topic_sync.inputs.audience import iter_audience, iter_rows, source_name
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import PoolPolicy, topic_for
 from topic_sync.redact import mask_url, scrub, shorten
-from topic_sync.states import FcmApi, Op, PublishState, RunStatus
-from topic_sync.states import SubscriptionStatus as _S
+from topic_sync.states import FcmApi, Op, PublishState, RunStatus, SubscriptionStatus
 from topic_sync.store.db import advisory_lock, campaign_lock
 
 BLOCKING_SAMPLE = 10  # tokens named when owed removals withhold a publish
@@ -1072,7 +1071,9 @@ def _sync_and_publish(
                 conn, run.id, RunStatus.INTERRUPTED if stopped else RunStatus.DEADLINE, note
             )
         elif owed_remove:
-            sample = store.pending_sample(conn, topic, _S.PENDING_UNSUBSCRIBE, BLOCKING_SAMPLE)
+            sample = store.pending_sample(
+                conn, topic, SubscriptionStatus.PENDING_UNSUBSCRIBE, BLOCKING_SAMPLE
+            )
             note = f"{owed_remove} removals from {topic} unconfirmed"
             store.finish_run(conn, run.id, RunStatus.WITHHELD, note)
     if not finished and stopped:

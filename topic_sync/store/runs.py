@@ -13,8 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from topic_sync.states import PublishState as _P
-from topic_sync.states import RunStatus as _R
+from topic_sync.states import PublishState, RunStatus
 from topic_sync.store.fragments import PENDING_SQL, latest_run_first
 from topic_sync.store.models import RunAttempt
 from topic_sync.store.subscriptions import Plan
@@ -67,8 +66,8 @@ class RunRecord:
     prefix: str
     run_date: dt.date
     topic: str
-    status: _R
-    publish_state: _P
+    status: RunStatus
+    publish_state: PublishState
     message_id: str | None
     attempt: int = 1  # the day's current attempt (earlier ones are in run_attempts)
     synced_at: dt.datetime | None = None  # the current attempt's sync completed then
@@ -83,8 +82,8 @@ class RunRecord:
             str(row[2]),
             row[3],
             str(row[4]),
-            _R(row[5]),
-            _P(row[6]),
+            RunStatus(row[5]),
+            PublishState(row[6]),
             row[7],
             int(row[8]),
             row[9],
@@ -148,11 +147,11 @@ def start_run(
             f"""
             INSERT INTO runs (campaign_id, prefix, run_date, topic, transport, audience_path,
                               status)
-            VALUES (:campaign, :prefix, :day, :topic, :transport, :path, '{_R.SYNCING}')
+            VALUES (:campaign, :prefix, :day, :topic, :transport, :path, '{RunStatus.SYNCING}')
             ON CONFLICT (campaign_id, run_date) DO UPDATE
             SET prefix = excluded.prefix, topic = excluded.topic,
                 transport = excluded.transport, audience_path = excluded.audience_path,
-                status = '{_R.SYNCING}', finished_at = NULL, note = NULL, {_NEW_ATTEMPT}
+                status = '{RunStatus.SYNCING}', finished_at = NULL, note = NULL, {_NEW_ATTEMPT}
             RETURNING {_RUN_COLUMNS}
             """
         ),
@@ -177,10 +176,10 @@ def recorded_topic(conn: Connection, campaign_id: int, day: dt.date) -> str | No
             f"""
             SELECT r.topic FROM runs r
             WHERE r.campaign_id = :c AND r.run_date = :day AND r.topic <> ''
-              AND (r.status <> '{_R.NO_AUDIENCE}' OR EXISTS (
+              AND (r.status <> '{RunStatus.NO_AUDIENCE}' OR EXISTS (
                   SELECT 1 FROM run_attempts a
                   WHERE a.run_id = r.id AND a.topic = r.topic
-                    AND a.status <> '{_R.NO_AUDIENCE}'))
+                    AND a.status <> '{RunStatus.NO_AUDIENCE}'))
             """
         ),
         {"c": campaign_id, "day": day},
@@ -198,7 +197,7 @@ def record_no_audience(
     transport: str,
     audience_path: str,
     note: str,
-    status: _R = _R.NO_AUDIENCE,
+    status: RunStatus = RunStatus.NO_AUDIENCE,
 ) -> bool:
     """Record that the day's audience never came (or, `status` missed, that it started
     past its publish_by: nothing synced, nothing sent). A row of the day that says more (a run
@@ -207,7 +206,8 @@ def record_no_audience(
     the topic a failed attempt planned stays the day's (recorded_topic). `topic` is what
     the row shows otherwise: the ordinal rule's, or '' while no topic is chosen."""
     replaceable = (
-        f"AND publish_state = '{_P.NONE}' AND status IN ('{_R.NO_AUDIENCE}', '{_R.FAILED}')"
+        f"AND publish_state = '{PublishState.NONE}' "
+        f"AND status IN ('{RunStatus.NO_AUDIENCE}', '{RunStatus.FAILED}')"
     )
     params = {"campaign": campaign_id, "day": day}
     conn.execute(text(_ARCHIVE_SQL.format(extra=replaceable)), params)
@@ -220,13 +220,13 @@ def record_no_audience(
                     :note, now())
             ON CONFLICT (campaign_id, run_date) DO UPDATE
             SET prefix = excluded.prefix,
-                topic = CASE WHEN runs.status = '{_R.NO_AUDIENCE}' THEN excluded.topic
+                topic = CASE WHEN runs.status = '{RunStatus.NO_AUDIENCE}' THEN excluded.topic
                              ELSE runs.topic END,
                 transport = excluded.transport, audience_path = excluded.audience_path,
                 status = excluded.status, note = excluded.note, finished_at = now(),
                 {_NEW_ATTEMPT}
-            WHERE runs.publish_state = '{_P.NONE}'
-              AND runs.status IN ('{_R.NO_AUDIENCE}', '{_R.FAILED}')
+            WHERE runs.publish_state = '{PublishState.NONE}'
+              AND runs.status IN ('{RunStatus.NO_AUDIENCE}', '{RunStatus.FAILED}')
             RETURNING id
             """
         ),
@@ -342,8 +342,8 @@ def mark_synced(
     conn.execute(
         text(
             f"""
-            UPDATE runs SET status = '{_R.WAITING}', synced_at = :at, publish_at = :publish_at,
-                publish_by = :publish_by, note = :note
+            UPDATE runs SET status = '{RunStatus.WAITING}', synced_at = :at,
+                publish_at = :publish_at, publish_by = :publish_by, note = :note
             WHERE id = :id
             """
         ),
@@ -364,9 +364,9 @@ def resume_waiting(
     row = conn.execute(
         text(
             f"""
-            UPDATE runs SET status = '{_R.WAITING}', note = :note, finished_at = NULL,
+            UPDATE runs SET status = '{RunStatus.WAITING}', note = :note, finished_at = NULL,
                 publish_at = :publish_at, publish_by = :publish_by
-            WHERE id = :id AND synced_at IS NOT NULL AND publish_state = '{_P.NONE}'
+            WHERE id = :id AND synced_at IS NOT NULL AND publish_state = '{PublishState.NONE}'
             RETURNING id
             """
         ),
@@ -379,7 +379,8 @@ def waiting_run(conn: Connection, campaign_id: int) -> RunRecord | None:
     """The campaign's latest day that is synced and waiting to publish, if any."""
     row = conn.execute(
         text(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE campaign_id = :c AND status = '{_R.WAITING}' "
+            f"SELECT {_RUN_COLUMNS} FROM runs "
+            f"WHERE campaign_id = :c AND status = '{RunStatus.WAITING}' "
             "ORDER BY run_date DESC LIMIT 1"
         ),
         {"c": campaign_id},
@@ -405,13 +406,13 @@ def recent_operations(conn: Connection, campaign_id: int, before: dt.date, days:
     return [int(row[0]) for row in rows]
 
 
-def run_status(conn: Connection, run_id: int) -> _R:
-    return _R(
+def run_status(conn: Connection, run_id: int) -> RunStatus:
+    return RunStatus(
         conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run_id}).scalar_one()
     )
 
 
-def finish_run(conn: Connection, run_id: int, status: _R, note: str | None = None) -> None:
+def finish_run(conn: Connection, run_id: int, status: RunStatus, note: str | None = None) -> None:
     conn.execute(
         text("UPDATE runs SET status = :status, note = :note, finished_at = now() WHERE id = :id"),
         {"id": run_id, "status": status, "note": note},
@@ -430,8 +431,8 @@ def claim_publish(conn: Connection, run_id: int, *, republish: bool) -> dt.datet
         text(
             f"""
             UPDATE runs
-            SET publish_state = '{_P.INTENT}', publish_intent_at = clock_timestamp(),
-                status = '{_R.PUBLISHING}'
+            SET publish_state = '{PublishState.INTENT}', publish_intent_at = clock_timestamp(),
+                status = '{RunStatus.PUBLISHING}'
             WHERE id = :id AND publish_state = ANY(:allowed)
             RETURNING publish_intent_at
             """
@@ -446,7 +447,8 @@ def refresh_publish_intent(conn: Connection, run_id: int) -> dt.datetime | None:
     stamped: dt.datetime | None = conn.execute(
         text(
             "UPDATE runs SET publish_intent_at = clock_timestamp() "
-            f"WHERE id = :id AND publish_state = '{_P.INTENT}' RETURNING publish_intent_at"
+            f"WHERE id = :id AND publish_state = '{PublishState.INTENT}' "
+            "RETURNING publish_intent_at"
         ),
         {"id": run_id},
     ).scalar_one_or_none()
@@ -459,8 +461,9 @@ def confirm_publish(
     conn.execute(
         text(
             f"""
-            UPDATE runs SET publish_state = '{_P.SENT}', message_id = :mid, published_at = now(),
-                status = '{_R.PUBLISHED}', finished_at = now(), note = :note
+            UPDATE runs SET publish_state = '{PublishState.SENT}', message_id = :mid,
+                published_at = now(), status = '{RunStatus.PUBLISHED}', finished_at = now(),
+                note = :note
             WHERE id = :id
             """
         ),
@@ -476,10 +479,10 @@ def confirm_recorded_publish(
     row = conn.execute(
         text(
             f"""
-            UPDATE runs SET publish_state = '{_P.SENT}', message_id = :mid,
-                published_at = now(), status = '{_R.PUBLISHED}', finished_at = now(),
+            UPDATE runs SET publish_state = '{PublishState.SENT}', message_id = :mid,
+                published_at = now(), status = '{RunStatus.PUBLISHED}', finished_at = now(),
                 note = :note
-            WHERE id = :id AND publish_state = '{_P.INTENT}' AND publish_intent_at = :at
+            WHERE id = :id AND publish_state = '{PublishState.INTENT}' AND publish_intent_at = :at
             RETURNING id
             """
         ),
@@ -492,8 +495,9 @@ def release_publish(conn: Connection, run_id: int, note: str) -> None:
     """FCM said no for sure: nothing went out, so a later run may try again."""
     conn.execute(
         text(
-            f"UPDATE runs SET publish_state = '{_P.NONE}', status = '{_R.FAILED}', note = :note, "
-            f"finished_at = now() WHERE id = :id AND publish_state = '{_P.INTENT}'"
+            f"UPDATE runs SET publish_state = '{PublishState.NONE}', "
+            f"status = '{RunStatus.FAILED}', note = :note, finished_at = now() "
+            f"WHERE id = :id AND publish_state = '{PublishState.INTENT}'"
         ),
         {"id": run_id, "note": note},
     )
@@ -554,7 +558,7 @@ def publish_in_flight(
         text(
             f"""
             SELECT {_RUN_COLUMNS} FROM runs
-            WHERE topic = :topic AND publish_state = '{_P.INTENT}'
+            WHERE topic = :topic AND publish_state = '{PublishState.INTENT}'
               AND id IS DISTINCT FROM :other
               AND publish_intent_at > clock_timestamp() - make_interval(secs => :window)
             ORDER BY publish_intent_at DESC LIMIT 1
@@ -680,7 +684,7 @@ SELECT r.id, c.name AS campaign, r.prefix, r.run_date, r.topic, r.status, r.audi
        r.attempts + coalesce(h.attempts, 0) AS attempts,
        r.wait_seconds + coalesce(h.wait_seconds, 0) AS wait_seconds,
        extract(epoch FROM r.finished_at - r.started_at) + coalesce(h.duration, 0) AS duration,
-       r.publish_state = '{_P.SENT}' AS published, r.message_id, r.note, r.started_at,
+       r.publish_state = '{PublishState.SENT}' AS published, r.message_id, r.note, r.started_at,
        r.newly_dead + coalesce(h.newly_dead, 0) AS newly_dead, r.suppressed,
        r.attempt AS tries, r.campaign_id, r.publish_state, r.publish_intent_at
 FROM runs r

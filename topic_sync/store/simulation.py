@@ -14,8 +14,7 @@ import datetime as dt
 from sqlalchemy import Connection, text
 
 from topic_sync.errors import TopicSyncError
-from topic_sync.states import PublishState as _P
-from topic_sync.states import SubscriptionStatus as _S
+from topic_sync.states import PublishState, SubscriptionStatus
 from topic_sync.store.fragments import PENDING_SQL
 
 __all__ = ["SHADOWED", "drop_staged_audience", "settle_simulated_day", "shadow_tables"]
@@ -80,8 +79,9 @@ def settle_simulated_day(conn: Connection, topic: str, published_at: dt.datetime
         text(
             f"""
             UPDATE subscriptions
-            SET status = CASE status WHEN '{_S.PENDING_SUBSCRIBE}' THEN '{_S.SUBSCRIBED}'
-                                     ELSE '{_S.UNSUBSCRIBED}' END
+            SET status = CASE status
+                WHEN '{SubscriptionStatus.PENDING_SUBSCRIBE}' THEN '{SubscriptionStatus.SUBSCRIBED}'
+                ELSE '{SubscriptionStatus.UNSUBSCRIBED}' END
             WHERE topic = :topic AND status IN {PENDING_SQL}
             """
         ),
@@ -90,7 +90,7 @@ def settle_simulated_day(conn: Connection, topic: str, published_at: dt.datetime
     conn.execute(
         text(
             "INSERT INTO runs (topic, publish_state, published_at) "
-            f"VALUES (:topic, '{_P.SENT}', :at)"
+            f"VALUES (:topic, '{PublishState.SENT}', :at)"
         ),
         {"topic": topic, "at": published_at},
     )

@@ -18,8 +18,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, text
 
 from topic_sync.errors import InputFileError
-from topic_sync.states import PublishState as _P
-from topic_sync.states import SubscriptionStatus as _S
+from topic_sync.states import PublishState, SubscriptionStatus
 from topic_sync.store.db import STATEMENT_TIMEOUT_MS, connect_args, libpq_url
 from topic_sync.store.fragments import MEMBER_SQL, PENDING_SQL
 
@@ -92,13 +91,13 @@ class TokenOutcome:
     """One token's answer from FCM, already mapped through the error table."""
 
     token_id: int
-    status: _S  # the subscription status to record
+    status: SubscriptionStatus  # the subscription status to record
     code: str | None  # error-table code, None on a clean success
     reason: str | None  # raw reason from FCM
     failed: bool  # counts as a failure for report
     invalid: bool  # the token is dead for good
 
-    def distrusted(self, pending: _S) -> TokenOutcome:
+    def distrusted(self, pending: SubscriptionStatus) -> TokenOutcome:
         """The same answer, not believed (the dead-token guard): the work stays owed."""
         return TokenOutcome(self.token_id, pending, self.code, self.reason, True, False)
 
@@ -401,7 +400,7 @@ def plan_topic(
         text(
             f"""
             UPDATE subscriptions s
-            SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, last_code = NULL,
+            SET status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}', attempts = 0, last_code = NULL,
                 last_reason = NULL, run_id = :run_id, forgotten_from = NULL, updated_at = now()
             WHERE s.topic = :topic
               AND s.status IN {MEMBER_SQL}
@@ -416,11 +415,12 @@ def plan_topic(
         text(
             f"""
             UPDATE subscriptions s
-            SET status = '{_S.PENDING_SUBSCRIBE}', attempts = 0, last_code = NULL,
+            SET status = '{SubscriptionStatus.PENDING_SUBSCRIBE}', attempts = 0, last_code = NULL,
                 last_reason = NULL, run_id = :run_id, forgotten_from = NULL, updated_at = now()
             FROM audience_ids a
             WHERE s.topic = :topic AND s.token_id = a.id AND NOT a.unusable
-              AND s.status IN ('{_S.UNSUBSCRIBED}', '{_S.PENDING_UNSUBSCRIBE}')
+              AND s.status IN ('{SubscriptionStatus.UNSUBSCRIBED}',
+                               '{SubscriptionStatus.PENDING_UNSUBSCRIBE}')
             """
         ),
         {"topic": topic, "run_id": run_id},
@@ -432,7 +432,8 @@ def plan_topic(
         text(
             f"""
             INSERT INTO subscriptions (topic, token_id, status, run_id)
-            SELECT :topic, a.id, '{_S.PENDING_SUBSCRIBE}', :run_id FROM audience_unlisted a
+            SELECT :topic, a.id, '{SubscriptionStatus.PENDING_SUBSCRIBE}', :run_id
+            FROM audience_unlisted a
             ON CONFLICT (topic, token_id) DO NOTHING
             """
         ),
@@ -472,7 +473,8 @@ class TopicCost:
 
 # When a message last went to a topic (sent, or possibly sent: an intent), for the rest period.
 _LAST_PUBLISHED_SQL = f"""(SELECT max(coalesce(r.published_at, r.publish_intent_at)) FROM runs r
-        WHERE r.topic = p.topic AND r.publish_state IN ('{_P.SENT}', '{_P.INTENT}'))"""
+        WHERE r.topic = p.topic
+          AND r.publish_state IN ('{PublishState.SENT}', '{PublishState.INTENT}'))"""
 
 # Per pool topic, from the rows that can cost anything (members and owed work; a confirmed
 # removal costs nothing either way), joined to the usable audience:
@@ -484,12 +486,12 @@ _LAST_PUBLISHED_SQL = f"""(SELECT max(coalesce(r.published_at, r.publish_intent_
 POOL_COSTS_SQL = f"""
 WITH held AS (
     SELECT s.topic,
-           count(*) FILTER (WHERE s.status = '{_S.SUBSCRIBED}') AS members,
-           count(a.id) FILTER (WHERE s.status = '{_S.SUBSCRIBED}') AS members_kept,
-           count(*) FILTER (WHERE s.status <> '{_S.SUBSCRIBED}') AS owed,
-           count(a.id) FILTER (WHERE s.status <> '{_S.SUBSCRIBED}') AS owed_kept
+           count(*) FILTER (WHERE s.status = '{SubscriptionStatus.SUBSCRIBED}') AS members,
+           count(a.id) FILTER (WHERE s.status = '{SubscriptionStatus.SUBSCRIBED}') AS members_kept,
+           count(*) FILTER (WHERE s.status <> '{SubscriptionStatus.SUBSCRIBED}') AS owed,
+           count(a.id) FILTER (WHERE s.status <> '{SubscriptionStatus.SUBSCRIBED}') AS owed_kept
     FROM subscriptions s LEFT JOIN audience_ids a ON a.id = s.token_id AND NOT a.unusable
-    WHERE s.topic = ANY(:topics) AND s.status <> '{_S.UNSUBSCRIBED}'
+    WHERE s.topic = ANY(:topics) AND s.status <> '{SubscriptionStatus.UNSUBSCRIBED}'
     GROUP BY s.topic
 )
 SELECT p.topic,
@@ -529,8 +531,8 @@ def pending_counts(conn: Connection, topic: str) -> tuple[int, int]:
     row = conn.execute(
         text(
             f"""
-            SELECT count(*) FILTER (WHERE status = '{_S.PENDING_SUBSCRIBE}'),
-                   count(*) FILTER (WHERE status = '{_S.PENDING_UNSUBSCRIBE}')
+            SELECT count(*) FILTER (WHERE status = '{SubscriptionStatus.PENDING_SUBSCRIBE}'),
+                   count(*) FILTER (WHERE status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}')
             FROM subscriptions WHERE topic = :topic AND status IN {PENDING_SQL}
             """
         ),
@@ -539,7 +541,9 @@ def pending_counts(conn: Connection, topic: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def pending_sample(conn: Connection, topic: str, status: _S, limit: int = 10) -> list[str]:
+def pending_sample(
+    conn: Connection, topic: str, status: SubscriptionStatus, limit: int = 10
+) -> list[str]:
     return list(
         conn.scalars(
             text(
@@ -578,7 +582,7 @@ CLAIM_BATCH_SQL = """
 
 
 def claim_batch(
-    conn: Connection, topic: str, status: _S, not_since: dt.datetime, limit: int
+    conn: Connection, topic: str, status: SubscriptionStatus, not_since: dt.datetime, limit: int
 ) -> list[tuple[int, str]]:
     """Lock up to `limit` pending rows not yet attempted since `not_since`.
 
@@ -621,7 +625,7 @@ def record_outcomes(
             SET status = o.status, attempts = s.attempts + 1, last_attempt_at = clock_timestamp(),
                 last_code = o.code, last_reason = o.reason,
                 run_id = coalesce(:run_id, s.run_id), updated_at = now(),
-                forgotten_from = CASE WHEN o.status = '{_S.PENDING_UNSUBSCRIBE}'
+                forgotten_from = CASE WHEN o.status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}'
                                       THEN s.forgotten_from END
             FROM {outcome_rows}
             WHERE s.topic = :topic AND s.token_id = o.token_id
@@ -710,8 +714,8 @@ def queue_stale_removals(conn: Connection, topics: Sequence[str]) -> int:
         text(
             f"""
             UPDATE subscriptions s
-            SET status = '{_S.PENDING_UNSUBSCRIBE}', attempts = 0, forgotten_from = NULL,
-                updated_at = now()
+            SET status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}', attempts = 0,
+                forgotten_from = NULL, updated_at = now()
             FROM tokens t
             WHERE t.id = s.token_id AND s.topic = ANY(:topics)
               AND s.status IN {MEMBER_SQL}
@@ -727,8 +731,8 @@ def confirmed_counts(conn: Connection, topic: str) -> tuple[int, int]:
     row = conn.execute(
         text(
             f"""
-            SELECT count(*) FILTER (WHERE status = '{_S.SUBSCRIBED}'),
-                   count(*) FILTER (WHERE status = '{_S.UNSUBSCRIBED}')
+            SELECT count(*) FILTER (WHERE status = '{SubscriptionStatus.SUBSCRIBED}'),
+                   count(*) FILTER (WHERE status = '{SubscriptionStatus.UNSUBSCRIBED}')
             FROM subscriptions WHERE topic = :topic
             """
         ),
@@ -747,14 +751,18 @@ def queue_full_reassert(conn: Connection, topic: str) -> tuple[int, int]:
             f"""
             WITH queued AS (
                 UPDATE subscriptions
-                SET status = CASE status WHEN '{_S.SUBSCRIBED}' THEN '{_S.PENDING_SUBSCRIBE}'
-                                         ELSE '{_S.PENDING_UNSUBSCRIBE}' END,
+                SET status = CASE status
+                    WHEN '{SubscriptionStatus.SUBSCRIBED}'
+                    THEN '{SubscriptionStatus.PENDING_SUBSCRIBE}'
+                    ELSE '{SubscriptionStatus.PENDING_UNSUBSCRIBE}' END,
                     attempts = 0, forgotten_from = NULL, updated_at = now()
-                WHERE topic = :topic AND status IN ('{_S.SUBSCRIBED}', '{_S.UNSUBSCRIBED}')
+                WHERE topic = :topic
+                  AND status IN ('{SubscriptionStatus.SUBSCRIBED}',
+                                 '{SubscriptionStatus.UNSUBSCRIBED}')
                 RETURNING status
             )
-            SELECT count(*) FILTER (WHERE status = '{_S.PENDING_SUBSCRIBE}'),
-                   count(*) FILTER (WHERE status = '{_S.PENDING_UNSUBSCRIBE}')
+            SELECT count(*) FILTER (WHERE status = '{SubscriptionStatus.PENDING_SUBSCRIBE}'),
+                   count(*) FILTER (WHERE status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}')
             FROM queued
             """
         ),
@@ -871,8 +879,8 @@ def forget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
         text(
             f"""
             UPDATE subscriptions s
-            SET status = '{_S.PENDING_UNSUBSCRIBE}', forgotten_from = s.status, attempts = 0,
-                updated_at = now()
+            SET status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}', forgotten_from = s.status,
+                attempts = 0, updated_at = now()
             FROM tokens t
             WHERE t.id = s.token_id AND t.forgotten_at IS NOT NULL
               AND t.token_key IN (SELECT md5(token)::uuid FROM forget_in)
@@ -897,12 +905,13 @@ def unforget_tokens(conn: Connection, tokens: Iterable[str]) -> tuple[int, int]:
             f"""
             UPDATE subscriptions s
             SET status = CASE WHEN s.attempts = 0 THEN s.forgotten_from
-                              ELSE '{_S.PENDING_SUBSCRIBE}' END,
+                              ELSE '{SubscriptionStatus.PENDING_SUBSCRIBE}' END,
                 forgotten_from = NULL, updated_at = now()
             FROM tokens t
             WHERE t.id = s.token_id AND t.forgotten_at IS NOT NULL
               AND t.token_key IN (SELECT md5(token)::uuid FROM unforget_in)
-              AND s.status = '{_S.PENDING_UNSUBSCRIBE}' AND s.forgotten_from IS NOT NULL
+              AND s.status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}'
+              AND s.forgotten_from IS NOT NULL
             """
         )
     ).rowcount
