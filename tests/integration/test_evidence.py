@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import make_url, text
 
 from tests.support import admin_engine, last_recipients, opts, toks
-from topic_sync.app import report as rep
+from topic_sync.app import report
 from topic_sync.engine import evidence
 from topic_sync.engine.run import run_day
 from topic_sync.errors import ExitCode, PublishUnrecorded
@@ -120,11 +120,11 @@ def test_a_database_out_of_reach_leaves_evidence_the_rerun_and_status_use(
     assert str(path) in unrecorded.value.message
     # The database still says "intent": status reads the evidence and says it went out.
     assert publish_record(deps.engine)[:2] == ("intent", None)
-    latest = rep.with_evidence(rep.latest_runs(deps.engine), [proof])
+    latest = report.with_evidence(report.latest_runs(deps.engine), [proof])
     assert latest[0].unrecorded == message_id
-    assert rep.status_exit_code_of(latest) is ExitCode.OK
-    assert "PUBLISHED, NOT RECORDED" in rep.render_status(latest)
-    assert rep.status_exit_code_of(rep.latest_runs(deps.engine)) is ExitCode.WITHHELD
+    assert report.status_exit_code_of(latest) is ExitCode.OK
+    assert "PUBLISHED, NOT RECORDED" in report.render_status(latest)
+    assert report.status_exit_code_of(report.latest_runs(deps.engine)) is ExitCode.WITHHELD
     # The rerun records it from the evidence, sends nothing, and removes the file.
     again = run_day(options, deps)
     assert again.status == "already-published" and again.message_id == message_id

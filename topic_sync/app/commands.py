@@ -20,18 +20,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from topic_sync import store
-from topic_sync.app import metrics
-from topic_sync.app import report as rep
+from topic_sync.app import metrics, report
 from topic_sync.app.services import Io, database, fcm_client, services, state_dir
 from topic_sync.config.needs import run_needs
 from topic_sync.config.resolve import Resolved, Source
 from topic_sync.config.table import SPECS, Kind, Settings, flag_of
 from topic_sync.dates import format_duration
-from topic_sync.engine import campaign as campaigns
-from topic_sync.engine import evidence, retention
-from topic_sync.engine import reconcile as repairs
-from topic_sync.engine import simulate as simulation
-from topic_sync.engine import target as tgt
+from topic_sync.engine import campaign, evidence, reconcile, retention, simulate, target
 from topic_sync.engine.drain import process_owner
 from topic_sync.engine.publish import Step
 from topic_sync.engine.retry import RetryPolicy
@@ -133,12 +128,14 @@ def run_options(settings: Settings, **given: Any) -> RunOptions:
 
 
 @contextlib.contextmanager
-def exported(settings: Settings, io: Io, command: str, campaign: str) -> Iterator[metrics.Finished]:
+def exported(
+    settings: Settings, io: Io, command: str, campaign_label: str
+) -> Iterator[metrics.Finished]:
     """Export the command's metrics when it ends, however it ends (--metrics-file,
     --pushgateway). The caller fills in the result; an export that fails is logged and
     listed in `Finished.problems`, never raised: it does not change the outcome."""
     exports = metrics.Exports.of(settings)
-    finished = metrics.Finished(command, campaign, settings.live, started=io.now())
+    finished = metrics.Finished(command, campaign_label, settings.live, started=io.now())
     try:
         yield finished
     except BaseException as error:
@@ -285,7 +282,9 @@ def _given(resolved: Resolved, wanted: Callable[[str], bool]) -> list[str]:
 # --- simulate ---------------------------------------------------------------------------------
 
 
-def simulate(resolved: Resolved, io: Io, sources: Sequence[str], *, quota: float) -> Simulation:
+def simulate_pool(
+    resolved: Resolved, io: Io, sources: Sequence[str], *, quota: float
+) -> Simulation:
     """What the pool size and policy would have cost over past audience files, next to the
     ordinal rule; in temporary tables of the database, changing nothing."""
     s = resolved.settings
@@ -293,7 +292,7 @@ def simulate(resolved: Resolved, io: Io, sources: Sequence[str], *, quota: float
         raise BadInput(f"--quota must be a number of requests per second above 0, not {quota}")
     prefix = s.topic_prefix or "topic"
     validate_pool(prefix, s.pool_size)
-    files, passed_over = simulation.audience_history(sources)
+    files, passed_over = simulate.audience_history(sources)
     for path in passed_over:
         io.log(f"note: {path}: no date in its name, passed over")
     io.log(
@@ -302,7 +301,7 @@ def simulate(resolved: Resolved, io: Io, sources: Sequence[str], *, quota: float
         "in temporary tables, changing nothing"
     )
     with database(s, io) as engine:
-        return simulation.simulate(
+        return simulate.simulate(
             engine,
             files,
             prefix=prefix,
@@ -329,11 +328,11 @@ class Scope:
     day: str | None = None
 
 
-def campaign_spec(resolved: Resolved) -> campaigns.CampaignSpec:
+def campaign_spec(resolved: Resolved) -> campaign.CampaignSpec:
     """What the settings say of the campaign (they must name a topic prefix)."""
     s = resolved.settings
     assert s.topic_prefix is not None
-    return campaigns.CampaignSpec(
+    return campaign.CampaignSpec(
         prefix=s.topic_prefix,
         pool_size=s.pool_size,
         name=resolved.campaign.name if resolved.campaign else None,
@@ -354,9 +353,9 @@ def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> t
         spec = campaign_spec(resolved)
         validate_pool(spec.prefix, spec.pool_size)
         with engine.connect() as conn:
-            found = campaigns.find(conn, spec)
+            found = campaign.find(conn, spec)
             if resolved.day is not None:
-                campaigns.pool_size_of(conn, spec, found)
+                campaign.pool_size_of(conn, spec, found)
                 recorded = store.recorded_topic(conn, found.id, resolved.day) if found else None
                 if recorded is None:
                     raise BadInput(
@@ -366,7 +365,7 @@ def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> t
                     )
                 return (recorded,)
             if found is not None and found.pool_size is not None:
-                pool_size, _ = campaigns.pool_size_of(conn, spec, found)
+                pool_size, _ = campaign.pool_size_of(conn, spec, found)
                 return tuple(pool_topics(spec.prefix, pool_size))
             known = [t for t in store.topics_with_rows(conn) if is_pool_topic(spec.prefix, t)]
         what = "no campaign is recorded" if found is None else "its pool size is not recorded yet"
@@ -383,7 +382,7 @@ def repair_topics(engine: Engine, resolved: Resolved, scope: Scope, io: Io) -> t
 
 @dataclass(frozen=True)
 class ReconcileOutcome:
-    result: repairs.ReconcileResult
+    result: reconcile.ReconcileResult
     metrics_errors: list[str] = field(default_factory=list)
 
     @property
@@ -397,7 +396,7 @@ class ReconcileOutcome:
         return "reconcile's deadline passed with work left; run it again"
 
 
-def reconcile(
+def reconcile_topics(
     resolved: Resolved,
     io: Io,
     scope: Scope,
@@ -423,14 +422,14 @@ def reconcile(
             if not s.topic_prefix and len(prefixes) == 1:
                 finished.campaign = prefixes.pop()
             options = engine_options(
-                repairs.ReconcileOptions,
+                reconcile.ReconcileOptions,
                 s,
                 topics=topics,
                 full=full,
                 audit=audit,
                 sample=sample,
             )
-            outcome = ReconcileOutcome(repairs.reconcile(options, deps))
+            outcome = ReconcileOutcome(reconcile.reconcile(options, deps))
         finally:
             tally_pacer(finished, deps)
         finished.reconcile, finished.exit_code = outcome.result, outcome.exit_code
@@ -496,20 +495,20 @@ def forget(
             tokens, iter_audience(from_file) if from_file else ()
         )
         if undo:
-            restored, lifted = repairs.unforget(deps, source, live=s.live)
+            restored, lifted = reconcile.unforget(deps, source, live=s.live)
             verb = "taken" if s.live else "would be taken"
             io.log(
                 f"{restored} tokens {verb} off the suppression list and {lifted} owed removals "
                 f"lifted{dry}; the next audience that holds them subscribes them again"
             )
             return ForgetOutcome(0, 0, [], restored=restored, removals_lifted=lifted, live=s.live)
-        marked, queued, owing = repairs.forget(deps, source, live=s.live)
+        marked, queued, owing = reconcile.forget(deps, source, live=s.live)
         verb = "forgot" if s.live else "would forget"
         io.log(f"{verb} {marked} tokens; {queued} removals queued on {len(owing)} topics{dry}")
         repaired = None
         if s.live and owing:
-            options = engine_options(repairs.ReconcileOptions, s, topics=tuple(owing), live=True)
-            repaired = ReconcileOutcome(repairs.reconcile(options, deps))
+            options = engine_options(reconcile.ReconcileOptions, s, topics=tuple(owing), live=True)
+            repaired = ReconcileOutcome(reconcile.reconcile(options, deps))
     return ForgetOutcome(marked, queued, owing, repaired, live=s.live)
 
 
@@ -518,15 +517,15 @@ def forget(
 
 def target_show(resolved: Resolved, io: Io) -> FcmTarget | None:
     with database(resolved.settings, io) as engine, engine.connect() as conn:
-        return tgt.bound_target(conn)
+        return target.bound_target(conn)
 
 
-def target_change(resolved: Resolved, io: Io, *, reset: bool) -> tgt.TargetChange:
+def target_change(resolved: Resolved, io: Io, *, reset: bool) -> target.TargetChange:
     """Re-bind the state to the settings' target, or reset it for that target."""
     s = resolved.settings
     with database(s, io) as engine:
         client = fcm_client(s, io)
-        change = tgt.reset if reset else tgt.rebind
+        change = target.reset if reset else target.rebind
         return change(engine, client.target, live=s.live)
 
 
@@ -563,45 +562,45 @@ class ReportQuery:
 
 @dataclass(frozen=True)
 class ReportOutcome:
-    runs: list[rep.RunSummary] = field(default_factory=list)
-    failures: list[rep.FailedToken] | None = None  # None: the run summary was asked for
-    dead: list[rep.DeadToken] | None = None  # --dead
+    runs: list[report.RunSummary] = field(default_factory=list)
+    failures: list[report.FailedToken] | None = None  # None: the run summary was asked for
+    dead: list[report.DeadToken] | None = None  # --dead
     # With no filter and no --runs: each campaign's latest run and its failed tokens.
-    overview: list[rep.CampaignOverview] | None = None
+    overview: list[report.CampaignOverview] | None = None
     exit_code: ExitCode = ExitCode.OK
 
 
-def report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
+def answer_report(resolved: Resolved, io: Io, query: ReportQuery) -> ReportOutcome:
     prefix = resolved.settings.topic_prefix
     query.validate()
     with database(resolved.settings, io) as engine:
         everything = query.include_resolved and query.limit is None
         if query.list_dead:
-            limit = None if everything else query.limit or rep.DEFAULT_FAILURE_LIMIT
-            return ReportOutcome(dead=rep.dead_tokens(engine, limit))
+            limit = None if everything else query.limit or report.DEFAULT_FAILURE_LIMIT
+            return ReportOutcome(dead=report.dead_tokens(engine, limit))
         if not query.failures:
-            limit = None if everything else query.limit or rep.DEFAULT_RUN_LIMIT
-            runs = rep.run_summaries(engine, prefix=prefix, limit=limit)
+            limit = None if everything else query.limit or report.DEFAULT_RUN_LIMIT
+            runs = report.run_summaries(engine, prefix=prefix, limit=limit)
             if query.list_runs:
                 return ReportOutcome(runs=runs)
-            per_group = None if everything else query.limit or rep.DEFAULT_GROUP_TOKENS
-            campaigns = rep.overview(engine, prefix=prefix, per_group=per_group)
-            return ReportOutcome(runs=runs, overview=campaigns)
-        flt = rep.FailureFilter(
+            per_group = None if everything else query.limit or report.DEFAULT_GROUP_TOKENS
+            overviews = report.overview(engine, prefix=prefix, per_group=per_group)
+            return ReportOutcome(runs=runs, overview=overviews)
+        flt = report.FailureFilter(
             date=resolved.day,
             run_id=query.run_id,
             code=query.code,
             op=query.op,
             prefix=prefix,
             include_resolved=query.include_resolved,
-            limit=None if everything else query.limit or rep.DEFAULT_FAILURE_LIMIT,
+            limit=None if everything else query.limit or report.DEFAULT_FAILURE_LIMIT,
         )
-        return ReportOutcome(failures=rep.failed_tokens(engine, flt))
+        return ReportOutcome(failures=report.failed_tokens(engine, flt))
 
 
 @dataclass(frozen=True)
 class StatusOutcome:
-    latest: list[rep.RunSummary]
+    latest: list[report.RunSummary]
     exit_code: ExitCode
 
 
@@ -609,21 +608,21 @@ def status(resolved: Resolved, io: Io) -> StatusOutcome:
     """The latest run of each campaign; not OK when one did not publish (or none ran). A
     publish FCM accepted that only this host's evidence file records shows as such."""
     with database(resolved.settings, io) as engine:
-        latest = rep.latest_runs(engine, resolved.settings.topic_prefix)
+        latest = report.latest_runs(engine, resolved.settings.topic_prefix)
     found = [proof for _, proof in evidence.pending(state_dir(resolved.settings, io))]
-    latest = rep.with_evidence(latest, found)
-    return StatusOutcome(latest, rep.status_exit_code_of(latest))
+    latest = report.with_evidence(latest, found)
+    return StatusOutcome(latest, report.status_exit_code_of(latest))
 
 
 # --- campaigns ----------------------------------------------------------------------------------
 
 
-def _check_free(conn: Any, campaign: store.CampaignRecord, new: dict[str, object]) -> None:
+def _check_free(conn: Any, record: store.CampaignRecord, new: dict[str, object]) -> None:
     """A new name or prefix must not be another campaign's."""
     for key, find in (("name", store.campaign_by_name), ("prefix", store.campaign_by_prefix)):
         if key in new:
             other = find(conn, str(new[key]))
-            if other is not None and other.id != campaign.id:
+            if other is not None and other.id != record.id:
                 raise BadInput(f"{key} {new[key]!r} belongs to campaign {other.name!r}")
 
 
@@ -640,7 +639,7 @@ def campaign_show(resolved: Resolved, io: Io, name: str | None) -> list[Campaign
     """Every campaign's record (or the named one's), with its history of changes."""
     wanted = name or (resolved.campaign.name if resolved.campaign else None)
     with database(resolved.settings, io) as engine, engine.connect() as conn:
-        target = tgt.bound_target(conn)
+        bound = target.bound_target(conn)
         records = store.list_campaigns(conn)
         if wanted is not None:
             records = [r for r in records if r.name == wanted]
@@ -648,7 +647,7 @@ def campaign_show(resolved: Resolved, io: Io, name: str | None) -> list[Campaign
                 raise BadInput(
                     f"no campaign {wanted!r} is recorded (see 'topic-sync campaign show')"
                 )
-        return [CampaignView(r, store.campaign_changes(conn, r.id), target) for r in records]
+        return [CampaignView(r, store.campaign_changes(conn, r.id), bound) for r in records]
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,13 @@ class LazyGroup(click.Group):
 
 COMMANDS = {
     "run": ("topic_sync.cli.run", "run"),
-    "doctor": ("topic_sync.cli.run", "doctor"),
+    "doctor": ("topic_sync.cli.run", "doctor_command"),
     "simulate": ("topic_sync.cli.simulate", "simulate"),
     "reconcile": ("topic_sync.cli.repairs", "reconcile"),
     "forget": ("topic_sync.cli.repairs", "forget"),
     "target": ("topic_sync.cli.repairs", "target"),
     "campaign": ("topic_sync.cli.campaigns", "campaign"),
-    "report": ("topic_sync.cli.reports", "report"),
+    "report": ("topic_sync.cli.reports", "report_command"),
     "status": ("topic_sync.cli.reports", "status"),
     "db": ("topic_sync.cli.admin", "db"),
     "purge": ("topic_sync.cli.admin", "purge"),

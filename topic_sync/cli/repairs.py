@@ -75,7 +75,7 @@ def reconcile(
     s = settings_.settings
     use_log_format(s.log_format, "audit" if audit else "reconcile", s.topic_prefix)
     scope = commands.Scope(topics=topics, day=day)
-    outcome = commands.reconcile(
+    outcome = commands.reconcile_topics(
         settings_, cli_io(), scope, full=full, audit=audit, sample=sample, backfill=backfill
     )
     show_reconcile(outcome.result, full_tokens=full_tokens)

@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from topic_sync.app import commands
-from topic_sync.app import report as rep
+from topic_sync.app import commands, report
 from topic_sync.cli.options import (
     DATABASE,
     env_option,
@@ -20,7 +19,7 @@ from topic_sync.cli.output import cli_io, emit_result, errors_to_exit, finish
 from topic_sync.errors import BadInput
 
 
-@click.command()
+@click.command("report")
 @env_option("--date", "day", default=None, help="Failures of the run of this date.")
 @env_option("--run", "run_id", type=int, default=None, help="Failures of this run id.")
 @env_option("--code", default=None, help="Only this error code (see the error table).")
@@ -52,7 +51,7 @@ from topic_sync.errors import BadInput
 @env_option(
     "--format",
     "fmt",
-    type=click.Choice(rep.FORMATS),
+    type=click.Choice(report.FORMATS),
     default="table",
     show_default=True,
     help="Output format; the JSON shape is versioned and stable.",
@@ -62,7 +61,7 @@ from topic_sync.errors import BadInput
 @settings(*DATABASE)
 @with_config
 @errors_to_exit
-def report(
+def report_command(
     day: str | None,
     run_id: int | None,
     code: str | None,
@@ -101,16 +100,16 @@ def report(
         include_resolved=include_resolved,
         limit=limit,
     )
-    outcome = commands.report(settings_, cli_io(), query)
+    outcome = commands.answer_report(settings_, cli_io(), query)
     if outcome.dead is not None:
-        click.echo(rep.render_dead(outcome.dead, fmt, full_tokens=full_tokens))
+        click.echo(report.render_dead(outcome.dead, fmt, full_tokens=full_tokens))
     elif outcome.failures is not None:
-        click.echo(rep.render_failures(outcome.failures, fmt, full_tokens=full_tokens))
+        click.echo(report.render_failures(outcome.failures, fmt, full_tokens=full_tokens))
     elif outcome.overview is not None:
-        shown = rep.render_overview(outcome.overview, outcome.runs, fmt, full_tokens=full_tokens)
+        shown = report.render_overview(outcome.overview, outcome.runs, fmt, full_tokens=full_tokens)
         click.echo(shown)
     else:
-        click.echo(rep.render_runs(outcome.runs, fmt))
+        click.echo(report.render_runs(outcome.runs, fmt))
 
 
 @click.command()
@@ -133,11 +132,11 @@ def status(as_json: bool, **params: Any) -> None:
             {
                 "exit_code": int(outcome.exit_code),
                 "runs": [
-                    {**rep.run_record(run), "unrecorded_message_id": run.unrecorded}
+                    {**report.run_record(run), "unrecorded_message_id": run.unrecorded}
                     for run in outcome.latest
                 ],
             },
         )
     else:
-        click.echo(rep.render_status(outcome.latest))
+        click.echo(report.render_status(outcome.latest))
     finish(outcome.exit_code)

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from topic_sync.app import commands
-from topic_sync.app import doctor as preflight
+from topic_sync.app import commands, doctor
 from topic_sync.app.shutdown import PROCESS as shutdown
 from topic_sync.cli.options import (
     backfill_option,
@@ -121,7 +120,7 @@ def run(
     finish(result.exit_code)
 
 
-@click.command()
+@click.command("doctor")
 @env_option(
     "--date",
     "day",
@@ -134,7 +133,7 @@ def run(
 @with_config
 @json_option
 @errors_to_exit
-def doctor(day: str, backfill: bool, as_json: bool, **params: Any) -> None:
+def doctor_command(day: str, backfill: bool, as_json: bool, **params: Any) -> None:
     """Check, changing nothing, that `run` with these options could work.
 
     Takes the same options as `run`. Checks the configuration file, the database
@@ -145,7 +144,7 @@ def doctor(day: str, backfill: bool, as_json: bool, **params: Any) -> None:
     line can be checked as it is: doctor changes nothing either way.
     """
     resolve = resolver(click.get_current_context(), params, day=day)
-    result = preflight.doctor(resolve, cli_io(), backfill=backfill)
+    result = doctor.doctor(resolve, cli_io(), backfill=backfill)
     summary = result.summary()
     if as_json:
         say(describe_doctor(summary))

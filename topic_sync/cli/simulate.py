@@ -37,7 +37,7 @@ def simulate(audiences: tuple[str, ...], quota: float, as_json: bool, **params: 
     one): nothing of the job's state changes. Every token counts as alive.
     """
     settings_ = resolved(click.get_current_context(), params, need_campaign=False)
-    result = commands.simulate(settings_, cli_io(), audiences, quota=quota)
+    result = commands.simulate_pool(settings_, cli_io(), audiences, quota=quota)
     summary = result.summary()
     if as_json:
         emit_json(summary)
