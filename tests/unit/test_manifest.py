@@ -15,7 +15,7 @@ import pytest
 import zstandard
 
 from topic_sync.errors import InputFileError
-from topic_sync.inputs import manifest as mf
+from topic_sync.inputs import manifest
 from topic_sync.inputs.audience import iter_audience
 
 TOKENS = [f"cFid{n:04d}_abcdefghijKLMNOPQ:APA91b-{n}" for n in range(30)]
@@ -26,8 +26,8 @@ def text_of(tokens: list[str]) -> bytes:
     return "".join(f"{t}\n" for t in tokens).encode()
 
 
-def manifest_of(data: bytes, lines: int | None = None, source: str = "m") -> mf.Manifest:
-    return mf.Manifest(source, lines=lines, sha256=hashlib.sha256(data).hexdigest())
+def manifest_of(data: bytes, lines: int | None = None, source: str = "m") -> manifest.Manifest:
+    return manifest.Manifest(source, lines=lines, sha256=hashlib.sha256(data).hexdigest())
 
 
 # --- the format -----------------------------------------------------------------------------
@@ -35,20 +35,22 @@ def manifest_of(data: bytes, lines: int | None = None, source: str = "m") -> mf.
 
 def test_key_value_lines_comments_and_case() -> None:
     digest = "AB" * 32
-    found = mf.parse(f"# by the recommender\n\nlines = 30\nSHA256={digest}\ndate=2026-11-22\n", "m")
-    assert found == mf.Manifest("m", lines=30, sha256=digest.lower(), day=DAY)
+    found = manifest.parse(
+        f"# by the recommender\n\nlines = 30\nSHA256={digest}\ndate=2026-11-22\n", "m"
+    )
+    assert found == manifest.Manifest("m", lines=30, sha256=digest.lower(), day=DAY)
 
 
 def test_a_sha256sum_line_names_its_file() -> None:
     digest = "0f" * 32
-    found = mf.parse(f"{digest}  /data/reco/2026-11-22.csv\n", "m")
-    assert found == mf.Manifest("m", sha256=digest, file_name="/data/reco/2026-11-22.csv")
-    assert mf.parse(f"{digest} *a.csv.gz\n", "m").file_name == "a.csv.gz"  # binary mode
+    found = manifest.parse(f"{digest}  /data/reco/2026-11-22.csv\n", "m")
+    assert found == manifest.Manifest("m", sha256=digest, file_name="/data/reco/2026-11-22.csv")
+    assert manifest.parse(f"{digest} *a.csv.gz\n", "m").file_name == "a.csv.gz"  # binary mode
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", '{"name": "job", "success": true}\n', "done\n"])
 def test_a_marker_without_manifest_lines_is_only_a_marker(text: str) -> None:
-    assert mf.parse(text, "m") is None
+    assert manifest.parse(text, "m") is None
 
 
 @pytest.mark.parametrize(
@@ -65,7 +67,7 @@ def test_a_marker_without_manifest_lines_is_only_a_marker(text: str) -> None:
 )
 def test_a_broken_manifest_names_its_line(text: str, line: int, reason: str) -> None:
     with pytest.raises(InputFileError) as info:
-        mf.parse(text, "marker")
+        manifest.parse(text, "marker")
     assert info.value.line == line
     assert reason in info.value.reason
 
@@ -78,8 +80,8 @@ def test_the_marker_and_the_sidecar_both_speak(tmp_path: Path) -> None:
     audience.write_bytes(text_of(TOKENS))
     marker = tmp_path / "_SUCCESS"
     marker.write_text("lines=30\n")
-    mf.sidecar(audience).write_text(f"{'ab' * 32}  2026-11-22.csv\n")
-    found = mf.manifests_for(audience, marker, marker_is_audience=False)
+    manifest.sidecar(audience).write_text(f"{'ab' * 32}  2026-11-22.csv\n")
+    found = manifest.manifests_for(audience, marker, marker_is_audience=False)
     assert [(m.source, m.lines, m.sha256) for m in found] == [
         (str(marker), 30, None),
         (str(tmp_path / "2026-11-22.csv.sha256"), None, "ab" * 32),
@@ -90,43 +92,45 @@ def test_an_empty_marker_and_no_sidecar_say_nothing(tmp_path: Path) -> None:
     audience = tmp_path / "a.txt"
     marker = tmp_path / "_SUCCESS"
     marker.touch()
-    assert mf.manifests_for(audience, marker, marker_is_audience=False) == []
-    assert mf.manifests_for(audience, audience, marker_is_audience=True) == []
-    assert mf.manifests_for(Path("-"), marker, marker_is_audience=False) == []
+    assert manifest.manifests_for(audience, marker, marker_is_audience=False) == []
+    assert manifest.manifests_for(audience, audience, marker_is_audience=True) == []
+    assert manifest.manifests_for(Path("-"), marker, marker_is_audience=False) == []
 
 
 def test_waiting_for_the_sidecar_reads_it_once(tmp_path: Path) -> None:
     audience = tmp_path / "a.txt"
-    side = mf.sidecar(audience)
+    side = manifest.sidecar(audience)
     side.write_text("lines=3\n")
-    assert len(mf.manifests_for(audience, side, marker_is_audience=False)) == 1
+    assert len(manifest.manifests_for(audience, side, marker_is_audience=False)) == 1
 
 
 def test_a_sidecar_must_be_a_manifest(tmp_path: Path) -> None:
     audience = tmp_path / "a.txt"
-    mf.sidecar(audience).write_text("checked by Bob\n")
+    manifest.sidecar(audience).write_text("checked by Bob\n")
     with pytest.raises(InputFileError, match="no manifest line"):
-        mf.manifests_for(audience, None, marker_is_audience=False)
+        manifest.manifests_for(audience, None, marker_is_audience=False)
 
 
 def test_a_checksum_of_another_file_is_refused(tmp_path: Path) -> None:
-    manifests = [mf.Manifest("m", sha256="ab" * 32, file_name="/data/2026-11-21.csv")]
+    manifests = [manifest.Manifest("m", sha256="ab" * 32, file_name="/data/2026-11-21.csv")]
     with pytest.raises(InputFileError, match="another day's manifest"):
-        mf.check_names(manifests, tmp_path / "2026-11-22.csv")
-    assert mf.check_names(manifests, tmp_path / "2026-11-21.csv") == manifests
-    assert mf.check_names(manifests, Path("-")) == manifests
+        manifest.check_names(manifests, tmp_path / "2026-11-22.csv")
+    assert manifest.check_names(manifests, tmp_path / "2026-11-21.csv") == manifests
+    assert manifest.check_names(manifests, Path("-")) == manifests
 
 
 def test_a_manifest_for_another_day_is_refused() -> None:
-    mf.check_day([mf.Manifest("m", day=DAY)], DAY)
+    manifest.check_day([manifest.Manifest("m", day=DAY)], DAY)
     with pytest.raises(InputFileError, match="is for 2026-11-21, but this run is for 2026-11-22"):
-        mf.check_day([mf.Manifest("m", day=DAY - dt.timedelta(days=1))], DAY)
+        manifest.check_day([manifest.Manifest("m", day=DAY - dt.timedelta(days=1))], DAY)
 
 
 # --- the audience checked against them ----------------------------------------------------------
 
 
-def read(path: Path | str, manifests: list[mf.Manifest], stdin: bytes | None = None) -> list[str]:
+def read(
+    path: Path | str, manifests: list[manifest.Manifest], stdin: bytes | None = None
+) -> list[str]:
     source = io.BytesIO(stdin) if stdin is not None else None
     return list(iter_audience(path, manifests=manifests, stdin=source))
 
@@ -154,7 +158,7 @@ def test_a_gzip_stream_cut_between_members_is_caught_by_its_line_count(tmp_path:
     path.write_bytes(b"".join(members[:2]))  # the bytes say nothing: two whole members
     assert len(read(path, [])) == 20
     with pytest.raises(InputFileError) as info:
-        read(path, [mf.Manifest("_SUCCESS", lines=30)])
+        read(path, [manifest.Manifest("_SUCCESS", lines=30)])
     assert info.value.reason.startswith("20 lines, but its manifest _SUCCESS says 30")
     assert "incomplete" in info.value.reason
 
@@ -172,7 +176,7 @@ def test_a_plain_cut_at_a_line_boundary_is_caught(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_bytes(b"token\n" + data[: data.index(b"\n", 100) + 1])
     with pytest.raises(InputFileError, match="lines, but its manifest"):
-        read(path, [mf.Manifest("m", lines=31)])
+        read(path, [manifest.Manifest("m", lines=31)])
 
 
 def test_a_query_is_held_to_the_markers_row_count(tmp_path: Path) -> None:

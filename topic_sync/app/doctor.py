@@ -45,7 +45,7 @@ from topic_sync.config.needs import AudienceKind, AudienceSource, audience_sourc
 from topic_sync.config.resolve import Resolved
 from topic_sync.config.table import Settings
 from topic_sync.dates import format_duration
-from topic_sync.engine import campaign as campaigns
+from topic_sync.engine import campaign
 from topic_sync.engine.estimate import estimate, late_warning, sync_start
 from topic_sync.engine.publish import Window
 from topic_sync.engine.run import audience_connection
@@ -61,8 +61,7 @@ from topic_sync.fcm.sdk_bridge import mint_token
 from topic_sync.fcm.sdk_messaging import DOCTOR_TOKEN, ApiAnswer, probe_topic_api
 from topic_sync.fcm.target import FcmTarget
 from topic_sync.fcm.wire import TOPIC_MANAGEMENT_QUOTA
-from topic_sync.inputs import arrival
-from topic_sync.inputs import manifest as mf
+from topic_sync.inputs import arrival, manifest
 from topic_sync.inputs.audience import (
     UNTERMINATED,
     audience_format,
@@ -351,8 +350,8 @@ def check_campaign(engine: Engine, resolved: Resolved) -> tuple[Check, str | Non
     s = resolved.settings
     try:
         with db.read_only(engine) as conn:
-            found = campaigns.find(conn, spec)
-            pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
+            found = campaign.find(conn, spec)
+            pool_size, warnings = campaign.pool_size_of(conn, spec, found)
             recorded = store.recorded_topic(conn, found.id, day) if found and day else None
             lasts: dict[str, dt.datetime | None] = {}
             if s.pool_policy == PoolPolicy.COST and recorded is None:
@@ -592,10 +591,10 @@ def _check_file(source: AudienceSource, wait_for: Path | None, day: dt.date | No
         tokens = iter_audience(path, token_column=source.token_column)
         with contextlib.closing(tokens):
             seen = sum(1 for _ in itertools.islice(tokens, AUDIENCE_SAMPLE))
-        manifests = mf.manifests_for(path, wait_for, marker_is_audience=waits_for_it)
-        mf.check_names(manifests, path)
+        manifests = manifest.manifests_for(path, wait_for, marker_is_audience=waits_for_it)
+        manifest.check_names(manifests, path)
         if day is not None:
-            mf.check_day(manifests, day)
+            manifest.check_day(manifests, day)
     except TopicSyncError as error:
         return fail(name, error.message, fix)
     size = path.stat().st_size
@@ -630,7 +629,7 @@ def check_publish_window(engine: Engine, resolved: Resolved, now: dt.datetime) -
     s, day = resolved.settings, resolved.day or now.date()
     assert s.publish_at is not None
     with db.read_only(engine) as conn:
-        found = campaigns.find(conn, campaign_spec(resolved))
+        found = campaign.find(conn, campaign_spec(resolved))
         zone = found.timezone if found else s.timezone
         window = Window.of(
             day,
@@ -705,8 +704,8 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
         elif s.topic_prefix is None:
             yield skip("campaign", "no topic prefix (see the pool check)")
         else:
-            campaign, recorded = check_campaign(engine, resolved)
-            yield campaign
+            campaign_check, recorded = check_campaign(engine, resolved)
+            yield campaign_check
             if recorded is not None:
                 topic, chosen = recorded, True
 

@@ -41,7 +41,8 @@ from sqlalchemy import Connection, Engine
 
 from topic_sync import store
 from topic_sync.dates import format_duration
-from topic_sync.engine import campaign as campaigns
+from topic_sync.engine import campaign
+from topic_sync.engine.campaign import CampaignSpec
 from topic_sync.engine.choice import TopicChoice, choose, explain
 from topic_sync.engine.drain import DeadGuard, Work, process_owner, take_fence
 from topic_sync.engine.estimate import estimate, late_warning
@@ -80,8 +81,7 @@ from topic_sync.errors import (
     TopicSyncError,
 )
 from topic_sync.fcm.wire import MAX_TOKENS_PER_CALL
-from topic_sync.inputs import arrival
-from topic_sync.inputs import manifest as mf
+from topic_sync.inputs import arrival, manifest
 from topic_sync.inputs.audience import iter_audience, iter_rows, source_name
 from topic_sync.inputs.message import MessageTemplate, convention_warnings, load_message
 from topic_sync.pool import PoolPolicy, topic_for
@@ -164,8 +164,8 @@ class RunOptions:
             raise ValueError("--publish-by must be later than --publish-at")
 
     @property
-    def spec(self) -> campaigns.CampaignSpec:
-        return campaigns.CampaignSpec(
+    def spec(self) -> CampaignSpec:
+        return CampaignSpec(
             prefix=self.prefix,
             pool_size=self.pool_size,
             name=self.campaign,
@@ -280,8 +280,8 @@ class RunResult:
 def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     spec = opts.spec
     with deps.engine.connect() as conn:
-        found = campaigns.find(conn, spec)
-        pool_size, warnings = campaigns.pool_size_of(conn, spec, found)
+        found = campaign.find(conn, spec)
+        pool_size, warnings = campaign.pool_size_of(conn, spec, found)
         recorded = store.recorded_topic(conn, found.id, opts.day) if found else None
         conn.rollback()
     # The date's topic is chosen once its audience is loaded (engine.choice). Before that,
@@ -318,32 +318,32 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
     return result
 
 
-def _held_by(deps: Deps, campaign: store.CampaignRecord, error: Locked) -> Locked:
+def _held_by(deps: Deps, record: store.CampaignRecord, error: Locked) -> Locked:
     """The lock's refusal, saying what the holder is doing when it waits to publish."""
     with deps.engine.connect() as conn:
-        waiting = store.waiting_run(conn, campaign.id)
+        waiting = store.waiting_run(conn, record.id)
         conn.rollback()
     window = window_of(waiting) if waiting else None
     if waiting is None:
         return error
     when = f"at {window.local()}" if window else "when a 'run --publish-only' says so"
     return Locked(
-        f"another run of campaign {campaign.name!r} holds its lock: {waiting.run_date} is "
+        f"another run of campaign {record.name!r} holds its lock: {waiting.run_date} is "
         f"synced to {waiting.topic} and waiting to publish {when} (run #{waiting.id}). Not "
         "starting a second one: that run publishes it; 'topic-sync status' shows it"
     )
 
 
-def _estimate_warnings(opts: RunOptions, deps: Deps, campaign: store.CampaignRecord) -> list[str]:
+def _estimate_warnings(opts: RunOptions, deps: Deps, record: store.CampaignRecord) -> list[str]:
     """Log how long the day's sync will likely take; warn when, started now, it will
     likely not be done by publish_at (engine.estimate)."""
-    window = window_for(opts, campaign.timezone)
+    window = window_for(opts, record.timezone)
     if window is None:
         return []
     with deps.engine.connect() as conn:
         found = estimate(
             conn,
-            campaign.id,
+            record.id,
             opts.day,
             rate_limit=opts.rate_limit,
             api=FcmApi.of_transport(deps.client.transport),
@@ -478,12 +478,10 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
     if opts.live:
         with deps.engine.begin() as conn:
             check_target(conn, deps.client.target, bind=False)
-            campaign = campaigns.settle(
-                conn, opts.spec, pool_size=pool_size, by=process_owner("run")
-            )
+            record = campaign.settle(conn, opts.spec, pool_size=pool_size, by=process_owner("run"))
             store.record_no_audience(
                 conn,
-                campaign_id=campaign.id,
+                campaign_id=record.id,
                 prefix=opts.prefix,
                 day=opts.day,
                 topic=topic,
@@ -494,15 +492,15 @@ def await_audience(opts: RunOptions, deps: Deps, topic: str, pool_size: int) -> 
     raise AudienceNeverCame(f"{opts.day}: {note}")
 
 
-def audience_manifests(opts: RunOptions) -> list[mf.Manifest]:
+def audience_manifests(opts: RunOptions) -> list[manifest.Manifest]:
     """What the producer said about the audience (inputs.manifest), checked for the day and
     the file's name; a query's rows can be counted but not checksummed."""
     marker = opts.wait_for
     same = marker is not None and arrival.is_same_path(marker, opts.audience_path)
-    found = mf.manifests_for(opts.audience_path, marker, marker_is_audience=same)
-    mf.check_names(found, opts.audience_path)
-    mf.check_day(found, opts.day)
-    if opts.audience_path is None and mf.wants_sha256(found):
+    found = manifest.manifests_for(opts.audience_path, marker, marker_is_audience=same)
+    manifest.check_names(found, opts.audience_path)
+    manifest.check_day(found, opts.day)
+    if opts.audience_path is None and manifest.wants_sha256(found):
         source = next(m.source for m in found if m.sha256)
         raise InputFileError(
             source, "a checksum cannot be checked on a query's rows: give lines=N instead"
@@ -599,13 +597,13 @@ def _plan(
     staged: store.StagedAudience,
     deps: Deps,
     phases: Phases,
-    campaign: store.CampaignRecord | None,
+    record: store.CampaignRecord | None,
 ) -> tuple[store.Plan, store.AudienceChange | None]:
-    """Diff and guard the staged audience; `campaign` None: not registered yet (a dry run
-    of its first day), so there is no earlier audience to compare with."""
+    """Diff and guard the staged audience; `record` None: the campaign is not registered yet
+    (a dry run of its first day), so there is no earlier audience to compare with."""
     with phases.timing("plan"):
         plan = store.plan_topic(conn, topic, run_id, staged.lines, staged=staged)
-        change = store.audience_change(conn, campaign.id, opts.day) if campaign else None
+        change = store.audience_change(conn, record.id, opts.day) if record else None
     if change is None:
         deps.log(
             f"no earlier audience of campaign {opts.spec.campaign_name!r} to compare with: "
@@ -724,12 +722,12 @@ def _live_run(
     except Exception:
         validation.wait()  # the message's verdict first, as when it went first
         raise
-    campaign, run, plan, choice = planned.campaign, planned.run, planned.plan, planned.choice
+    record, run, plan, choice = planned.campaign, planned.run, planned.plan, planned.choice
     topic = choice.topic  # chosen once per date, in the plan's transaction; the run records it
     if found is None:
         deps.log(
-            f"campaign {campaign.name!r} registered: topic prefix {campaign.prefix}, "
-            f"pool of {campaign.pool_size}, time zone {campaign.timezone}"
+            f"campaign {record.name!r} registered: topic prefix {record.prefix}, "
+            f"pool of {record.pool_size}, time zone {record.timezone}"
         )
     deps.topic_chosen(topic)
     deps.log(f"{topic}: {explain(choice)}")
@@ -747,7 +745,7 @@ def _live_run(
             topic,
             template,
             verify_lock,
-            campaign,
+            record,
             run,
             planned.fence,
             plan,
@@ -798,12 +796,12 @@ def _missed_before_start(
         if existing is not None:
             store.finish_run(conn, existing.id, RunStatus.MISSED, note)
         else:
-            campaign = found or campaigns.settle(
+            record = found or campaign.settle(
                 conn, opts.spec, pool_size=pool_size, by=process_owner("run")
             )
             store.record_no_audience(
                 conn,
-                campaign_id=campaign.id,
+                campaign_id=record.id,
                 prefix=opts.prefix,
                 day=opts.day,
                 topic=topic_for(opts.prefix, pool_size, opts.day)
@@ -825,7 +823,7 @@ def _resume(
     deps: Deps,
     template: MessageTemplate,
     verify_lock: Callable[[], None],
-    campaign: store.CampaignRecord,
+    record: store.CampaignRecord,
     existing: store.RunRecord,
     phases: Phases,
 ) -> RunResult:
@@ -844,7 +842,7 @@ def _resume(
             resumed=True,
         )
     send_message(deps, opts.retry, template, topic, validate_only=True)
-    window = window_for(opts, campaign.timezone)
+    window = window_for(opts, record.timezone)
     with deps.engine.begin() as conn:
         fence = store.read_fence(conn, topic, lock=False)
         resumed = store.resume_waiting(
@@ -866,7 +864,7 @@ def _resume(
             deps,
             template,
             verify_lock,
-            campaign,
+            record,
             existing.id,
             topic,
             fence.epoch,
@@ -904,7 +902,7 @@ def _publish(
     deps: Deps,
     template: MessageTemplate,
     verify_lock: Callable[[], None],
-    campaign: store.CampaignRecord,
+    record: store.CampaignRecord,
     run_id: int,
     topic: str,
     epoch: int,
@@ -925,7 +923,7 @@ def _publish(
         policy=opts.retry,
         synced_at=synced_at,
     )
-    receipt = Receipt(campaign.name, campaign.id, opts.day, opts.evidence_dir)
+    receipt = Receipt(record.name, record.id, opts.day, opts.evidence_dir)
     return publish_day(deps, plan, template, verify_lock, receipt, phases)
 
 
@@ -1007,19 +1005,19 @@ class _Planning:
         with deps.engine.begin() as conn:
             check_target(conn, deps.client.target, bind=True)
             owner = process_owner(f"run {self.locked_name} {opts.day}")
-            campaign = campaigns.settle(conn, opts.spec, pool_size=self.pool_size, by=owner)
-            if campaign.name != self.locked_name:
+            record = campaign.settle(conn, opts.spec, pool_size=self.pool_size, by=owner)
+            if record.name != self.locked_name:
                 raise CampaignMismatch(
-                    f"campaign {self.locked_name!r} was renamed {campaign.name!r} while this run "
+                    f"campaign {self.locked_name!r} was renamed {record.name!r} while this run "
                     "started; nothing was done: run it again"
                 )
-            recorded = store.recorded_topic(conn, campaign.id, opts.day)
+            recorded = store.recorded_topic(conn, record.id, opts.day)
             staged, choice = _load(
                 opts, conn, deps, self.phases, self.pool_size, recorded, explain=False
             )
             run = store.start_run(
                 conn,
-                campaign_id=campaign.id,
+                campaign_id=record.id,
                 prefix=opts.prefix,
                 day=opts.day,
                 topic=choice.topic,
@@ -1028,14 +1026,14 @@ class _Planning:
             )
             fence = take_fence(conn, choice.topic, owner, run.id)
             plan, change = _plan(
-                opts, conn, choice.topic, run.id, staged, deps, self.phases, campaign
+                opts, conn, choice.topic, run.id, staged, deps, self.phases, record
             )
             store.save_plan(conn, run.id, plan)
-            store.save_audience(conn, campaign.id, opts.day, run.id)
+            store.save_audience(conn, record.id, opts.day, run.id)
             if not wait and not self.validation.done():
                 raise _NotValidatedYet
             self.validation.wait()
-        return _Planned(campaign, run, fence, plan, change, choice)
+        return _Planned(record, run, fence, plan, change, choice)
 
 
 def _sync_and_publish(
@@ -1044,7 +1042,7 @@ def _sync_and_publish(
     topic: str,
     template: MessageTemplate,
     verify_lock: Callable[[], None],
-    campaign: store.CampaignRecord,
+    record: store.CampaignRecord,
     run: store.RunRecord,
     fence: store.Fence,
     plan: store.Plan,
@@ -1097,7 +1095,7 @@ def _sync_and_publish(
             "reconcile (or a rerun of this date) retries them, and a rerun publishes"
         )
 
-    window = window_for(opts, campaign.timezone)
+    window = window_for(opts, record.timezone)
     synced_at = deps.now()
     with deps.engine.begin() as conn:
         store.mark_synced(
@@ -1134,7 +1132,7 @@ def _sync_and_publish(
         deps,
         template,
         verify_lock,
-        campaign,
+        record,
         run.id,
         topic,
         fence.epoch,

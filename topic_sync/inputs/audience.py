@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, NamedTuple
 import zstandard
 
 from topic_sync.errors import InputFileError
-from topic_sync.inputs import manifest as mf
+from topic_sync.inputs import manifest
 from topic_sync.redact import shorten
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def iter_audience(
     *,
     token_column: str | None = None,
     stdin: BinaryIO | None = None,
-    manifests: Sequence[mf.Manifest] = (),
+    manifests: Sequence[manifest.Manifest] = (),
 ) -> Generator[str, None, None]:
     """Yield each valid, trimmed token of an audience file in file order.
 
@@ -149,7 +149,7 @@ def iter_audience(
     after the last token.
     """
     name = source_name(path)
-    digest = hashlib.sha256() if mf.wants_sha256(list(manifests)) else None
+    digest = hashlib.sha256() if manifest.wants_sha256(list(manifests)) else None
     with _Opened(os.fspath(path), stdin, digest) as (f, compression):
         lines = _physical_lines(f, name, compression)
         try:
@@ -164,7 +164,9 @@ def iter_audience(
             raise InputFileError(name, f"read error: {exc.strerror or exc}") from exc
     if end.last and not end.last.endswith(b"\n"):
         raise InputFileError(name, UNTERMINATED, end.lines)
-    mf.verify(list(manifests), name, lines=end.lines, sha256=digest.hexdigest() if digest else None)
+    manifest.verify(
+        list(manifests), name, lines=end.lines, sha256=digest.hexdigest() if digest else None
+    )
     if not end.tokens:
         raise InputFileError(name, NO_TOKENS)
 
@@ -205,7 +207,7 @@ def ends_with_newline(path: str | os.PathLike[str]) -> bool | None:
 
 
 def iter_rows(
-    rows: Iterable[str | None], name: str, manifests: Sequence[mf.Manifest] = ()
+    rows: Iterable[str | None], name: str, manifests: Sequence[manifest.Manifest] = ()
 ) -> Generator[str, None, None]:
     """Yield the valid tokens of a query's rows (None for NULL), checked like the lines of
     a file; row numbers count from 1, and a manifest's line count counts rows.
@@ -223,7 +225,7 @@ def iter_rows(
         if value is None:
             raise InputFileError(name, "NULL token", rowno)
         raise InputFileError(name, validate_token(value) or "invalid token", rowno)
-    mf.verify(list(manifests), name, lines=rowno, sha256=None, unit="rows")
+    manifest.verify(list(manifests), name, lines=rowno, sha256=None, unit="rows")
     if rowno == 0:
         raise InputFileError(name, NO_TOKENS)
 
