@@ -13,7 +13,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import text
 
 from tests.support import write_audience
-from topic_sync.app import scheduler as sched
+from topic_sync.app import scheduler
 from topic_sync.config.file import load_config
 from topic_sync.pool import topic_for
 
@@ -84,11 +84,11 @@ timezone = "UTC"
 
 
 def scheduler_for(database_url: str, config_path, events: list[str]) -> ManualScheduler:
-    scheduler = sched.make_scheduler(database_url, executor=DebugExecutor(), cls=ManualScheduler)
-    sched.watch(scheduler, events.append)
-    scheduler.start(paused=False)
-    sched.install_jobs(scheduler, load_config(config_path))
-    return scheduler
+    manual = scheduler.make_scheduler(database_url, executor=DebugExecutor(), cls=ManualScheduler)
+    scheduler.watch(manual, events.append)
+    manual.start(paused=False)
+    scheduler.install_jobs(manual, load_config(config_path))
+    return manual
 
 
 def publishes(emulator) -> int:
@@ -97,21 +97,21 @@ def publishes(emulator) -> int:
 
 def test_fires_at_its_trigger_once(clock, config_file, database_url, emulator) -> None:
     events: list[str] = []
-    scheduler = scheduler_for(database_url, config_file, events)
-    scheduler.tick()
+    manual = scheduler_for(database_url, config_file, events)
+    manual.tick()
     assert publishes(emulator) == 0
     clock.at(6, 30, 1)
-    scheduler.tick()
+    manual.tick()
     assert publishes(emulator) == 1
     assert any("ended with exit code 0" in e for e in events)
     clock.at(6, 45)
-    scheduler.tick()
+    manual.tick()
     assert publishes(emulator) == 1
-    job = scheduler.get_job(sched.job_id("daily"))
+    job = manual.get_job(scheduler.job_id("daily"))
     assert job.next_run_time == dt.datetime.combine(
         TODAY + dt.timedelta(days=1), dt.time(6, 30), tzinfo=dt.UTC
     )
-    scheduler.shutdown()
+    manual.shutdown()
 
 
 def test_restart_catches_up_a_missed_run_once(clock, config_file, database_url, emulator):
@@ -135,11 +135,11 @@ def test_a_run_missed_beyond_grace_is_skipped_and_logged(
     scheduler_for(database_url, config_file, []).shutdown()
     clock.at(8, 0)  # 90 minutes late, grace is one hour
     events: list[str] = []
-    scheduler = scheduler_for(database_url, config_file, events)
-    scheduler.tick()
+    manual = scheduler_for(database_url, config_file, events)
+    manual.tick()
     assert publishes(emulator) == 0
     assert any("missed by more than the grace period; skipped" in e for e in events)
-    scheduler.shutdown()
+    manual.shutdown()
 
 
 def test_two_schedulers_on_one_database_publish_a_day_once(
@@ -148,22 +148,22 @@ def test_two_schedulers_on_one_database_publish_a_day_once(
     # Both schedulers must really fire: each job waits for the other before it runs,
     # which only happens if both found the job due (neither had moved it to tomorrow).
     both_fired = threading.Barrier(2, timeout=30)
-    real_runner = sched.RUNNER
+    real_runner = scheduler.RUNNER
 
     def runner(path: str, campaign: str, due: dt.datetime | None) -> int:
         both_fired.wait()
         return real_runner(path, campaign, due)
 
-    monkeypatch.setattr(sched, "RUNNER", runner)
+    monkeypatch.setattr(scheduler, "RUNNER", runner)
     events: list[str] = []
     a = scheduler_for(database_url, config_file, events)
     b = scheduler_for(database_url, config_file, events)
     clock.at(6, 30, 5)
     start = threading.Barrier(2)
 
-    def tick(scheduler: ManualScheduler) -> None:
+    def tick(manual: ManualScheduler) -> None:
         start.wait()
-        scheduler.tick()
+        manual.tick()
 
     threads = [threading.Thread(target=tick, args=(s,)) for s in (a, b)]
     for t in threads:
@@ -178,13 +178,13 @@ def test_two_schedulers_on_one_database_publish_a_day_once(
 
 
 def test_changed_schedule_replaces_the_job_unchanged_keeps_it(clock, config_file, database_url):
-    scheduler = scheduler_for(database_url, config_file, [])
+    manual = scheduler_for(database_url, config_file, [])
     config = load_config(config_file)
-    assert sched.install_jobs(scheduler, config) == []  # same schedule: kept as stored
+    assert scheduler.install_jobs(manual, config) == []  # same schedule: kept as stored
     config_file.write_text(config_file.read_text().replace('run_at = "06:30"', 'run_at = "07:15"'))
-    assert sched.install_jobs(scheduler, load_config(config_file)) == ["daily"]
-    assert scheduler.get_job(sched.job_id("daily")).next_run_time.time() == dt.time(7, 15)
-    scheduler.shutdown()
+    assert scheduler.install_jobs(manual, load_config(config_file)) == ["daily"]
+    assert manual.get_job(scheduler.job_id("daily")).next_run_time.time() == dt.time(7, 15)
+    manual.shutdown()
 
 
 def test_interrupted_run_is_resumed_on_the_next_start(
@@ -193,22 +193,22 @@ def test_interrupted_run_is_resumed_on_the_next_start(
     from topic_sync.app.shutdown import PROCESS
 
     events: list[str] = []
-    scheduler = scheduler_for(database_url, config_file, events)
+    manual = scheduler_for(database_url, config_file, events)
     clock.at(6, 30, 1)
     PROCESS.requested.set()  # SIGTERM arrived: the run stops at its first safe point
     try:
-        scheduler.tick()
+        manual.tick()
     finally:
         PROCESS.requested.clear()
     assert publishes(emulator) == 0
     assert any("exit code 8" in e for e in events)
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT status FROM runs")) == "interrupted"
-    scheduler.shutdown()
+    manual.shutdown()
 
     clock.at(6, 40)
     again = scheduler_for(database_url, config_file, events)
-    resumed = sched.resume_interrupted(again, load_config(config_file), engine, clock.now)
+    resumed = scheduler.resume_interrupted(again, load_config(config_file), engine, clock.now)
     assert resumed == [("daily", TODAY)]
     again.tick()
     assert publishes(emulator) == 1
@@ -250,26 +250,26 @@ def test_a_run_interrupted_late_is_resumed_after_midnight_for_its_own_day(
     path, tokens = late_campaign(tmp_path, database_url, emulator, message_file, "night")
     events: list[str] = []
     clock.now = dt.datetime.combine(yesterday, dt.time(23, 40), tzinfo=dt.UTC)
-    scheduler = scheduler_for(database_url, path, events)
+    manual = scheduler_for(database_url, path, events)
     clock.now = dt.datetime.combine(yesterday, dt.time(23, 50, 1), tzinfo=dt.UTC)
     PROCESS.requested.set()  # SIGTERM just before midnight: the run stops at a safe point
     try:
-        scheduler.tick()
+        manual.tick()
     finally:
         PROCESS.requested.clear()
-    scheduler.shutdown()
+    manual.shutdown()
     assert any("exit code 8" in e for e in events) and emulator.publishes == []
 
     clock.now = dt.datetime.combine(TODAY, dt.time(0, 15), tzinfo=dt.UTC)  # back after midnight
     again = scheduler_for(database_url, path, events)
-    resumed = sched.resume_interrupted(again, load_config(path), engine, clock.now)
+    resumed = scheduler.resume_interrupted(again, load_config(path), engine, clock.now)
     assert resumed == [("night", yesterday)]
     again.tick()
     [publish] = emulator.publishes
     assert publish.topic == topic_for("night", 3, yesterday)  # its own day, not today's
     assert publish.recipients == frozenset(tokens)
     # Once resumed and published, a later restart finds nothing left to resume.
-    assert sched.resume_interrupted(again, load_config(path), engine, clock.now) == []
+    assert scheduler.resume_interrupted(again, load_config(path), engine, clock.now) == []
     again.shutdown()
 
 
@@ -283,14 +283,14 @@ def test_a_catch_up_after_midnight_runs_the_day_that_was_due(
     scheduler_for(database_url, path, []).shutdown()  # down before 23:50
     clock.now = dt.datetime.combine(TODAY, dt.time(0, 20), tzinfo=dt.UTC)  # back after midnight
     events: list[str] = []
-    scheduler = scheduler_for(database_url, path, events)
-    scheduler.tick()
+    manual = scheduler_for(database_url, path, events)
+    manual.tick()
     assert any("ended with exit code 0" in e for e in events), events
     [publish] = emulator.publishes
     assert publish.topic == topic_for("late", 3, yesterday)  # the day that was due, not today
     assert publish.recipients == frozenset(tokens)
     assert yesterday.isoformat() in str(publish.message)
-    scheduler.shutdown()
+    manual.shutdown()
 
 
 def test_a_stored_job_that_is_not_topic_syncs_is_never_loaded(
@@ -300,10 +300,10 @@ def test_a_stored_job_that_is_not_topic_syncs_is_never_loaded(
 
     from sqlalchemy import create_engine
 
-    scheduler = scheduler_for(database_url, config_file, [])
-    job = scheduler.get_job(sched.job_id("daily"))
+    manual = scheduler_for(database_url, config_file, [])
+    job = manual.get_job(scheduler.job_id("daily"))
     state = job.__getstate__()
-    scheduler.shutdown()
+    manual.shutdown()
     marker = tmp_path / "pwned"
 
     class Evil:
@@ -319,17 +319,17 @@ def test_a_stored_job_that_is_not_topic_syncs_is_never_loaded(
         for job_id, blob in rows.items():
             conn.execute(
                 text(
-                    f"INSERT INTO {sched.JOBS_TABLE} (id, next_run_time, job_state) "
+                    f"INSERT INTO {scheduler.JOBS_TABLE} (id, next_run_time, job_state) "
                     "VALUES (:id, 0, :state)"
                 ),
                 {"id": job_id, "state": blob},
             )
     engine.dispose()
-    again = sched.make_scheduler(database_url, executor=DebugExecutor(), cls=ManualScheduler)
+    again = scheduler.make_scheduler(database_url, executor=DebugExecutor(), cls=ManualScheduler)
     again.start(paused=False)
     loaded = {j.id for j in again.get_jobs()}
     again.shutdown()
-    assert loaded == {sched.job_id("daily")}  # topic-sync's own job, nothing else
+    assert loaded == {scheduler.job_id("daily")}  # topic-sync's own job, nothing else
     assert not marker.exists()  # the malicious pickle ran nothing
 
 
@@ -341,9 +341,9 @@ def test_a_campaign_publishing_at_a_set_time_starts_its_sync_early_enough(
     config_file.write_text(text_ + 'publish_at = "08:00"\nsync_margin = "30m"\n')
     config = load_config(config_file)
     campaign = config.campaigns["daily"]
-    assert sched.start_time(campaign, TODAY, None) == dt.time(7, 30)  # no estimate yet
-    assert sched.start_time(campaign, TODAY, 3600 + 59) == dt.time(6, 29)  # rounded earlier
-    assert sched.start_time(campaign, TODAY, 12 * 3600) == dt.time(0, 0)  # not the day before
+    assert scheduler.start_time(campaign, TODAY, None) == dt.time(7, 30)  # no estimate yet
+    assert scheduler.start_time(campaign, TODAY, 3600 + 59) == dt.time(6, 29)  # rounded earlier
+    assert scheduler.start_time(campaign, TODAY, 12 * 3600) == dt.time(0, 0)  # not the day before
     # From the campaign's recent days: the largest, 90,000 operations at --rate-limit 3000/s
     # is 30 s; with the margin, 07:29.
     from tests.support import ensure_campaign
@@ -360,7 +360,7 @@ def test_a_campaign_publishing_at_a_set_time_starts_its_sync_early_enough(
                 {"c": campaign_id, "p": PREFIX, "d": TODAY - dt.timedelta(days=back), "n": ops},
             )
     now = dt.datetime.combine(TODAY, dt.time(0, 5), tzinfo=dt.UTC)
-    assert sched.start_times(config, engine, now) == {"daily": dt.time(7, 29)}
+    assert scheduler.start_times(config, engine, now) == {"daily": dt.time(7, 29)}
     # A campaign that sets run_at keeps it: that is its configured sync start.
     config_file.write_text(config_file.read_text() + 'run_at = "05:00"\n')
-    assert sched.start_times(load_config(config_file), engine, now) == {"daily": dt.time(5, 0)}
+    assert scheduler.start_times(load_config(config_file), engine, now) == {"daily": dt.time(5, 0)}
