@@ -159,22 +159,33 @@ class Work:
     Each worker claims its own batch (SKIP LOCKED), so one slow FCM call stalls one
     worker, not the run. Retryable tokens are re-batched in rounds; between rounds
     the retry policy's backoff (and any Retry-After) is waited in full.
+
+    The counts are kept in one place. A run's are kept by its runs row: each batch adds
+    its own in the batch's transaction (store.add_progress), and the run reads them back
+    from there (store.run_counts). A repair has no row: its counts are tallied in `tally`,
+    and only there. Failed attempts per (op, code), which the row does not keep, are
+    counted in `failures` (a repair's are its tally's).
     """
 
     def __init__(
         self,
         deps: Deps,
         topic: str,
-        run_id: int | None,
         opts: WorkSettings,
-        counts: SyncCounts,
         deadline_at: float,
         epoch: int,
         guard: DeadGuard,
+        *,
+        run_id: int | None = None,
+        tally: SyncCounts | None = None,
     ) -> None:
+        if (run_id is None) == (tally is None):
+            raise ValueError("a run's id (its row keeps the counts) or a tally, one of them")
         self.deps, self.topic, self.run_id, self.opts = deps, topic, run_id, opts
-        self.counts, self.deadline_at = counts, deadline_at
+        self.tally, self.deadline_at = tally, deadline_at
+        self.failures: Counter[tuple[str, str]] = tally.failures if tally is not None else Counter()
         self.epoch, self.guard = epoch, guard
+        self._lock = threading.Lock()  # what the workers share
         self._retry_after = 0.0
         self._done = self._failed = 0
         self._started = deps.monotonic()
@@ -210,11 +221,11 @@ class Work:
                 if deps.should_stop():
                     return False
                 self._retry_after = 0.0
-                with self.counts.lock:
-                    self.counts.wait_seconds += wait
                 if self.run_id is not None:
                     with deps.engine.begin() as conn:
                         store.add_progress(conn, self.run_id, wait_seconds=wait)
+                elif self.tally is not None:
+                    self.tally.wait_seconds += wait
             self._round_failures = Counter()
             if not self._round(op, total, retrying=bool(retry_number or paced_rounds)):
                 return self._owed(op) == 0
@@ -270,7 +281,7 @@ class Work:
             reraise=True,
         ):
             with attempt:
-                tally = _one_batch(
+                batch = _one_batch(
                     self.deps,
                     self.topic,
                     op,
@@ -282,23 +293,24 @@ class Work:
                     guard=self.guard,
                     deadline_at=self.deadline_at,
                 )
-        if tally is None:
+        if batch is None:
             return False
-        with self.counts.lock:
-            if op is Op.SUBSCRIBE:
-                self.counts.added += tally.confirmed
-            else:
-                self.counts.removed += tally.confirmed
-            self.counts.attempts += tally.attempts
-            self.counts.retries += tally.attempts if retrying else 0
-            self.counts.newly_dead += tally.newly_dead
-            self.counts.outcomes.update(tally.outcomes)
-            self.counts.failures.update({(op.value, c): n for c, n in tally.failures.items()})
-            self._round_failures.update(tally.failures)
-            self._retry_after = max(self._retry_after, tally.retry_after or 0.0)
+        with self._lock:
+            if self.tally is not None:  # no runs row (a repair): the counts are kept here
+                if op is Op.SUBSCRIBE:
+                    self.tally.added += batch.confirmed
+                else:
+                    self.tally.removed += batch.confirmed
+                self.tally.attempts += batch.attempts
+                self.tally.retries += batch.attempts if retrying else 0
+                self.tally.newly_dead += batch.newly_dead
+                self.tally.outcomes.update(batch.outcomes)
+            self.failures.update({(op.value, c): n for c, n in batch.failures.items()})
+            self._round_failures.update(batch.failures)
+            self._retry_after = max(self._retry_after, batch.retry_after or 0.0)
             # Progress counts tokens settled (done or failed for good) out of the plan.
-            self._done += tally.settled
-            self._failed += tally.failed - (tally.confirmed if retrying else 0)
+            self._done += batch.settled
+            self._failed += batch.failed - (batch.confirmed if retrying else 0)
             event = Progress(op, self._done, total, max(self._failed, 0), self._started)
         self.deps.progress(event)
         return True

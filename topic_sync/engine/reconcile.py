@@ -152,7 +152,8 @@ def _reconcile_prefix(
         )
         guard = DeadGuard.for_work(opts.max_dead, owed)
         for topic, report in reports.items():
-            work = Work(deps, topic, None, opts, result.counts, deadline_at, epochs[topic], guard)
+            # A repair has no runs row: its counts are tallied in memory, in result.counts.
+            work = Work(deps, topic, opts, deadline_at, epochs[topic], guard, tally=result.counts)
             removed_before, added_before = result.counts.removed, result.counts.added
             done = work.drain(Op.UNSUBSCRIBE, report.owed_remove + report.stale)
             done = done and work.drain(Op.SUBSCRIBE, report.owed_add)

@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import enum
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,9 @@ class RunResult:
     prefix: str
     topic: str
     plan: store.Plan | None = None
+    # What this run's sync did: its row's counts (the current attempt's). All zero for a run
+    # that synced nothing, such as one taking over a synced day's wait (the run that synced
+    # reported them, and the row keeps them).
     counts: SyncCounts = field(default_factory=SyncCounts)
     failed: dict[str, int] = field(default_factory=dict)
     owed_subscriptions: int = 0
@@ -1049,9 +1053,8 @@ def _sync_and_publish(
     deadline_at: float,
     phases: Phases,
 ) -> RunResult:
-    counts = SyncCounts()
     guard = DeadGuard.for_work(opts.max_dead, plan.to_add + plan.to_remove)
-    work = Work(deps, topic, run.id, opts, counts, deadline_at, fence.epoch, guard)
+    work = Work(deps, topic, opts, deadline_at, fence.epoch, guard, run_id=run.id)
     with phases.timing("removals"):
         finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove)
     if finished:
@@ -1061,6 +1064,7 @@ def _sync_and_publish(
     with deps.engine.begin() as conn:
         owed_add, owed_remove = store.pending_counts(conn, topic)
         failed = store.settle_failures(conn, run.id)
+        counts = _counts_of(store.run_counts(conn, run.id), work.failures)
         stopped = deps.should_stop()
         if not finished:
             why = "stopped on request" if stopped else "deadline reached"
@@ -1145,6 +1149,21 @@ def _sync_and_publish(
     if owed_add:
         result.note = _owed_note(owed_add, topic)
     return result
+
+
+def _counts_of(row: store.RunCounts, failures: Counter[tuple[str, str]]) -> SyncCounts:
+    """A run's counts as its row keeps them (each batch added its own there), and its failed
+    attempts per (op, code), which the row does not keep."""
+    return SyncCounts(
+        added=row.added,
+        removed=row.removed,
+        attempts=row.attempts,
+        retries=row.retries,
+        wait_seconds=row.wait_seconds,
+        newly_dead=row.newly_dead,
+        outcomes=Counter(row.outcomes),
+        failures=failures,
+    )
 
 
 def _mark_published(opts: RunOptions, deps: Deps, existing: store.RunRecord | None) -> RunResult:

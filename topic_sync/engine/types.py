@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -66,7 +65,9 @@ class Phases:
 
 @dataclass
 class SyncCounts:
-    """Tallies shared by the workers of one run."""
+    """What a command's sync did. A run's counts are read from its runs row, the one record
+    of them, with the failed attempts per (op, code) that the row does not keep, counted by
+    the drainer; a repair has no row, so the drainer tallies all of them here (drain.Work)."""
 
     added: int = 0
     removed: int = 0
@@ -76,4 +77,3 @@ class SyncCounts:
     newly_dead: int = 0  # tokens FCM answered "dead" for, marked as such
     outcomes: Counter[str] = field(default_factory=Counter)  # per attempt: "ok" or error code
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # failed, by (op, code)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

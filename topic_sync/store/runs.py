@@ -30,6 +30,7 @@ __all__ = [
     "topics_of_failures_without_run",
     "Fence",
     "RunRecord",
+    "RunCounts",
     "ATTEMPT_COLUMNS",
     "add_progress",
     "attempt_rows",
@@ -42,6 +43,7 @@ __all__ = [
     "get_run",
     "mark_synced",
     "resume_waiting",
+    "run_counts",
     "waiting_run",
     "publish_in_flight",
     "record_no_audience",
@@ -306,6 +308,40 @@ def add_progress(
             "outcomes": json.dumps(outcomes or {}),
             "newly_dead": newly_dead,
         },
+    )
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """What the current attempt of a run did, as its row keeps it (add_progress)."""
+
+    added: int
+    removed: int
+    attempts: int  # token attempts, every try counted
+    retries: int  # token attempts that were retries
+    newly_dead: int
+    wait_seconds: float
+    outcomes: dict[str, int]  # per attempt: "ok" or error code
+
+
+def run_counts(conn: Connection, run_id: int) -> RunCounts:
+    """The run's counts, from its row: the one record of them (a rerun's attempt starts
+    them from nothing, start_run; an earlier attempt's are in run_attempts)."""
+    row = conn.execute(
+        text(
+            "SELECT added, removed, attempts, retries, newly_dead, wait_seconds, outcomes "
+            "FROM runs WHERE id = :id"
+        ),
+        {"id": run_id},
+    ).one()
+    return RunCounts(
+        int(row.added),
+        int(row.removed),
+        int(row.attempts),
+        int(row.retries),
+        int(row.newly_dead),
+        float(row.wait_seconds),
+        {str(code): int(n) for code, n in (row.outcomes or {}).items()},
     )
 
 
