@@ -19,6 +19,7 @@ from tests.support import (
     last_recipients,
     opts,
     reconcile_options,
+    run_row,
     snapshot,
     subscriptions,
     toks,
@@ -31,6 +32,7 @@ from topic_sync.errors import (
     CredentialsError,
     ExitCode,
     InputFileError,
+    Interrupted,
     PublishWithheld,
     Refused,
 )
@@ -653,8 +655,6 @@ def test_killed_database_connection_loses_nothing_and_publishes_once(
 def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
     tmp_path, message_file, deps, emulator
 ) -> None:
-    from topic_sync.errors import Interrupted
-
     calls: list[int] = []
     inner = deps.client
 
@@ -684,6 +684,85 @@ def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
     result = run_day(options, deps)
     assert result.counts.added == 20
     assert last_recipients(emulator, result.topic) == frozenset(toks(0, 30))
+
+
+COUNTED = ("added", "removed", "attempts", "retries", "newly_dead", "wait_seconds", "outcomes")
+
+
+def counted(figures) -> dict:
+    """A run's counts, from its RunResult's counts or from a runs/run_attempts row."""
+    get = figures.get if isinstance(figures, dict) else lambda name: getattr(figures, name)
+    return {name: dict(get(name)) if name == "outcomes" else get(name) for name in COUNTED}
+
+
+def test_a_runs_reported_counts_are_its_row_also_after_an_interrupted_run_is_resumed(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    first = run_day(opts(tmp_path, message_file, toks(0, 40)), deps)
+    assert counted(first.counts) == counted(run_row(deps.engine, PREFIX, DAY))
+    assert first.counts.added == 40
+
+    # Two days on, the same topic (a pool of 2): 10 tokens leave, 20 join. Each newcomer
+    # fails once (a retry after a backoff), one of them is dead.
+    day = DAY + dt.timedelta(days=2)
+    *joining, dead = toks(40, 60)
+    for token in joining:
+        emulator.inject_token_error(token, "INTERNAL", times=1)
+    emulator.inject_token_error(dead, "UNREGISTERED")
+    calls: list[int] = []
+    inner = deps.client
+
+    class CountingClient:
+        transport = inner.transport
+        target = inner.target
+
+        def subscribe(self, tokens, topic, **kw):
+            calls.append(len(tokens))
+            return inner.subscribe(tokens, topic, **kw)
+
+        unsubscribe = inner.unsubscribe
+        publish = inner.publish
+
+    # Stopped after the first batch of additions: the removals are done, 10 additions tried.
+    stopping = dataclasses.replace(deps, client=CountingClient(), should_stop=lambda: bool(calls))
+    retry = RetryPolicy(min_wait=0.5, max_wait=0.5, max_retries=2)
+    options = opts(
+        tmp_path,
+        message_file,
+        toks(10, 60),
+        day,
+        batch_size=10,
+        concurrency=1,
+        retry=retry,
+        allow_large_churn=True,
+    )
+    with pytest.raises(Interrupted):
+        run_day(options, stopping)
+    interrupted = run_row(deps.engine, PREFIX, day)
+    assert (interrupted["status"], interrupted["attempt"]) == ("interrupted", 1)
+    assert (interrupted["removed"], interrupted["added"], interrupted["attempts"]) == (10, 0, 20)
+
+    resumed = run_day(options, deps)
+    assert resumed.status == "published"
+    row = run_row(deps.engine, PREFIX, day)
+    assert row["attempt"] == 2
+    # The rerun reports its own attempt's counts, the row's: the interrupted attempt's are
+    # kept in run_attempts, and the two add up to the day's work.
+    assert counted(resumed.counts) == counted(row)
+    summary = resumed.summary()
+    assert {name: summary[name] for name in COUNTED} == {
+        **counted(row),
+        "wait_seconds": round(row["wait_seconds"], 3),
+    }
+    with deps.engine.connect() as conn:
+        [earlier] = conn.execute(
+            text("SELECT * FROM run_attempts WHERE run_id = :id"), {"id": row["id"]}
+        ).mappings()
+    assert counted(dict(earlier)) == counted(interrupted)
+    assert (row["removed"], row["added"]) == (0, 19)
+    assert earlier["newly_dead"] + row["newly_dead"] == 1
+    assert row["retries"] > 0 and row["wait_seconds"] >= 0.5 and row["outcomes"]["ok"] == 19
+    assert emulator.members(resumed.topic) == set(joining) | set(toks(10, 40))
 
 
 def test_a_stopped_run_says_why_on_its_record(tmp_path, message_file, deps, emulator) -> None:
