@@ -25,8 +25,8 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from topic_sync.app import commands
-from topic_sync.config.table import DEFAULTS
 from topic_sync.cli import main
+from topic_sync.config.table import DEFAULTS
 from topic_sync.emulator import FcmEmulator, Publish
 from topic_sync.engine.reconcile import ReconcileOptions
 from topic_sync.engine.retry import RetryPolicy
