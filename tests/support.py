@@ -1,23 +1,31 @@
 """Helpers the tests share, in one place: databases cloned from a migrated template, audience
 files, a recorder for the engine's log and sleeps, and for end-to-end tests the real
-`topic-sync` CLI in a subprocess plus snapshots of both sides to prove what a run changed."""
+`topic-sync` CLI (in this process, or in one of its own) plus snapshots of both sides to prove
+what a run changed."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
+import traceback
 import uuid
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import firebase_admin
+from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from topic_sync.app import commands
+from topic_sync.cli import main
 from topic_sync.config.table import DEFAULTS
 from topic_sync.emulator import FcmEmulator, Publish
 from topic_sync.engine.reconcile import ReconcileOptions
@@ -122,7 +130,7 @@ class Recorder:
 
 
 def cli_env(database_url: str, emulator: FcmEmulator, **extra: str) -> dict[str, str]:
-    """The subprocess environment: this database, this emulator, no stray TOPIC_SYNC_*."""
+    """A CLI run's whole environment: this database, this emulator, no stray TOPIC_SYNC_*."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -144,14 +152,75 @@ def cli_command(*args: Any) -> list[str]:
     return [sys.executable, "-m", "topic_sync.cli", *map(str, args)]
 
 
-def run_cli(
-    *args: Any, env: dict[str, str], timeout: float = CLI_TIMEOUT
+@dataclasses.dataclass(frozen=True)
+class CliResult:
+    """How an in-process `topic-sync` invocation ended, with the fields of a finished process."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: Any, env: dict[str, str], input: str | None = None) -> CliResult:
+    """Run `topic-sync ARGS...` to completion in this process and capture its output.
+
+    As the CLI's own process would run it: `env` is the whole environment (cli_env), the
+    checkout the working directory, warnings ignored, stdin `input` (else empty); an exit is
+    the exit code, an exception escaping `main()` a traceback on stderr and exit 1. The
+    firebase-admin apps the command made are deleted after it, and everything else is put
+    back. What needs a process of its own (signals, a kill, its memory, the embedded server's
+    lifetime, concurrent runs) uses run_cli_process."""
+    argv = [str(arg) for arg in args]
+    apps_before = set(firebase_admin._apps)  # the SDK keeps its apps in no public list
+    environ_before = dict(os.environ)
+    runner = CliRunner()
+    with (
+        runner.isolation(input=input) as (stdout, stderr, _),
+        contextlib.chdir(REPO_ROOT),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            returncode = _exit_status(main, argv)
+        finally:
+            os.environ.clear()
+            os.environ.update(environ_before)
+            for name in set(firebase_admin._apps) - apps_before:
+                firebase_admin.delete_app(firebase_admin.get_app(name))
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return CliResult(argv, returncode, stdout.getvalue().decode(), stderr.getvalue().decode())
+
+
+def _exit_status(main: Callable[[list[str]], None], argv: list[str]) -> int:
+    """What the interpreter makes of `main(argv)`'s end: its exit code, or 1 and the message
+    or traceback on stderr."""
+    try:
+        main(argv)
+    except SystemExit as end:
+        if end.code is None or isinstance(end.code, int):
+            return int(end.code or 0)
+        print(end.code, file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def run_cli_process(
+    *args: Any, env: dict[str, str], timeout: float = CLI_TIMEOUT, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `topic-sync ARGS...` to completion and capture its output."""
+    """Run `topic-sync ARGS...` in a process of its own (`python -m topic_sync.cli`), for what
+    an in-process run cannot show: the embedded server outliving the command, and the like."""
     return subprocess.run(
         cli_command(*args),
         env=env,
         cwd=REPO_ROOT,
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -197,14 +266,14 @@ def run_args(
     return args
 
 
-def summary(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def summary(proc: CliResult | subprocess.CompletedProcess[str]) -> dict[str, Any]:
     """The one JSON line `--json` prints on stdout."""
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"expected one JSON line on stdout, got {proc.stdout!r}"
     return json.loads(lines[0])
 
 
-def describe(proc: subprocess.CompletedProcess[str]) -> str:
+def describe(proc: CliResult | subprocess.CompletedProcess[str]) -> str:
     """For assertion messages: how the process ended and what it said."""
     return f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
 

@@ -11,5 +11,5 @@ from topic_sync.emulator import FcmEmulator
 
 @pytest.fixture
 def env(database_url: str, emulator: FcmEmulator) -> dict[str, str]:
-    """The environment of a CLI subprocess that uses this test's database and emulator."""
+    """The environment of a CLI run that uses this test's database and emulator."""
     return cli_env(database_url, emulator)

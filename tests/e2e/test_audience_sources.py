@@ -5,16 +5,13 @@ waiting for the producer (--wait-for) until the audience never came."""
 from __future__ import annotations
 
 import gzip
-import subprocess
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from tests.support import (
-    CLI_TIMEOUT,
     DAY1,
-    cli_command,
     db_snapshot,
     describe,
     execute,
@@ -62,15 +59,7 @@ def _nothing_changed(before, engine, emulator, calls_before) -> None:
 
 def test_audience_from_standard_input(env, emulator, engine, message_file):
     data = "".join(f"{t}\n" for t in AUDIENCE)
-    proc = subprocess.run(
-        cli_command(*_args("-", message_file)),
-        env=env,
-        input=data,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
-    )
+    proc = run_cli(*_args("-", message_file), env=env, input=data)
     _published_exactly(proc, emulator, AUDIENCE)
     assert run_row(engine, PREFIX, DAY1)["audience_path"] == "<stdin>"
 
@@ -79,14 +68,8 @@ def test_bad_line_on_standard_input_names_stdin_and_changes_nothing(
     env, emulator, engine, message_file
 ):
     before, calls = db_snapshot(engine), subscription_calls(emulator)
-    proc = subprocess.run(
-        cli_command(*_args("-", message_file)),
-        env=env,
-        input=f"{AUDIENCE[0]}\n{AUDIENCE[1]}\nnot a token\n",
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        check=False,
+    proc = run_cli(
+        *_args("-", message_file), env=env, input=f"{AUDIENCE[0]}\n{AUDIENCE[1]}\nnot a token\n"
     )
     assert proc.returncode == 2, describe(proc)
     assert "<stdin>:3: whitespace inside token" in proc.stderr

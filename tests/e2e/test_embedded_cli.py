@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tests.support import cli_env, describe, run_cli
+from tests.support import cli_env, describe, run_cli_process
 from topic_sync.store.embedded import SYSTEM_USER, EmbeddedServer
 
 
@@ -20,7 +20,7 @@ def test_the_embedded_server_lives_where_told_and_stops_on_command(database_url,
     env = cli_env(database_url, emulator, TOPIC_SYNC_EMBEDDED_DIR=str(folder))
     del env["DATABASE_URL"]
     try:
-        started = run_cli("db", "upgrade", env=env)
+        started = run_cli_process("db", "upgrade", env=env)
         assert started.returncode == 0, describe(started)
         assert f"using the embedded PostgreSQL in {folder}" in started.stderr
         said_root = f"runs as the system user {SYSTEM_USER}" in started.stderr
@@ -29,12 +29,12 @@ def test_the_embedded_server_lives_where_told_and_stops_on_command(database_url,
         pid = EmbeddedServer(folder).pid()
         assert pid is not None
 
-        stopped = run_cli("db", "stop-embedded", "--json", env=env)
+        stopped = run_cli_process("db", "stop-embedded", "--json", env=env)
 
         assert stopped.returncode == 0, describe(stopped)
         assert f"stopped the embedded PostgreSQL in {folder}" in stopped.stderr
         assert EmbeddedServer(folder).pid() is None
-        again = run_cli("db", "stop-embedded", env=env)
+        again = run_cli_process("db", "stop-embedded", env=env)
         assert again.returncode == 0 and f"no embedded PostgreSQL runs in {folder}" in again.stderr
     finally:
         EmbeddedServer(folder).stop()

@@ -1,6 +1,6 @@
 """`topic-sync run` end to end: days that publish, reruns, concurrent runs, crash recovery and
-configuration from the environment. Each run is the real CLI in its own process, against
-PostgreSQL and the FCM emulator."""
+configuration from the environment. Each run is the real CLI (in the test's process; the
+concurrent runs each in a process of their own), against PostgreSQL and the FCM emulator."""
 
 from __future__ import annotations
 

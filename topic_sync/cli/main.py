@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from topic_sync import __version__
-from topic_sync.cli.output import emit_json, error_document, say
+from topic_sync.cli.output import LOG, emit_json, error_document, say
 from topic_sync.errors import ExitCode
 
 
@@ -90,6 +90,7 @@ cli.add_command(config_group)
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI; usage errors too print exactly one JSON object when --json was given."""
     args = list(sys.argv[1:] if argv is None else argv)
+    LOG.begin()
     try:
         cli.main(args, prog_name="topic-sync", standalone_mode=False)
     except click.ClickException as error:

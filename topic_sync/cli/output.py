@@ -37,6 +37,11 @@ class Log:
     """Where stderr output goes: lines for people, or one JSON object per event."""
 
     def __init__(self) -> None:
+        self.begin()
+
+    def begin(self) -> None:
+        """A new command: lines for people until configured, and a new id (one process may
+        run several commands: the tests run them in theirs)."""
         self.json = False
         # One id per command: every line of one invocation carries it.
         self.context: dict[str, Any] = {"run_id": uuid.uuid4().hex[:12]}

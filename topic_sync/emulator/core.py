@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -69,7 +71,16 @@ class FcmEmulator:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
+        # shutdown() waits for the serving loop to look at its flag, which it does once per
+        # poll interval or per connection: knock until it has, so a stop takes milliseconds.
+        host, port = server.server_address[:2]
+        knock = (host if isinstance(host, str) else "127.0.0.1", port)
+        stopping = threading.Thread(target=server.shutdown, name="fcm-emulator-stop")
+        stopping.start()
+        while stopping.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection(knock, timeout=1).close()
+            stopping.join(0.002)
         server.close_connections()
         server.server_close()
         if self._thread is not None:
