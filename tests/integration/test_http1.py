@@ -131,7 +131,8 @@ def _pipe(conn: socket.socket, rfile: object, upstream: socket.socket) -> None:
     """Relay bytes both ways until either side closes (what the client buffered first)."""
 
     def back() -> None:
-        with upstream:
+        # Ends when either side closes; the other direction may close upstream under it.
+        with upstream, contextlib.suppress(OSError):
             while data := upstream.recv(65536):
                 conn.sendall(data)
 
