@@ -9,8 +9,10 @@ fixtures live in tests/support.py.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
+import ssl
 import tempfile
 import threading
 import uuid
@@ -19,6 +21,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import firebase_admin
+import httpx._transports.default as httpx_transports
 import pytest
 from sqlalchemy import Engine, text
 
@@ -41,6 +44,28 @@ from topic_sync.store import db
 from topic_sync.store.embedded import EmbeddedServer
 
 TEMPLATE = f"topic_sync_template_{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_default_tls_context_per_process() -> Iterator[None]:
+    """Every firebase-admin app builds an httpx client for async sends, which topic-sync
+    never makes, and each loads the CA bundle three times (tens of milliseconds). A test
+    process builds an app per run, thousands of them, against a plain-HTTP emulator: it
+    reuses one default context. Other settings (a CA file, a client certificate) still
+    get their own, and production processes build one app per run anyway."""
+    build = httpx_transports.create_ssl_context
+    default = functools.cache(lambda: build())
+
+    def create_ssl_context(
+        verify: object = True, cert: object = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
+        if verify is True and cert is None and trust_env:
+            return default()
+        return build(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx_transports, "create_ssl_context", create_ssl_context)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1090,7 +1090,7 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
         observe(status, retry_after, cost, sent_at)
 
     paced.pacer.observe = recording
-    audience = toks(0, 6000)
+    audience = toks(0, 3000)  # five seconds at the quota
     # The production backoff: a round that met only 429s must not wait it (minutes of an
     # idle quota); the pacer has already slowed down.
     from topic_sync.engine.retry import RetryPolicy
