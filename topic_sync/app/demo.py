@@ -5,20 +5,20 @@ command runs, and a quick way to see the whole job work on one machine.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from topic_sync.app.commands import run_options
-from topic_sync.app.services import Io, database_url, fcm_client, reaching
+from topic_sync.app import commands
+from topic_sync.app.services import Io, database_url, reaching
+from topic_sync.config.resolve import Resolved
 from topic_sync.config.table import Settings
 from topic_sync.emulator import FcmEmulator
-from topic_sync.engine.run import run_day
-from topic_sync.engine.types import Deps
 from topic_sync.errors import ExitCode
-from topic_sync.store.db import make_engine, recreate_database, upgrade
+from topic_sync.store.db import recreate_database, upgrade
 
 DEMO_DATABASE = "topic_sync_demo"
 DEMO_PROJECT = "demo-topic-sync"
@@ -78,25 +78,38 @@ def write_inputs(
     return message, out
 
 
-def run_demo(
+def run_days(
     settings: Settings,
-    deps: Deps,
+    io: Io,
     emulator: FcmEmulator,
     workdir: Path,
     start: dt.date,
     days: int,
     size: int,
 ) -> list[DemoDay]:
-    """Run the demo's days, live, quickly: no propagation wait, short retries."""
+    """Run the demo's days as `topic-sync run --live` runs a day, quickly: no propagation
+    wait, short retries, at once. Nothing of the operator's own setup reaches it: no
+    metrics export, no audience query, no publish time; evidence stays in `workdir`."""
+    message, inputs = write_inputs(workdir, start, days, size)
     settings = settings.replace(
+        topic_prefix=DEMO_PREFIX,
+        pool_size=DEMO_POOL_SIZE,
+        rest_period=DEMO_REST_SECONDS,
+        message=message,
+        audience_query=None,
+        audience_database_url=None,
+        wait_for=None,
         live=True,
+        publish_at=None,
+        publish_by=None,
         propagation_delay=0,
         retry_min_wait=0.1,
         retry_max_wait=1,
         max_retries=2,
-        rest_period=DEMO_REST_SECONDS,
+        metrics_file=None,
+        pushgateway=None,
+        state_dir=workdir,
     )
-    message, inputs = write_inputs(workdir, start, days, size)
     dead: set[str] = set()
     results = []
     for index, (day, audience_path, audience) in enumerate(inputs):
@@ -105,17 +118,10 @@ def run_demo(
             dead = set(sorted(audience)[:5])
             for token in dead:
                 emulator.unregister(token)
-        result = run_day(
-            run_options(
-                settings,
-                day=day,
-                prefix=DEMO_PREFIX,
-                pool_size=DEMO_POOL_SIZE,
-                audience_path=audience_path,
-                message_path=message,
-            ),
-            deps,
-        )
+        day_settings = settings.replace(audience=audience_path)
+        # The demo's days run ahead of today's date on purpose.
+        resolved = Resolved(day_settings, {}, day=day)
+        result = commands.run_day(resolved, io, backfill=True)
         topic = result.topic  # the topic the day chose and recorded
         sent = [p for p in emulator.publishes if str(result.message_id).endswith(p.message_id)]
         recipients = sent[0].recipients if sent else frozenset()
@@ -156,27 +162,18 @@ class DemoOutcome:
         return ExitCode.OK if all(d.exact for d in self.days) else ExitCode.FAILED
 
 
-def demo(settings: Settings, io: Io, *, days: int, size: int, workdir: Path) -> DemoOutcome:
+def rehearse(settings: Settings, io: Io, *, days: int, size: int, workdir: Path) -> DemoOutcome:
     """Rehearse `days` days on a fresh demo database and an in-process emulator."""
     server = database_url(settings, io)
     with reaching(server):
         url = recreate_database(server, DEMO_DATABASE)
         upgrade(url)
-    engine = make_engine(url)
-    try:
-        with FcmEmulator() as emu:
-            io.log(
-                f"demo: database {DEMO_DATABASE}, FCM emulator on {emu.host_port}, "
-                f"inputs in {workdir}"
-            )
-            target = settings.replace(emulator_host=emu.host_port, project=DEMO_PROJECT)
-            deps = Deps(
-                engine=engine,
-                client=fcm_client(target, io),
-                sleep=io.sleep,
-                now=io.now,
-                log=lambda line: io.log(f"  {line}"),
-            )
-            return DemoOutcome(run_demo(target, deps, emu, workdir, io.now().date(), days, size))
-    finally:
-        engine.dispose()
+    with FcmEmulator() as emu:
+        io.log(
+            f"demo: database {DEMO_DATABASE}, FCM emulator on {emu.host_port}, inputs in {workdir}"
+        )
+        target = settings.replace(
+            database_url=url, emulator_host=emu.host_port, project=DEMO_PROJECT
+        )
+        indented = dataclasses.replace(io, log=lambda line: io.log(f"  {line}"))
+        return DemoOutcome(run_days(target, indented, emu, workdir, io.now().date(), days, size))

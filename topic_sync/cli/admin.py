@@ -152,12 +152,11 @@ def demo(days: int, size: int, workdir: Path | None, as_json: bool, **params: An
     in-process FCM emulator and checks that each day's message reached exactly
     that day's valid audience.
     """
-    from topic_sync.app.demo import demo as run_demo
-    from topic_sync.app.demo import render
+    from topic_sync.app.demo import rehearse, render
 
     settings_ = resolved(click.get_current_context(), params)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="topic-sync-demo-"))
-    outcome = run_demo(settings_.settings, cli_io(), days=days, size=size, workdir=workdir)
+    outcome = rehearse(settings_.settings, cli_io(), days=days, size=size, workdir=workdir)
     if as_json:
         say(render(outcome.days))
         days_ = [{**vars(day), "day": day.day.isoformat()} for day in outcome.days]
