@@ -28,6 +28,7 @@ from tests.support import token_row as token_record
 from topic_sync.engine.reconcile import reconcile
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
+from topic_sync.engine.types import Deps
 from topic_sync.errors import (
     CredentialsError,
     ExitCode,
@@ -476,7 +477,6 @@ def paced(emulator, engine, transport, recorder):
 
     import firebase_admin
 
-    from topic_sync.engine.types import Deps
     from topic_sync.fcm.pacer import Pacer
     from topic_sync.fcm.sdk_bridge import initialize_app
     from topic_sync.fcm.transports import make_client
@@ -652,9 +652,9 @@ def test_killed_database_connection_loses_nothing_and_publishes_once(
     assert states == {"subscribed": 40, "unsubscribed": 10}
 
 
-def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
-    tmp_path, message_file, deps, emulator
-) -> None:
+def stopping_after_a_subscribe(deps: Deps) -> tuple[Deps, list[int]]:
+    """`deps` whose run is asked to stop once a subscribe batch went out, and the sizes of
+    the subscribe batches sent."""
     calls: list[int] = []
     inner = deps.client
 
@@ -669,7 +669,15 @@ def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
         unsubscribe = inner.unsubscribe
         publish = inner.publish
 
-    stopping = dataclasses.replace(deps, client=CountingClient(), should_stop=lambda: bool(calls))
+    return dataclasses.replace(
+        deps, client=CountingClient(), should_stop=lambda: bool(calls)
+    ), calls
+
+
+def test_stop_request_finishes_the_batch_in_flight_and_a_rerun_resumes(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    stopping, calls = stopping_after_a_subscribe(deps)
     options = opts(tmp_path, message_file, toks(0, 30), batch_size=10, concurrency=1)
     with pytest.raises(Interrupted, match="rerun this date to resume"):
         run_day(options, stopping)
@@ -709,22 +717,8 @@ def test_a_runs_reported_counts_are_its_row_also_after_an_interrupted_run_is_res
     for token in joining:
         emulator.inject_token_error(token, "INTERNAL", times=1)
     emulator.inject_token_error(dead, "UNREGISTERED")
-    calls: list[int] = []
-    inner = deps.client
-
-    class CountingClient:
-        transport = inner.transport
-        target = inner.target
-
-        def subscribe(self, tokens, topic, **kw):
-            calls.append(len(tokens))
-            return inner.subscribe(tokens, topic, **kw)
-
-        unsubscribe = inner.unsubscribe
-        publish = inner.publish
-
     # Stopped after the first batch of additions: the removals are done, 10 additions tried.
-    stopping = dataclasses.replace(deps, client=CountingClient(), should_stop=lambda: bool(calls))
+    stopping, calls = stopping_after_a_subscribe(deps)
     retry = RetryPolicy(min_wait=0.5, max_wait=0.5, max_retries=2)
     options = opts(
         tmp_path,
@@ -1011,7 +1005,6 @@ def test_publish_answer_that_proves_nothing_keeps_the_intent(
 def test_the_deadline_cuts_a_batch_short(
     tmp_path, message_file, engine, emulator, fcm_app, recorder, transport_name
 ) -> None:
-    from topic_sync.engine.types import Deps
     from topic_sync.errors import DeadlineReached
     from topic_sync.fcm.transports import make_client
 
