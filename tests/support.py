@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import firebase_admin
 from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, make_url, text
 
@@ -167,12 +166,11 @@ def run_cli(*args: Any, env: dict[str, str], input: str | None = None) -> CliRes
 
     As the CLI's own process would run it: `env` is the whole environment (cli_env), the
     checkout the working directory, warnings ignored, stdin `input` (else empty); an exit is
-    the exit code, an exception escaping `main()` a traceback on stderr and exit 1. The
-    firebase-admin apps the command made are deleted after it, and everything else is put
-    back. What needs a process of its own (signals, a kill, its memory, the embedded server's
-    lifetime, concurrent runs) uses run_cli_process."""
+    the exit code, an exception escaping `main()` a traceback on stderr and exit 1; then the
+    environment is put back (each command lets go of its own firebase-admin app). What needs
+    a process of its own (signals, a kill, its memory, the embedded server's lifetime,
+    concurrent runs) uses run_cli_process."""
     argv = [str(arg) for arg in args]
-    apps_before = set(firebase_admin._apps)  # the SDK keeps its apps in no public list
     environ_before = dict(os.environ)
     runner = CliRunner()
     with (
@@ -188,8 +186,6 @@ def run_cli(*args: Any, env: dict[str, str], input: str | None = None) -> CliRes
         finally:
             os.environ.clear()
             os.environ.update(environ_before)
-            for name in set(firebase_admin._apps) - apps_before:
-                firebase_admin.delete_app(firebase_admin.get_app(name))
             sys.stdout.flush()
             sys.stderr.flush()
         return CliResult(argv, returncode, stdout.getvalue().decode(), stderr.getvalue().decode())

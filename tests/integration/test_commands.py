@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import firebase_admin
+import pytest
 from click.testing import CliRunner
 
 from tests.support import a_day_passes, write_audience
@@ -130,3 +132,27 @@ def test_a_quota_that_cannot_be_kept_costs_a_warning_not_the_command(
         result = deps.client.subscribe([f"w:{i}" for i in range(50)], "t")
     assert result.reasons == (None,) * 50
     assert any(line.startswith("WARNING: the FCM quota learned") for line in lines), lines
+
+
+def test_every_command_lets_go_of_the_firebase_app_it_made(
+    tmp_path, database_url, emulator, message_file, mocker
+) -> None:
+    # The scheduler runs a command a day in one process: an app kept per command would pile
+    # up there, each with its HTTP sessions.
+    day = dt.date(2026, 11, 22)
+    write_audience(tmp_path / f"{day}.csv", ["token", *(f"app:{i}" for i in range(10))])
+    config = rehearsal(tmp_path, database_url, emulator, message_file, prefix="app", pool=2)
+    base = ["--config", str(config)]
+    made = mocker.spy(firebase_admin, "initialize_app")
+    for args in (
+        ["run", *base, "--date", day.isoformat(), "--backfill"],
+        ["reconcile", *base, "--live"],
+        ["doctor", *base, "--date", day.isoformat(), "--backfill"],
+        ["target", "bind", *base, "--live"],
+    ):
+        before = len(made.spy_return_list)
+        result = CliRunner().invoke(cli, args, env={})
+        assert result.exit_code == 0, (args, result.output)
+        [app] = made.spy_return_list[before:]
+        with pytest.raises(ValueError, match="does not exist"):
+            firebase_admin.get_app(app.name)

@@ -718,7 +718,7 @@ def test_a_runs_reported_counts_are_its_row_also_after_an_interrupted_run_is_res
         emulator.inject_token_error(token, "INTERNAL", times=1)
     emulator.inject_token_error(dead, "UNREGISTERED")
     # Stopped after the first batch of additions: the removals are done, 10 additions tried.
-    stopping, calls = stopping_after_a_subscribe(deps)
+    stopping, _ = stopping_after_a_subscribe(deps)
     retry = RetryPolicy(min_wait=0.5, max_wait=0.5, max_retries=2)
     options = opts(
         tmp_path,

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from topic_sync import store
 from topic_sync.app import metrics, report
-from topic_sync.app.services import Io, database, fcm_client, services, state_dir
+from topic_sync.app.services import Io, close_fcm_client, database, fcm_client, services, state_dir
 from topic_sync.config.needs import run_needs
 from topic_sync.config.resolve import Resolved, Source
 from topic_sync.config.table import SPECS, Kind, Settings, flag_of
@@ -525,8 +525,11 @@ def target_change(resolved: Resolved, io: Io, *, reset: bool) -> target.TargetCh
     s = resolved.settings
     with database(s, io) as engine:
         client = fcm_client(s, io)
-        change = target.reset if reset else target.rebind
-        return change(engine, client.target, live=s.live)
+        try:
+            change = target.reset if reset else target.rebind
+            return change(engine, client.target, live=s.live)
+        finally:
+            close_fcm_client(client)
 
 
 # --- reports ------------------------------------------------------------------------------------

@@ -5,11 +5,10 @@ command runs, and a quick way to see the whole job work on one machine.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from topic_sync.app import commands
@@ -175,5 +174,5 @@ def rehearse(settings: Settings, io: Io, *, days: int, size: int, workdir: Path)
         target = settings.replace(
             database_url=url, emulator_host=emu.host_port, project=DEMO_PROJECT
         )
-        indented = dataclasses.replace(io, log=lambda line: io.log(f"  {line}"))
+        indented = replace(io, log=lambda line: io.log(f"  {line}"))
         return DemoOutcome(run_days(target, indented, emu, workdir, io.now().date(), days, size))

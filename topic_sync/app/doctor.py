@@ -37,6 +37,7 @@ from topic_sync.app.services import (
     POOL_HEADROOM,
     Io,
     auth_problem,
+    close_fcm_client,
     database_url,
     fcm_client,
     open_engine,
@@ -751,7 +752,7 @@ def _after_settings(resolved: Resolved, io: Io) -> Iterator[Check]:
         if engine is not None:
             engine.dispose()
         if client is not None:
-            firebase_admin.delete_app(client.app)
+            close_fcm_client(client)
 
 
 def _missing(name: str, problem: str) -> Check:

@@ -235,30 +235,42 @@ def fcm_client(settings: Settings, io: Io, pacer: Pacer | None = None) -> SdkTra
     return make_client(app, settings.transport)
 
 
+def close_fcm_client(client: SdkTransport) -> None:
+    """Delete the firebase-admin app fcm_client made for this client: a process that runs
+    one command after another (the scheduler) would otherwise keep an app per command."""
+    import firebase_admin
+
+    firebase_admin.delete_app(client.app)
+
+
 @contextlib.contextmanager
 def services(settings: Settings, io: Io) -> Iterator[Deps]:
-    """The engine's dependencies for one command; the database engine is disposed after.
+    """The engine's dependencies for one command; the database engine and the FCM client's
+    app are let go after.
 
     The pacer starts from the quota an earlier command learned against the same FCM target
     and API, and what this command learned is kept for the next one."""
     with database(settings, io) as engine, credentials_in_words():
         pacer = Pacer(settings.rate_limit)
         client = fcm_client(settings, io, pacer)
-        _start_from_learned(engine, client, pacer, io)
         try:
-            yield Deps(
-                engine=engine,
-                client=client,
-                sleep=io.sleep,
-                now=io.now,
-                log=io.log,
-                pacer=pacer,
-                progress=io.progress,
-                should_stop=io.should_stop,
-                topic_chosen=io.topic_chosen,
-            )
+            _start_from_learned(engine, client, pacer, io)
+            try:
+                yield Deps(
+                    engine=engine,
+                    client=client,
+                    sleep=io.sleep,
+                    now=io.now,
+                    log=io.log,
+                    pacer=pacer,
+                    progress=io.progress,
+                    should_stop=io.should_stop,
+                    topic_chosen=io.topic_chosen,
+                )
+            finally:
+                _remember_learned(engine, client, pacer, io)
         finally:
-            _remember_learned(engine, client, pacer, io)
+            close_fcm_client(client)
 
 
 def _start_from_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: Io) -> None:

@@ -68,13 +68,12 @@ class FcmEmulator:
 
     def stop(self) -> None:
         """Stop serving and drop open keep-alive connections so clients notice at once."""
-        server, self._server = self._server, None
-        if server is None:
+        if self._server is None:
             return
+        knock = (self._dial_host, self.port)
+        server, self._server = self._server, None
         # shutdown() waits for the serving loop to look at its flag, which it does once per
         # poll interval or per connection: knock until it has, so a stop takes milliseconds.
-        host, port = server.server_address[:2]
-        knock = (host if isinstance(host, str) else "127.0.0.1", port)
         stopping = threading.Thread(target=server.shutdown, name="fcm-emulator-stop")
         stopping.start()
         while stopping.is_alive():
@@ -100,9 +99,14 @@ class FcmEmulator:
         return self._port
 
     @property
+    def _dial_host(self) -> str:
+        """The host clients dial: a wildcard address is reached on the loopback."""
+        return self._host if self._host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+
+    @property
     def host_port(self) -> str:
         """``host:port`` as clients should dial it (the FCM_EMULATOR_HOST value)."""
-        host = self._host if self._host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        host = self._dial_host
         if ":" in host:
             host = f"[{host}]"
         return f"{host}:{self.port}"
