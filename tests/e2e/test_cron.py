@@ -694,8 +694,11 @@ def test_stopping_the_process_group_logs_topic_sync_to_the_end_and_returns_its_c
     ]
 
 
-def test_topic_sync_bin_may_name_the_executable_itself(stub_env, stub_bin):
+def test_topic_sync_bin_may_name_the_executable_itself(stub_env, stub_bin, tmp_path):
     stub_env["TOPIC_SYNC_BIN"] = str(stub_bin / "topic-sync")
+    # The caller's PATH finds nothing: the wrapper needs no program before it sets its own.
+    (tmp_path / "empty").mkdir()
+    stub_env["PATH"] = str(tmp_path / "empty")
 
     proc = run_wrapper("run", env=stub_env)
 
@@ -706,7 +709,7 @@ def test_topic_sync_bin_may_name_the_executable_itself(stub_env, stub_bin):
 def test_the_wrapper_is_an_executable_bash_script():
     assert os.access(WRAPPER, os.X_OK)
     assert WRAPPER.read_text().startswith("#!/bin/bash\n")
-    check = subprocess.run(["bash", "-n", str(WRAPPER)], capture_output=True, text=True)
+    check = subprocess.run(["/bin/bash", "-n", str(WRAPPER)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
 
