@@ -1,9 +1,9 @@
 """Shared fixtures: a real PostgreSQL server and the local FCM emulator.
 
 PostgreSQL: TEST_DATABASE_URL (a server where we may create databases), else an
-embedded server in a temporary directory. Each test gets a fresh database
-cloned from a migrated template, which takes milliseconds. The helpers behind these
-fixtures live in tests/support.py.
+embedded server in a temporary directory. Each test gets a fresh database: a clone of a
+migrated template, or one a finished test used, emptied (tests.support.DatabasePool). The
+helpers behind these fixtures live in tests/support.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import ssl
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,10 +27,10 @@ from sqlalchemy import Engine, text
 
 from tests.fakes import ModelFcm
 from tests.support import (
+    DatabasePool,
     Recorder,
     TokenEndpoint,
     admin_engine,
-    create_database,
     drop_database,
     with_database,
 )
@@ -98,27 +98,19 @@ def template_db(pg_server_url: str) -> Iterator[str]:
     drop_database(pg_server_url, TEMPLATE)
 
 
+@pytest.fixture(scope="session")
+def database_pool(pg_server_url: str, template_db: str) -> Iterator[DatabasePool]:
+    pool = DatabasePool(pg_server_url, template_db)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def database_url(pg_server_url: str, template_db: str) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
-    name, url = create_database(pg_server_url, template_db)
+def database_url(database_pool: DatabasePool) -> Iterator[str]:
+    """A fresh, migrated database for one test (see DatabasePool)."""
+    name, url = database_pool.take()
     yield url
-    drop_database(pg_server_url, name)
-
-
-@pytest.fixture
-def fresh_databases(pg_server_url: str, template_db: str) -> Iterator[Callable[[], str]]:
-    """A factory of fresh migrated databases (e.g. one per hypothesis example), dropped after."""
-    made: list[str] = []
-
-    def make() -> str:
-        name, url = create_database(pg_server_url, template_db, prefix="many")
-        made.append(name)
-        return url
-
-    yield make
-    for name in made:
-        drop_database(pg_server_url, name)
+    database_pool.give_back(name)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy import text
 
 from tests.fakes import ODD, Crash, ModelFcm, TokenFault
-from tests.support import a_day_passes, run_options, write_audience
+from tests.support import DatabasePool, a_day_passes, run_options, write_audience
 from topic_sync.emulator.shapes import FOR_BATCHES, FOR_EVERY_KIND
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
@@ -72,12 +72,13 @@ crashes = st.none() | st.tuples(st.integers(1, 10), st.booleans())
 
 @pytest.mark.parametrize("policy", list(PoolPolicy))
 def test_engine_against_a_model_of_fcm(
-    fresh_databases, message_file: Path, tmp_path: Path, policy: PoolPolicy
+    database_pool: DatabasePool, message_file: Path, tmp_path: Path, policy: PoolPolicy
 ):
     class Days(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.engine = db.make_engine(fresh_databases())
+            self.database, url = database_pool.take()  # a fresh one per example
+            self.engine = db.make_engine(url)
             self.fcm = ModelFcm()
             self.deps = Deps(
                 engine=self.engine,
@@ -89,6 +90,7 @@ def test_engine_against_a_model_of_fcm(
 
         def teardown(self) -> None:
             self.engine.dispose()
+            database_pool.give_back(self.database)
 
         @rule(
             audience=st.sets(st.sampled_from(TOKENS), min_size=1),
