@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import types
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -543,6 +546,66 @@ def test_a_bucket_lets_a_burst_through_then_its_rate(http, emu, monkeypatch):
     clock.now += 0.5  # half a second refills two
     codes = [subscribe(http, emu, f"tok-b{i}", "t").status_code for i in range(3)]
     assert codes == [200, 200, 429]
+
+
+class HeldLatency:
+    """The emulator's clock and latency, moved by hand: each request's latency sleep lasts
+    until the test releases it, while the clock stands where the test put it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import topic_sync.emulator.api as api
+        import topic_sync.emulator.quota as quota
+
+        self.now = 1000.0
+        self.sleeping: list[threading.Event] = []  # one per request in its sleep, in order
+        self._lock = threading.Lock()
+        fake = types.SimpleNamespace(monotonic=lambda: self.now, sleep=self._sleep, time=time.time)
+        monkeypatch.setattr(api, "time", fake)
+        monkeypatch.setattr(quota, "time", fake)
+
+    def _sleep(self, _seconds: float) -> None:
+        gate = threading.Event()
+        with self._lock:
+            self.sleeping.append(gate)
+        assert gate.wait(10)
+
+    def arrive(self, send: Any) -> Any:
+        """Start `send()` in a thread and return it once its request sleeps in the emulator."""
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        before = len(self.sleeping)
+        future = pool.submit(send)
+        pool.shutdown(wait=False)
+        deadline = time.monotonic() + 10
+        while len(self.sleeping) == before:
+            assert time.monotonic() < deadline and not future.done()
+            time.sleep(0.005)
+        return future
+
+
+@pytest.mark.parametrize("window", ["bucket", "sliding"])
+def test_the_quota_counts_a_request_when_it_arrives_not_when_it_is_answered(
+    emu, monkeypatch, window
+):
+    """Three requests arrive 0.6 s apart (1.67/s, under a quota of 2/s) and are handled
+    together after their latency: counted as they arrived, all three get through; counted
+    when handled, the third would be refused (three in one second)."""
+    clock = HeldLatency(monkeypatch)
+    emu.set_quota(2, window=window)
+    emu.set_latency(0.05)
+    futures = []
+    for i in range(3):
+        if i:
+            clock.now += 0.6
+
+        def send(token: str = f"tok-{i}") -> int:
+            with requests.Session() as session:
+                session.headers.update(AUTH)
+                return subscribe(session, emu, token, "t").status_code
+
+        futures.append(clock.arrive(send))
+    for gate, future in zip(clock.sleeping, futures, strict=True):
+        gate.set()
+        assert future.result(timeout=10) == 200
 
 
 @pytest.mark.parametrize(

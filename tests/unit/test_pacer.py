@@ -8,7 +8,14 @@ import random
 
 import pytest
 
-from topic_sync.fcm.pacer import Pacer, Quota
+from topic_sync.fcm.pacer import (
+    EARLY_AFTER,
+    EARLY_REFUSED,
+    MARGIN,
+    SLOW_START_RATE,
+    Pacer,
+    Quota,
+)
 
 
 class FakeTime:
@@ -241,7 +248,7 @@ def test_what_merely_got_through_is_learned_as_a_floor_and_doubled_from() -> Non
 
 def test_a_measured_quota_starts_just_under_it_and_probes_gently() -> None:
     p, t = pacer(3000.0, start=Quota(700.0, True))
-    assert p.rate == pytest.approx(665.0)
+    assert p.rate == pytest.approx(MARGIN * 700.0) and MARGIN * 700.0 < 700.0
     rates = []
     for _ in range(8):  # two clean seconds of answers
         end = t.now + 0.25
@@ -249,8 +256,8 @@ def test_a_measured_quota_starts_just_under_it_and_probes_gently() -> None:
             p.acquire()
             p.observe(200, sent_at=p.now())
         rates.append(p.rate)
-    assert rates[-1] > 665.0 * 1.1  # it probes up...
-    assert all(b / a <= 1.02 + 1e-9 for a, b in zip([665.0, *rates], rates, strict=False))
+    assert rates[-1] > MARGIN * 700.0 * 1.1  # it probes up...
+    assert all(b / a <= 1.02 + 1e-9 for a, b in zip([MARGIN * 700.0, *rates], rates, strict=False))
 
 
 def test_a_retry_after_on_a_429_holds_the_refused_not_the_pace() -> None:
@@ -323,7 +330,7 @@ def test_an_idle_pace_is_not_raised() -> None:
         t.now += 0.3
         p.acquire()
         p.observe(200, sent_at=p.now())
-    assert p.rate == 100.0
+    assert p.rate == SLOW_START_RATE
     ride(p, t, 0.6)  # used: now it doubles
     assert p.rate >= 400.0
 
@@ -340,3 +347,48 @@ def test_429s_judged_after_an_idle_spell_are_measured_as_they_came() -> None:
     t.now += 1.5
     p.acquire()
     assert p.ceiling is not None and p.rate >= 0.9 * before
+
+
+@pytest.mark.parametrize("limiter", ["bucket", "sliding"])
+def test_what_a_command_learns_is_the_quota_not_the_pace_below_it(limiter) -> None:
+    # The pace rides MARGIN under the quota it measured; what got through while riding is
+    # that much under the quota. Were that remembered as the quota, the next command would
+    # start MARGIN under it again, and each command a little lower. The next command (a day
+    # of 8,000 requests) starts from what the first learned and holds the quota.
+    used, refused, p = simulate(700, 0.05, limiter=limiter, requests=20_000)
+    found = p.learned()
+    assert found is not None and found.measured
+    if limiter == "sliding":  # a window's measure is exact: what got through when it was full
+        assert 0.98 * 700 <= found.rate <= 1.02 * 700
+    used, refused, _ = simulate(700, 0.05, limiter=limiter, requests=8_000, start=found)
+    assert used >= 0.95, f"only {used:.1%} of the quota used"
+    assert refused < 0.01
+
+
+def test_the_first_429s_hold_every_send_while_their_evidence_gathers() -> None:
+    # Slow start may be at twice the quota or more when the first 429s come, with a second's
+    # worth in flight; until there is evidence enough to measure the quota, sending more
+    # into a full window only adds 429s.
+    p, t = pacer(3000.0)
+    ride(p, t, 1.0)
+    p.observe(429, sent_at=p.now() - 0.05)
+    assert p.acquire() >= 0.9 * EARLY_AFTER
+    # A quota measured already: a 429 is weighed as before, the pace goes on meanwhile.
+    p, t = pacer(3000.0)
+    ride(p, t, 1.0)
+    for _ in range(int(EARLY_REFUSED)):
+        t.now += 0.03
+        p.observe(429, sent_at=p.now() - 0.05)
+    assert p.ceiling is not None
+    ride(p, t, 2.0)
+    p.observe(429, sent_at=p.now())
+    assert p.acquire() < EARLY_AFTER / 2
+
+
+def test_a_first_command_pays_little_more_than_what_was_in_flight() -> None:
+    # Against a sliding window, the first 429s of a command with nothing learned cost what
+    # slow start had in flight when the window filled, not that plus the time taken to
+    # judge them.
+    used, refused, _ = simulate(700, 0.05, limiter="sliding", requests=20_000)
+    assert refused < 0.007, f"{refused:.2%} of requests answered 429"
+    assert used >= 0.95

@@ -108,6 +108,9 @@ class FcmApi:
             with self._lock:
                 self._state.stats[(kind, 200)] += 1
             return Reply(200, b"{}")
+        # The quota counts a request when it arrives, as FCM's front door does, not when it
+        # is handled after the latency sleep (threads wake from it bunched).
+        arrived = time.monotonic()
         latency = self._faults.latency
         if latency and kind != "unknown":
             time.sleep(latency)
@@ -120,7 +123,7 @@ class FcmApi:
                 self._state.stats[(kind, 0)] += 1  # never served
             return error_reply(503, "UNAVAILABLE")
         with self._lock:
-            reply = self._dispatch(kind, args, params, body)
+            reply = self._dispatch(kind, args, params, body, arrived)
             self._state.stats[(kind, reply.status)] += 1
         if trap is not None:
             trap.action()
@@ -128,7 +131,9 @@ class FcmApi:
 
     # Everything below runs under the lock.
 
-    def _dispatch(self, kind: str, args: tuple[str, ...], params: Params, body: bytes) -> Reply:
+    def _dispatch(
+        self, kind: str, args: tuple[str, ...], params: Params, body: bytes, arrived: float
+    ) -> Reply:
         if kind == "unknown":
             return error_reply(404, "NOT_FOUND", "Unknown FCM endpoint.")
         if self._faults.api_disabled:
@@ -137,19 +142,21 @@ class FcmApi:
         fault = self._faults.take_request_error(kind)
         if fault is not None:
             if fault.served:
-                self._serve(kind, args, params, body)
+                self._serve(kind, args, params, body, arrived)
             return request_error_reply(fault.status, fault.retry_after, legacy=kind in LEGACY_KINDS)
         tokens = _request_tokens(kind, args, body)
         odd = self._faults.take_answer(kind, tokens)
         if odd is None:
-            return self._serve(kind, args, params, body)
+            return self._serve(kind, args, params, body, arrived)
         if odd.served:
-            self._serve(kind, args, params, body)
+            self._serve(kind, args, params, body, arrived)
         return odd.reply(Request(kind, len(tokens)))
 
-    def _serve(self, kind: str, args: tuple[str, ...], params: Params, body: bytes) -> Reply:
+    def _serve(
+        self, kind: str, args: tuple[str, ...], params: Params, body: bytes, arrived: float
+    ) -> Reply:
         if kind in V1_TOKEN_KINDS:
-            refused = self._faults.take_quota(1)
+            refused = self._faults.take_quota(1, arrived=arrived)
             if refused is not None:
                 return refused
             if kind == "subscribe":
@@ -165,7 +172,7 @@ class FcmApi:
                 return self._v1_get(args[0], args[1], args[2])
             return self._v1_list(args[0], args[1], params)
         if kind in LEGACY_KINDS:
-            return self._legacy(kind == "batchAdd", body)
+            return self._legacy(kind == "batchAdd", body, arrived)
         return self._send(args[0], body)
 
     def _token_problem(self, token: str, op: str, *, legacy: bool = False) -> str | None:
@@ -256,7 +263,7 @@ class FcmApi:
 
     # ----------------------------------------------------------------- legacy batch API
 
-    def _legacy(self, add: bool, body: bytes) -> Reply:
+    def _legacy(self, add: bool, body: bytes, arrived: float) -> Reply:
         bad = legacy_error_reply(400, "INVALID_ARGUMENT")
         try:
             data = json.loads(body or b"null")
@@ -273,7 +280,7 @@ class FcmApi:
             or not all(isinstance(t, str) and t for t in tokens)
         ):
             return bad
-        refused = self._faults.take_quota(len(tokens), legacy=True)
+        refused = self._faults.take_quota(len(tokens), legacy=True, arrived=arrived)
         if refused is not None:
             return refused
         op = "subscribe" if add else "unsubscribe"

@@ -268,8 +268,11 @@ class Faults:
                 return fault
         return None
 
-    def take_quota(self, cost: float, *, legacy: bool = False) -> Reply | None:
-        """Charge ``cost`` requests against the quota: None, or the 429 if it is used up."""
-        if self.quota is None or self.quota.limiter.take(cost):
+    def take_quota(
+        self, cost: float, *, legacy: bool = False, arrived: float | None = None
+    ) -> Reply | None:
+        """Charge ``cost`` requests that ``arrived`` then (``time.monotonic()``; None: now)
+        against the quota: None, or the 429 if it is used up."""
+        if self.quota is None or self.quota.limiter.take(cost, arrived):
             return None
         return self.quota.refusal(legacy=legacy)

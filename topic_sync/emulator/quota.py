@@ -4,8 +4,11 @@ Why it exists: FCM does not say how it enforces its quota nor what its 429 carri
 client that rides the quota must cope with every likely answer. So the quota comes in the
 shapes a Google front end may have: a token bucket (a second's burst, then the rate) or a
 sliding one-second window (at most `rate` in any second); its 429 with or without a
-`Retry-After` header, with or without a `google.rpc.RetryInfo` detail. Not thread-safe by
-itself: the emulator's one lock guards every use.
+`Retry-After` header, with or without a `google.rpc.RetryInfo` detail. A request counts
+against the quota when it arrives, as at FCM's front door: not when the emulator answers it
+after its latency sleep, when requests that arrived evenly may be handled bunched (threads
+waking from the sleep together), which would make a window refuse peaks no client sent.
+Not thread-safe by itself: the emulator's one lock guards every use.
 """
 
 from __future__ import annotations
@@ -38,10 +41,13 @@ class Bucket:
         self.level = rate
         self.last = time.monotonic()
 
-    def take(self, cost: float) -> bool:
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
-        self.last = now
+    def take(self, cost: float, at: float | None = None) -> bool:
+        """Charge `cost` requests that arrived `at` (time.monotonic(); None: now). Requests
+        handled slightly out of their arrival order refill nothing for the earlier one."""
+        now = time.monotonic() if at is None else at
+        if now > self.last:
+            self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
+            self.last = now
         if self.level >= min(cost, self.capacity):
             self.level -= cost
             return True
@@ -60,12 +66,19 @@ class SlidingWindow:
         self.used = 0.0
         self.log: collections.deque[tuple[float, float]] = collections.deque()
 
-    def take(self, cost: float) -> bool:
-        now = time.monotonic()
-        while self.log and self.log[0][0] <= now - 1.0:
-            self.used -= self.log.popleft()[1]
-        if self.used + cost <= self.rate or not self.log:
-            self.log.append((now, cost))
+    def take(self, cost: float, at: float | None = None) -> bool:
+        """Charge `cost` requests that arrived `at` (time.monotonic(); None: now). The log
+        stays in arrival order: a request handled after one that arrived later is filed
+        before it (what was let through after it, within the second, counts too)."""
+        now = time.monotonic() if at is None else at
+        log = self.log
+        while log and log[0][0] <= now - 1.0:
+            self.used -= log.popleft()[1]
+        if self.used + cost <= self.rate or not log:
+            i = len(log)
+            while i and log[i - 1][0] > now:
+                i -= 1
+            log.insert(i, (now, cost))
             self.used += cost
             return True
         return False

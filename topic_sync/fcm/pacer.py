@@ -12,7 +12,7 @@ The pacer rides the quota whatever they look like:
 
 - Evidence is what was sent since the pace last fell: answers to requests sent before a
   decrease say nothing about the new pace, so a burst of 429s lowers the pace once.
-- On that evidence the quota is measured and the pace goes 5% under it. The measure is
+- On that evidence the quota is measured and the pace goes 3% under it. The measure is
   what got through of what was sent in the second before the 429, counted by when it was
   sent (as FCM counted it; a stalled client reads a second's answers late and at once):
   exactly a sliding window's quota, at least a bucket's (it may include the burst). If a
@@ -28,10 +28,15 @@ The pacer rides the quota whatever they look like:
 - A command starts from what an earlier one learned (`start`, a `Quota`): just under a
   measured quota, probing up 2% each clean quarter second until the first 429 (a low
   measure cannot stick); from a rate that merely got through, doubling from it. With
-  nothing learned: from 100 requests/s, doubling each clean quarter second (slow start).
+  nothing learned: from 200 requests/s, doubling each clean quarter second (slow start).
+  The first 429s a command meets hold every send until they are evidence enough (slow
+  start may be at twice the quota with a second's worth in flight: into a full window more
+  is only refused).
   `learned()` is what this command found, for the next one: what got through per second
-  while the pace held requests back, once the quota was found (one measure may be high or
-  low; the ride is a little low, which costs the next command a second of probing).
+  while the pace held requests back, once the quota was found, over the margin it rode
+  below the quota, and no higher than the last measure (one measure may be high or low;
+  what got through while riding is the margin under the quota: remembered as is, each
+  command would start lower than the one before).
 - A `Retry-After` on a 429 says when to ask again for what was refused: the refused
   requests are not asked again before then (`hold_remaining`, which the batch drainer
   waits), while the others go on at the lowered pace, as firebase-admin itself honours it
@@ -60,11 +65,11 @@ INTERVAL = 0.25  # seconds: the pace is adjusted at least this often while answe
 EARLY_REFUSED = 10.0
 EARLY_AFTER = 0.02  # seconds: the shortest interval whose rate means anything
 WINDOW = 1.0  # seconds: FCM's quota is per second; what got through is measured over this
-MARGIN = 0.95  # after 429s, the pace goes this far below the quota measured
+MARGIN = 0.97  # after 429s, the pace goes this far below the quota measured
 CLIMB_PER_SECOND = 0.005  # near the last measure, the pace rises by this share per second
 PROBE_STEP = 0.02  # from a measured quota, the pace rises by this share per clean interval
 MIN_RATE = 1.0
-SLOW_START_RATE = 100.0  # requests per second to begin with (doubled every clean interval)
+SLOW_START_RATE = 200.0  # requests per second to begin with (doubled every clean interval)
 FLOOR_FACTOR = 0.25  # one adjustment never cuts the pace below a quarter of what it was
 RETURN_SHARE = 0.5  # of the way back to just under the last measured quota, per interval
 FULL = 0.9  # 429s from this share of answers on: a full window, not an excess over a rate
@@ -245,6 +250,11 @@ class Pacer:
                 self._through_then = self._through(at)
                 if self._first_refused_at is None:
                     self._first_refused_at = now
+                    if self.ceiling is None:
+                        # The first 429s against this FCM: while their evidence gathers,
+                        # send nothing (into a full window, whatever is sent now is refused
+                        # too, and slow start may have overshot the quota twice over).
+                        self._next_free = max(self._next_free, now + EARLY_AFTER)
             if self._first_refused_at is not None:
                 self._since_refused += cost
                 early = self._refused >= EARLY_REFUSED
@@ -267,9 +277,12 @@ class Pacer:
             if self.ceiling is not None:
                 # What got through per second while the pace held requests back, since the
                 # quota was first found: a single measure can be high (a bucket's burst in
-                # the second it was taken over) or low (the client stalled in it).
+                # the second it was taken over) or low (the client stalled in it). The pace
+                # rode MARGIN under the quota: the ride over MARGIN measures it, no higher
+                # than the last measure (a short command's ride is a poor sample).
                 if self._ride_time >= RIDE:
-                    return Quota(self._ride_accepted / self._ride_time, measured=True)
+                    ride = self._ride_accepted / self._ride_time / MARGIN
+                    return Quota(min(ride, self.ceiling), measured=True)
                 return Quota(self.ceiling, measured=True)
             start = self._start
             if self.peak <= 0 or (start is not None and self.peak <= start.rate):
