@@ -571,28 +571,40 @@ CLAIM_BATCH_SQL = """
             WITH picked AS MATERIALIZED (
                 SELECT s.token_id FROM subscriptions s
                 WHERE s.topic = :topic AND s.status = :status
+                  AND s.token_id > CAST(:after AS bigint)
                   AND (s.last_attempt_at IS NULL OR s.last_attempt_at < :since)
                 ORDER BY s.token_id
                 LIMIT :limit
                 FOR UPDATE SKIP LOCKED
             )
-            SELECT p.token_id, t.token FROM picked p JOIN tokens t ON t.id = p.token_id
+            SELECT p.token_id, (SELECT t.token FROM tokens t WHERE t.id = p.token_id)
+            FROM picked p
             ORDER BY p.token_id
             """
 
 
 def claim_batch(
-    conn: Connection, topic: str, status: SubscriptionStatus, not_since: dt.datetime, limit: int
+    conn: Connection,
+    topic: str,
+    status: SubscriptionStatus,
+    not_since: dt.datetime,
+    limit: int,
+    after: int = 0,
 ) -> list[tuple[int, str]]:
-    """Lock up to `limit` pending rows not yet attempted since `not_since`.
+    """Lock up to `limit` pending rows not yet attempted since `not_since`, with token ids
+    above `after`.
 
     SKIP LOCKED lets several workers drain one topic without waiting on each other. The rows
-    are picked from the queue's partial index in its order and limited before the tokens are
-    joined, so a batch costs the same whether 1,000 or 1,000,000 rows are done or owed.
+    are picked in token order and limited before their tokens are read, each by its key, so a
+    batch costs the same whether 1,000 or 1,000,000 rows are done or owed. `after` lets a
+    drain start past the rows it already claimed this round: without it, every claim walks
+    again over the rows done before it (they lie first in token order), and a drain costs the
+    square of its batches. Reading the tokens one by one by their key keeps a claim from
+    hashing the whole tokens table, which the planner otherwise picks for a batch of 1,000.
     """
     rows = conn.execute(
         text(CLAIM_BATCH_SQL),
-        {"topic": topic, "status": status, "since": not_since, "limit": limit},
+        {"topic": topic, "status": status, "since": not_since, "limit": limit, "after": after},
     ).all()
     return [(int(r[0]), str(r[1])) for r in rows]
 
