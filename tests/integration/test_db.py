@@ -91,3 +91,12 @@ def test_the_database_checks_exactly_the_states_the_code_knows(engine, table, co
         )
     assert definition, f"{table} has no constraint {constraint}"
     assert set(re.findall(r"'([a-z0-9_]+)'::text", definition)) == {s.value for s in states}
+
+
+def test_the_attempt_columns_written_out_are_the_models() -> None:
+    # store.runs lists run_attempts' columns itself, so a run need not import the ORM.
+    from topic_sync.store.models import RunAttempt
+    from topic_sync.store.runs import ATTEMPT_COLUMNS
+
+    columns = [c.name for c in RunAttempt.__table__.columns if c.name not in ("id", "run_id")]
+    assert list(ATTEMPT_COLUMNS) == columns

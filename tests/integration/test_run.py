@@ -419,6 +419,65 @@ def test_removals_run_before_additions(tmp_path, message_file, model_deps) -> No
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
 
 
+class HoldsARow:
+    """A client that, at its first subscribe, has another session lock a pending row the
+    round has not reached yet, and lets it go at its third."""
+
+    def __init__(self, inner, engine) -> None:
+        self.inner, self.engine = inner, engine
+        self.transport, self.target = inner.transport, inner.target
+        self.calls = 0
+        self.held: int | None = None
+        self._conn = None
+
+    def subscribe(self, tokens, topic, **kw):
+        self.calls += 1
+        if self.calls == 1:
+            self._conn = self.engine.connect()
+            self.held = self._conn.execute(
+                text(
+                    "SELECT token_id FROM subscriptions WHERE topic = :topic "
+                    "AND status = 'pending_subscribe' ORDER BY token_id OFFSET 4 LIMIT 1"
+                ),
+                {"topic": topic},
+            ).scalar_one()
+            self._conn.execute(
+                text(
+                    "SELECT 1 FROM subscriptions WHERE topic = :topic AND token_id = :id FOR UPDATE"
+                ),
+                {"topic": topic, "id": self.held},
+            )
+        elif self.calls == 3:
+            assert self._conn is not None
+            self._conn.rollback()
+            self._conn.close()
+        return self.inner.subscribe(tokens, topic, **kw)
+
+    def unsubscribe(self, tokens, topic, **kw):
+        return self.inner.unsubscribe(tokens, topic, **kw)
+
+    def publish(self, message, validate_only=False):
+        return self.inner.publish(message, validate_only=validate_only)
+
+
+def test_a_row_held_elsewhere_while_the_round_passes_it_is_claimed_in_the_same_round(
+    tmp_path, message_file, model_deps, recorder
+) -> None:
+    # Claims start past the rows the round already claimed; a row skipped (another session
+    # held it) is still claimed before the round ends: no retry round, no wait.
+    spy = HoldsARow(model_deps.client, model_deps.engine)
+    result = run_day(
+        opts(tmp_path, message_file, toks(0, 10), batch_size=2, concurrency=1),
+        dataclasses.replace(model_deps, client=spy),
+    )
+    assert spy.held is not None and spy.calls == 6
+    assert result.counts.added == 10 and result.counts.retries == 0
+    assert not recorder.sleeps
+    assert set(subscriptions(model_deps.engine, topic_for(PREFIX, POOL, DAY)).values()) == {
+        "subscribed"
+    }
+
+
 def test_a_message_fcm_refuses_leaves_nothing_planned(
     tmp_path, message_file, deps, emulator, engine
 ) -> None:

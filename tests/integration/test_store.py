@@ -131,6 +131,57 @@ def test_outcomes_record_failures_and_resolve_them(engine) -> None:
     assert statuses(engine) == {"a": "subscribed", "b": "subscribed"}
 
 
+def test_a_claim_starts_past_its_cursor(engine) -> None:
+    plan(engine, [f"k{i}" for i in range(6)])
+    with engine.connect() as conn:
+        since = store.db_now(conn)
+        first = store.claim_batch(conn, TOPIC, "pending_subscribe", since, 2)
+        past = store.claim_batch(conn, TOPIC, "pending_subscribe", since, 10, after=first[-1][0])
+        conn.rollback()
+    assert [i for i, _ in past] == sorted(i for i, _ in past)
+    assert min(i for i, _ in past) > first[-1][0] and len(past) == 4
+
+
+def _plan_nodes(node: dict) -> list[dict]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
+
+
+def test_a_claim_past_the_rows_done_reads_one_batch_and_its_tokens_by_key(engine) -> None:
+    # 20,000 tokens, 15,000 done: a claim past them reads about one batch of the queue, and
+    # its tokens by key, never the whole tokens table (a hash of every token, per batch).
+    import datetime as dt
+    import json
+
+    size, done = 20_000, 15_000
+    with engine.begin() as conn:
+        lines = store.load_audience(conn, (f"tok:{i:06d}" for i in range(size)))
+        store.plan_topic(conn, TOPIC, None, lines)
+        last_done = conn.scalar(
+            text("SELECT token_id FROM subscriptions ORDER BY token_id OFFSET :n LIMIT 1"),
+            {"n": done - 1},
+        )
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE subscriptions SET status = 'subscribed' WHERE token_id <= :last"),
+            {"last": last_done},
+        )
+    with engine.begin() as conn:
+        found = conn.execute(
+            text("EXPLAIN (ANALYZE, FORMAT JSON) " + store.CLAIM_BATCH_SQL),
+            {
+                "topic": TOPIC,
+                "status": "pending_subscribe",
+                "since": dt.datetime.now(dt.UTC),
+                "limit": 1000,
+                "after": last_done,
+            },
+        ).scalar_one()
+    top = (json.loads(found) if isinstance(found, str) else found)[0]["Plan"]
+    assert _scan_rows(top) <= 2000, json.dumps(top)[:2000]
+    scans = [n for n in _plan_nodes(top) if n.get("Relation Name") == "tokens"]
+    assert scans and all(n["Node Type"] != "Seq Scan" for n in scans), json.dumps(top)[:2000]
+
+
 def _scan_rows(node: dict) -> int:
     """The most rows any node of a JSON plan produced."""
     here = int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
@@ -165,6 +216,7 @@ def test_a_batch_claim_reads_one_batch_not_the_whole_queue(engine) -> None:
                 "status": "pending_subscribe",
                 "since": dt.datetime.now(dt.UTC),
                 "limit": 1000,
+                "after": 0,
             },
         ).scalar_one()
     top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]

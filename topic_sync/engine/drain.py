@@ -148,6 +148,29 @@ def check_fence(conn: Connection, topic: str, epoch: int, who: str) -> None:
         )
 
 
+class ClaimCursor:
+    """Where a round's next claim starts: past the highest token id claimed in the round.
+
+    Claims take rows in token order, so the rows before the cursor are done, in flight, or
+    were skipped (held by another process) or given back (a batch rolled back). The cursor
+    is a hint: a claim past it that finds nothing claims from the start once more, so the
+    round still takes every row it owes, and only its last claims walk the rows done.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._after = 0
+
+    @property
+    def after(self) -> int:
+        with self._lock:
+            return self._after
+
+    def passed(self, token_id: int) -> None:
+        with self._lock:
+            self._after = max(self._after, token_id)
+
+
 # Rounds retried at once after only 429s, per operation, before such rounds count as retries:
 # the pacer lowers its pace after each, so this bounds a quota that stays exhausted.
 MAX_PACED_ROUNDS = 20
@@ -251,6 +274,7 @@ class Work:
             round_start = store.db_now(conn)
         stop = threading.Event()
         cut_short = threading.Event()
+        cursor = ClaimCursor()
 
         def worker() -> None:
             try:
@@ -258,7 +282,7 @@ class Work:
                     if self.deps.monotonic() >= self.deadline_at or self.deps.should_stop():
                         cut_short.set()
                         return
-                    if not self._batch(op, round_start, total, retrying=retrying):
+                    if not self._batch(op, round_start, total, cursor, retrying=retrying):
                         return
             except BaseException:
                 stop.set()
@@ -272,7 +296,15 @@ class Work:
                 raise error
         return not cut_short.is_set()
 
-    def _batch(self, op: Op, round_start: dt.datetime, total: int, *, retrying: bool) -> bool:
+    def _batch(
+        self,
+        op: Op,
+        round_start: dt.datetime,
+        total: int,
+        cursor: ClaimCursor,
+        *,
+        retrying: bool,
+    ) -> bool:
         """One batch, redone if its database connection drops; False when none is left."""
         for attempt in tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_disconnect),
@@ -292,6 +324,7 @@ class Work:
                     epoch=self.epoch,
                     guard=self.guard,
                     deadline_at=self.deadline_at,
+                    cursor=cursor,
                 )
         if batch is None:
             return False
@@ -340,6 +373,7 @@ def _one_batch(
     epoch: int,
     guard: DeadGuard,
     deadline_at: float,
+    cursor: ClaimCursor,
 ) -> BatchTally | None:
     """Claim, call FCM, record: one transaction that commits only after FCM answered.
 
@@ -349,11 +383,14 @@ def _one_batch(
     stop_reason = None
     with deps.engine.begin() as conn:
         check_fence(conn, topic, epoch, "this run" if run_id is not None else "this repair")
-        rows = store.claim_batch(
-            conn, topic, SubscriptionStatus.pending_for(op), round_start, limit
-        )
+        status = SubscriptionStatus.pending_for(op)
+        after = cursor.after
+        rows = store.claim_batch(conn, topic, status, round_start, limit, after)
+        if not rows and after:
+            rows = store.claim_batch(conn, topic, status, round_start, limit)
         if not rows:
             return None
+        cursor.passed(rows[-1][0])
         tokens = [token for _, token in rows]
         call = deps.client.subscribe if op is Op.SUBSCRIBE else deps.client.unsubscribe
         # The batch holds its transaction open while FCM answers: it ends in bounded time.

@@ -15,7 +15,6 @@ from sqlalchemy import Connection, text
 
 from topic_sync.states import PublishState, RunStatus
 from topic_sync.store.fragments import PENDING_SQL, latest_run_first
-from topic_sync.store.models import RunAttempt
 from topic_sync.store.subscriptions import Plan
 
 __all__ = [
@@ -101,10 +100,34 @@ _RUN_COLUMNS = (
     "synced_at, publish_at, publish_by"
 )
 
-ATTEMPT_COLUMNS = tuple(
-    column.name for column in RunAttempt.__table__.columns if column.name not in ("id", "run_id")
+ATTEMPT_COLUMNS = (
+    "attempt",
+    "topic",
+    "transport",
+    "status",
+    "audience_path",
+    "audience_lines",
+    "audience_size",
+    "duplicates",
+    "skipped_invalid",
+    "suppressed",
+    "newly_dead",
+    "to_add",
+    "to_remove",
+    "added",
+    "removed",
+    "failed",
+    "outcomes",
+    "attempts",
+    "retries",
+    "wait_seconds",
+    "note",
+    "started_at",
+    "finished_at",
 )
-"""What one attempt at a day's run is: the columns `run_attempts` keeps of `runs`."""
+"""What one attempt at a day's run is: the columns `run_attempts` keeps of `runs` (those of
+models.RunAttempt but its keys, written out: a run does not import the ORM to read them;
+tests/integration/test_db.py holds the two equal)."""
 
 # The day's current attempt kept, before a rerun (or a later "no audience") starts anew.
 _ARCHIVE_SQL = f"""

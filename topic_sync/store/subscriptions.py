@@ -571,30 +571,90 @@ CLAIM_BATCH_SQL = """
             WITH picked AS MATERIALIZED (
                 SELECT s.token_id FROM subscriptions s
                 WHERE s.topic = :topic AND s.status = :status
+                  AND s.token_id > CAST(:after AS bigint)
                   AND (s.last_attempt_at IS NULL OR s.last_attempt_at < :since)
                 ORDER BY s.token_id
                 LIMIT :limit
                 FOR UPDATE SKIP LOCKED
             )
-            SELECT p.token_id, t.token FROM picked p JOIN tokens t ON t.id = p.token_id
+            SELECT p.token_id, (SELECT t.token FROM tokens t WHERE t.id = p.token_id)
+            FROM picked p
             ORDER BY p.token_id
             """
 
 
 def claim_batch(
-    conn: Connection, topic: str, status: SubscriptionStatus, not_since: dt.datetime, limit: int
+    conn: Connection,
+    topic: str,
+    status: SubscriptionStatus,
+    not_since: dt.datetime,
+    limit: int,
+    after: int = 0,
 ) -> list[tuple[int, str]]:
-    """Lock up to `limit` pending rows not yet attempted since `not_since`.
+    """Lock up to `limit` pending rows not yet attempted since `not_since`, with token ids
+    above `after`.
 
     SKIP LOCKED lets several workers drain one topic without waiting on each other. The rows
-    are picked from the queue's partial index in its order and limited before the tokens are
-    joined, so a batch costs the same whether 1,000 or 1,000,000 rows are done or owed.
+    are picked in token order and limited before their tokens are read, each by its key, so a
+    batch costs the same whether 1,000 or 1,000,000 rows are done or owed. `after` lets a
+    drain start past the rows it already claimed this round: without it, every claim walks
+    again over the rows done before it (they lie first in token order), and a drain costs the
+    square of its batches. Reading the tokens one by one by their key keeps a claim from
+    hashing the whole tokens table, which the planner otherwise picks for a batch of 1,000.
     """
     rows = conn.execute(
         text(CLAIM_BATCH_SQL),
-        {"topic": topic, "status": status, "since": not_since, "limit": limit},
+        {"topic": topic, "status": status, "since": not_since, "limit": limit, "after": after},
     ).all()
     return [(int(r[0]), str(r[1])) for r in rows]
+
+
+# A batch's answers in one statement (one round trip, the answers unpacked once): the
+# subscription rows; a failure row per failed token (for report), and the earlier failures of
+# the tokens that now succeeded resolved; the tokens FCM called dead marked. A token is in a
+# batch once, so the failures inserted and those resolved are never the same row.
+RECORD_OUTCOMES_SQL = f"""
+WITH o AS MATERIALIZED (
+    SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
+                         CAST(:codes AS text[]), CAST(:reasons AS text[]),
+                         CAST(:failed AS boolean[]), CAST(:invalid AS boolean[]))
+        AS o(token_id, status, code, reason, failed, invalid)
+),
+answered AS (
+    UPDATE subscriptions s
+    SET status = o.status, attempts = s.attempts + 1, last_attempt_at = clock_timestamp(),
+        last_code = o.code, last_reason = o.reason,
+        run_id = coalesce(CAST(:run_id AS bigint), s.run_id), updated_at = now(),
+        forgotten_from = CASE WHEN o.status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}'
+                              THEN s.forgotten_from END
+    FROM o
+    WHERE s.topic = :topic AND s.token_id = o.token_id
+),
+failing AS (
+    INSERT INTO token_failures (run_id, token_id, topic, op, code, reason)
+    SELECT :run_id, o.token_id, :topic, :op, o.code, o.reason
+    FROM o WHERE o.failed
+    ON CONFLICT (run_id, token_id, topic, op) DO UPDATE
+    SET code = excluded.code, reason = excluded.reason,
+        attempts = token_failures.attempts + 1, last_seen = now(), resolved_at = NULL
+),
+resolved AS (
+    UPDATE token_failures f SET resolved_at = now()
+    FROM o
+    WHERE NOT o.failed AND f.token_id = o.token_id AND f.topic = :topic
+      AND f.op = :op AND f.resolved_at IS NULL
+),
+dead AS (
+    -- dead_on: the run's date; a repair's, today (UTC).
+    UPDATE tokens t SET invalid_at = now(), invalid_reason = o.code,
+        dead_on = coalesce((SELECT run_date FROM runs WHERE id = :run_id),
+                           (now() AT TIME ZONE 'UTC')::date)
+    FROM o
+    WHERE o.invalid AND t.id = o.token_id AND t.invalid_at IS NULL
+    RETURNING t.id
+)
+SELECT id FROM dead ORDER BY id
+"""
 
 
 def record_outcomes(
@@ -605,77 +665,18 @@ def record_outcomes(
     Returns the ids of the tokens this batch newly marked dead."""
     if not outcomes:
         return []
-    cols = {
+    params = {
         "ids": [o.token_id for o in outcomes],
         "statuses": [o.status for o in outcomes],
         "codes": [o.code for o in outcomes],
         "reasons": [o.reason for o in outcomes],
         "failed": [o.failed for o in outcomes],
+        "invalid": [o.invalid for o in outcomes],
+        "topic": topic,
+        "op": op,
+        "run_id": run_id,
     }
-    outcome_rows = (
-        "unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:codes AS text[]), "
-        "CAST(:reasons AS text[]), CAST(:failed AS boolean[])) "
-        "AS o(token_id, status, code, reason, failed)"
-    )
-    params = {**cols, "topic": topic, "op": op, "run_id": run_id}
-    conn.execute(
-        text(
-            f"""
-            UPDATE subscriptions s
-            SET status = o.status, attempts = s.attempts + 1, last_attempt_at = clock_timestamp(),
-                last_code = o.code, last_reason = o.reason,
-                run_id = coalesce(:run_id, s.run_id), updated_at = now(),
-                forgotten_from = CASE WHEN o.status = '{SubscriptionStatus.PENDING_UNSUBSCRIBE}'
-                                      THEN s.forgotten_from END
-            FROM {outcome_rows}
-            WHERE s.topic = :topic AND s.token_id = o.token_id
-            """
-        ),
-        params,
-    )
-    conn.execute(
-        text(
-            f"""
-            INSERT INTO token_failures (run_id, token_id, topic, op, code, reason)
-            SELECT :run_id, o.token_id, :topic, :op, o.code, o.reason
-            FROM {outcome_rows} WHERE o.failed
-            ON CONFLICT (run_id, token_id, topic, op) DO UPDATE
-            SET code = excluded.code, reason = excluded.reason,
-                attempts = token_failures.attempts + 1, last_seen = now(), resolved_at = NULL
-            """
-        ),
-        params,
-    )
-    conn.execute(
-        text(
-            f"""
-            UPDATE token_failures f SET resolved_at = now()
-            FROM {outcome_rows}
-            WHERE NOT o.failed AND f.token_id = o.token_id AND f.topic = :topic
-              AND f.op = :op AND f.resolved_at IS NULL
-            """
-        ),
-        params,
-    )
-    dead = [o.token_id for o in outcomes if o.invalid]
-    if not dead:
-        return []
-    codes = {o.token_id: o.code for o in outcomes if o.invalid}
-    # dead_on: the run's date; a repair's, today (UTC).
-    marked = conn.scalars(
-        text(
-            """
-            UPDATE tokens t SET invalid_at = now(), invalid_reason = d.code,
-                dead_on = coalesce((SELECT run_date FROM runs WHERE id = :run_id),
-                                   (now() AT TIME ZONE 'UTC')::date)
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[])) AS d(id, code)
-            WHERE t.id = d.id AND t.invalid_at IS NULL
-            RETURNING t.id
-            """
-        ),
-        {"ids": dead, "codes": [codes[i] for i in dead], "run_id": run_id},
-    )
-    return sorted(int(i) for i in marked)
+    return [int(i) for i in conn.scalars(text(RECORD_OUTCOMES_SQL), params)]
 
 
 # --- repairs ----------------------------------------------------------------------------------
