@@ -419,13 +419,29 @@ def test_removals_run_before_additions(tmp_path, message_file, model_deps) -> No
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
 
 
-class HoldsARow:
+class Relay:
+    """A client that passes every call to `inner`; the spies below override what they watch."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.transport, self.target = inner, inner.transport, inner.target
+
+    def subscribe(self, tokens, topic, **kw):
+        return self.inner.subscribe(tokens, topic, **kw)
+
+    def unsubscribe(self, tokens, topic, **kw):
+        return self.inner.unsubscribe(tokens, topic, **kw)
+
+    def publish(self, message, validate_only=False):
+        return self.inner.publish(message, validate_only=validate_only)
+
+
+class HoldsARow(Relay):
     """A client that, at its first subscribe, has another session lock a pending row the
     round has not reached yet, and lets it go at its third."""
 
     def __init__(self, inner, engine) -> None:
-        self.inner, self.engine = inner, engine
-        self.transport, self.target = inner.transport, inner.target
+        super().__init__(inner)
+        self.engine = engine
         self.calls = 0
         self.held: int | None = None
         self._conn = None
@@ -453,12 +469,6 @@ class HoldsARow:
             self._conn.close()
         return self.inner.subscribe(tokens, topic, **kw)
 
-    def unsubscribe(self, tokens, topic, **kw):
-        return self.inner.unsubscribe(tokens, topic, **kw)
-
-    def publish(self, message, validate_only=False):
-        return self.inner.publish(message, validate_only=validate_only)
-
 
 def test_a_row_held_elsewhere_while_the_round_passes_it_is_claimed_in_the_same_round(
     tmp_path, message_file, model_deps, recorder
@@ -476,6 +486,62 @@ def test_a_row_held_elsewhere_while_the_round_passes_it_is_claimed_in_the_same_r
     assert set(subscriptions(model_deps.engine, topic_for(PREFIX, POOL, DAY)).values()) == {
         "subscribed"
     }
+
+
+class CountsBatches(Relay):
+    """A client that keeps the size of every subscribe batch."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.sizes: list[int] = []
+
+    def subscribe(self, tokens, topic, **kw):
+        self.sizes.append(len(tokens))
+        return self.inner.subscribe(tokens, topic, **kw)
+
+
+def test_the_workers_of_a_round_claim_in_turn_so_one_batch_owed_is_one_request(
+    tmp_path, message_file, model_deps, monkeypatch
+) -> None:
+    # Four workers start at once on a topic owing one batch. Claimed side by side, two
+    # statements could each lock part of it (SKIP LOCKED passes over the other's rows): two
+    # requests for one batch. The first claim is held open here until a second claim starts
+    # or a second has passed; a second claim must not start while the first is in progress.
+    import threading
+
+    from topic_sync import store
+
+    claim_batch = store.claim_batch
+    lock = threading.Lock()
+    inside = overlapped = calls = 0
+    second = threading.Event()
+
+    def claims_watched(*args, **kwargs):
+        nonlocal inside, overlapped, calls
+        with lock:
+            inside += 1
+            calls += 1
+            first = calls == 1
+            overlapped = max(overlapped, inside)
+            if not first:
+                second.set()
+        try:
+            if first:
+                second.wait(timeout=1.0)
+            return claim_batch(*args, **kwargs)
+        finally:
+            with lock:
+                inside -= 1
+
+    monkeypatch.setattr(store, "claim_batch", claims_watched)
+    spy = CountsBatches(model_deps.client)
+    result = run_day(
+        opts(tmp_path, message_file, toks(0, 30), concurrency=4),
+        dataclasses.replace(model_deps, client=spy),
+    )
+    assert overlapped == 1 and calls > 1
+    assert spy.sizes == [30]
+    assert result.counts.added == 30
 
 
 def test_a_message_fcm_refuses_leaves_nothing_planned(
@@ -648,12 +714,12 @@ def test_deadline_stops_a_run_that_cannot_finish_and_a_rerun_completes(
     assert last_recipients(emulator, result.topic) == frozenset(toks(1, 31))
 
 
-class KillConnections:
+class KillConnections(Relay):
     """After FCM answered the n-th call, terminate every other backend of the database,
     as a failover or an operator would: the batch's transaction cannot commit."""
 
     def __init__(self, inner, database_url: str, after: int) -> None:
-        self.inner, self.transport, self.target = inner, inner.transport, inner.target
+        super().__init__(inner)
         self.url, self.after, self.calls = database_url, after, 0
         self.killed = 0
 
@@ -683,9 +749,6 @@ class KillConnections:
 
     def unsubscribe(self, tokens, topic, **kw):
         return self._call("unsubscribe", tokens, topic, **kw)
-
-    def publish(self, message, validate_only=False):
-        return self.inner.publish(message, validate_only=validate_only)
 
 
 @pytest.mark.parametrize("after", [1, 3])

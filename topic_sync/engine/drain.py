@@ -149,26 +149,39 @@ def check_fence(conn: Connection, topic: str, epoch: int, who: str) -> None:
 
 
 class ClaimCursor:
-    """Where a round's next claim starts: past the highest token id claimed in the round.
+    """A round's claims, one at a time, each past the highest token id the round claimed.
 
     Claims take rows in token order, so the rows before the cursor are done, in flight, or
     were skipped (held by another process) or given back (a batch rolled back). The cursor
     is a hint: a claim past it that finds nothing claims from the start once more, so the
     round still takes every row it owes, and only its last claims walk the rows done.
+
+    The workers of one round claim in turn. Claimed side by side, two statements lock rows
+    of the same stretch between them (SKIP LOCKED passes over each other's rows), and a
+    topic owing one batch went out as two requests, one of a token or a few. In turn, each
+    claim sees the rows the one before locked and takes the next full batch. A claim holds
+    the turn only for its statement (no row lock is waited on), never while FCM answers.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._after = 0
 
-    @property
-    def after(self) -> int:
+    def claim(
+        self,
+        conn: Connection,
+        topic: str,
+        status: SubscriptionStatus,
+        round_start: dt.datetime,
+        limit: int,
+    ) -> list[tuple[int, str]]:
         with self._lock:
-            return self._after
-
-    def passed(self, token_id: int) -> None:
-        with self._lock:
-            self._after = max(self._after, token_id)
+            rows = store.claim_batch(conn, topic, status, round_start, limit, self._after)
+            if not rows and self._after:
+                rows = store.claim_batch(conn, topic, status, round_start, limit)
+            if rows:
+                self._after = max(self._after, rows[-1][0])
+            return rows
 
 
 # Rounds retried at once after only 429s, per operation, before such rounds count as retries:
@@ -384,13 +397,9 @@ def _one_batch(
     with deps.engine.begin() as conn:
         check_fence(conn, topic, epoch, "this run" if run_id is not None else "this repair")
         status = SubscriptionStatus.pending_for(op)
-        after = cursor.after
-        rows = store.claim_batch(conn, topic, status, round_start, limit, after)
-        if not rows and after:
-            rows = store.claim_batch(conn, topic, status, round_start, limit)
+        rows = cursor.claim(conn, topic, status, round_start, limit)
         if not rows:
             return None
-        cursor.passed(rows[-1][0])
         tokens = [token for _, token in rows]
         call = deps.client.subscribe if op is Op.SUBSCRIBE else deps.client.unsubscribe
         # The batch holds its transaction open while FCM answers: it ends in bounded time.
