@@ -691,6 +691,67 @@ def test_retry_after_is_waited_in_full(tmp_path, message_file, paced, emulator, 
     assert max(recorder.sleeps) + paced.pacer.waited >= 1 - 0.01
 
 
+class SlowFirst503(Relay):
+    """Every call takes 0.4 s of `clock`; the first subscribe is refused whole: 503 with
+    Retry-After 1 (answered at its end)."""
+
+    def __init__(self, inner, clock) -> None:
+        super().__init__(inner)
+        self.clock, self.calls = clock, 0
+
+    def subscribe(self, tokens, topic, **kw):
+        from topic_sync.fcm.client import BatchResult
+
+        self.calls += 1
+        self.clock.advance(0.4)
+        if self.calls == 1:
+            return BatchResult.whole("UNAVAILABLE", len(tokens), retry_after=1.0)
+        return self.inner.subscribe(tokens, topic, **kw)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("tokens", "wait"),
+    [
+        (2, 1.0),  # the refused batch was the round: its Retry-After is waited in full
+        (10, 0.0),  # four more batches took 1.6 s after the answer: nothing left to wait
+    ],
+)
+def test_a_retry_after_counts_from_its_answer_not_from_the_end_of_the_round(
+    tmp_path, message_file, model_deps, tokens, wait
+) -> None:
+    clock = FakeClock()
+    spy = SlowFirst503(model_deps.client, clock)
+    deps = dataclasses.replace(
+        model_deps, client=spy, monotonic=lambda: clock.now, sleep=clock.sleep
+    )
+    result = run_day(
+        opts(
+            tmp_path,
+            message_file,
+            toks(0, tokens),
+            batch_size=2,
+            concurrency=1,
+            retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=3),
+        ),
+        deps,
+    )
+    assert result.counts.added == tokens and result.counts.retries == 2
+    assert spy.calls == tokens // 2 + 1
+    assert [s for s in clock.sleeps if s] == ([pytest.approx(wait)] if wait else [])
+
+
 def test_deadline_stops_a_run_that_cannot_finish_and_a_rerun_completes(
     tmp_path, message_file, deps, emulator
 ) -> None:

@@ -194,7 +194,9 @@ class Work:
 
     Each worker claims its own batch (SKIP LOCKED), so one slow FCM call stalls one
     worker, not the run. Retryable tokens are re-batched in rounds; between rounds
-    the retry policy's backoff (and any Retry-After) is waited in full.
+    the retry policy's backoff is waited in full, and so is what is left of a Retry-After:
+    it counts from its answer, not from the round's end, so a 429 early in a long round
+    (the round went on meanwhile at the pacer's lowered pace) costs no idle second after it.
 
     The counts are kept in one place. A run's are kept by its runs row: each batch adds
     its own in the batch's transaction (store.add_progress), and the run reads them back
@@ -222,7 +224,7 @@ class Work:
         self.failures: Counter[tuple[str, str]] = tally.failures if tally is not None else Counter()
         self.epoch, self.guard = epoch, guard
         self._lock = threading.Lock()  # what the workers share
-        self._retry_after = 0.0
+        self._retry_at = 0.0  # by deps.monotonic: no token FCM refused is asked again before
         self._done = self._failed = 0
         self._started = deps.monotonic()
         self._round_failures: Counter[str] = Counter()
@@ -242,13 +244,14 @@ class Work:
                 if not owed:
                     return True
                 hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
+                hold = max(hold, self._retry_at - deps.monotonic())
                 if paced:
                     # Only 429s last round: the pacer has slowed down to the quota, so ask
                     # again at once (a backoff of minutes would idle the quota away).
-                    wait = max(hold, self._retry_after)
+                    wait = hold
                     why = "after 429s"
                 else:
-                    wait = policy.wait(retry_number, max(hold, self._retry_after) or None)
+                    wait = policy.wait(retry_number, hold if hold > 0 else None)
                     why = f"retry {retry_number}"
                 if deps.monotonic() + wait > self.deadline_at:
                     return False
@@ -256,7 +259,6 @@ class Work:
                 deps.sleep(wait)
                 if deps.should_stop():
                     return False
-                self._retry_after = 0.0
                 if self.run_id is not None:
                     with deps.engine.begin() as conn:
                         store.add_progress(conn, self.run_id, wait_seconds=wait)
@@ -353,7 +355,9 @@ class Work:
                 self.tally.outcomes.update(batch.outcomes)
             self.failures.update({(op.value, c): n for c, n in batch.failures.items()})
             self._round_failures.update(batch.failures)
-            self._retry_after = max(self._retry_after, batch.retry_after or 0.0)
+            if batch.retry_after:
+                answered = self.deps.monotonic()  # no earlier than FCM's answer came
+                self._retry_at = max(self._retry_at, answered + batch.retry_after)
             # Progress counts tokens settled (done or failed for good) out of the plan.
             self._done += batch.settled
             self._failed += batch.failed - (batch.confirmed if retrying else 0)
