@@ -270,6 +270,25 @@ def write_audience(path: Path, tokens: Iterable[str]) -> Path:
     return path
 
 
+class VirtualClock:
+    """A monotonic clock that moves only when asked: a sleep moves it on (and is kept), and
+    `advance` stands for time spent elsewhere (an FCM call)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+
 class Recorder:
     """Collects what the engine logs and how long it asked to sleep."""
 

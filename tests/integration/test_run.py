@@ -15,6 +15,7 @@ from tests.support import (
     DAY,
     POOL,
     PREFIX,
+    VirtualClock,
     failures,
     last_recipients,
     opts,
@@ -381,12 +382,28 @@ def test_kill_between_send_and_record_never_sends_twice(
     assert result.status == "published" and len(emulator.publishes) == 2
 
 
-class OrderSpy:
+class Relay:
+    """A client that passes every call to `inner`; the spies below override what they watch."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.transport, self.target = inner, inner.transport, inner.target
+
+    def subscribe(self, tokens, topic, **kw):
+        return self.inner.subscribe(tokens, topic, **kw)
+
+    def unsubscribe(self, tokens, topic, **kw):
+        return self.inner.unsubscribe(tokens, topic, **kw)
+
+    def publish(self, message, validate_only=False):
+        return self.inner.publish(message, validate_only=validate_only)
+
+
+class OrderSpy(Relay):
     """A client that notes the order of its calls (and may hold the validation back)."""
 
     def __init__(self, inner, before_validating=lambda: None) -> None:
-        self.inner, self.before_validating = inner, before_validating
-        self.transport, self.target = inner.transport, inner.target
+        super().__init__(inner)
+        self.before_validating = before_validating
         self.order: list[str] = []
 
     def subscribe(self, tokens, topic, **kw):
@@ -417,22 +434,6 @@ def test_removals_run_before_additions(tmp_path, message_file, model_deps) -> No
     assert order[0] == "validate" and order[-1] == "publish"
     body = order[1:-1]
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
-
-
-class Relay:
-    """A client that passes every call to `inner`; the spies below override what they watch."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.transport, self.target = inner, inner.transport, inner.target
-
-    def subscribe(self, tokens, topic, **kw):
-        return self.inner.subscribe(tokens, topic, **kw)
-
-    def unsubscribe(self, tokens, topic, **kw):
-        return self.inner.unsubscribe(tokens, topic, **kw)
-
-    def publish(self, message, validate_only=False):
-        return self.inner.publish(message, validate_only=validate_only)
 
 
 class HoldsARow(Relay):
@@ -663,26 +664,17 @@ def test_retry_after_is_waited_in_full(tmp_path, message_file, paced, emulator, 
     inner = paced.client
     seen: list[float] = []
 
-    class FaultBeforeFirstBatch:
+    class FaultBeforeFirstBatch(Relay):
         """Arms one whole-request 503 with Retry-After: 1 for the first subscribe call."""
-
-        transport = inner.transport
-        target = inner.target
 
         def subscribe(self, tokens, topic, **kw):
             if not seen:
                 emulator.inject_request_errors(503, count=1, retry_after=1)
             seen.append(real_time.monotonic())
-            return inner.subscribe(tokens, topic, **kw)
-
-        def unsubscribe(self, tokens, topic, **kw):
-            return inner.unsubscribe(tokens, topic, **kw)
-
-        def publish(self, message, validate_only=False):
-            return inner.publish(message, validate_only=validate_only)
+            return self.inner.subscribe(tokens, topic, **kw)
 
     audience = toks(0, 20)
-    deps = dataclasses.replace(paced, client=FaultBeforeFirstBatch())
+    deps = dataclasses.replace(paced, client=FaultBeforeFirstBatch(inner))
     result = run_day(opts(tmp_path, message_file, audience, retry=RetryPolicy(0, 0, 3)), deps)
     assert last_recipients(emulator, result.topic) == frozenset(audience)
     assert result.counts.retries >= 1 and len(seen) == 2
@@ -709,18 +701,6 @@ class SlowFirst503(Relay):
         return self.inner.subscribe(tokens, topic, **kw)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now, self.sleeps = 0.0, []
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.mark.parametrize(
     ("tokens", "wait"),
     [
@@ -731,11 +711,9 @@ class FakeClock:
 def test_a_retry_after_counts_from_its_answer_not_from_the_end_of_the_round(
     tmp_path, message_file, model_deps, tokens, wait
 ) -> None:
-    clock = FakeClock()
+    clock = VirtualClock()
     spy = SlowFirst503(model_deps.client, clock)
-    deps = dataclasses.replace(
-        model_deps, client=spy, monotonic=lambda: clock.now, sleep=clock.sleep
-    )
+    deps = dataclasses.replace(model_deps, client=spy, monotonic=clock.monotonic, sleep=clock.sleep)
     result = run_day(
         opts(
             tmp_path,

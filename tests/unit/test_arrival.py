@@ -7,24 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import VirtualClock
 from topic_sync.errors import Interrupted
 from topic_sync.inputs.arrival import Arrival, wait_for
 
 
-class Clock:
+class Clock(VirtualClock):
     """A virtual clock whose sleep advances time and lets the test act at given moments."""
 
     def __init__(self, events: dict[float, Callable[[], None]] | None = None) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
+        super().__init__()
         self.events = dict(events or {})
 
-    def monotonic(self) -> float:
-        return self.now
-
     def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+        super().sleep(seconds)
         for at in sorted(t for t in self.events if t <= self.now):
             self.events.pop(at)()
 
