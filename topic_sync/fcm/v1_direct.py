@@ -40,8 +40,11 @@ from topic_sync.fcm.sdk_bridge import (
 from topic_sync.states import FcmApi
 
 # Requests in flight per client, all batches together. At 50 ms of FCM latency the quota
-# (3,000/s) needs 150 in flight; firebase-admin itself opens up to 100 per call.
-DIRECT_CONNECTIONS = 192
+# (3,000/s) needs 150 in flight, and more to catch up after a pause; each request also
+# spends the client's and the server's time, so 192 gave about 3,000/s, 320 about 3,700/s
+# and 448 less again on two cores (bench/RESULTS.md I.5). firebase-admin itself opens up
+# to 100 per call, per worker.
+DIRECT_CONNECTIONS = 320
 NOT_SENT = TokenAnswer("NOT_SENT", False)  # the batch's time was up before it could go out
 
 
