@@ -260,6 +260,29 @@ def test_a_measured_quota_starts_just_under_it_and_probes_gently() -> None:
     assert all(b / a <= 1.02 + 1e-9 for a, b in zip([MARGIN * 700.0, *rates], rates, strict=False))
 
 
+def burst_after(p: Pacer, t: FakeTime, stall: float) -> int:
+    """How many requests may go out at once after the client stalled `stall` seconds."""
+    t.now += stall
+    at_once = 0
+    while p.reserve(1, None) == 0:
+        at_once += 1
+    return at_once
+
+
+@pytest.mark.parametrize("ridden", [0.0, 1.0], ids=["at-the-start", "after-a-second"])
+def test_near_a_quota_learned_before_a_stalled_client_catches_up_little(ridden) -> None:
+    # Starting just under a quota an earlier command measured, a stall (the plan before the
+    # first request, a busy event loop) must not be made up at once: into a sliding window
+    # already full at that pace, the burst is refused. 10 ms of the pace, not 50.
+    p, t = pacer(3000.0, start=Quota(3000.0, True))
+    ride(p, t, ridden)
+    assert burst_after(p, t, 0.2) <= 0.011 * p.rate
+    # With nothing learned, a stall far below any quota may still be made up (50 ms).
+    first, t = pacer(3000.0, start=Quota(3000.0, False))
+    ride(first, t, ridden)
+    assert burst_after(first, t, 0.2) >= 0.04 * first.rate
+
+
 def test_a_retry_after_on_a_429_holds_the_refused_not_the_pace() -> None:
     p, t = pacer(3000.0)
     p.observe(429, retry_after=5, sent_at=p.now())

@@ -21,7 +21,8 @@ The pacer rides the quota whatever they look like:
 - For a second after a decrease, what was sent in the last second at the old pace counts
   against the new one (a sliding window still holds it), so nothing is sent into a full
   window; a few 429s in that second are the old pace's, not evidence. Near a measured
-  quota a stalled client catches up little, as a window refuses a catch-up a second later.
+  quota (an earlier command's, until this one measures its own) a stalled client catches up
+  little, as a window refuses a catch-up a second later.
 - After a clean interval in which the pace held requests back: well below the last measure,
   the pace returns halfway to it; near it, it climbs 0.5% a second, so a raised quota is
   found again. An interval that did not use the pace (a plan, a transaction) raises nothing.
@@ -201,7 +202,8 @@ class Pacer:
                     spacing = cost / self.rate
                 # Unused pace may be spent at once, but not across a hold: after one, the
                 # pace resumes from its end.
-                near = self.ceiling is not None and self.rate > EDGE * self.ceiling
+                quota = self.ceiling if self.ceiling is not None else self._learned_quota()
+                near = quota is not None and self.rate > EDGE * quota
                 burst = EDGE_BURST_SECONDS if near else BURST_SECONDS
                 credit = now - burst if start <= now else start
                 self._next_free = max(self._next_free, credit) + spacing
@@ -290,6 +292,11 @@ class Pacer:
             return Quota(self.peak, measured=False)
 
     # Everything below runs under the lock.
+
+    def _learned_quota(self) -> float | None:
+        """The quota an earlier command measured, until this one measures its own."""
+        start = self._start
+        return start.rate if start is not None and start.measured else None
 
     def _log_send(self, now: float, at: float, cost: float) -> None:
         self._sent += cost
