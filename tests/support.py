@@ -10,12 +10,13 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 import traceback
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,16 @@ DAY1 = dt.date(2026, 11, 20)
 
 
 # --- databases --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A local port that refuses connections for as long as the block runs: bound, never
+    listening. (A port bound and closed again can be taken meanwhile by another test's
+    server, which then answers instead of refusing.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def with_database(url: str, name: str) -> str:

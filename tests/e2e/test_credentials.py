@@ -4,8 +4,6 @@ endpoint is played locally (the key's token_uri), so nothing leaves the machine.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.support import (
@@ -13,6 +11,7 @@ from tests.support import (
     cli_env,
     describe,
     make_tokens,
+    refusing_port,
     run_args,
     run_cli,
     summary,
@@ -59,17 +58,14 @@ def test_a_key_google_refuses_says_what_and_how_to_fix_it(
 def test_an_unreachable_token_endpoint_is_not_called_a_credentials_problem(
     production_env, tmp_path, message_file
 ):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
-    key = write_service_account_key(
-        tmp_path / "key.json", "cred-prod", f"http://127.0.0.1:{closed}/token"
-    )
-    production_env["GOOGLE_APPLICATION_CREDENTIALS"] = str(key)
     audience = write_lines(tmp_path / "audience.txt", make_tokens("c", range(3)))
     args = run_args(DAY1, audience, message_file, prefix="cred", pool_size=1)
-
-    proc = run_cli(*args[:-1], env=production_env)
+    with refusing_port() as closed:
+        key = write_service_account_key(
+            tmp_path / "key.json", "cred-prod", f"http://127.0.0.1:{closed}/token"
+        )
+        production_env["GOOGLE_APPLICATION_CREDENTIALS"] = str(key)
+        proc = run_cli(*args[:-1], env=production_env)
 
     assert proc.returncode == 1, describe(proc)
     assert "cannot reach Google's token endpoint" in summary(proc)["error"]

@@ -4,8 +4,6 @@ module name or a password."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.support import (
@@ -13,18 +11,12 @@ from tests.support import (
     cli_env,
     describe,
     make_tokens,
+    refusing_port,
     run_args,
     run_cli,
     summary,
     write_lines,
 )
-
-
-def _closed_port() -> int:
-    """A local port nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -37,10 +29,9 @@ def _closed_port() -> int:
     ],
 )
 def test_an_unreachable_database_exits_11_with_what_to_check(emulator, command) -> None:
-    url = f"postgresql://topic_sync:s3cret@127.0.0.1:{_closed_port()}/topic_sync"
-    env = cli_env(url, emulator)
-
-    proc = run_cli(*command, env=env)
+    with refusing_port() as port:
+        url = f"postgresql://topic_sync:s3cret@127.0.0.1:{port}/topic_sync"
+        proc = run_cli(*command, env=cli_env(url, emulator))
 
     assert proc.returncode == 11, describe(proc)
     assert "is unavailable" in proc.stderr and "127.0.0.1" in proc.stderr
@@ -52,10 +43,11 @@ def test_an_unreachable_database_exits_11_with_what_to_check(emulator, command) 
 
 
 def test_a_run_against_an_unreachable_database_exits_11(emulator, tmp_path, message_file) -> None:
-    env = cli_env(f"postgresql://u@127.0.0.1:{_closed_port()}/x", emulator)
     audience = write_lines(tmp_path / "audience.txt", make_tokens("d", range(3)))
+    args = run_args(DAY1, audience, message_file, prefix="dbdown", pool_size=1)
 
-    proc = run_cli(*run_args(DAY1, audience, message_file, prefix="dbdown", pool_size=1), env=env)
+    with refusing_port() as port:
+        proc = run_cli(*args, env=cli_env(f"postgresql://u@127.0.0.1:{port}/x", emulator))
 
     assert proc.returncode == 11, describe(proc)
     assert summary(proc)["kind"] == "database_unavailable"
