@@ -51,7 +51,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -649,12 +649,26 @@ class Settings:
     timeout: float
     extra_args: list[str]
     smoke: bool
+    unpaced: bool = False  # also run each transport with no quota and no pacing
+
+
+UNPACED = "unpaced"  # the subject suffix of a transport run with no quota and no pacing
+NO_PACING = "1000000"  # a --rate-limit no command reaches
+
+
+def unpaced(settings: Settings) -> Settings:
+    """The same benchmark with the emulator's quota off and topic-sync not pacing: what this
+    machine's client, emulator and database do at most, the ceiling a quota cell is held to."""
+    return replace(settings, quota=0.0, rate_limit=NO_PACING)
 
 
 def subjects_of(settings: Settings) -> list[str]:
-    return [f"topic-sync {t}" for t in settings.transports] + [
-        f"{b} baseline" if b == "per-device" else b for b in settings.baselines
-    ]
+    ceilings = [f"topic-sync {t} {UNPACED}" for t in settings.transports if settings.unpaced]
+    return (
+        [f"topic-sync {t}" for t in settings.transports]
+        + ceilings
+        + [f"{b} baseline" if b == "per-device" else b for b in settings.baselines]
+    )
 
 
 def run_benchmark(
@@ -686,6 +700,20 @@ def run_benchmark(
                 results += _topic_sync_run(
                     settings, transport, run, pg, emulator, files, audiences, message, workdir, log
                 )
+                if settings.unpaced:
+                    results += _topic_sync_run(
+                        unpaced(settings),
+                        transport,
+                        run,
+                        pg,
+                        emulator,
+                        files,
+                        audiences,
+                        message,
+                        workdir,
+                        log,
+                        subject=f"topic-sync {transport} {UNPACED}",
+                    )
             for baseline in settings.baselines:
                 results += _baseline_run(
                     settings, baseline, run, emulator, files, audiences, workdir, log
@@ -715,8 +743,11 @@ def _topic_sync_run(
     message: Path,
     workdir: Path,
     log: Callable[[str], None],
+    *,
+    subject: str | None = None,
 ) -> list[DayResult]:
-    name = f"bench_{transport.replace('-', '_')}_{run}"
+    subject = subject or f"topic-sync {transport}"
+    name = f"bench_{subject.split(' ', 1)[1].replace('-', '_').replace(' ', '_')}_{run}"
     url = pg.fresh(name)
     emulator.reset(settings)
     env = child_env(
@@ -725,7 +756,7 @@ def _topic_sync_run(
     out: list[DayResult] = []
     try:
         for index, (day, audience_file) in enumerate(zip(DAYS, files, strict=True)):
-            result = DayResult(f"topic-sync {transport}", run, index + 1)
+            result = DayResult(subject, run, index + 1)
             cmd = [
                 sys.executable,
                 "-m",
@@ -1005,6 +1036,14 @@ def summarise(settings: Settings, results: list[DayResult]) -> dict[str, Any]:
     def median_rate(subject: str, day: int) -> float | None:
         return median_of([r.rate for r in good(subject, day)])
 
+    def allowed(subject: str, day: int) -> float | None:
+        """What a quota cell could hold at most: the quota, or less if this machine's
+        unpaced run of the same transport (same invocation) synced fewer tokens a second."""
+        if not settings.quota or subject.endswith(UNPACED):
+            return None
+        ceiling = median_of([r.sync_rate for r in good(f"{subject} {UNPACED}", day)])
+        return min(settings.quota, ceiling) if ceiling else settings.quota
+
     rows: list[dict[str, Any]] = []
     for subject in subjects_of(settings):
         for day in (1, 2):
@@ -1013,6 +1052,7 @@ def summarise(settings: Settings, results: list[DayResult]) -> dict[str, Any]:
                 continue
             ok = good(subject, day)
             rate = median_rate(subject, day)
+            most = allowed(subject, day)
             rows.append(
                 {
                     "subject": subject,
@@ -1041,10 +1081,14 @@ def summarise(settings: Settings, results: list[DayResult]) -> dict[str, Any]:
                     "held": spread(
                         [
                             100 * r.sync_rate / settings.quota
-                            if r.sync_rate and settings.quota
+                            if r.sync_rate and most is not None
                             else None
                             for r in ok
                         ]
+                    ),
+                    "allowed": most,
+                    "held_of_allowed": spread(
+                        [100 * r.sync_rate / most if r.sync_rate and most else None for r in ok]
                     ),
                     "throttled_share": spread(
                         [
@@ -1221,13 +1265,24 @@ def render(
             "",
         ]
         lines += markdown(
-            ["subject", "day", "sync tokens/s", "% of the quota", "429s", "% of requests 429"],
+            [
+                "subject",
+                "day",
+                "sync tokens/s",
+                "% of the quota",
+                "most it could hold",
+                "% of that",
+                "429s",
+                "% of requests 429",
+            ],
             [
                 [
                     r["subject"],
                     str(r["day"]),
                     r["sync_rate"],
                     r["held"],
+                    f"{r['allowed']:,.0f}" if r["allowed"] else "–",
+                    r["held_of_allowed"],
                     r["throttled"],
                     r["throttled_share"],
                 ]
@@ -1330,6 +1385,12 @@ def parse_settings(argv: Sequence[str]) -> tuple[Settings, Path | None]:
     parser.add_argument(
         "--ts-args", default="", help="extra arguments for every `topic-sync run` (quoted)"
     )
+    parser.add_argument(
+        "--unpaced",
+        action="store_true",
+        help="also run each transport with no quota and no pacing, in the same invocation: "
+        "a quota cell's held share is then also given of the most this machine syncs",
+    )
     parser.add_argument("--json", type=Path, help="write every raw figure to this file")
     parser.add_argument(
         "--smoke",
@@ -1387,6 +1448,7 @@ def parse_settings(argv: Sequence[str]) -> tuple[Settings, Path | None]:
         timeout=args.timeout,
         extra_args=shlex.split(args.ts_args),
         smoke=args.smoke,
+        unpaced=args.unpaced,
     )
     return settings, args.json
 

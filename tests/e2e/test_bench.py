@@ -8,6 +8,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -26,17 +27,51 @@ def _row(output: str, subject: str, day: int) -> list[str]:
     return [cell.strip() for cell in rows[0].strip("|").split("|")]
 
 
-def test_the_benchmark_knows_the_transports_and_the_default() -> None:
+@pytest.fixture(scope="module")
+def bench() -> Any:
+    """bench/bench.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("bench", BENCH)
     assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = bench  # its dataclasses look their module up
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # its dataclasses look their module up
     try:
-        spec.loader.exec_module(bench)
+        spec.loader.exec_module(module)
     finally:
         del sys.modules["bench"]
+    return module
+
+
+def test_the_benchmark_knows_the_transports_and_the_default(bench: Any) -> None:
     assert bench.TRANSPORTS == TRANSPORTS
     assert DEFAULTS.transport == bench.DEFAULT_TRANSPORT
+
+
+def test_a_quota_cell_is_also_held_to_what_the_machine_syncs_unpaced(bench: Any) -> None:
+    settings, _ = bench.parse_settings(
+        ["--quota", "3000", "--transport", "v1-direct", "--baselines", "none", "--unpaced"]
+    )
+    assert settings.unpaced and bench.unpaced(settings).quota == 0
+    assert bench.unpaced(settings).rate_limit == bench.NO_PACING
+
+    def day(subject: str, number: int, additions: int, seconds: float) -> Any:
+        result = bench.DayResult(subject, 1, number, ok=True, wall=seconds + 1.0)
+        result.to_add, result.phases = additions, {"additions": seconds}
+        return result
+
+    paced, ceiling = "topic-sync v1-direct", "topic-sync v1-direct unpaced"
+    results = [
+        day(paced, 1, 25_000, 10.0),  # 2,500/s
+        day(ceiling, 1, 25_000, 25_000 / 2_800),  # the machine: 2,800/s, under the quota
+        day(paced, 2, 8_000, 8_000 / 2_700),
+        day(ceiling, 2, 8_000, 8_000 / 3_500),  # the machine above the quota
+    ]
+    rows = {(r["subject"], r["day"]): r for r in bench.summarise(settings, results)["rows"]}
+    assert rows[paced, 1]["held"] == "83.3"
+    assert rows[paced, 1]["allowed"] == pytest.approx(2_800)
+    assert rows[paced, 1]["held_of_allowed"] == "89.3"
+    assert rows[paced, 2]["allowed"] == 3_000  # the quota, the lower of the two
+    assert rows[paced, 2]["held_of_allowed"] == rows[paced, 2]["held"] == "90.0"
+    assert rows[ceiling, 1]["allowed"] is None and rows[ceiling, 1]["held"] == "–"
 
 
 @pytest.mark.heavy  # the benchmark, run whole
