@@ -22,7 +22,9 @@ The pacer rides the quota whatever they look like:
   against the new one (a sliding window still holds it), so nothing is sent into a full
   window; a few 429s in that second are the old pace's, not evidence. Near a measured
   quota (an earlier command's, until this one measures its own) a stalled client catches up
-  little, as a window refuses a catch-up a second later.
+  little, as a window refuses a catch-up a second later. No catch-up puts more than the
+  configured rate into any second: the default is FCM's published quota, and a window of
+  exactly that refuses the excess.
 - After a clean interval in which the pace held requests back: well below the last measure,
   the pace returns halfway to it; near it, it climbs 0.5% a second, so a raised quota is
   found again. An interval that did not use the pace (a plan, a transaction) raises nothing.
@@ -99,7 +101,7 @@ class Pacer:
         slow_start: bool = True,
         start: Quota | None = None,
     ) -> None:
-        """`rate`: the most requests per second ever sent (None: no limit); `start`: what
+        """`rate`: the most requests ever sent in one second (None: no limit); `start`: what
         an earlier command learned of the quota of the same FCM."""
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive (or None for no limit)")
@@ -187,8 +189,11 @@ class Pacer:
             start = max(now, self._not_before)
             if self.rate is not None:
                 start = max(start, self._next_free)
-                if start < self._capped_until:
-                    start = max(start, self._window_free(cost, self.rate * WINDOW))
+                # Never more than the configured rate in any WINDOW (a catch-up included);
+                # for a second after a decrease, never more than the new pace.
+                cap = self.rate if start < self._capped_until else self.max_rate
+                assert cap is not None
+                start = max(start, self._window_free(cost, cap * WINDOW))
             if not_after is not None and start > not_after:
                 return None
             if self.rate is not None:
