@@ -436,6 +436,40 @@ def test_removals_run_before_additions(tmp_path, message_file, model_deps) -> No
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
 
 
+def test_a_removal_asked_again_does_not_hold_the_additions_back(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    # A token refused with a 429 is asked again only after what its Retry-After (or the
+    # retry policy) says; the additions' first round goes out meanwhile instead of waiting
+    # for it. Nothing is published before both are done.
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    refused = toks(0, 20)[1]  # not in the later audience: owed a removal
+    emulator.inject_token_error(refused, "QUOTA_EXCEEDED", op="unsubscribe", times=1)
+    spy = OrderSpy(deps.client)
+    result = run_day(
+        opts(
+            tmp_path,
+            message_file,
+            toks(5, 25),
+            later,
+            batch_size=2,
+            concurrency=1,
+            retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=3),
+        ),
+        dataclasses.replace(deps, client=spy),
+    )
+    assert result.status == "published" and result.counts.retries == 1
+    assert spy.order == [
+        "validate",
+        *["unsubscribe"] * 3,
+        *["subscribe"] * 3,
+        "unsubscribe",  # the refused token, asked again after the additions' first round
+        "publish",
+    ]
+    assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
+
+
 class HoldsARow(Relay):
     """A client that, at its first subscribe, has another session lock a pending row the
     round has not reached yet, and lets it go at its third."""

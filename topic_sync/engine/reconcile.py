@@ -155,8 +155,12 @@ def _reconcile_prefix(
             # A repair has no runs row: its counts are tallied in memory, in result.counts.
             work = Work(deps, topic, opts, deadline_at, epochs[topic], guard, tally=result.counts)
             removed_before, added_before = result.counts.removed, result.counts.added
-            done = work.drain(Op.UNSUBSCRIBE, report.owed_remove + report.stale)
-            done = done and work.drain(Op.SUBSCRIBE, report.owed_add)
+            done = work.drain_all(
+                [
+                    (Op.UNSUBSCRIBE, report.owed_remove + report.stale),
+                    (Op.SUBSCRIBE, report.owed_add),
+                ]
+            )
             result.finished = result.finished and done
             report.removed = result.counts.removed - removed_before
             report.added = result.counts.added - added_before

@@ -11,7 +11,8 @@ Order of a live run, and why:
    rolls back: nothing changes.
 3. Removals first, then additions, each batch in its own transaction that
    commits only after FCM answered. Retryable tokens are re-batched per the
-   retry policy; what still fails stays recorded.
+   retry policy, once both have had their first round (a refusal's wait does not
+   hold the additions back); what still fails stays recorded.
 4. Publish only when no removal from the topic is unconfirmed, and record the
    intent before sending so a crash can never lead to a second send. With a publish
    window (publish_at/publish_by), the synced day waits for publish_at first, and a day
@@ -1055,11 +1056,10 @@ def _sync_and_publish(
 ) -> RunResult:
     guard = DeadGuard.for_work(opts.max_dead, plan.to_add + plan.to_remove)
     work = Work(deps, topic, opts, deadline_at, fence.epoch, guard, run_id=run.id)
-    with phases.timing("removals"):
-        finished = work.drain(Op.UNSUBSCRIBE, plan.to_remove)
-    if finished:
-        with phases.timing("additions"):
-            finished = work.drain(Op.SUBSCRIBE, plan.to_add)
+    finished = work.drain_all(
+        [(Op.UNSUBSCRIBE, plan.to_remove), (Op.SUBSCRIBE, plan.to_add)],
+        timing=lambda op: phases.timing("additions" if op is Op.SUBSCRIBE else "removals"),
+    )
 
     with deps.engine.begin() as conn:
         owed_add, owed_remove = store.pending_counts(conn, topic)
