@@ -21,7 +21,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -255,7 +254,7 @@ class Work:
     def drain_all(
         self,
         work: Sequence[tuple[Op, int]],
-        timing: Callable[[Op], AbstractContextManager[object]] | None = None,
+        timing: Callable[[Op], contextlib.AbstractContextManager[object]] | None = None,
     ) -> bool:
         """Work off several operations (removals first); False if the deadline or a stop
         left work owed.
@@ -268,11 +267,7 @@ class Work:
         first round goes out meanwhile. `timing` (per operation) times its rounds and waits.
         """
         states = [_OpState(op, total) for op, total in work]
-        for state in states:
-            with timing(state.op) if timing else contextlib.nullcontext():
-                if not self._step(state):
-                    return False
-        while any(state.going for state in states):
+        while any(state.going for state in states):  # the first pass: each one's first round
             for state in states:
                 if state.going:
                     with timing(state.op) if timing else contextlib.nullcontext():
