@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -470,6 +471,51 @@ def test_a_removal_asked_again_does_not_hold_the_additions_back(
     assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
 
 
+class HoldsARemoval(Relay):
+    """A client that answers its second removal batch only once an addition batch has been
+    asked for, or after ten seconds."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.removals = 0
+        self.adding = threading.Event()
+        self.overlapped: bool | None = None  # whether an addition went out meanwhile
+        self._lock = threading.Lock()
+
+    def unsubscribe(self, tokens, topic, **kw):
+        with self._lock:
+            self.removals += 1
+            held = self.removals == 2
+        if held:
+            self.overlapped = self.adding.wait(timeout=10.0)
+        return self.inner.unsubscribe(tokens, topic, **kw)
+
+    def subscribe(self, tokens, topic, **kw):
+        self.adding.set()
+        return self.inner.subscribe(tokens, topic, **kw)
+
+
+def test_a_worker_with_no_removal_left_starts_the_additions_while_removals_are_answered(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    # Two workers, two removal batches: the worker done with its batch finds no removal left
+    # to claim and sends the additions' first batch while the other removal batch is still
+    # waiting for its answer (drained one operation after the other, the pass over the
+    # removals ended only once both were answered and recorded).
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    later = DAY + dt.timedelta(days=POOL)
+    spy = HoldsARemoval(deps.client)
+    result = run_day(
+        opts(tmp_path, message_file, toks(4, 24), later, batch_size=2, concurrency=2),
+        dataclasses.replace(deps, client=spy),
+    )
+    assert spy.overlapped is True
+    assert result.status == "published"
+    assert (result.counts.removed, result.counts.added) == (4, 4)
+    assert {"removals", "additions"} <= result.phases.keys()
+    assert last_recipients(emulator, result.topic) == frozenset(toks(4, 24))
+
+
 class HoldsARow(Relay):
     """A client that, at its first subscribe, has another session lock a pending row the
     round has not reached yet, and lets it go at its third."""
@@ -540,33 +586,37 @@ def test_the_workers_of_a_round_claim_in_turn_so_one_batch_owed_is_one_request(
 ) -> None:
     # Four workers start at once on a topic owing one batch. Claimed side by side, two
     # statements could each lock part of it (SKIP LOCKED passes over the other's rows): two
-    # requests for one batch. The first claim is held open here until a second claim starts
-    # or a second has passed; a second claim must not start while the first is in progress.
-    import threading
+    # requests for one batch. The first claim of additions is held open here until a second
+    # one starts or a second has passed; a second claim of the same operation must not start
+    # while the first is in progress (a worker with no removal left to claim claims additions
+    # while another worker's claim of removals may still run: those are other rows).
+    from collections import Counter
 
     from topic_sync import store
 
     claim_batch = store.claim_batch
     lock = threading.Lock()
-    inside = overlapped = calls = 0
+    inside: Counter[str] = Counter()
+    overlapped = calls = 0
     second = threading.Event()
 
-    def claims_watched(*args, **kwargs):
-        nonlocal inside, overlapped, calls
+    def claims_watched(conn, topic, status, *args, **kwargs):
+        nonlocal overlapped, calls
+        adding = status == "pending_subscribe"
         with lock:
-            inside += 1
-            calls += 1
-            first = calls == 1
-            overlapped = max(overlapped, inside)
-            if not first:
+            inside[status] += 1
+            calls += adding
+            first = adding and calls == 1
+            overlapped = max(overlapped, inside[status])
+            if adding and not first:
                 second.set()
         try:
             if first:
                 second.wait(timeout=1.0)
-            return claim_batch(*args, **kwargs)
+            return claim_batch(conn, topic, status, *args, **kwargs)
         finally:
             with lock:
-                inside -= 1
+                inside[status] -= 1
 
     monkeypatch.setattr(store, "claim_batch", claims_watched)
     spy = CountsBatches(model_deps.client)
@@ -600,8 +650,6 @@ def test_a_validation_answered_after_the_plan_was_made_plans_again(
 ) -> None:
     # FCM answers the validation only once the plan is made (a slow answer, or retries): the
     # plan is not kept open meanwhile; it commits once FCM accepted the message, once.
-    import threading
-
     from topic_sync import store
 
     run_day(opts(tmp_path, message_file, toks(0, 20)), deps)

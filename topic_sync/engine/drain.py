@@ -12,7 +12,6 @@ believed only on an endpoint proven by this run's own per-token successes (DeadG
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import os
@@ -205,7 +204,8 @@ class _OpState:
     done: bool = False  # nothing owed, or its retries spent
     settled: int = 0  # progress: tokens done or failed for good, of `total`
     failed: int = 0
-    started: float = 0.0
+    started: float | None = None  # its first claim, by deps.monotonic
+    last_batch_at: float | None = None  # its last batch recorded so far, by deps.monotonic
     round_failures: Counter[str] = field(default_factory=Counter)
 
     def ended(self, done: bool) -> bool:
@@ -254,71 +254,97 @@ class Work:
     def drain_all(
         self,
         work: Sequence[tuple[Op, int]],
-        timing: Callable[[Op], contextlib.AbstractContextManager[object]] | None = None,
+        spent: Callable[[Op, float], None] | None = None,
     ) -> bool:
         """Work off several operations (removals first); False if the deadline or a stop
         left work owed.
 
-        Each operation's first round runs in turn, then each one's retry rounds. A round
-        asking again tokens FCM refused must first wait what is left of the refusal's
-        Retry-After; drained one operation after the other, a day whose removals met one
-        429 near their end idled up to that second before its additions began (at FCM's
-        quota, a day-2 phase of 4,000 operations lasts 1.3 s). Now the next operation's
-        first round goes out meanwhile. `timing` (per operation) times its rounds and waits.
+        The operations' first rounds go out as one stream: the workers claim the first
+        operation's batches, and a worker that finds none of them left claims the next
+        operation's while the last ones are still answered. Drained one after the other, each
+        operation ended with its last batches answered, recorded and committed and the next
+        one's first claims made while FCM's quota went unused: about a quarter of a second a
+        phase at a quota, one of the two costs that held a day 2 under 95% of a 700/s window.
+        Then each operation's retry rounds: a round asking again tokens FCM refused must
+        first wait what is left of the refusal's Retry-After, and the other operations' work
+        has gone out meanwhile. `spent` is told the seconds of each operation: its first
+        round up to its last batch, the next one's from there, then its retry rounds.
         """
         states = [_OpState(op, total) for op, total in work]
-        while any(state.going for state in states):  # the first pass: each one's first round
+        started = self.deps.monotonic()
+        going = self._first_rounds(states)
+        if spent is not None:
+            # Back to back: an operation's first round ends with its last batch, and the
+            # next one's is the time after it (their overlap counts once, as the former's).
+            edge = started
+            for state in states[:-1]:
+                until = edge if state.last_batch_at is None else max(edge, state.last_batch_at)
+                spent(state.op, until - edge)
+                edge = until
+            spent(states[-1].op, max(0.0, self.deps.monotonic() - edge))
+        if not going:
+            return False
+        while any(state.going for state in states):
             for state in states:
                 if state.going:
-                    with timing(state.op) if timing else contextlib.nullcontext():
-                        if not self._step(state):
-                            return False
+                    began = self.deps.monotonic()
+                    going = self._retry_round(state)
+                    if spent is not None:
+                        spent(state.op, self.deps.monotonic() - began)
+                    if not going:
+                        return False
         return all(state.done for state in states)
 
-    def _step(self, state: _OpState) -> bool:
+    def _first_rounds(self, states: Sequence[_OpState]) -> bool:
+        """Every operation's first round, in one stream; False if the deadline or a stop
+        cut it short with work left."""
+        if self.deps.should_stop() or not self._round(states, retrying=False):
+            return all([state.ended(self._owed(state.op) == 0) for state in states])
+        return all([self._after_round(state) for state in states])
+
+    def _retry_round(self, state: _OpState) -> bool:
         """The operation's next round (after the wait it owes); False if the deadline or a
         stop cut it short with work left."""
         deps, policy, op = self.deps, self.opts.retry, state.op
         if deps.should_stop():
             return state.ended(self._owed(op) == 0)
-        if state.rounds:
-            owed = self._owed(op)
-            if not owed:
-                return state.ended(True)
-            hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
-            hold = max(hold, self._retry_at - deps.monotonic())
-            if state.paced:
-                # Only 429s last round: the pacer has slowed down to the quota, so ask
-                # again at once (a backoff of minutes would idle the quota away).
-                wait = hold
-                why = "after 429s"
-            else:
-                wait = policy.wait(state.retry_number, hold if hold > 0 else None)
-                why = f"retry {state.retry_number}"
-            if deps.monotonic() + wait > self.deadline_at:
-                return False
-            deps.log(f"{op}: {owed} tokens to retry ({why}) in {wait:.1f}s")
-            deps.sleep(wait)
-            if deps.should_stop():
-                return False
-            if self.run_id is not None:
-                with deps.engine.begin() as conn:
-                    store.add_progress(conn, self.run_id, wait_seconds=wait)
-            elif self.tally is not None:
-                self.tally.wait_seconds += wait
+        owed = self._owed(op)
+        if not owed:
+            return state.ended(True)
+        hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
+        hold = max(hold, self._retry_at - deps.monotonic())
+        if state.paced:
+            # Only 429s last round: the pacer has slowed down to the quota, so ask
+            # again at once (a backoff of minutes would idle the quota away).
+            wait = hold
+            why = "after 429s"
         else:
-            state.started = deps.monotonic()
-        retrying = bool(state.rounds)
-        state.rounds += 1
-        state.round_failures = Counter()
-        if not self._round(state, retrying=retrying):
+            wait = policy.wait(state.retry_number, hold if hold > 0 else None)
+            why = f"retry {state.retry_number}"
+        if deps.monotonic() + wait > self.deadline_at:
+            return False
+        deps.log(f"{op}: {owed} tokens to retry ({why}) in {wait:.1f}s")
+        deps.sleep(wait)
+        if deps.should_stop():
+            return False
+        if self.run_id is not None:
+            with deps.engine.begin() as conn:
+                store.add_progress(conn, self.run_id, wait_seconds=wait)
+        elif self.tally is not None:
+            self.tally.wait_seconds += wait
+        if not self._round([state], retrying=True):
             return state.ended(self._owed(op) == 0)
+        return self._after_round(state)
+
+    def _after_round(self, state: _OpState) -> bool:
+        """Count the round just ended: a retry, or a round asked again at once after 429s;
+        False only if its retries are spent."""
         state.paced = self._only_rate_limited(state) and state.paced_rounds < MAX_PACED_ROUNDS
         if state.paced:
             state.paced_rounds += 1
         else:
             state.retry_number += 1
-        if state.retry_number > policy.max_retries:
+        if state.retry_number > self.opts.retry.max_retries:
             return state.ended(True)  # its retries spent: what is still owed stays owed
         return True
 
@@ -331,22 +357,25 @@ class Work:
         with self.deps.engine.begin() as conn:
             return store.pending_counts(conn, self.topic)[0 if op is Op.SUBSCRIBE else 1]
 
-    def _round(self, state: _OpState, *, retrying: bool) -> bool:
-        """One pass over every pending row; False if the deadline cut it short."""
+    def _round(self, states: Sequence[_OpState], *, retrying: bool) -> bool:
+        """One pass over every pending row of each operation in turn; False if the deadline
+        cut it short. A worker that finds none of an operation's rows left to claim goes on
+        to the next operation's while the other workers' batches are still answered."""
         with self.deps.engine.begin() as conn:
             round_start = store.db_now(conn)
         stop = threading.Event()
         cut_short = threading.Event()
-        cursor = ClaimCursor()
+        lanes = [(state, ClaimCursor()) for state in states]
 
         def worker() -> None:
             try:
-                while not stop.is_set():
-                    if self.deps.monotonic() >= self.deadline_at or self.deps.should_stop():
-                        cut_short.set()
-                        return
-                    if not self._batch(state, round_start, cursor, retrying=retrying):
-                        return
+                for state, cursor in lanes:
+                    while not stop.is_set():
+                        if self.deps.monotonic() >= self.deadline_at or self.deps.should_stop():
+                            cut_short.set()
+                            return
+                        if not self._batch(state, round_start, cursor, retrying=retrying):
+                            break
             except BaseException:
                 stop.set()
                 raise
@@ -369,6 +398,10 @@ class Work:
     ) -> bool:
         """One batch, redone if its database connection drops; False when none is left."""
         op = state.op
+        with self._lock:
+            if state.started is None:
+                state.started = self.deps.monotonic()
+            started = state.started
         for attempt in tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_disconnect),
             stop=tenacity.stop_after_attempt(DB_ATTEMPTS),
@@ -409,7 +442,8 @@ class Work:
             # Progress counts tokens settled (done or failed for good) out of the plan.
             state.settled += batch.settled
             state.failed += batch.failed - (batch.confirmed if retrying else 0)
-            event = Progress(op, state.settled, state.total, max(state.failed, 0), state.started)
+            state.last_batch_at = self.deps.monotonic()
+            event = Progress(op, state.settled, state.total, max(state.failed, 0), started)
         self.deps.progress(event)
         return True
 

@@ -10,9 +10,10 @@ Order of a live run, and why:
    audience against the campaign's previous one). A bad line or a refused plan
    rolls back: nothing changes.
 3. Removals first, then additions, each batch in its own transaction that
-   commits only after FCM answered. Retryable tokens are re-batched per the
-   retry policy, once both have had their first round (a refusal's wait does not
-   hold the additions back); what still fails stays recorded.
+   commits only after FCM answered; a worker with no removal left to claim starts
+   the additions while the last removals are answered. Retryable tokens are
+   re-batched per the retry policy, once both have had their first round (a
+   refusal's wait does not hold the additions back); what still fails stays recorded.
 4. Publish only when no removal from the topic is unconfirmed, and record the
    intent before sending so a crash can never lead to a second send. With a publish
    window (publish_at/publish_by), the synced day waits for publish_at first, and a day
@@ -1058,7 +1059,9 @@ def _sync_and_publish(
     work = Work(deps, topic, opts, deadline_at, fence.epoch, guard, run_id=run.id)
     finished = work.drain_all(
         [(Op.UNSUBSCRIBE, plan.to_remove), (Op.SUBSCRIBE, plan.to_add)],
-        timing=lambda op: phases.timing("additions" if op is Op.SUBSCRIBE else "removals"),
+        spent=lambda op, seconds: phases.add(
+            "additions" if op is Op.SUBSCRIBE else "removals", seconds
+        ),
     )
 
     with deps.engine.begin() as conn:
