@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
+from collections import Counter
 
 import pytest
 from sqlalchemy import text
@@ -184,7 +185,9 @@ def test_retryable_failures_are_retried_then_succeed(
     result = run_day(options, deps)
     assert last_recipients(emulator, topic_for(PREFIX, POOL, DAY)) == frozenset(toks(0, 10))
     assert result.failed == {}
-    assert recorder.sleeps == [0.5, 1.0]  # two backoff waits, exponential
+    # Two backoff waits, exponential, each counted from the failed pass's last answer.
+    assert len(recorder.sleeps) == 2
+    assert 0.4 < recorder.sleeps[0] <= 0.5 and 0.9 < recorder.sleeps[1] <= 1.0
     assert result.counts.retries == 2
 
 
@@ -437,6 +440,22 @@ def test_removals_run_before_additions(tmp_path, message_file, model_deps) -> No
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
 
 
+def churned_day(tmp_path, message_file, deps, *, concurrency: int, retry: RetryPolicy):
+    """The pool's next turn after a day of toks(0, 20): toks(5, 25), in batches of two
+    (five removals, five additions)."""
+    later = DAY + dt.timedelta(days=POOL)
+    options = opts(
+        tmp_path,
+        message_file,
+        toks(5, 25),
+        later,
+        batch_size=2,
+        concurrency=concurrency,
+        retry=retry,
+    )
+    return run_day(options, deps)
+
+
 def test_a_removal_asked_again_does_not_hold_the_additions_back(
     tmp_path, message_file, deps, emulator
 ) -> None:
@@ -444,21 +463,16 @@ def test_a_removal_asked_again_does_not_hold_the_additions_back(
     # retry policy) says; the additions' first round goes out meanwhile instead of waiting
     # for it. Nothing is published before both are done.
     run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
-    later = DAY + dt.timedelta(days=POOL)
     refused = toks(0, 20)[1]  # not in the later audience: owed a removal
     emulator.inject_token_error(refused, "QUOTA_EXCEEDED", op="unsubscribe", times=1)
     spy = OrderSpy(deps.client)
-    result = run_day(
-        opts(
-            tmp_path,
-            message_file,
-            toks(5, 25),
-            later,
-            batch_size=2,
-            concurrency=1,
-            retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=3),
-        ),
+    retry = RetryPolicy(min_wait=0, max_wait=0, max_retries=3)
+    result = churned_day(
+        tmp_path,
+        message_file,
         dataclasses.replace(deps, client=spy),
+        concurrency=1,
+        retry=retry,
     )
     assert result.status == "published" and result.counts.retries == 1
     assert spy.order == [
@@ -471,27 +485,49 @@ def test_a_removal_asked_again_does_not_hold_the_additions_back(
     assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
 
 
-class HoldsARemoval(Relay):
-    """A client that answers its second removal batch only once an addition batch has been
-    asked for, or after ten seconds."""
+def test_a_removal_asked_again_waits_only_what_is_left_of_its_backoff(
+    tmp_path, message_file, deps, emulator, recorder
+) -> None:
+    # The backoff counts from the failed pass's last answer: the additions' first pass went
+    # out meanwhile (three batches of 0.2 s each here), and that much less is waited.
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    emulator.inject_token_error(toks(0, 20)[1], "QUOTA_EXCEEDED", op="unsubscribe", times=1)
+    emulator.set_latency(0.2)
+    backoff = RetryPolicy(min_wait=30, max_wait=30, max_retries=3, jitter=False)
+    result = churned_day(tmp_path, message_file, deps, concurrency=1, retry=backoff)
+    assert result.status == "published" and result.counts.retries == 1
+    assert len(recorder.sleeps) == 1
+    assert 30 - 5 < recorder.sleeps[0] <= 30 - 0.6
+    assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
 
-    def __init__(self, inner) -> None:
+
+class HoldsARemoval(Relay):
+    """A client that answers the removal batch `hold` picks (by call number and tokens) only
+    once an addition batch has been asked for after it, or after ten seconds."""
+
+    def __init__(self, inner, hold) -> None:
         super().__init__(inner)
+        self.hold = hold
         self.removals = 0
-        self.adding = threading.Event()
+        self.adding: threading.Event | None = None
         self.overlapped: bool | None = None  # whether an addition went out meanwhile
         self._lock = threading.Lock()
 
     def unsubscribe(self, tokens, topic, **kw):
         with self._lock:
             self.removals += 1
-            held = self.removals == 2
+            held = self.adding is None and self.hold(self.removals, tokens)
+            if held:
+                self.adding = threading.Event()
         if held:
+            assert self.adding is not None
             self.overlapped = self.adding.wait(timeout=10.0)
         return self.inner.unsubscribe(tokens, topic, **kw)
 
     def subscribe(self, tokens, topic, **kw):
-        self.adding.set()
+        with self._lock:
+            if self.adding is not None:
+                self.adding.set()
         return self.inner.subscribe(tokens, topic, **kw)
 
 
@@ -504,7 +540,7 @@ def test_a_worker_with_no_removal_left_starts_the_additions_while_removals_are_a
     # removals ended only once both were answered and recorded).
     run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
     later = DAY + dt.timedelta(days=POOL)
-    spy = HoldsARemoval(deps.client)
+    spy = HoldsARemoval(deps.client, hold=lambda call, tokens: call == 2)
     result = run_day(
         opts(tmp_path, message_file, toks(4, 24), later, batch_size=2, concurrency=2),
         dataclasses.replace(deps, client=spy),
@@ -514,6 +550,35 @@ def test_a_worker_with_no_removal_left_starts_the_additions_while_removals_are_a
     assert (result.counts.removed, result.counts.added) == (4, 4)
     assert {"removals", "additions"} <= result.phases.keys()
     assert last_recipients(emulator, result.topic) == frozenset(toks(4, 24))
+
+
+def test_the_retries_of_removals_and_additions_go_out_together(
+    tmp_path, message_file, deps, emulator
+) -> None:
+    # A removal and an addition refused once: both are due again at once, and go out as one
+    # stream (the addition asked again while the removal's retry is still answered).
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    removal, addition = toks(0, 20)[1], toks(20, 25)[0]
+    emulator.inject_token_error(removal, "QUOTA_EXCEEDED", op="unsubscribe", times=1)
+    emulator.inject_token_error(addition, "QUOTA_EXCEEDED", op="subscribe", times=1)
+    asked: Counter[str] = Counter()
+
+    def the_removals_retry(call: int, tokens: list[str]) -> bool:
+        asked.update(tokens)
+        return asked[removal] == 2
+
+    spy = HoldsARemoval(deps.client, hold=the_removals_retry)
+    retry = RetryPolicy(min_wait=0, max_wait=0, max_retries=3)
+    result = churned_day(
+        tmp_path,
+        message_file,
+        dataclasses.replace(deps, client=spy),
+        concurrency=2,
+        retry=retry,
+    )
+    assert spy.overlapped is True
+    assert result.status == "published" and result.counts.retries == 2
+    assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
 
 
 class HoldsARow(Relay):
@@ -590,8 +655,6 @@ def test_the_workers_of_a_round_claim_in_turn_so_one_batch_owed_is_one_request(
     # one starts or a second has passed; a second claim of the same operation must not start
     # while the first is in progress (a worker with no removal left to claim claims additions
     # while another worker's claim of removals may still run: those are other rows).
-    from collections import Counter
-
     from topic_sync import store
 
     claim_batch = store.claim_batch
@@ -998,7 +1061,8 @@ def test_a_runs_reported_counts_are_its_row_also_after_an_interrupted_run_is_res
     assert counted(dict(earlier)) == counted(interrupted)
     assert (row["removed"], row["added"]) == (0, 19)
     assert earlier["newly_dead"] + row["newly_dead"] == 1
-    assert row["retries"] > 0 and row["wait_seconds"] >= 0.5 and row["outcomes"]["ok"] == 19
+    # The backoff was waited (0.5 s and its jitter, counted from the round's last answer).
+    assert row["retries"] > 0 and row["wait_seconds"] > 0.4 and row["outcomes"]["ok"] == 19
     assert emulator.members(resumed.topic) == set(joining) | set(toks(10, 40))
 
 

@@ -206,6 +206,7 @@ class _OpState:
     failed: int = 0
     started: float | None = None  # its first claim, by deps.monotonic
     last_batch_at: float | None = None  # its last batch recorded so far, by deps.monotonic
+    round_ended: float = 0.0  # its last round's last answer, by deps.monotonic
     round_failures: Counter[str] = field(default_factory=Counter)
 
     def ended(self, done: bool) -> bool:
@@ -218,10 +219,12 @@ class Work:
     """Drains a topic's pending rows with several workers, retrying per the policy.
 
     Each worker claims its own batch (SKIP LOCKED), so one slow FCM call stalls one
-    worker, not the run. Retryable tokens are re-batched in rounds; between rounds
-    the retry policy's backoff is waited in full, and so is what is left of a Retry-After:
-    it counts from its answer, not from the round's end, so a 429 early in a long round
-    (the round went on meanwhile at the pacer's lowered pace) costs no idle second after it.
+    worker, not the run. Retryable tokens are re-batched in rounds; before an operation's
+    next round, what is left of the retry policy's backoff is waited, counted from its last
+    round's last answer (the other operations' rounds went out meanwhile), and what is left
+    of a Retry-After, counted from its answer, not from the round's end, so a 429 early in a
+    long round (the round went on meanwhile at the pacer's lowered pace) costs no idle
+    second after it.
 
     The counts are kept in one place. A run's are kept by its runs row: each batch adds
     its own in the batch's transaction (store.add_progress), and the run reads them back
@@ -259,94 +262,116 @@ class Work:
         """Work off several operations (removals first); False if the deadline or a stop
         left work owed.
 
-        The operations' first rounds go out as one stream: the workers claim the first
+        The operations go out in passes, each one stream: the workers claim the first
         operation's batches, and a worker that finds none of them left claims the next
         operation's while the last ones are still answered. Drained one after the other, each
         operation ended with its last batches answered, recorded and committed and the next
         one's first claims made while FCM's quota went unused: about a quarter of a second a
         phase at a quota, one of the two costs that held a day 2 under 95% of a 700/s window.
-        Then each operation's retry rounds: a round asking again tokens FCM refused must
-        first wait what is left of the refusal's Retry-After, and the other operations' work
-        has gone out meanwhile. `spent` is told the seconds of each operation: its first
-        round up to its last batch, the next one's from there, then its retry rounds.
+        The first pass is every operation's first round; each later pass, the retry rounds
+        that are due, after waiting what the first of them owes (what is left of its backoff
+        or of a Retry-After: the other operations' work has gone out meanwhile). `spent` is
+        told each operation's seconds: in a pass, an operation's run up to its last batch,
+        the next one's from there, so that they add up to the time spent.
         """
         states = [_OpState(op, total) for op, total in work]
-        started = self.deps.monotonic()
-        going = self._first_rounds(states)
-        if spent is not None:
-            # Back to back: an operation's first round ends with its last batch, and the
-            # next one's is the time after it (their overlap counts once, as the former's).
-            edge = started
-            for state in states[:-1]:
-                until = edge if state.last_batch_at is None else max(edge, state.last_batch_at)
-                spent(state.op, until - edge)
-                edge = until
-            spent(states[-1].op, max(0.0, self.deps.monotonic() - edge))
-        if not going:
-            return False
-        while any(state.going for state in states):
-            for state in states:
-                if state.going:
-                    began = self.deps.monotonic()
-                    going = self._retry_round(state)
-                    if spent is not None:
-                        spent(state.op, self.deps.monotonic() - began)
-                    if not going:
-                        return False
+        due: list[_OpState] | None = states
+        retrying = False
+        while due:
+            began = self.deps.monotonic()
+            if retrying:
+                due = self._wait_for_due(states)
+                if due is None:
+                    return False
+                if not due:
+                    break
+            going = self._pass(due, retrying=retrying)
+            if spent is not None:
+                # Back to back: an operation's share ends with its last batch, and the next
+                # one's is the time after it (their overlap counts once, as the former's).
+                edge = began
+                for state in due[:-1]:
+                    until = edge if state.last_batch_at is None else max(edge, state.last_batch_at)
+                    spent(state.op, until - edge)
+                    edge = until
+                spent(due[-1].op, max(0.0, self.deps.monotonic() - edge))
+            if not going:
+                return False
+            retrying = True
         return all(state.done for state in states)
 
-    def _first_rounds(self, states: Sequence[_OpState]) -> bool:
-        """Every operation's first round, in one stream; False if the deadline or a stop
-        cut it short with work left."""
-        if self.deps.should_stop() or not self._round(states, retrying=False):
-            return all([state.ended(self._owed(state.op) == 0) for state in states])
-        return all([self._after_round(state) for state in states])
-
-    def _retry_round(self, state: _OpState) -> bool:
-        """The operation's next round (after the wait it owes); False if the deadline or a
+    def _pass(self, due: Sequence[_OpState], *, retrying: bool) -> bool:
+        """One round of each operation in `due`, as one stream; False if the deadline or a
         stop cut it short with work left."""
-        deps, policy, op = self.deps, self.opts.retry, state.op
-        if deps.should_stop():
-            return state.ended(self._owed(op) == 0)
-        owed = self._owed(op)
-        if not owed:
-            return state.ended(True)
-        hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
-        hold = max(hold, self._retry_at - deps.monotonic())
-        if state.paced:
-            # Only 429s last round: the pacer has slowed down to the quota, so ask
-            # again at once (a backoff of minutes would idle the quota away).
-            wait = hold
-            why = "after 429s"
-        else:
-            wait = policy.wait(state.retry_number, hold if hold > 0 else None)
-            why = f"retry {state.retry_number}"
+        began = self.deps.monotonic()
+        if self.deps.should_stop() or not self._round(due, retrying=retrying):
+            return all([state.ended(self._owed(state.op) == 0) for state in due])
+        for state in due:
+            self._after_round(state, began)
+        return True
+
+    def _wait_for_due(self, states: Sequence[_OpState]) -> list[_OpState] | None:
+        """Wait until the first operation's next round is due: the operations due then (an
+        empty list if none has a round to come); None if the deadline or a stop comes first
+        with work left."""
+        deps = self.deps
+        waits: list[tuple[float, _OpState, str]] = []
+        for state in states:
+            if not state.going:
+                continue
+            owed = self._owed(state.op)
+            if deps.should_stop() or not owed:
+                if not state.ended(owed == 0):
+                    return None
+                continue
+            wait, why = self._retry_wait(state)
+            waits.append((wait, state, f"{state.op}: {owed} tokens to retry ({why})"))
+        if not waits:
+            return []
+        wait = min(seconds for seconds, _, _ in waits)
         if deps.monotonic() + wait > self.deadline_at:
-            return False
-        deps.log(f"{op}: {owed} tokens to retry ({why}) in {wait:.1f}s")
+            return None
+        due = [state for seconds, state, _ in waits if seconds <= wait]
+        for seconds, _, what in waits:
+            if seconds <= wait:
+                deps.log(f"{what} in {wait:.1f}s")
         deps.sleep(wait)
         if deps.should_stop():
-            return False
+            return None
         if self.run_id is not None:
             with deps.engine.begin() as conn:
                 store.add_progress(conn, self.run_id, wait_seconds=wait)
         elif self.tally is not None:
             self.tally.wait_seconds += wait
-        if not self._round([state], retrying=True):
-            return state.ended(self._owed(op) == 0)
-        return self._after_round(state)
+        return due
 
-    def _after_round(self, state: _OpState) -> bool:
-        """Count the round just ended: a retry, or a round asked again at once after 429s;
-        False only if its retries are spent."""
+    def _retry_wait(self, state: _OpState) -> tuple[float, str]:
+        """Seconds before the operation's next round may go, and why."""
+        deps = self.deps
+        hold = deps.pacer.hold_remaining() if deps.pacer else 0.0
+        hold = max(hold, self._retry_at - deps.monotonic(), 0.0)
+        if state.paced:
+            # Only 429s last round: the pacer has slowed down to the quota, so ask
+            # again at once (a backoff of minutes would idle the quota away).
+            return hold, "after 429s"
+        # The backoff counts from the round's last answer, as a Retry-After counts from
+        # its own: the other operations' rounds went out meanwhile.
+        since = deps.monotonic() - state.round_ended
+        backoff = self.opts.retry.wait(state.retry_number) - since
+        return max(backoff, hold, 0.0), f"retry {state.retry_number}"
+
+    def _after_round(self, state: _OpState, began: float) -> None:
+        """Count the round that began at `began`: a retry (ending the operation once its
+        retries are spent), or a round asked again at once after 429s."""
+        last = state.last_batch_at
+        state.round_ended = last if last is not None and last >= began else self.deps.monotonic()
         state.paced = self._only_rate_limited(state) and state.paced_rounds < MAX_PACED_ROUNDS
         if state.paced:
             state.paced_rounds += 1
         else:
             state.retry_number += 1
         if state.retry_number > self.opts.retry.max_retries:
-            return state.ended(True)  # its retries spent: what is still owed stays owed
-        return True
+            state.ended(True)  # its retries spent: what is still owed stays owed
 
     def _only_rate_limited(self, state: _OpState) -> bool:
         """The last round failed tokens only with 429s, and a pacer is there to slow down."""
