@@ -743,6 +743,49 @@ def test_a_stalled_answer_times_out_instead_of_holding_the_batch(fcm_app, emulat
     assert result.reasons == ("UNKNOWN_ERROR",) and result.proven == (False,)
 
 
+def test_a_batch_is_sent_by_a_few_senders_not_a_task_per_token(fcm_app, emulator):
+    # A thousand tasks queued at once stand between the pacer's turns: the pace stalls. The
+    # requests wait in a queue instead, sent by at most `connections` senders.
+    import asyncio
+
+    from topic_sync.fcm.v1_direct import V1DirectTopics
+
+    topics = V1DirectTopics(fcm_app, connections=4)
+    send = topics._send
+    most = 0
+
+    async def counted(*args, **kwargs):
+        nonlocal most
+        most = max(most, len(asyncio.all_tasks()))
+        return await send(*args, **kwargs)
+
+    topics._send = counted
+    tokens = [f"tok-{i}" for i in range(200)]
+    result = topics.manage(tokens, TOPIC, subscribe=True, give_up_at=None)
+    assert result.reasons == (None,) * 200
+    assert emulator.members(TOPIC) == set(tokens)
+    assert 0 < most <= 4 + 1  # the senders, and the batch waiting for them
+
+
+def test_a_fault_in_one_request_ends_its_batch_and_the_next_batch_is_sent(fcm_app, emulator):
+    from topic_sync.fcm.v1_direct import V1DirectTopics
+
+    topics = V1DirectTopics(fcm_app, connections=4)
+    send = topics._send
+
+    async def faulty(request, *args, **kwargs):
+        if b"tok-bad" in request:
+            raise RuntimeError("a fault")
+        return await send(request, *args, **kwargs)
+
+    topics._send = faulty
+    with pytest.raises(RuntimeError, match="a fault"):
+        topics.manage(["tok-1", "tok-bad", "tok-2"], TOPIC, subscribe=True, give_up_at=None)
+    result = topics.manage(["tok-3", "tok-4"], TOPIC, subscribe=True, give_up_at=None)
+    assert result.reasons == (None, None)
+    assert {"tok-3", "tok-4"} <= emulator.members(TOPIC)
+
+
 # ------------------------------------------------------------------ successes need evidence
 
 # The menu's shapes for any request, but for the redirect and the cut body (tests below).
