@@ -338,7 +338,7 @@ class Work:
         deps.sleep(wait)
         if deps.should_stop():
             return None
-        if self.run_id is not None:
+        if self.run_id is not None and wait > 0:
             with deps.engine.begin() as conn:
                 store.add_progress(conn, self.run_id, wait_seconds=wait)
         elif self.tally is not None:
