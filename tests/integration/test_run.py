@@ -552,6 +552,26 @@ def test_a_worker_with_no_removal_left_starts_the_additions_while_removals_are_a
     assert last_recipients(emulator, result.topic) == frozenset(toks(4, 24))
 
 
+def test_a_round_refused_only_with_429s_after_a_round_with_other_failures_is_asked_at_once(
+    tmp_path, message_file, model_deps, model_fcm, recorder
+) -> None:
+    # Each round is judged by its own failures: the second round here met only 429s (the
+    # first also an INTERNAL), so the pacer's pace, not a backoff, decides when to ask again.
+    from tests.fakes import TokenFault
+    from topic_sync.fcm.pacer import Pacer
+
+    internal, limited = toks(0, 10)[2], toks(0, 10)[7]
+    model_fcm.token_faults[internal] = [TokenFault("subscribe", "INTERNAL", 1, False)]
+    model_fcm.token_faults[limited] = [TokenFault("subscribe", "QUOTA_EXCEEDED", 2, False)]
+    retry = RetryPolicy(min_wait=10, max_wait=100, max_retries=4, jitter=False)
+    deps = dataclasses.replace(model_deps, pacer=Pacer(None))
+    result = run_day(opts(tmp_path, message_file, toks(0, 10), retry=retry), deps)
+    assert result.status == "published" and result.counts.retries == 3
+    # The first retry waits its backoff; the second, after 429s only, does not wait at all.
+    assert len(recorder.sleeps) == 2
+    assert 9 < recorder.sleeps[0] <= 10 and recorder.sleeps[1] == 0
+
+
 def test_the_retries_of_removals_and_additions_go_out_together(
     tmp_path, message_file, deps, emulator
 ) -> None:

@@ -196,7 +196,6 @@ class _OpState:
 
     op: Op
     total: int
-    rounds: int = 0
     retry_number: int = 0
     paced_rounds: int = 0
     paced: bool = False  # the last round failed tokens only with 429s
@@ -304,6 +303,8 @@ class Work:
         """One round of each operation in `due`, as one stream; False if the deadline or a
         stop cut it short with work left."""
         began = self.deps.monotonic()
+        for state in due:
+            state.round_failures = Counter()  # each round is judged by its own failures
         if self.deps.should_stop() or not self._round(due, retrying=retrying):
             return all([state.ended(self._owed(state.op) == 0) for state in due])
         for state in due:
