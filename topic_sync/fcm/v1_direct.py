@@ -149,7 +149,8 @@ class V1DirectTopics:
                 try:
                     answer = await one(pending.tokens[index])
                 except Exception as error:  # a fault of this code: the batch ends with it
-                    pending.done.set_exception(error)
+                    if not pending.done.done():  # (another of its requests may have failed)
+                        pending.done.set_exception(error)
                 else:
                     pending.answer(index, answer)
         finally:
