@@ -780,7 +780,9 @@ def test_a_fault_in_one_request_ends_its_batch_and_the_next_batch_is_sent(fcm_ap
 
     topics._send = faulty
     with pytest.raises(RuntimeError, match="a fault"):
-        topics.manage(["tok-1", "tok-bad", "tok-2"], TOPIC, subscribe=True, give_up_at=None)
+        topics.manage(
+            ["tok-1", "tok-bad", "tok-2", "tok-bad-too"], TOPIC, subscribe=True, give_up_at=None
+        )
     result = topics.manage(["tok-3", "tok-4"], TOPIC, subscribe=True, give_up_at=None)
     assert result.reasons == (None, None)
     assert {"tok-3", "tok-4"} <= emulator.members(TOPIC)
