@@ -440,9 +440,14 @@ def test_removals_run_before_additions(tmp_path, message_file, model_deps) -> No
     assert body == ["unsubscribe"] * 3 + ["subscribe"] * 3
 
 
-def churned_day(tmp_path, message_file, deps, *, concurrency: int, retry: RetryPolicy):
+NO_BACKOFF = RetryPolicy(min_wait=0, max_wait=0, max_retries=3)
+
+
+def churned_day(tmp_path, message_file, deps, *, concurrency: int, retry=NO_BACKOFF, client=None):
     """The pool's next turn after a day of toks(0, 20): toks(5, 25), in batches of two
-    (five removals, five additions)."""
+    (five removals, five additions); through `client` if given."""
+    if client is not None:
+        deps = dataclasses.replace(deps, client=client)
     later = DAY + dt.timedelta(days=POOL)
     options = opts(
         tmp_path,
@@ -466,14 +471,7 @@ def test_a_removal_asked_again_does_not_hold_the_additions_back(
     refused = toks(0, 20)[1]  # not in the later audience: owed a removal
     emulator.inject_token_error(refused, "QUOTA_EXCEEDED", op="unsubscribe", times=1)
     spy = OrderSpy(deps.client)
-    retry = RetryPolicy(min_wait=0, max_wait=0, max_retries=3)
-    result = churned_day(
-        tmp_path,
-        message_file,
-        dataclasses.replace(deps, client=spy),
-        concurrency=1,
-        retry=retry,
-    )
+    result = churned_day(tmp_path, message_file, deps, client=spy, concurrency=1)
     assert result.status == "published" and result.counts.retries == 1
     assert spy.order == [
         "validate",
@@ -588,14 +586,7 @@ def test_the_retries_of_removals_and_additions_go_out_together(
         return asked[removal] == 2
 
     spy = HoldsARemoval(deps.client, hold=the_removals_retry)
-    retry = RetryPolicy(min_wait=0, max_wait=0, max_retries=3)
-    result = churned_day(
-        tmp_path,
-        message_file,
-        dataclasses.replace(deps, client=spy),
-        concurrency=2,
-        retry=retry,
-    )
+    result = churned_day(tmp_path, message_file, deps, client=spy, concurrency=2)
     assert spy.overlapped is True
     assert result.status == "published" and result.counts.retries == 2
     assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
@@ -886,7 +877,7 @@ def test_a_retry_after_counts_from_its_answer_not_from_the_end_of_the_round(
             toks(0, tokens),
             batch_size=2,
             concurrency=1,
-            retry=RetryPolicy(min_wait=0, max_wait=0, max_retries=3),
+            retry=NO_BACKOFF,
         ),
         deps,
     )

@@ -306,7 +306,8 @@ class Work:
         for state in due:
             state.round_failures = Counter()  # each round is judged by its own failures
         if self.deps.should_stop() or not self._round(due, retrying=retrying):
-            return all([state.ended(self._owed(state.op) == 0) for state in due])
+            owed = self._owed()
+            return all([state.ended(owed[state.op] == 0) for state in due])
         for state in due:
             self._after_round(state, began)
         return True
@@ -316,25 +317,26 @@ class Work:
         empty list if none has a round to come); None if the deadline or a stop comes first
         with work left."""
         deps = self.deps
+        owed = self._owed()
         waits: list[tuple[float, _OpState, str]] = []
         for state in states:
             if not state.going:
                 continue
-            owed = self._owed(state.op)
-            if deps.should_stop() or not owed:
-                if not state.ended(owed == 0):
+            if deps.should_stop() or not owed[state.op]:
+                if not state.ended(owed[state.op] == 0):
                     return None
                 continue
             wait, why = self._retry_wait(state)
-            waits.append((wait, state, f"{state.op}: {owed} tokens to retry ({why})"))
+            waits.append((wait, state, f"{state.op}: {owed[state.op]} tokens to retry ({why})"))
         if not waits:
             return []
         wait = min(seconds for seconds, _, _ in waits)
         if deps.monotonic() + wait > self.deadline_at:
             return None
-        due = [state for seconds, state, _ in waits if seconds <= wait]
-        for seconds, _, what in waits:
+        due = []
+        for seconds, state, what in waits:
             if seconds <= wait:
+                due.append(state)
                 deps.log(f"{what} in {wait:.1f}s")
         deps.sleep(wait)
         if deps.should_stop():
@@ -379,9 +381,11 @@ class Work:
         codes = set(state.round_failures)
         return self.deps.pacer is not None and codes == {RATE_LIMITED}
 
-    def _owed(self, op: Op) -> int:
+    def _owed(self) -> dict[Op, int]:
+        """Tokens still owed per operation (one statement gives both)."""
         with self.deps.engine.begin() as conn:
-            return store.pending_counts(conn, self.topic)[0 if op is Op.SUBSCRIBE else 1]
+            to_add, to_remove = store.pending_counts(conn, self.topic)
+        return {Op.SUBSCRIBE: to_add, Op.UNSUBSCRIBE: to_remove}
 
     def _round(self, states: Sequence[_OpState], *, retrying: bool) -> bool:
         """One pass over every pending row of each operation in turn; False if the deadline
