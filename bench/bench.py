@@ -30,6 +30,7 @@ shared machine spreads over all subjects instead of penalising one.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import hashlib
 import json
@@ -298,6 +299,9 @@ def freeze_source(folder: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    # Byte-compiled as pip compiles an installed package: a command must not pay for
+    # compiling every module again when PYTHONDONTWRITEBYTECODE keeps the copy uncached.
+    compileall.compile_dir(root, quiet=1)
     _source_root = root
     sys.path.insert(0, str(root))  # this process's own imports (EmbeddedServer) too
     changed = _git("status", "--porcelain", "--", "topic_sync", "migrations").splitlines()
