@@ -240,9 +240,9 @@ class Subscription(Base):
     # The status a `forget` found when it queued this removal (subscribed or
     # pending_subscribe), kept while that removal is owed: `forget --undo` restores it.
     forgotten_from: Mapped[str | None] = mapped_column(Text)
-    run_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("runs.id", ondelete="SET NULL")
-    )
+    # The run that last planned or answered the row. Not a foreign key: nothing finds a run
+    # through it, and the key's check cost one lookup per row written (migration 0014).
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = _now()
 
     __table_args__ = (
