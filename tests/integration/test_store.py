@@ -131,6 +131,41 @@ def test_outcomes_record_failures_and_resolve_them(engine) -> None:
     assert statuses(engine) == {"a": "subscribed", "b": "subscribed"}
 
 
+def _scans_of_subscriptions(conn) -> tuple[int, int]:
+    """(sequential, index) scans of the subscription table so far in this transaction."""
+    row = conn.execute(
+        text(
+            "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'subscriptions'"
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def test_a_batch_s_answers_find_their_rows_by_key_not_by_scanning_the_table(engine) -> None:
+    # 20,000 rows, 1,000 answered: left to its costs, the planner hashes the whole table.
+    plan(engine, [f"tok:{i:05d}" for i in range(20_000)])
+    with engine.begin() as conn:
+        since = store.db_now(conn)
+        rows = store.claim_batch(conn, TOPIC, "pending_subscribe", since, 1000)
+        seq_before, index_before = _scans_of_subscriptions(conn)
+        store.record_outcomes(
+            conn,
+            TOPIC,
+            "subscribe",
+            None,
+            [store.TokenOutcome(i, "subscribed", None, None, False, False) for i, _ in rows],
+        )
+        seq_after, index_after = _scans_of_subscriptions(conn)
+        setting = conn.scalar(text("SELECT current_setting('enable_seqscan')"))
+    assert seq_after == seq_before
+    assert index_after > index_before
+    assert setting == "on"  # only the record's statement plans without sequential scans
+    with engine.connect() as conn:
+        done = conn.scalar(text("SELECT count(*) FROM subscriptions WHERE status = 'subscribed'"))
+    assert done == 1000
+
+
 def test_a_claim_starts_past_its_cursor(engine) -> None:
     plan(engine, [f"k{i}" for i in range(6)])
     with engine.connect() as conn:

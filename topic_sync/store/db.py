@@ -403,3 +403,19 @@ def missing_privileges(
         if lacking:
             missing[table] = lacking
     return missing
+
+
+@contextlib.contextmanager
+def planner_setting(conn: Connection, name: str, value: str) -> Iterator[None]:
+    """One planner setting for the statements inside, in the open transaction only: the
+    value it had is put back after (SET LOCAL would hold until the transaction ends)."""
+    before = conn.scalar(
+        text("SELECT current_setting(:name), set_config(:name, :value, true)"),
+        {"name": name, "value": value},
+    )
+    try:
+        yield
+    finally:
+        conn.execute(
+            text("SELECT set_config(:name, :value, true)"), {"name": name, "value": before}
+        )
