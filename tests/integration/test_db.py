@@ -68,6 +68,32 @@ def test_migrations_downgrade_and_upgrade_again(database_url, engine) -> None:
     db.check_schema(engine)
 
 
+def test_a_downgrade_past_0014_clears_the_runs_no_key_kept_before_restoring_the_key(
+    database_url, engine
+) -> None:
+    # Since 0014 a subscription row may name a run deleted after it was written.
+    from alembic import command
+
+    with engine.begin() as conn:
+        token_id = conn.scalar(text("INSERT INTO tokens (token) VALUES ('tok') RETURNING id"))
+        conn.execute(
+            text(
+                "INSERT INTO subscriptions (topic, token_id, status, run_id) "
+                "VALUES ('t-0', :id, 'subscribed', 987654)"
+            ),
+            {"id": token_id},
+        )
+    command.downgrade(db.alembic_config(database_url), "0013")
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT run_id FROM subscriptions")) is None
+        keys = conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'fk_subscriptions_run_id_runs'"
+            )
+        )
+    assert keys == 1
+
+
 @pytest.mark.parametrize(
     ("table", "constraint", "states"),
     [
