@@ -126,3 +126,17 @@ def test_the_attempt_columns_written_out_are_the_models() -> None:
 
     columns = [c.name for c in RunAttempt.__table__.columns if c.name not in ("id", "run_id")]
     assert list(ATTEMPT_COLUMNS) == columns
+
+
+def test_a_statement_failing_under_a_planner_setting_raises_its_own_error(engine) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    with (
+        pytest.raises(DBAPIError) as caught,
+        engine.begin() as conn,
+        db.planner_setting(conn, "enable_seqscan", "off"),
+    ):
+        conn.execute(text("SELECT 1 / 0"))
+    assert "division by zero" in str(caught.value)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT current_setting('enable_seqscan')")) == "on"

@@ -408,14 +408,12 @@ def missing_privileges(
 @contextlib.contextmanager
 def planner_setting(conn: Connection, name: str, value: str) -> Iterator[None]:
     """One planner setting for the statements inside, in the open transaction only: the
-    value it had is put back after (SET LOCAL would hold until the transaction ends)."""
+    value it had is put back after (SET LOCAL would hold until the transaction ends). If
+    they fail, the transaction is rolled back, and the setting with it: putting it back in
+    a failed transaction would raise over the statement's own error."""
     before = conn.scalar(
         text("SELECT current_setting(:name), set_config(:name, :value, true)"),
         {"name": name, "value": value},
     )
-    try:
-        yield
-    finally:
-        conn.execute(
-            text("SELECT set_config(:name, :value, true)"), {"name": name, "value": before}
-        )
+    yield
+    conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": before})
