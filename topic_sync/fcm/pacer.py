@@ -17,8 +17,7 @@ The pacer rides the quota whatever they look like:
   sent (as FCM counted it; a stalled client reads a second's answers late and at once):
   exactly a sliding window's quota, at least a bucket's (it may include the burst). If a
   run of 429s follows soon after, the bucket's burst was in it: the share refused of what
-  was sent is then the measure, but no lower than 90% of what got through in the second
-  before (a share of a few dozen answers can be far off, and a low measure is ridden).
+  was sent is then the measure.
 - For a second after a decrease, what was sent in the last second at the old pace counts
   against the new one (a sliding window still holds it), so nothing is sent into a full
   window; a few 429s in that second are the old pace's, not evidence. Near a measured
@@ -80,7 +79,6 @@ FULL = 0.9  # 429s from this share of answers on: a full window, not an excess o
 USED = 0.5  # an interval that sent less than this share of its pace says nothing about more
 RIDE = WINDOW  # riding the quota at least this long, what got through is its measure
 MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
-SURE = 0.9  # of what got through in the second before, a bucket's quota is at least this
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
 
 
@@ -395,13 +393,7 @@ class Pacer:
             # share refused of what was sent since the 429s began is the quota. (Nothing
             # getting through at all is a full sliding window instead.)
             share = self._refused / max(self._since_refused, MIN_SAMPLE)
-            # The share is of a few dozen answers and the rate they were sent at is taken
-            # over a short interval, a stall in it or not: alone, it has measured a 700/s
-            # bucket at 426 or 534, and a pace near its measure climbs half a percent a
-            # second. What got through in the last second, the bucket emptied since the
-            # decrease before, is at most a little over the quota: no lower than SURE of it.
-            quota = max(min(through, sent * (1.0 - share)), SURE * through)
-            floor = FLOOR_FACTOR
+            quota, floor = min(through, sent * (1.0 - share)), FLOOR_FACTOR
         else:
             # What got through of what was sent in the second before the 429: exactly a
             # sliding window's quota (it refuses only when full), at least a bucket's (it
