@@ -17,7 +17,10 @@ The pacer rides the quota whatever they look like:
   sent (as FCM counted it; a stalled client reads a second's answers late and at once):
   exactly a sliding window's quota, at least a bucket's (it may include the burst). If a
   run of 429s follows soon after, the bucket's burst was in it: the share refused of what
-  was sent is then the measure.
+  was sent is then the measure. A share of a few dozen answers is coarse: a second later,
+  once every answer is in, what got through of what was sent between the first and the
+  last of those 429s is counted (a bucket empty at both ends passed its rate between
+  them), and a share that measured low is raised to that count, never lowered by it.
 - For a second after a decrease, what was sent in the last second at the old pace counts
   against the new one (a sliding window still holds it), so nothing is sent into a full
   window; a few 429s in that second are the old pace's, not evidence. Near a measured
@@ -79,6 +82,7 @@ FULL = 0.9  # 429s from this share of answers on: a full window, not an excess o
 USED = 0.5  # an interval that sent less than this share of its pace says nothing about more
 RIDE = WINDOW  # riding the quota at least this long, what got through is its measure
 MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
+RECOUNT_SPAN = 0.02  # seconds: the shortest span between 429s a bucket's rate is counted over
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
 
 
@@ -89,6 +93,25 @@ class Quota:
 
     rate: float
     measured: bool
+
+
+@dataclass
+class Recount:
+    """What got through of what was sent between a bucket's first and last 429 of a run:
+    counted once every answer is in (`due`), it is the bucket's rate, measured finer than
+    by the share refused of a few dozen answers."""
+
+    sent_from: float
+    sent_to: float
+    due: float
+    got: float = 0.0
+
+    def count(self, sent_at: float, cost: float) -> None:
+        if self.sent_from <= sent_at <= self.sent_to:
+            self.got += cost
+
+    def rate(self) -> float:
+        return self.got / (self.sent_to - self.sent_from)
 
 
 class Pacer:
@@ -136,6 +159,8 @@ class Pacer:
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
         self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
         self._interval_accepted = 0.0  # cost that got through, answered in the interval
+        self._refused_sent: tuple[float, float] | None = None  # the interval's 429s, sent
+        self._recount: Recount | None = None  # a bucket's share measure, to count again
         self.peak = 0.0  # the most that got through in one WINDOW, per second
         self.throttled = 0  # 429 answers seen
         self.answered = 0  # answers seen, 429s included
@@ -241,6 +266,8 @@ class Pacer:
             else:
                 self._accept(at, cost)
                 self._interval_accepted += cost
+                if self._recount is not None and sent_at is not None:
+                    self._recount.count(sent_at, cost)
             # Answers to requests sent before the pace last fell are not evidence about it.
             if sent_at is not None:
                 fresh = sent_at >= self._last_decrease
@@ -252,6 +279,9 @@ class Pacer:
             self._answered_at = now
             if refused:
                 self._refused += cost
+                if sent_at is not None:
+                    span = self._refused_sent or (sent_at, sent_at)
+                    self._refused_sent = (min(span[0], sent_at), max(span[1], sent_at))
                 # What got through as this 429 came: an interval is closed only on the next
                 # call, which may come after an idle spell that would measure nothing.
                 self._through_then = self._through(at)
@@ -326,6 +356,14 @@ class Pacer:
         i = bisect.bisect_left(self._send_totals, need, lo=self._head)
         return self._send_times[min(i, len(self._send_times) - 1)] + WINDOW
 
+    def _measured_again(self, quota: float) -> None:
+        """A bucket's quota counted once every answer is in: a low share is raised to it."""
+        if self.ceiling is None or self.rate is None or self.max_rate is None:
+            return
+        if quota > self.ceiling:
+            self.ceiling = quota
+            self.rate = min(self.max_rate, max(self.rate, MARGIN * quota))
+
     def _accept(self, at: float, cost: float) -> None:
         """Count `cost` that got through, sent at `at`."""
         self._accepted.append((at, cost))
@@ -345,6 +383,9 @@ class Pacer:
 
     def _adjust(self, now: float, early: bool = False) -> None:
         """Close the interval if it is over, and move the pace on its evidence."""
+        if self._recount is not None and now >= self._recount.due:
+            self._measured_again(self._recount.rate())
+            self._recount = None
         elapsed = now - self._interval_start
         if elapsed < (EARLY_AFTER if early else INTERVAL):
             return
@@ -374,12 +415,13 @@ class Pacer:
                 self.rate = min(self.max_rate, self.rate * (1 + CLIMB_PER_SECOND * elapsed))
         self._interval_start, self._sent, self._sent_from = now, 0.0, None
         self._answered = self._refused = self._since_refused = 0.0
-        self._first_refused_at = None
+        self._first_refused_at = self._refused_sent = None
         self._interval_accepted = 0.0
 
     def _decrease(self, now: float) -> None:
         """FCM refused what was sent at the current pace: measure the quota, go under it."""
         assert self.rate is not None
+        self._recount = None
         through = self._through_then
         sending = self._answered_at - (
             self._interval_start if self._sent_from is None else self._sent_from
@@ -394,6 +436,11 @@ class Pacer:
             # getting through at all is a full sliding window instead.)
             share = self._refused / max(self._since_refused, MIN_SAMPLE)
             quota, floor = min(through, sent * (1.0 - share)), FLOOR_FACTOR
+            span = self._refused_sent
+            if span is not None and span[1] - span[0] >= RECOUNT_SPAN:
+                self._recount = Recount(span[0], span[1], due=now + WINDOW)
+                for at, cost in self._accepted:
+                    self._recount.count(at, cost)
         else:
             # What got through of what was sent in the second before the 429: exactly a
             # sliding window's quota (it refuses only when full), at least a bucket's (it
