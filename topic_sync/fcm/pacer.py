@@ -19,8 +19,9 @@ The pacer rides the quota whatever they look like:
   run of 429s follows soon after, the bucket's burst was in it: the share refused of what
   was sent is then the measure. A share of a few dozen answers is coarse: a second later,
   once every answer is in, what got through of what was sent between the first and the
-  last of those 429s is counted (a bucket empty at both ends passed its rate between
-  them), and a share that measured low is raised to that count, never lowered by it.
+  last 429 since the pace last fell is counted (a bucket empty at both ends passed its rate
+  between them), and a share that measured low is raised to that count, never lowered by
+  it, nor above what got through in the second before.
 - For a second after a decrease, what was sent in the last second at the old pace counts
   against the new one (a sliding window still holds it), so nothing is sent into a full
   window; a few 429s in that second are the old pace's, not evidence. Near a measured
@@ -104,6 +105,7 @@ class Recount:
     sent_from: float
     sent_to: float
     due: float
+    cap: float  # what got through in the second before: a sliding window's exact quota
     got: float = 0.0
 
     def count(self, sent_at: float, cost: float) -> None:
@@ -111,7 +113,7 @@ class Recount:
             self.got += cost
 
     def rate(self) -> float:
-        return self.got / (self.sent_to - self.sent_from)
+        return min(self.cap, self.got / (self.sent_to - self.sent_from))
 
 
 class Pacer:
@@ -159,7 +161,7 @@ class Pacer:
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
         self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
         self._interval_accepted = 0.0  # cost that got through, answered in the interval
-        self._refused_sent: tuple[float, float] | None = None  # the interval's 429s, sent
+        self._refused_sent: collections.deque[float] = collections.deque()  # 429s: sent at
         self._recount: Recount | None = None  # a bucket's share measure, to count again
         self.peak = 0.0  # the most that got through in one WINDOW, per second
         self.throttled = 0  # 429 answers seen
@@ -263,6 +265,10 @@ class Pacer:
             at = now if sent_at is None else sent_at
             if refused:
                 self.throttled += 1
+                if sent_at is not None:
+                    self._refused_sent.append(sent_at)
+                    while self._refused_sent[0] < sent_at - WINDOW:
+                        self._refused_sent.popleft()
             else:
                 self._accept(at, cost)
                 self._interval_accepted += cost
@@ -279,9 +285,6 @@ class Pacer:
             self._answered_at = now
             if refused:
                 self._refused += cost
-                if sent_at is not None:
-                    span = self._refused_sent or (sent_at, sent_at)
-                    self._refused_sent = (min(span[0], sent_at), max(span[1], sent_at))
                 # What got through as this 429 came: an interval is closed only on the next
                 # call, which may come after an idle spell that would measure nothing.
                 self._through_then = self._through(at)
@@ -356,6 +359,22 @@ class Pacer:
         i = bisect.bisect_left(self._send_totals, need, lo=self._head)
         return self._send_times[min(i, len(self._send_times) - 1)] + WINDOW
 
+    def _count_again(self, now: float, cap: float) -> None:
+        """Count a bucket's rate from its 429s of the last second, once every answer is in.
+
+        A bucket refuses only when empty: between two of its 429s, however the client sent
+        (stalls included; a second's worth of burst cannot overflow in under a second), what
+        got through is its rate times the time between. Only 429s to what was sent since the
+        last decrease: before it, slow start may have sent faster than requests could leave
+        the client, and their send times are not when FCM counted them."""
+        since = max(now - WINDOW, self._last_decrease)
+        sent = [at for at in self._refused_sent if at >= since]
+        if not sent or max(sent) - min(sent) < RECOUNT_SPAN:
+            return
+        self._recount = Recount(min(sent), max(sent), due=now + WINDOW, cap=cap)
+        for at, cost in self._accepted:
+            self._recount.count(at, cost)
+
     def _measured_again(self, quota: float) -> None:
         """A bucket's quota counted once every answer is in: a low share is raised to it."""
         if self.ceiling is None or self.rate is None or self.max_rate is None:
@@ -415,7 +434,7 @@ class Pacer:
                 self.rate = min(self.max_rate, self.rate * (1 + CLIMB_PER_SECOND * elapsed))
         self._interval_start, self._sent, self._sent_from = now, 0.0, None
         self._answered = self._refused = self._since_refused = 0.0
-        self._first_refused_at = self._refused_sent = None
+        self._first_refused_at = None
         self._interval_accepted = 0.0
 
     def _decrease(self, now: float) -> None:
@@ -436,11 +455,7 @@ class Pacer:
             # getting through at all is a full sliding window instead.)
             share = self._refused / max(self._since_refused, MIN_SAMPLE)
             quota, floor = min(through, sent * (1.0 - share)), FLOOR_FACTOR
-            span = self._refused_sent
-            if span is not None and span[1] - span[0] >= RECOUNT_SPAN:
-                self._recount = Recount(span[0], span[1], due=now + WINDOW)
-                for at, cost in self._accepted:
-                    self._recount.count(at, cost)
+            self._count_again(now, cap=through)
         else:
             # What got through of what was sent in the second before the 429: exactly a
             # sliding window's quota (it refuses only when full), at least a bucket's (it
