@@ -217,8 +217,8 @@ def test_the_quota_is_measured_right_on_a_loaded_machine(quota, max_rate, limite
 
 # First commands against a 700/s bucket, 320 in flight, on a loaded machine, picked from a
 # scan of 80 (seeds 0-39, 50 and 100 ms away): in the first four the share refused measured
-# the quota at 61-85% of itself; in the last, the count between its 429s (27 ms apart) came
-# out at 89%, under the share's own measure.
+# the quota at 61-85% of itself; in the last, a count over 429s 27 ms apart came out at 89%,
+# under the share's own measure, which a count must never lower.
 LOW_SHARES = [(0.1, 29), (0.05, 21), (0.1, 8), (0.1, 4), (0.05, 11)]
 
 
