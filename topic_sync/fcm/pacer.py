@@ -20,8 +20,9 @@ The pacer rides the quota whatever they look like:
   was sent is then the measure. A share of a few dozen answers is coarse: a second later,
   once every answer is in, what got through of what was sent between the first and the
   last 429 since the pace last fell is counted (a bucket empty at both ends passed its rate
-  between them), and a share that measured low is raised to that count, never lowered by
-  it, nor above what got through in the second before.
+  between them), and a share under 90% of that count is raised to it (a count over a short
+  span is itself a few percent off), never lowered by it, nor above what got through in
+  the second before.
 - For a second after a decrease, what was sent in the last second at the old pace counts
   against the new one (a sliding window still holds it), so nothing is sent into a full
   window; a few 429s in that second are the old pace's, not evidence. Near a measured
@@ -84,6 +85,9 @@ USED = 0.5  # an interval that sent less than this share of its pace says nothin
 RIDE = WINDOW  # riding the quota at least this long, what got through is its measure
 MIN_SAMPLE = 20.0  # answers: the smallest sample a refused share is measured over
 RECOUNT_SPAN = 0.02  # seconds: the shortest span between 429s a bucket's rate is counted over
+# A count over a short span is a few percent off itself: it replaces a share only when the
+# share is below this much of it.
+RECOUNT_TRUSTED = 0.9
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
 
 
@@ -376,10 +380,10 @@ class Pacer:
             self._recount.count(at, cost)
 
     def _measured_again(self, quota: float) -> None:
-        """A bucket's quota counted once every answer is in: a low share is raised to it."""
+        """A bucket's quota counted once every answer is in: a share well under it is raised."""
         if self.ceiling is None or self.rate is None or self.max_rate is None:
             return
-        if quota > self.ceiling:
+        if self.ceiling < RECOUNT_TRUSTED * quota:
             self.ceiling = quota
             self.rate = min(self.max_rate, max(self.rate, MARGIN * quota))
 
