@@ -361,8 +361,10 @@ def free_port() -> int:
 class Emulator:
     """`topic-sync emulator` in a process of its own, driven through its control API."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, cpu: int | None = None) -> None:
         self.log_path = log_path
+        # On a CPU of its own it stands for an FCM that the client's machine cannot starve.
+        pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
         for _ in range(5):  # another process may take the free port before the emulator does
             self.port = free_port()
             with log_path.open("ab") as log:
@@ -374,6 +376,7 @@ class Emulator:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=pin,
                 )
             if self._wait_healthy():
                 return
@@ -439,6 +442,44 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+BUSY_LOOP = "while True: pass"
+
+
+class ClientLoad:
+    """`count` processes that only burn CPU beside the client (and PostgreSQL): a client
+    machine short of CPU, where the moment the pacer lets a request go is not the moment it
+    leaves."""
+
+    def __init__(self, count: int) -> None:
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", BUSY_LOOP],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for _ in range(count)
+        ]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+def place(emulator_cpu: int | None) -> str:
+    """Keep this process and its children (PostgreSQL, every command, the busy loops) off
+    the emulator's CPU; what was done, for the report."""
+    if emulator_cpu is None:
+        return ""
+    rest = os.sched_getaffinity(0) - {emulator_cpu}
+    os.sched_setaffinity(0, rest)
+    return (
+        f"emulator on CPU {emulator_cpu}; topic-sync, PostgreSQL and the baselines on "
+        f"CPU {','.join(str(c) for c in sorted(rest))}"
+    )
 
 
 class Postgres:
@@ -654,6 +695,8 @@ class Settings:
     extra_args: list[str]
     smoke: bool
     unpaced: bool = False  # also run each transport with no quota and no pacing
+    emulator_cpu: int | None = None  # the one CPU the emulator runs on, the rest on the others
+    client_load: int = 0  # busy processes beside the client
 
 
 UNPACED = "unpaced"  # the subject suffix of a transport run with no quota and no pacing
@@ -697,8 +740,9 @@ def run_benchmark(
     pg_log: list[dict[str, Any]] = []
     pg = Postgres(folder)
     emulator: Emulator | None = None
+    load = ClientLoad(settings.client_load)
     try:
-        emulator = Emulator(folder / "emulator.log")
+        emulator = Emulator(folder / "emulator.log", settings.emulator_cpu)
         for run in range(1, settings.runs + 1):
             for transport in settings.transports:
                 results += _topic_sync_run(
@@ -723,6 +767,7 @@ def run_benchmark(
                     settings, baseline, run, emulator, files, audiences, workdir, log
                 )
     finally:
+        load.stop()
         if emulator is not None:
             emulator.stop()
         pg_log = pg.notable_log()
@@ -1151,6 +1196,14 @@ def _pg_lines(pg_log: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def placement(settings: Settings, env: dict[str, Any]) -> list[str]:
+    """The report's line on where the processes ran, when the benchmark chose it."""
+    where = [env["placement"]] if env.get("placement") else []
+    if settings.client_load:
+        where.append(f"{settings.client_load} busy process(es) beside the client")
+    return [f"- placement: {'; '.join(where)}"] if where else []
+
+
 def render(
     settings: Settings,
     results: list[DayResult],
@@ -1187,6 +1240,7 @@ def render(
         f"- emulator: latency {settings.latency_ms:g} ms per request, quota {quota}; "
         f"topic-sync --rate-limit {rate_limit}"
         + (f", extra arguments `{shlex.join(settings.extra_args)}`" if settings.extra_args else ""),
+        *placement(settings, env),
         f"- {settings.runs} run(s) per subject, round-robin; figures are median (min–max) over "
         "the correct runs",
         "",
@@ -1395,6 +1449,19 @@ def parse_settings(argv: Sequence[str]) -> tuple[Settings, Path | None]:
         help="also run each transport with no quota and no pacing, in the same invocation: "
         "a quota cell's held share is then also given of the most this machine syncs",
     )
+    parser.add_argument(
+        "--emulator-cpu",
+        type=int,
+        help="run the emulator on this CPU alone and everything else on the others (Linux): "
+        "a real FCM is not short of CPU when the client's machine is",
+    )
+    parser.add_argument(
+        "--client-load",
+        type=int,
+        default=0,
+        help="this many busy processes beside the client and PostgreSQL (default 0): a "
+        "client machine short of CPU",
+    )
     parser.add_argument("--json", type=Path, help="write every raw figure to this file")
     parser.add_argument(
         "--smoke",
@@ -1426,6 +1493,15 @@ def parse_settings(argv: Sequence[str]) -> tuple[Settings, Path | None]:
         parser.error("--churn must be between 0 and 1")
     if args.latency_ms < 0 or args.quota < 0:
         parser.error("--latency-ms and --quota must not be negative")
+    if args.client_load < 0:
+        parser.error("--client-load must not be negative")
+    if args.emulator_cpu is not None:
+        cpus = os.sched_getaffinity(0)
+        if args.emulator_cpu not in cpus or len(cpus) < 2:
+            parser.error(
+                f"--emulator-cpu {args.emulator_cpu}: not one of this process's CPUs "
+                f"{sorted(cpus)}, or no other CPU would be left"
+            )
     if args.rate_limit == "auto":
         rate_limit = f"{args.quota:g}" if args.quota > 0 else "1000000"
     elif args.rate_limit == "default":
@@ -1453,6 +1529,8 @@ def parse_settings(argv: Sequence[str]) -> tuple[Settings, Path | None]:
         extra_args=shlex.split(args.ts_args),
         smoke=args.smoke,
         unpaced=args.unpaced,
+        emulator_cpu=args.emulator_cpu,
+        client_load=args.client_load,
     )
     return settings, args.json
 
@@ -1473,6 +1551,7 @@ def main(argv: Sequence[str]) -> int:
         "python": platform.python_version(),
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_start": _load(),
+        "placement": place(settings.emulator_cpu),
     }
 
     def log(line: str) -> None:

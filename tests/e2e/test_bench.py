@@ -5,9 +5,11 @@ tokens, checks each day's publish reached exactly that day's audience, and print
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +94,46 @@ def test_smoke_run_is_correct_and_prints_the_tables() -> None:
             assert cells[2] == operations, cells  # day 2: 2,000 removals + 2,000 additions
             assert cells[-1] == "1/1", cells  # the day's publish reached exactly its audience
     assert "### Errors" not in done.stdout
+
+
+def test_the_emulator_can_be_given_a_cpu_of_its_own_and_the_client_a_load(
+    bench: Any, tmp_path: Path
+) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.fail("this test needs two CPUs")  # CI and the README's machine have them
+    settings, _ = bench.parse_settings(["--emulator-cpu", str(cpus[-1]), "--client-load", "2"])
+    assert (settings.emulator_cpu, settings.client_load) == (cpus[-1], 2)
+    emulator = bench.Emulator(tmp_path / "emulator.log", cpus[-1])
+    load = bench.ClientLoad(2)
+    try:
+        assert os.sched_getaffinity(emulator.proc.pid) == {cpus[-1]}
+        assert [p.poll() for p in load.procs] == [None, None]  # still burning
+    finally:
+        load.stop()
+        emulator.stop()
+    assert all(p.returncode is not None for p in load.procs)
+    # The rest, this process's children included, is kept off the emulator's CPU.
+    placed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util, os, sys; "
+            f"spec = importlib.util.spec_from_file_location('bench', {str(BENCH)!r}); "
+            "m = importlib.util.module_from_spec(spec); sys.modules['bench'] = m; "
+            "spec.loader.exec_module(m); "
+            f"print(m.place({cpus[-1]})); print(sorted(os.sched_getaffinity(0)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line, affinity = placed.stdout.splitlines()
+    assert f"emulator on CPU {cpus[-1]}" in line
+    assert affinity == str(cpus[:-1])
+
+
+def test_an_emulator_cpu_that_is_not_there_is_refused(bench: Any) -> None:
+    with pytest.raises(SystemExit) as refused:
+        bench.parse_settings(["--emulator-cpu", "4096"])
+    assert refused.value.code == 2
