@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -1056,6 +1057,95 @@ def test_real_sdk_request_errors(sdk_app, emu):
     emu.inject_request_errors(429, count=1)
     with pytest.raises(exceptions.ResourceExhaustedError):
         messaging.subscribe_to_topic_legacy(["tok-2"], "t", app=sdk_app)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def _exchange(emu: FcmEmulator, raw: bytes) -> tuple[bytes, bool]:
+    """Send raw bytes on a fresh connection: everything answered, and whether the emulator
+    then closed the connection (rather than keep it open for the next request)."""
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as conn:
+        conn.sendall(raw)
+        conn.settimeout(0.5)  # an open connection stays silent: no more is coming
+        answer, closed = b"", False
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                closed = True
+                break
+            answer += chunk
+        return answer, closed
+
+
+def _post(
+    emu: FcmEmulator, token: str, *fields: str, body: bytes = b"{}", version: str = "1.1"
+) -> bytes:
+    path = f"/v1/projects/{PROJECT}/registrations/{token}/topicSubscriptions?topic_name=t"
+    head = "".join(f"{f}\r\n" for f in fields)
+    return f"POST {path} HTTP/{version}\r\nHost: x\r\n{head}\r\n".encode() + body
+
+
+def test_header_fields_are_read_whatever_their_case(emu):
+    answer, closed = _exchange(
+        emu, _post(emu, "tok-a", "CONTENT-length: 2", "authorization: Bearer x")
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ") and not closed
+    assert emu.members("t") == {"tok-a"}
+
+
+def test_a_chunked_body_and_an_expect_100_are_honoured(emu):
+    chunked = _post(emu, "tok-b", "Transfer-Encoding: Chunked", body=b"2\r\n{}\r\n0\r\n\r\n")
+    answer, _ = _exchange(emu, chunked)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    expect = _post(emu, "tok-c", "Content-Length: 2", "Expect: 100-continue")
+    answer, _ = _exchange(emu, expect)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
+    assert emu.members("t") == {"tok-b", "tok-c"}
+
+
+def test_a_connection_stays_open_unless_the_client_says_close(emu):
+    assert _exchange(emu, _post(emu, "tok-d", "Content-Length: 2"))[1] is False
+    assert _exchange(emu, _post(emu, "tok-e", "Content-Length: 2", "Connection: close"))[1]
+    assert _exchange(emu, _post(emu, "tok-f", "Content-Length: 2", version="1.0"))[1]
+    kept = _post(emu, "tok-g", "Content-Length: 2", "Connection: Keep-Alive", version="1.0")
+    assert _exchange(emu, kept)[1] is False
+    assert emu.members("t") == {"tok-d", "tok-e", "tok-f", "tok-g"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        pytest.param(b"POST /x\r\n\r\n", b"400", id="no-version"),
+        pytest.param(b"POST /x HTTP/2.0\r\n\r\n", b"400", id="http-2"),
+        pytest.param(b"POST /x HTTP/1.1 extra\r\n\r\n", b"400", id="four-words"),
+        pytest.param(
+            b"GET /x HTTP/1.1\r\n" + b"X: 1\r\n" * 101 + b"\r\n", b"431", id="too-many-fields"
+        ),
+        pytest.param(
+            b"GET /x HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", b"431", id="long-field"
+        ),
+    ],
+)
+def test_a_malformed_request_is_refused_and_its_connection_closed(emu, raw, status):
+    answer, closed = _exchange(emu, raw)
+    assert b"Error code: " + status in answer and closed
+    assert not emu.stats  # never answered as a request
+
+
+def test_a_path_beginning_with_two_slashes_is_read_as_one_slash(emu):
+    body = json.dumps({"to": "/topics/t", "registration_tokens": ["tok-h"]}).encode()
+    raw = (
+        b"POST //iid/v1:batchAdd HTTP/1.1\r\nHost: x\r\naccess_token_auth: true\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answer, _ = _exchange(emu, raw)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert emu.members("t") == {"tok-h"}
 
 
 # --------------------------------------------------------------------------- lifecycle

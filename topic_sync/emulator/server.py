@@ -15,10 +15,14 @@ import socketserver
 import sys
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from topic_sync.emulator.replies import Reply, error_reply
+
+MAX_LINE = 65536  # http.server's limits on a request line and a header line...
+MAX_FIELDS = 100  # ...and on the number of header lines
 
 Answer = Callable[[str, str, bytes], Reply]
 """(HTTP method, request target with its query string, body) -> the reply."""
@@ -74,9 +78,52 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: EmulatorServer
 
+    fields: dict[str, str]  # the request's header fields, by lower-case name
+    raw_requestline: bytes  # set by handle_one_request
+
     def setup(self) -> None:
         super().setup()
         self.server.track(self.connection, True)
+
+    def parse_request(self) -> bool:
+        """The request line and header fields, as http.server checks them, but the fields
+        read into a dict: http.server parses them with the email package, about 80 µs a
+        request, a quarter of a CPU at the 3,000 requests/s a benchmark sends."""
+        self.command = ""
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request line ({self.requestline!r})")
+            return False
+        self.command, path, self.request_version = words
+        self.close_connection = self.request_version == "HTTP/1.0"
+        # As http.server does (gh-87389): '//host/path' would read as another host's URL.
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
+        self.fields = {}
+        for _ in range(MAX_FIELDS + 1):
+            line = self.rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, colon, value = str(line, "iso-8859-1").partition(":")
+            if colon:
+                self.fields.setdefault(name.strip().lower(), value.strip())
+        else:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+            return False
+        connection = self.fields.get("connection", "").lower()
+        if connection in ("close", "keep-alive"):
+            self.close_connection = connection == "close"
+        expect = self.fields.get("expect", "").lower()
+        if expect == "100-continue" and self.request_version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     def finish(self) -> None:
         try:
@@ -93,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         return ok
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+        if "chunked" in self.fields.get("transfer-encoding", "").lower():
             chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
@@ -103,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return b"".join(chunks)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.fields.get("content-length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
     def _serve(self) -> None:
