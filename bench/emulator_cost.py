@@ -2,8 +2,9 @@
 
 At 3,000 requests/s the emulator shares the benchmark machine's CPUs with the client and
 PostgreSQL: what it spends per request is taken from the client a quota cell measures. This
-serves it v1 subscribe requests from a separate process (`--connections` keep-alive
-connections, each sending its next request when the last is answered) and reports the
+serves it v1 subscribe requests from a separate process (topic-sync's own client with
+`--connections` keep-alive connections, each sending its next request when the last is
+answered; the first 1,000 of `--requests` warm it up) and reports the
 emulator process's CPU per request (user and system), and the requests/s it answered;
 medians over `--runs` runs, each against a fresh emulator in this process.
 """
@@ -18,41 +19,19 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+REPO_ROOT = BENCH.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from topic_sync.emulator import FcmEmulator  # noqa: E402
 
-# The client: raw keep-alive connections in threads, the header fields firebase-admin sends.
-CLIENT = r"""
-import socket, sys, threading
-port, count, connections = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-
-def connection(first):
-    conn = socket.create_connection(("127.0.0.1", port))
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    answers = conn.makefile("rb")
-    body = b'{}'
-    for n in range(first, count, connections):
-        path = f"/v1/projects/p/registrations/token-{n:08d}-{'x' * 140}/topicSubscriptions"
-        conn.sendall(
-            f"POST {path}?topic_name=t HTTP/1.1\r\nHost: fcm.googleapis.com\r\n"
-            "Authorization: Bearer token\r\nContent-Type: application/json\r\n"
-            "User-Agent: client\r\nAccept-Encoding: gzip, deflate\r\nAccept: */*\r\n"
-            f"Connection: keep-alive\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        length = 0
-        while (line := answers.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        answers.read(length)
-
-threads = [threading.Thread(target=connection, args=(k,)) for k in range(connections)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-"""
+# The client: topic-sync's own HTTP/1.1 client, as v1-direct runs it, driven the way
+# bench/http_clients.py drives it (its warm-up requests included).
+CLIENT = (
+    "import asyncio, sys; sys.path.insert(0, sys.argv[1]); "
+    "from http_clients import own, _paths; "
+    "asyncio.run(own(sys.argv[2], _paths(int(sys.argv[3])), int(sys.argv[4])))"
+)
 
 
 def one_run(requests: int, connections: int, latency: float) -> tuple[float, float, float]:
@@ -60,8 +39,9 @@ def one_run(requests: int, connections: int, latency: float) -> tuple[float, flo
     with FcmEmulator() as emulator:
         emulator.set_latency(latency)
         before, started = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        base = f"http://127.0.0.1:{emulator.port}"
         subprocess.run(
-            [sys.executable, "-c", CLIENT, str(emulator.port), str(requests), str(connections)],
+            [sys.executable, "-c", CLIENT, str(BENCH), base, str(requests), str(connections)],
             check=True,
         )
         wall = time.monotonic() - started
