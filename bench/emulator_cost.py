@@ -6,8 +6,7 @@ serves it v1 subscribe requests from a separate process (topic-sync's own client
 `--connections` keep-alive connections, each sending its next request when the last is
 answered; the first 1,000 of `--requests` warm it up) and reports the
 emulator process's CPU per request (user and system), and the requests/s it answered;
-medians over `--runs` runs, each against a fresh emulator in this process, which runs at
-the interpreter switch interval `topic-sync emulator` sets (`--switch-interval`).
+medians over `--runs` runs, each against a fresh emulator in this process.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ REPO_ROOT = BENCH.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from topic_sync.emulator import FcmEmulator  # noqa: E402
-from topic_sync.emulator.core import SWITCH_INTERVAL  # noqa: E402
 
 # The client: topic-sync's own HTTP/1.1 client, as v1-direct runs it, driven the way
 # bench/http_clients.py drives it (its warm-up requests included).
@@ -61,23 +59,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--connections", type=int, default=320, help="as v1-direct opens")
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--switch-interval",
-        type=float,
-        default=SWITCH_INTERVAL,
-        help="the interpreter's, in seconds (default: as `topic-sync emulator` runs; "
-        "CPython's own is 0.005)",
-    )
     args = parser.parse_args(argv)
-    sys.setswitchinterval(args.switch_interval)  # this process is the emulator's
     runs = [
         one_run(args.requests, args.connections, args.latency_ms / 1000) for _ in range(args.runs)
     ]
     user, system, rate = (statistics.median(r[i] for r in runs) for i in range(3))
     print(
         f"{args.requests:,} subscribes over {args.connections} connections, "
-        f"{args.latency_ms:g} ms latency, switch interval {args.switch_interval:g} s, "
-        f"median of {args.runs} runs: "
+        f"{args.latency_ms:g} ms latency, median of {args.runs} runs: "
         f"{user + system:.0f} µs of emulator CPU a request (user {user:.0f}, system "
         f"{system:.0f}), {rate:,.0f} requests/s"
     )

@@ -21,7 +21,6 @@ import pytest
 import requests
 
 from topic_sync.emulator import REASON_WIRE, SHAPES, Canned, FcmEmulator, Publish
-from topic_sync.emulator.core import SWITCH_INTERVAL
 from topic_sync.fcm.sdk_bridge import has_fcm_details
 
 REASONS = [
@@ -1178,45 +1177,6 @@ def test_serve_runs_until_sigterm():
         [sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True
     ) as proc:
         _serve_until_sigterm(proc)
-
-
-SWITCH_PROBE = """
-import os, signal, sys, threading
-from topic_sync.emulator import serve
-before = sys.getswitchinterval()
-if sys.argv[1] == "main":
-    def ready(emulator):
-        print(sys.getswitchinterval(), flush=True)
-        os.kill(os.getpid(), signal.SIGTERM)
-    serve(port=0, ready=ready)
-else:
-    started = threading.Event()
-    threading.Thread(target=serve, kwargs={"port": 0, "ready": started}, daemon=True).start()
-    started.wait()
-    print(sys.getswitchinterval(), flush=True)
-print(before, sys.getswitchinterval())
-"""
-
-
-@pytest.mark.parametrize(("where", "while_serving"), [("main", SWITCH_INTERVAL), ("thread", None)])
-def test_a_foreground_emulator_owns_its_process_switch_interval_and_gives_it_back(
-    where, while_serving
-):
-    """Run from the main thread, serve() is the process: its threads hand the interpreter
-    over less often. From another thread it is a guest and changes nothing."""
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", SWITCH_PROBE, where],
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    serving, after = done.stdout.splitlines()
-    default = 0.005  # a fresh interpreter's
-    assert float(serving) == pytest.approx(while_serving or default)
-    assert [float(x) for x in after.split()] == pytest.approx([default, default])
 
 
 def _serve_until_sigterm(proc: subprocess.Popen[str]) -> None:

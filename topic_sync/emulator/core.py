@@ -6,7 +6,6 @@ import contextlib
 import ipaddress
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import Counter
@@ -35,12 +34,6 @@ __all__ = [
     "is_loopback",
     "serve",
 ]
-
-# A foreground emulator is hundreds of threads, one per connection, each blocking on its
-# socket or its latency sleep. At the interpreter's 5 ms a thread waiting for the lock forces
-# a handoff every 5 ms; at 50 ms the lock mostly changes hands when its holder blocks, as
-# each does within a request: a fifth to a quarter less CPU a request at 3,000 requests/s.
-SWITCH_INTERVAL = 0.05
 
 
 class FcmEmulator:
@@ -339,11 +332,9 @@ def serve(
     """
     stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}
-    switch_interval = sys.getswitchinterval()
-    if threading.current_thread() is threading.main_thread():  # the process is the emulator's
+    if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
-        sys.setswitchinterval(SWITCH_INTERVAL)
     emulator = FcmEmulator(host, port).start()
     try:
         if isinstance(ready, threading.Event):
@@ -358,4 +349,3 @@ def serve(
         emulator.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        sys.setswitchinterval(switch_interval)
