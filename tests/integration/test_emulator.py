@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -556,19 +557,21 @@ class HeldLatency:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import topic_sync.emulator.api as api
         import topic_sync.emulator.quota as quota
+        import topic_sync.emulator.server as server
 
         self.now = 1000.0
         self.sleeping: list[threading.Event] = []  # one per request in its sleep, in order
         self._lock = threading.Lock()
-        fake = types.SimpleNamespace(monotonic=lambda: self.now, sleep=self._sleep, time=time.time)
+        fake = types.SimpleNamespace(monotonic=lambda: self.now, time=time.time)
         monkeypatch.setattr(api, "time", fake)
         monkeypatch.setattr(quota, "time", fake)
+        monkeypatch.setattr(server, "wait_out", self._sleep)
 
-    def _sleep(self, _seconds: float) -> None:
+    async def _sleep(self, _seconds: float) -> None:
         gate = threading.Event()
         with self._lock:
             self.sleeping.append(gate)
-        assert gate.wait(10)
+        assert await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)
 
     def arrive(self, send: Any) -> Any:
         """Start `send()` in a thread and return it once its request sleeps in the emulator."""
@@ -1134,6 +1137,80 @@ def test_a_malformed_request_is_refused_and_its_connection_closed(emu, raw, stat
     answer, closed = _exchange(emu, raw)
     assert b"Error code: " + status in answer and closed
     assert not emu.stats  # never answered as a request
+
+
+def test_requests_wait_out_their_latency_on_the_loop_not_in_a_thread_each(emu, monkeypatch):
+    """Fifty connections, each with a request in its latency: no thread was started for any
+    of them, and every one is answered once its latency ends."""
+    import topic_sync.emulator.server as server
+
+    waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def held(_seconds: float) -> None:
+        gate = asyncio.Event()
+        waiting.append((asyncio.get_running_loop(), gate))
+        await gate.wait()
+
+    monkeypatch.setattr(server, "wait_out", held)
+    emu.set_latency(0.05)
+    threads = threading.active_count()
+    conns = [socket.create_connection(("127.0.0.1", emu.port), timeout=5) for _ in range(50)]
+    try:
+        for i, conn in enumerate(conns):
+            conn.sendall(_post(emu, f"tok-{i}", "Content-Length: 2"))
+        deadline = time.monotonic() + 10
+        while len(waiting) < len(conns):
+            assert time.monotonic() < deadline, f"{len(waiting)} of {len(conns)} arrived"
+            time.sleep(0.005)
+        assert threading.active_count() == threads
+        for loop, gate in waiting:
+            loop.call_soon_threadsafe(gate.set)
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for conn in conns:
+            conn.close()
+    assert emu.members("t") == {f"tok-{i}" for i in range(50)}
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_a_trap_s_action_may_call_back_into_the_emulator_while_it_serves(emu, http, after):
+    """The action runs off the event loop: its own request to the emulator is answered
+    (before the trapped request took effect, or after)."""
+    seen: list[Any] = []
+
+    def action() -> None:
+        state = requests.get(f"{emu.base_url}/emulator/state", timeout=5).json()
+        seen.append(state["topics"])
+
+    emu.add_trap("subscribe", 1, action, after=after)
+    status = subscribe(http, emu, "tok-1", "t").status_code
+    assert (status, seen) == ((200, [{"t": ["tok-1"]}]) if after else (503, [{}]))
+    assert emu.members("t") == ({"tok-1"} if after else set())
+
+
+def test_stop_drops_a_connection_waiting_out_its_latency(monkeypatch):
+    """A client whose request is still in its latency sees its connection end at stop."""
+    import topic_sync.emulator.server as server
+
+    arrived = threading.Event()
+
+    async def waiting(seconds: float) -> None:
+        arrived.set()
+        await asyncio.sleep(seconds)
+
+    monkeypatch.setattr(server, "wait_out", waiting)
+    emulator = FcmEmulator().start()
+    emulator.set_latency(30)
+    conn = socket.create_connection(("127.0.0.1", emulator.port), timeout=5)
+    try:
+        conn.sendall(_post(emulator, "tok-a", "Content-Length: 2"))
+        assert arrived.wait(10)
+        emulator.stop()
+        assert conn.recv(65536) == b""  # at once: the socket's timeout is 5 s, the latency 30
+    finally:
+        conn.close()
+    assert not emulator.stats  # never answered
 
 
 def test_a_path_beginning_with_two_slashes_is_read_as_one_slash(emu):

@@ -4,7 +4,9 @@ Why it exists: this is the service being faked. ``FcmApi.handle`` runs one FCM r
 the same steps every time (latency, traps, whole-request faults, quota, the handler, stats) and
 the handlers answer it from ``FcmState`` as FCM would, per-token faults included. Everything
 that reads or changes state or faults runs under the emulator's one lock; latency and trap
-actions run outside it, so requests overlap and a trap may call back into the emulator.
+actions run outside it, so requests overlap and a trap may call back into the emulator. The
+latency is a ``Later`` the server waits out without a thread; a trap's action, which may
+block, runs in a thread of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import parse_qs
 from topic_sync.emulator.faults import Faults
 from topic_sync.emulator.limits import MAX_TOKENS_PER_CALL, MAX_TOPICS_PER_TOKEN, TOPIC_NAME_PATTERN
 from topic_sync.emulator.replies import (
+    Later,
     Reply,
     dumps,
     error_reply,
@@ -101,32 +104,49 @@ class FcmApi:
         self._state = state
         self._faults = faults
 
-    def handle(self, method: str, path: str, query: str, body: bytes) -> Reply:
-        """Answer one FCM request (anything outside ``/emulator/``)."""
+    def handle(self, method: str, path: str, query: str, body: bytes) -> Reply | Later:
+        """Answer one FCM request (anything outside ``/emulator/``): at once, or after its
+        latency (a Later the server waits for without holding a thread)."""
         kind, args = route(method, path)
         if kind == "landing":
             with self._lock:
                 self._state.stats[(kind, 200)] += 1
             return Reply(200, b"{}")
         # The quota counts a request when it arrives, as FCM's front door does, not when it
-        # is handled after the latency sleep (threads wake from it bunched).
+        # is handled after the latency (requests waiting it out are answered bunched).
         arrived = time.monotonic()
-        latency = self._faults.latency
-        if latency and kind != "unknown":
-            time.sleep(latency)
+        latency = self._faults.latency if kind != "unknown" else 0.0
+        return Later(lambda: self._served(kind, args, query, body, arrived), after=latency)
+
+    def _served(
+        self, kind: str, args: tuple[str, ...], query: str, body: bytes, arrived: float
+    ) -> Reply | Later:
+        """The request once its latency has passed. A trap's action may block or call back
+        into the emulator, so a request that springs one ends in a thread of its own."""
         params = parse_qs(query) if query else {}
         with self._lock:
             trap = self._faults.take_trap(kind)
         if trap is not None and not trap.after:
-            trap.action()
-            with self._lock:
-                self._state.stats[(kind, 0)] += 1  # never served
-            return error_reply(503, "UNAVAILABLE")
+            action = trap.action
+
+            def refused() -> Reply:
+                action()
+                with self._lock:
+                    self._state.stats[(kind, 0)] += 1  # never served
+                return error_reply(503, "UNAVAILABLE")
+
+            return Later(refused, blocking=True)
         with self._lock:
             reply = self._dispatch(kind, args, params, body, arrived)
             self._state.stats[(kind, reply.status)] += 1
         if trap is not None:
-            trap.action()
+            action = trap.action
+
+            def answered() -> Reply:
+                action()
+                return reply
+
+            return Later(answered, blocking=True)
         return reply
 
     # Everything below runs under the lock.

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -17,7 +15,7 @@ from topic_sync.emulator.control import PREFIX as _CONTROL_PREFIX
 from topic_sync.emulator.control import handle_control
 from topic_sync.emulator.faults import Faults
 from topic_sync.emulator.limits import MAX_TOPICS_PER_TOKEN
-from topic_sync.emulator.replies import REASON_WIRE, Reply
+from topic_sync.emulator.replies import REASON_WIRE, Later, Reply
 from topic_sync.emulator.server import EmulatorServer
 from topic_sync.emulator.shapes import SHAPES, Canned
 from topic_sync.emulator.state import FcmState, Publish
@@ -58,10 +56,7 @@ class FcmEmulator:
         server = EmulatorServer((self._host, self._port), self._handle)
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"fcm-emulator-{self.port}",
-            daemon=True,
+            target=server.serve_forever, name=f"fcm-emulator-{self.port}", daemon=True
         )
         self._thread.start()
         return self
@@ -70,17 +65,8 @@ class FcmEmulator:
         """Stop serving and drop open keep-alive connections so clients notice at once."""
         if self._server is None:
             return
-        knock = (self._dial_host, self.port)
         server, self._server = self._server, None
-        # shutdown() waits for the serving loop to look at its flag, which it does once per
-        # poll interval or per connection: knock until it has, so a stop takes milliseconds.
-        stopping = threading.Thread(target=server.shutdown, name="fcm-emulator-stop")
-        stopping.start()
-        while stopping.is_alive():
-            with contextlib.suppress(OSError):
-                socket.create_connection(knock, timeout=1).close()
-            stopping.join(0.002)
-        server.close_connections()
+        server.shutdown()
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -302,7 +288,7 @@ class FcmEmulator:
 
     # ----------------------------------------------------------------- HTTP
 
-    def _handle(self, method: str, target: str, body: bytes) -> Reply:
+    def _handle(self, method: str, target: str, body: bytes) -> Reply | Later:
         """Answer one HTTP request: the control API, or FCM's own."""
         path, _, query = target.partition("?")
         if path.startswith(_CONTROL_PREFIX):

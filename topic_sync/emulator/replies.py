@@ -9,6 +9,8 @@ defined once, here, and every handler answers through them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from topic_sync.emulator.limits import ERROR_INFO_TYPE, FCM_ERROR_TYPE
@@ -90,6 +92,17 @@ class Reply(NamedTuple):
     content_type: str | None = JSON
     headers: tuple[tuple[str, str], ...] = ()
     cut: int | None = None
+
+
+@dataclass(frozen=True)
+class Later:
+    """An answer not ready yet: after ``after`` seconds, ``then`` gives the reply (or another
+    Later). ``blocking``: ``then`` may block (a trap's action), so the server runs it in a
+    thread of its own instead of on its event loop."""
+
+    then: Callable[[], Reply | Later]
+    after: float = 0.0
+    blocking: bool = False
 
 
 def dumps(obj: Any) -> bytes:

@@ -1,180 +1,285 @@
-"""HTTP for the emulator: a threaded HTTP/1.1 keep-alive server.
+"""HTTP for the emulator: one event loop serving every HTTP/1.1 keep-alive connection.
 
 Why it exists: the emulator is exercised over real HTTP by real clients (firebase-admin opens
-up to 100 keep-alive connections at once), so socket concerns live here and only here: a deep
-accept queue, no reverse DNS at start-up, chunked request bodies, one buffered write per
-answer, and dropping open connections on stop so clients notice at once. The server moves
-bytes; what to answer is decided by the callable it is given.
+up to 100 keep-alive connections at once, topic-sync's own client 320), so socket concerns
+live here and only here: a deep accept queue, chunked request bodies, `Expect:
+100-continue`, one write per answer, answers cut short on purpose, and dropping open
+connections on stop so clients notice at once. The server moves bytes; what to answer is
+decided by the callable it is given. A request's latency is waited out on the loop, not in
+a sleeping thread: with a thread per connection, every request cost the emulator a thread's
+wake-ups and hand-overs of the interpreter lock, which at 3,000 requests/s took the CPU the
+client under test needed. Only a step that may block (a trap's action) gets a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
-import socketserver
-import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import TypeVar
 
-from topic_sync.emulator.replies import Reply, error_reply
+from topic_sync.emulator.replies import Later, Reply, error_reply
 
 MAX_LINE = 65536  # http.server's limits on a request line and a header line...
 MAX_FIELDS = 100  # ...and on the number of header lines
+BACKLOG = 1024  # SDK callers open up to 100 connections at once, topic-sync's own 320
+METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"})
+STOP_SECONDS = 5.0  # how long stop waits for the loop to let go
 
-Answer = Callable[[str, str, bytes], Reply]
-"""(HTTP method, request target with its query string, body) -> the reply."""
+Answer = Callable[[str, str, bytes], Reply | Later]
+"""(HTTP method, request target with its query string, body) -> the reply, or a Later."""
+
+T = TypeVar("T")
+
+wait_out = asyncio.sleep  # how a request waits out its latency (a test holds it by hand)
 
 
-class EmulatorServer(ThreadingHTTPServer):
-    """One thread per connection; remembers open connections so stop() can drop them."""
+class _Refused(Exception):
+    """A request this server will not read further: answered with an error, then closed."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # SDK callers open up to 100 connections at once
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class EmulatorServer:
+    """Listens at construction (so its port is known at once); serve_forever() runs the loop
+    in the calling thread until shutdown() is called from another."""
 
     def __init__(self, address: tuple[str, int], answer: Answer) -> None:
         self.answer = answer
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # Skip HTTPServer's reverse DNS lookup (getfqdn), which can stall start-up.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def track(self, conn: socket.socket, add: bool) -> None:
-        with self._conns_lock:
-            if add:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer (a timeout, a cut answer) is no emulator error."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Lean HTTP/1.1 keep-alive handler: one buffered write per response, no logging."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "fcm-emulator"
-    sys_version = ""
-    wbufsize = 1 << 16  # flushed once per request by handle_one_request
-    disable_nagle_algorithm = True
-    server: EmulatorServer
-
-    fields: dict[str, str]  # the request's header fields, by lower-case name
-    raw_requestline: bytes  # set by handle_one_request
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, True)
-
-    def parse_request(self) -> bool:
-        """The request line and header fields, as http.server checks them, but the fields
-        read into a dict: http.server parses them with the email package, about 80 µs a
-        request, a quarter of a CPU at the 3,000 requests/s a benchmark sends."""
-        self.command = ""
-        self.request_version = self.default_request_version
-        self.close_connection = True
-        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        words = self.requestline.split()
-        if not words:
-            return False
-        if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
-            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request line ({self.requestline!r})")
-            return False
-        self.command, path, self.request_version = words
-        self.close_connection = self.request_version == "HTTP/1.0"
-        # As http.server does (gh-87389): '//host/path' would read as another host's URL.
-        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
-        self.fields = {}
-        for _ in range(MAX_FIELDS + 1):
-            line = self.rfile.readline(MAX_LINE + 1)
-            if len(line) > MAX_LINE:
-                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
-                return False
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, colon, value = str(line, "iso-8859-1").partition(":")
-            if colon:
-                self.fields.setdefault(name.strip().lower(), value.strip())
-        else:
-            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
-            return False
-        connection = self.fields.get("connection", "").lower()
-        if connection in ("close", "keep-alive"):
-            self.close_connection = connection == "close"
-        expect = self.fields.get("expect", "").lower()
-        if expect == "100-continue" and self.request_version == "HTTP/1.1":
-            return self.handle_expect_100()
-        return True
-
-    def finish(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            super().finish()
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind(address)
+            self._sock.listen(BACKLOG)
+        except OSError:
+            self._sock.close()
+            raise
+        self.server_address: tuple[str, int] = self._sock.getsockname()[:2]
+        self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
+        self._finished = threading.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def serve_forever(self) -> None:
+        try:
+            self._loop.run_until_complete(self._serve())
         finally:
-            self.server.track(self.connection, False)
+            with contextlib.suppress(Exception):
+                self._loop.close()
+            self._finished.set()
 
-    def log_message(self, *args: Any) -> None:
-        pass
+    def shutdown(self) -> None:
+        """Stop listening, drop every open connection, and wait until the loop has ended."""
+        with contextlib.suppress(RuntimeError):  # the loop has ended already
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._finished.wait(STOP_SECONDS)
 
-    def handle_expect_100(self) -> bool:
-        ok = super().handle_expect_100()
-        self.wfile.flush()
-        return ok
+    def server_close(self) -> None:
+        self._sock.close()
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.fields.get("transfer-encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.fields.get("content-length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _serve(self) -> None:
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(
+            self._connection, sock=self._sock, limit=MAX_LINE, backlog=BACKLOG
+        )
         try:
-            body = self._read_body()
+            await self._stopping.wait()
+        finally:
+            server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()  # clients notice at once, mid-answer or idle
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while await self._one_request(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # a client that went away mid-request (a timeout, a cut) is no emulator error
+        finally:
+            self._writers.discard(writer)
+            writer.close()  # what was written still goes out first
+
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Read one request and write its answer; whether the connection stays open."""
+        try:
+            line = await _line(reader, HTTPStatus.REQUEST_URI_TOO_LONG, "Request-URI Too Long")
+            if not line:
+                return False  # the client closed the connection between requests
+            command, target, version = _request_line(line)
+            fields = await _fields(reader)
+        except _Refused as refused:
+            writer.write(_error(refused.status, refused.message))
+            await writer.drain()
+            return False
+        keep_open = version == "HTTP/1.1"
+        connection = fields.get("connection", "").lower()
+        if connection in ("close", "keep-alive"):
+            keep_open = connection == "keep-alive"
+        if command not in METHODS:
+            writer.write(_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({command!r})"))
+            await writer.drain()
+            return False
+        if fields.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            body = await _body(reader, fields)
         except ValueError:
-            self.close_connection = True
+            keep_open = False
             reply = error_reply(400, "INVALID_ARGUMENT", "Malformed request body.")
         else:
-            try:
-                reply = self.server.answer(self.command, self.path, body)
-            except Exception as exc:  # keep the connection answering; surface the bug
-                reply = error_reply(500, "INTERNAL", f"emulator error: {exc!r}")
-        self.send_response_only(reply.status)
-        if reply.content_type is not None:
-            self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            # An answer cut short: the length promised, part of the body, the end.
-            self.wfile.write(reply.body if reply.cut is None else reply.body[: reply.cut])
-        if reply.cut is not None:
-            self.close_connection = True
+            reply = await self._reply(command, target, body)
+        writer.write(_head(reply) + (b"" if command == "HEAD" else _body_of(reply)))
+        await writer.drain()
+        return keep_open and reply.cut is None
 
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = _serve
+    async def _reply(self, command: str, target: str, body: bytes) -> Reply:
+        try:
+            answer = self.answer(command, target, body)
+            while isinstance(answer, Later):
+                if answer.after > 0:
+                    await wait_out(answer.after)
+                if answer.blocking:
+                    answer = await _in_thread(answer.then)
+                else:
+                    answer = answer.then()
+        except Exception as exc:  # keep the connection answering; surface the bug
+            return error_reply(500, "INTERNAL", f"emulator error: {exc!r}")
+        return answer
+
+
+async def _in_thread(step: Callable[[], T]) -> T:
+    """`step` in a thread of its own (a trap's action may wait for anything, another
+    request to this emulator included, so it never waits for a free worker)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():  # the request was cancelled meanwhile (a stop)
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        failed: BaseException | None = None
+        try:
+            result = step()
+        except BaseException as error:  # handed to the waiting request
+            failed = error
+        with contextlib.suppress(RuntimeError):  # the loop ended meanwhile (a stop)
+            loop.call_soon_threadsafe(settle, result, failed)
+
+    threading.Thread(target=run, name="fcm-emulator-step", daemon=True).start()
+    return await done
+
+
+async def _line(reader: asyncio.StreamReader, status: HTTPStatus, message: str) -> bytes:
+    """One line with its end (b"" at the end of the stream); a longer one than http.server
+    reads is refused with `status`."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise _Refused(status, message) from None
+    except asyncio.IncompleteReadError as error:
+        return error.partial
+
+
+def _request_line(line: bytes) -> tuple[str, str, str]:
+    """(method, target, HTTP version), as http.server reads them."""
+    words = str(line, "iso-8859-1").rstrip("\r\n").split()
+    if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+        requestline = str(line, "iso-8859-1").rstrip("\r\n")
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"Bad request line ({requestline!r})")
+    command, target, version = words
+    # As http.server does (gh-87389): '//host/path' would read as another host's URL.
+    target = "/" + target.lstrip("/") if target.startswith("//") else target
+    return command, target, version
+
+
+async def _fields(reader: asyncio.StreamReader) -> dict[str, str]:
+    """The header fields by lower-case name (the first of a repeated one), read as
+    http.server checks them but without its email-package parser (80 µs a request)."""
+    fields: dict[str, str] = {}
+    for _ in range(MAX_FIELDS + 1):
+        line = await _line(reader, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+        if line in (b"\r\n", b"\n", b""):
+            return fields
+        name, colon, value = str(line, "iso-8859-1").partition(":")
+        if colon:
+            fields.setdefault(name.strip().lower(), value.strip())
+    raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+
+
+async def _body(reader: asyncio.StreamReader, fields: dict[str, str]) -> bytes:
+    """The request body, chunked or of a Content-Length; ValueError if malformed."""
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        chunks: list[bytes] = []
+        while True:
+            size = int((await reader.readline()).split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while await reader.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(await reader.readexactly(size))
+            await reader.readline()
+    length = int(fields.get("content-length") or 0)
+    return await reader.readexactly(length) if length > 0 else b""
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+
+
+def _head(reply: Reply) -> bytes:
+    lines = [_status_line(reply.status)]
+    if reply.content_type is not None:
+        lines.append(f"Content-Type: {reply.content_type}\r\n".encode("latin-1"))
+    lines.append(f"Content-Length: {len(reply.body)}\r\n".encode("latin-1"))
+    lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in reply.headers)
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def _body_of(reply: Reply) -> bytes:
+    """The body as sent: an answer cut short is the length promised, part of the body, the
+    end of the connection."""
+    return reply.body if reply.cut is None else reply.body[: reply.cut]
+
+
+def _error(status: HTTPStatus, message: str) -> bytes:
+    """An error page as http.server sends one (its status, its HTML), closing."""
+    page = BaseHTTPRequestHandler.error_message_format % {
+        "code": status.value,
+        "message": _html(message),
+        "explain": _html(status.description),
+    }
+    body = page.encode("utf-8", "replace")
+    head = (
+        _status_line(status.value)
+        + b"Server: fcm-emulator\r\nConnection: close\r\n"
+        + f"Content-Type: {BaseHTTPRequestHandler.error_content_type}\r\n".encode("latin-1")
+        + f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1")
+    )
+    return head + body
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
