@@ -7,6 +7,8 @@ upgrade, the emulator path (and the production retry policy) would silently stop
 
 from __future__ import annotations
 
+import random
+import string
 import uuid
 from collections.abc import Iterator
 
@@ -480,6 +482,21 @@ def test_emulator_credential_gives_a_valid_bearer_token():
 
 def test_emulator_credential_is_a_firebase_credential():
     assert isinstance(EmulatorCredential(), firebase_admin.credentials.Base)
+
+
+def test_registration_segment_is_the_sdk_s_quoting_of_any_token():
+    """Its shortcut for the token alphabet gives what quote(token, safe="") gives."""
+    from urllib.parse import quote
+
+    from topic_sync.fcm.sdk_bridge import registration_segment
+
+    rng = random.Random(17)
+    alphabet = string.ascii_letters + string.digits + "_:.-~" + "/?#% +é\u2603"
+    tokens = ["a:b", "fX1:APA91b-_.", "~", ":", "", "a%3Ab", "ab\u00e9"]
+    tokens += ["".join(rng.choices(alphabet, k=rng.randint(1, 160))) for _ in range(500)]
+    tokens += ["".join(rng.choices(alphabet[:66], k=rng.randint(1, 160))) for _ in range(500)]
+    for token in tokens:
+        assert registration_segment(token) == quote(token, safe=""), token
 
 
 @pytest.mark.parametrize("token", ["a:b", "a.b", "..a", "-_:.9", "A" * 200, "a/b?c#d%e f"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -62,12 +63,20 @@ class EmulatorCredential(credentials.Base):  # type: ignore[misc]
         return _EmulatorAuth()
 
 
+# Characters quote(..., safe="") leaves as they are, and ':' (which it writes %3A): the whole
+# FCM token alphabet, so a real token's segment is one replace, not quote's loop over every
+# character (a twentieth of the default transport's event loop at 3,000 requests/s).
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.~:\-]*")
+
+
 def registration_segment(token: str) -> str:
     """A registration token as one URL path segment, as the SDK encodes it.
 
     Every character but the unreserved ones is percent-encoded, '/' included; the token
     alphabet (audience.TOKEN_RE) needs a letter or digit, so '.' and '..' never occur.
     """
+    if _PLAIN_SEGMENT.fullmatch(token):
+        return token.replace(":", "%3A")
     return quote(token, safe="")
 
 
