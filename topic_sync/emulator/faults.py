@@ -6,7 +6,7 @@ Why it exists: FCM's per-token errors, failed requests and rate limits cannot be
 demand against Google, so these are the knobs tests turn. Each setter checks its arguments;
 each ``take_*`` method is called as a request meets the fault and uses it up. Plain data, no
 HTTP (how a fault travels is in ``replies``). Not thread-safe by itself: the emulator's one lock
-guards every use, except that a request reads ``latency`` without it before it sleeps.
+guards every use, except that a request reads ``latency`` without it as it arrives.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ shapes a Google front end may have: a token bucket (a second's burst, then the r
 sliding one-second window (at most `rate` in any second); its 429 with or without a
 `Retry-After` header, with or without a `google.rpc.RetryInfo` detail. A request counts
 against the quota when it arrives, as at FCM's front door: not when the emulator answers it
-after its latency sleep, when requests that arrived evenly may be handled bunched (threads
-waking from the sleep together), which would make a window refuse peaks no client sent.
+after its latency, when requests that arrived evenly may be handled bunched (their latency
+ending together on a busy machine), which would make a window refuse peaks no client sent.
 Not thread-safe by itself: the emulator's one lock guards every use.
 """
 
