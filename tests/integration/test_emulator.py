@@ -1210,6 +1210,7 @@ def test_stop_drops_a_connection_waiting_out_its_latency(monkeypatch):
         assert conn.recv(65536) == b""  # at once: the socket's timeout is 5 s, the latency 30
     finally:
         conn.close()
+        emulator.stop()
     assert not emulator.stats  # never answered
 
 

@@ -119,6 +119,8 @@ class EmulatorServer:
                 return False  # the client closed the connection between requests
             command, target, version = _request_line(line)
             fields = await _fields(reader)
+            if command not in METHODS:  # checked after the fields, as http.server does
+                raise _Refused(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({command!r})")
         except _Refused as refused:
             writer.write(_error(refused.status, refused.message))
             await writer.drain()
@@ -127,10 +129,6 @@ class EmulatorServer:
         connection = fields.get("connection", "").lower()
         if connection in ("close", "keep-alive"):
             keep_open = connection == "keep-alive"
-        if command not in METHODS:
-            writer.write(_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({command!r})"))
-            await writer.drain()
-            return False
         if fields.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
@@ -200,9 +198,9 @@ async def _line(reader: asyncio.StreamReader, status: HTTPStatus, message: str) 
 
 def _request_line(line: bytes) -> tuple[str, str, str]:
     """(method, target, HTTP version), as http.server reads them."""
-    words = str(line, "iso-8859-1").rstrip("\r\n").split()
+    requestline = str(line, "iso-8859-1").rstrip("\r\n")
+    words = requestline.split()
     if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
-        requestline = str(line, "iso-8859-1").rstrip("\r\n")
         raise _Refused(HTTPStatus.BAD_REQUEST, f"Bad request line ({requestline!r})")
     command, target, version = words
     # As http.server does (gh-87389): '//host/path' would read as another host's URL.
