@@ -767,6 +767,39 @@ def test_a_batch_is_sent_by_a_few_senders_not_a_task_per_token(fcm_app, emulator
     assert 0 < most <= 4 + 1  # the senders, and the batch waiting for them
 
 
+def test_v1_direct_opens_ahead_the_connections_its_first_requests_keep_busy(emulator):
+    # While a day's plan is made, the connections its first requests need are opened: as
+    # many as the starting pace keeps in flight, no more than the day's likely requests.
+    import math
+
+    from topic_sync.fcm.pacer import SLOW_START_RATE, Pacer
+    from topic_sync.fcm.v1_direct import WARM_SECONDS, V1DirectTopics
+
+    app = initialize_app(
+        name=f"test-{uuid.uuid4().hex}",
+        project_id="demo-test",
+        emulator_host=emulator.host_port,
+        pacer=Pacer(3000.0),  # nothing learned: slow start
+    )
+    try:
+        topics = V1DirectTopics(app)
+        topics.warm_up(None)
+        assert topics.warming is not None
+        assert topics.warming.result(10) == math.ceil(SLOW_START_RATE * WARM_SECONDS)
+        topics.warm_up(None)
+        assert topics.warming.result(10) == 0  # they are idle still: none more
+
+        few = V1DirectTopics(app)
+        few.warm_up(5)  # a day of five requests needs five
+        assert few.warming is not None and few.warming.result(10) == 5
+        tokens = [f"tok-{i}" for i in range(5)]
+        result = few.manage(tokens, TOPIC, subscribe=True, give_up_at=None)
+        assert result.reasons == (None,) * 5 and emulator.members(TOPIC) == set(tokens)
+        assert len(few._pool._idle) == 5  # the requests used those five, opened none
+    finally:
+        firebase_admin.delete_app(app)
+
+
 def test_a_fault_in_one_request_ends_its_batch_and_the_next_batch_is_sent(fcm_app, emulator):
     from topic_sync.fcm.v1_direct import V1DirectTopics
 

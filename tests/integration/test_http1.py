@@ -14,7 +14,7 @@ import http.client
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,7 +43,7 @@ class LocalProxy:
         self.port = self._server.getsockname()[1]
         self._lock = threading.Lock()
         self._open: list[socket.socket | http.client.HTTPConnection] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=_serve_each, args=(self._server, self._serve), daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -60,21 +60,13 @@ class LocalProxy:
         with self._lock:
             self._open.append(held)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._keep(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
     def _note(self, asked: str, headers: dict[str, str]) -> None:
         with self._lock:
             self.asked.append(asked)
             self.authorizations.append(headers.get("proxy-authorization"))
 
     def _serve(self, conn: socket.socket) -> None:
+        self._keep(conn)
         with contextlib.suppress(OSError, ValueError):  # closed under it at a test's end
             self._relay(conn)
 
@@ -115,6 +107,16 @@ class LocalProxy:
                         head += f"{name}: {value}\r\n"
                 head += f"Content-Length: {len(data)}\r\n\r\n"
                 conn.sendall(head.encode("latin-1") + data)
+
+
+def _serve_each(server: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+    """Accept connections until the listener is closed; serve each in a thread of its own."""
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
 def _headers(rfile: object) -> dict[str, str]:
@@ -314,3 +316,75 @@ def test_a_tunnel_the_proxy_refuses_is_an_error_not_an_answer(tls_origin, proxy)
 
     with pytest.raises(ProxyRefused, match="403 Forbidden"):
         _post(pool, 1)
+
+
+# ------------------------------------------------------------------ connections opened ahead
+
+
+def _warm(pool: Pool, count: int) -> int:
+    return asyncio.run_coroutine_threadsafe(pool.warm(count, 10), LoopThread.loop()).result(30)
+
+
+def test_connections_opened_ahead_are_the_ones_requests_use(tls_origin, proxy) -> None:
+    port, trust = tls_origin
+    pool = Pool(f"https://localhost:{port}", 4, Proxy.of(proxy.url), ssl_context=trust)
+
+    assert _warm(pool, 3) == 3
+    assert len(proxy.asked) == 3  # three tunnels, opened before any request
+    assert _post(pool, 3) == [200, 200, 200]
+    assert len(proxy.asked) == 3  # no request opened one of its own
+
+
+def test_opening_ahead_never_holds_more_connections_than_the_pool(tls_origin, proxy) -> None:
+    port, trust = tls_origin
+    pool = Pool(f"https://localhost:{port}", 2, Proxy.of(proxy.url), ssl_context=trust)
+
+    assert _warm(pool, 5) == 2
+    assert _warm(pool, 5) == 0  # two are idle already: nothing more is opened
+    assert len(proxy.asked) == 2
+    assert _post(pool, 2) == [200, 200]
+    assert len(proxy.asked) == 2
+
+
+class _ClosesFirst:
+    """A plain-http origin that closes its first connection unanswered (a server letting an
+    idle connection go) and answers `{}` on every later one; it counts connections."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.accepted = 0
+        self.first_closed = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=_serve_each, args=(self._server, self._answer), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.accepted += 1
+            first = self.accepted == 1
+        if first:
+            conn.close()
+            self.first_closed.set()
+            return
+        with conn, conn.makefile("rb") as rfile, contextlib.suppress(OSError, ValueError):
+            while rfile.readline():
+                headers = _headers(rfile)
+                rfile.read(int(headers.get("content-length", "0")))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_a_connection_closed_while_it_waited_is_replaced_not_failed() -> None:
+    # A connection opened ahead waits through the plan; the server may let it go meanwhile.
+    # The request goes on a new connection instead of failing its token.
+    origin = _ClosesFirst()
+    try:
+        pool = Pool(f"http://127.0.0.1:{origin.port}", 2)
+        assert _warm(pool, 1) == 1
+        assert origin.first_closed.wait(10)
+        assert _post(pool, 2) == [200, 200]
+        assert origin.accepted == 2
+    finally:
+        origin.close()

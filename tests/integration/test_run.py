@@ -64,6 +64,30 @@ def test_three_days_with_churn_reach_exactly_each_audience(
     assert len(emulator.publishes) == 3
 
 
+def test_a_live_run_gets_the_transport_ready_for_its_recent_days_before_planning(
+    tmp_path, message_file, deps
+) -> None:
+    # The transport may open its connections while the plan is made: it is told the day's
+    # likely requests (the campaign's largest recent day; nothing known on its first day)
+    # before the day's run is planned. A dry run sends no topic request: nothing is told.
+    told: list[tuple[int | None, int]] = []
+
+    def warm_up(requests: int | None) -> None:
+        with deps.engine.connect() as conn:
+            planned = conn.execute(text("SELECT count(*) FROM runs")).scalar_one()
+        told.append((requests, planned))
+
+    ready = dataclasses.replace(deps, warm_up=warm_up)
+    run_day(opts(tmp_path, message_file, toks(0, 300)), ready)
+    assert told == [(None, 0)]
+    day2 = DAY + dt.timedelta(days=1)
+    run_day(opts(tmp_path, message_file, toks(100, 400), day2, allow_large_churn=True), ready)
+    assert told[1:] == [(300, 1)]  # day 1's 300 additions; day 2 not planned yet
+    day3 = DAY + dt.timedelta(days=2)
+    run_day(opts(tmp_path, message_file, toks(100, 400), day3, live=False), ready)
+    assert len(told) == 2
+
+
 def test_rerun_of_a_published_day_publishes_nothing(tmp_path, message_file, model_deps, model_fcm):
     first = run_day(opts(tmp_path, message_file, toks(0, 50)), model_deps)
     again = run_day(opts(tmp_path, message_file, toks(0, 50)), model_deps)

@@ -266,6 +266,7 @@ def services(settings: Settings, io: Io) -> Iterator[Deps]:
                     progress=io.progress,
                     should_stop=io.should_stop,
                     topic_chosen=io.topic_chosen,
+                    warm_up=client.warm_up,
                 )
             finally:
                 _remember_learned(engine, client, pacer, io)

@@ -48,7 +48,7 @@ from topic_sync.engine import campaign
 from topic_sync.engine.campaign import CampaignSpec
 from topic_sync.engine.choice import TopicChoice, choose, explain
 from topic_sync.engine.drain import DeadGuard, Work, process_owner, take_fence
-from topic_sync.engine.estimate import estimate, late_warning
+from topic_sync.engine.estimate import SyncEstimate, estimate, late_warning
 from topic_sync.engine.publish import (
     PublishPlan,
     Receipt,
@@ -346,15 +346,7 @@ def _estimate_warnings(opts: RunOptions, deps: Deps, record: store.CampaignRecor
     window = window_for(opts, record.timezone)
     if window is None:
         return []
-    with deps.engine.connect() as conn:
-        found = estimate(
-            conn,
-            record.id,
-            opts.day,
-            rate_limit=opts.rate_limit,
-            api=FcmApi.of_transport(deps.client.transport),
-        )
-        conn.rollback()
+    found = _estimate(opts, deps, record.id)
     if found is not None:
         deps.log(f"today's sync: {found.describe()}; publish_at {window.local()}")
     warning = late_warning(found, deps.now(), window.publish_at)
@@ -717,6 +709,7 @@ def _live_run(
     # accepted it, so a message FCM refuses leaves nothing planned, as when it went first.
     # (An audience read from standard input cannot be read again: that plan waits for
     # FCM's answer with its transaction open.)
+    deps.warm_up(_likely_requests(opts, deps, found))
     validation = Validation(deps, opts.retry, template, topic)
     once = opts.audience_path is not None and str(opts.audience_path) == "-"
     planning = _Planning(opts, deps, phases, validation, found, locked_name, pool_size)
@@ -765,6 +758,27 @@ def _live_run(
     result.audience_change = planned.change
     result.choice = choice
     return result
+
+
+def _likely_requests(
+    opts: RunOptions, deps: Deps, found: store.CampaignRecord | None
+) -> int | None:
+    """The day's likely topic requests before its plan is made: its recent days' largest."""
+    likely = _estimate(opts, deps, found.id) if found is not None else None
+    return likely.operations if likely is not None else None
+
+
+def _estimate(opts: RunOptions, deps: Deps, campaign_id: int) -> SyncEstimate | None:
+    with deps.engine.connect() as conn:
+        found = estimate(
+            conn,
+            campaign_id,
+            opts.day,
+            rate_limit=opts.rate_limit,
+            api=FcmApi.of_transport(deps.client.transport),
+        )
+        conn.rollback()
+    return found
 
 
 def _not_synced(opts: RunOptions, existing: store.RunRecord | None) -> str:

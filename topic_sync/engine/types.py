@@ -45,6 +45,9 @@ class Deps:
     should_stop: Callable[[], bool] = lambda: False
     # Told the day's topic once a run chose it (the CLI's JSON log lines then carry it).
     topic_chosen: Callable[[str], None] = lambda _topic: None
+    # Told, as a live run's plan begins, how many topic requests it will likely send (None:
+    # not known): the transport may open its connections while the plan is made.
+    warm_up: Callable[[int | None], None] = lambda _requests: None
 
 
 @dataclass

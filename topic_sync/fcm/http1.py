@@ -76,12 +76,15 @@ class _Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.used = False  # has answered a request before (so it may have gone stale)
         self.reusable = True
 
     async def exchange(self, request: bytes) -> Answer:
-        self.writer.write(request)
-        await self.writer.drain()
+        try:
+            self.writer.write(request)
+            await self.writer.drain()
+        except ConnectionError:
+            self.reusable = False
+            raise _Dropped from None  # closed under the request: no answer began
         try:
             head = await self.reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as error:
@@ -109,7 +112,6 @@ class _Connection:
             self.reusable = False
         if headers.get("connection", "").lower() == "close":
             self.reusable = False
-        self.used = True
         return Answer(status, headers, _decoded(body, headers))
 
     async def _chunked(self) -> bytes:
@@ -177,10 +179,10 @@ class Pool:
 
     async def request(self, request: bytes, timeout: float) -> Answer:
         """Send on an idle or new connection; the caller holds a turn."""
-        # A reused connection the server closed while idle answers nothing at all: the
-        # request is sent again on a fresh one (both topic calls are idempotent).
+        # A connection the server closed while it was idle in the pool answers nothing at
+        # all: the request is sent again on a fresh one (both topic calls are idempotent).
         for _attempt in range(2):
-            conn = self._idle.pop() if self._idle else None
+            conn = self._take_idle()
             fresh = conn is None
             try:
                 async with asyncio.timeout(timeout):
@@ -190,7 +192,7 @@ class Pool:
             except _Dropped:
                 assert conn is not None
                 conn.close()
-                if fresh or not conn.used:
+                if fresh:
                     raise ConnectionError("connection closed without an answer") from None
                 continue
             except BaseException:
@@ -203,6 +205,35 @@ class Pool:
                 conn.close()
             return answer
         raise ConnectionError("connection closed without an answer")
+
+    def _take_idle(self) -> _Connection | None:
+        """An idle connection the server has not closed meanwhile (as far as is known yet)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not (conn.writer.is_closing() or conn.reader.at_eof()):
+                return conn
+            conn.close()
+        return None
+
+    async def warm(self, count: int, timeout: float) -> int:
+        """Open up to `count` connections before the requests that will use them (returns how
+        many opened). Each is opened in a turn of its own and only while none is idle, as a
+        request opens one, so the pool never holds more than its size; one that cannot be
+        opened is left to the requests, which meet the failure themselves."""
+
+        async def one() -> bool:
+            async with self.turn():
+                if self._idle:
+                    return False  # a connection is free already (an earlier warm's)
+                try:
+                    async with asyncio.timeout(timeout):
+                        conn = await self._connect()
+                except (OSError, EOFError, TimeoutError, ValueError, asyncio.LimitOverrunError):
+                    return False
+                self._idle.append(conn)
+                return True
+
+        return sum(await asyncio.gather(*(one() for _ in range(count))))
 
     async def _connect(self) -> _Connection:
         context = None

@@ -31,6 +31,9 @@ class LegacyIidTopics:
     def __init__(self, app: firebase_admin.App) -> None:
         self.app = app
 
+    def warm_up(self, requests: int | None) -> None:
+        """Nothing: firebase-admin's session opens its connections as its requests come."""
+
     def manage(
         self, batch: list[str], topic: str, *, subscribe: bool, give_up_at: float | None
     ) -> BatchResult:

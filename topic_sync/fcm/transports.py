@@ -31,6 +31,9 @@ class TopicCalls(Protocol):
 
     api: FcmApi
 
+    def warm_up(self, requests: int | None) -> None:
+        """Get ready, in the background, to send about `requests` (None: not known)."""
+
     def manage(
         self, batch: list[str], topic: str, *, subscribe: bool, give_up_at: float | None
     ) -> BatchResult: ...
@@ -64,6 +67,11 @@ class SdkTransport:
     def api(self) -> FcmApi:
         """The API its topic requests go to (each has a quota of its own)."""
         return self.topic_calls.api
+
+    def warm_up(self, requests: int | None) -> None:
+        """Get ready, in the background, to send about `requests` topic requests (None: not
+        known): a transport of its own opens its connections meanwhile."""
+        self.topic_calls.warm_up(requests)
 
     def subscribe(
         self, tokens: Sequence[str], topic: str, *, give_up_at: float | None = None
