@@ -769,25 +769,30 @@ def test_a_batch_is_sent_by_a_few_senders_not_a_task_per_token(fcm_app, emulator
 
 def test_v1_direct_opens_ahead_the_connections_its_first_requests_keep_busy(emulator):
     # While a day's plan is made, the connections its first requests need are opened: as
-    # many as the starting pace keeps in flight, no more than the day's likely requests.
-    import math
+    # many as the pace keeps in flight in its first second, no more than the day's likely
+    # requests.
+    from topic_sync.fcm.pacer import Pacer, Quota
+    from topic_sync.fcm.v1_direct import V1DirectTopics
 
-    from topic_sync.fcm.pacer import SLOW_START_RATE, Pacer
-    from topic_sync.fcm.v1_direct import WARM_SECONDS, V1DirectTopics
-
+    pacer = Pacer(1000.0, start=Quota(400.0, measured=True))  # 388/s, just under the quota
     app = initialize_app(
         name=f"test-{uuid.uuid4().hex}",
         project_id="demo-test",
         emulator_host=emulator.host_port,
-        pacer=Pacer(3000.0),  # nothing learned: slow start
+        pacer=pacer,
     )
     try:
         topics = V1DirectTopics(app)
         topics.warm_up(None)
         assert topics.warming is not None
-        assert topics.warming.result(10) == math.ceil(SLOW_START_RATE * WARM_SECONDS)
+        assert topics.warming.result(10) == 39  # 388/s for a tenth of a second
         topics.warm_up(None)
         assert topics.warming.result(10) == 0  # they are idle still: none more
+
+        pacer.start_from(None)  # nothing learned: slow start reaches 1000/s within a second
+        starting = V1DirectTopics(app)
+        starting.warm_up(None)
+        assert starting.warming is not None and starting.warming.result(10) == 100
 
         few = V1DirectTopics(app)
         few.warm_up(5)  # a day of five requests needs five

@@ -471,3 +471,14 @@ def test_a_first_command_pays_little_more_than_what_was_in_flight() -> None:
     used, refused, _ = simulate(700, 0.05, limiter="sliding", requests=20_000)
     assert refused < 0.007, f"{refused:.2%} of requests answered 429"
     assert used >= 0.95
+
+
+def test_the_first_second_s_rate_is_what_connections_are_opened_ahead_for() -> None:
+    # Slow start doubles to the configured rate within a second; from a measured quota the
+    # pace starts just under it; with no limit, none.
+    p, _ = pacer(3000.0)
+    assert p.rate == SLOW_START_RATE and p.first_second_rate == 3000.0
+    p, _ = pacer(3000.0, start=Quota(700.0, measured=True))
+    assert p.first_second_rate == pytest.approx(MARGIN * 700.0)
+    p, _ = pacer(None)
+    assert p.first_second_rate is None

@@ -192,6 +192,13 @@ class Pacer:
             self.rate = min(rate, begin)
             self._starting = self.rate < rate
 
+    @property
+    def first_second_rate(self) -> float | None:
+        """The most requests per second it lets out within its first second (None: no
+        limit): the configured rate while it starts (slow start doubles to it within a
+        second unless FCM refuses), else its pace."""
+        return self.max_rate if self._starting else self.rate
+
     def now(self) -> float:
         """The pacer's clock: callers give `observe` the time they sent a request by it."""
         return self._clock()

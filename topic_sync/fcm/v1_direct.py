@@ -48,9 +48,10 @@ from topic_sync.states import FcmApi
 # and 448 less again on two cores (bench/RESULTS.md I.5). firebase-admin itself opens up
 # to 100 per call, per worker.
 DIRECT_CONNECTIONS = 320
-# Before a day's first request (while its plan is made), the connections its starting pace
-# keeps busy are opened: the pace times this long in flight each (FCM answers in tens of
-# milliseconds). Opened as requests come instead, they cost the first second's pace.
+# Before a day's first request (while its plan is made), the connections its first second
+# keeps busy are opened: its pace times this long in flight each (FCM answers in tens of
+# milliseconds). Opened as requests come instead, they cost that second's pace, and a first
+# command's slow start reads its first 429s later (more of them in flight).
 WARM_SECONDS = 0.1
 NOT_SENT = TokenAnswer("NOT_SENT", False)  # the batch's time was up before it could go out
 
@@ -87,8 +88,8 @@ class V1DirectTopics:
 
     def warm_up(self, requests: int | None) -> None:
         """Open, in the background, the connections about `requests` (None: not known) will
-        use at the pace the pacer starts from, so that they are open when those begin."""
-        pace = self._pacer.rate if self._pacer is not None else None
+        use in the pacer's first second, so that they are open when those begin."""
+        pace = self._pacer.first_second_rate if self._pacer is not None else None
         count = self._connections if pace is None else math.ceil(pace * WARM_SECONDS)
         count = min(count, self._connections)
         if requests is not None:
