@@ -346,6 +346,16 @@ def test_opening_ahead_never_holds_more_connections_than_the_pool(tls_origin, pr
     assert len(proxy.asked) == 2
 
 
+def test_a_closed_pool_opens_nothing_ahead(tls_origin, proxy) -> None:
+    # The command ended (its transport let go) before the plan did: nothing stays open.
+    port, trust = tls_origin
+    pool = Pool(f"https://localhost:{port}", 4, Proxy.of(proxy.url), ssl_context=trust)
+    pool.close()
+
+    assert _warm(pool, 3) == 0
+    assert proxy.asked == []
+
+
 class _ClosesFirst:
     """A plain-http origin that closes its first connection unanswered (a server letting an
     idle connection go) and answers `{}` on every later one; it counts connections."""

@@ -169,6 +169,7 @@ class Pool:
         self._idle: list[_Connection] = []
         self._slots: asyncio.Semaphore | None = None
         self._ssl: ssl.SSLContext | None = ssl_context
+        self._closed = False
 
     def turn(self) -> asyncio.Semaphore:
         """Held for the whole of one request, from pacing to answer: a request decides to go
@@ -223,12 +224,15 @@ class Pool:
 
         async def one() -> bool:
             async with self.turn():
-                if self._idle:
-                    return False  # a connection is free already (an earlier warm's)
+                if self._idle or self._closed:
+                    return False  # one is free already (an earlier warm's), or none is wanted
                 try:
                     async with asyncio.timeout(timeout):
                         conn = await self._connect()
                 except (OSError, EOFError, TimeoutError, ValueError, asyncio.LimitOverrunError):
+                    return False
+                if self._closed:  # the command ended while it was opened
+                    conn.close()
                     return False
                 self._idle.append(conn)
                 return True
@@ -290,6 +294,8 @@ class Pool:
             raise ProxyRefused(f"the proxy refused a tunnel to {authority}: {status_line}")
 
     def close(self) -> None:
+        """Close the idle connections, and any still being opened ahead once it is open."""
+        self._closed = True
         while self._idle:
             self._idle.pop().close()
 
