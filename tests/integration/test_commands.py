@@ -134,6 +134,23 @@ def test_a_quota_that_cannot_be_kept_costs_a_warning_not_the_command(
     assert any(line.startswith("WARNING: the FCM quota learned") for line in lines), lines
 
 
+def test_a_command_s_transport_opens_connections_when_told_a_day_s_size(
+    database_url, emulator
+) -> None:
+    from topic_sync.app.services import Io, services
+    from topic_sync.config.table import DEFAULTS
+    from topic_sync.fcm.v1_direct import V1DirectTopics
+
+    settings = DEFAULTS.replace(
+        database_url=database_url, emulator_host=emulator.host_port, project="demo-test"
+    )
+    with services(settings, Io(log=lambda _line: None, environ={})) as deps:
+        deps.warm_up(7)  # what the engine does as a live run's plan begins
+        topics = deps.client.topic_calls
+        assert isinstance(topics, V1DirectTopics) and topics.warming is not None
+        assert topics.warming.result(10) == 7
+
+
 def test_every_command_lets_go_of_the_firebase_app_it_made(
     tmp_path, database_url, emulator, message_file, mocker
 ) -> None:
