@@ -4,7 +4,8 @@ holds and how many of its requests are answered 429, worst case and median.
 The simulation is the one the pacer's unit tests use (`tests/unit/test_pacer.py`,
 `simulate`): workers send through the pacer to an FCM whose quota is a token bucket or a
 sliding one-second window, on a loaded client (stalls of 20-150 ms every 2 s or so, each
-way up to 30% slower or faster). One seed is one first command (nothing learned) unless
+way up to 30% slower or faster; answers due while a request waits for its place in the
+pace are read meanwhile). One seed is one first command (nothing learned) unless
 `--learned`. A unit test can only pin a few seeds; this shows the spread.
 """
 

@@ -115,7 +115,17 @@ def simulate(
     pacer)."""
     t = FakeTime()
     begin = t.now
-    p = Pacer(max_rate, clock=t.clock, sleep=t.sleep, start=start)
+
+    def wait(seconds: float) -> None:
+        # While a request waits for its place in the pace, the answers due meanwhile are
+        # read as they come (the client reads them on its loop, or in the SDK's threads).
+        until = t.now + seconds
+        while flight and flight[0][0] <= until:
+            t.now = max(t.now, flight[0][0])
+            deliver(t.now)
+        t.now = until
+
+    p = Pacer(max_rate, clock=t.clock, sleep=wait, start=start)
     fcm = LIMITERS[limiter](quota, begin)
     flight: list[tuple[float, int, int, float]] = []
     accepted = refused = 0
