@@ -301,8 +301,12 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         opts.message_path, day=opts.day, collapse_key=opts.prefix, now=deps.now()
     )
     warnings += convention_warnings(template, opts.message_path, opts.convention_keys)
+    # The day's likely sync, from the campaign's recent days: how long it will take, and
+    # how many requests the transport gets ready for while the plan is made.
+    likely = None
     if opts.live and found is not None and opts.step is not Step.PUBLISH:
-        warnings += _estimate_warnings(opts, deps, found)
+        likely = _estimate(opts, deps, found.id)
+        warnings += _estimate_warnings(opts, deps, found, likely)
     for warning in warnings:
         deps.log(f"warning: {warning}")
     if not opts.live:
@@ -314,7 +318,9 @@ def run_day(opts: RunOptions, deps: Deps) -> RunResult:
         try:
             with advisory_lock(deps.engine, lock_name, what="run", log=deps.log) as lock:
                 locked = True
-                result = _live_run(opts, deps, topic, template, lock.verify, found, name, pool_size)
+                result = _live_run(
+                    opts, deps, topic, template, lock.verify, found, name, pool_size, likely
+                )
         except Locked as error:
             if locked or found is None:
                 raise
@@ -340,13 +346,14 @@ def _held_by(deps: Deps, record: store.CampaignRecord, error: Locked) -> Locked:
     )
 
 
-def _estimate_warnings(opts: RunOptions, deps: Deps, record: store.CampaignRecord) -> list[str]:
+def _estimate_warnings(
+    opts: RunOptions, deps: Deps, record: store.CampaignRecord, found: SyncEstimate | None
+) -> list[str]:
     """Log how long the day's sync will likely take; warn when, started now, it will
     likely not be done by publish_at (engine.estimate)."""
     window = window_for(opts, record.timezone)
     if window is None:
         return []
-    found = _estimate(opts, deps, record.id)
     if found is not None:
         deps.log(f"today's sync: {found.describe()}; publish_at {window.local()}")
     warning = late_warning(found, deps.now(), window.publish_at)
@@ -662,6 +669,7 @@ def _live_run(
     found: store.CampaignRecord | None,
     locked_name: str,
     pool_size: int,
+    likely: SyncEstimate | None,
 ) -> RunResult:
     deadline_at = deps.monotonic() + opts.deadline
     phases = Phases(deps.monotonic)
@@ -709,7 +717,7 @@ def _live_run(
     # accepted it, so a message FCM refuses leaves nothing planned, as when it went first.
     # (An audience read from standard input cannot be read again: that plan waits for
     # FCM's answer with its transaction open.)
-    deps.warm_up(_likely_requests(opts, deps, found))
+    deps.warm_up(likely.operations if likely is not None else None)
     validation = Validation(deps, opts.retry, template, topic)
     once = opts.audience_path is not None and str(opts.audience_path) == "-"
     planning = _Planning(opts, deps, phases, validation, found, locked_name, pool_size)
@@ -758,14 +766,6 @@ def _live_run(
     result.audience_change = planned.change
     result.choice = choice
     return result
-
-
-def _likely_requests(
-    opts: RunOptions, deps: Deps, found: store.CampaignRecord | None
-) -> int | None:
-    """The day's likely topic requests before its plan is made: its recent days' largest."""
-    likely = _estimate(opts, deps, found.id) if found is not None else None
-    return likely.operations if likely is not None else None
 
 
 def _estimate(opts: RunOptions, deps: Deps, campaign_id: int) -> SyncEstimate | None:

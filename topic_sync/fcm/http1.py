@@ -229,7 +229,7 @@ class Pool:
                 try:
                     async with asyncio.timeout(timeout):
                         conn = await self._connect()
-                except (OSError, EOFError, TimeoutError, ValueError, asyncio.LimitOverrunError):
+                except (OSError, EOFError, ValueError, asyncio.LimitOverrunError):  # timeouts too
                     return False
                 if self._closed:  # the command ended while it was opened
                     conn.close()
