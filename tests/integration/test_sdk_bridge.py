@@ -67,6 +67,28 @@ def test_sdk_still_has_a_per_app_messaging_service(bare_app):
     assert messaging_service(bare_app) is service
 
 
+def test_the_sdks_asynchronous_client_is_built_only_when_used():
+    # The service builds its httpx client in its constructor, from the module's name: the
+    # deferral swaps that name while the service is made, and puts it back.
+    from firebase_admin import _http_client
+
+    sdk_client = _http_client.HttpxAsyncClient
+    app = initialize_app(name=uuid.uuid4().hex, project_id="demo-test", emulator_host="x:1")
+    deferred = messaging_service(app)._async_client
+    assert isinstance(deferred, sdk_bridge.DeferredAsyncClient)
+    assert deferred.client is None and _http_client.HttpxAsyncClient is sdk_client
+    firebase_admin.delete_app(app)  # the service's close() awaits aclose()
+    assert deferred.client is None
+
+    app = initialize_app(name=uuid.uuid4().hex, project_id="demo-test", emulator_host="x:1")
+    deferred = messaging_service(app)._async_client
+    assert deferred.base_url == ""  # first use: the SDK's client, with the service's arguments
+    assert isinstance(deferred.client, sdk_client)
+    assert deferred.client._timeout == sdk_bridge.HTTP_TIMEOUT_SECONDS
+    firebase_admin.delete_app(app)
+    assert deferred.client._async_client.is_closed
+
+
 def test_sdk_urls_start_with_the_hosts_we_rewrite(bare_app):
     assert messaging._MessagingService.FCM_URL.startswith(FCM_HOST + "/")
     assert IID_HOST in (

@@ -12,12 +12,13 @@ also sets the HTTP-level retry policy in production, so both paths behave alike.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -26,7 +27,7 @@ import firebase_admin
 import google.auth.credentials
 import requests
 import requests.adapters
-from firebase_admin import credentials, messaging
+from firebase_admin import _http_client, credentials, messaging
 from urllib3.util import retry as urllib3_retry
 
 from topic_sync.fcm.answers import (
@@ -397,9 +398,46 @@ def http_retries(*, status_retries: int) -> urllib3_retry.Retry:
     )
 
 
+class DeferredAsyncClient:
+    """Stands in for the SDK's asynchronous HTTP client until something uses it.
+
+    The messaging service builds one in its constructor for its `*_async` calls, which
+    topic-sync never makes: three TLS contexts, each loading the CA bundle, 60 ms of every
+    command. The real client is built, with the same arguments, on first use; deleting
+    an app whose client was never built closes nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._made: Callable[[], Any] = functools.partial(_SDK_ASYNC_CLIENT, *args, **kwargs)
+        self._lock = threading.Lock()
+        self.client: Any = None  # the SDK's own client, once built
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self.client is None:
+                self.client = self._made()
+            return self.client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client(), name)
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+
+_SDK_ASYNC_CLIENT = _http_client.HttpxAsyncClient
+_services_made = threading.Lock()
+
+
 def messaging_service(app: firebase_admin.App) -> Any:
-    """The SDK's per-app messaging service (private API; see the module docstring)."""
-    return messaging._get_messaging_service(app)
+    """The SDK's per-app messaging service (private API; see the module docstring), its
+    asynchronous client deferred (DeferredAsyncClient)."""
+    with _services_made:
+        _http_client.HttpxAsyncClient = DeferredAsyncClient
+        try:
+            return messaging._get_messaging_service(app)
+        finally:
+            _http_client.HttpxAsyncClient = _SDK_ASYNC_CLIENT
 
 
 def list_topic_subscriptions(
@@ -511,7 +549,6 @@ class DirectAuth:
     def sdk_headers(self, method: str, url: str, body: Any) -> list[tuple[str, str]]:
         """(name, value) of every header but Host that the SDK's session sends for a
         `method` request to `url` with this JSON body (None: no body), in its order."""
-        from firebase_admin import _http_client
         from google.auth.transport.requests import Request
 
         # As firebase-admin's HttpClient.request, then google-auth's AuthorizedSession.
