@@ -174,6 +174,22 @@ def test_usage_errors_print_exactly_one_json_object(args, capsys) -> None:
     assert document["kind"] == "bad_input" and document["exit_code"] == 2
 
 
+def test_the_process_entry_freezes_what_it_holds_before_it_exits(mocker) -> None:
+    # The interpreter's last collections skip frozen objects: a tenth of a second a command.
+    import gc
+
+    from topic_sync.cli.main import entry
+
+    mocker.patch("sys.argv", ["topic-sync", "--version"])
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit) as done:
+            entry()
+        assert done.value.code == 0 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def _all_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
     """Every command, as click finds them (the group loads its commands lazily)."""
     ctx = click.Context(group)

@@ -1,5 +1,5 @@
 """The `topic-sync` command line: parsing and rendering over the application layer."""
 
-from topic_sync.cli.main import cli, main
+from topic_sync.cli.main import cli, entry, main
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "entry", "main"]

@@ -1,5 +1,5 @@
 """`python -m topic_sync.cli`: the cron wrapper's fallback when no script is on PATH."""
 
-from topic_sync.cli.main import main
+from topic_sync.cli.main import entry
 
-main()
+entry()

@@ -12,6 +12,7 @@ a day's run on a loaded machine.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -102,3 +103,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         say("Aborted!")
         sys.exit(ExitCode.FAILED)
     sys.exit(0)
+
+
+def entry() -> None:
+    """The process's own entry (the `topic-sync` script, `python -m topic_sync.cli`).
+
+    At exit the interpreter's last garbage collections walk every object the process still
+    holds, most of them the modules' (firebase-admin, google-auth, SQLAlchemy): about 0.1 s
+    of every command, more on a loaded machine. A process about to end has no garbage
+    worth collecting, so what it holds is frozen out of those collections. Files and
+    connections are closed by the code that opened them, and atexit handlers still run."""
+    try:
+        main()
+    finally:
+        gc.freeze()
