@@ -342,6 +342,9 @@ class Pacer:
 
     # Everything below runs under the lock.
 
+    def _quota_known(self) -> bool:
+        return self.ceiling is not None or self._learned_quota() is not None
+
     def _learned_quota(self) -> float | None:
         """The quota an earlier command measured, until this one measures its own."""
         start = self._start
@@ -430,7 +433,10 @@ class Pacer:
                 pass  # a few 429s within a second of a decrease: the old pace's
             elif not used:
                 pass  # the pace was not what held requests back: no evidence for more
-            elif self._starting or self.rate < SLOW_START_RATE:
+            elif self._starting or (self.rate < SLOW_START_RATE and not self._quota_known()):
+                # Below slow start's rate with no quota measured (a deep cut), double back
+                # up. With one measured, return toward it instead: doubling there would
+                # overshoot a quota under slow start's rate every other interval.
                 self.rate = min(self.max_rate, self.rate * 2.0)
                 self._starting = self._starting and self.rate < self.max_rate
             elif self._probing:
