@@ -12,7 +12,7 @@ from topic_sync.fcm.pacer import (
     EARLY_AFTER,
     EARLY_REFUSED,
     MARGIN,
-    SLOW_START_RATE,
+    START_SHARE,
     Pacer,
     Quota,
 )
@@ -394,7 +394,7 @@ def test_rejects_nonsense_rate() -> None:
 
 
 def test_slow_start_does_not_hold_legacy_batches_for_seconds() -> None:
-    # At the slow-start pace (100/s) a 1000-token batch would book 10 s for the next one;
+    # At a slow-start pace a 1000-token batch would book seconds ahead for the next one;
     # the pace doubles within a second, so that wait would be pure loss.
     p, t = pacer(1_000_000.0)
     start = t.now
@@ -420,9 +420,34 @@ def test_an_idle_pace_is_not_raised() -> None:
         t.now += 0.3
         p.acquire()
         p.observe(200, sent_at=p.now())
-    assert p.rate == SLOW_START_RATE
+    assert p.rate == START_SHARE * 3000.0
     ride(p, t, 0.6)  # used: now it doubles
-    assert p.rate >= 400.0
+    assert p.rate == 3000.0
+
+
+def test_slow_start_doubles_once_half_a_second_of_its_pace_got_through() -> None:
+    # Two thirds of the configured rate to begin with: a quota under it is met there, when
+    # a sliding window fills or a bucket's burst runs out, before the pace doubles.
+    p, t = pacer(3000.0)
+    assert p.rate == 2000.0
+    ride(p, t, 0.3)  # clean intervals, but 600 through: under half a second's 1000
+    assert p.rate == 2000.0
+    ride(p, t, 0.3)
+    assert p.rate == 3000.0
+
+
+@pytest.mark.parametrize(
+    ("configured", "begins"),
+    [(3000.0, 2000.0), (6000.0, 2000.0), (600.0, 400.0), (250.0, 200.0), (100.0, 100.0)],
+)
+def test_slow_start_begins_at_two_thirds_of_the_rate_and_of_fcms_quota_at_most(
+    configured: float, begins: float
+) -> None:
+    # Above FCM's published 3,000/s a configured rate is a raised quota nobody measured yet:
+    # it is found from where FCM's own would be. A rate of 200/s or less starts at itself.
+    p, _ = pacer(configured)
+    assert p.rate == pytest.approx(begins)
+    assert p.first_second_rate == (configured if begins < configured else begins)
 
 
 def test_429s_judged_after_an_idle_spell_are_measured_as_they_came() -> None:
@@ -488,7 +513,7 @@ def test_the_first_second_s_rate_is_what_connections_are_opened_ahead_for() -> N
     # Slow start doubles to the configured rate within a second; from a measured quota the
     # pace starts just under it; with no limit, none.
     p, _ = pacer(3000.0)
-    assert p.rate == SLOW_START_RATE and p.first_second_rate == 3000.0
+    assert p.rate == START_SHARE * 3000.0 and p.first_second_rate == 3000.0
     p, _ = pacer(3000.0, start=Quota(700.0, measured=True))
     assert p.first_second_rate == pytest.approx(MARGIN * 700.0)
     p, _ = pacer(None)

@@ -36,10 +36,14 @@ The pacer rides the quota whatever they look like:
 - A command starts from what an earlier one learned (`start`, a `Quota`): just under a
   measured quota, probing up 2% each clean quarter second until the first 429 (a low
   measure cannot stick); from a rate that merely got through, doubling from it. With
-  nothing learned: from 200 requests/s, doubling each clean quarter second (slow start).
-  The first 429s a command meets hold every send until they are evidence enough (slow
-  start may be at twice the quota with a second's worth in flight: into a full window more
-  is only refused).
+  nothing learned (slow start): from two thirds of the configured rate (of FCM's published
+  quota at most), doubling to it once half a second's worth of that pace got through. A
+  quota under that much is met before the pace doubles: the first 429s of a sliding window
+  that fills at its quota's count, and of a bucket whose second's burst runs out, come
+  while the pace is still two thirds of the configured rate, and cost what that pace puts
+  in flight; FCM's own quota is held from the first second. The first 429s a command meets
+  hold every send until they are evidence enough (into a full window more is only
+  refused).
   `learned()` is what this command found, for the next one: what got through per second
   while the pace held requests back, once the quota was found, over the margin it rode
   below the quota, and no higher than the last measure (one measure may be high or low;
@@ -61,6 +65,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from topic_sync.fcm.wire import TOPIC_MANAGEMENT_QUOTA
+
 # How much unused pace may be spent at once (a stalled client catching up). Little near a
 # measured quota: into a sliding window that is nearly full, a catch-up is refused a second
 # later, when the stall's hole leaves it.
@@ -77,7 +83,11 @@ MARGIN = 0.97  # after 429s, the pace goes this far below the quota measured
 CLIMB_PER_SECOND = 0.005  # near the last measure, the pace rises by this share per second
 PROBE_STEP = 0.02  # from a measured quota, the pace rises by this share per clean interval
 MIN_RATE = 1.0
-SLOW_START_RATE = 200.0  # requests per second to begin with (doubled every clean interval)
+# Slow start begins at this share of the configured rate (of FCM's published quota at most),
+# and doubles once what got through at that pace is START_EVIDENCE seconds of it.
+START_SHARE = 2 / 3
+START_EVIDENCE = 0.5
+SLOW_START_RATE = 200.0  # a pace under this, with no quota measured, doubles each interval
 FLOOR_FACTOR = 0.25  # one adjustment never cuts the pace below a quarter of what it was
 RETURN_SHARE = 0.5  # of the way back to just under the last measured quota, per interval
 FULL = 0.9  # 429s from this share of answers on: a full window, not an excess over a rate
@@ -174,21 +184,24 @@ class Pacer:
 
     def start_from(self, learned: Quota | None) -> None:
         """Begin from what an earlier command learned of this FCM's quota (before the first
-        request). Slow start, with nothing learned: begin low and double each clean
-        interval up to the configured rate, so a quota far below it is met at twice its pace
-        at most, not at the full rate with every worker's requests in flight."""
+        request). Slow start, with nothing learned: begin at START_SHARE of the configured
+        rate and double to it once half a second of that pace got through, so a quota below
+        that is met at two thirds of the rate, not at the full rate with every worker's
+        requests in flight."""
         if learned is not None and not learned.rate > 0:
             raise ValueError("a learned quota must be positive")
         rate, self._start = self.max_rate, learned
         self.rate = rate
         self._starting = self._probing = False
+        self._at_pace = 0.0  # cost that got through since slow start last doubled the pace
         if rate is None:
             return
         if learned is not None and learned.measured:
             self.rate = min(rate, max(MIN_RATE, MARGIN * learned.rate))
             self._probing = self.rate < rate
         elif learned is not None or self._slow_start:
-            begin = SLOW_START_RATE if learned is None else max(SLOW_START_RATE, learned.rate)
+            share = START_SHARE * min(rate, TOPIC_MANAGEMENT_QUOTA)
+            begin = max(SLOW_START_RATE, share if learned is None else learned.rate)
             self.rate = min(rate, begin)
             self._starting = self.rate < rate
 
@@ -283,6 +296,7 @@ class Pacer:
             else:
                 self._accept(at, cost)
                 self._interval_accepted += cost
+                self._at_pace += cost
                 if self._recount is not None and sent_at is not None:
                     self._recount.count(sent_at, cost)
             # Answers to requests sent before the pace last fell are not evidence about it.
@@ -433,12 +447,15 @@ class Pacer:
                 pass  # a few 429s within a second of a decrease: the old pace's
             elif not used:
                 pass  # the pace was not what held requests back: no evidence for more
+            elif self._starting and self._at_pace < START_EVIDENCE * self.rate:
+                pass  # not yet enough got through at this pace to say a quota is above it
             elif self._starting or (self.rate < SLOW_START_RATE and not self._quota_known()):
                 # Below slow start's rate with no quota measured (a deep cut), double back
                 # up. With one measured, return toward it instead: doubling there would
                 # overshoot a quota under slow start's rate every other interval.
                 self.rate = min(self.max_rate, self.rate * 2.0)
                 self._starting = self._starting and self.rate < self.max_rate
+                self._at_pace = 0.0
             elif self._probing:
                 self.rate = min(self.max_rate, self.rate * (1.0 + PROBE_STEP))
                 self._probing = self.rate < self.max_rate
