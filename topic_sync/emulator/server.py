@@ -29,6 +29,7 @@ MAX_FIELDS = 100  # ...and on the number of header lines
 BACKLOG = 1024  # SDK callers open up to 100 connections at once, topic-sync's own 320
 METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"})
 STOP_SECONDS = 5.0  # how long stop waits for the loop to let go
+ENDING_TURNS = 10  # turns of the loop a stop gives connections to end on their own
 
 Answer = Callable[[str, str, bytes], Reply | Later]
 """(HTTP method, request target with its query string, body) -> the reply, or a Later."""
@@ -84,19 +85,64 @@ class EmulatorServer:
         self._sock.close()
 
     async def _serve(self) -> None:
-        server = await asyncio.start_server(
-            self._connection, sock=self._sock, limit=MAX_LINE, backlog=BACKLOG
-        )
+        self._sock.setblocking(False)
+        accepting = asyncio.create_task(self._accept())
         try:
             await self._stopping.wait()
         finally:
-            server.close()
+            accepting.cancel()
+            await asyncio.gather(accepting, return_exceptions=True)
+            await self._drop_connections()
+
+    async def _drop_connections(self) -> None:
+        """End every connection, its socket closed before the loop ends.
+
+        Clients notice at once, mid-answer or idle: each connection's transport is aborted,
+        and an idle one's read sees the end and its task ends on its own. One just accepted
+        registers its writer in its task's first step (cancelled before that step, its
+        socket would never be closed), so for a few turns the loop runs and each writer is
+        aborted as it registers; what still runs then (a request waiting out its latency)
+        is cancelled. A transport closes its socket in the loop's next turn, given last."""
+
+        def others() -> list[asyncio.Task[object]]:
+            return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+        for _ in range(ENDING_TURNS):
             for writer in list(self._writers):
-                writer.transport.abort()  # clients notice at once, mid-answer or idle
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                writer.transport.abort()
+            if not others():
+                break
+            await asyncio.sleep(0)
+        tasks = others()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)
+
+    async def _accept(self) -> None:
+        """Accept connections one by one until cancelled.
+
+        asyncio's own server drops a connection its client closed before it was served
+        without closing the socket (making its transport fails, and the error is swallowed);
+        here the failure is seen and the socket closed. An accept that completes as the stop
+        cancels this is closed too."""
+        loop = asyncio.get_running_loop()
+        while True:
+            accepted = asyncio.ensure_future(loop.sock_accept(self._sock))
+            try:
+                conn, _ = await asyncio.shield(accepted)
+            except asyncio.CancelledError:
+                accepted.cancel()
+                if accepted.done() and not accepted.cancelled() and not accepted.exception():
+                    accepted.result()[0].close()
+                raise
+            try:
+                await loop.connect_accepted_socket(self._protocol, conn)
+            except OSError:
+                conn.close()  # the client went away before it was served
+
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=MAX_LINE), self._connection)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
