@@ -30,6 +30,7 @@ BACKLOG = 1024  # SDK callers open up to 100 connections at once, topic-sync's o
 METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"})
 STOP_SECONDS = 5.0  # how long stop waits for the loop to let go
 ENDING_TURNS = 10  # turns of the loop a stop gives connections to end on their own
+ACCEPT_RETRY_SECONDS = 1.0  # after an accept failed (asyncio's server waits as long)
 
 Answer = Callable[[str, str, bytes], Reply | Later]
 """(HTTP method, request target with its query string, body) -> the reply, or a Later."""
@@ -132,10 +133,14 @@ class EmulatorServer:
             try:
                 conn, _ = await asyncio.shield(accepted)
             except asyncio.CancelledError:
-                accepted.cancel()
-                if accepted.done() and not accepted.cancelled() and not accepted.exception():
+                if not accepted.done():
+                    accepted.cancel()
+                elif not accepted.cancelled() and accepted.exception() is None:
                     accepted.result()[0].close()
                 raise
+            except OSError:  # out of file descriptors, say: as asyncio's server, try again
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
             try:
                 await loop.connect_accepted_socket(self._protocol, conn)
             except OSError:
