@@ -28,6 +28,7 @@ from tests.support import (
     toks,
 )
 from tests.support import token_row as token_record
+from topic_sync.engine.drain import REASKS
 from topic_sync.engine.reconcile import reconcile
 from topic_sync.engine.retry import RetryPolicy
 from topic_sync.engine.run import run_day
@@ -507,6 +508,36 @@ def test_a_removal_asked_again_does_not_hold_the_additions_back(
     assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
 
 
+def test_a_429_is_asked_again_within_its_batch_where_a_pacer_paces_the_asks(
+    tmp_path, message_file, deps, emulator, recorder
+) -> None:
+    # With a pacer (it lowered its pace, and paces the new ask too), a token FCM answered
+    # 429 is asked again at once, before its batch ends. Left to a round after the pass,
+    # the day's last such token made the day's tail: that round's claims, a round trip and
+    # a record, after every other batch was done (8% of a 3-second day at FCM's quota).
+    from topic_sync.fcm.pacer import Pacer
+
+    run_day(opts(tmp_path, message_file, toks(0, 20)), deps)
+    refused = toks(0, 20)[1]  # leaving, in the first removal batch
+    emulator.inject_token_error(refused, "QUOTA_EXCEEDED", op="unsubscribe", times=1)
+    spy = OrderSpy(deps.client)
+    paced = dataclasses.replace(deps, pacer=Pacer(None))
+    result = churned_day(tmp_path, message_file, paced, client=spy, concurrency=1)
+    assert result.status == "published" and result.counts.retries == 1
+    assert result.counts.outcomes["rate-limited"] == 1
+    assert result.counts.outcomes["ok"] == 10
+    assert spy.order == [
+        "validate",
+        "unsubscribe",
+        "unsubscribe",  # the refused token, asked again before the next batch
+        *["unsubscribe"] * 2,
+        *["subscribe"] * 3,
+        "publish",
+    ]
+    assert recorder.sleeps == []  # no round after the pass
+    assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
+
+
 def test_a_removal_asked_again_waits_only_what_is_left_of_its_backoff(
     tmp_path, message_file, deps, emulator, recorder
 ) -> None:
@@ -584,11 +615,14 @@ def test_a_round_refused_only_with_429s_after_a_round_with_other_failures_is_ask
 
     internal, limited = toks(0, 10)[2], toks(0, 10)[7]
     model_fcm.token_faults[internal] = [TokenFault("subscribe", "INTERNAL", 1, False)]
-    model_fcm.token_faults[limited] = [TokenFault("subscribe", "QUOTA_EXCEEDED", 2, False)]
+    # Refused six times: within each of the first two rounds' batch, asked again REASKS times.
+    assert REASKS == 2
+    model_fcm.token_faults[limited] = [TokenFault("subscribe", "QUOTA_EXCEEDED", 6, False)]
     retry = RetryPolicy(min_wait=10, max_wait=100, max_retries=4, jitter=False)
     deps = dataclasses.replace(model_deps, pacer=Pacer(None))
     result = run_day(opts(tmp_path, message_file, toks(0, 10), retry=retry), deps)
-    assert result.status == "published" and result.counts.retries == 3
+    # Asked again: 2 within round 1, 2 tokens and 2 within round 2, 1 in round 3.
+    assert result.status == "published" and result.counts.retries == 7
     # The first retry waits its backoff; the second, after 429s only, does not wait at all.
     assert len(recorder.sleeps) == 2
     assert 9 < recorder.sleeps[0] <= 10 and recorder.sleeps[1] == 0
