@@ -226,6 +226,54 @@ def test_the_quota_is_measured_right_on_a_loaded_machine(quota, max_rate, limite
     assert used >= 0.85
 
 
+@pytest.mark.parametrize("learned", [False, True], ids=["first-command", "learned"])
+@pytest.mark.parametrize("seed", range(4))
+def test_at_a_quota_equal_to_the_rate_a_window_s_jitter_does_not_cut_the_pace(
+    seed, learned
+) -> None:
+    # The default rate is FCM's published quota itself. A window of exactly that counts
+    # arrivals, and a stall bunches them: it refuses some however evenly they were sent.
+    # Those are asked again; the pace holds the rate (cut 3% under a second's measure that
+    # a stall made low, it lost 5-8% of the day), and the next command starts from it as a
+    # rate that got through, not from under a measure.
+    start = Quota(3000.0, measured=False) if learned else None
+    used, refused, p = simulate(
+        3000,
+        0.05,
+        limiter="sliding",
+        concurrency=320,
+        requests=20_000,
+        start=start,
+        stalls=random.Random(seed),
+    )
+    assert p.throttled > 0  # the window did refuse some
+    assert p.rate == 3000.0, "the pace was cut under the quota it held"
+    assert refused < 0.01
+    found = p.learned()
+    assert found is not None and not found.measured and found.rate >= 0.99 * 3000
+
+
+@pytest.mark.parametrize(
+    ("quota", "limiter"), [(2500, "bucket"), (2500, "sliding"), (2900, "sliding")]
+)
+def test_a_quota_just_under_the_rate_is_still_measured_and_ridden(quota, limiter) -> None:
+    # 429s at the configured rate from a quota a little under it are not jitter: a second
+    # never gets the rate through, or more than 1% of the answers are 429s. (A bucket's
+    # burst lasts seconds at a rate a little over its own: a longer day.)
+    used, refused, p = simulate(
+        quota,
+        0.05,
+        limiter=limiter,
+        concurrency=320,
+        requests=40_000,
+        stalls=random.Random(1),
+    )
+    found = p.learned()
+    assert found is not None and found.measured, found
+    assert 0.9 * quota <= found.rate <= 1.05 * quota
+    assert refused < 0.01
+
+
 # First commands against a 700/s bucket, 320 in flight, on a loaded machine, picked from a
 # scan of 80 (seeds 0-39, 50 and 100 ms away): in the first four the share refused measured
 # the quota at 61-85% of itself; in the last, a count over 429s 27 ms apart came out at 89%,
@@ -434,6 +482,21 @@ def test_slow_start_doubles_once_half_a_second_of_its_pace_got_through() -> None
     assert p.rate == 2000.0
     ride(p, t, 0.3)
     assert p.rate == 3000.0
+
+
+def test_slow_start_doubles_as_soon_as_its_evidence_is_in() -> None:
+    # Half a second's worth of answers comes a round trip after half a second: the pace
+    # doubles then, not at the end of the interval in which it came (a quarter second at
+    # 2,000/s later, about every other first command).
+    p, t = pacer(3000.0)
+    flight: collections.deque[float] = collections.deque()
+    while p.rate < 3000.0 and t.now < 1001.0:
+        p.acquire()
+        flight.append(p.now())
+        while flight and flight[0] <= t.now - 0.1:
+            p.observe(200, sent_at=flight.popleft())
+    assert p.rate == 3000.0
+    assert t.now - 1000.0 < 0.6, f"doubled only after {t.now - 1000.0:.2f} s"
 
 
 @pytest.mark.parametrize(

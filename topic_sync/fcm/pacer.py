@@ -30,6 +30,12 @@ The pacer rides the quota whatever they look like:
   little, as a window refuses a catch-up a second later. No catch-up puts more than the
   configured rate into any second: the default is FCM's published quota, and a window of
   exactly that refuses the excess.
+- At the configured rate, a few 429s need not mean a quota below it: a window counts
+  arrivals, and a stall of the client's (or of the way there) bunches them, so a window of
+  exactly the rate refuses some however evenly they were sent. When one second of the last
+  two got the rate through (a lower quota never lets that much) and 429s are under 1% of
+  those seconds' answers, the pace holds the rate (the refused are asked again), and the
+  next command starts from it as a rate that got through.
 - After a clean interval in which the pace held requests back: well below the last measure,
   the pace returns halfway to it; near it, it climbs 0.5% a second, so a raised quota is
   found again. An interval that did not use the pace (a plan, a transaction) raises nothing.
@@ -37,7 +43,7 @@ The pacer rides the quota whatever they look like:
   measured quota, probing up 2% each clean quarter second until the first 429 (a low
   measure cannot stick); from a rate that merely got through, doubling from it. With
   nothing learned (slow start): from two thirds of the configured rate (of FCM's published
-  quota at most), doubling to it once half a second's worth of that pace got through. A
+  quota at most), doubling to it as soon as half a second's worth of that pace got through. A
   quota under that much is met before the pace doubles: the first 429s of a sliding window
   that fills at its quota's count, and of a bucket whose second's burst runs out, come
   while the pace is still two thirds of the configured rate, and cost what that pace puts
@@ -99,6 +105,12 @@ RECOUNT_SPAN = 0.02  # seconds: the shortest span between 429s a bucket's rate i
 # share is below this much of it.
 RECOUNT_TRUSTED = 0.9
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
+# 429s at the configured rate are the arrivals' jitter at a quota equal to it, not a quota
+# below it, when what got through in one second of the last JITTER_SPAN reached
+# JITTER_REACHED of the rate, and 429s are under JITTER_SHARE of that span's answers.
+JITTER_SPAN = 2 * WINDOW
+JITTER_REACHED = 0.99
+JITTER_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -172,11 +184,19 @@ class Pacer:
         self._accepted: collections.deque[tuple[float, float]] = collections.deque()
         self._accepted_sum = 0.0  # cost accepted of what was sent within the last WINDOW
         self._last_decrease = float("-inf")
+        # Whether the pace ever fell after 429s; whether 429s came at the configured rate
+        # as jitter only (then the quota is at least that rate).
+        self._decreased = self._jitter_at_rate = False
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
         self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
         self._interval_accepted = 0.0  # cost that got through, answered in the interval
         self._refused_sent: collections.deque[float] = collections.deque()  # 429s: sent at
         self._recount: Recount | None = None  # a bucket's share measure, to count again
+        # Answers of the last JITTER_SPAN (answered at, cost, cost refused) and their sums;
+        # what got through per WINDOW, by send time, decreasing: its largest of the span first.
+        self._recent: collections.deque[tuple[float, float, float]] = collections.deque()
+        self._recent_answered = self._recent_refused = 0.0
+        self._peaks: collections.deque[tuple[float, float]] = collections.deque()
         self.peak = 0.0  # the most that got through in one WINDOW, per second
         self.throttled = 0  # 429 answers seen
         self.answered = 0  # answers seen, 429s included
@@ -287,6 +307,7 @@ class Pacer:
                     self._not_before = max(self._not_before, now + retry_after)
             self.answered += 1
             at = now if sent_at is None else sent_at
+            self._count_recent(now, cost, refused)
             if refused:
                 self.throttled += 1
                 if sent_at is not None:
@@ -315,7 +336,7 @@ class Pacer:
                 self._through_then = self._through(at)
                 if self._first_refused_at is None:
                     self._first_refused_at = now
-                    if self.ceiling is None:
+                    if self.ceiling is None and not self._only_jitter(now):
                         # The first 429s against this FCM: while their evidence gathers,
                         # send nothing (into a full window, whatever is sent now is refused
                         # too, and slow start may have overshot the quota twice over).
@@ -339,6 +360,10 @@ class Pacer:
         """What this pacer found out about the quota, for the next command against the same
         FCM; None if nothing beyond what it started from."""
         with self._lock:
+            if self._jitter_at_rate and not self._decreased:
+                # 429s came only as the arrivals' jitter at the configured rate: the quota
+                # is at least that (what got through), not a measure to ride under.
+                return Quota(self.peak, measured=False)
             if self.ceiling is not None:
                 # What got through per second while the pace held requests back, since the
                 # quota was first found: a single measure can be high (a bucket's burst in
@@ -415,7 +440,14 @@ class Pacer:
         """Count `cost` that got through, sent at `at`."""
         self._accepted.append((at, cost))
         self._accepted_sum += cost
-        self.peak = max(self.peak, self._through(at))
+        through = self._through(at)
+        self.peak = max(self.peak, through)
+        peaks = self._peaks
+        while peaks and peaks[-1][1] <= through:
+            peaks.pop()
+        peaks.append((at, through))
+        while peaks[0][0] <= at - JITTER_SPAN:
+            peaks.popleft()
 
     def _through(self, at: float) -> float:
         """Requests per second that got through of those sent in the WINDOW up to `at`.
@@ -434,20 +466,34 @@ class Pacer:
             self._measured_again(self._recount.rate())
             self._recount = None
         elapsed = now - self._interval_start
-        if elapsed < (EARLY_AFTER if early else INTERVAL):
+        # Slow start doubles as soon as its evidence is in: waiting for the interval's end,
+        # which half a second's answers (sent in the first half second, less a round trip)
+        # reach just at or just after, cost a first command a quarter second at two thirds
+        # of the rate about every other time.
+        doubling = self._starting and not self._refused and self._start_evidence_in()
+        if elapsed < (EARLY_AFTER if early or doubling else INTERVAL):
             return
         used = self.rate is not None and self._sent >= USED * self.rate * elapsed
         if used and self.ceiling is not None:
             self._ride_time += elapsed
             self._ride_accepted += self._interval_accepted
         if self.rate is not None and self.max_rate is not None:
-            if self._refused >= EARLY_REFUSED or (self._refused and now >= self._capped_until):
+            refusal = self._refused >= EARLY_REFUSED
+            refusal = refusal or bool(self._refused and now >= self._capped_until)
+            if refusal and self._only_jitter(now):
+                # The quota is the configured rate itself: hold it (the refused are asked
+                # again). Cutting 3% under a second's measure a stall made low cost the rest
+                # of the day 5-8% of a 3,000/s sliding window; as a quota known, it also
+                # keeps catch-ups small.
+                self.ceiling = self.max_rate
+                self._jitter_at_rate = True
+            elif refusal:
                 self._decrease(now)
             elif self._refused:
                 pass  # a few 429s within a second of a decrease: the old pace's
             elif not used:
                 pass  # the pace was not what held requests back: no evidence for more
-            elif self._starting and self._at_pace < START_EVIDENCE * self.rate:
+            elif self._starting and not self._start_evidence_in():
                 pass  # not yet enough got through at this pace to say a quota is above it
             elif self._starting or (self.rate < SLOW_START_RATE and not self._quota_known()):
                 # Below slow start's rate with no quota measured (a deep cut), double back
@@ -470,6 +516,37 @@ class Pacer:
         self._answered = self._refused = self._since_refused = 0.0
         self._first_refused_at = None
         self._interval_accepted = 0.0
+
+    def _start_evidence_in(self) -> bool:
+        """Enough got through at slow start's pace to say a quota is above it."""
+        return self.rate is not None and self._at_pace >= START_EVIDENCE * self.rate
+
+    def _count_recent(self, now: float, cost: float, refused: bool) -> None:
+        self._recent.append((now, cost, cost if refused else 0.0))
+        self._recent_answered += cost
+        self._recent_refused += cost if refused else 0.0
+        while self._recent[0][0] <= now - JITTER_SPAN:
+            _, answered, refused_cost = self._recent.popleft()
+            self._recent_answered -= answered
+            self._recent_refused -= refused_cost
+
+    def _only_jitter(self, now: float) -> bool:
+        """The 429s are the arrivals' jitter at a quota equal to the configured rate: the
+        pace is that rate, a second of the last JITTER_SPAN got that much through (a quota
+        below it never lets it), and 429s are a small share of the span's answers.
+
+        A window counts arrivals, and a client's stall (or the network's) bunches them: at
+        exactly its quota, some are refused however evenly they were sent."""
+        if self.rate is None or self.max_rate is None:
+            return False
+        if self._starting or self.rate < self.max_rate:
+            return False
+        peaks = self._peaks
+        while peaks and peaks[0][0] <= now - JITTER_SPAN:
+            peaks.popleft()
+        if not peaks or peaks[0][1] < JITTER_REACHED * self.max_rate:
+            return False
+        return self._recent_refused < JITTER_SHARE * self._recent_answered
 
     def _decrease(self, now: float) -> None:
         """FCM refused what was sent at the current pace: measure the quota, go under it."""
@@ -503,4 +580,5 @@ class Pacer:
         # has left, the new pace counts it.
         self._capped_until = now + WINDOW
         self._last_decrease = now
+        self._decreased = True
         self._starting = self._probing = False
