@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import itertools
 import os
 import time
@@ -256,22 +257,37 @@ def services(settings: Settings, io: Io) -> Iterator[Deps]:
         try:
             _start_from_learned(engine, client, pacer, io)
             try:
-                yield Deps(
-                    engine=engine,
-                    client=client,
-                    sleep=io.sleep,
-                    now=io.now,
-                    log=io.log,
-                    pacer=pacer,
-                    progress=io.progress,
-                    should_stop=io.should_stop,
-                    topic_chosen=io.topic_chosen,
-                    warm_up=client.warm_up,
-                )
+                with spared_by_the_collector():
+                    yield Deps(
+                        engine=engine,
+                        client=client,
+                        sleep=io.sleep,
+                        now=io.now,
+                        log=io.log,
+                        pacer=pacer,
+                        progress=io.progress,
+                        should_stop=io.should_stop,
+                        topic_chosen=io.topic_chosen,
+                        warm_up=client.warm_up,
+                    )
             finally:
                 _remember_learned(engine, client, pacer, io)
         finally:
             close_fcm_client(client)
+
+
+@contextlib.contextmanager
+def spared_by_the_collector() -> Iterator[None]:
+    """What a command built before its work (the modules it imported, its database engine,
+    its FCM client: some 100,000 objects) lives through the work. Each full collection
+    walked all of it, a 35-45 ms stall of every request, at the start of a day's sync and
+    again seconds later: so it is frozen out of the collector for the work, and handed back
+    after (what the work itself makes is collected as usual)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _start_from_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: Io) -> None:
@@ -281,7 +297,7 @@ def _start_from_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: 
     if learned is None:
         return
     pacer.start_from(Quota(learned.rate, learned.measured))
-    how = "measured" if learned.measured else "held without a 429"
+    how = "measured" if learned.measured else "got through, no lower quota met"
     when = learned.learned_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     io.log(f"FCM quota: starting from {learned.rate:,.0f} requests/s ({how} {when})")
 
