@@ -253,6 +253,31 @@ def test_at_a_quota_equal_to_the_rate_a_window_s_jitter_does_not_cut_the_pace(
     assert found is not None and not found.measured and found.rate >= 0.99 * 3000
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_window_s_jitter_with_a_wait_steps_the_pace_down_a_little(seed) -> None:
+    # A 429 that carries a wait (Retry-After, RetryInfo) holds what it refused that long:
+    # at the day's end, a second of tail each. Such jitter steps the pace 1% down (never
+    # under 97% of the rate by that rule), so fewer come; it is still no measure to ride
+    # 3% under, and the next command starts from the rate.
+    def day(retry_after):
+        return simulate(
+            3000,
+            0.05,
+            limiter="sliding",
+            retry_after=retry_after,
+            concurrency=320,
+            requests=20_000,
+            stalls=random.Random(seed),
+        )
+
+    _, plain_refused, plain = day(None)
+    _, refused, p = day(1.0)
+    assert plain.rate == 3000.0 and 0.97 * 3000.0 <= p.rate < 3000.0
+    assert refused < plain_refused
+    found = p.learned()
+    assert found is not None and not found.measured and found.rate >= 0.99 * 3000
+
+
 @pytest.mark.parametrize(
     ("quota", "limiter"), [(2500, "bucket"), (2500, "sliding"), (2900, "sliding")]
 )

@@ -35,7 +35,9 @@ The pacer rides the quota whatever they look like:
   exactly the rate refuses some however evenly they were sent. When one second of the last
   two got the rate through (a lower quota never lets that much) and 429s are under 1% of
   those seconds' answers, the pace holds the rate (the refused are asked again), and the
-  next command starts from it as a rate that got through.
+  next command starts from it as a rate that got through. A 429 that carries a wait holds
+  what it refused that long (at the day's end, that long a tail): such jitter steps the
+  pace 1% down instead, to 97% of the rate at most.
 - After a clean interval in which the pace held requests back: well below the last measure,
   the pace returns halfway to it; near it, it climbs 0.5% a second, so a raised quota is
   found again. An interval that did not use the pace (a plan, a transaction) raises nothing.
@@ -105,12 +107,17 @@ RECOUNT_SPAN = 0.02  # seconds: the shortest span between 429s a bucket's rate i
 # share is below this much of it.
 RECOUNT_TRUSTED = 0.9
 NEAR = 0.98  # this close to just under the last measured quota, the pace probes above it
-# 429s at the configured rate are the arrivals' jitter at a quota equal to it, not a quota
-# below it, when what got through in one second of the last JITTER_SPAN reached
-# JITTER_REACHED of the rate, and 429s are under JITTER_SHARE of that span's answers.
+# 429s at (or just under) the configured rate are the arrivals' jitter at a quota equal to
+# it, not a quota below it, when what got through in one second of the last JITTER_SPAN
+# reached JITTER_REACHED of the pace, and 429s are under JITTER_SHARE of that span's answers.
 JITTER_SPAN = 2 * WINDOW
 JITTER_REACHED = 0.99
 JITTER_SHARE = 0.01
+# 429s that carry a wait (Retry-After, RetryInfo) hold what they refused that long: at the
+# day's end, a second of tail each. Their jitter steps the pace down this much, down to
+# JITTER_FLOOR of the configured rate (under it, 429s are weighed as any others).
+JITTER_STEP = 0.01
+JITTER_FLOOR = 0.97
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,7 @@ class Pacer:
         # Whether the pace ever fell after 429s; whether 429s came at the configured rate
         # as jitter only (then the quota is at least that rate).
         self._decreased = self._jitter_at_rate = False
+        self._hinted = False  # a 429 in the interval carried a wait
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
         self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
         self._interval_accepted = 0.0  # cost that got through, answered in the interval
@@ -303,6 +311,7 @@ class Pacer:
             if retry_after is not None and retry_after > 0:
                 if refused:
                     self._reask_after = max(self._reask_after, now + retry_after)
+                    self._hinted = True
                 else:
                     self._not_before = max(self._not_before, now + retry_after)
             self.answered += 1
@@ -487,6 +496,8 @@ class Pacer:
                 # keeps catch-ups small.
                 self.ceiling = self.max_rate
                 self._jitter_at_rate = True
+                if self._hinted:
+                    self.rate = max(MIN_RATE, self.rate * (1.0 - JITTER_STEP))
             elif refusal:
                 self._decrease(now)
             elif self._refused:
@@ -516,6 +527,7 @@ class Pacer:
         self._answered = self._refused = self._since_refused = 0.0
         self._first_refused_at = None
         self._interval_accepted = 0.0
+        self._hinted = False
 
     def _start_evidence_in(self) -> bool:
         """Enough got through at slow start's pace to say a quota is above it."""
@@ -532,19 +544,20 @@ class Pacer:
 
     def _only_jitter(self, now: float) -> bool:
         """The 429s are the arrivals' jitter at a quota equal to the configured rate: the
-        pace is that rate, a second of the last JITTER_SPAN got that much through (a quota
-        below it never lets it), and 429s are a small share of the span's answers.
+        pace is that rate (or a jitter's step or three under it), a second of the last
+        JITTER_SPAN got the pace through (a quota below it never lets that much), and 429s
+        are a small share of the span's answers.
 
         A window counts arrivals, and a client's stall (or the network's) bunches them: at
         exactly its quota, some are refused however evenly they were sent."""
         if self.rate is None or self.max_rate is None:
             return False
-        if self._starting or self.rate < self.max_rate:
+        if self._starting or self.rate < JITTER_FLOOR * self.max_rate:
             return False
         peaks = self._peaks
         while peaks and peaks[0][0] <= now - JITTER_SPAN:
             peaks.popleft()
-        if not peaks or peaks[0][1] < JITTER_REACHED * self.max_rate:
+        if not peaks or peaks[0][1] < JITTER_REACHED * self.rate:
             return False
         return self._recent_refused < JITTER_SHARE * self._recent_answered
 
