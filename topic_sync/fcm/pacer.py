@@ -33,7 +33,7 @@ The pacer rides the quota whatever they look like:
 - At the configured rate, a few 429s need not mean a quota below it: a window counts
   arrivals, and a stall of the client's (or of the way there) bunches them, so a window of
   exactly the rate refuses some however evenly they were sent. When one second of the last
-  two got the rate through (a lower quota never lets that much) and 429s are under 1% of
+  two got the pace through (a lower quota never lets that much) and 429s are under 1% of
   those seconds' answers, the pace holds the rate (the refused are asked again), and the
   next command starts from it as a rate that got through. A 429 that carries a wait holds
   what it refused that long (at the day's end, that long a tail): such jitter steps the
