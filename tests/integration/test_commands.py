@@ -166,7 +166,7 @@ def test_a_command_s_work_is_spared_the_collector_s_walks_over_what_it_built(
     settings = DEFAULTS.replace(
         database_url=database_url, emulator_host=emulator.host_port, project="demo-test"
     )
-    assert gc.get_freeze_count() == 0
+    gc.unfreeze()  # whatever this process froze before
     with services(settings, Io(log=lambda _line: None, environ={})) as deps:
         assert gc.get_freeze_count() > 10_000
         result = deps.client.subscribe([f"g:{i}" for i in range(5)], "t")
