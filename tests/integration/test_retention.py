@@ -116,3 +116,28 @@ def test_a_shorter_retention_reaches_younger_rows(engine, history) -> None:
     result = purge(engine, older_than=5 * 86400.0, live=True, now=NOW)
     assert result.failures == 9
     assert "keep:young" not in left(engine)
+
+
+@pytest.fixture
+def planned_empty(engine) -> None:
+    """Statistics taken while token_failures was empty: the planner expects a row or so."""
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE token_failures"))
+
+
+def test_one_purge_batch_deletes_at_most_its_size_whatever_the_statistics(
+    engine, planned_empty, history
+) -> None:
+    # With statistics taken while the table was empty, the planner expected one row and
+    # picked a nested loop that scanned `id IN (subquery ... LIMIT n FOR UPDATE SKIP
+    # LOCKED)` again for each row; each scan skipped the rows the statement had just
+    # deleted (locked by itself) and picked the next: one batch deleted all eight. The rows
+    # are now picked once, in a materialized CTE.
+    from topic_sync import store
+
+    cutoff = NOW - dt.timedelta(seconds=RETENTION)
+    with engine.begin() as conn:
+        assert store.purge_failures(conn, cutoff, 3) == 3
+    assert len(left(engine)) == 12 - 3
+    stopped = purge(engine, older_than=RETENTION, live=True, now=NOW, batch=3)
+    assert (stopped.failures, stopped.batches) == (5, 2)

@@ -862,12 +862,16 @@ def purge_failures(conn: Connection, cutoff: dt.datetime, batch: int) -> int:
     """Delete at most `batch` purgeable failure rows, oldest first; returns how many.
 
     One bounded statement per transaction: row locks on a few thousand rows, never a table
-    lock, and rows another transaction holds are skipped (the next batch gets them)."""
+    lock, and rows another transaction holds are skipped (the next batch gets them). The
+    rows are picked once, in a CTE: as `id IN (subquery)`, a plan that scans the subquery
+    again for each row (a nested loop) finds the rows it already deleted locked by itself,
+    skips them and picks the next ones, so one statement deleted every purgeable row."""
     return conn.execute(
         text(
             f"""
-            DELETE FROM token_failures WHERE id IN (
+            WITH doomed AS MATERIALIZED (
                 {_PURGEABLE} ORDER BY f.last_seen, f.id LIMIT :batch FOR UPDATE OF f SKIP LOCKED)
+            DELETE FROM token_failures f USING doomed WHERE f.id = doomed.id
             """
         ),
         {"cutoff": cutoff, "batch": batch},
