@@ -102,7 +102,10 @@ def test_each_command_starts_from_the_quota_the_last_one_learned(
         (f"emulator {emulator.host_port}", "v1", True)
     ]
     learned = rows[0].rate
-    assert 50 <= learned <= 150  # FCM refused above it: the quota, measured
+    # FCM refused above it: measured, never above the quota. Not always near it: a first
+    # command on a loaded machine can measure far under it (7.6/s and 29/s seen with six
+    # copies of this test at once), and the next command probes up from there.
+    assert 0 < learned <= 150
     a_day_passes(engine)  # the pool's one topic has rested
     second = run(day + dt.timedelta(days=1))
     assert f"FCM quota: starting from {learned:,.0f} requests/s (measured" in second.stderr
