@@ -191,9 +191,6 @@ class Pacer:
         self._accepted: collections.deque[tuple[float, float]] = collections.deque()
         self._accepted_sum = 0.0  # cost accepted of what was sent within the last WINDOW
         self._last_decrease = float("-inf")
-        # Whether the pace ever fell after 429s; whether 429s came at the configured rate
-        # as jitter only (then the quota is at least that rate).
-        self._decreased = self._jitter_at_rate = False
         self._hinted = False  # a 429 in the interval carried a wait
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
         self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
@@ -369,8 +366,9 @@ class Pacer:
         """What this pacer found out about the quota, for the next command against the same
         FCM; None if nothing beyond what it started from."""
         with self._lock:
-            if self._jitter_at_rate and not self._decreased:
-                # 429s came only as the arrivals' jitter at the configured rate: the quota
+            if self.ceiling is not None and self._last_decrease == float("-inf"):
+                # A quota known with the pace never cut: the 429s came only as the arrivals'
+                # jitter at the configured rate (the one other way to a ceiling). The quota
                 # is at least that (what got through), not a measure to ride under.
                 return Quota(self.peak, measured=False)
             if self.ceiling is not None:
@@ -495,7 +493,6 @@ class Pacer:
                 # of the day 5-8% of a 3,000/s sliding window; as a quota known, it also
                 # keeps catch-ups small.
                 self.ceiling = self.max_rate
-                self._jitter_at_rate = True
                 if self._hinted:
                     self.rate = max(MIN_RATE, self.rate * (1.0 - JITTER_STEP))
             elif refusal:
@@ -593,5 +590,4 @@ class Pacer:
         # has left, the new pace counts it.
         self._capped_until = now + WINDOW
         self._last_decrease = now
-        self._decreased = True
         self._starting = self._probing = False
