@@ -76,12 +76,14 @@ def test_a_config_file_alone_drives_a_run(tmp_path, database_url, emulator, mess
     assert json.loads(forgot.stdout)["forgotten"] == 1
 
 
+@pytest.mark.parametrize("retry_after", [None, 1.0], ids=["no-hint", "retry-after"])
 def test_each_command_starts_from_the_quota_the_last_one_learned(
-    tmp_path, database_url, emulator, message_file, engine
+    tmp_path, database_url, emulator, message_file, engine, retry_after
 ) -> None:
     from sqlalchemy import text
 
-    emulator.set_quota(100, window="sliding")  # well under the configured 3000/s
+    # Well under the configured 3000/s; its 429s say how long to wait, or not.
+    emulator.set_quota(100, window="sliding", retry_after=retry_after)
     day = dt.date(2026, 11, 22)
     for offset, count in ((0, 300), (1, 350)):
         tokens = [f"q:{i}" for i in range(count)]
@@ -97,9 +99,11 @@ def test_each_command_starts_from_the_quota_the_last_one_learned(
     first = run(day)
     assert "FCM quota: starting from" not in first.stderr  # nothing learned yet: slow start
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT endpoint, api, rate, measured FROM fcm_quota")).all()
-    assert [(r.endpoint, r.api, r.measured) for r in rows] == [
-        (f"emulator {emulator.host_port}", "v1", True)
+        rows = conn.execute(
+            text("SELECT endpoint, api, rate, measured, waits FROM fcm_quota")
+        ).all()
+    assert [(r.endpoint, r.api, r.measured, r.waits) for r in rows] == [
+        (f"emulator {emulator.host_port}", "v1", True, retry_after is not None)
     ]
     learned = rows[0].rate
     # FCM refused above it: measured, never above the quota. Not always near it: a first
@@ -109,6 +113,7 @@ def test_each_command_starts_from_the_quota_the_last_one_learned(
     a_day_passes(engine)  # the pool's one topic has rested
     second = run(day + dt.timedelta(days=1))
     assert f"FCM quota: starting from {learned:,.0f} requests/s (measured" in second.stderr
+    assert ("its 429s say how long to wait" in second.stderr) is (retry_after is not None)
     # The Instance ID API counts a quota of its own: nothing learned for it yet.
     legacy = run(day + dt.timedelta(days=1), "--transport", "legacy-iid")
     assert "FCM quota: starting from" not in legacy.stderr

@@ -871,6 +871,50 @@ def test_finishes_exactly_through_503s_quota_and_flaky_tokens(
     assert result.counts.retries >= 40
 
 
+@pytest.mark.parametrize(
+    ("concurrency", "retry_after", "within"),
+    [
+        (2, 1, True),  # a short wait, a worker free to keep the quota used: in the batch
+        (1, 1, False),  # the one worker would idle the quota: a round after the pass
+        (2, 30, False),  # a long wait: a round after the pass, as before
+    ],
+    ids=["short-wait", "one-worker", "long-wait"],
+)
+def test_a_429_with_a_short_wait_is_asked_again_within_its_batch_after_it(
+    tmp_path, message_file, paced, emulator, recorder, concurrency, retry_after, within
+) -> None:
+    # A 429 that carries a wait cannot be asked again before it has passed. Left to a round
+    # after the pass, its token went out after every other batch, however early the 429
+    # came: a round's claims and a round trip at the end of every such day. A short wait is
+    # waited within the batch instead (all workers but one may), then the token asked again.
+    run_day(opts(tmp_path, message_file, toks(0, 20)), paced)
+    emulator.inject_request_errors(429, count=1, retry_after=retry_after, kinds=["unsubscribe"])
+    recorder.sleeps.clear()
+    result = churned_day(tmp_path, message_file, paced, concurrency=concurrency, retry=NO_BACKOFF)
+    assert result.status == "published" and result.counts.retries == 1
+    assert result.counts.outcomes["rate-limited"] == 1 and result.counts.outcomes["ok"] == 10
+    waits = [s for s in recorder.sleeps if s > 0]
+    assert len(waits) == 1 and retry_after - 0.5 < waits[0] <= retry_after
+    rounds = [line for line in recorder.lines if "to retry" in line]
+    assert (rounds == []) is within, rounds
+    assert last_recipients(emulator, result.topic) == frozenset(toks(5, 25))
+
+
+def test_each_pass_tells_the_pacer_how_much_it_sends(
+    tmp_path, message_file, paced, emulator, monkeypatch
+) -> None:
+    # The pacer spares a stream's last second when 429s carry a wait: it must know how much
+    # each pass holds (both operations' first rounds are one stream; a retry round another).
+    told: list[float] = []
+    monkeypatch.setattr(paced.pacer, "expect", told.append)
+    run_day(opts(tmp_path, message_file, toks(0, 20)), paced)
+    assert told == [20]
+    emulator.inject_request_errors(429, count=1, retry_after=30, kinds=["unsubscribe"])
+    told.clear()
+    churned_day(tmp_path, message_file, paced, concurrency=2, retry=NO_BACKOFF)
+    assert told == [10, 1]  # five removals and five additions; the refused one after
+
+
 @pytest.mark.every_transport
 def test_retry_after_is_waited_in_full(tmp_path, message_file, paced, emulator, recorder) -> None:
     import time as real_time

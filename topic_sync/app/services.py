@@ -296,10 +296,11 @@ def _start_from_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: 
         learned = store.learned_quota(conn, target.project_id, target.endpoint, client.api)
     if learned is None:
         return
-    pacer.start_from(Quota(learned.rate, learned.measured))
+    pacer.start_from(Quota(learned.rate, learned.measured, learned.waits))
     how = "measured" if learned.measured else "got through, no lower quota met"
     when = learned.learned_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    io.log(f"FCM quota: starting from {learned.rate:,.0f} requests/s ({how} {when})")
+    waits = "; its 429s say how long to wait" if learned.waits else ""
+    io.log(f"FCM quota: starting from {learned.rate:,.0f} requests/s ({how} {when}{waits})")
 
 
 def _remember_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: Io) -> None:
@@ -312,7 +313,13 @@ def _remember_learned(engine: Engine, client: SdkTransport, pacer: Pacer, io: Io
     try:
         with engine.begin() as conn:
             store.remember_quota(
-                conn, target.project_id, target.endpoint, client.api, learned.rate, learned.measured
+                conn,
+                target.project_id,
+                target.endpoint,
+                client.api,
+                learned.rate,
+                learned.measured,
+                waits=learned.waits,
             )
     except SQLAlchemyError as error:
         io.log(f"WARNING: the FCM quota learned ({learned.rate:,.0f}/s) was not kept: {error}")

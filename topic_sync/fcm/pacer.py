@@ -35,9 +35,15 @@ The pacer rides the quota whatever they look like:
   exactly the rate refuses some however evenly they were sent. When one second of the last
   two got the pace through (a lower quota never lets that much) and 429s are under 1% of
   those seconds' answers, the pace holds the rate (the refused are asked again), and the
-  next command starts from it as a rate that got through. A 429 that carries a wait holds
-  what it refused that long (at the day's end, that long a tail): such jitter steps the
-  pace 1% down instead, to 97% of the rate at most.
+  next command starts from it as a rate that got through.
+- A 429 that carries a wait holds what it refused that long: in a stream's last second, it
+  ends the stream that much later (a 3-second day took 4). When FCM's 429s carry one (this
+  command saw it, or an earlier one learned it), the stream's last 1.25 seconds, as its
+  caller said how much is to come (`expect`), go 1.5% under the quota: a window full at
+  the rate keeps that much room for the arrivals' jitter.
+- At the configured rate, only what the stream itself fell behind is caught up: a burst at
+  its start (after an idle second) would be repaid a second later, as the sends the window
+  cap then holds back, against a window that counted the burst's arrivals a little late.
 - After a clean interval in which the pace held requests back: well below the last measure,
   the pace returns halfway to it; near it, it climbs 0.5% a second, so a raised quota is
   found again. An interval that did not use the pace (a plan, a transaction) raises nothing.
@@ -113,20 +119,24 @@ NEAR = 0.98  # this close to just under the last measured quota, the pace probes
 JITTER_SPAN = 2 * WINDOW
 JITTER_REACHED = 0.99
 JITTER_SHARE = 0.01
-# 429s that carry a wait (Retry-After, RetryInfo) hold what they refused that long: at the
-# day's end, a second of tail each. Their jitter steps the pace down this much, down to
-# JITTER_FLOOR of the configured rate (under it, 429s are weighed as any others).
-JITTER_STEP = 0.01
-JITTER_FLOOR = 0.97
+JITTER_FLOOR = 0.97  # ...at a pace this close to the configured rate (under it, any 429s)
+# A 429 that carries a wait (Retry-After, RetryInfo) in a stream's last second ends the
+# stream that much later. When FCM's 429s carry one, the last END_SPAN seconds of a stream
+# go at END_SHARE of the quota, leaving a window full at the rate room for jitter; from a
+# second before the stream's end, after the quarter second that room takes to build.
+END_SPAN = 1.25 * WINDOW
+END_SHARE = 0.985
 
 
 @dataclass(frozen=True)
 class Quota:
     """What was learned about one FCM's quota: `rate` requests per second, `measured` if
-    FCM refused above it (else that much merely got through: the quota is at least it)."""
+    FCM refused above it (else that much merely got through: the quota is at least it), and
+    whether its 429s say how long to wait (a stream's last second keeps a margin then)."""
 
     rate: float
     measured: bool
+    waits: bool = False  # its 429s carried a wait (Retry-After, RetryInfo)
 
 
 @dataclass
@@ -171,6 +181,7 @@ class Pacer:
         self._lock = threading.Lock()
         now = clock()
         self._next_free = now
+        self._stream_from = now  # the first send after an idle WINDOW
         self._not_before = 0.0  # every request waits until then (Retry-After, not a 429)
         self._reask_after = 0.0  # requests refused with a 429 are not asked again before
         # The current interval's evidence: cost sent (from when), and of the cost sent
@@ -191,7 +202,6 @@ class Pacer:
         self._accepted: collections.deque[tuple[float, float]] = collections.deque()
         self._accepted_sum = 0.0  # cost accepted of what was sent within the last WINDOW
         self._last_decrease = float("-inf")
-        self._hinted = False  # a 429 in the interval carried a wait
         self.ceiling: float | None = None  # the quota as last measured (after 429s)
         self._ride_time = self._ride_accepted = 0.0  # since the quota was found, pace-bound
         self._interval_accepted = 0.0  # cost that got through, answered in the interval
@@ -216,6 +226,8 @@ class Pacer:
         if learned is not None and not learned.rate > 0:
             raise ValueError("a learned quota must be positive")
         rate, self._start = self.max_rate, learned
+        self._waits = learned is not None and learned.waits
+        self._expected: float | None = None  # requests still to come in the stream, if told
         self.rate = rate
         self._starting = self._probing = False
         self._at_pace = 0.0  # cost that got through since slow start last doubled the pace
@@ -236,6 +248,12 @@ class Pacer:
         limit): the configured rate while it starts (slow start doubles to it within a
         second unless FCM refuses), else its pace."""
         return self.max_rate if self._starting else self.rate
+
+    def expect(self, requests: float) -> None:
+        """About `requests` more are to be sent in this stream (a drain's pass): its last
+        END_SPAN seconds keep a margin under the quota when FCM's 429s carry a wait."""
+        with self._lock:
+            self._expected = max(0.0, requests)
 
     def now(self) -> float:
         """The pacer's clock: callers give `observe` the time they sent a request by it."""
@@ -278,15 +296,24 @@ class Pacer:
                     # at the slow-start pace would book seconds ahead for the batches behind
                     # it, which the doubling pace never gives back. The configured rate
                     # still holds.
-                    spacing = max(1.0 / self.rate, cost / self.max_rate)
+                    spacing = max(1.0 / self._pace(cost), cost / self.max_rate)
                 else:
-                    spacing = cost / self.rate
+                    spacing = cost / self._pace(cost)
                 # Unused pace may be spent at once, but not across a hold: after one, the
                 # pace resumes from its end.
                 quota = self.ceiling if self.ceiling is not None else self._learned_quota()
                 near = quota is not None and self.rate > EDGE * quota
                 burst = EDGE_BURST_SECONDS if near else BURST_SECONDS
-                credit = now - burst if start <= now else start
+                if self._idle(now):
+                    self._stream_from = now
+                if self.rate == self.max_rate:
+                    # At the full rate, only what the stream itself fell behind is caught
+                    # up: a burst at its start would be repaid a second later, against a
+                    # window that counted its arrivals a little late (429s at the 1-second
+                    # mark of a day, and a hole in its sending).
+                    credit = max(now - burst, self._stream_from) if start <= now else start
+                else:
+                    credit = now - burst if start <= now else start
                 self._next_free = max(self._next_free, credit) + spacing
             self._log_send(now, start, cost)
             wait = max(start - now, 0.0)
@@ -305,10 +332,13 @@ class Pacer:
         with self._lock:
             now = self._clock()
             refused = status == 429
+            if refused:
+                # The first 429 of a command says whether they carry a wait; then any.
+                hinted = retry_after is not None and retry_after > 0
+                self._waits = hinted or (self._waits and self.throttled > 0)
             if retry_after is not None and retry_after > 0:
                 if refused:
                     self._reask_after = max(self._reask_after, now + retry_after)
-                    self._hinted = True
                 else:
                     self._not_before = max(self._not_before, now + retry_after)
             self.answered += 1
@@ -370,7 +400,7 @@ class Pacer:
                 # A quota known with the pace never cut: the 429s came only as the arrivals'
                 # jitter at the configured rate (the one other way to a ceiling). The quota
                 # is at least that (what got through), not a measure to ride under.
-                return Quota(self.peak, measured=False)
+                return Quota(self.peak, measured=False, waits=self._waits)
             if self.ceiling is not None:
                 # What got through per second while the pace held requests back, since the
                 # quota was first found: a single measure can be high (a bucket's burst in
@@ -379,12 +409,16 @@ class Pacer:
                 # than the last measure (a short command's ride is a poor sample).
                 if self._ride_time >= RIDE:
                     ride = self._ride_accepted / self._ride_time / MARGIN
-                    return Quota(min(ride, self.ceiling), measured=True)
-                return Quota(self.ceiling, measured=True)
+                    return Quota(min(ride, self.ceiling), measured=True, waits=self._waits)
+                return Quota(self.ceiling, measured=True, waits=self._waits)
             start = self._start
-            if self.peak <= 0 or (start is not None and self.peak <= start.rate):
+            if start is not None and self.peak <= start.rate:
+                # Nothing new of the rate; what the 429s look like may be.
+                changed = start.waits != self._waits
+                return Quota(start.rate, start.measured, self._waits) if changed else None
+            if self.peak <= 0:
                 return None
-            return Quota(self.peak, measured=False)
+            return Quota(self.peak, measured=False, waits=self._waits)
 
     # Everything below runs under the lock.
 
@@ -395,6 +429,24 @@ class Pacer:
         """The quota an earlier command measured, until this one measures its own."""
         start = self._start
         return start.rate if start is not None and start.measured else None
+
+    def _pace(self, cost: float) -> float:
+        """The pace for a send of `cost`: the stream's last END_SPAN seconds, when 429s carry
+        a wait, go at END_SHARE of the quota (of the configured rate, with none measured)."""
+        assert self.rate is not None and self.max_rate is not None
+        expected = self._expected
+        if expected is None:
+            return self.rate
+        self._expected = max(0.0, expected - cost)
+        if not self._waits or expected - cost > END_SPAN * self.rate:
+            return self.rate
+        quota = self.ceiling if self.ceiling is not None else self.max_rate
+        return min(self.rate, END_SHARE * quota)
+
+    def _idle(self, now: float) -> bool:
+        """Nothing was sent in the last WINDOW."""
+        times = self._send_times
+        return self._head >= len(times) or times[-1] <= now - WINDOW
 
     def _log_send(self, now: float, at: float, cost: float) -> None:
         self._sent += cost
@@ -493,8 +545,6 @@ class Pacer:
                 # of the day 5-8% of a 3,000/s sliding window; as a quota known, it also
                 # keeps catch-ups small.
                 self.ceiling = self.max_rate
-                if self._hinted:
-                    self.rate = max(MIN_RATE, self.rate * (1.0 - JITTER_STEP))
             elif refusal:
                 self._decrease(now)
             elif self._refused:
@@ -524,7 +574,6 @@ class Pacer:
         self._answered = self._refused = self._since_refused = 0.0
         self._first_refused_at = None
         self._interval_accepted = 0.0
-        self._hinted = False
 
     def _start_evidence_in(self) -> bool:
         """Enough got through at slow start's pace to say a quota is above it."""

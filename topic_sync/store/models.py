@@ -319,6 +319,8 @@ class FcmQuota(Base):
     api: Mapped[str] = mapped_column(Text, primary_key=True)
     rate: Mapped[float] = mapped_column(Double, nullable=False)  # requests per second
     measured: Mapped[bool] = mapped_column(nullable=False)  # refused above it (else: held)
+    # Its 429s said how long to wait: a stream's last second then keeps a margin (pacer).
+    waits: Mapped[bool] = mapped_column(nullable=False, server_default=text("false"))
     learned_at: Mapped[dt.datetime] = _now()
 
     __table_args__ = (

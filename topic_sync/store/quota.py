@@ -16,6 +16,7 @@ __all__ = ["LearnedQuota", "learned_quota", "remember_quota"]
 class LearnedQuota(NamedTuple):
     rate: float  # requests per second
     measured: bool  # FCM refused above it (else that much merely got through)
+    waits: bool  # its 429s said how long to wait (Retry-After, RetryInfo)
     learned_at: dt.datetime
 
 
@@ -24,25 +25,33 @@ def learned_quota(
 ) -> LearnedQuota | None:
     row = conn.execute(
         text(
-            "SELECT rate, measured, learned_at FROM fcm_quota "
+            "SELECT rate, measured, waits, learned_at FROM fcm_quota "
             "WHERE project_id = :project AND endpoint = :endpoint AND api = :api"
         ),
         {"project": project_id, "endpoint": endpoint, "api": api.value},
     ).one_or_none()
-    return LearnedQuota(float(row[0]), bool(row[1]), row[2]) if row else None
+    return LearnedQuota(float(row[0]), bool(row[1]), bool(row[2]), row[3]) if row else None
 
 
 def remember_quota(
-    conn: Connection, project_id: str, endpoint: str, api: FcmApi, rate: float, measured: bool
+    conn: Connection,
+    project_id: str,
+    endpoint: str,
+    api: FcmApi,
+    rate: float,
+    measured: bool,
+    *,
+    waits: bool = False,
 ) -> None:
     """Keep what a command learned (the latest wins: the quota may have changed)."""
     conn.execute(
         text(
             """
-            INSERT INTO fcm_quota (project_id, endpoint, api, rate, measured)
-            VALUES (:project, :endpoint, :api, :rate, :measured)
+            INSERT INTO fcm_quota (project_id, endpoint, api, rate, measured, waits)
+            VALUES (:project, :endpoint, :api, :rate, :measured, :waits)
             ON CONFLICT (project_id, endpoint, api) DO UPDATE
-            SET rate = excluded.rate, measured = excluded.measured, learned_at = now()
+            SET rate = excluded.rate, measured = excluded.measured, waits = excluded.waits,
+                learned_at = now()
             """
         ),
         {
@@ -51,5 +60,6 @@ def remember_quota(
             "api": api.value,
             "rate": rate,
             "measured": measured,
+            "waits": waits,
         },
     )
