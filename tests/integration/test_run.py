@@ -886,7 +886,7 @@ def test_a_429_with_a_short_wait_is_asked_again_within_its_batch_after_it(
     # A 429 that carries a wait cannot be asked again before it has passed. Left to a round
     # after the pass, its token went out after every other batch, however early the 429
     # came: a round's claims and a round trip at the end of every such day. A short wait is
-    # waited within the batch instead (all workers but one may), then the token asked again.
+    # waited within the batch instead (half the workers may), then the token asked again.
     run_day(opts(tmp_path, message_file, toks(0, 20)), paced)
     emulator.inject_request_errors(429, count=1, retry_after=retry_after, kinds=["unsubscribe"])
     recorder.sleeps.clear()

@@ -191,7 +191,8 @@ class ClaimCursor:
 # latency, its record: a quarter of a second, 8% of a 3-second day at FCM's quota).
 REASKS = 2
 # A wait FCM asked for (Retry-After, RetryInfo) up to this long is waited within the batch
-# before it asks again, by all workers but one at a time (the others keep the quota used):
+# before it asks again, by half the workers at a time (the others keep the quota used: with
+# three of four waiting, the one left could not keep a batch queued, and sending stopped):
 # left to a retry round, its tokens went out after every other batch, a round's claims and
 # a round trip after the day's work (3-5% of a 3-second day), however early the 429 came.
 REASK_HOLD_SECONDS = 2.0
@@ -264,7 +265,7 @@ class Work:
         self._lock = threading.Lock()  # what the workers share
         self._retry_at = 0.0  # by deps.monotonic: no token FCM refused is asked again before
         # Workers that may wait out a short hold within their batch at once.
-        self._holds = threading.Semaphore(opts.concurrency - 1)
+        self._holds = threading.Semaphore(opts.concurrency // 2)
 
     def drain_all(
         self,
