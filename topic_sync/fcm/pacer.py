@@ -119,7 +119,7 @@ NEAR = 0.98  # this close to just under the last measured quota, the pace probes
 JITTER_SPAN = 2 * WINDOW
 JITTER_REACHED = 0.99
 JITTER_SHARE = 0.01
-JITTER_FLOOR = 0.97  # ...at a pace this close to the configured rate (under it, any 429s)
+JITTER_FLOOR = 0.97  # "just under" the configured rate: a pace of at least this share of it
 # A 429 that carries a wait (Retry-After, RetryInfo) in a stream's last second ends the
 # stream that much later. When FCM's 429s carry one, the last END_SPAN seconds of a stream
 # go at END_SHARE of the quota, leaving a window full at the rate room for jitter; from a
