@@ -109,6 +109,7 @@ def simulate(
     stalls=None,
     expect=False,
     refused_at=None,
+    sent=None,
 ):
     """Virtual time: workers (`concurrency` in flight, as the v1-direct client's connections)
     send through the pacer to an FCM whose quota is a token bucket or a sliding window; its
@@ -116,8 +117,9 @@ def simulate(
     answers arrive `latency` later. With `stalls` (a seeded random.Random), the client stops
     for 20-150 ms every 2 s or so (a loaded machine) and each way takes up to 30% more or
     less. With `expect`, the pacer is told how many requests the stream holds; the send times
-    of those answered 429 are appended to `refused_at` (a list) if given. Returns (the share
-    of the quota used, the share of requests answered 429, the pacer)."""
+    of every request, and of those answered 429, are appended to `sent` and `refused_at`
+    (lists) if given. Returns (the share of the quota used, the share of requests answered
+    429, the pacer)."""
     t = FakeTime()
     begin = t.now
 
@@ -158,6 +160,8 @@ def simulate(
         p.acquire()
         deliver(t.now)
         sent_at, arrive = p.now(), t.now + way()
+        if sent is not None:
+            sent.append(sent_at)
         if fcm.take(arrive):
             status, accepted = 200, accepted + 1
         else:
@@ -270,6 +274,7 @@ def test_a_window_s_jitter_with_a_wait_holds_the_rate_and_spares_the_stream_s_en
     # that fewer 429s fall in its last second; the next command learns that 429s wait.
     def day(expect):
         refused_at: list[float] = []
+        sent: list[float] = []
         _, refused, p = simulate(
             3000,
             0.05,
@@ -280,8 +285,9 @@ def test_a_window_s_jitter_with_a_wait_holds_the_rate_and_spares_the_stream_s_en
             stalls=random.Random(seed),
             expect=expect,
             refused_at=refused_at,
+            sent=sent,
         )
-        last_send = max(p._send_times)
+        last_send = max(sent)
         return refused, p, [at for at in refused_at if at > last_send - WINDOW]
 
     _, untold, untold_late = day(False)
