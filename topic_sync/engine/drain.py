@@ -214,6 +214,7 @@ class _OpState:
     going: bool = True  # rounds may follow
     done: bool = False  # nothing owed, or its retries spent
     settled: int = 0  # progress: tokens done or failed for good, of `total`
+    owed: int = 0  # tokens its next round holds, as last counted
     failed: int = 0
     started: float | None = None  # its first claim, by deps.monotonic
     last_batch_at: float | None = None  # its last batch recorded so far, by deps.monotonic
@@ -287,7 +288,7 @@ class Work:
         told each operation's seconds: in a pass, an operation's run up to its last batch,
         the next one's from there, so that they add up to the time spent.
         """
-        states = [_OpState(op, total) for op, total in work]
+        states = [_OpState(op, total, owed=total) for op, total in work]
         due: list[_OpState] | None = states
         retrying = False
         while due:
@@ -321,8 +322,7 @@ class Work:
             state.round_failures = Counter()  # each round is judged by its own failures
         if self.deps.pacer is not None:
             # How much the stream holds, so that its end is paced knowing it is the end.
-            owed = self._owed() if retrying else {s.op: s.total for s in due}
-            self.deps.pacer.expect(sum(owed[state.op] for state in due))
+            self.deps.pacer.expect(sum(state.owed for state in due))
         if self.deps.should_stop() or not self._round(due, retrying=retrying):
             owed = self._owed()
             return all([state.ended(owed[state.op] == 0) for state in due])
@@ -344,6 +344,7 @@ class Work:
                 if not state.ended(owed[state.op] == 0):
                     return None
                 continue
+            state.owed = owed[state.op]
             wait, why = self._retry_wait(state)
             waits.append((wait, state, f"{state.op}: {owed[state.op]} tokens to retry ({why})"))
         if not waits:

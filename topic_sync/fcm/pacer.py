@@ -306,14 +306,12 @@ class Pacer:
                 burst = EDGE_BURST_SECONDS if near else BURST_SECONDS
                 if self._idle(now):
                     self._stream_from = now
-                if self.rate == self.max_rate:
-                    # At the full rate, only what the stream itself fell behind is caught
-                    # up: a burst at its start would be repaid a second later, against a
-                    # window that counted its arrivals a little late (429s at the 1-second
-                    # mark of a day, and a hole in its sending).
-                    credit = max(now - burst, self._stream_from) if start <= now else start
-                else:
-                    credit = now - burst if start <= now else start
+                # At the full rate, only what the stream itself fell behind is caught up: a
+                # burst at its start would be repaid a second later, against a window that
+                # counted its arrivals a little late (429s at the 1-second mark of a day,
+                # and a hole in its sending).
+                since = self._stream_from if self.rate == self.max_rate else float("-inf")
+                credit = max(now - burst, since) if start <= now else start
                 self._next_free = max(self._next_free, credit) + spacing
             self._log_send(now, start, cost)
             wait = max(start - now, 0.0)
@@ -590,7 +588,7 @@ class Pacer:
 
     def _only_jitter(self, now: float) -> bool:
         """The 429s are the arrivals' jitter at a quota equal to the configured rate: the
-        pace is that rate (or a jitter's step or three under it), a second of the last
+        pace is that rate (or within JITTER_FLOOR of it), a second of the last
         JITTER_SPAN got the pace through (a quota below it never lets that much), and 429s
         are a small share of the span's answers.
 
